@@ -1,0 +1,1 @@
+"""Built-in driver families. Each registers under the ``edge.drivers`` entry points."""

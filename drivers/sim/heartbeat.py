@@ -1,0 +1,63 @@
+"""``sim.heartbeat``: emits a steady stream of events. The workhorse of demos, tests, benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field
+
+from edge.driver import Driver, DriverConfig
+from edge.errors import CommandError, StoreFull
+
+
+class HeartbeatConfig(DriverConfig):
+    rate: float = Field(default=1.0, ge=0, description="Events per second; 0 means as fast as possible.")
+    event_type: str = Field(default="sim.heartbeat", pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")
+    priority: str = Field(default="telemetry", pattern="^(alarm|normal|telemetry)$")
+    payload_bytes: int = Field(default=0, ge=0, le=1_000_000, description="Padding to make events bigger.")
+    count: int | None = Field(default=None, ge=1, description="Stop emitting after this many (per start).")
+    fail_every: int | None = Field(default=None, ge=1, description="Raise after this many events (tests).")
+
+
+class HeartbeatDriver(Driver):
+    """Emits ``event_type`` at ``rate`` with a running counter; can crash on purpose."""
+
+    Config = HeartbeatConfig
+
+    def __init__(self, config: HeartbeatConfig, ctx):
+        super().__init__(config, ctx)
+        self.sent = 0
+        self.refused = 0
+
+    def run(self) -> None:
+        cfg = self.config
+        interval = 1.0 / cfg.rate if cfg.rate else 0.0
+        pad = "x" * cfg.payload_bytes
+        next_at = time.monotonic()
+        while not self.ctx.stopping.is_set():
+            if cfg.count is not None and self.sent >= cfg.count:
+                self.ctx.stopping.wait()
+                return
+            payload: dict[str, Any] = {"n": self.sent}
+            if pad:
+                payload["pad"] = pad
+            try:
+                self.ctx.emit(cfg.event_type, payload, cfg.priority)
+                self.sent += 1
+            except StoreFull:
+                self.refused += 1  # the store reported it; keep beating
+            if cfg.fail_every and self.sent and self.sent % cfg.fail_every == 0:
+                raise RuntimeError(f"simulated failure after {self.sent} events")
+            if interval:
+                next_at += interval
+                if self.ctx.wait(max(0.0, next_at - time.monotonic())):
+                    return
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "ping":
+            return {"pong": True, "sent": self.sent}
+        raise CommandError(f"sim.heartbeat does not support {name!r}; supported: ping")
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "sent": self.sent, "refused": self.refused}

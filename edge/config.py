@@ -1,0 +1,198 @@
+"""Settings: one TOML file, every key overridable by EDGE_… environment variables.
+
+``load_settings`` is the only entry point. It returns validated settings or
+raises ``ConfigError`` with one line per problem (key path, bad value, what was
+expected), which the CLI prints before exiting 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge.errors import ConfigError, UnknownDriverKind
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
+EX_CONFIG = 78
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON lines unless stdout is a terminal."
+    )
+
+
+class StoreSettings(_Section):
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, description="Size cap of stored events.")
+    retention_hours: float = Field(default=72.0, ge=0, description="How long acked events stay for tail/audit.")
+    retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Acked events kept at most.")
+    batch_max: int = Field(default=2000, ge=1, le=100_000, description="Events per group commit at most.")
+    maintenance_interval_s: float = Field(default=60.0, gt=0)
+
+
+class MqttSettings(_Section):
+    brokers: list[str] = Field(default_factory=list, description="Tried in turn: mqtt://host:port, mqtts://host:port.")
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id: str | None = Field(default=None, description="Defaults to the device_id.")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_verify_hostname: bool = True
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="Password is read from this file, never from TOML.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    batch_max_events: int = Field(default=500, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    inflight: int = Field(default=32, ge=1, le=65535)
+    backoff_min_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("brokers")
+    @classmethod
+    def _uris(cls, brokers: list[str]) -> list[str]:
+        for uri in brokers:
+            if not (uri.startswith("mqtt://") or uri.startswith("mqtts://")):
+                raise ValueError(f"{uri!r} is not a broker URI; expected mqtt://host:port or mqtts://host:port")
+        return brokers
+
+
+class SupervisorSettings(_Section):
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    stop_timeout_s: float = Field(default=5.0, gt=0, description="Wait this long for a driver to stop.")
+
+
+class DriverEntry(BaseModel):
+    """One [[drivers]] table: name and kind here; the rest is the driver's own options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=_NAME)
+    kind: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one device."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
+
+    device_id: str = Field(pattern=_NAME)
+    site: str = Field(pattern=_NAME)
+    role: Literal["gate", "tablet"]
+    state_dir: Path = Path("/var/lib/edge")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    drivers: list[DriverEntry] = Field(default_factory=list)
+
+    @field_validator("drivers")
+    @classmethod
+    def _unique_names(cls, drivers: list[DriverEntry]) -> list[DriverEntry]:
+        seen: set[str] = set()
+        for d in drivers:
+            if d.name in seen:
+                raise ValueError(f"driver name {d.name!r} is used twice; names must be unique")
+            seen.add(d.name)
+        return drivers
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; environment variables override it.
+        return (env_settings, init_settings)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool = True) -> Settings:
+    """Read, merge with the environment and validate; raise ConfigError naming every problem."""
+    path = config_path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found (pass --config PATH or set EDGE_CONFIG)"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied reading the config file"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError([f"{path}: {line}" for line in _error_lines(exc)]) from None
+    if check_drivers:
+        lines = _driver_option_errors(settings)
+        if lines:
+            raise ConfigError([f"{path}: {line}" for line in lines])
+    return settings
+
+
+def driver_config(entry: DriverEntry):
+    """Validate one driver entry against its driver's own model; returns the model."""
+    from edge.registry import driver_class
+
+    cls = driver_class(entry.kind)
+    return cls.Config.model_validate({"name": entry.name, "kind": entry.kind, **entry.options()})
+
+
+def _driver_option_errors(settings: Settings) -> list[str]:
+    lines: list[str] = []
+    for i, entry in enumerate(settings.drivers):
+        where = f"drivers[{i}] ({entry.name})"
+        try:
+            driver_config(entry)
+        except UnknownDriverKind as exc:
+            lines.append(f"{where}.kind: {exc}")
+        except ValidationError as exc:
+            lines.extend(f"{where}.{line}" for line in _error_lines(exc))
+    return lines
+
+
+_SECRET_HINTS = ("password", "secret", "token", "private")
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = _format_loc(err["loc"])
+        if err["type"] == "missing":
+            lines.append(f"{loc}: missing; this key is required")
+            continue
+        value = err.get("input")
+        shown = "<hidden>" if any(h in loc.lower() for h in _SECRET_HINTS) else _short_repr(value)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/*.example.toml)"
+        lines.append(f"{loc}: got {shown}; {msg}")
+    return lines
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

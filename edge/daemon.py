@@ -1,0 +1,134 @@
+"""``edge run``: wire the store, the supervisor and the components, then wait.
+
+The daemon's main thread is the supervisor loop: it pings the systemd
+watchdog, keeps the status file current, and on SIGTERM stops everything in
+order (drivers first, so their last events are stored; then components; then
+the store, which finishes every pending commit) within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from edge import systemd
+from edge.clock import ClockMonitor
+from edge.config import Settings
+from edge.events import make_event
+from edge.store import Store
+from edge.supervisor import Supervisor
+
+log = structlog.get_logger("edge.daemon")
+STATUS_FILE = "status.json"
+_STATUS_REFRESH_S = 10.0
+
+
+class Component(Protocol):
+    """A long-lived part of the daemon beside the drivers (the uplink, a cache…)."""
+
+    name: str
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class Daemon:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.started_at = datetime.now(UTC)
+        self._stop = threading.Event()
+        self._health_changed = threading.Event()
+        self.clock = ClockMonitor()
+        self.store: Store | None = None
+        self.supervisor: Supervisor | None = None
+        self.components: list[Component] = []
+
+    def emit(self, type: str, payload: dict, priority: str, source: str):
+        """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
+        s = self.settings
+        return self.store.append(make_event(
+            device=s.device_id, site=s.site, type=type, source=source, payload=payload,
+            priority=priority, clock=self.clock.state()))
+
+    def request_stop(self, *_args) -> None:
+        self._stop.set()
+        self._health_changed.set()  # wakes the main loop at once
+
+    def notify_health_changed(self) -> None:
+        self._health_changed.set()
+
+    def _build_components(self) -> list[Component]:
+        """Components that exist for this config. Later subsystems add themselves here."""
+        return []
+
+    def run(self) -> int:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.store = Store(s.state_dir, device=s.device_id, site=s.site, settings=s.store, clock=self.clock)
+        self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed)
+        self.components = self._build_components()
+        for component in self.components:
+            component.start()
+        self.supervisor.start()
+        self.write_status()
+        systemd.notify("READY=1")
+        log.info("edge_started", device=s.device_id, site=s.site, role=s.role,
+                 drivers=len(s.drivers), pid=os.getpid())
+        self._loop()
+        return self._shutdown()
+
+    def _loop(self) -> None:
+        watchdog = systemd.watchdog_interval_s()
+        tick = min(watchdog or _STATUS_REFRESH_S, _STATUS_REFRESH_S)
+        last_write = time.monotonic()
+        while not self._stop.is_set():
+            # Wake on a health change, a stop, or the tick: no busy polling.
+            self._health_changed.wait(tick)
+            if watchdog:
+                systemd.notify("WATCHDOG=1")
+            if self._health_changed.is_set() or time.monotonic() - last_write >= _STATUS_REFRESH_S:
+                self._health_changed.clear()
+                self.write_status()
+                last_write = time.monotonic()
+            if self._stop.is_set():
+                break
+
+    def _shutdown(self) -> int:
+        systemd.notify("STOPPING=1")
+        started = time.monotonic()
+        log.info("edge_stopping")
+        stuck = self.supervisor.stop()
+        for component in reversed(self.components):
+            component.stop()
+        self.write_status(running=False)
+        self.store.close()
+        log.info("edge_stopped", took_s=round(time.monotonic() - started, 3), stuck_drivers=stuck)
+        return 0
+
+    def status(self, running: bool = True) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "running": running, "pid": os.getpid(), "device_id": s.device_id, "site": s.site,
+            "role": s.role, "started_at": self.started_at.isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(),
+            "drivers": self.supervisor.health() if self.supervisor else {},
+            "components": {c.name: c.status() for c in self.components},
+        }
+
+    def write_status(self, running: bool = True) -> None:
+        """Atomically replace state_dir/status.json for the CLI to read."""
+        path: Path = self.settings.state_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(running), indent=1))
+        os.replace(tmp, path)

@@ -1,0 +1,86 @@
+"""The driver interface: the one thing a third party implements.
+
+A driver owns one device (or one simulated device). It gets a validated config
+and a ``DriverContext``; it reports what happens with ``ctx.emit(...)`` and
+never touches the store, MQTT or other drivers. The supervisor runs ``run()``
+in a thread of its own, restarts it with backoff when it raises, and calls
+``handle()`` from that driver's command thread.
+
+A minimal driver::
+
+    class Doorbell(Driver):
+        class Config(DriverConfig):
+            interval_s: float = 1.0
+
+        def run(self) -> None:
+            while not self.ctx.wait(self.config.interval_s):
+                self.ctx.emit("doorbell.ring", {"loud": True})
+
+Register it in your package's pyproject under the ``edge.drivers`` entry-point
+group: ``"acme.doorbell" = "acme_edge.doorbell:Doorbell"``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from edge.errors import CommandError
+
+
+class DriverConfig(BaseModel):
+    """Base of every driver's options model: ``name`` and ``kind`` plus the driver's own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: str
+
+
+class DriverContext:
+    """What a driver may use: emit events, log, wait, and notice that it must stop."""
+
+    def __init__(self, name: str, emit, log, stopping: threading.Event):
+        self.name = name
+        self.log = log
+        self.stopping = stopping
+        self._emit = emit
+
+    def emit(self, type: str, payload: dict[str, Any] | None = None, priority: str = "normal"):
+        """Record an event durably; returns it (with its ``seq``) once it is on disk.
+
+        Raises ``StoreFull`` for non-alarm events when the store is at its cap.
+        """
+        return self._emit(type, payload or {}, priority, self.name)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True means the driver is being stopped."""
+        return self.stopping.wait(seconds)
+
+
+class Driver:
+    """Base class of drivers. Override ``run``; optionally ``handle`` and ``health``."""
+
+    Config: ClassVar[type[DriverConfig]] = DriverConfig
+    #: Command names that move something physical (two-person rule may apply).
+    physical_commands: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: DriverConfig, ctx: DriverContext):
+        self.config = config
+        self.ctx = ctx
+
+    def run(self) -> None:
+        """Do the driver's work until ``ctx.stopping`` is set. Raising means 'restart me'."""
+        self.ctx.stopping.wait()
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Execute a command; return its result or raise ``CommandError``."""
+        raise CommandError(f"driver {self.ctx.name!r} does not support command {name!r}")
+
+    def health(self) -> dict[str, Any]:
+        """A small status dict; ``status`` is ok | degraded | down."""
+        return {"status": "ok"}
+
+    def close(self) -> None:
+        """Release devices after ``run`` returned or raised. Must not raise."""

@@ -1,0 +1,103 @@
+"""The event envelope: the one record every driver emits and central receives.
+
+Wire form is compact JSON. ``canonical_bytes`` is the exact byte string that is
+stored, hashed into the audit chain and published, so all three agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import EventInvalid
+
+SCHEMA_VERSION = 1
+Priority = Literal["alarm", "normal", "telemetry"]
+# How far the device trusted its own wall clock when the event was made.
+ClockState = Literal["synced", "unsynced", "stepped_back", "unknown"]
+PRIORITIES: tuple[str, ...] = ("alarm", "normal", "telemetry")
+
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")
+MAX_SEQ = 2**63 - 1
+
+
+class Event(BaseModel):
+    """One thing that happened on a device, as stored locally and sent to central."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: int = SCHEMA_VERSION
+    id: str = Field(description="Globally unique; central's idempotency key.")
+    device: str
+    site: str
+    seq: int | None = Field(
+        default=None, ge=1, le=MAX_SEQ,
+        description="Per-device, strictly increasing, never reused; assigned by the store.",
+    )
+    ts: datetime = Field(description="UTC time the event happened (ISO 8601).")
+    type: str = Field(description="family.name, e.g. turnstile.passage.")
+    source: str = Field(description="Driver instance (or subsystem) that produced it.")
+    priority: Priority = "normal"
+    clock: ClockState = Field(
+        default="synced",
+        description="synced | unsynced | stepped_back (after a backwards jump) | unknown.",
+    )
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _type_is_family_name(cls, value: str) -> str:
+        if not _TYPE_RE.match(value):
+            raise ValueError("must be 'family.name' in lower case, e.g. 'turnstile.passage'")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_is_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone (UTC)")
+        return value.astimezone(UTC)
+
+    @property
+    def family(self) -> str:
+        return self.type.split(".", 1)[0]
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes stored, chained and published for this event."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> Event:
+        return cls.model_validate_json(raw)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8. Used for hashing and signing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_event(
+    *, device: str, site: str, type: str, source: str, payload: dict[str, Any] | None = None,
+    priority: str = "normal", clock: str = "synced", ts: datetime | None = None,
+) -> Event:
+    """Build and validate an event, turning pydantic's error into ours."""
+    try:
+        return Event(
+            id=new_event_id(), device=device, site=site, type=type, source=source,
+            priority=priority, clock=clock, payload=payload or {},
+            ts=ts or datetime.now(UTC),
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise EventInvalid(f"invalid event {type!r} from {source!r}: {problems}") from None

@@ -1,0 +1,105 @@
+"""The tamper-evident audit chain.
+
+Each event's hash is ``sha256(previous hash || canonical bytes)``. The head of
+the chain and every checkpoint (where purged history is folded away) carry an
+HMAC made with the device's audit key, so a row that is edited, deleted or
+appended behind the store's back breaks the walk at a named place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+GENESIS = bytes(32)
+
+
+def chain_hash(prev: bytes, body: bytes) -> bytes:
+    return hashlib.sha256(prev + body).digest()
+
+
+def load_key(path: Path) -> bytes:
+    """The audit key; created (0600) on first use."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        return key
+
+
+def mac(key: bytes, label: bytes, seq: int, digest: bytes) -> bytes:
+    return hmac.new(key, label + seq.to_bytes(8, "big") + digest, hashlib.sha256).digest()
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    checked: int
+    first_seq: int | None
+    last_seq: int | None
+    problem: str | None = None
+    break_seq: int | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
+    """Walk the chain from the newest checkpoint to the head; report the first break."""
+    ckpt = conn.execute("SELECT seq, hash, mac FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    if ckpt is None:
+        prev, expected = GENESIS, 1
+    else:
+        if not hmac.compare_digest(ckpt[2], mac(key, b"ckpt", ckpt[0], ckpt[1])):
+            return VerifyReport(False, 0, None, None, f"checkpoint at seq {ckpt[0]} has a bad signature", ckpt[0])
+        prev, expected = ckpt[1], ckpt[0] + 1
+    first = expected
+    dropped = {
+        row[0]: row[1:]
+        for row in conn.execute("SELECT seq, hash, reason, mac FROM dropped WHERE seq >= ?", (expected,))
+    }
+    checked = 0
+    rows = conn.execute("SELECT seq, body, hash FROM events WHERE seq >= ? ORDER BY seq", (expected,))
+
+    def fail(problem: str, seq: int) -> VerifyReport:
+        return VerifyReport(False, checked, first, expected - 1, problem, seq)
+
+    def skip_dropped_until(limit: int) -> VerifyReport | None:
+        nonlocal prev, expected
+        while expected < limit and expected in dropped:
+            digest, reason, tag = dropped.pop(expected)
+            if not hmac.compare_digest(tag, mac(key, reason.encode(), expected, digest)):
+                return fail(f"seq {expected}: drop record has a bad signature", expected)
+            prev, expected = digest, expected + 1
+        return None
+
+    for seq, body, digest in rows:
+        if (bad := skip_dropped_until(seq)) is not None:
+            return bad
+        if seq != expected:
+            return fail(f"seq {expected} is missing (row deleted?)", expected)
+        if chain_hash(prev, body) != digest or f'"seq":{seq},'.encode() not in body:
+            return fail(f"seq {seq}: contents do not match the chain (row edited?)", seq)
+        prev, expected, checked = digest, seq + 1, checked + 1
+        if progress and checked % 10_000 == 0:
+            progress(checked)
+    if (bad := skip_dropped_until(2**63)) is not None:
+        return bad
+    head = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'head_%'").fetchall())
+    if head:
+        head_seq, head_hash, head_mac = head["head_seq"], head["head_hash"], head["head_mac"]
+        if not hmac.compare_digest(head_mac, mac(key, b"head", head_seq, head_hash)):
+            return fail("the chain head has a bad signature (meta edited?)", head_seq)
+        if head_seq != expected - 1 or head_hash != prev:
+            return fail(f"chain ends at seq {expected - 1} but the signed head is seq {head_seq} "
+                        "(newest rows deleted or added?)", expected)
+    return VerifyReport(True, checked, first, expected - 1)

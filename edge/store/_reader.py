@@ -1,0 +1,143 @@
+"""Read-only views of the store: outbox batches, stats, tail, audit.
+
+Used by the daemon (on its own read connections) and by the CLI while the
+daemon runs: WAL lets readers work beside the single writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.store import _chain
+from edge.store._schema import PRIORITY_NAME
+
+DB_NAME = "events.db"
+KEY_NAME = "audit.key"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    type: str
+    priority: str
+    body: bytes
+
+    @property
+    def family(self) -> str:
+        return self.type.split(".", 1)[0]
+
+
+def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
+                               isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+class StoreReader:
+    """Queries over the store file; one connection per calling thread."""
+
+    def __init__(self, state_dir: Path, *, readonly: bool = True):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        self._readonly = readonly
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=self._readonly)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def outbox_next(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
+        """Up to ``limit`` pending events with seq > after_seq, in seq order."""
+        rows = self._conn().execute(
+            "SELECT seq, type, priority, body FROM events INDEXED BY events_pending "
+            "WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
+        ).fetchall()
+        return [OutboxRow(s, t, PRIORITY_NAME[p], b) for s, t, p, b in rows]
+
+    def meta(self) -> dict:
+        return dict(self._conn().execute("SELECT key, value FROM meta").fetchall())
+
+    def stats(self) -> dict:
+        conn = self._conn()
+        meta = self.meta()
+        pending, oldest_seq = conn.execute(
+            "SELECT COUNT(*), MIN(seq) FROM events INDEXED BY events_pending WHERE acked_at IS NULL"
+        ).fetchone()
+        oldest_ts = None
+        if oldest_seq is not None:
+            oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()[0]
+        stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        file_bytes = sum(p.stat().st_size for p in self.state_dir.glob(DB_NAME + "*")
+                         if not ".corrupt-" in p.name)
+        last_ack = meta.get("last_ack_at")
+        return {
+            "pending": pending,
+            "oldest_pending_seq": oldest_seq,
+            "oldest_pending_ts": oldest_ts,
+            "oldest_pending_age_s": _age_s(oldest_ts),
+            "stored": stored,
+            "bytes_used": meta.get("used_bytes", 0),
+            "file_bytes": file_bytes,
+            "max_bytes": meta.get("max_bytes"),
+            "acked_total": meta.get("acked_total", 0),
+            "last_ack_at": last_ack,
+            "last_ack_age_s": round(time.time() - last_ack, 3) if last_ack else None,
+            "next_seq": meta.get("next_seq", 1),
+            "full": bool(meta.get("full", 0)),
+            "dropped": {p: meta.get(f"dropped_{p}", 0) for p in ("alarm", "normal", "telemetry")},
+            "refused": meta.get("refused_total", 0),
+            "purged_acked": meta.get("purged_acked", 0),
+        }
+
+    def tail(self, n: int = 20, *, type_glob: str | None = None, after_seq: int = 0) -> list[tuple]:
+        """(seq, body, acked_at) of the newest n events (or all after ``after_seq``), oldest first."""
+        where, args = ["seq > ?"], [after_seq]
+        if type_glob:
+            where.append("type GLOB ?")
+            args.append(type_glob)
+        sql = f"SELECT seq, body, acked_at FROM events WHERE {' AND '.join(where)} "
+        if after_seq:
+            rows = self._conn().execute(sql + "ORDER BY seq LIMIT ?", (*args, max(n, 1000))).fetchall()
+        else:
+            rows = self._conn().execute(sql + "ORDER BY seq DESC LIMIT ?", (*args, n)).fetchall()
+            rows.reverse()
+        return rows
+
+    def verify(self, progress=None) -> _chain.VerifyReport:
+        key = (self.state_dir / KEY_NAME).read_bytes()
+        conn = self._conn()
+        conn.execute("BEGIN")  # one consistent snapshot while the daemon keeps writing
+        try:
+            return _chain.verify(conn, key, progress)
+        finally:
+            conn.execute("COMMIT")
+
+
+def _age_s(iso_ts: str | None) -> float | None:
+    if not iso_ts:
+        return None
+    from datetime import datetime
+
+    return round(time.time() - datetime.fromisoformat(iso_ts).timestamp(), 3)

@@ -1,0 +1,40 @@
+"""Schema and migrations, versioned with SQLite's ``user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+PRIORITY_CODE = {"alarm": 0, "normal": 1, "telemetry": 2}
+PRIORITY_NAME = {v: k for k, v in PRIORITY_CODE.items()}
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    # seq is the rowid: appends go to the end of the b-tree, the cheapest insert SQLite has.
+    db["events"].create(
+        {"seq": int, "id": str, "type": str, "priority": int, "ts": str,
+         "body": bytes, "hash": bytes, "acked_at": float},
+        pk="seq", not_null={"id", "type", "priority", "ts", "body", "hash"},
+    )
+    db.execute("CREATE INDEX events_pending ON events(seq) WHERE acked_at IS NULL")
+    # Rows removed out of chain order (store-full drops) leave their hash here so
+    # the audit chain stays walkable; a prefix of them folds into a checkpoint.
+    db["dropped"].create(
+        {"seq": int, "hash": bytes, "type": str, "priority": int, "reason": str,
+         "at": float, "mac": bytes}, pk="seq",
+    )
+    db["checkpoints"].create({"seq": int, "hash": bytes, "at": float, "mac": bytes}, pk="seq")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+
+
+MIGRATIONS = [_v1]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        with conn:
+            step(db)
+            conn.execute(f"PRAGMA user_version = {number}")

@@ -1,0 +1,93 @@
+"""Group commit: one thread folds concurrent appends into one durable transaction."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from edge.errors import StoreClosed
+
+_STOP = object()
+
+
+class Job:
+    """One unit of work for the writer; the caller blocks on ``wait()``."""
+
+    __slots__ = ("fn", "size", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[], Any], size: int = 1):
+        self.fn, self.size = fn, size
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GroupCommitWriter:
+    """Owns the writer thread. ``run_batch(jobs)`` is called with as many queued jobs
+    as fit in ``batch_max``; it must run them in one transaction and set each job's
+    result or error. ``idle()`` runs when nothing arrived for ``idle_interval`` seconds."""
+
+    def __init__(self, run_batch, idle, *, batch_max: int, idle_interval: float):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._run_batch, self._idle = run_batch, idle
+        self._batch_max, self._idle_interval = batch_max, idle_interval
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> Job:
+        if self._closed.is_set():
+            raise StoreClosed("the store is closed")
+        self._queue.put(job)
+        return job
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish every job already submitted, then stop the thread."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self._idle_interval)
+            except queue.Empty:
+                self._idle()
+                continue
+            if first is _STOP:
+                break
+            jobs, size = [first], first.size
+            while size < self._batch_max:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                jobs.append(job)
+                size += job.size
+            self._run_batch(jobs)
+            for job in jobs:
+                job.done.set()
+        # Anything that raced in after the stop marker is refused, never silently dropped.
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job.error = StoreClosed("the store closed before this was written")
+                job.done.set()

@@ -1,0 +1,349 @@
+"""The durable event store: every event lands here before it goes anywhere.
+
+``append`` returns only when the event is fsync'd (WAL, synchronous=FULL). A
+single writer thread folds concurrent appends into one transaction (group
+commit), assigns ``seq``, extends the audit chain and enforces the size cap by
+priority: acked history goes first, then pending telemetry, then pending
+normal events; alarms are never dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import structlog
+
+from edge.clock import ClockMonitor
+from edge.config import StoreSettings
+from edge.errors import EventInvalid, StoreError, StoreFull
+from edge.events import Event, canonical_json, make_event
+from edge.store import _chain
+from edge.store._reader import DB_NAME, KEY_NAME, StoreReader, connect
+from edge.store._recovery import check_integrity, move_aside
+from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
+from edge.store._seqfile import SeqReservation
+from edge.store._writer import GroupCommitWriter, Job
+
+ROW_OVERHEAD = 120  # bytes per row beyond the body: hash, id, type, ts, b-tree and index entries
+_ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
+
+log = structlog.get_logger("edge.store")
+
+
+class Store(StoreReader):
+    """Durable, ordered, tamper-evident event log with an outbox for the uplink."""
+
+    def __init__(self, state_dir: Path, *, device: str, site: str,
+                 settings: StoreSettings | None = None, clock: ClockMonitor | None = None):
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(state_dir, readonly=False)
+        self.device, self.site = device, site
+        self.settings = settings or StoreSettings()
+        self.clock = clock or ClockMonitor()
+        self._listeners: list[Callable[[list[Event]], None]] = []
+        self._key = _chain.load_key(state_dir / KEY_NAME)
+        self._seqfile = SeqReservation(state_dir / "seq.reserved")
+        recovered = self._recover_if_corrupt()
+        self._w = connect(self.path, readonly=False)
+        self._w.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+        self._w.execute("PRAGMA journal_mode = WAL")
+        self._w.execute("PRAGMA synchronous = FULL")
+        migrate(self._w)
+        self._load_state()
+        self._writer = GroupCommitWriter(
+            self._run_batch, self._maintenance,
+            batch_max=self.settings.batch_max, idle_interval=self.settings.maintenance_interval_s,
+        )
+        self._writer.start()
+        if recovered:
+            self.append(self._system_event("system.store_recovered", recovered))
+
+    # -- start-up -------------------------------------------------------------
+
+    def _recover_if_corrupt(self) -> dict | None:
+        problem = check_integrity(self.path)
+        if problem is None:
+            return None
+        moved = move_aside(self.path)
+        log.error("store_corrupt_moved_aside", problem=problem, moved=moved)
+        return {"problem": problem, "moved_to": moved, "seq_resumes_at": self._seqfile.limit + 1}
+
+    def _load_state(self) -> None:
+        meta = dict(self._w.execute("SELECT key, value FROM meta").fetchall())
+        if "next_seq" not in meta:
+            # New file: continue above every seq ever reserved (matters after recovery).
+            start = self._seqfile.limit + 1
+            with self._w:
+                self._checkpoint(start - 1, _chain.GENESIS)
+                self._w.execute("INSERT INTO meta VALUES ('next_seq', ?)", (start,))
+            meta["next_seq"] = start
+        self._next_seq = meta["next_seq"]
+        self._prev_hash = meta.get("head_hash", _chain.GENESIS)
+        if "head_hash" not in meta:
+            row = self._w.execute("SELECT hash FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            self._prev_hash = row[0] if row else _chain.GENESIS
+        self._used = meta.get("used_bytes", 0)
+        self._counters = {k: meta.get(k, 0) for k in (
+            "acked_total", "dropped_alarm", "dropped_normal", "dropped_telemetry",
+            "refused_total", "purged_acked")}
+        self._last_ack_at = meta.get("last_ack_at")
+        self._full = bool(meta.get("full", 0))
+
+    # -- public API -----------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
+        """Call ``fn(events)`` from the writer thread after each commit. Must not block."""
+        self._listeners.append(fn)
+
+    def append(self, event: Event) -> Event:
+        """Store one event durably; returns it with its ``seq``."""
+        return self.append_many([event])[0]
+
+    def append_many(self, events: list[Event]) -> list[Event]:
+        """Store events durably in one go (all or none); returns them with their seqs."""
+        for event in events:
+            if event.seq is not None:
+                raise EventInvalid(f"event {event.id} already has seq {event.seq}; the store assigns seq")
+        # Serialising here, in the producer's thread, keeps the writer's critical path short.
+        items = [(e, e.model_dump(mode="json")) for e in events]
+        return self._writer.submit(Job(lambda: self._insert(items), size=len(items))).wait()
+
+    def mark_acked(self, seqs: Iterable[int]) -> int:
+        """Mark events as delivered (broker PUBACKed them); returns how many changed."""
+        seqs = sorted(set(seqs))
+        if not seqs:
+            return 0
+        return self._writer.submit(Job(lambda: self._ack(seqs), size=len(seqs))).wait()
+
+    def run_maintenance(self) -> None:
+        """Apply retention and fold purged history into checkpoints now."""
+        self._writer.submit(Job(self._retention)).wait()
+
+    def emit_system(self, type: str, payload: dict, priority: str = "alarm") -> Event:
+        return self.append(self._system_event(type, payload, priority))
+
+    def close(self) -> None:
+        self._writer.close()
+        self._w.close()
+        super().close()
+
+    # -- writer thread --------------------------------------------------------
+
+    def _system_event(self, type: str, payload: dict, priority: str = "alarm") -> Event:
+        return make_event(device=self.device, site=self.site, type=type, source="store",
+                          payload=payload, priority=priority, clock=self.clock.state())
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        self._batch_events: list[Event] = []
+        saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
+                 self._last_ack_at, self._full)
+        try:
+            self._w.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                try:
+                    job.result = job.fn()
+                except StoreFull as exc:
+                    job.error = exc
+            self._seqfile.ensure(self._next_seq)
+            self._write_meta()
+            self._w.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            if self._w.in_transaction:
+                self._w.execute("ROLLBACK")
+            (self._next_seq, self._prev_hash, self._used, self._counters,
+             self._last_ack_at, self._full) = saved
+            log.error("store_commit_failed", error=str(exc))
+            for job in jobs:
+                job.result, job.error = None, StoreError(f"could not write to the store: {exc}")
+            return
+        if self._batch_events:
+            for listener in self._listeners:
+                listener(self._batch_events)
+
+    def _insert(self, items: list[tuple[Event, dict]]) -> list[Event]:
+        encoded = self._encode(items)
+        need = sum(ROW_OVERHEAD + len(body) for _, _, body in encoded)
+        top = min(PRIORITY_CODE[e.priority] for e, _ in items)
+        before = self._next_seq
+        if not self._make_room(need, top):
+            self._counters["refused_total"] += len(items)
+            if not self._full:
+                self._full = True
+                self._write_rows([self._system_event("system.store_full", {
+                    "max_bytes": self.settings.max_bytes, "used_bytes": self._used,
+                    "refused_priority": PRIORITY_NAME[top]})])
+            raise StoreFull(f"store is full ({self._used} of {self.settings.max_bytes} bytes, "
+                            f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
+                            "are refused until the uplink drains it")
+        if top != _ALARM:
+            self._full = False
+        if self._next_seq != before:  # making room wrote a report event first
+            encoded = self._encode(items)
+        return self._write_encoded(encoded)
+
+    def _encode(self, items: list[tuple[Event, dict]]) -> list[tuple[Event, dict, bytes]]:
+        out, seq = [], self._next_seq
+        for event, data in items:
+            data["seq"] = seq
+            out.append((event, data, canonical_json(data)))
+            seq += 1
+        return out
+
+    def _write_rows(self, events: list[Event]) -> list[Event]:
+        return self._write_encoded(self._encode([(e, e.model_dump(mode="json")) for e in events]))
+
+    def _write_encoded(self, encoded: list[tuple[Event, dict, bytes]]) -> list[Event]:
+        stored, rows = [], []
+        for event, data, body in encoded:
+            self._prev_hash = _chain.chain_hash(self._prev_hash, body)
+            rows.append((data["seq"], event.id, event.type, PRIORITY_CODE[event.priority],
+                         data["ts"], body, self._prev_hash))
+            self._used += ROW_OVERHEAD + len(body)
+            stored.append(event.model_copy(update={"seq": data["seq"]}))
+        self._next_seq += len(encoded)
+        self._w.executemany("INSERT INTO events (seq, id, type, priority, ts, body, hash) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._batch_events.extend(stored)
+        return stored
+
+    def _ack(self, seqs: list[int]) -> int:
+        now = time.time()
+        changed = 0
+        for lo, hi in _ranges(seqs):
+            changed += self._w.execute(
+                "UPDATE events SET acked_at = ? WHERE seq BETWEEN ? AND ? AND acked_at IS NULL",
+                (now, lo, hi)).rowcount
+        self._counters["acked_total"] += changed
+        self._last_ack_at = now
+        return changed
+
+    def _write_meta(self) -> None:
+        head_seq = self._next_seq - 1
+        values = {
+            "next_seq": self._next_seq, "head_seq": head_seq, "head_hash": self._prev_hash,
+            "head_mac": _chain.mac(self._key, b"head", head_seq, self._prev_hash),
+            "used_bytes": self._used, "max_bytes": self.settings.max_bytes,
+            "full": int(self._full), "last_ack_at": self._last_ack_at, **self._counters,
+        }
+        self._w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
+    # -- size cap and retention ------------------------------------------------
+
+    def _make_room(self, need: int, priority: int) -> bool:
+        """Free space for ``need`` bytes, evicting only what ``priority`` may evict."""
+        excess = self._used + need - self.settings.max_bytes
+        if excess <= 0:
+            return True
+        # Evictable in order: acked history, pending telemetry, pending normal.
+        classes = [("acked_at IS NOT NULL", None)]
+        if priority <= _TELEMETRY:
+            classes.append(("acked_at IS NULL AND priority = 2", "telemetry"))
+        if priority <= _NORMAL:
+            classes.append(("acked_at IS NULL AND priority = 1", "normal"))
+        where_any = " OR ".join(f"({w})" for w, _ in classes)
+        freeable = self._w.execute(
+            f"SELECT COALESCE(SUM(length(body)), 0) + COUNT(*) * {ROW_OVERHEAD} FROM events WHERE {where_any}"
+        ).fetchone()[0]
+        if freeable < excess and priority != _ALARM:
+            return False
+        dropped: list[tuple] = []
+        for where, label in classes:
+            if excess <= 0:
+                break
+            excess -= self._evict(where, label, excess, dropped)
+        if dropped:
+            by_priority: dict[str, int] = {}
+            for _seq, prio in dropped:
+                by_priority[prio] = by_priority.get(prio, 0) + 1
+            log.warning("store_dropped_pending", count=len(dropped), by_priority=by_priority)
+            self._write_rows([self._system_event("system.events_dropped", {
+                "reason": "store_full", "count": len(dropped), "by_priority": by_priority,
+                "seq_from": dropped[0][0], "seq_to": dropped[-1][0]})])
+        return True  # alarms are written even past the cap
+
+    def _evict(self, where: str, label: str | None, excess: int, dropped: list) -> int:
+        freed = 0
+        while freed < excess:
+            rows = self._w.execute(
+                f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where} "
+                "ORDER BY seq LIMIT 500").fetchall()
+            if not rows:
+                break
+            batch = []
+            for row in rows:
+                batch.append(row)
+                freed += ROW_OVERHEAD + row[4]
+                if freed >= excess:
+                    break
+            self._remove_rows(batch, reason=f"dropped_{label}" if label else "purged_acked")
+            if label:
+                self._counters[f"dropped_{label}"] += len(batch)
+                dropped.extend((r[0], label) for r in batch)
+            else:
+                self._counters["purged_acked"] += len(batch)
+        return freed
+
+    def _remove_rows(self, rows: list[tuple], reason: str) -> None:
+        """Delete rows anywhere in the chain, leaving a signed hash so the walk continues."""
+        now = time.time()
+        self._w.executemany(
+            "INSERT INTO dropped (seq, hash, type, priority, reason, at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(s, h, t, p, reason, now, _chain.mac(self._key, reason.encode(), s, h)) for s, h, t, p, _ in rows])
+        self._w.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+        self._used -= sum(ROW_OVERHEAD + r[4] for r in rows)
+
+    def _checkpoint(self, seq: int, digest: bytes) -> None:
+        self._w.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                        (seq, digest, time.time(), _chain.mac(self._key, b"ckpt", seq, digest)))
+
+    def _purge_prefix(self, upto: int) -> int:
+        """Fold every chain entry with seq <= upto into a signed checkpoint."""
+        row = (self._w.execute("SELECT hash FROM events WHERE seq = ?", (upto,)).fetchone()
+               or self._w.execute("SELECT hash FROM dropped WHERE seq = ?", (upto,)).fetchone())
+        if row is None:
+            return 0
+        size, count = self._w.execute(
+            "SELECT COALESCE(SUM(length(body)), 0), COUNT(*) FROM events WHERE seq <= ?", (upto,)).fetchone()
+        self._checkpoint(upto, row[0])
+        self._w.execute("DELETE FROM events WHERE seq <= ?", (upto,))
+        self._w.execute("DELETE FROM dropped WHERE seq <= ?", (upto,))
+        self._w.execute("DELETE FROM checkpoints WHERE seq < ?", (upto,))
+        self._used -= size + count * ROW_OVERHEAD
+        self._counters["purged_acked"] += count
+        return count
+
+    def _retention(self) -> int:
+        """Purge acked history older than retention_hours or beyond retention_bytes."""
+        first_pending = self._w.execute(
+            "SELECT MIN(seq) FROM events INDEXED BY events_pending WHERE acked_at IS NULL").fetchone()[0]
+        limit = (first_pending or self._next_seq) - 1  # only a fully-acked prefix may go
+        cutoff = time.time() - self.settings.retention_hours * 3600
+        by_age = self._w.execute(
+            "SELECT MAX(seq) FROM events WHERE seq <= ? AND acked_at < ?", (limit, cutoff)).fetchone()[0] or 0
+        by_size = self._w.execute(
+            "SELECT seq FROM (SELECT seq, SUM(length(body) + ?) OVER (ORDER BY seq DESC) AS kept "
+            "FROM events WHERE seq <= ?) WHERE kept > ? ORDER BY seq DESC LIMIT 1",
+            (ROW_OVERHEAD, limit, self.settings.retention_bytes)).fetchone()
+        upto = max(by_age, by_size[0] if by_size else 0)
+        # Dropped records below the oldest stored row fold away too.
+        oldest = self._w.execute("SELECT MIN(seq) FROM events").fetchone()[0] or self._next_seq
+        upto = max(upto, min(oldest - 1, limit))
+        return self._purge_prefix(upto) if upto > 0 else 0
+
+    def _maintenance(self) -> None:
+        self._run_batch([Job(self._retention)])
+        self._w.execute("PRAGMA incremental_vacuum")
+
+
+def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
+    lo = prev = sorted_seqs[0]
+    for seq in sorted_seqs[1:]:
+        if seq != prev + 1:
+            yield lo, prev
+            lo = seq
+        prev = seq
+    yield lo, prev

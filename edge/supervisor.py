@@ -1,0 +1,165 @@
+"""The supervisor owns every driver thread: starts, restarts with backoff, stops.
+
+This is the one place with a catch-all handler: a driver that raises is
+recorded as a ``system.driver_fault`` event, marked degraded and restarted
+after an exponentially growing delay; the other drivers never notice.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from edge.config import DriverEntry, SupervisorSettings, driver_config
+from edge.driver import Driver, DriverContext
+from edge.errors import CommandError, StoreError
+from edge.registry import driver_class
+
+log = structlog.get_logger("edge.supervisor")
+_STABLE_AFTER_S = 30.0  # a run this long resets the backoff
+
+
+class DriverRunner:
+    """One driver: its run thread, its command thread, its health."""
+
+    def __init__(self, entry: DriverEntry, emit: Callable, settings: SupervisorSettings,
+                 on_health_change: Callable[[], None]):
+        self.name, self.kind = entry.name, entry.kind
+        self._cls = driver_class(entry.kind)
+        self._config = driver_config(entry)
+        self._emit, self._settings = emit, settings
+        self._on_health_change = on_health_change
+        self.stopping = threading.Event()
+        self._driver: Driver | None = None
+        self._status, self._restarts, self._last_error = "starting", 0, None
+        self._thread = threading.Thread(target=self._loop, name=f"driver:{self.name}", daemon=True)
+        self._commands = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cmd:{self.name}")
+
+    @property
+    def physical_commands(self) -> frozenset[str]:
+        return self._cls.physical_commands
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _set_status(self, status: str) -> None:
+        if status != self._status:
+            self._status = status
+            self._on_health_change()
+
+    def _loop(self) -> None:
+        delay = self._settings.backoff_initial_s
+        bound = log.bind(driver=self.name, kind=self.kind)
+        while not self.stopping.is_set():
+            ctx = DriverContext(self.name, self._emit, bound, self.stopping)
+            started = time.monotonic()
+            try:
+                self._driver = self._cls(self._config, ctx)
+                self._set_status("ok" if self._restarts == 0 else self._status)
+                self._driver.run()
+                if self.stopping.is_set():
+                    break
+                raise RuntimeError("run() returned while the driver was not being stopped")
+            except Exception as exc:  # the one catch-all: record, back off, restart
+                if self.stopping.is_set():
+                    break
+                self._fault(exc, bound)
+            finally:
+                self._close_driver()
+            if time.monotonic() - started > _STABLE_AFTER_S:
+                delay = self._settings.backoff_initial_s
+            # Full jitter keeps many failing drivers from restarting in lockstep.
+            wait = random.uniform(delay / 2, delay)
+            bound.info("driver_restart_scheduled", in_s=round(wait, 3), restarts=self._restarts)
+            if self.stopping.wait(wait):
+                break
+            delay = min(delay * 2, self._settings.backoff_max_s)
+        self._set_status("stopped")
+
+    def _fault(self, exc: BaseException, bound) -> None:
+        self._restarts += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"[:300]
+        bound.error("driver_fault", error_type=type(exc).__name__, error=str(exc)[:300],
+                    restarts=self._restarts)
+        self._set_status("degraded")
+        try:
+            self._emit("system.driver_fault", {
+                "driver": self.name, "kind": self.kind, "error_type": type(exc).__name__,
+                "error": str(exc)[:300], "restarts": self._restarts,
+            }, "normal", "supervisor")
+        except StoreError as store_exc:
+            bound.error("driver_fault_not_recorded", error=str(store_exc))
+
+    def _close_driver(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.close()
+
+    def submit(self, name: str, args: dict[str, Any]) -> Future:
+        """Run a command on this driver's own command thread."""
+        return self._commands.submit(self._handle, name, args)
+
+    def _handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        driver = self._driver
+        if driver is None:
+            raise CommandError(f"driver {self.name!r} is not running (status {self._status}); try again shortly")
+        return driver.handle(name, args)
+
+    def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"kind": self.kind, "status": self._status, "restarts": self._restarts}
+        if self._last_error:
+            report["last_error"] = self._last_error
+        driver = self._driver
+        if driver is not None and self._status == "ok":
+            detail = driver.health()
+            report.update({k: v for k, v in detail.items() if k != "status"})
+            report["status"] = detail.get("status", "ok")
+        return report
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._commands.shutdown(wait=False, cancel_futures=True)
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class Supervisor:
+    """Starts every configured driver and stops them all within a deadline."""
+
+    def __init__(self, entries: list[DriverEntry], emit: Callable, settings: SupervisorSettings,
+                 on_health_change: Callable[[], None] = lambda: None):
+        self._settings = settings
+        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change) for e in entries}
+
+    def start(self) -> None:
+        for runner in self.runners.values():
+            runner.start()
+
+    def health(self) -> dict[str, dict]:
+        return {name: r.health() for name, r in self.runners.items()}
+
+    def runner(self, name: str) -> DriverRunner:
+        try:
+            return self.runners[name]
+        except KeyError:
+            raise CommandError(f"no driver named {name!r}; configured: {', '.join(self.runners) or 'none'}") from None
+
+    def stop(self) -> list[str]:
+        """Signal every driver, wait up to stop_timeout_s in total; returns the stuck ones."""
+        for runner in self.runners.values():
+            runner.stop()
+        deadline = time.monotonic() + self._settings.stop_timeout_s
+        stuck = []
+        for name, runner in self.runners.items():
+            if not runner.join(max(0.0, deadline - time.monotonic())):
+                stuck.append(name)
+                log.error("driver_stuck_on_stop", driver=name, timeout_s=self._settings.stop_timeout_s)
+        return stuck

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up a development/test environment on a fresh Debian 12 machine (run as root).
+#   scripts/setup.sh            core + dev tools
+#   scripts/setup.sh --gate     also the gate's imaging stack (OpenCV, dlib, face_recognition)
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_gate=0
+for arg in "$@"; do
+  case "$arg" in
+    --gate) want_gate=1 ;;
+    *) echo "setup.sh: unknown option '$arg' (expected --gate)" >&2; exit 2 ;;
+  esac
+done
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# The packaged mosquitto service is not needed: tests and the demo start their own brokers.
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+extras="dev"
+[ "$want_gate" = 1 ] && extras="dev,gate"
+.venv/bin/pip install -q -e ".[$extras]"
+
+if [ "$want_gate" = 1 ]; then
+  # face_recognition declares a dependency on "dlib", which has no wheel and compiles
+  # for a long time. The dlib-bin wheel ships the same dlib module prebuilt, so install
+  # it and the model files first, then face_recognition itself without its declared deps.
+  .venv/bin/pip install -q dlib-bin face_recognition_models
+  .venv/bin/pip install -q --no-deps face_recognition
+fi
+echo "setup: ok (.venv ready; extras: $extras)"
