@@ -68,6 +68,13 @@ class MqttSettings(_Section):
         return brokers
 
 
+class TrustSettings(_Section):
+    """Central's signing keys: commands, galleries, catalogs and contact lists must verify."""
+
+    central_keys: list[Path] = Field(default_factory=list, description="PEM Ed25519 public keys of central.")
+    clock_skew_s: float = Field(default=120.0, ge=0, description="Allowance for issued_at in the future.")
+
+
 class SupervisorSettings(_Section):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
@@ -98,6 +105,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    trust: TrustSettings = Field(default_factory=TrustSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
 
     @field_validator("drivers")

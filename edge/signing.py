@@ -1,0 +1,114 @@
+"""Ed25519 signatures over canonical JSON: commands, galleries, catalogs, contact lists.
+
+A signed document is a JSON object with a ``signatures`` list; each entry is
+``{"key_id": ..., "sig": base64}`` over the canonical bytes of the document
+without its ``signatures``. ``key_id`` is the first 16 hex digits of the
+SHA-256 of the raw public key, so a key can be named without trusting a label.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.errors import EdgeError
+from edge.events import canonical_json
+
+
+class SignatureError(EdgeError):
+    """A signed document is unsigned, badly signed, or signed by too few trusted keys."""
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def signed_bytes(doc: Mapping[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in doc.items() if k != "signatures"})
+
+
+def sign(doc: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Return a copy of ``doc`` with one more signature appended."""
+    sig = private_key.sign(signed_bytes(doc))
+    entry = {"key_id": key_id(private_key.public_key()), "sig": base64.b64encode(sig).decode()}
+    return {**doc, "signatures": [*doc.get("signatures", []), entry]}
+
+
+def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], required: int = 1) -> list[str]:
+    """Return the distinct trusted key ids with a valid signature; raise if fewer than ``required``."""
+    signatures = doc.get("signatures")
+    if not signatures or not isinstance(signatures, list):
+        raise SignatureError("not signed (no 'signatures' list)")
+    payload = signed_bytes(doc)
+    good: list[str] = []
+    problems: list[str] = []
+    for entry in signatures:
+        if not isinstance(entry, dict):
+            problems.append("a signature entry is not an object")
+            continue
+        kid = entry.get("key_id")
+        key = trusted.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            problems.append(f"key {kid!r} is not trusted")
+            continue
+        try:
+            key.verify(base64.b64decode(entry.get("sig", ""), validate=True), payload)
+        except (InvalidSignature, ValueError, TypeError):
+            problems.append(f"bad signature from key {kid}")
+            continue
+        if kid not in good:
+            good.append(kid)
+    if len(good) < required:
+        detail = "; ".join(problems) if problems else "no valid signature"
+        raise SignatureError(f"needs {required} valid signature(s) from distinct trusted keys, "
+                             f"has {len(good)} ({detail})")
+    return good
+
+
+def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict[str, Ed25519PublicKey]:
+    """key_id -> public key, from PEM files (public keys or, for tests, private keys)."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in paths:
+        data = Path(path).read_bytes()
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError:
+            try:
+                key = serialization.load_pem_private_key(data, password=None).public_key()
+            except (ValueError, TypeError) as exc:
+                raise SignatureError(f"{path}: not a PEM Ed25519 key ({exc})") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise SignatureError(f"{path}: not an Ed25519 key")
+        keys[key_id(key)] = key
+    return keys
+
+
+def generate_keypair(folder: str | os.PathLike, name: str) -> tuple[Path, Path, str]:
+    """Write NAME.key (0600) and NAME.pub into folder; returns (key path, pub path, key id)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    key_path, pub_path = folder / f"{name}.key", folder / f"{name}.pub"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    pub_path.write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_path, pub_path, key_id(private.public_key())

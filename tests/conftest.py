@@ -1,0 +1,17 @@
+"""Shared test helpers. The harness fixtures themselves come from edge.testing (pytest11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FACES = REPO.parent / "shared" / "faces"
+
+
+@pytest.fixture
+def base_config(tmp_path) -> dict:
+    """A minimal valid config dict for a daemon under test."""
+    return {"device_id": "dev-1", "site": "site-1", "role": "gate", "state_dir": str(tmp_path / "state"),
+            "logging": {"level": "info", "format": "json"}, "drivers": []}
