@@ -51,6 +51,7 @@ class Daemon:
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.components: list[Component] = []
+        self.link = None  # the MQTT link, when [mqtt].brokers is set (issue 3)
 
     def emit(self, type: str, payload: dict, priority: str, source: str):
         """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
@@ -67,8 +68,14 @@ class Daemon:
         self._health_changed.set()
 
     def _build_components(self) -> list[Component]:
-        """Components that exist for this config. Later subsystems add themselves here."""
-        return []
+        """Components that exist for this config, in start order (stopped in reverse).
+
+        Each subsystem adds itself here with one small block; a component gets the
+        daemon and uses only ``settings``, ``store``, ``supervisor``, ``emit`` and
+        the MQTT ``link`` (None when no broker is configured).
+        """
+        components: list[Component] = []
+        return components
 
     def run(self) -> int:
         s = self.settings
