@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.errors import ConfigError, UnknownDriverKind
@@ -59,13 +60,33 @@ class MqttSettings(_Section):
     backoff_min_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=60.0, gt=0)
 
-    @field_validator("brokers")
+    @field_validator("brokers", mode="after")
     @classmethod
     def _uris(cls, brokers: list[str]) -> list[str]:
-        for uri in brokers:
-            if not (uri.startswith("mqtt://") or uri.startswith("mqtts://")):
-                raise ValueError(f"{uri!r} is not a broker URI; expected mqtt://host:port or mqtts://host:port")
+        for i, uri in enumerate(brokers):
+            if (problem := _broker_uri_problem(uri)) is not None:
+                raise PydanticCustomError("broker_uri", "{problem}; expected mqtt://host:port or mqtts://host:port",
+                                          {"index": i, "uri": uri, "problem": problem})
         return brokers
+
+
+def _broker_uri_problem(uri: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URI ({exc})"
+    if parts.scheme not in ("mqtt", "mqtts"):
+        return f"scheme {parts.scheme or 'missing'!r} is not mqtt or mqtts"
+    if not parts.hostname:
+        return "no host name"
+    if port == 0:
+        return "port 0 is not a broker port"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "a broker URI has no path, query or fragment"
+    return None
 
 
 class TrustSettings(_Section):
@@ -111,11 +132,15 @@ class Settings(BaseSettings):
     @field_validator("drivers")
     @classmethod
     def _unique_names(cls, drivers: list[DriverEntry]) -> list[DriverEntry]:
-        seen: set[str] = set()
-        for d in drivers:
+        seen: dict[str, int] = {}
+        for i, d in enumerate(drivers):
             if d.name in seen:
-                raise ValueError(f"driver name {d.name!r} is used twice; names must be unique")
-            seen.add(d.name)
+                # A custom type lets _error_lines point at drivers[i].name, not the whole list.
+                raise PydanticCustomError(
+                    "duplicate_driver_name",
+                    "already used by drivers[{first}]; driver names must be unique",
+                    {"index": i, "first": seen[d.name], "name": d.name})
+            seen[d.name] = i
         return drivers
 
     @classmethod
@@ -146,12 +171,28 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError([f"{path}: {line}" for line in _error_lines(exc)]) from None
+        lines = _error_lines(exc)
+        if check_drivers:  # report the drivers' own options too, so one run shows everything
+            lines += _driver_option_errors(_parsable_entries(data.get("drivers")))
+        raise ConfigError([f"{path}: {line}" for line in lines]) from None
     if check_drivers:
-        lines = _driver_option_errors(settings)
+        lines = _driver_option_errors(list(enumerate(settings.drivers)))
         if lines:
             raise ConfigError([f"{path}: {line}" for line in lines])
     return settings
+
+
+def _parsable_entries(raw: Any) -> list[tuple[int, DriverEntry]]:
+    """The [[drivers]] tables that are well-formed enough to check their options."""
+    if not isinstance(raw, list):
+        return []
+    entries = []
+    for i, item in enumerate(raw):
+        try:
+            entries.append((i, DriverEntry.model_validate(item)))
+        except ValidationError:
+            continue  # its name/kind problem is already reported by the Settings validation
+    return entries
 
 
 def driver_config(entry: DriverEntry):
@@ -162,9 +203,9 @@ def driver_config(entry: DriverEntry):
     return cls.Config.model_validate({"name": entry.name, "kind": entry.kind, **entry.options()})
 
 
-def _driver_option_errors(settings: Settings) -> list[str]:
+def _driver_option_errors(entries: list[tuple[int, DriverEntry]]) -> list[str]:
     lines: list[str] = []
-    for i, entry in enumerate(settings.drivers):
+    for i, entry in entries:
         where = f"drivers[{i}] ({entry.name})"
         try:
             driver_config(entry)
@@ -186,6 +227,10 @@ def _error_lines(exc: ValidationError) -> list[str]:
             lines.append(f"{loc}: missing; this key is required")
             continue
         value = err.get("input")
+        if err["type"] == "duplicate_driver_name":
+            loc, value = f"{loc}[{err['ctx']['index']}].name", err["ctx"]["name"]
+        elif err["type"] == "broker_uri":
+            loc, value = f"{loc}[{err['ctx']['index']}]", err["ctx"]["uri"]
         shown = "<hidden>" if any(h in loc.lower() for h in _SECRET_HINTS) else _short_repr(value)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

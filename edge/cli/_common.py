@@ -31,6 +31,41 @@ def settings_from(ctx: click.Context, *, check_drivers: bool = False):
         sys.exit(EX_CONFIG)
 
 
+class LightSettings:
+    """The four keys ``edge status`` and ``edge events tail`` need, read without pydantic.
+
+    Importing pydantic(-settings) costs more than the 0.3 s these commands may take
+    on a slow device. Whenever the file does not plainly give usable values, the
+    full validation runs instead, so a broken config still gets its usual errors.
+    """
+
+    __slots__ = ("device_id", "site", "role", "state_dir")
+
+
+def light_settings(ctx: click.Context):
+    """``device_id``, ``site``, ``role`` and ``state_dir`` from the TOML file and EDGE_ variables."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    path = ctx.find_root().obj.get("config_path") or os.environ.get("EDGE_CONFIG") or "/etc/edge/edge.toml"
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return settings_from(ctx)
+    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("EDGE_")}
+    light = LightSettings()
+    for key, default in (("device_id", None), ("site", None), ("role", None), ("state_dir", "/var/lib/edge")):
+        value = env.get(f"EDGE_{key.upper()}", data.get(key, default))
+        if not isinstance(value, str) or not value:
+            return settings_from(ctx)
+        setattr(light, key, value)
+    if light.role not in ("gate", "tablet"):
+        return settings_from(ctx)
+    light.state_dir = Path(light.state_dir)
+    return light
+
+
 def output(data: Any, as_json: bool, text: Callable[[Any], str] | str) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=None, default=str))

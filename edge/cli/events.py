@@ -7,7 +7,7 @@ import time
 
 import click
 
-from edge.cli._common import edge_errors, json_option, settings_from
+from edge.cli._common import edge_errors, json_option, light_settings
 from edge.cli._state import open_reader
 
 
@@ -26,7 +26,7 @@ def events() -> None:
 @edge_errors
 def tail(ctx: click.Context, count: int, follow: bool, type_glob: str | None, as_json: bool) -> None:
     """Show the newest events (JSON lines with --json)."""
-    reader = open_reader(settings_from(ctx).state_dir)
+    reader = open_reader(light_settings(ctx).state_dir)
     last = 0
     try:
         for seq, body, acked_at in reader.tail(count, type_glob=type_glob):

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from edge.cli._common import human_age, human_bytes, json_option, output, settings_from
+from edge.cli._common import human_age, human_bytes, json_option, light_settings, output
 from edge.cli._state import open_reader, read_status
 from edge.errors import StoreError
 
@@ -20,7 +20,7 @@ EX_NOT_RUNNING = 3  # as systemctl/LSB status: 3 means "not running"
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Daemon, drivers, outbox and disk at a glance. Exit 0 running, 3 stopped."""
-    settings = settings_from(ctx)
+    settings = light_settings(ctx)
     state_dir = settings.state_dir
     daemon = read_status(state_dir) or {"running": False}
     try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:  # sqlite_utils pulls in numpy: import it only when migrating
+    import sqlite_utils
 
 PRIORITY_CODE = {"alarm": 0, "normal": 1, "telemetry": 2}
 PRIORITY_NAME = {v: k for k, v in PRIORITY_CODE.items()}
@@ -32,8 +34,12 @@ MIGRATIONS = [_v1]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    db = sqlite_utils.Database(conn)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(MIGRATIONS):
+        return
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
         with conn:
             step(db)

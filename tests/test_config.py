@@ -1,0 +1,180 @@
+"""Config: the example files validate; every kind of bad config stops start-up with exit 78
+and one line per problem naming the key path, the bad value and what was expected."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import cli
+from edge.config import load_settings
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "config").glob("*.example.toml"))
+
+GOOD = """\
+device_id = "gate-1"
+site = "site-a"
+role = "gate"
+state_dir = "{state}"
+
+[[drivers]]
+name = "hb"
+kind = "sim.heartbeat"
+rate = 2.0
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.toml"
+    path.write_text(text.replace("{state}", str(tmp_path / "state")))
+    return path
+
+
+def _check(path: Path, env: dict | None = None):
+    """`edge config check PATH` in-process: (exit code, output lines)."""
+    result = CliRunner().invoke(cli, ["config", "check", str(path)], env=env)
+    return result.exit_code, [line for line in result.output.splitlines() if line]
+
+
+def test_examples_are_listed():
+    assert {p.name for p in EXAMPLES} >= {"gate.example.toml", "tablet.example.toml"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_validate_including_driver_options(path):
+    settings = load_settings(path, check_drivers=True)
+    assert settings.role in path.name
+    assert settings.drivers, "an example without drivers proves nothing about driver options"
+    code, lines = _check(path)
+    assert code == 0, lines
+    assert lines[0].endswith(f"ok ({settings.role} {settings.device_id}, {len(settings.drivers)} drivers)")
+
+
+# what is wrong -> the TOML text
+BAD = {
+    "unknown_key": GOOD + 'colour = "red"\n',
+    "wrong_type": GOOD.replace("[[drivers]]", '[store]\nmax_bytes = "lots"\n\n[[drivers]]'),
+    "missing_required": GOOD.replace('site = "site-a"\n', ""),
+    "bad_role": GOOD.replace('role = "gate"', 'role = "gateway"'),
+    "bad_broker_uri": GOOD.replace("[[drivers]]", '[mqtt]\nbrokers = ["mqtt://ok:1883", "http://x:80"]\n\n[[drivers]]'),
+    "broker_without_host": GOOD.replace("[[drivers]]", '[mqtt]\nbrokers = ["mqtts://:8883"]\n\n[[drivers]]'),
+    "unknown_driver_kind": GOOD.replace('"sim.heartbeat"', '"sim.nope"'),
+    "bad_driver_option": GOOD.replace("rate = 2.0", "rate = -1"),
+    "unknown_driver_option": GOOD.replace("rate = 2.0", "rate = 2.0\nspeed = 3"),
+    "duplicate_driver_name": GOOD + '\n[[drivers]]\nname = "hb"\nkind = "sim.heartbeat"\n',
+    "invalid_toml": 'device_id = "unterminated\n',
+}
+
+EXPECTED_LINES = {
+    "unknown_key": ["colour: got 'red'; unknown key"],
+    "wrong_type": ["store.max_bytes: got 'lots'; Input should be a valid integer"],
+    "missing_required": ["site: missing; this key is required"],
+    "bad_role": ["role: got 'gateway'; Input should be 'gate' or 'tablet'"],
+    "bad_broker_uri": ["mqtt.brokers[1]: got 'http://x:80'; scheme 'http' is not mqtt or mqtts; "
+                       "expected mqtt://host:port or mqtts://host:port"],
+    "broker_without_host": ["mqtt.brokers[0]: got 'mqtts://:8883'; no host name; expected mqtt://host:port"],
+    "unknown_driver_kind": ["drivers[0] (hb).kind: unknown driver kind 'sim.nope'; registered kinds: ",
+                            "sim.heartbeat"],
+    "bad_driver_option": ["drivers[0] (hb).rate: got -1; Input should be greater than or equal to 0"],
+    "unknown_driver_option": ["drivers[0] (hb).speed: got 3; unknown key"],
+    "duplicate_driver_name": ["drivers[1].name: got 'hb'; already used by drivers[0]; driver names must be unique"],
+    "invalid_toml": ["not valid TOML: ", "line 1"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_each_bad_config_exits_78_naming_key_value_and_expectation(tmp_path, case):
+    path = _write(tmp_path, BAD[case])
+    code, lines = _check(path)
+    assert code == 78, lines
+    assert len(lines) == 1, f"one problem must give exactly one line: {lines}"
+    assert lines[0].startswith(f"config error: {path}: ")
+    for fragment in EXPECTED_LINES[case]:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_missing_file_exits_78_and_says_what_to_do(tmp_path):
+    code, lines = _check(tmp_path / "absent.toml")
+    assert code == 78
+    assert lines == [f"config error: {tmp_path / 'absent.toml'}: file not found "
+                     "(pass --config PATH or set EDGE_CONFIG)"]
+
+
+def test_several_problems_give_one_line_each_including_driver_options(tmp_path):
+    text = (GOOD.replace('role = "gate"', 'role = "gateway"').replace("rate = 2.0", "rate = -1")
+            + 'colour = "red"\n')
+    code, lines = _check(_write(tmp_path, text))
+    assert code == 78
+    assert len(lines) == 3, lines
+    assert any("role: got 'gateway'" in line for line in lines)
+    assert any("colour: got 'red'" in line for line in lines)
+    assert any("drivers[0] (hb).rate: got -1" in line for line in lines)
+
+
+def test_json_output_lists_the_errors(tmp_path):
+    path = _write(tmp_path, BAD["bad_role"])
+    result = CliRunner().invoke(cli, ["config", "check", "--json", str(path)])
+    assert result.exit_code == 78
+    doc = json.loads(result.output)
+    assert doc["ok"] is False and len(doc["errors"]) == 1 and "role" in doc["errors"][0]
+
+
+@pytest.mark.parametrize("case", ["bad_role", "unknown_driver_kind", "invalid_toml", "missing"])
+def test_edge_run_refuses_a_bad_config_with_78(tmp_path, case):
+    """The real entry point systemd runs: exit 78 (RestartPreventExitStatus), errors on stderr."""
+    path = tmp_path / "absent.toml" if case == "missing" else _write(tmp_path, BAD[case])
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(path), "run"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 78, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"config error: {path}: "), proc.stderr
+    assert not (tmp_path / "state").exists(), "nothing may start on a bad config"
+
+
+def test_env_overrides_top_level_and_nested(tmp_path, monkeypatch):
+    path = _write(tmp_path, GOOD)
+    monkeypatch.setenv("EDGE_SITE", "site-b")
+    monkeypatch.setenv("EDGE_STORE__MAX_BYTES", "1048576")
+    monkeypatch.setenv("EDGE_SUPERVISOR__BACKOFF_MAX_S", "7.5")
+    settings = load_settings(path)
+    assert settings.site == "site-b"
+    assert settings.store.max_bytes == 1048576
+    assert settings.supervisor.backoff_max_s == 7.5
+    assert settings.device_id == "gate-1"  # untouched keys still come from the file
+
+
+def test_nested_env_override_merges_with_the_file_section(tmp_path, monkeypatch):
+    path = _write(tmp_path, GOOD.replace("[[drivers]]", "[store]\nretention_hours = 5\n\n[[drivers]]"))
+    monkeypatch.setenv("EDGE_STORE__MAX_BYTES", "2097152")
+    settings = load_settings(path)
+    assert settings.store.max_bytes == 2097152
+    assert settings.store.retention_hours == 5
+
+
+def test_bad_env_override_is_reported_with_its_key_path(tmp_path):
+    path = _write(tmp_path, GOOD)
+    code, lines = _check(path, env={"EDGE_STORE__MAX_BYTES": "huge"})
+    assert code == 78
+    assert len(lines) == 1 and "store.max_bytes: got 'huge'" in lines[0], lines
+
+
+def test_secret_values_are_not_echoed_in_errors(tmp_path):
+    path = _write(tmp_path, GOOD.replace("[[drivers]]", '[mqtt]\npassword = "hunter2"\n\n[[drivers]]'))
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert "hunter2" not in str(exc.value)
+    assert any("mqtt.password" in line for line in exc.value.lines)
+
+
+def test_edge_config_env_names_the_file(tmp_path):
+    path = _write(tmp_path, GOOD)
+    result = CliRunner().invoke(cli, ["config", "check"], env={"EDGE_CONFIG": str(path)})
+    assert result.exit_code == 0, result.output
+    assert str(path) in result.output
