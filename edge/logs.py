@@ -16,7 +16,7 @@ import structlog
 REDACTED = "[redacted]"
 # Keys whose values are secret or biometric, wherever they appear.
 _SECRET_KEY = re.compile(
-    r"(pass(word|wd|phrase)?|secret|token|api_?key|private_?key|(^|_)key$|^key|credential"
+    r"(pass(word|wd|phrase)?(?![a-z])|secret|token|api_?key|private_?key|(^|_)key(_|$)|credential"
     r"|template|encoding|embedding|biometric|face_?vector|descriptor|authorization|cookie)",
     re.IGNORECASE,
 )
@@ -24,6 +24,7 @@ _SECRET_KEY = re.compile(
 _SAFE_KEY = re.compile(r"(_file|_path|_count|_id|_ids|_fingerprint|_version|_kind|_name)$", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
 _VECTOR_LEN = 64  # a float list this long is treated as a biometric template
+_MAX_DEPTH = 8  # deeper than this, nothing is shown: a secret must not hide below the limit
 
 
 def _is_secret_key(key: Any) -> bool:
@@ -34,12 +35,19 @@ def _looks_like_template(value: Any) -> bool:
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy arrays, without importing numpy
         return True
     return (isinstance(value, list | tuple) and len(value) >= _VECTOR_LEN
-            and all(isinstance(v, float) for v in value[:_VECTOR_LEN]))
+            and all(_is_float(v) for v in value[:_VECTOR_LEN]))
+
+
+def _is_float(value: Any) -> bool:
+    # numpy's float32 is not a Python float; recognise it by name without importing numpy.
+    return isinstance(value, float) or type(value).__name__.startswith("float")
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
-    if depth > 8:
-        return value
+    if depth > _MAX_DEPTH:
+        return "[too deep to log]"
+    if hasattr(value, "model_dump") and not isinstance(value, type):  # pydantic models
+        value = value.model_dump(mode="json")
     if isinstance(value, dict):
         return {k: (REDACTED if _is_secret_key(k) else _scrub(v, depth + 1)) for k, v in value.items()}
     if _looks_like_template(value):
