@@ -1,0 +1,22 @@
+"""Reconnect delays: exponential backoff with full jitter.
+
+A thousand tablets that lose the site broker at the same moment must not all
+come back at the same moment. "Full jitter" draws each delay uniformly from
+[0, min(cap, base * 2**attempt)], so the first retries of many devices are
+spread across the whole window instead of clustering at its edge.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+def full_jitter(attempt: int, base: float, cap: float,
+                rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number ``attempt`` (0 = the first retry)."""
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    # Bound the exponent so a device offline for months does not overflow a float.
+    ceiling = min(cap, base * (2 ** min(attempt, 62)))
+    return rand() * ceiling

@@ -1,0 +1,363 @@
+"""The MQTT link: one broker connection shared by the uplink, device state and commands.
+
+Threads: ``mqtt-link`` owns reconnection (broker list in turn, exponential
+backoff with full jitter); each connection gets a fresh paho client whose own
+network thread (``loop_start``) runs the callbacks. Callbacks never block: they
+record, hand work to a queue or set an Event, and return. paho's return and
+reason codes are turned into our errors and log entries here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from edge.config import Settings
+from edge.mqtt._client import Broker, classify_connect_error, connect_properties, make_client, parse_broker
+from edge.mqtt.backoff import full_jitter
+from edge.mqtt.errors import MqttConfigError, MqttError, MqttUnavailable
+
+log = structlog.get_logger("edge.mqtt")
+
+Handler = Callable[[str, bytes, Any], None]
+AckCallback = Callable[[int, int, str], None]  # (mid, reason code value, reason name)
+_STABLE_S = 10.0  # a connection that lasted this long resets the backoff
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Delivery:
+    """What ``publish`` returns: ``wait(timeout)`` is True once the broker acknowledged it."""
+
+    def __init__(self, mid: int):
+        self.mid = mid
+        self.code: int | None = None
+        self.reason: str | None = None
+        self._done = threading.Event()
+
+    def _set(self, code: int, reason: str) -> None:
+        self.code, self.reason = code, reason
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until acknowledged (or refused, or the connection is lost); True on success."""
+        self._done.wait(timeout)
+        return self.code is not None and self.code < 0x80
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class MqttLink:
+    """Connection to central's broker; ``daemon.link``. Start/stop like any Component."""
+
+    name = "mqtt"
+
+    def __init__(self, settings: Settings, store=None, *, health: Callable[[], dict] | None = None,
+                 device_state: bool = True):
+        self.settings = settings
+        self.cfg = settings.mqtt
+        if not self.cfg.brokers:
+            raise MqttConfigError("mqtt.brokers is empty; configure at least one broker URI")
+        self.brokers: list[Broker] = [parse_broker(u) for u in self.cfg.brokers]
+        self.client_id = self.cfg.client_id or settings.device_id
+        self._subs: dict[str, tuple[Handler, int]] = {}
+        self._subs_lock = threading.Lock()
+        self._client = None
+        self._client_lock = threading.Lock()
+        self._pending: dict[int, Delivery | AckCallback] = {}  # mid -> who waits for its PUBACK
+        self._orphans: dict[int, tuple[int, str]] = {}  # PUBACKs that beat their registration
+        self._ack_lock = threading.Lock()
+        self._listeners: list[Callable[[bool], None]] = []
+        self._stopping = threading.Event()
+        self._ended = threading.Event()
+        self._up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._will: tuple[str, bytes] | None = None
+        self._stats: dict[str, Any] = {
+            "broker": None, "connected_since": None, "session_present": None, "last_puback_at": None,
+            "last_error": None, "refusals": 0, "connects": 0, "connect_failures": 0,
+            "handler_errors": 0, "last_refusal": None}
+        self.uplink = None
+        self.state = None
+        if store is not None:
+            from edge.mqtt.uplink import Uplink  # imported here: it builds on this module
+
+            self.uplink = Uplink(self, store, settings)
+        if device_state:
+            from edge.mqtt.state import DeviceState
+
+            self.state = DeviceState(self, settings, store, health)
+
+    # -- the interface other subsystems use ------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Deliver messages matching ``topic_filter`` to ``handler(topic, payload, props)``.
+
+        The handler runs on paho's network thread and must not block. The
+        subscription is restored on every reconnect.
+        """
+        with self._subs_lock:
+            self._subs[topic_filter] = (handler, qos)
+        client = self._client
+        if client is not None and self.connected:
+            self._send_subscribe(client, [(topic_filter, qos)])
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                properties=None, *, on_ack: AckCallback | None = None) -> Delivery:
+        """Send now (not durable); raises MqttUnavailable when there is no connection.
+
+        The returned Delivery's ``wait(timeout)`` tells whether the broker
+        acknowledged it; ``on_ack(mid, code, reason)`` is called instead when given
+        (on the network thread: must not block).
+        """
+        client = self._client
+        if client is None or not self.connected:
+            raise MqttUnavailable("not connected to any broker; the message was not sent")
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if info.rc != 0:
+            import paho.mqtt.client as mqtt
+
+            raise MqttUnavailable(f"could not send to {topic}: {mqtt.error_string(info.rc)}")
+        delivery = Delivery(info.mid)
+        waiter: Delivery | AckCallback = on_ack or delivery
+        with self._ack_lock:
+            early = self._orphans.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = waiter
+        if early is not None:
+            self._deliver(waiter, info.mid, *early)
+        return delivery
+
+    def add_connection_listener(self, fn: Callable[[bool], None]) -> None:
+        """``fn(connected)`` on every connect and loss, on the network thread: must not block."""
+        self._listeners.append(fn)
+
+    def set_will(self, topic: str, payload: bytes) -> None:
+        """Retained QoS 1 last will, registered with every new connection."""
+        self._will = (topic, payload)
+
+    def notify_health_changed(self) -> None:
+        if self.state is not None:
+            self.state.notify_health_changed()
+
+    def rebirth(self) -> None:
+        """Re-publish the retained device state now (the ``rebirth`` command)."""
+        if self.state is not None:
+            self.state.rebirth()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._up.wait(timeout)
+
+    # -- Component --------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.state is not None:
+            self.state.start()
+        if self.uplink is not None:
+            self.uplink.start()
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish in-flight acks, publish ``offline`` (bounded wait), then disconnect."""
+        deadline = time.monotonic() + timeout
+        if self.uplink is not None:
+            self.uplink.stop(timeout=min(2.0, timeout / 2))
+        if self.state is not None:
+            self.state.stop(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        self._stopping.set()
+        client = self._client
+        if client is not None:
+            client.disconnect()
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+
+    def status(self) -> dict[str, Any]:
+        out = dict(self._stats, connected=self.connected, client_id=self.client_id,
+                   brokers=[b.uri for b in self.brokers])
+        if self.uplink is not None:
+            out.update(self.uplink.status())
+        if self.state is not None:
+            out["boot_seq"] = self.state.boot_seq
+        return out
+
+    # -- reconnection -------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt, index = 0, 0
+        while not self._stopping.is_set():
+            broker = self.brokers[index]
+            began = time.monotonic()
+            reached = self._session(broker)
+            if self._stopping.is_set():
+                break
+            if reached and time.monotonic() - began >= _STABLE_S:
+                attempt = 0  # a connection that held: start the backoff over, same broker
+            else:
+                attempt += 1
+                if not reached:
+                    index = (index + 1) % len(self.brokers)  # fail over to the next broker
+            delay = full_jitter(attempt - 1 if attempt else 0, self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+            log.debug("mqtt_retry_scheduled", delay_s=round(delay, 3), attempt=attempt,
+                      next_broker=self.brokers[index].uri)
+            self._stopping.wait(delay)
+
+    def _session(self, broker: Broker) -> bool:
+        """Connect to ``broker`` and stay until the connection ends. True if CONNACK succeeded."""
+        self._ended.clear()
+        self._reached = False
+        try:
+            client = make_client(self.cfg, self.client_id, broker)
+        except MqttConfigError as exc:
+            self._error(broker, "config", str(exc))
+            return False
+        client.on_connect = lambda c, u, flags, rc, props: self._on_connect(broker, flags, rc)
+        client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(broker, rc)
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        if self._will is not None:
+            client.will_set(self._will[0], self._will[1], qos=1, retain=True)
+        with self._client_lock:
+            self._client = client
+            with self._ack_lock:
+                self._orphans.clear()
+        try:
+            kwargs = {"clean_start": False, "properties": connect_properties(self.cfg)} \
+                if self.cfg.protocol == "5" else {}
+            client.connect(broker.host, broker.port, keepalive=self.cfg.keepalive_s, **kwargs)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
+            self._error(broker, *classify_connect_error(exc, broker))
+            self._stats["connect_failures"] += 1
+            self._client = None
+            return False
+        client.loop_start()
+        # paho's thread ends the connection; on_disconnect sets _ended.
+        while not self._ended.wait(0.5):
+            if self._stopping.is_set() and not client.is_connected():
+                break
+        client.loop_stop()
+        self._client = None
+        self._fail_pending()
+        return self._reached
+
+    # -- paho callbacks (network thread: never block) -------------------------------
+
+    def _on_connect(self, broker: Broker, flags, rc) -> None:
+        if rc.is_failure:
+            self._stats["connect_failures"] += 1
+            self._error(broker, "mqtt", f"broker refused the connection: {rc.getName()}", code=rc.value)
+            return
+        self._reached = True
+        self._stats.update(broker=broker.uri, connected_since=_now_iso(), connects=self._stats["connects"] + 1,
+                           session_present=bool(flags.session_present))
+        log.info("mqtt_connected", broker=broker.uri, session_present=bool(flags.session_present),
+                 client_id=self.client_id)
+        with self._subs_lock:
+            subs = [(f, q) for f, (_h, q) in self._subs.items()]
+        if subs:
+            self._send_subscribe(self._client, subs)
+        self._up.set()
+        for fn in self._listeners:
+            fn(True)
+
+    def _on_disconnect(self, broker: Broker, rc) -> None:
+        was_up = self._up.is_set()
+        self._up.clear()
+        if not self._stopping.is_set():
+            if was_up:
+                self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
+            elif not self._reached:
+                hint = " (over TLS: the broker may have refused the client certificate)" if broker.tls else ""
+                self._error(broker, "tls" if broker.tls else "mqtt",
+                            f"connection closed before CONNACK{hint}", code=rc.value)
+        self._stats["connected_since"] = None
+        self._ended.set()
+        if was_up:
+            for fn in self._listeners:
+                fn(False)
+
+    def _on_publish(self, client, userdata, mid, rc, props) -> None:
+        code, reason = rc.value, rc.getName()
+        with self._ack_lock:
+            waiter = self._pending.pop(mid, None)
+            if waiter is None:
+                self._orphans[mid] = (code, reason)
+        if code < 0x80:
+            self._stats["last_puback_at"] = _now_iso()
+        else:
+            self._stats["refusals"] += 1
+            self._stats["last_refusal"] = {"at": _now_iso(), "code": f"0x{code:02x}", "reason": reason}
+            self._error(None, "mqtt", f"broker refused a publish: {reason}", code=code, level="warning")
+        if waiter is not None:
+            self._deliver(waiter, mid, code, reason)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._subs_lock:
+            subs = list(self._subs.items())
+        import paho.mqtt.client as mqtt
+
+        payload = bytes(msg.payload)
+        for topic_filter, (handler, _qos) in subs:
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    handler(msg.topic, payload, getattr(msg, "properties", None))
+                except Exception as exc:  # noqa: BLE001
+                    # A subscriber's bug must not kill the network thread (and with it the
+                    # uplink); it is counted, logged with its type, and shown in status.
+                    self._stats["handler_errors"] += 1
+                    log.error("mqtt_handler_failed", topic_filter=topic_filter, error=repr(exc))
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, props) -> None:
+        for rc in reason_codes:
+            if rc.is_failure:
+                self._error(None, "mqtt", f"broker refused a subscription: {rc.getName()}", code=rc.value)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _send_subscribe(self, client, subs: list[tuple[str, int]]) -> None:
+        if client is None:
+            return
+        rc, _mid = client.subscribe(subs)
+        if rc != 0:
+            log.warning("mqtt_subscribe_not_sent", filters=[f for f, _ in subs], rc=int(rc))
+
+    def _deliver(self, waiter, mid: int, code: int, reason: str) -> None:
+        if isinstance(waiter, Delivery):
+            waiter._set(code, reason)
+        else:
+            waiter(mid, code, reason)
+
+    def _fail_pending(self) -> None:
+        """The connection is gone: nothing still waiting will be acknowledged by it."""
+        with self._ack_lock:
+            pending, self._pending = self._pending, {}
+            self._orphans.clear()
+        for mid, waiter in pending.items():
+            if isinstance(waiter, Delivery):
+                waiter._set(-1, "connection lost")
+        # Uplink callbacks learn about the loss from the connection listener instead.
+
+    def _error(self, broker: Broker | None, layer: str, message: str, *, code: int | None = None,
+               level: str = "error") -> None:
+        uri = broker.uri if broker else self._stats["broker"]
+        self._stats["last_error"] = {"at": _now_iso(), "broker": uri, "layer": layer, "message": message,
+                                     "code": None if code is None else f"0x{code:02x}"}
+        getattr(log, level)("mqtt_error", broker=uri, layer=layer, message=message,
+                            code=None if code is None else f"0x{code:02x}")
+
+
+__all__ = ["Delivery", "MqttError", "MqttLink", "MqttUnavailable"]

@@ -1,0 +1,50 @@
+"""The topic layout of the contract, in one place: ``edge/v1/{site}/{device}/...``.
+
+Every topic the device publishes or subscribes to is built here, so the
+AsyncAPI document and the code cannot disagree about a spelling.
+"""
+
+from __future__ import annotations
+
+ROOT = "edge/v1"
+
+
+def device_prefix(site: str, device: str) -> str:
+    return f"{ROOT}/{site}/{device}"
+
+
+def site_prefix(site: str) -> str:
+    return f"{ROOT}/{site}"
+
+
+def events(site: str, device: str, family: str) -> str:
+    """Batches ``{"events": [...]}`` of one event family, QoS 1."""
+    return f"{ROOT}/{site}/{device}/events/{family}"
+
+
+def state(site: str, device: str) -> str:
+    """Retained birth/death state of the device."""
+    return f"{ROOT}/{site}/{device}/state"
+
+
+def cmd(site: str, device: str) -> str:
+    """Commands addressed to this device (inbound)."""
+    return f"{ROOT}/{site}/{device}/cmd"
+
+
+def site_cmd(site: str) -> str:
+    """Commands addressed to every device of the site (inbound)."""
+    return f"{ROOT}/{site}/cmd"
+
+
+def cmd_result(site: str, device: str) -> str:
+    """Results of commands (outbound, QoS 1)."""
+    return f"{ROOT}/{site}/{device}/cmd/result"
+
+
+def family_of_event_topic(topic: str) -> str | None:
+    """``edge/v1/s/d/events/turnstile`` -> ``turnstile``; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 6 and parts[0] == "edge" and parts[1] == "v1" and parts[4] == "events":
+        return parts[5]
+    return None
