@@ -1,0 +1,1 @@
+"""Serial turnstile controllers: codecs (pure bytes <-> messages) and one driver loop."""
