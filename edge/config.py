@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from edge.commands.settings import CommandsSettings
 from edge.errors import ConfigError, UnknownDriverKind
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    commands: CommandsSettings = Field(default_factory=CommandsSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
 
     @field_validator("drivers")

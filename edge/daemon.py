@@ -75,6 +75,9 @@ class Daemon:
         the MQTT ``link`` (None when no broker is configured).
         """
         components: list[Component] = []
+        from edge.commands.router import CommandRouter  # after the link: it subscribes on it
+
+        components.append(CommandRouter(self))
         return components
 
     def run(self) -> int:

@@ -20,6 +20,8 @@ COMMANDS = {
     "audit": "edge.cli.audit:audit",
     "config": "edge.cli.config_cmd:config",
     "drivers": "edge.cli.drivers:drivers",
+    "keys": "edge.cli.keys:keys",
+    "cmd": "edge.cli.cmd:cmd",
 }
 
 

@@ -1,0 +1,57 @@
+"""Commands the daemon itself answers (target ``edge``): ping, status, rebirth, set-log-level.
+
+Deliberately a closed table of harmless operations: no command can run a
+shell, read a file or change configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.errors import CommandError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _ping(daemon, args: dict[str, Any]) -> dict[str, Any]:
+    return {"pong": True, "at": datetime.now(UTC).isoformat(), "monotonic_s": round(time.monotonic(), 3)}
+
+
+def _status(daemon, args: dict[str, Any]) -> dict[str, Any]:
+    return daemon.status()
+
+
+def _rebirth(daemon, args: dict[str, Any]) -> dict[str, Any]:
+    link = getattr(daemon, "link", None)
+    if link is None:
+        raise CommandError("this device has no MQTT link configured ([mqtt].brokers is empty)")
+    link.rebirth()
+    return {"rebirth": "requested"}
+
+
+def _set_log_level(daemon, args: dict[str, Any]) -> dict[str, Any]:
+    from edge.logs import set_level
+
+    level = args.get("level")
+    if level not in LOG_LEVELS:
+        raise CommandError(f"args.level must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+    set_level(level)
+    return {"level": level}
+
+
+BUILTINS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
+    "ping": _ping,
+    "status": _status,
+    "rebirth": _rebirth,
+    "set-log-level": _set_log_level,
+}
+
+
+def run_builtin(daemon, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    fn = BUILTINS.get(name)
+    if fn is None:
+        raise CommandError(f"target 'edge' has no command {name!r}; it has: {', '.join(BUILTINS)}")
+    return fn(daemon, args)

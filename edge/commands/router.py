@@ -1,0 +1,278 @@
+"""The command router: the one way in for remote and local commands.
+
+paho's network thread and the control socket only enqueue; a single worker
+thread verifies (in arrival order, so replay claims are race-free) and hands
+each accepted command to its driver's own command thread. Every outcome is
+recorded as a ``command.result`` event, so a result produced while the
+network is down reaches central later; every rejection is also a
+``system.command_rejected`` alarm (rate-limited against floods).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+import structlog
+
+from edge.commands.builtin import run_builtin
+from edge.commands.model import EDGE_TARGET, CommandResult
+from edge.commands.seen import SeenIds
+from edge.commands.verify import Accepted, CommandRejected, Verifier
+from edge.errors import CommandError, EdgeError, StoreError
+from edge.mqtt import topics
+from edge.signing import SignatureError, load_public_keys
+
+log = structlog.get_logger("edge.commands")
+SOURCE = "commands"
+_QUEUE_MAX = 10_000
+_DRIVER_START_WAIT_S = 10.0
+
+
+class _AlarmLimiter:
+    """At most ``per_minute`` rejection records per minute; counts the rest."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.limit, self._clock = per_minute, clock
+        self._window, self._used, self.suppressed = clock(), 0, 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if now - self._window >= 60.0:
+            self._window, self._used = now, 0
+        if self._used < self.limit:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n
+
+
+class CommandRouter:
+    """Daemon component ``commands``: subscribes, verifies, executes, records."""
+
+    name = "commands"
+
+    def __init__(self, daemon):
+        s = daemon.settings
+        self._daemon = daemon
+        self._settings = s.commands
+        self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_MAX)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
+        self._counts: Counter = Counter()
+        self._rejected: Counter = Counter()
+        self._limiter = _AlarmLimiter(s.commands.rejections_per_minute)
+        self._device_topic = topics.cmd(s.site, s.device_id)
+        self._site_topic = topics.site_cmd(s.site)
+        self._trust_errors: list[str] = []
+        self._verifier: Verifier | None = None
+        self._control = None
+        self._last_rejection: dict[str, Any] | None = None
+        if daemon.link is not None:
+            # Registered before the link connects: a persistent session delivers the
+            # commands queued while we were away right after CONNACK. They wait in
+            # the queue until start() has the verifier ready.
+            daemon.link.subscribe(self._device_topic, self._on_message, qos=1)
+            daemon.link.subscribe(self._site_topic, self._on_message, qos=1)
+
+    # -- component ------------------------------------------------------------------
+
+    def start(self) -> None:
+        from edge.commands.local import ControlServer
+
+        s = self._daemon.settings
+        runners = getattr(self._daemon.supervisor, "runners", {})
+        self._verifier = Verifier(
+            device=s.device_id, site=s.site, trusted=self._load_keys(s.trust.central_keys),
+            clock_skew_s=s.trust.clock_skew_s, settings=self._settings, seen=SeenIds(s.state_dir),
+            targets={name: r.physical_commands for name, r in runners.items()})
+        self._thread.start()
+        link = self._daemon.link
+        self._control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
+        self._control.start()
+        log.info("commands_ready", trusted_keys=len(self._verifier.trusted),
+                 topics=[self._device_topic, self._site_topic] if link else [],
+                 control_socket=str(self._control.path))
+
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(10)
+        if self._verifier is not None:
+            self._verifier.seen.close()
+
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            **{k: self._counts[k] for k in ("received", "executed", "failed", "ignored", "dropped")},
+            "rejected": sum(self._rejected.values()), "rejected_by_reason": dict(self._rejected),
+            "queued": self._queue.qsize(),
+            "trusted_keys": len(self._verifier.trusted) if self._verifier else 0,
+        }
+        if self._trust_errors:
+            report["trust_errors"] = list(self._trust_errors)
+        if self._last_rejection:
+            report["last_rejection"] = dict(self._last_rejection)
+        return report
+
+    def _load_keys(self, paths) -> dict:
+        keys: dict = {}
+        for path in paths:
+            try:
+                keys.update(load_public_keys([path]))
+            except (SignatureError, OSError) as exc:
+                # A bad key file must not stop the gate; commands signed by it are refused.
+                self._trust_errors.append(f"{path}: {exc}")
+                log.error("trust_key_unusable", path=str(path), error=str(exc))
+        return keys
+
+    # -- intake (other threads: only enqueue) --------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes, props=None) -> None:
+        """Runs on paho's network thread: never blocks."""
+        try:
+            self._queue.put_nowait(("mqtt", topic, bytes(payload), None, None))
+        except queue.Full:
+            self._counts["dropped"] += 1
+            log.error("command_queue_full", topic=topic, queued=_QUEUE_MAX)
+
+    def submit_local(self, request: dict[str, Any], operator: str) -> Future:
+        """A command from this device (control socket, gate policy). Resolves to its result dict."""
+        future: Future = Future()
+        if self._stopping.is_set():
+            future.set_exception(CommandError("the daemon is stopping; try again when it is back"))
+            return future
+        self._queue.put(("local", None, request, operator, future))
+        return future
+
+    # -- the worker ------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            origin, topic, body, operator, future = item
+            self._counts["received"] += 1
+            try:
+                if origin == "mqtt":
+                    accepted = self._verifier.remote(topic, body, site_wide=(topic == self._site_topic))
+                else:
+                    accepted = self._verifier.local(body, operator)
+            except CommandRejected as rej:
+                self._reject(rej, origin, topic, operator, future)
+                continue
+            except StoreError as exc:  # the replay database failed: refuse rather than risk a replay
+                self._fail_unverified(exc, future)
+                continue
+            if accepted is None:
+                self._counts["ignored"] += 1
+                log.debug("command_not_for_this_device", topic=topic)
+                continue
+            self._execute(accepted, future)
+
+    def _execute(self, accepted: Accepted, future: Future | None) -> None:
+        cmd = accepted.command
+        log.info("command_accepted", id=cmd.id, name=cmd.name, target=cmd.target, origin=accepted.origin,
+                 operator=accepted.operator, signed_by=accepted.signed_by)
+        started = time.monotonic()
+        if cmd.target == EDGE_TARGET:
+            try:
+                result = run_builtin(self._daemon, cmd.name, dict(cmd.args))
+            except CommandError as exc:
+                self._finish(accepted, future, started, error=str(exc))
+            else:
+                self._finish(accepted, future, started, result=result)
+            return
+        runner = self._daemon.supervisor.runner(cmd.target)
+        self._wait_started(runner, cmd.expires_at.timestamp())
+        try:
+            done = runner.submit(cmd.name, dict(cmd.args))
+        except RuntimeError:  # its command executor is shut down: the daemon is stopping
+            self._finish(accepted, future, started, error="the daemon is stopping; command not run")
+            return
+        done.add_done_callback(partial(self._driver_done, accepted, future, started))
+
+    def _wait_started(self, runner, expires_at: float) -> None:
+        # Commands queued by the broker for an offline device arrive right after the
+        # connect, possibly before the driver thread has built its driver.
+        deadline = min(time.monotonic() + _DRIVER_START_WAIT_S,
+                       time.monotonic() + max(0.0, expires_at - time.time()))
+        while runner.health().get("status") == "starting" and time.monotonic() < deadline:
+            if self._stopping.wait(0.05):
+                return
+
+    def _driver_done(self, accepted: Accepted, future: Future | None, started: float, done: Future) -> None:
+        """Runs on the driver's command thread when the driver has answered."""
+        if done.cancelled():
+            self._finish(accepted, future, started, error="cancelled: the daemon stopped before it ran")
+            return
+        exc = done.exception()
+        if exc is None:
+            result = done.result()
+            self._finish(accepted, future, started, result=result if isinstance(result, dict) else {"value": result})
+        elif isinstance(exc, CommandError):
+            self._finish(accepted, future, started, error=str(exc))
+        else:  # a driver bug: report it as a failure rather than lose the answer
+            log.error("driver_command_crashed", target=accepted.command.target, name=accepted.command.name,
+                      error_type=type(exc).__name__, error=str(exc)[:300])
+            self._finish(accepted, future, started, error=f"driver error {type(exc).__name__}: {exc}"[:500])
+
+    def _finish(self, accepted: Accepted, future: Future | None, started: float, *,
+                result: dict | None = None, error: str | None = None) -> None:
+        cmd = accepted.command
+        status = "failed" if error is not None else "ok"
+        self._counts["failed" if error is not None else "executed"] += 1
+        payload = CommandResult(
+            id=cmd.id, name=cmd.name, target=cmd.target, status=status, detail=error or "",
+            result=result, origin=accepted.origin, topic=accepted.topic, operator=accepted.operator,
+            signed_by=accepted.signed_by, duration_ms=round((time.monotonic() - started) * 1000, 3),
+        ).model_dump(mode="json")
+        log.info("command_done", id=cmd.id, name=cmd.name, target=cmd.target, status=status,
+                 detail=error, duration_ms=payload["duration_ms"])
+        self._record("command.result", payload, "normal")
+        if future is not None and not future.done():
+            future.set_result(payload)
+
+    def _reject(self, rej: CommandRejected, origin: str, topic: str | None, operator: str | None,
+                future: Future | None) -> None:
+        self._rejected[rej.reason] += 1
+        self._last_rejection = {"reason": rej.reason, "id": rej.id, "at": time.time()}
+        log.warning("command_rejected", reason=rej.reason, detail=rej.detail, id=rej.id, name=rej.name,
+                    target=rej.target, origin=origin, topic=topic, operator=operator)
+        payload = CommandResult(
+            id=rej.id, name=rej.name, target=rej.target, status="rejected", reason=rej.reason,
+            detail=rej.detail, origin=origin, topic=topic, operator=operator,
+        ).model_dump(mode="json")
+        if self._limiter.allow():
+            if rej.id is not None:
+                self._record("command.result", payload, "normal")
+            alarm = {k: payload[k] for k in ("id", "name", "target", "reason", "detail", "origin",
+                                            "topic", "operator")}
+            alarm["suppressed_before"] = self._limiter.take_suppressed()
+            self._record("system.command_rejected", alarm, "alarm")
+        if future is not None:
+            future.set_result(payload)
+
+    def _fail_unverified(self, exc: EdgeError, future: Future | None) -> None:
+        log.error("command_verification_unavailable", error=str(exc))
+        self._counts["failed"] += 1
+        if future is not None:
+            future.set_exception(exc)
+
+    def _record(self, type: str, payload: dict, priority: str) -> None:
+        try:
+            self._daemon.emit(type, payload, priority, SOURCE)
+        except StoreError as exc:  # full (non-alarm) or closed during shutdown
+            log.error("command_outcome_not_recorded", type=type, id=payload.get("id"), error=str(exc))

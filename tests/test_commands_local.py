@@ -1,0 +1,94 @@
+"""Local commands through the real daemon's control socket: same router, same rules, recorded."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import stat
+
+import pytest
+
+from edge.commands.local import SOCKET_NAME, ControlUnavailable, send
+from edge.store import StoreReader
+
+
+@pytest.fixture
+def daemon(edge_daemon, base_config):
+    base_config["drivers"] = [{"name": "hb", "kind": "sim.heartbeat", "rate": 5.0}]
+    return edge_daemon(base_config)
+
+
+def recorded(daemon, type_prefix: str) -> list[dict]:
+    reader = StoreReader(daemon.state_dir)
+    try:
+        events = [json.loads(body) for _seq, body, _acked in reader.tail(10_000)]
+    finally:
+        reader.close()
+    return [e for e in events if e["type"].startswith(type_prefix)]
+
+
+def test_local_command_runs_in_the_driver_and_is_recorded_with_the_operator(daemon):
+    sock = daemon.state_dir / SOCKET_NAME
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+    result = send(daemon.state_dir, "hb", "ping", {}, reason="engineer check")
+    assert result["status"] == "ok" and result["result"]["pong"] is True
+    assert result["origin"] == "local" and result["operator"] == getpass.getuser()
+    events = recorded(daemon, "command.result")
+    assert [e["payload"]["id"] for e in events] == [result["id"]]
+    assert events[0]["payload"]["operator"] == getpass.getuser() and events[0]["source"] == "commands"
+
+
+def test_builtin_edge_commands(daemon):
+    assert send(daemon.state_dir, "edge", "ping")["result"]["pong"] is True
+    status = send(daemon.state_dir, "edge", "status")["result"]
+    assert status["device_id"] == "dev-1" and "hb" in status["drivers"]
+    assert send(daemon.state_dir, "edge", "set-log-level", {"level": "debug"})["status"] == "ok"
+    bad = send(daemon.state_dir, "edge", "set-log-level", {"level": "loud"})
+    assert bad["status"] == "failed" and "must be one of" in bad["detail"]
+    no_link = send(daemon.state_dir, "edge", "rebirth")
+    assert no_link["status"] == "failed" and "no MQTT link" in no_link["detail"]
+    unknown = send(daemon.state_dir, "edge", "reboot")
+    assert unknown["status"] == "failed" and "has no command 'reboot'" in unknown["detail"]
+
+
+def test_local_rejections_are_results_and_alarms(daemon):
+    wrong = send(daemon.state_dir, "lane9", "ping")
+    assert wrong["status"] == "rejected" and wrong["reason"] == "wrong_target"
+    first = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
+    again = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
+    assert first["status"] == "ok" and again["reason"] == "replay"
+    driver_refused = send(daemon.state_dir, "hb", "explode")
+    assert driver_refused["status"] == "failed" and "does not support" in driver_refused["detail"]
+    alarms = recorded(daemon, "system.command_rejected")
+    assert sorted(a["payload"]["reason"] for a in alarms) == ["replay", "wrong_target"]
+    assert all(a["priority"] == "alarm" for a in alarms)
+
+
+def test_bad_requests_get_a_clear_answer(daemon):
+    bad = send(daemon.state_dir, "hb", "Not A Name!")
+    assert bad["status"] == "rejected" and bad["reason"] == "malformed" and "name" in bad["detail"]
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as raw:  # a client that does not speak JSON
+        raw.connect(str(daemon.state_dir / SOCKET_NAME))
+        raw.sendall(b"hello\n")
+        reply = json.loads(raw.makefile("rb").readline())
+    assert reply["status"] == "error" and "not valid JSON" in reply["detail"]
+
+
+def test_cli_cmd_local_exit_codes(daemon):
+    ok = daemon.cli("cmd", "local", "hb", "ping", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["status"] == "ok"
+    text = daemon.cli("cmd", "local", "edge", "set-log-level", "--arg", "level=info")
+    assert text.returncode == 0 and "edge set-log-level: ok" in text.stdout
+    rejected = daemon.cli("cmd", "local", "nope", "ping")
+    assert rejected.returncode == 1 and "wrong_target" in rejected.stdout
+    daemon.stop()
+    down = daemon.cli("cmd", "local", "hb", "ping")
+    assert down.returncode == 69 and "is the daemon running" in down.stderr
+
+
+def test_send_without_daemon(tmp_path):
+    with pytest.raises(ControlUnavailable, match="is the daemon running"):
+        send(tmp_path, "hb", "ping")
