@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,11 +61,16 @@ class GroupCommitWriter:
 
     def _loop(self) -> None:
         stopping = False
+        # Maintenance is due by the clock, not only when idle: a device appending once a
+        # second is never idle for a whole interval, and retention must still run.
+        idle_due = time.monotonic() + self._idle_interval
         while not stopping:
-            try:
-                first = self._queue.get(timeout=self._idle_interval)
-            except queue.Empty:
+            if time.monotonic() >= idle_due:
                 self._idle()
+                idle_due = time.monotonic() + self._idle_interval
+            try:
+                first = self._queue.get(timeout=max(0.0, idle_due - time.monotonic()))
+            except queue.Empty:
                 continue
             if first is _STOP:
                 break
