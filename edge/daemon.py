@@ -66,6 +66,8 @@ class Daemon:
 
     def notify_health_changed(self) -> None:
         self._health_changed.set()
+        if self.link is not None:
+            self.link.notify_health_changed()  # re-publishes the retained state (rate-limited)
 
     def _build_components(self) -> list[Component]:
         """Components that exist for this config, in start order (stopped in reverse).
@@ -75,9 +77,11 @@ class Daemon:
         the MQTT ``link`` (None when no broker is configured).
         """
         components: list[Component] = []
-        from edge.commands.router import CommandRouter  # after the link: it subscribes on it
+        if self.settings.mqtt.brokers:
+            from edge.mqtt import MqttLink  # first: everything after it may use daemon.link
 
-        components.append(CommandRouter(self))
+            self.link = MqttLink(self.settings, self.store, health=self.supervisor.health)
+            components.append(self.link)
         return components
 
     def run(self) -> int:

@@ -18,7 +18,13 @@ from typing import Any
 import structlog
 
 from edge.config import Settings
-from edge.mqtt._client import Broker, classify_connect_error, connect_properties, make_client, parse_broker
+from edge.mqtt._client import (
+    Broker,
+    classify_connect_error,
+    connect_properties,
+    make_client,
+    parse_broker,
+)
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttConfigError, MqttError, MqttUnavailable
 

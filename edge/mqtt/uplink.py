@@ -1,0 +1,288 @@
+"""The uplink: drains the store's outbox to the broker, in seq order, acked only on PUBACK.
+
+``mqtt-uplink`` reads pending events after a cursor, packs them into batch
+messages (one event family each; the stored canonical bytes are joined, never
+re-serialised), and keeps up to ``mqtt.inflight`` messages unacknowledged.
+PUBACKs arrive on paho's thread as (mid, reason code) and are queued; only a
+success code hands the batch's seqs to ``mqtt-acker``, which marks them acked
+through the store's single writer. A refusal (reason code >= 0x80) leaves the
+events pending and pauses the uplink with jittered backoff; a reconnect
+re-sends everything not acked (central de-duplicates by event id).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from edge.config import Settings
+from edge.errors import StoreClosed, StoreError
+from edge.mqtt import topics
+from edge.mqtt.backoff import full_jitter
+from edge.mqtt.errors import MqttUnavailable
+
+log = structlog.get_logger("edge.mqtt.uplink")
+
+_HEAD, _SEP, _TAIL = b'{"events":[', b",", b"]}"
+_ENVELOPE = len(_HEAD) + len(_TAIL)
+RESULT_FAMILY = "command"  # command.result events go to cmd/result, not events/command
+_SAFETY_WAKE_S = 5.0
+
+
+class Batch:
+    """One message: events of one family, in seq order."""
+
+    __slots__ = ("topic", "payload", "seqs")
+
+    def __init__(self, topic: str, payload: bytes, seqs: list[int]):
+        self.topic, self.payload, self.seqs = topic, payload, seqs
+
+
+def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> list[Batch]:
+    """Group outbox rows (seq order) into per-family batches, each in seq order.
+
+    A family's batch closes when it reaches ``max_events`` or would pass
+    ``max_bytes`` (a single event larger than that still goes, alone).
+    """
+    open_: dict[str, list] = {}  # family -> [bodies, seqs, size]
+    closed: list[tuple[int, str, list]] = []
+    for row in rows:
+        family = row.type.split(".", 1)[0]
+        cur = open_.get(family)
+        size = len(row.body) + 1
+        if cur is not None and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
+            closed.append((cur[1][0], family, cur))
+            cur = None
+        if cur is None:
+            cur = open_[family] = [[], [], _ENVELOPE]
+        cur[0].append(row.body)
+        cur[1].append(row.seq)
+        cur[2] += size
+    closed.extend((cur[1][0], family, cur) for family, cur in open_.items())
+    closed.sort(key=lambda item: item[0])  # each family's batches stay in seq order
+    out = []
+    for _first, family, (bodies, seqs, _size) in closed:
+        topic = (topics.cmd_result(site, device) if family == RESULT_FAMILY
+                 else topics.events(site, device, family))
+        out.append(Batch(topic, _HEAD + _SEP.join(bodies) + _TAIL, seqs))
+    return out
+
+
+class Acker:
+    """``mqtt-acker``: commits acknowledged seqs through the store's writer, many per commit."""
+
+    def __init__(self, store):
+        self.store = store
+        self._buf: list[int] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._busy = False
+        self._stop = False
+        self.committed = 0
+        self.last_acked_seq = 0
+        self._thread = threading.Thread(target=self._run, name="mqtt-acker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, seqs: list[int]) -> None:
+        with self._lock:
+            self._buf.extend(seqs)
+        self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every seq handed in so far is committed."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._lock:
+            while self._buf or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                seqs, self._buf = self._buf, []
+                self._busy = bool(seqs)
+            if seqs:
+                self._commit(seqs)
+            with self._lock:
+                self._busy = False
+                self._idle.notify_all()
+                if self._stop and not self._buf:
+                    return
+
+    def _commit(self, seqs: list[int]) -> None:
+        try:
+            self.committed += self.store.mark_acked(seqs)
+            self.last_acked_seq = max(self.last_acked_seq, max(seqs))
+        except StoreClosed:
+            log.warning("uplink_acks_not_recorded_store_closed", count=len(seqs))
+        except StoreError as exc:
+            # Not recorded: the events stay pending and go again (duplicates, never loss).
+            log.error("uplink_ack_commit_failed", count=len(seqs), error=str(exc))
+
+
+class Uplink:
+    """Outbox -> broker. Owned by the MqttLink; runs whenever the link is connected."""
+
+    def __init__(self, link, store, settings: Settings):
+        self.link, self.store, self.cfg = link, store, settings.mqtt
+        self.site, self.device = settings.site, settings.device_id
+        self.acker = Acker(store)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._rewind = threading.Event()
+        self._acks: deque = deque()
+        self._gen = 0
+        self._cursor = 0
+        self._ready: deque[Batch] = deque()
+        self._inflight: dict[int, Batch] = {}
+        self._inflight_events = 0
+        self._paused_until = 0.0
+        self._refused_topics: dict[str, int] = {}  # topic -> consecutive refusals
+        self.counters = {"sent_messages": 0, "sent_events": 0, "acked_messages": 0, "refused_messages": 0}
+        self.last_refusal: dict | None = None
+        self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
+        store.add_listener(self._on_append)
+        link.add_connection_listener(self._on_connection)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.acker.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop sending; wait (bounded) for in-flight PUBACKs so their acks are recorded."""
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self.acker.stop(timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.counters, "inflight_messages": len(self._inflight),
+                "inflight_events": self._inflight_events, "acked_events": self.acker.committed,
+                "last_acked_seq": self.acker.last_acked_seq or None,
+                "paused_s": round(max(0.0, self._paused_until - time.monotonic()), 3) or None,
+                "last_refusal": self.last_refusal}
+
+    # -- wake-ups from other threads (never block) --------------------------------
+
+    def _on_append(self, events) -> None:
+        self._wake.set()
+
+    def _on_connection(self, connected: bool) -> None:
+        self._rewind.set()
+        self._wake.set()
+
+    def _on_ack(self, gen: int, mid: int, code: int, reason: str) -> None:
+        self._acks.append((gen, mid, code, reason))
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            timeout = _SAFETY_WAKE_S
+            if self._paused_until > time.monotonic():
+                timeout = min(timeout, self._paused_until - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
+            self._take_acks()
+            if self._stopping.is_set():
+                if not self._inflight or not self.link.connected:
+                    return
+                continue  # draining: only acks matter now
+            if self._rewind.is_set():
+                self._do_rewind()
+            if self._paused_until:
+                if time.monotonic() < self._paused_until or self._inflight:
+                    continue
+                self._paused_until = 0.0
+                self._do_rewind()  # retry the refused events (and what followed them)
+            if self.link.connected:
+                self._fill()
+
+    def _do_rewind(self) -> None:
+        """Forget what is in flight and re-read every pending event from the store."""
+        self._rewind.clear()
+        self._gen += 1
+        self._inflight.clear()
+        self._inflight_events = 0
+        self._ready.clear()
+        self.acker.flush()  # acks already received are not sent again
+        self._cursor = 0
+
+    def _fill(self) -> None:
+        window = self.cfg.inflight
+        on_ack = functools.partial(self._on_ack, self._gen)
+        while len(self._inflight) < window:
+            if not self._ready and not self._read():
+                return
+            batch = self._ready[0]
+            try:
+                delivery = self.link.publish(batch.topic, batch.payload, qos=1, on_ack=on_ack)
+            except MqttUnavailable:
+                return  # the connection listener wakes us again
+            self._ready.popleft()
+            self._inflight[delivery.mid] = batch
+            self._inflight_events += len(batch.seqs)
+            self.counters["sent_messages"] += 1
+            self.counters["sent_events"] += len(batch.seqs)
+
+    def _read(self) -> bool:
+        limit = max(self.cfg.batch_max_events * 4, 1000)
+        rows = self.store.outbox_next(limit, after_seq=self._cursor)
+        if not rows:
+            return False
+        self._cursor = rows[-1].seq
+        self._ready.extend(pack(rows, site=self.site, device=self.device,
+                                max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes))
+        return True
+
+    def _take_acks(self) -> None:
+        while self._acks:
+            gen, mid, code, reason = self._acks.popleft()
+            if gen != self._gen:
+                continue  # from before a rewind: those events are being sent again
+            batch = self._inflight.pop(mid, None)
+            if batch is None:
+                continue
+            self._inflight_events -= len(batch.seqs)
+            if code < 0x80:
+                self.counters["acked_messages"] += 1
+                self._refused_topics.pop(batch.topic, None)
+                self.acker.add(batch.seqs)
+            else:
+                self._refused(batch, code, reason)
+
+    def _refused(self, batch: Batch, code: int, reason: str) -> None:
+        self.counters["refused_messages"] += 1
+        attempt = self._refused_topics.get(batch.topic, 0)
+        self._refused_topics[batch.topic] = attempt + 1
+        delay = self.cfg.backoff_min_s + full_jitter(attempt, self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+        self._paused_until = max(self._paused_until, time.monotonic() + delay)
+        self.last_refusal = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                             "topic": batch.topic, "code": f"0x{code:02x}", "reason": reason,
+                             "events": len(batch.seqs), "first_seq": batch.seqs[0]}
+        log.warning("uplink_publish_refused", topic=batch.topic, code=f"0x{code:02x}", reason=reason,
+                    events=len(batch.seqs), first_seq=batch.seqs[0], retry_in_s=round(delay, 3))
