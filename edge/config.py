@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from edge.commands.settings import CommandsSettings
 from edge.errors import ConfigError, UnknownDriverKind
+from edge.learning.settings import LearningSettings
+from edge.localapi.settings import LocalApiSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
 EX_CONFIG = 78
@@ -128,6 +130,8 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
+    localapi: LocalApiSettings = Field(default_factory=LocalApiSettings)
+    learning: LearningSettings = Field(default_factory=LearningSettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
 

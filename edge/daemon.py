@@ -82,6 +82,10 @@ class Daemon:
 
             self.link = MqttLink(self.settings, self.store, health=self.supervisor.health)
             components.append(self.link)
+        if self.settings.role == "tablet":
+            from edge.tablet import tablet_components  # after the link: they subscribe on it
+
+            components += tablet_components(self)
         return components
 
     def run(self) -> int:

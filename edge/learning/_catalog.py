@@ -1,0 +1,167 @@
+"""The signed course catalog: validate, verify, keep the newest good one on disk.
+
+Central publishes it retained on ``edge/v1/{site}/learning/catalog``. A
+document is accepted only when it is signed by a trusted central key, is for
+this site, is well formed (every item lists one sha256 per chunk) and is newer
+than the one held; it then replaces the held one atomically (temp, fsync,
+rename), so the tablet always works from the last catalog it verified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge import signing
+from edge.errors import EdgeError
+from edge.events import canonical_json
+
+_HEX64 = r"^[0-9a-f]{64}$"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MIN_CHUNK, MAX_CHUNK = 4 * 1024, 8 * 1024 * 1024
+
+
+class CatalogRejected(EdgeError):
+    """A catalog document was refused (bad signature, wrong site, malformed or not newer)."""
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Item(_M):
+    sha256: str = Field(pattern=_HEX64)
+    size: int = Field(ge=0)
+    media_type: str = Field(pattern=r"^[\w.+-]+/[\w.+-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    chunks: list[str] = Field(description="sha256 of each chunk, in order.")
+
+
+class Course(_M):
+    id: str = Field(pattern=_ID)
+    title: str = Field(max_length=300)
+    version: int = Field(ge=0)
+    items: list[Item]
+
+
+class Assignment(_M):
+    course: str = Field(pattern=_ID)
+    device: str | None = None
+    resident: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Assignment:
+        if (self.device is None) == (self.resident is None):
+            raise ValueError("an assignment names exactly one of 'device' or 'resident'")
+        return self
+
+
+class Catalog(_M):
+    type: Literal["learning.catalog"]
+    site: str
+    version: int = Field(ge=1, description="Strictly increasing; a tablet ignores older or equal ones.")
+    issued_at: datetime
+    chunk_size: int = Field(ge=MIN_CHUNK, le=MAX_CHUNK)
+    courses: list[Course]
+    assignments: list[Assignment] = Field(default_factory=list)
+    signatures: list[dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        ids = [c.id for c in self.courses]
+        if len(ids) != len(set(ids)):
+            raise ValueError("course ids must be unique")
+        for course in self.courses:
+            for item in course.items:
+                want = max(1, -(-item.size // self.chunk_size))
+                if len(item.chunks) != want or any(len(h) != 64 for h in item.chunks):
+                    raise ValueError(f"course {course.id} item {item.name}: {len(item.chunks)} chunk "
+                                     f"hashes for {item.size} bytes; expected {want}")
+        known = set(ids)
+        for a in self.assignments:
+            if a.course not in known:
+                raise ValueError(f"assignment names unknown course {a.course!r}")
+        return self
+
+    def items(self) -> dict[str, Item]:
+        return {i.sha256: i for c in self.courses for i in c.items}
+
+    def course(self, course_id: str) -> Course | None:
+        return next((c for c in self.courses if c.id == course_id), None)
+
+    def assigned(self, device: str, residents: set[str]) -> list[Assignment]:
+        return [a for a in self.assignments if a.device == device or a.resident in residents]
+
+    def pinned_hashes(self, device: str, residents: set[str]) -> set[str]:
+        courses = {a.course for a in self.assigned(device, residents)}
+        return {i.sha256 for c in self.courses if c.id in courses for i in c.items}
+
+
+def parse_catalog(raw: bytes | dict, trusted: dict, site: str) -> Catalog:
+    """Verify and validate one catalog document; raise CatalogRejected saying why."""
+    try:
+        doc = json.loads(raw) if isinstance(raw, bytes | str) else raw
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogRejected(f"catalog is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CatalogRejected("catalog is not a JSON object")
+    try:
+        signing.verify(doc, trusted)
+    except signing.SignatureError as exc:
+        raise CatalogRejected(f"catalog signature: {exc}") from None
+    try:
+        catalog = Catalog.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise CatalogRejected(f"catalog malformed at {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    if catalog.site != site:
+        raise CatalogRejected(f"catalog is for site {catalog.site!r}, this device is at {site!r}")
+    return catalog
+
+
+class CatalogKeeper:
+    """Holds the last verified catalog; persists it so the tablet works offline after a restart."""
+
+    def __init__(self, path: Path, trusted: dict, site: str):
+        self.path, self.trusted, self.site = Path(path), trusted, site
+        self._lock = threading.Lock()
+        self.current: Catalog | None = None
+        self.load_problem: str | None = None
+        if self.path.exists():
+            try:
+                self.current = parse_catalog(self.path.read_bytes(), trusted, site)
+            except CatalogRejected as exc:  # keys rotated or file damaged: wait for a fresh one
+                self.load_problem = str(exc)
+
+    def offer(self, raw: bytes | dict) -> Catalog | None:
+        """Accept a newer verified catalog (returned) or None if not newer; raise if bad."""
+        catalog = parse_catalog(raw, self.trusted, self.site)
+        with self._lock:
+            if self.current and catalog.version <= self.current.version:
+                return None
+            # The document as signed, not re-serialised: its signature must verify on reload.
+            _atomic_write(self.path, raw if isinstance(raw, bytes) else canonical_json(raw))
+            self.current = catalog
+        return catalog
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

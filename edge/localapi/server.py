@@ -1,0 +1,254 @@
+"""HTTP over a unix socket for the tablet UI, on the standard library.
+
+Why the standard library (``http.server`` + ``ThreadingMixIn`` over AF_UNIX):
+the API is a handful of JSON routes and one file route for a single local
+client; a framework would add an ASGI server, an event loop beside our
+threads, and a larger attack surface on a device that must stay small. The
+socket's file permissions (mode 0660 and the UI's group) are the access
+control: only the UI app's user can open it.
+
+Routes are registered by the tablet components (learning, messaging) with
+``add_route``; a handler takes a ``Request`` and returns a ``Response`` or
+raises ``ApiError``.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import re
+import socketserver
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import structlog
+
+from edge.errors import EdgeError
+from edge.localapi.settings import LocalApiSettings
+
+log = structlog.get_logger("edge.localapi")
+_BLOCK = 64 * 1024
+
+
+class ApiError(EdgeError):
+    """A request the local API refuses; carries the HTTP status and a stable error code."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Any
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    file: tuple[Path, int, int] | None = None  # (path, offset, length): streamed, not loaded
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(obj, default=str).encode(), headers=headers or {})
+
+
+Handler = Callable[[Request], Response]
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern, Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        """``pattern`` like ``/v1/learning/content/{sha256}``; a segment never spans '/'."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+        self._routes.append((method, re.compile(f"^{regex}$"), handler))
+
+    def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        allowed = False
+        for m, regex, handler in self._routes:
+            match = regex.match(path)
+            if match:
+                if m == method:
+                    return handler, {k: unquote(v) for k, v in match.groupdict().items()}
+                allowed = True
+        if allowed:
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        raise ApiError(404, "not_found", f"no such endpoint: {path} (see docs/openapi.json)")
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    router: Router
+    max_body: int
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
+        pass  # request lines may carry resident pseudonyms; we log outcomes below instead
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_GET
+
+    def _dispatch(self) -> None:
+        try:
+            response = self._handle()
+        except ApiError as exc:
+            response = json_response({"error": {"code": exc.code, "message": exc.message}},
+                                     exc.status, exc.headers)
+        self._send(response)
+
+    def _handle(self) -> Response:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.server.max_body:
+            self.close_connection = True
+            raise ApiError(413, "too_large", f"request body of {length} bytes exceeds "
+                                             f"the limit of {self.server.max_body}")
+        body = self.rfile.read(length) if length else b""
+        method = "GET" if self.command == "HEAD" else self.command
+        handler, params = self.server.router.resolve(method, url.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        request = Request(self.command, url.path, query, self.headers, body, params)
+        response = handler(request)
+        log.debug("api_request", method=self.command, route=url.path.split("/")[2:4],
+                  status=response.status)
+        return response
+
+    def _send(self, response: Response) -> None:
+        length = response.file[2] if response.file else len(response.body)
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in response.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if response.file:
+            self._stream(*response.file)
+        else:
+            self.wfile.write(response.body)
+
+    def _stream(self, path: Path, offset: int, length: int) -> None:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while length > 0:
+                block = f.read(min(_BLOCK, length))
+                if not block:
+                    break
+                self.wfile.write(block)
+                length -= len(block)
+
+
+class LocalApi:
+    """The daemon component serving the UI socket; other components add routes first."""
+
+    name = "localapi"
+
+    def __init__(self, settings: LocalApiSettings, state_dir: Path):
+        self.settings = settings
+        self.path = Path(settings.socket_path or Path(state_dir) / "api.sock")
+        self.router = Router()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def add_route(self, method: str, pattern: str, handler: Handler) -> None:
+        self.router.add(method, pattern, handler)
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)  # a stale socket from a killed daemon
+        old = os.umask(0o177)  # never world-accessible, not even between bind and chmod
+        try:
+            server = _Server(str(self.path), _Handler)
+        finally:
+            os.umask(old)
+        server.router, server.max_body = self.router, self.settings.max_body_bytes
+        os.chmod(self.path, self.settings.mode)
+        if self.settings.group:
+            try:
+                os.chown(self.path, -1, grp.getgrnam(self.settings.group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                server.server_close()
+                raise EdgeError(f"localapi.group: cannot give the socket to group "
+                                f"{self.settings.group!r}: {exc}") from None
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="localapi",
+                                        daemon=True)
+        self._thread.start()
+        log.info("localapi_listening", socket_path=str(self.path), mode=oct(self.settings.mode))
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self.path.unlink(missing_ok=True)
+            self._server = None
+
+    def status(self) -> dict[str, Any]:
+        return {"socket": str(self.path), "listening": self._server is not None}
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range -> (offset, length); None means the whole file. 416 if unsatisfiable."""
+    if not header:
+        return None
+    match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+    if not match or match.group(1) == match.group(2) == "":
+        raise ApiError(416, "bad_range", f"unsupported Range {header!r}; expected one 'bytes=START-END'",
+                       {"Content-Range": f"bytes */{size}"})
+    first, last = match.groups()
+    if first == "":
+        length = min(int(last), size)
+        start = size - length
+    else:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+        length = end - start + 1
+    if start >= size or length <= 0:
+        raise ApiError(416, "range_not_satisfiable", f"range {header!r} is outside the {size} bytes",
+                       {"Content-Range": f"bytes */{size}"})
+    return start, length
+
+
+def file_response(path: Path, size: int, content_type: str, range_header: str | None) -> Response:
+    """The whole file (200) or one range of it (206), streamed from disk."""
+    wanted = parse_range(range_header, size)
+    headers = {"Accept-Ranges": "bytes"}
+    if wanted is None:
+        return Response(200, content_type=content_type, headers=headers, file=(path, 0, size))
+    start, length = wanted
+    headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
+    return Response(206, content_type=content_type, headers=headers, file=(path, start, length))
