@@ -9,6 +9,7 @@ normal events; alarms are never dropped.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +30,13 @@ from edge.store._writer import GroupCommitWriter, Job
 
 ROW_OVERHEAD = 120  # bytes per row beyond the body: hash, id, type, ts, b-tree and index entries
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
+_COLS = 7  # seq, id, type, priority, ts, body, hash
+_MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
+_META_HOT_SQL = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)"
+_UNSET = object()
+# An event ready for the writer: (event, canonical bytes before the seq value, after it,
+# ts as stored, priority code). Made in the producer's thread.
+_Prepared = tuple[Event, bytes, bytes, str, int]
 
 log = structlog.get_logger("edge.store")
 
@@ -45,6 +53,8 @@ class Store(StoreReader):
         self.settings = settings or StoreSettings()
         self.clock = clock or ClockMonitor()
         self._listeners: list[Callable[[list[Event]], None]] = []
+        self._pending_rows: list = []  # flat row values of the batch, not yet inserted
+        self._meta_written: dict = {}  # the rarely-changing meta values last committed
         self._key = _chain.load_key(state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
         recovered = self._recover_if_corrupt()
@@ -108,9 +118,9 @@ class Store(StoreReader):
         for event in events:
             if event.seq is not None:
                 raise EventInvalid(f"event {event.id} already has seq {event.seq}; the store assigns seq")
-        # Serialising here, in the producer's thread, keeps the writer's critical path short.
-        items = [(e, e.model_dump(mode="json")) for e in events]
-        return self._writer.submit(Job(lambda: self._insert(items), size=len(items))).wait()
+        # Serialising here, in the producer's thread, keeps the writer's critical path short
+        # and overlaps with the fsync of the batch before.
+        return self._writer.submit(Job(items=[_prepare(e) for e in events])).wait()
 
     def mark_acked(self, seqs: Iterable[int]) -> int:
         """Mark events as delivered (broker PUBACKed them); returns how many changed."""
@@ -145,13 +155,19 @@ class Store(StoreReader):
             self._w.execute("BEGIN IMMEDIATE")
             for job in jobs:
                 try:
-                    job.result = job.fn()
+                    if job.items is not None:
+                        job.result = self._insert(job.items)
+                    else:
+                        self._flush_rows()
+                        job.result = job.fn()
                 except StoreFull as exc:
                     job.error = exc
+            self._flush_rows()
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
             self._w.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
+            self._pending_rows, self._meta_written = [], {}
             if self._w.in_transaction:
                 self._w.execute("ROLLBACK")
             (self._next_seq, self._prev_hash, self._used, self._counters,
@@ -164,10 +180,15 @@ class Store(StoreReader):
             for listener in self._listeners:
                 listener(self._batch_events)
 
-    def _insert(self, items: list[tuple[Event, dict]]) -> list[Event]:
+    def _insert(self, items: list[_Prepared]) -> list[Event]:
         encoded = self._encode(items)
-        need = sum(ROW_OVERHEAD + len(body) for _, _, body in encoded)
-        top = min(PRIORITY_CODE[e.priority] for e, _ in items)
+        need = sum(ROW_OVERHEAD + len(row[5]) for row, _ in encoded)
+        if self._used + need <= self.settings.max_bytes:
+            if self._full and min(item[4] for item in items) != _ALARM:
+                self._full = False
+            return self._write_encoded(encoded)  # the hot path: room to spare
+        self._flush_rows()  # eviction queries must see every row of this batch
+        top = min(item[4] for item in items)
         before = self._next_seq
         if not self._make_room(need, top):
             self._counters["refused_total"] += len(items)
@@ -185,30 +206,39 @@ class Store(StoreReader):
             encoded = self._encode(items)
         return self._write_encoded(encoded)
 
-    def _encode(self, items: list[tuple[Event, dict]]) -> list[tuple[Event, dict, bytes]]:
+    def _encode(self, items: list[_Prepared]) -> list[tuple[list, Event]]:
+        """Rows (without the chain hash yet) for the next seqs; cheap: bytes joins only."""
         out, seq = [], self._next_seq
-        for event, data in items:
-            data["seq"] = seq
-            out.append((event, data, canonical_json(data)))
+        for event, head, tail, ts, priority in items:
+            out.append(([seq, event.id, event.type, priority, ts, b"%b%d%b" % (head, seq, tail), None],
+                        event))
             seq += 1
         return out
 
     def _write_rows(self, events: list[Event]) -> list[Event]:
-        return self._write_encoded(self._encode([(e, e.model_dump(mode="json")) for e in events]))
+        return self._write_encoded(self._encode([_prepare(e) for e in events]))
 
-    def _write_encoded(self, encoded: list[tuple[Event, dict, bytes]]) -> list[Event]:
-        stored, rows = [], []
-        for event, data, body in encoded:
-            self._prev_hash = _chain.chain_hash(self._prev_hash, body)
-            rows.append((data["seq"], event.id, event.type, PRIORITY_CODE[event.priority],
-                         data["ts"], body, self._prev_hash))
-            self._used += ROW_OVERHEAD + len(body)
-            stored.append(event.model_copy(update={"seq": data["seq"]}))
+    def _write_encoded(self, encoded: list[tuple[list, Event]]) -> list[Event]:
+        stored, prev, used = [], self._prev_hash, self._used
+        for row, event in encoded:
+            row[6] = prev = _chain.chain_hash(prev, row[5])
+            used += ROW_OVERHEAD + len(row[5])
+            stored.append(event.model_copy(update={"seq": row[0]}))
+            self._pending_rows.extend(row)
+        self._prev_hash, self._used = prev, used
         self._next_seq += len(encoded)
-        self._w.executemany("INSERT INTO events (seq, id, type, priority, ts, body, hash) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self._batch_events.extend(stored)
         return stored
+
+    def _flush_rows(self) -> None:
+        """Insert the batch's rows with few statements: SQLite releases the GIL around every
+        statement, and getting it back can cost a whole switch interval when another thread
+        is busy, so a batch of 16 rows is one statement here, not 16."""
+        flat, self._pending_rows = self._pending_rows, []
+        n, start = len(flat) // _COLS, 0
+        for chunk in _chunks(n):
+            self._w.execute(_insert_sql(chunk), flat[start * _COLS:(start + chunk) * _COLS])
+            start += chunk
 
     def _ack(self, seqs: list[int]) -> int:
         now = time.time()
@@ -223,13 +253,17 @@ class Store(StoreReader):
 
     def _write_meta(self) -> None:
         head_seq = self._next_seq - 1
-        values = {
-            "next_seq": self._next_seq, "head_seq": head_seq, "head_hash": self._prev_hash,
-            "head_mac": _chain.mac(self._key, b"head", head_seq, self._prev_hash),
-            "used_bytes": self._used, "max_bytes": self.settings.max_bytes,
-            "full": int(self._full), "last_ack_at": self._last_ack_at, **self._counters,
-        }
-        self._w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+        # The keys every append changes go in one fixed statement; the rest only when changed.
+        self._w.execute(_META_HOT_SQL, (
+            "next_seq", self._next_seq, "head_seq", head_seq, "head_hash", self._prev_hash,
+            "head_mac", _chain.mac(self._key, b"head", head_seq, self._prev_hash),
+            "used_bytes", self._used))
+        cold = {"max_bytes": self.settings.max_bytes, "full": int(self._full),
+                "last_ack_at": self._last_ack_at, **self._counters}
+        changed = [(k, v) for k, v in cold.items() if self._meta_written.get(k, _UNSET) != v]
+        if changed:
+            self._w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", changed)
+            self._meta_written.update(changed)
 
     # -- size cap and retention ------------------------------------------------
 
@@ -337,6 +371,34 @@ class Store(StoreReader):
     def _maintenance(self) -> None:
         self._run_batch([Job(self._retention)])
         self._w.execute("PRAGMA incremental_vacuum")
+
+
+def _prepare(event: Event) -> _Prepared:
+    """Serialise an event once, leaving a hole for the seq the writer will assign.
+
+    The body is canonical JSON with sorted keys, so the top-level ``"seq"`` sits
+    between ``priority`` and ``site``; everything after it is a string or a number,
+    where an unescaped quote cannot occur, so the last ``,"seq":0,`` is that key.
+    """
+    data = event.model_dump(mode="json")
+    data["seq"] = 0
+    body = canonical_json(data)
+    cut = body.rfind(b',"seq":0,')
+    return event, body[:cut + 7], body[cut + 8:], data["ts"], PRIORITY_CODE[event.priority]
+
+
+def _chunks(rows: int) -> Iterable[int]:
+    """Split a batch into power-of-two statements so a handful of SQL texts are ever prepared."""
+    while rows:
+        chunk = min(_MAX_ROWS_PER_STATEMENT, 1 << (rows.bit_length() - 1))
+        yield chunk
+        rows -= chunk
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return ("INSERT INTO events (seq, id, type, priority, ts, body, hash) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
 
 
 def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
