@@ -40,6 +40,14 @@ def mac(key: bytes, label: bytes, seq: int, digest: bytes) -> bytes:
     return hmac.new(key, label + seq.to_bytes(8, "big") + digest, hashlib.sha256).digest()
 
 
+def _signed(key: bytes, label: bytes, seq, digest, tag) -> bool:
+    """Does ``tag`` sign (seq, digest)? False, not an exception, when someone changed a
+    column's storage type (sqlite's replace() turns a BLOB into TEXT)."""
+    if not (isinstance(seq, int) and isinstance(digest, bytes) and isinstance(tag, bytes)):
+        return False
+    return hmac.compare_digest(tag, mac(key, label, seq, digest))
+
+
 @dataclass
 class VerifyReport:
     ok: bool
@@ -59,7 +67,7 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
     if ckpt is None:
         prev, expected = GENESIS, 1
     else:
-        if not hmac.compare_digest(ckpt[2], mac(key, b"ckpt", ckpt[0], ckpt[1])):
+        if not _signed(key, b"ckpt", *ckpt):
             return VerifyReport(False, 0, None, None, f"checkpoint at seq {ckpt[0]} has a bad signature", ckpt[0])
         prev, expected = ckpt[1], ckpt[0] + 1
     first = expected
@@ -77,7 +85,7 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
         nonlocal prev, expected
         while expected < limit and expected in dropped:
             digest, reason, tag = dropped.pop(expected)
-            if not hmac.compare_digest(tag, mac(key, reason.encode(), expected, digest)):
+            if not isinstance(reason, str) or not _signed(key, reason.encode(), expected, digest, tag):
                 return fail(f"seq {expected}: drop record has a bad signature", expected)
             prev, expected = digest, expected + 1
         return None
@@ -87,7 +95,8 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
             return bad
         if seq != expected:
             return fail(f"seq {expected} is missing (row deleted?)", expected)
-        if chain_hash(prev, body) != digest or f'"seq":{seq},'.encode() not in body:
+        if (not isinstance(body, bytes) or chain_hash(prev, body) != digest
+                or f'"seq":{seq},'.encode() not in body):
             return fail(f"seq {seq}: contents do not match the chain (row edited?)", seq)
         prev, expected, checked = digest, seq + 1, checked + 1
         if progress and checked % 10_000 == 0:
@@ -95,9 +104,15 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
     if (bad := skip_dropped_until(2**63)) is not None:
         return bad
     head = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'head_%'").fetchall())
-    if head:
-        head_seq, head_hash, head_mac = head["head_seq"], head["head_hash"], head["head_mac"]
-        if not hmac.compare_digest(head_mac, mac(key, b"head", head_seq, head_hash)):
+    if not head:
+        # Only a store that never committed an event has no signed head; deleting the head
+        # to hide removed rows must not pass.
+        next_seq = conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        if checked or expected != first or (next_seq and next_seq[0] != expected):
+            return fail("the signed chain head is missing (meta edited?)", expected - 1)
+    else:
+        head_seq, head_hash, head_mac = head.get("head_seq"), head.get("head_hash"), head.get("head_mac")
+        if not _signed(key, b"head", head_seq, head_hash, head_mac):
             return fail("the chain head has a bad signature (meta edited?)", head_seq)
         if head_seq != expected - 1 or head_hash != prev:
             return fail(f"chain ends at seq {expected - 1} but the signed head is seq {head_seq} "
