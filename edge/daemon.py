@@ -86,6 +86,10 @@ class Daemon:
             from edge.tablet import tablet_components  # after the link: they subscribe on it
 
             components += tablet_components(self)
+        if any(d.kind == "camera.face" for d in self.settings.drivers):
+            from drivers.camera.component import biometrics_components
+
+            components += biometrics_components(self)
         return components
 
     def run(self) -> int:

@@ -1,0 +1,193 @@
+"""``camera.face``: the driver thread that runs the face worker and turns its results into events.
+
+The thread never touches dlib or a frame: it starts ``drivers.camera.worker``
+as a child process, forwards commands (a presented booking for 1:1
+verification), and emits what the worker decides. If the worker dies the
+driver raises, the supervisor records ``system.driver_fault`` and restarts it
+with backoff, and a fresh worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge.driver import Driver, DriverConfig
+from edge.errors import CommandError, DriverError, StoreFull
+
+# Set by the daemon's biometrics component: the device's state_dir, where the gallery lives.
+DEFAULT_STATE_DIR: Path | None = None
+_STARTUP_TIMEOUT_S = 60.0
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThresholdOptions(_Options):
+    verify: float = Field(default=0.5, gt=0, le=0.5, description="1:1 distance threshold; 0.5 or stricter.")
+    identify: float = Field(default=0.45, gt=0, le=0.5, description="1:N threshold for up to identify_base_size staff.")
+    identify_floor: float = Field(default=0.35, gt=0, le=0.5)
+    identify_step: float = Field(default=0.03, ge=0, le=0.2, description="Tightening per tenfold gallery growth.")
+    identify_base_size: int = Field(default=100, ge=1)
+    min_margin: float = Field(default=0.08, ge=0, le=0.5, description="Distance gap to the runner-up subject.")
+
+
+class PipelineOptions(_Options):
+    detect_width: int = Field(default=640, ge=160, le=4096, description="HOG runs on a frame this wide.")
+    upsample: int = Field(default=0, ge=0, le=2)
+    min_face_px: int = Field(default=80, ge=20)
+    second_face_px: int = Field(default=40, ge=10)
+    min_sharpness: float = Field(default=30.0, ge=0)
+    max_yaw: float = Field(default=0.35, gt=0, le=1)
+    presence_delta: float = Field(default=3.0, ge=0)
+
+
+class FaceCameraConfig(DriverConfig):
+    source: str = Field(description="/dev/videoN, rtsp://…, http://…, a video file, or a folder of images.")
+    loop: bool = Field(default=False, description="Replay a file or folder when it ends (demos).")
+    max_fps: float = Field(default=10.0, gt=0, le=60)
+    mode: Literal["both", "verify", "identify"] = "both"
+    single_person: bool = Field(default=True, description="A second face raises biometric.multiple_faces.")
+    liveness: str = Field(default="motion", description="motion | none | package.module:Class")
+    liveness_options: dict[str, Any] = Field(default_factory=dict)
+    thresholds: ThresholdOptions = Field(default_factory=ThresholdOptions)
+    pipeline: PipelineOptions = Field(default_factory=PipelineOptions)
+    rearm_frames: int = Field(default=2, ge=1, description="Frames without a face that end an approach.")
+    quality_frames: int = Field(default=5, ge=1)
+    claim_ttl_s: float = Field(default=60.0, gt=0)
+    purge_grace_s: float = Field(default=3600.0, ge=0, description="Expired templates are deleted this long after their window.")
+    audit: bool = Field(default=False, description="Keep an encrypted face crop of failed decisions.")
+    audit_retention_days: float = Field(default=30.0, gt=0)
+    state_dir: Path | None = Field(default=None, description="Defaults to the daemon's state_dir.")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty; expected a device, stream URL, video file or folder")
+        return value
+
+
+class FaceCameraDriver(Driver):
+    """Runs the face worker process and emits its decisions as ``biometric.*`` events."""
+
+    Config = FaceCameraConfig
+
+    def __init__(self, config: FaceCameraConfig, ctx):
+        super().__init__(config, ctx)
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._buf = b""
+        self.worker_status: dict[str, Any] = {}
+        self.events = self.refused = 0
+        self.worker_pid: int | None = None
+
+    def _state_dir(self) -> Path:
+        state_dir = self.config.state_dir or DEFAULT_STATE_DIR
+        if state_dir is None:
+            raise DriverError(f"driver {self.ctx.name}: no state_dir (set state_dir in its [[drivers]] entry)")
+        return Path(state_dir)
+
+    def _start_worker(self) -> None:
+        cfg = self.config.model_dump(mode="json", exclude={"name", "kind", "state_dir"})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        self._proc = subprocess.Popen([sys.executable, "-m", "drivers.camera.worker"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, env=env, close_fds=True)
+        self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline and not self.ctx.stopping.is_set():
+            for msg in self._read(0.5):
+                if msg.get("op") == "ready":
+                    self.worker_pid = msg.get("pid")
+                    self.ctx.log.info("face_worker_ready", pid=self.worker_pid, load_ms=msg.get("load_ms"))
+                    return
+                self._on_message(msg)
+        if not self.ctx.stopping.is_set():
+            raise DriverError(f"face worker did not start within {_STARTUP_TIMEOUT_S:.0f}s")
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise CommandError("face worker is not running; it is being restarted, try again shortly")
+            try:
+                proc.stdin.write(json.dumps(msg).encode() + b"\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                raise CommandError("face worker has exited; it is being restarted") from None
+
+    def _read(self, timeout: float) -> list[dict[str, Any]]:
+        """Whole lines the worker wrote within ``timeout``; raises when it has exited."""
+        out = self._proc.stdout
+        ready, _, _ = select.select([out], [], [], timeout)
+        if not ready:
+            return []
+        chunk = os.read(out.fileno(), 65536)
+        if not chunk:
+            code = self._proc.wait(timeout=5)
+            raise DriverError(f"face worker exited with code {code}")
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "event":
+            try:
+                self.ctx.emit(msg["type"], msg["payload"], msg.get("priority", "normal"))
+                self.events += 1
+            except StoreFull:
+                self.refused += 1
+        elif op == "status":
+            self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+        elif op == "fatal":
+            raise DriverError(f"face worker failed: {msg.get('error')}")
+
+    def run(self) -> None:
+        self._start_worker()
+        while not self.ctx.stopping.is_set():
+            for msg in self._read(0.5):
+                self._on_message(msg)
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "verify":
+            subject = args.get("subject_id")
+            if not isinstance(subject, str) or not subject:
+                raise CommandError("verify needs 'subject_id' (the subject of the presented booking)")
+            self._send({"op": "claim", "subject_id": subject, "booking_id": args.get("booking_id"),
+                        "ttl_s": args.get("ttl_s")})
+            return {"accepted": True, "subject_id": subject, "booking_id": args.get("booking_id")}
+        if name == "status":
+            return {"worker_pid": self.worker_pid, **self.worker_status}
+        raise CommandError(f"camera.face does not support {name!r}; supported: verify, status")
+
+    def health(self) -> dict[str, Any]:
+        source = self.worker_status.get("source", {})
+        degraded = source.get("kind") == "live" and not source.get("connected", True)
+        return {"status": "degraded" if degraded else "ok", "worker_pid": self.worker_pid,
+                "events": self.events, "frames": self.worker_status.get("frames", 0),
+                "source": source, "gallery": self.worker_status.get("gallery", {})}
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.stdin.write(b'{"op":"stop"}\n')
+                proc.stdin.flush()
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (BrokenPipeError, OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,216 @@
+"""The face pipeline: one frame in, a measured analysis out.
+
+Stages, cheapest first, each timed (milliseconds in ``timings_ms``):
+
+1. ``presence``: a 96-px grey thumbnail. A flat frame (lens covered, lights
+   off) or a scene unchanged since the last frame without a face stops here.
+2. ``detect``: dlib's HOG detector on a frame scaled down to ``detect_width``
+   pixels, without upsampling (the library default upsamples the full frame:
+   about 20x the pixels).
+3. ``landmarks``: the 5-point shape predictor on the full-resolution frame
+   inside each box scaled back up; gives size, pose and the face to use.
+4. ``quality``: face size in pixels, sharpness (variance of the Laplacian of
+   the face at a fixed scale) and pose (yaw, pitch from the landmarks). A bad
+   frame asks for another frame instead of deciding.
+5. ``encode``: the ResNet 128-d encoding of the chosen face (largest, most
+   frontal) from the full-resolution frame.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from drivers.camera.models import models
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    detect_width: int = 640
+    upsample: int = 0
+    presence_width: int = 96
+    presence_delta: float = 3.0  # mean absolute grey-level change that counts as "something moved"
+    flat_std: float = 4.0  # a thumbnail flatter than this holds no face
+    min_face_px: int = 80  # face box width at full resolution
+    second_face_px: int = 40  # a second face at least this wide counts as another person
+    min_sharpness: float = 30.0
+    max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
+    max_pitch: float = 1.3  # nose drop below the eyes, in eye distances (frontal ~0.6-0.9)
+    min_pitch: float = 0.25
+    jitters: int = 1
+    allow_multiple: bool = False  # lanes where several people may pass: use the main face
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Face:
+    box: tuple[int, int, int, int]  # left, top, right, bottom at full resolution
+    points: np.ndarray  # 5 landmarks (x, y), full resolution
+    yaw: float
+    pitch: float
+    shape: Any = None  # dlib's landmark object, reused by the encoder
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+
+@dataclass
+class Analysis:
+    """What one frame showed. ``status``: unchanged | empty | no_face | multiple | quality_low | ok."""
+
+    status: str
+    faces: int = 0
+    face: Face | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    encoding: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    crop: np.ndarray | None = None  # the face region, only kept for the opt-in audit mode
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "faces": self.faces, "timings_ms": self.timings_ms}
+        if self.quality:
+            out["quality"] = self.quality
+        if self.face is not None:
+            out["face_px"] = self.face.width
+        return out
+
+
+class _Clock:
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round((now - self._t) * 1000, 2)
+        self._t = now
+
+
+def _pose(points: np.ndarray) -> tuple[float, float]:
+    # 5-point model: 0-1 one eye's corners, 2-3 the other's, 4 under the nose.
+    eye_a, eye_b = points[0:2].mean(axis=0), points[2:4].mean(axis=0)
+    mid, span = (eye_a + eye_b) / 2, float(np.linalg.norm(eye_a - eye_b)) or 1.0
+    axis = (eye_b - eye_a) / span
+    rel = points[4] - mid
+    yaw = float(rel @ axis) / span  # sideways along the eye line
+    pitch = float(rel @ np.array([-axis[1], axis[0]])) / span  # down, across the eye line
+    return yaw, abs(pitch)
+
+
+class Pipeline:
+    """Stateful per camera: remembers the last empty scene for the presence check."""
+
+    def __init__(self, config: PipelineConfig | None = None, keep_crops: bool = False):
+        self.config = config or PipelineConfig()
+        self.keep_crops = keep_crops
+        self._empty_thumb: np.ndarray | None = None
+        self._detector, self._shaper, self._encoder, self._dlib = models()
+
+    def reset(self) -> None:
+        self._empty_thumb = None
+
+    def analyse(self, frame: np.ndarray, *, use_presence: bool = True) -> Analysis:
+        """Run the stages on one BGR frame; stops at the first stage that rules it out."""
+        cfg, clock = self.config, _Clock()
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        thumb = _resize_to_width(gray, cfg.presence_width).astype(np.float32)
+        if float(thumb.std()) < cfg.flat_std:
+            clock.lap("presence")
+            return Analysis("empty", timings_ms=clock.timings)
+        if use_presence and self._empty_thumb is not None and self._empty_thumb.shape == thumb.shape:
+            if float(np.abs(thumb - self._empty_thumb).mean()) < cfg.presence_delta:
+                clock.lap("presence")
+                return Analysis("unchanged", timings_ms=clock.timings)
+        clock.lap("presence")
+        boxes = self._detect(gray)
+        clock.lap("detect")
+        if not boxes:
+            self._empty_thumb = thumb
+            return Analysis("no_face", timings_ms=clock.timings)
+        self._empty_thumb = None
+        faces = [self._landmarks(gray, box) for box in boxes]
+        clock.lap("landmarks")
+        others = [f for f in faces if f.width >= cfg.second_face_px]
+        if len(others) > 1 and not cfg.allow_multiple:
+            return Analysis("multiple", faces=len(others), timings_ms=clock.timings)
+        face = max(faces, key=lambda f: f.width * f.width * (1.0 - min(abs(f.yaw), 0.9)))
+        quality = self._quality(gray, face)
+        clock.lap("quality")
+        crop = _crop(frame, face.box) if self.keep_crops else None
+        if not quality["ok"]:
+            return Analysis("quality_low", faces=len(faces), face=face, quality=quality,
+                            timings_ms=clock.timings, crop=crop)
+        encoding = self._encode(frame, face)
+        clock.lap("encode")
+        return Analysis("ok", faces=len(faces), face=face, quality=quality, encoding=encoding,
+                        timings_ms=clock.timings, crop=crop)
+
+    def _detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        h, w = gray.shape[:2]
+        scale = min(1.0, self.config.detect_width / w)
+        small = _resize_to_width(gray, int(round(w * scale))) if scale < 1.0 else gray
+        rects = self._detector(small, self.config.upsample)
+        boxes = []
+        for r in rects:
+            box = (int(r.left() / scale), int(r.top() / scale), int(r.right() / scale), int(r.bottom() / scale))
+            boxes.append((max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])))
+        return boxes
+
+    def _landmarks(self, gray: np.ndarray, box: tuple[int, int, int, int]) -> Face:
+        rect = self._dlib.rectangle(*box)
+        shape = self._shaper(gray, rect)
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+        yaw, pitch = _pose(points)
+        return Face(box=box, points=points, yaw=yaw, pitch=pitch, shape=shape)
+
+    def _quality(self, gray: np.ndarray, face: Face) -> dict[str, Any]:
+        cfg = self.config
+        crop = _crop(gray, face.box)
+        # Sharpness at a fixed scale, so a big blurry face does not pass on its size.
+        norm = cv2.resize(crop, (112, 112), interpolation=cv2.INTER_AREA) if crop.size else crop
+        sharpness = float(cv2.Laplacian(norm, cv2.CV_64F).var()) if norm.size else 0.0
+        problems = []
+        if face.width < cfg.min_face_px:
+            problems.append("face_too_small")
+        if sharpness < cfg.min_sharpness:
+            problems.append("blurred")
+        if abs(face.yaw) > cfg.max_yaw or not cfg.min_pitch <= face.pitch <= cfg.max_pitch:
+            problems.append("not_frontal")
+        return {"ok": not problems, "problems": problems, "face_px": face.width,
+                "sharpness": round(sharpness, 1), "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3)}
+
+    def _encode(self, frame: np.ndarray, face: Face) -> np.ndarray:
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        vec = self._encoder.compute_face_descriptor(rgb, face.shape, self.config.jitters)
+        return np.asarray(vec, dtype=np.float32)
+
+
+def _resize_to_width(img: np.ndarray, width: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if w <= width:
+        return img
+    return cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def _crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    left, top, right, bottom = box
+    return img[max(0, top):max(0, bottom), max(0, left):max(0, right)]
+
+
+def read_image(path) -> np.ndarray:
+    """A BGR frame from an image file, or a clear error."""
+    from edge.errors import EdgeError
+
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise EdgeError(f"{path}: not a readable image (expected a JPEG or PNG file)")
+    return frame

@@ -1,0 +1,101 @@
+"""Vectorised template search over one contiguous float32 matrix.
+
+Distances are Euclidean (the metric dlib's encoder is trained for), computed
+as ``sqrt(|g|^2 - 2 g.q + |q|^2)`` with one matrix-vector product, so a
+search is a single BLAS call plus a few array operations, never a Python loop
+per subject. Rows are grouped by subject; a subject with several templates
+scores its best one (``np.minimum.reduceat`` over the group starts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.camera.gallery import DIMS, Subject
+
+
+@dataclass
+class Match:
+    subject_id: str | None
+    distance: float | None
+    runner_up_id: str | None = None
+    runner_up_distance: float | None = None
+
+    @property
+    def margin(self) -> float | None:
+        if self.distance is None or self.runner_up_distance is None:
+            return None
+        return self.runner_up_distance - self.distance
+
+
+class Index:
+    """Templates of a set of subjects, ready to search."""
+
+    def __init__(self, subjects: list[Subject]):
+        self.subjects = subjects
+        self.ids = [s.subject_id for s in subjects]
+        self._pos = {sid: i for i, sid in enumerate(self.ids)}
+        counts = np.array([len(s.templates) for s in subjects], dtype=np.int64)
+        self.starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else np.zeros(0, np.int64)
+        self.counts = counts
+        raw = b"".join(t for s in subjects for t in s.templates)
+        self.matrix = np.ascontiguousarray(np.frombuffer(raw, dtype="<f4").reshape(-1, DIMS))
+        self._finish()
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray, ids: list[str]) -> Index:
+        """One template per subject, straight from an array (benchmarks, calibration)."""
+        self = cls.__new__(cls)
+        self.subjects, self.ids = [], list(ids)
+        self._pos = {sid: i for i, sid in enumerate(self.ids)}
+        self.counts = np.ones(len(ids), dtype=np.int64)
+        self.starts = np.arange(len(ids), dtype=np.int64)
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self._finish()
+        return self
+
+    def _finish(self) -> None:
+        self.sqnorm = np.einsum("ij,ij->i", self.matrix, self.matrix)
+        self._one_each = bool(len(self.counts) and (self.counts == 1).all())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def templates(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def _distances(self, query: np.ndarray) -> np.ndarray:
+        q = np.asarray(query, dtype=np.float32)
+        d2 = self.sqnorm - 2.0 * (self.matrix @ q) + float(q @ q)
+        np.maximum(d2, 0.0, out=d2)
+        return np.sqrt(d2, out=d2)
+
+    def subject_distances(self, query: np.ndarray) -> np.ndarray:
+        """Best distance per subject, in ``ids`` order."""
+        d = self._distances(query)
+        return d if self._one_each else np.minimum.reduceat(d, self.starts)
+
+    def distance_to(self, subject_id: str, query: np.ndarray) -> float | None:
+        """1:1: the best distance to one subject's templates, or None if not in the index."""
+        i = self._pos.get(subject_id)
+        if i is None:
+            return None
+        start, count = int(self.starts[i]), int(self.counts[i])
+        rows = self.matrix[start:start + count]
+        q = np.asarray(query, dtype=np.float32)
+        return float(np.sqrt(np.maximum(((rows - q) ** 2).sum(axis=1), 0.0)).min())
+
+    def nearest(self, query: np.ndarray) -> Match:
+        """1:N: the nearest subject and the runner-up (a different subject)."""
+        n = len(self.ids)
+        if n == 0:
+            return Match(None, None)
+        d = self.subject_distances(query)
+        if n == 1:
+            return Match(self.ids[0], float(d[0]))
+        top2 = np.argpartition(d, 1)[:2]
+        a, b = (top2[0], top2[1]) if d[top2[0]] <= d[top2[1]] else (top2[1], top2[0])
+        return Match(self.ids[a], float(d[a]), self.ids[b], float(d[b]))

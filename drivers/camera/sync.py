@@ -1,0 +1,244 @@
+"""Gallery sync from central: a versioned snapshot plus signed upserts and revokes.
+
+Topics (site-wide, every document signed with a key in [trust].central_keys):
+
+- ``edge/v1/{site}/gallery/snapshot`` (retained): the whole central gallery at
+  ``(epoch, version)``.
+- ``edge/v1/{site}/gallery/update`` (QoS 1): one change, ``op`` upsert or
+  revoke, at ``version`` = the previous version + 1 within the same epoch.
+- ``edge/v1/{site}/gallery/request`` (device -> central, QoS 1): "send me a
+  snapshot": ``{"device", "epoch", "version", "reason"}``.
+
+Versions make catch-up exact. Updates apply only in order: a duplicate
+(version already applied) is dropped; a gap (a later version arrives first)
+is held in memory and a snapshot is requested. A snapshot applies when its
+``(epoch, version)`` is newer than the device's, then held updates after it
+apply. A new ``epoch`` means central rebuilt its gallery: only a snapshot can
+start it. Each change commits to the gallery database (with its version)
+before the next message is looked at, and the face worker checks the
+database before every decision, so a revoke takes effect before any later
+decision. A device offline for days gets the retained snapshot and, through
+its persistent MQTT session, every update published since.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from drivers.camera.gallery import Gallery, GalleryError, Subject
+from edge.mqtt.errors import MqttError
+from edge.signing import SignatureError, load_public_keys, verify
+
+log = structlog.get_logger("edge.biometrics.sync")
+_REQUEST_EVERY_S = 30.0
+
+
+class SyncError(GalleryError):
+    """A gallery document from central is malformed, unsigned or for another site."""
+
+
+def _when(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SyncError(f"{where}: {value!r} is not an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        raise SyncError(f"{where}: {value!r} has no timezone; expected UTC, e.g. 2026-01-31T14:00:00Z")
+    return dt.timestamp()
+
+
+def subject_from_doc(doc: dict[str, Any]) -> Subject:
+    """A subject from its wire form: templates are base64 of 128 little-endian float32."""
+    if not isinstance(doc, dict):
+        raise SyncError("subject: expected an object")
+    sid = doc.get("subject_id")
+    where = f"subject {sid!r}"
+    templates = doc.get("templates")
+    if not isinstance(templates, list):
+        raise SyncError(f"{where}: 'templates' must be a list of base64 strings")
+    try:
+        raw = [base64.b64decode(t, validate=True) for t in templates]
+    except (ValueError, TypeError):
+        raise SyncError(f"{where}: a template is not valid base64") from None
+    return Subject(str(sid or ""), str(doc.get("role", "")), raw,
+                   _when(doc.get("valid_from"), f"{where}.valid_from"),
+                   _when(doc.get("valid_until"), f"{where}.valid_until")).validate()
+
+
+def _int(doc: dict, key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SyncError(f"'{key}' must be a non-negative integer, got {value!r}")
+    return value
+
+
+class GallerySync:
+    """Daemon component: applies central's gallery documents, in order, on its own thread."""
+
+    name = "gallery"
+
+    def __init__(self, state_dir, site: str, device: str, link, trusted: dict, emit=None):
+        self.state_dir, self.site, self.device = state_dir, site, device
+        self.link, self.trusted, self._emit = link, trusted, emit
+        self.prefix = f"edge/v1/{site}/gallery"
+        self._inbox: queue.Queue = queue.Queue()
+        self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
+        self._thread: threading.Thread | None = None
+        self._last_request = 0.0
+        self.applied = self.rejected = self.duplicates = 0
+        self.state: dict[str, Any] = {}
+        self.idle = threading.Event()
+
+    @classmethod
+    def for_daemon(cls, daemon) -> GallerySync:
+        s = daemon.settings
+        trusted = load_public_keys(s.trust.central_keys)
+        return cls(s.state_dir, s.site, s.device_id, daemon.link, trusted, daemon.emit)
+
+    # -- Component ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._gallery = Gallery(self.state_dir)
+        self.state = self._gallery.sync_state()
+        self._thread = threading.Thread(target=self._loop, name="gallery-sync", daemon=True)
+        self._thread.start()
+        self.link.subscribe(f"{self.prefix}/snapshot", self._on_message, qos=1)
+        self.link.subscribe(f"{self.prefix}/update", self._on_message, qos=1)
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def status(self) -> dict[str, Any]:
+        return {"epoch": self.state.get("epoch", 0), "version": self.state.get("version", 0),
+                "applied": self.applied, "rejected": self.rejected, "duplicates": self.duplicates,
+                "held": len(self._held)}
+
+    # -- network thread: never blocks --------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, _props=None) -> None:
+        self.idle.clear()
+        self._inbox.put((topic, payload))
+
+    # -- sync thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            if self._inbox.empty():
+                self.idle.set()
+            item = self._inbox.get()
+            if item is None:
+                self._gallery.close()
+                return
+            topic, payload = item
+            try:
+                self.apply(topic.rsplit("/", 1)[-1], payload)
+            except (SyncError, SignatureError, GalleryError) as exc:
+                self.rejected += 1
+                log.warning("gallery_document_rejected", topic=topic, error=str(exc)[:300])
+                self._event("biometric.gallery_rejected", {"topic": topic, "error": str(exc)[:300]}, "normal")
+
+    def apply(self, kind: str, payload: bytes) -> None:
+        """Check and apply one document (``kind`` = snapshot | update)."""
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise SyncError(f"gallery {kind}: not JSON") from None
+        if not isinstance(doc, dict):
+            raise SyncError(f"gallery {kind}: expected a JSON object")
+        verify(doc, self.trusted)  # raises SignatureError: unsigned, forged or untrusted
+        if doc.get("site") != self.site:
+            raise SyncError(f"gallery {kind} is for site {doc.get('site')!r}, this device is in {self.site!r}")
+        epoch, version = _int(doc, "epoch"), _int(doc, "version")
+        if kind == "snapshot":
+            self._snapshot(doc, epoch, version)
+        elif kind == "update":
+            self._update(doc, epoch, version)
+        else:
+            raise SyncError(f"unknown gallery document kind {kind!r}")
+
+    def _current(self) -> tuple[int, int]:
+        return self.state.get("epoch", 0), self.state.get("version", 0)
+
+    def _snapshot(self, doc: dict[str, Any], epoch: int, version: int) -> None:
+        if (epoch, version) <= self._current():
+            self.duplicates += 1
+            return
+        subjects = doc.get("subjects")
+        if not isinstance(subjects, list):
+            raise SyncError("gallery snapshot: 'subjects' must be a list")
+        count = self._gallery.replace_central([subject_from_doc(s) for s in subjects], epoch, version)
+        self._applied("snapshot", epoch, version, subjects=count)
+        self._held = {v: d for v, d in self._held.items() if d["epoch"] == epoch and v > version}
+        self._drain()
+
+    def _update(self, doc: dict[str, Any], epoch: int, version: int) -> None:
+        cur_epoch, cur_version = self._current()
+        if epoch < cur_epoch or (epoch == cur_epoch and version <= cur_version):
+            self.duplicates += 1
+            return
+        self._check_update(doc)
+        self._held[version] = doc
+        if epoch != cur_epoch or version != cur_version + 1:
+            self._request(f"gap: have {cur_epoch}/{cur_version}, got {epoch}/{version}")
+            return
+        self._drain()
+
+    @staticmethod
+    def _check_update(doc: dict[str, Any]) -> None:
+        op = doc.get("op")
+        if op == "upsert":
+            doc["_subject"] = subject_from_doc(doc.get("subject"))
+        elif op == "revoke":
+            if not isinstance(doc.get("subject_id"), str) or not doc["subject_id"]:
+                raise SyncError("gallery revoke: 'subject_id' must be a non-empty string")
+        else:
+            raise SyncError(f"gallery update: op {op!r}; expected upsert or revoke")
+
+    def _drain(self) -> None:
+        """Apply held updates while they continue the current version without a gap."""
+        while True:
+            epoch, version = self._current()
+            doc = self._held.pop(version + 1, None)
+            if doc is None or doc["epoch"] != epoch:
+                return
+            sync = (epoch, version + 1)
+            if doc["op"] == "upsert":
+                self._gallery.upsert(doc["_subject"], source="central", sync=sync)
+                self._applied("upsert", *sync, subject_id=doc["_subject"].subject_id)
+            else:
+                self._gallery.revoke(doc["subject_id"], sync=sync)
+                self._applied("revoke", *sync, subject_id=doc["subject_id"])
+
+    def _applied(self, op: str, epoch: int, version: int, **detail: Any) -> None:
+        self.state = self._gallery.sync_state()
+        self.applied += 1
+        log.info("gallery_applied", op=op, epoch=epoch, gallery_version=version, **detail)
+        self._event("biometric.gallery_updated", {"op": op, "epoch": epoch, "version": version, **detail},
+                    "telemetry")
+
+    def _request(self, reason: str) -> None:
+        """Ask central for a snapshot (rate-limited); the retained one may already be on its way."""
+        now = time.monotonic()
+        if now - self._last_request < _REQUEST_EVERY_S or not self.link.connected:
+            return
+        self._last_request = now
+        epoch, version = self._current()
+        body = {"device": self.device, "epoch": epoch, "version": version, "reason": reason}
+        try:
+            self.link.publish(f"{self.prefix}/request", json.dumps(body).encode(), qos=1)
+            log.info("gallery_snapshot_requested", reason=reason)
+        except MqttError as exc:  # not connected: the next gap or snapshot asks again
+            log.warning("gallery_snapshot_request_failed", error=str(exc))
+
+    def _event(self, type: str, payload: dict[str, Any], priority: str) -> None:
+        if self._emit is not None:
+            self._emit(type, payload, priority, "gallery")

@@ -1,0 +1,164 @@
+"""The face worker process: capture, pipeline and decisions, away from the daemon's GIL.
+
+dlib holds Python's GIL for the whole of an encoding (tens of milliseconds),
+which would stall every thread of the daemon. So the driver starts this
+module as a child process (``python -m drivers.camera.worker``) and talks to
+it with one JSON object per line:
+
+  driver -> worker (stdin):  {"op": "start", "state_dir": ..., "config": {...}}  (first line)
+                             {"op": "claim", "subject_id": ..., "booking_id": ..., "ttl_s": ...}
+                             {"op": "status"}   {"op": "stop"}
+  worker -> driver (stdout): {"op": "ready", "pid": ..., "load_ms": ...}
+                             {"op": "event", "type": ..., "payload": {...}, "priority": ...}
+                             {"op": "status", ...}   {"op": "fatal", "error": ...}
+
+Frames never cross the pipe: the worker owns the camera too. Closing stdin
+(the daemon died) stops the worker, so it is never left orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_out_lock = threading.Lock()
+_proto = sys.stdout  # replaced in main() by a private copy of fd 1
+
+
+def send(msg: dict[str, Any]) -> None:
+    line = json.dumps(msg, separators=(",", ":"), default=str)
+    with _out_lock:
+        _proto.write(line + "\n")
+        _proto.flush()
+
+
+def _private_stdout() -> None:
+    """Keep fd 1 for the protocol only: anything a library prints goes to stderr instead."""
+    global _proto
+    _proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+
+
+def _stdin_reader(inbox: queue.Queue) -> None:
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            inbox.put(json.loads(line))
+        except json.JSONDecodeError:
+            send({"op": "fatal", "error": f"bad command line from the driver: {line[:80]!r}"})
+    inbox.put({"op": "stop"})  # EOF: the driver is gone
+
+
+class Worker:
+    def __init__(self, state_dir: str, config: dict[str, Any]):
+        from drivers.camera.capture import open_source
+        from drivers.camera.decide import Decider, Thresholds
+        from drivers.camera.gallery import Gallery
+        from drivers.camera.lane import Lane, LaneConfig
+        from drivers.camera.liveness import make_liveness
+        from drivers.camera.pipeline import Pipeline, PipelineConfig
+
+        started = time.perf_counter()
+        lane_cfg = LaneConfig.from_dict(config)
+        pipe_cfg = PipelineConfig.from_dict({**config.get("pipeline", {}),
+                                             "allow_multiple": not lane_cfg.single_person})
+        self.pipeline = Pipeline(pipe_cfg, keep_crops=lane_cfg.audit)
+        gallery = Gallery(state_dir)
+        decider = Decider(gallery, Thresholds.from_dict(config.get("thresholds", {})),
+                          purge_grace_s=float(config.get("purge_grace_s", 3600.0)))
+        decider.refresh()
+        liveness = make_liveness(config.get("liveness", "motion"), config.get("liveness_options"))
+        self.lane = Lane(self.pipeline, decider, liveness, lane_cfg, Path(state_dir) / "biometrics" / "audit")
+        self.source = open_source(config["source"], loop=bool(config.get("loop", False)))
+        self.interval = 1.0 / float(config.get("max_fps", 10.0))
+        self.status_every = float(config.get("status_interval_s", 5.0))
+        self.load_ms = round((time.perf_counter() - started) * 1000, 1)
+        self.frames = 0
+        self.stage_ms: dict[str, float] = {}
+
+    def status(self) -> dict[str, Any]:
+        import resource
+
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"op": "status", "source": self.source.status(), "lane": self.lane.status(),
+                "frames": self.frames, "peak_rss_mb": round(rss_mb, 1),
+                "gallery": {"staff": len(self.lane.decider.staff),
+                            "subjects": len(self.lane.decider.everyone), **self.lane.decider.sync}}
+
+    def handle(self, cmd: dict[str, Any]) -> bool:
+        op = cmd.get("op")
+        if op == "stop":
+            return False
+        if op == "claim":
+            self.lane.claim(str(cmd["subject_id"]), cmd.get("booking_id"), cmd.get("ttl_s"))
+        elif op == "status":
+            send(self.status())
+        return True
+
+    def run(self, inbox: queue.Queue) -> None:
+        send({"op": "ready", "pid": os.getpid(), "load_ms": self.load_ms})
+        next_frame = next_status = time.monotonic()
+        while True:
+            try:
+                while True:
+                    if not self.handle(inbox.get_nowait()):
+                        return
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if now >= next_status:
+                send(self.status())
+                self.lane.purge_audit()
+                next_status = now + self.status_every
+            if now < next_frame:  # the frame-rate cap
+                time.sleep(min(next_frame - now, 0.05))
+                continue
+            frame = self.source.read(timeout=0.2)
+            if frame is None:
+                if self.source.ended:
+                    self._idle(inbox)
+                    return
+                continue
+            next_frame = time.monotonic() + self.interval
+            self.frames += 1
+            for decision in self.lane.process(frame):
+                send({"op": "event", "type": decision.type, "payload": decision.payload,
+                      "priority": decision.priority})
+
+    def _idle(self, inbox: queue.Queue) -> None:
+        """The source played to its end (a folder or file): report it and wait for stop."""
+        send(self.status())
+        while True:
+            cmd = inbox.get()
+            if not self.handle(cmd):
+                return
+
+
+def main() -> int:
+    _private_stdout()
+    inbox: queue.Queue = queue.Queue()
+    first = sys.stdin.readline()
+    try:
+        start = json.loads(first)
+        worker = Worker(start["state_dir"], start["config"])
+    except Exception as exc:  # report why we cannot start; the driver raises it as a fault
+        send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    threading.Thread(target=_stdin_reader, args=(inbox,), daemon=True, name="stdin").start()
+    try:
+        worker.run(inbox)
+    finally:
+        worker.source.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""``edge biometrics``: enroll, verify, identify, inspect the gallery, calibrate thresholds.
+
+These work on the device's own gallery (state_dir/biometrics) without the
+daemon running, through the same pipeline and decision code as the gate.
+Images are decided one at a time, so liveness does not apply here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.cli._common import EX_FAIL, edge_errors, fail, json_option, output, settings_from
+
+_IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _driver_options(settings) -> dict[str, Any]:
+    """The first camera.face driver's options (thresholds, pipeline), so the CLI decides like the gate."""
+    for entry in settings.drivers:
+        if entry.kind == "camera.face":
+            from edge.config import driver_config
+
+            return driver_config(entry).model_dump(mode="json")
+    return {}
+
+
+class _Engine:
+    def __init__(self, settings, *, readonly: bool = False):
+        from drivers.camera.decide import Decider, Thresholds
+        from drivers.camera.gallery import Gallery
+        from drivers.camera.pipeline import Pipeline, PipelineConfig
+
+        opts = _driver_options(settings)
+        self.pipeline = Pipeline(PipelineConfig.from_dict({**opts.get("pipeline", {}), "allow_multiple": False}))
+        self.gallery = Gallery(settings.state_dir, readonly=readonly)
+        self.decider = Decider(self.gallery, Thresholds.from_dict(opts.get("thresholds", {})),
+                               purge_grace_s=float(opts.get("purge_grace_s", 3600.0)))
+
+    def analyse(self, path: Path):
+        from drivers.camera.pipeline import read_image
+
+        return self.pipeline.analyse(read_image(path), use_presence=False)
+
+
+def _when(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date/time; expected ISO 8601, e.g. 2026-03-01T14:00Z",
+                                 param_hint=option) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+@click.group()
+def biometrics() -> None:
+    """Face gallery of this device: enroll, verify, identify, gallery, calibrate."""
+
+
+@biometrics.command()
+@click.option("--subject", "subject_id", required=True, help="Subject id (booking system or staff number).")
+@click.option("--role", type=click.Choice(["visitor", "staff"]), required=True)
+@click.option("--valid-from", help="Start of the validity window (ISO 8601, UTC if no zone).")
+@click.option("--valid-until", help="End of the validity window (ISO 8601, UTC if no zone).")
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
+@json_option
+@click.pass_context
+@edge_errors
+def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
+    """Enroll SUBJECT from one or more photos (one face each, good quality)."""
+    from drivers.camera.gallery import Subject
+
+    engine = _Engine(settings_from(ctx))
+    templates, faces = [], []
+    with click.progressbar(images, label="encoding", file=click.get_text_stream("stderr")) as bar:
+        for path in bar:
+            a = engine.analyse(path)
+            if a.status != "ok":
+                why = ", ".join(a.quality.get("problems", [])) or a.status.replace("_", " ")
+                fail(f"{path}: cannot enroll from this photo ({why}); use a sharp, frontal photo "
+                     f"with exactly one face", as_json=as_json, image=str(path), status=a.status)
+            templates.append(a.encoding.astype("<f4").tobytes())
+            faces.append({"image": str(path), "face_px": a.face.width, "sharpness": a.quality["sharpness"]})
+    subject = Subject(subject_id, role, templates, _when(valid_from, "--valid-from"),
+                      _when(valid_until, "--valid-until"))
+    engine.gallery.upsert(subject, source="local")
+    result = {"ok": True, "subject_id": subject_id, "role": role, "templates": len(templates),
+              "valid_from": _iso(subject.valid_from), "valid_until": _iso(subject.valid_until), "images": faces}
+    output(result, as_json, lambda r: f"enrolled {r['subject_id']} ({r['role']}) with {r['templates']} template(s)")
+
+
+def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:
+    engine.decider.refresh()  # load the gallery once, outside the per-image timings
+    results = []
+    for path in images:
+        a = engine.analyse(path)
+        row: dict[str, Any] = {"image": str(path), "status": a.status, "timings_ms": a.timings_ms}
+        if a.status == "ok":
+            import time
+
+            started = time.perf_counter()
+            d = decide(a.encoding)
+            a.timings_ms["search"] = round((time.perf_counter() - started) * 1000, 2)
+            row.update(decision=d.type, accepted=d.accepted, **d.payload)
+        elif a.status == "multiple":
+            row.update(decision="biometric.multiple_faces", accepted=False, faces=a.faces)
+        elif a.status == "quality_low":
+            row.update(decision="biometric.quality_low", accepted=False, quality=a.quality)
+        else:
+            row.update(decision=None, accepted=False, reason="no face found")
+        row["decision_ms"] = round(sum(a.timings_ms.values()), 2)
+        results.append(row)
+    return results
+
+
+def _decision_lines(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        verdict = (r["decision"] or "no decision").removeprefix("biometric.")
+        who = r.get("subject_id") or "-"
+        dist = "-" if r.get("distance") is None else f"{r['distance']:.3f}"
+        extra = f" margin {r['margin']:.3f}" if r.get("margin") is not None else ""
+        reason = f" ({r['reason']})" if r.get("reason") else ""
+        stages = " ".join(f"{k} {v:.0f}" for k, v in r["timings_ms"].items())
+        lines.append(f"{r['image']}: {verdict}{reason} subject {who} distance {dist}"
+                     f"{' / ' + str(r['threshold']) if 'threshold' in r else ''}{extra}\n"
+                     f"    {r['decision_ms']:.0f} ms: {stages}")
+    return "\n".join(lines)
+
+
+@biometrics.command()
+@click.option("--subject", "subject_id", required=True, help="Subject the person claims to be (their booking).")
+@click.option("--booking", "booking_id", help="Booking id, recorded with the decision.")
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
+@json_option
+@click.pass_context
+@edge_errors
+def verify(ctx, subject_id, booking_id, images, as_json):
+    """1:1: is the face in each IMAGE the enrolled SUBJECT? Exit 1 if any is not."""
+    engine = _Engine(settings_from(ctx), readonly=True)
+    rows = _decide_images(engine, images,
+                          lambda enc: engine.decider.verify(subject_id, enc, booking_id=booking_id))
+    output({"ok": all(r["accepted"] for r in rows), "results": rows}, as_json, lambda d: _decision_lines(rows))
+    if not all(r["accepted"] for r in rows):
+        ctx.exit(EX_FAIL)
+
+
+@biometrics.command()
+@click.argument("images", nargs=-1, required=True, type=_IMAGE)
+@json_option
+@click.pass_context
+@edge_errors
+def identify(ctx, images, as_json):
+    """1:N against staff: who is in each IMAGE, with distances and per-stage timings."""
+    engine = _Engine(settings_from(ctx), readonly=True)
+    rows = _decide_images(engine, images, engine.decider.identify)
+    output({"ok": True, "results": rows}, as_json, lambda d: _decision_lines(rows))
+
+
+@biometrics.command()
+@json_option
+@click.pass_context
+@edge_errors
+def gallery(ctx, as_json):
+    """Counts and sync versions of the gallery (never templates)."""
+    from drivers.camera.gallery import Gallery
+
+    settings = settings_from(ctx)
+    g = Gallery(settings.state_dir, readonly=True)
+    stats = g.stats()
+    stats["synced_at"] = _iso(stats.get("synced_at"))
+    output(stats, as_json, lambda s: (
+        f"subjects {s['subjects']} (staff {s['staff']}, visitors {s['visitors']}; central {s['central']}, "
+        f"local {s['local']}), templates {s['templates']}\n"
+        f"sync epoch {s['epoch']} version {s['version']}, synced at {s['synced_at'] or 'never'}\n"
+        f"expired not yet purged {s['expired_not_purged']}, not yet valid {s['not_yet_valid']}"))
+
+
+@biometrics.command()
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target-far", type=click.FloatRange(0, 1), default=0.001, show_default=True,
+              help="Highest acceptable false-accept rate.")
+@json_option
+@click.pass_context
+@edge_errors
+def calibrate(ctx, pairs, target_far, as_json):
+    """FAR/FRR across thresholds from a CSV of file_x,file_y,same (yes/no) and a recommended threshold."""
+    from drivers.camera.calibrate import read_pairs, sweep
+
+    settings = settings_from(ctx)
+    rows = read_pairs(pairs)
+    from drivers.camera.pipeline import Pipeline, PipelineConfig
+
+    opts = _driver_options(settings)
+    pipeline = Pipeline(PipelineConfig.from_dict(opts.get("pipeline", {})))
+    files = sorted({f for r in rows for f in (r[0], r[1])})
+    with click.progressbar(files, label="encoding", file=click.get_text_stream("stderr")) as bar:
+        result = sweep(pipeline, rows, bar, target_far)
+    output(result, as_json, _calibration_text)
+
+
+def _calibration_text(r: dict[str, Any]) -> str:
+    lines = [f"pairs {r['genuine_pairs']} genuine, {r['impostor_pairs']} impostor; skipped {len(r['skipped'])}",
+             "threshold    FAR      FRR"]
+    lines += [f"  {t['threshold']:.2f}    {t['far']:.4f}   {t['frr']:.4f}" for t in r["table"][::5]]
+    lines.append(f"recommended threshold {r['recommended_threshold']} for FAR <= {r['target_far']}"
+                 f" (FRR {r['recommended_frr']})")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)
