@@ -64,7 +64,8 @@ class Lane:
 
     def process(self, frame) -> list[Decision]:
         """Analyse one frame; returns the decisions it caused (usually none)."""
-        a = self.pipeline.analyse(frame)
+        # Once decided, later frames only need to show the person is still there: no encoding.
+        a = self.pipeline.analyse(frame, encode=not (self.active and self.decided))
         if a.status in ("unchanged", "empty", "no_face"):
             self._absent += 1
             if self.active and self._absent >= self.config.rearm_frames:

@@ -65,7 +65,7 @@ class Face:
 
 @dataclass
 class Analysis:
-    """What one frame showed. ``status``: unchanged | empty | no_face | multiple | quality_low | ok."""
+    """What one frame showed. ``status``: unchanged | empty | no_face | multiple | quality_low | present | ok."""
 
     status: str
     faces: int = 0
@@ -118,8 +118,11 @@ class Pipeline:
     def reset(self) -> None:
         self._empty_thumb = None
 
-    def analyse(self, frame: np.ndarray, *, use_presence: bool = True) -> Analysis:
-        """Run the stages on one BGR frame; stops at the first stage that rules it out."""
+    def analyse(self, frame: np.ndarray, *, use_presence: bool = True, encode: bool = True) -> Analysis:
+        """Run the stages on one BGR frame; stops at the first stage that rules it out.
+
+        ``encode=False`` (the approach is already decided) only checks a face is still there.
+        """
         cfg, clock = self.config, _Clock()
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
         thumb = _resize_to_width(gray, cfg.presence_width).astype(np.float32)
@@ -143,6 +146,8 @@ class Pipeline:
         if len(others) > 1 and not cfg.allow_multiple:
             return Analysis("multiple", faces=len(others), timings_ms=clock.timings)
         face = max(faces, key=lambda f: f.width * f.width * (1.0 - min(abs(f.yaw), 0.9)))
+        if not encode:
+            return Analysis("present", faces=len(faces), face=face, timings_ms=clock.timings)
         quality = self._quality(gray, face)
         clock.lap("quality")
         crop = _crop(frame, face.box) if self.keep_crops else None
