@@ -20,6 +20,7 @@ COMMANDS = {
     "audit": "edge.cli.audit:audit",
     "config": "edge.cli.config_cmd:config",
     "drivers": "edge.cli.drivers:drivers",
+    "xray": "edge.cli.xray:xray",
     "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",
