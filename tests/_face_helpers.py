@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from conftest import FACES
+from tests.conftest import FACES
 
 IDENTITIES = ["obama", "biden", "kit_harington", "rose_leslie", "alex_lacamoire"]
 SECOND = {i: [f"{i}_2"] for i in IDENTITIES}

@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from _face_helpers import IDENTITIES, SECOND, analysis, encoding, frame, pipeline, template
+from tests._face_helpers import IDENTITIES, SECOND, analysis, encoding, frame, pipeline, template
 
 from drivers.camera.decide import Decider, Thresholds
 from drivers.camera.gallery import Gallery, Subject

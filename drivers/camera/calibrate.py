@@ -18,7 +18,7 @@ import numpy as np
 from drivers.camera.pipeline import Pipeline, read_image
 from edge.errors import EdgeError
 
-_YES, _NO = {"yes", "y", "true", "1", "same"}, {"no", "n", "false", "0", "different"}
+_YES, _NO = {"yes", "y", "true", "1"}, {"no", "n", "false", "0"}
 CEILING = 0.5  # the product never recommends a threshold looser than this
 
 

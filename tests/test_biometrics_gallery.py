@@ -1,0 +1,149 @@
+"""The gallery at rest and the ``edge biometrics`` CLI, on real files and real photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tests._face_helpers import IDENTITIES, photo, template
+
+from drivers.camera.gallery import Gallery, GalleryError, Subject
+from edge.testing.daemon import dump_toml
+
+
+def _plain_forms(raw: bytes) -> list[bytes]:
+    """Ways a template could sit on disk unencrypted: float32 LE/BE, float64, a slice of each."""
+    values = struct.unpack("<128f", raw)
+    f64 = struct.pack("<128d", *values)
+    be = struct.pack(">128f", *values)
+    return [raw, raw[64:96], be[64:96], f64[128:176]]
+
+
+def test_template_bytes_are_nowhere_in_plain_form_under_state_dir(tmp_path):
+    state = tmp_path / "state"
+    g = Gallery(state)
+    for name in IDENTITIES:
+        g.upsert(Subject(name, "staff", [template(f"{name}_1")]))
+    g.revoke("biden")  # secure_delete: a revoked template is overwritten too
+    assert len(g.subjects()) == 4  # they are there and decrypt
+    files = [p for p in state.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"gallery.db", "gallery.key"}
+    for name in IDENTITIES:
+        for form in _plain_forms(template(f"{name}_1")):
+            for p in files:
+                assert form not in p.read_bytes(), f"{name}'s template found in plain form in {p.name}"
+    g.close()
+    for p in files:  # also after the WAL is checkpointed into the main file
+        if p.exists():
+            for form in _plain_forms(template("obama_1")):
+                assert form not in p.read_bytes()
+
+
+def test_key_file_is_private_and_a_readable_key_is_refused(tmp_path):
+    g = Gallery(tmp_path / "s")
+    key = tmp_path / "s" / "biometrics" / "gallery.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "s" / "biometrics").stat().st_mode & 0o077 == 0
+    g.close()
+    os.chmod(key, 0o644)
+    with pytest.raises(GalleryError, match="chmod 600"):
+        Gallery(tmp_path / "s")
+
+
+def test_a_template_moved_to_another_subject_or_under_another_key_does_not_open(tmp_path):
+    import sqlite3
+
+    g = Gallery(tmp_path / "s")
+    g.upsert(Subject("a", "staff", [template("obama_1")]))
+    g.upsert(Subject("b", "staff", [template("biden_1")]))
+    g.close()
+    db = sqlite3.connect(tmp_path / "s" / "biometrics" / "gallery.db")
+    db.execute("UPDATE templates SET sealed = (SELECT sealed FROM templates WHERE subject_id = 'a') "
+               "WHERE subject_id = 'b'")
+    db.commit()
+    db.close()
+    with pytest.raises(GalleryError, match="does not decrypt"):
+        Gallery(tmp_path / "s").subjects()
+
+
+def test_bad_templates_are_refused_with_the_reason():
+    with pytest.raises(GalleryError, match="512 bytes"):
+        Subject("x", "staff", [b"\0" * 100]).validate()
+    with pytest.raises(GalleryError, match="NaN"):
+        Subject("x", "staff", [np.full(128, np.nan, "<f4").tobytes()]).validate()
+    with pytest.raises(GalleryError, match="role"):
+        Subject("x", "guard", [template("obama_1")]).validate()
+
+
+# -- the CLI, as a field engineer runs it (a real process, the device's config) -------------------
+
+@pytest.fixture
+def cli(tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
+                                 "state_dir": str(tmp_path / "state")}))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "biometrics", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+def test_cli_enroll_verify_identify_gallery(cli):
+    r = cli("enroll", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
+            "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["templates"] == 2
+    r = cli("enroll", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
+            str(photo("biden_1")), "--json")
+    assert r.returncode == 0, r.stderr
+    r = cli("verify", "--subject", "obama", "--booking", "BK-1", str(photo("obama-720p")), "--json")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["ok"] and out["results"][0]["decision"] == "biometric.verified"
+    assert out["results"][0]["booking_id"] == "BK-1"
+    r = cli("verify", "--subject", "obama", str(photo("biden_2")))
+    assert r.returncode == 1 and "verify_failed (no_match)" in r.stdout
+    r = cli("identify", str(photo("obama_2")), str(photo("two_people")), str(photo("rose_leslie_2")), "--json")
+    rows = json.loads(r.stdout)["results"]
+    assert [x["decision"] for x in rows] == ["biometric.identified", "biometric.multiple_faces",
+                                             "biometric.unknown"]
+    assert {"detect", "encode", "search"} <= set(rows[0]["timings_ms"]) and rows[0]["subject_id"] == "obama"
+    r = cli("gallery", "--json")
+    stats = json.loads(r.stdout)
+    assert stats["staff"] == 1 and stats["templates"] == 2 and stats["visitors"] == 0  # expired: purged
+    assert "templates" not in r.stdout.replace('"templates": 2', "")
+
+
+def test_cli_refuses_to_enroll_a_bad_photo_with_a_readable_reason(cli):
+    r = cli("enroll", "--subject", "x", "--role", "staff", str(photo("two_people")))
+    assert r.returncode == 1 and "exactly one face" in r.stderr
+    r = cli("enroll", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
+    assert r.returncode == 2 and "ISO 8601" in r.stderr
+
+
+def test_cli_calibrate_reports_far_frr_and_a_threshold(cli, tmp_path):
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file_x", "file_y", "same"])
+        for name in IDENTITIES:
+            w.writerow([photo(f"{name}_1"), photo(f"{name}_2"), "yes"])
+        for a, b in zip(IDENTITIES, IDENTITIES[1:], strict=False):
+            w.writerow([photo(f"{a}_1"), photo(f"{b}_2"), "no"])
+    started = time.monotonic()
+    r = cli("calibrate", str(pairs), "--target-far", "0.01", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["genuine_pairs"], out["impostor_pairs"]) == (5, 4)
+    at = {row["threshold"]: row for row in out["table"]}
+    assert at[0.5]["far"] == 0.0 and at[0.5]["frr"] == 0.0 and at[0.3]["frr"] > 0
+    assert out["recommended_threshold"] == 0.5 and any("impostor pairs" in n for n in out["notes"])
+    assert time.monotonic() - started < 60
