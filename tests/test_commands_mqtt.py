@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,8 +19,11 @@ RESULT_TOPIC = f"edge/v1/{SITE}/{DEVICE}/cmd/result"
 @pytest.fixture
 def keys(tmp_path):
     folder = tmp_path / "keys"
-    made = [generate_keypair(folder, name) for name in ("alice", "bob", "mallory")]
-    return {name: (load_private_key(k), pub) for name, (k, pub, _kid) in zip(("alice", "bob", "mallory"), made)}
+    out = {}
+    for name in ("alice", "bob", "mallory"):
+        key, pub, _kid = generate_keypair(folder, name)
+        out[name] = (load_private_key(key), pub)
+    return out
 
 
 @pytest.fixture

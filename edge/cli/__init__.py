@@ -24,6 +24,7 @@ COMMANDS = {
     "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",
+    "doctor": "edge.cli.doctor:doctor",
 }
 
 

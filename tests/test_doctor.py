@@ -1,0 +1,116 @@
+"""`edge doctor` against real brokers: good, stopped, wrong CA, refusing credentials; and local checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edge.config import Settings
+from edge.doctor.local import check_devices
+from edge.testing import dump_toml
+
+
+def doctor(tmp_path, config: dict, *args: str) -> tuple[int, dict]:
+    path = tmp_path / "doctor.toml"
+    path.write_text(dump_toml(config))
+    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(path), "doctor", "--json", *args],
+                          capture_output=True, text=True, timeout=60)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def broker_steps(report: dict) -> dict[str, dict]:
+    return {c["step"]: c for c in report["checks"] if c["check"] == "broker"}
+
+
+def test_good_broker_and_running_daemon(tmp_path, mosquitto, edge_daemon, base_config):
+    base_config["mqtt"] = {"brokers": [mosquitto.uri]}
+    daemon = edge_daemon(base_config)
+    code, report = doctor(tmp_path, daemon.config, "--skip", "clock")  # this CI host has no NTP
+    assert code == 0 and report["ok"], report
+    steps = broker_steps(report)
+    assert list(steps) == ["dns", "tcp", "mqtt", "roundtrip"]
+    assert "dev-1-doctor" in steps["mqtt"]["detail"]
+    names = {c["check"] for c in report["checks"]}
+    assert names == {"config", "store", "audit", "disk", "trust", "broker", "devices"}
+    # Text form: one line per check, and the daemon kept its own session meanwhile.
+    path = tmp_path / "doctor.toml"
+    text = subprocess.run([sys.executable, "-m", "edge", "--config", str(path), "doctor", "--only", "broker"],
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and text.stdout.count("\nok  ") + text.stdout.startswith("ok  ") == 4
+
+
+def test_stopped_broker_fails_at_tcp(tmp_path, mosquitto, base_config):
+    base_config["mqtt"] = {"brokers": [mosquitto.uri]}
+    mosquitto.stop()
+    code, report = doctor(tmp_path, base_config, "--only", "broker")
+    steps = broker_steps(report)
+    assert code == 1 and steps["dns"]["ok"] and not steps["tcp"]["ok"]
+    assert "refused" in steps["tcp"]["detail"] and "broker running" in steps["tcp"]["hint"]
+    assert "mqtt" not in steps  # later layers are not tried once one fails
+
+
+def tls_config(base_config, broker, pki, ca) -> dict:
+    device = pki["devices"]["dev-1"]
+    return {**base_config, "mqtt": {"brokers": [broker.uri], "ca_file": ca, "cert_file": device["cert"],
+                                    "key_file": device["key"]}}
+
+
+@pytest.fixture
+def tls_broker(mosquitto_factory, tls_material):
+    # As root, mosquitto drops to its own user, which cannot read pytest's 0700 temp folders.
+    extra = "user root" if os.geteuid() == 0 else ""
+    return mosquitto_factory(tls={"ca": tls_material["ca"], **tls_material["server"]}, extra=extra)
+
+
+def test_tls_broker_reports_certificate_expiry(tmp_path, tls_broker, tls_material, base_config):
+    code, report = doctor(tmp_path, tls_config(base_config, tls_broker, tls_material, tls_material["ca"]),
+                          "--only", "broker")
+    steps = broker_steps(report)
+    assert code == 0, report
+    assert list(steps) == ["dns", "tcp", "tls", "mqtt", "roundtrip"]
+    assert "certificate broker expires" in steps["tls"]["detail"] and "days" in steps["tls"]["detail"]
+
+
+def test_wrong_ca_fails_at_tls(tmp_path, tls_broker, tls_material, base_config):
+    code, report = doctor(tmp_path, tls_config(base_config, tls_broker, tls_material, tls_material["rogue_ca"]),
+                          "--only", "broker")
+    steps = broker_steps(report)
+    assert code == 1 and steps["tcp"]["ok"] and not steps["tls"]["ok"]
+    assert "certificate rejected" in steps["tls"]["detail"] and "ca_file" in steps["tls"]["hint"]
+
+
+def test_refused_credentials_fail_at_mqtt(tmp_path, mosquitto_factory, base_config):
+    broker = mosquitto_factory(allow_anonymous=False)
+    base_config["mqtt"] = {"brokers": [broker.uri]}
+    code, report = doctor(tmp_path, base_config, "--only", "broker")
+    steps = broker_steps(report)
+    assert code == 1 and steps["tcp"]["ok"] and not steps["mqtt"]["ok"]
+    assert "CONNACK refused" in steps["mqtt"]["detail"] and "credentials" in steps["mqtt"]["hint"]
+
+
+def test_invalid_config_is_a_failing_check(tmp_path, base_config):
+    code, report = doctor(tmp_path, {**base_config, "store": {"max_bytes": "lots"}})
+    assert code == 1 and report["checks"][0]["check"] == "config" and not report["checks"][0]["ok"]
+    assert "store.max_bytes" in report["checks"][0]["detail"]
+
+
+def test_serial_ports_and_cameras_present_and_openable(tmp_path, base_config):
+    master, slave = os.openpty()
+    try:
+        settings = Settings(**{**base_config, "drivers": [
+            {"name": "lane1", "kind": "x", "port": os.ttyname(slave)},
+            {"name": "lane2", "kind": "x", "port": str(tmp_path / "ttyUSB9")},
+            {"name": "cam", "kind": "x", "device": str(tmp_path)},
+            {"name": "remote", "kind": "x", "port": "socket://10.0.0.9:4001"},
+        ]})
+        checks = {c.target: c for c in check_devices(settings)}
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert checks["lane1.port"].ok and "character device" in checks["lane1.port"].detail
+    assert not checks["lane2.port"].ok and "does not exist" in checks["lane2.port"].detail
+    assert checks["cam.device"].ok and checks["remote.port"].ok
