@@ -22,7 +22,7 @@ from edge.errors import CommandError, StoreError
 from edge.registry import driver_class
 
 log = structlog.get_logger("edge.supervisor")
-_STABLE_AFTER_S = 30.0  # a run this long resets the backoff
+_STABLE_AFTER_S = 30.0  # a run this long resets the backoff and clears "degraded"
 
 
 class DriverRunner:
@@ -38,6 +38,7 @@ class DriverRunner:
         self.stopping = threading.Event()
         self._driver: Driver | None = None
         self._status, self._restarts, self._last_error = "starting", 0, None
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name=f"driver:{self.name}", daemon=True)
         self._commands = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cmd:{self.name}")
 
@@ -58,7 +59,7 @@ class DriverRunner:
         bound = log.bind(driver=self.name, kind=self.kind)
         while not self.stopping.is_set():
             ctx = DriverContext(self.name, self._emit, bound, self.stopping)
-            started = time.monotonic()
+            started = self._started = time.monotonic()
             try:
                 self._driver = self._cls(self._config, ctx)
                 self._set_status("ok" if self._restarts == 0 else self._status)
@@ -71,7 +72,7 @@ class DriverRunner:
                     break
                 self._fault(exc, bound)
             finally:
-                self._close_driver()
+                self._close_driver(bound)
             if time.monotonic() - started > _STABLE_AFTER_S:
                 delay = self._settings.backoff_initial_s
             # Full jitter keeps many failing drivers from restarting in lockstep.
@@ -96,10 +97,14 @@ class DriverRunner:
         except StoreError as store_exc:
             bound.error("driver_fault_not_recorded", error=str(store_exc))
 
-    def _close_driver(self) -> None:
+    def _close_driver(self, bound) -> None:
         driver, self._driver = self._driver, None
-        if driver is not None:
+        if driver is None:
+            return
+        try:
             driver.close()
+        except Exception as exc:  # part of the one catch-all: a bad close() must not end the restarts
+            bound.error("driver_close_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
     def submit(self, name: str, args: dict[str, Any]) -> Future:
         """Run a command on this driver's own command thread."""
@@ -112,6 +117,9 @@ class DriverRunner:
         return driver.handle(name, args)
 
     def health(self) -> dict[str, Any]:
+        if (self._status == "degraded" and self._driver is not None
+                and time.monotonic() - self._started >= _STABLE_AFTER_S):
+            self._set_status("ok")  # stable again; restarts and last_error still tell the story
         report: dict[str, Any] = {"kind": self.kind, "status": self._status, "restarts": self._restarts}
         if self._last_error:
             report["last_error"] = self._last_error
