@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
-from tests._face_helpers import IDENTITIES, photo, template
 
 from drivers.camera.gallery import Gallery, GalleryError, Subject
 from edge.testing.daemon import dump_toml
+from tests._face_helpers import IDENTITIES, photo, template
 
 
 def _plain_forms(raw: bytes) -> list[bytes]:

@@ -11,13 +11,13 @@ import time
 import cv2
 import numpy as np
 import pytest
-from tests._face_helpers import IDENTITIES, SECOND, analysis, encoding, frame, pipeline, template
 
 from drivers.camera.decide import Decider, Thresholds
 from drivers.camera.gallery import Gallery, Subject
 from drivers.camera.lane import Lane, LaneConfig
 from drivers.camera.liveness import MotionLiveness, NoLiveness
 from drivers.camera.search import Index
+from tests._face_helpers import IDENTITIES, SECOND, analysis, encoding, frame, pipeline, template
 
 
 @pytest.fixture

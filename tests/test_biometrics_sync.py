@@ -1,0 +1,243 @@
+"""Gallery sync from central through a real mosquitto: snapshot, upsert, revoke, catch-up, forgery."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from drivers.camera.decide import Decider
+from drivers.camera.gallery import Gallery
+from drivers.camera.sync import GallerySync
+from edge import signing
+from edge.config import Settings
+from edge.mqtt import MqttLink
+from tests._face_helpers import encoding, template
+
+SITE = "site-1"
+PREFIX = f"edge/v1/{SITE}/gallery"
+
+
+def subject_doc(sid: str, photo: str, role: str = "staff", **window) -> dict:
+    return {"subject_id": sid, "role": role, "templates": [base64.b64encode(template(photo)).decode()],
+            **{k: v.isoformat() for k, v in window.items()}}
+
+
+class Central:
+    """Central's side: signs gallery documents and publishes them (QoS 1, waits for PUBACK)."""
+
+    def __init__(self, broker, key):
+        self.key = key
+        self.requests: list[dict] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_message = lambda c, u, m: self.requests.append(json.loads(m.payload))
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.client.subscribe(f"{PREFIX}/request", qos=1)
+
+    def publish(self, kind: str, doc: dict, *, sign: bool = True, retain: bool = False) -> None:
+        body = signing.sign(doc, self.key) if sign else doc
+        info = self.client.publish(f"{PREFIX}/{kind}", json.dumps(body).encode(), qos=1, retain=retain)
+        info.wait_for_publish(10)
+
+    def snapshot(self, epoch: int, version: int, subjects: list[dict]) -> None:
+        self.publish("snapshot", {"site": SITE, "epoch": epoch, "version": version,
+                                  "issued_at": datetime.now(UTC).isoformat(), "subjects": subjects}, retain=True)
+
+    def upsert(self, epoch: int, version: int, subject: dict, **kw) -> None:
+        self.publish("update", {"site": SITE, "epoch": epoch, "version": version, "op": "upsert",
+                                "subject": subject}, **kw)
+
+    def revoke(self, epoch: int, version: int, sid: str) -> None:
+        self.publish("update", {"site": SITE, "epoch": epoch, "version": version, "op": "revoke",
+                                "subject_id": sid})
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def central_key(tmp_path):
+    key_path, pub_path, _ = signing.generate_keypair(tmp_path / "keys", "central")
+    return signing.load_private_key(key_path), pub_path
+
+
+@pytest.fixture
+def device(tmp_path, mosquitto, central_key):
+    """A device's MQTT link and gallery sync; ``.go_offline()`` / ``.come_back()``."""
+    settings = Settings(device_id="gate-1", site=SITE, role="gate", state_dir=tmp_path / "state",
+                        mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.05, "backoff_max_s": 0.5},
+                        trust={"central_keys": [central_key[1]]})
+
+    class Device:
+        events: list[tuple[str, dict]] = []
+
+        def start(self):
+            self.link = MqttLink(settings, device_state=False)
+            self.sync = GallerySync(settings.state_dir, SITE, "gate-1", self.link,
+                                    signing.load_public_keys([central_key[1]]),
+                                    emit=lambda t, p, prio, src: self.events.append((t, p)))
+            self.sync.start()  # as in the daemon: handlers are registered before the session resumes
+            self.link.start()
+            assert self.link.wait_connected(10)
+            # Each test's first document is the retained snapshot: it arrives whenever the
+            # SUBACK lands, and waiting for its version proves the subscriptions are live.
+            return self
+
+        def stop(self):
+            self.link.stop()
+            self.sync.stop()
+
+        def wait_version(self, version: int, timeout: float = 10.0) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.sync.state.get("version") == version and self.sync.idle.wait(0.05):
+                    return
+                time.sleep(0.02)
+            raise AssertionError(f"gallery at {self.sync.status()}, expected version {version}")
+
+        def wait_rejected(self, n: int, timeout: float = 10.0) -> None:
+            deadline = time.monotonic() + timeout
+            while self.sync.rejected < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert self.sync.rejected >= n
+
+    d = Device().start()
+    d.state_dir = settings.state_dir
+    yield d
+    d.stop()
+
+
+def ids(state_dir) -> set[str]:
+    g = Gallery(state_dir)
+    try:
+        return {s.subject_id for s in g.subjects()}
+    finally:
+        g.close()
+
+
+def test_snapshot_upsert_revoke_and_a_revoke_wins_before_the_next_decision(device, mosquitto, central_key):
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 10, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
+        device.wait_version(10)
+        assert ids(device.state_dir) == {"obama", "biden"}
+        decider = Decider(Gallery(device.state_dir))
+        assert decider.identify(encoding("obama_2")).payload.get("subject_id") == "obama"
+
+        central.upsert(1, 11, subject_doc("kit", "kit_harington_1"))
+        device.wait_version(11)
+        assert decider.identify(encoding("kit_harington_2")).payload.get("subject_id") == "kit"
+
+        central.revoke(1, 12, "obama")
+        device.wait_version(12)
+        d = decider.identify(encoding("obama_2"))  # same Decider: it notices the commit itself
+        assert d.type == "biometric.unknown" and d.payload["gallery_version"] == 12
+        assert decider.verify("obama", encoding("obama_2")).payload["reason"] == "not_enrolled"
+        types = [t for t, _ in device.events]
+        assert types.count("biometric.gallery_updated") == 3
+        assert all("templates" not in json.dumps(p) for _, p in device.events)
+    finally:
+        central.stop()
+
+
+def test_forged_and_foreign_documents_are_rejected(device, mosquitto, central_key, tmp_path):
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
+        device.wait_version(1)
+        central.upsert(1, 2, subject_doc("intruder", "biden_1"), sign=False)  # unsigned
+        other_key = signing.load_private_key(signing.generate_keypair(tmp_path / "k2", "evil")[0])
+        forged = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "obama"},
+                              other_key)
+        central.client.publish(f"{PREFIX}/update", json.dumps(forged).encode(), qos=1).wait_for_publish(10)
+        tampered = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "x"},
+                                central_key[0])
+        tampered["subject_id"] = "obama"  # signature no longer covers the content
+        central.client.publish(f"{PREFIX}/update", json.dumps(tampered).encode(), qos=1).wait_for_publish(10)
+        device.wait_rejected(3)
+        assert ids(device.state_dir) == {"obama"} and device.sync.state["version"] == 1
+        rejected = [p for t, p in device.events if t == "biometric.gallery_rejected"]
+        assert len(rejected) == 3 and "not signed" in rejected[0]["error"]
+    finally:
+        central.stop()
+
+
+def test_catch_up_after_being_offline_while_updates_were_published(device, mosquitto, central_key):
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 1, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
+        device.wait_version(1)
+        device.stop()  # offline: the persistent session queues updates for it
+        central.upsert(1, 2, subject_doc("rose", "rose_leslie_1"))
+        central.revoke(1, 3, "biden")
+        soon = datetime.now(UTC)
+        central.upsert(1, 4, subject_doc("v-9", "alex_lacamoire_1", role="visitor",
+                                         valid_from=soon - timedelta(hours=1), valid_until=soon + timedelta(hours=2)))
+        device.start()
+        device.wait_version(4)
+        assert ids(device.state_dir) == {"obama", "rose", "v-9"}
+        decider = Decider(Gallery(device.state_dir))
+        assert decider.verify("v-9", encoding("alex_lacamoire_2")).type == "biometric.verified"
+    finally:
+        central.stop()
+
+
+def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto, central_key):
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
+        device.wait_version(1)
+        central.upsert(1, 3, subject_doc("rose", "rose_leslie_1"))  # version 2 was lost
+        deadline = time.monotonic() + 10
+        while not central.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert central.requests and central.requests[0]["version"] == 1 and "gap" in central.requests[0]["reason"]
+        assert device.sync.status()["held"] == 1 and ids(device.state_dir) == {"obama"}
+        central.snapshot(1, 2, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
+        device.wait_version(3)  # snapshot at 2, then the held update 3
+        assert ids(device.state_dir) == {"obama", "biden", "rose"}
+        central.upsert(1, 2, subject_doc("late", "kit_harington_1"))  # a replay of an old version
+        central.snapshot(1, 1, [])  # and an old snapshot
+        time.sleep(0.3)
+        device.wait_version(3)
+        assert ids(device.state_dir) == {"obama", "biden", "rose"} and device.sync.duplicates >= 2
+    finally:
+        central.stop()
+
+
+def test_a_new_epoch_snapshot_replaces_central_subjects_but_keeps_local_enrollments(device, mosquitto,
+                                                                                      central_key):
+    from drivers.camera.gallery import Subject
+
+    g = Gallery(device.state_dir)
+    g.upsert(Subject("local-guard", "staff", [template("kit_harington_1")]), source="local")
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 50, [subject_doc("obama", "obama_1")])
+        device.wait_version(50)
+        central.snapshot(2, 1, [subject_doc("biden", "biden_1")])
+        device.wait_version(1)
+        assert device.sync.state["epoch"] == 2
+        assert ids(device.state_dir) == {"biden", "local-guard"}
+    finally:
+        central.stop()
+        g.close()
+
+
+def test_updates_wait_on_their_thread_never_on_the_network_thread(device):
+    # The handler only queues: even a huge document returns at once.
+    started = time.perf_counter()
+    device.sync._on_message(f"{PREFIX}/update", b"{" * 1_000_000, None)
+    assert time.perf_counter() - started < 0.05
+    device.wait_rejected(1)
+    assert threading.current_thread() is threading.main_thread()
