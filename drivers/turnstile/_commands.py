@@ -1,0 +1,68 @@
+"""Commands the turnstile driver accepts: their arguments, checked, and the request each sends."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.turnstile import messages as m
+from edge.errors import CommandError
+
+#: Who asked, recorded with the command's event; never sent to the device.
+META_KEYS = ("operator", "origin", "command_id")
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: int | None = Field(default=None, ge=1, le=32, description="Bus address; default the first configured.")
+
+
+class GrantArgs(_Args):
+    direction: Literal["in", "out"] = "in"
+    passes: int = Field(default=1, ge=1, le=255)
+    timeout_s: int = Field(default=10, ge=1, le=255, description="Close again if nobody passes within this.")
+
+
+class SetTimeArgs(_Args):
+    epoch: int | None = Field(default=None, ge=0, lt=2**32, description="UTC seconds; default: now.")
+
+
+def _plain(cls):
+    return lambda a: cls()
+
+
+# name -> (argument model, request builder, reply type that completes it or None for a bare ACK)
+COMMANDS: dict[str, tuple[type[_Args], Any, Any]] = {
+    "grant": (GrantArgs, lambda a: m.Grant(a.direction, a.passes, a.timeout_s), None),
+    "deny": (_Args, _plain(m.Deny), None),
+    "lock": (_Args, _plain(m.Lock), None),
+    "unlock": (_Args, _plain(m.Unlock), None),
+    "lockdown": (_Args, _plain(m.Lockdown), None),
+    "release": (_Args, _plain(m.Release), None),
+    "set_time": (SetTimeArgs, lambda a: m.SetTime(int(time.time()) if a.epoch is None else a.epoch), None),
+    "read_counters": (_Args, _plain(m.ReadCounters), m.Counters),
+    "ping": (_Args, _plain(m.GetStatus), m.Status),
+    "status": (_Args, _plain(m.GetStatus), m.Status),
+}
+#: Refused by the driver while a fire-alarm free swing is active (the hardware's fail-safe wins).
+LOCKING = frozenset({"lock", "lockdown"})
+#: Not worth an audit event: they change nothing.
+QUIET = frozenset({"ping", "status"})
+
+
+def parse(name: str, args: dict[str, Any]):
+    """(validated args, request message, expected reply type); CommandError naming the bad argument."""
+    try:
+        model, build, expect = COMMANDS[name]
+    except KeyError:
+        raise CommandError(f"turnstile does not support command {name!r}; supported: "
+                           f"{', '.join(COMMANDS)}") from None
+    try:
+        parsed = model.model_validate(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}"
+                             for e in exc.errors())
+        raise CommandError(f"{name}: bad arguments: {problems}") from None
+    return parsed, build(parsed), expect

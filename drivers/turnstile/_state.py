@@ -1,0 +1,123 @@
+"""What the driver knows about each controller, and how device messages become edge events.
+
+Both codecs end here: a ``DeviceEvent``, ``Status`` or ``Counters`` from any
+wire format maps to the one ``turnstile.*`` vocabulary. Counter gaps are found
+two ways: a passage whose counter jumps by more than one (the device's event
+queue overflowed), and the counters read after a reconnect (passages the device
+counted while nobody could hear it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drivers.turnstile import messages as m
+
+K = m.EventKind
+EVENT_TYPES = {
+    K.PASSAGE: "turnstile.passage", K.GRANT_TIMEOUT: "turnstile.grant_timeout",
+    K.FORCED: "turnstile.forced", K.TAILGATE: "turnstile.tailgate",
+    K.WRONG_WAY: "turnstile.wrong_way", K.HELD_OPEN: "turnstile.held_open",
+    K.TAMPER: "turnstile.tamper", K.EMERGENCY: "turnstile.emergency", K.FAULT: "turnstile.fault",
+}
+ALARMS = frozenset({K.FORCED, K.TAILGATE, K.WRONG_WAY, K.TAMPER, K.EMERGENCY})
+
+Emit = Callable[[str, dict, str], object]
+
+
+@dataclass
+class DeviceState:
+    address: int
+    online: bool | None = None          # None: not contacted yet
+    last_seq: int = 0                   # last device event seq taken (and stored)
+    counters: dict[str, int] | None = None  # passage counters as last known
+    emergency: bool = False
+    rtt_ms: float | None = None
+    status: m.Status | None = None
+    offline_reason: str | None = None
+    events: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+
+    def set_online(self, online: bool, emit: Emit, reason: str | None = None) -> None:
+        """Record a change of reachability (only changes make an event)."""
+        if online == self.online:
+            return
+        self.online = online
+        self.offline_reason = None if online else reason
+        payload = {"address": self.address}
+        if online:
+            emit("turnstile.online", payload, "normal")
+        else:
+            emit("turnstile.offline", {**payload, "reason": reason}, "normal")
+
+    def on_event(self, ev: m.DeviceEvent, emit: Emit) -> bool:
+        """Turn one device event into edge events; False when it is a retransmission."""
+        if ev.seq == self.last_seq:
+            self.duplicates += 1
+            return False
+        payload = {"address": self.address, "device_seq": ev.seq, "device_time": ev.device_time}
+        if ev.direction:
+            payload["direction"] = ev.direction
+        if ev.kind == K.PASSAGE:
+            self._passage_gap(ev, emit)
+            payload["counter"] = ev.counter
+        elif ev.kind in (K.TAMPER, K.EMERGENCY):
+            payload["active"] = bool(ev.arg)
+        elif ev.kind == K.FAULT:
+            payload["code"] = ev.arg
+        if ev.kind == K.EMERGENCY:
+            self._emergency(bool(ev.arg), emit, payload)
+        else:
+            emit(EVENT_TYPES[ev.kind], payload, "alarm" if ev.kind in ALARMS else "normal")
+        self.last_seq = ev.seq
+        self.events += 1
+        return True
+
+    def on_status(self, status: m.Status, emit: Emit) -> None:
+        self.status = status
+        if status.emergency != self.emergency:
+            # The event itself was lost (queue overflow, offline): the flag still tells us.
+            self._emergency(status.emergency, emit, {"address": self.address, "active": status.emergency,
+                                                     "detected_by": "status"})
+
+    def on_counters(self, counters: m.Counters, emit: Emit, *, report_gap: bool) -> dict[str, int]:
+        """Counters read from the device; after a reconnect, passages we never heard are a gap."""
+        now = {"in": counters.inbound, "out": counters.outbound}
+        if report_gap and self.counters is not None:
+            for direction, value in now.items():
+                delta = value - self.counters[direction]
+                if delta > 0:
+                    self._gap(direction, self.counters[direction], value, delta, "missed_while_offline", emit)
+        self.counters = now
+        return now
+
+    def _passage_gap(self, ev: m.DeviceEvent, emit: Emit) -> None:
+        if self.counters is None:
+            return  # no baseline yet: the counters read on first contact sets it
+        last = self.counters[ev.direction]
+        if ev.counter > last + 1:
+            self._gap(ev.direction, last, ev.counter - 1, ev.counter - last - 1, "device_queue_overflow", emit)
+        # max: a late retransmission must not move our idea of the counter backwards
+        self.counters[ev.direction] = max(last, ev.counter)
+
+    def _gap(self, direction, last, now, delta, reason, emit: Emit) -> None:
+        self.gaps += 1
+        emit("turnstile.counter_gap", {"address": self.address, "direction": direction, "delta": delta,
+                                       "last_counter": last, "counter": now, "reason": reason}, "normal")
+
+    def _emergency(self, active: bool, emit: Emit, payload: dict) -> None:
+        if active == self.emergency:
+            return
+        self.emergency = active
+        emit("turnstile.emergency", payload, "alarm")
+
+    def health(self) -> dict:
+        h = {"online": self.online, "rtt_ms": self.rtt_ms, "counters": self.counters,
+             "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps}
+        if self.offline_reason:
+            h["offline_reason"] = self.offline_reason
+        if self.status is not None:
+            h["mode"] = self.status.mode.name.lower()
+        return h

@@ -1,0 +1,431 @@
+"""``turnstile.serial``: one driver loop for every turnstile codec.
+
+The run thread owns the serial port: it polls (bus) or listens (point to
+point), runs commands handed over by the command thread, and reconnects with
+backoff when the port goes away. No lock is held across a blocking read:
+commands arrive through a queue and a wake-up pipe. A command succeeds only on
+the device's ACK; after the configured retries it fails and the device is
+reported offline.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from drivers.turnstile import _commands, _payload
+from drivers.turnstile import messages as m
+from drivers.turnstile._line import Line, LineLost
+from drivers.turnstile._state import DeviceState
+from drivers.turnstile.codecs import get_codec
+from edge.driver import Driver, DriverConfig
+from edge.errors import CommandError, StoreFull
+
+
+class TurnstileConfig(DriverConfig):
+    codec: Literal["rs485-bus", "bcc-p2p"]
+    port: str = Field(description="Serial device, e.g. /dev/ttyUSB0 (a stable /dev/serial/by-id/ link is best).")
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    addresses: list[int] = Field(default=[1], min_length=1, max_length=32,
+                                 description="rs485-bus: the controllers' bus addresses (1..32).")
+    poll_interval_s: float = Field(default=0.05, gt=0, le=60, description="rs485-bus: pause between polls of one device.")
+    status_interval_s: float = Field(default=2.0, gt=0, le=600, description="bcc-p2p: status heartbeat period.")
+    reply_timeout_s: float = Field(default=0.25, gt=0, le=30, description="Wait this long for a reply (plus the frame's own transmission time).")
+    retries: int = Field(default=2, ge=0, le=10, description="Resends after a timeout before the device is reported offline.")
+    offline_retry_s: float = Field(default=1.0, gt=0, le=600, description="How often an offline device is tried again.")
+    reconnect_initial_s: float = Field(default=0.2, gt=0, le=60)
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
+    frame_gap_s: float = Field(default=0.05, gt=0, le=5, description="Line silence that ends a frame cut short.")
+    command_queue_timeout_s: float = Field(default=2.0, gt=0, le=60, description="A command not started within this fails (not sent).")
+    resync_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Time to drain a device's queued events after it reappears.")
+
+    @model_validator(mode="after")
+    def _check_addresses(self):
+        bad = [a for a in self.addresses if not 1 <= a <= 32]
+        if bad:
+            raise ValueError(f"addresses {bad} out of range; bus addresses are 1..32")
+        if len(set(self.addresses)) != len(self.addresses):
+            raise ValueError("addresses must be unique")
+        if self.codec == "bcc-p2p" and self.addresses != [1]:
+            raise ValueError("bcc-p2p is point to point (one controller per port): leave `addresses` unset")
+        return self
+
+
+class _NoReply(Exception):
+    pass
+
+
+class _Job:
+    """A command handed from the command thread to the run thread."""
+
+    def __init__(self, name: str, address: int, request, expect):
+        self.name, self.address, self.request, self.expect = name, address, request, expect
+        self.done = threading.Event()
+        self.result: dict | None = None
+        self.error: CommandError | None = None
+        self._state = "pending"
+        self._lock = threading.Lock()
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._state != "pending":
+                return False
+            self._state = "running"
+            return True
+
+    def cancel(self) -> bool:
+        """True when it had not started (and now never will)."""
+        with self._lock:
+            if self._state != "pending":
+                return False
+            self._state = "cancelled"
+            return True
+
+    def finish(self, result: dict | None = None, error: CommandError | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class TurnstileDriver(Driver):
+    """A serial line with one (bcc-p2p) or up to 32 (rs485-bus) turnstile controllers."""
+
+    Config = TurnstileConfig
+    # Commands that let people through (the two-person rule may apply). lock/lockdown/deny only
+    # ever close a lane and must stay quick to issue in an incident.
+    physical_commands = frozenset({"grant", "unlock", "release"})
+
+    def __init__(self, config: TurnstileConfig, ctx):
+        super().__init__(config, ctx)
+        self.codec = get_codec(config.codec)
+        self.line = Line(config.port, config.baudrate)
+        self.decoder = self.codec.decoder()
+        self.devices = {a: DeviceState(a) for a in config.addresses}
+        self.stats = {"timeouts": 0, "retries": 0, "reconnects": 0, "late_replies": 0,
+                      "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0}
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._due = dict.fromkeys(config.addresses, 0.0)
+        self._port_error: str | None = "not opened yet"
+        self._last_rx = 0.0
+        self._resync_due: set[int] = set()
+        self._char_s = 10.0 / config.baudrate
+
+    # --- run thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg, delay, opened_before = self.config, self.config.reconnect_initial_s, False
+        while not self.ctx.stopping.is_set():
+            try:
+                self.line.open()
+            except LineLost as exc:
+                self._port_down(str(exc))
+                if self.ctx.wait(random.uniform(delay / 2, delay)):
+                    return
+                delay = min(delay * 2, cfg.reconnect_max_s)
+                continue
+            delay = cfg.reconnect_initial_s
+            self.stats["reconnects"] += opened_before
+            opened_before = True
+            self._port_error = None
+            self.decoder.idle()
+            self._due = dict.fromkeys(cfg.addresses, 0.0)
+            self._resync_due.clear()
+            self.ctx.log.info("turnstile_port_open", port=cfg.port, baudrate=cfg.baudrate, codec=cfg.codec)
+            try:
+                self._serve()
+            except LineLost as exc:
+                self._port_down(str(exc))
+            finally:
+                self.line.close()
+
+    def _serve(self) -> None:
+        while not self.ctx.stopping.is_set():
+            self._run_jobs()
+            for address in self.config.addresses:
+                if self._due[address] <= time.monotonic():
+                    self._service(address)
+                    self._due[address] = time.monotonic() + self._interval(address)
+                    self._run_jobs()  # a command never waits for a whole bus round
+                if address in self._resync_due:
+                    self._resync_due.discard(address)
+                    try:
+                        self._came_online(address)
+                    except _NoReply as exc:
+                        self._offline(address, str(exc))
+            self._listen(min(self._due.values()))
+
+    def _interval(self, address: int) -> float:
+        if not self.devices[address].online:
+            return self.config.offline_retry_s
+        return self.config.poll_interval_s if self.codec.polled else self.config.status_interval_s
+
+    def _service(self, address: int) -> None:
+        """One poll (bus) or status heartbeat (point to point) of one device."""
+        dev = self.devices[address]
+        attempts = 1 if dev.online is False else None  # don't hold the bus for a dead device
+        try:
+            if self.codec.polled:
+                self._poll(address, attempts)
+            else:
+                dev.on_status(self._transact(address, m.GetStatus(), m.Status, attempts), self._emit)
+        except _NoReply as exc:
+            self._offline(address, str(exc))
+
+    def _poll(self, address: int, attempts: int | None = None, drain: int = 8) -> m.Status | None:
+        """Collect up to ``drain`` queued events; the Status that says the queue is empty, or None."""
+        dev = self.devices[address]
+        for _ in range(drain):
+            reply = self._transact(address, m.Poll(dev.last_seq), (m.DeviceEvent, m.Status), attempts)
+            if isinstance(reply, m.Status):
+                dev.on_status(reply, self._emit)
+                return reply
+            self._take_event(address, reply)
+        return None
+
+    def _came_online(self, address: int) -> None:
+        """First contact, or back after a loss: drain its queue, then read counters for gaps."""
+        dev = self.devices[address]
+        report_gap = dev.counters is not None
+        dev.set_online(True, self._emit_safe)
+        self.ctx.log.info("turnstile_device_online", address=address)
+        deadline = time.monotonic() + self.config.resync_timeout_s
+        while time.monotonic() < deadline:
+            if self.codec.polled:
+                status = self._poll(address)
+            else:
+                status = self._transact(address, m.GetStatus(), m.Status)
+                dev.on_status(status, self._emit)
+            if status is not None and status.queued == 0:
+                break
+            if not self.codec.polled:
+                self._listen(time.monotonic() + 4 * self.config.reply_timeout_s, jobs=False)
+        counters = self._transact(address, m.ReadCounters(), m.Counters)
+        dev.on_counters(counters, self._emit_safe, report_gap=report_gap)
+
+    def _offline(self, address: int, reason: str) -> None:
+        dev = self.devices[address]
+        if dev.online is not False:
+            self.ctx.log.warning("turnstile_device_offline", address=address, reason=reason)
+        dev.set_online(False, self._emit_safe, reason)
+
+    def _port_down(self, reason: str) -> None:
+        if self._port_error != reason:
+            self.ctx.log.warning("turnstile_port_unavailable", port=self.config.port, error=reason)
+        self._port_error = reason
+        for address in self.devices:
+            self._offline(address, f"port unavailable: {reason}")
+        self._fail_jobs(f"the serial port {self.config.port} is not available ({reason})")
+
+    # --- the wire ---------------------------------------------------------------------------
+
+    def _transact(self, address: int, request, expect, attempts: int | None = None):
+        """Send ``request`` until a reply comes (Ack, Nak, or an ``expect`` message); else _NoReply."""
+        attempts = attempts or 1 + self.config.retries
+        frame = self.codec.encode(request, address)
+        code = _payload.request_code(request)
+        # The reply window starts when our frame has left the UART, and includes a reply's own time.
+        window = self.config.reply_timeout_s + (len(frame) + self.codec.max_frame_bytes) * self._char_s
+        for attempt in range(attempts):
+            if attempt:
+                self.stats["retries"] += 1
+            sent = time.monotonic()
+            self.line.write(frame)
+            reply = self._await(address, code, expect, sent + window)
+            if reply is not None:
+                dev = self.devices[address]
+                dev.rtt_ms = round((time.monotonic() - sent) * 1000, 2)
+                if not dev.online:
+                    self._resync_due.add(address)  # after this exchange, not inside it
+                return reply
+            self.stats["timeouts"] += 1
+        raise _NoReply(f"no reply from address {address} after {attempts} attempt(s) of "
+                       f"{window * 1000:.0f} ms")
+
+    def _await(self, address: int, code: int, expect, deadline: float):
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            for rx in self._receive(min(remaining, self.config.frame_gap_s)):
+                msg = rx.message
+                if rx.address != address:
+                    self.stats["late_replies"] += 1
+                elif isinstance(msg, (m.Ack, m.Nak)) and msg.code in (None, code):
+                    if expect is None or isinstance(msg, m.Nak):
+                        return msg
+                    # bcc-p2p: the ACK comes first and the data frame follows it
+                elif expect is not None and isinstance(msg, expect):
+                    return msg
+                else:
+                    self.stats["late_replies"] += 1
+
+    def _receive(self, timeout: float) -> list[m.Received]:
+        """Read and decode; device events of a push codec are taken here, the rest returned."""
+        data = self.line.read(timeout)
+        now = time.monotonic()
+        if data:
+            self._last_rx = now
+            got = self.decoder.feed(data)
+        elif now - self._last_rx >= self.config.frame_gap_s:
+            got = self.decoder.idle()
+        else:
+            got = []
+        out = []
+        for rx in got:
+            if isinstance(rx.message, m.REQUESTS) or rx.address not in self.devices:
+                continue  # our own frames echoed by a half-duplex adapter, or a stranger
+            if not self.codec.polled and isinstance(rx.message, m.DeviceEvent):
+                self._take_event(rx.address, rx.message)
+                if not self.devices[rx.address].online:
+                    self._due[rx.address] = 0.0  # it talks: contact it now
+            else:
+                out.append(rx)
+        return out
+
+    def _take_event(self, address: int, event: m.DeviceEvent) -> None:
+        """Store the event, then (push codecs) confirm it: never confirm what was not stored."""
+        try:
+            self.devices[address].on_event(event, self._emit)
+        except StoreFull:
+            self.stats["events_not_stored"] += 1  # not acknowledged: the device keeps it for later
+            self.ctx.log.warning("turnstile_event_not_stored", address=address, device_seq=event.seq)
+            return
+        if not self.codec.polled:
+            self.line.write(self.codec.encode(m.EventAck(), address))
+
+    def _listen(self, until: float, jobs: bool = True) -> None:
+        """Take unsolicited traffic until ``until``, or until a command is waiting."""
+        while not self.ctx.stopping.is_set() and not (jobs and not self._jobs.empty()):
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            for _ in self._receive(min(remaining, 0.25)):
+                self.stats["late_replies"] += 1
+
+    # --- commands -------------------------------------------------------------------------
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        args = dict(args or {})
+        meta = {k: args.pop(k) for k in _commands.META_KEYS if k in args}
+        parsed, request, expect = _commands.parse(name, args)
+        address = parsed.address or self.config.addresses[0]
+        if address not in self.devices:
+            raise CommandError(f"{name}: no controller at address {address} on this line; "
+                               f"configured: {self.config.addresses}")
+        record = {"command": name, "address": address, **meta,
+                  "args": parsed.model_dump(exclude_none=True, exclude={"address"})}
+        try:
+            result = self._submit(name, address, request, expect)
+        except CommandError as exc:
+            self.stats["commands_failed"] += 1
+            if name not in _commands.QUIET:
+                self._emit_safe("turnstile.command", {**record, "result": "failed", "error": str(exc)}, "normal")
+            raise
+        self.stats["commands_ok"] += 1
+        if name == "grant":
+            self._emit_safe("turnstile.granted", {"address": address, "direction": parsed.direction,
+                                                  "passes": parsed.passes, "timeout_s": parsed.timeout_s,
+                                                  **meta}, "normal")
+        if name not in _commands.QUIET:
+            self._emit_safe("turnstile.command", {**record, "result": "acked"}, "normal")
+        return result
+
+    def _submit(self, name: str, address: int, request, expect) -> dict[str, Any]:
+        if name in _commands.LOCKING and self.devices[address].emergency:
+            raise CommandError(f"{name} refused: the fire-alarm free swing is active on address {address}; "
+                               "the lane cannot be locked until the emergency clears")
+        if self._port_error is not None:
+            raise CommandError(f"{name} not sent: the serial port {self.config.port} is not available "
+                               f"({self._port_error}); check the cable/adapter, then `edge status`")
+        job = _Job(name, address, request, expect)
+        self._jobs.put(job)
+        self.line.wake()
+        if not job.done.wait(self.config.command_queue_timeout_s) and job.cancel():
+            raise CommandError(f"{name} not sent: the driver did not get to it within "
+                               f"{self.config.command_queue_timeout_s} s (device busy or reconnecting)")
+        job.done.wait()  # started: bounded by the retries and one resync
+        if job.error:
+            raise job.error
+        return job.result
+
+    def _run_jobs(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not job.start():
+                continue
+            try:
+                job.finish(self._execute(job))
+            except CommandError as exc:
+                job.finish(error=exc)
+            except LineLost as exc:
+                job.finish(error=CommandError(f"{job.name} failed: the serial port went away ({exc})"))
+                raise
+
+    def _execute(self, job: _Job) -> dict[str, Any]:
+        dev = self.devices[job.address]
+        if job.name in _commands.LOCKING and dev.emergency:
+            raise CommandError(f"{job.name} refused: the fire-alarm free swing is active on address "
+                               f"{job.address}; the lane cannot be locked until the emergency clears")
+        started = time.monotonic()
+        try:
+            reply = self._transact(job.address, job.request, job.expect)
+        except _NoReply as exc:
+            self._offline(job.address, str(exc))
+            raise CommandError(f"{job.name} NOT confirmed: {exc}; the controller is reported offline. "
+                               "Treat the lane as unchanged and check it on site") from None
+        if isinstance(reply, m.Nak):
+            reason = reply.reason.name.lower() if reply.reason is not None else "no reason given"
+            raise CommandError(f"{job.name} refused by the controller at address {job.address} (NAK: {reason})")
+        result: dict[str, Any] = {"ok": True, "command": job.name, "address": job.address,
+                                  "rtt_ms": round((time.monotonic() - started) * 1000, 2)}
+        if isinstance(reply, m.Counters):
+            result["counters"] = {"in": reply.inbound, "out": reply.outbound}
+        elif isinstance(reply, m.Status):
+            dev.on_status(reply, self._emit)
+            result["status"] = {"mode": reply.mode.name.lower(), "emergency": reply.emergency,
+                                "tamper": reply.tamper, "held_open": reply.held_open,
+                                "fault": reply.fault, "queued": reply.queued}
+        return result
+
+    def _fail_jobs(self, reason: str) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job.start():
+                job.finish(error=CommandError(f"{job.name} not sent: {reason}"))
+
+    # --- events, health, close ----------------------------------------------------------------
+
+    def _emit(self, type: str, payload: dict, priority: str):
+        return self.ctx.emit(type, payload, priority)
+
+    def _emit_safe(self, type: str, payload: dict, priority: str):
+        """For events about the driver itself: a full store must not stop the lane."""
+        try:
+            return self.ctx.emit(type, payload, priority)
+        except StoreFull:
+            self.stats["events_not_stored"] += 1
+            self.ctx.log.warning("turnstile_event_not_stored", type=type)
+
+    def health(self) -> dict[str, Any]:
+        online = [d.online for d in self.devices.values()]
+        status = "down" if self._port_error else ("ok" if all(online) else "degraded")
+        report = {"status": status, "port": self.config.port, "codec": self.config.codec,
+                  "baudrate": self.config.baudrate, "line": self.decoder.stats.as_dict(), **self.stats,
+                  "devices": {str(a): d.health() for a, d in self.devices.items()}}
+        if self._port_error:
+            report["port_error"] = self._port_error
+        return report
+
+    def close(self) -> None:
+        self._fail_jobs("the driver is stopping")
+        self.line.dispose()
