@@ -1,0 +1,113 @@
+"""The camera.face driver in a real daemon: the worker process, events, restart after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from edge.store import StoreReader
+from tests._face_helpers import photo
+
+
+def events(state_dir, prefix: str = "") -> list[dict]:
+    reader = StoreReader(state_dir)
+    try:
+        rows = reader.tail(1000)
+    finally:
+        reader.close()
+    out = [json.loads(body) for _, body, _ in rows]
+    return [e for e in out if e["type"].startswith(prefix)]
+
+
+def wait_for(fn, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def lane_folder(tmp_path):
+    """A camera's view, frame by frame: someone walks up, leaves, two people, an empty lane."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    black = np.zeros((480, 640, 3), np.uint8)
+    seq = ["obama-720p", "obama-480p", None, None, "two_people", None, None, "rose_leslie_2", None]
+    for i, name in enumerate(seq):
+        target = folder / f"{i:03d}.jpg"
+        if name is None:
+            cv2.imwrite(str(target), black)
+        else:
+            shutil.copy(photo(name), target)
+    return folder
+
+
+def test_driver_runs_the_worker_and_emits_one_decision_per_approach(edge_daemon, base_config, lane_folder):
+    state = base_config["state_dir"]
+    base_config["drivers"] = [{"name": "lane1-face", "kind": "camera.face", "source": str(lane_folder),
+                               "liveness": "none", "max_fps": 20}]
+    daemon = edge_daemon(base_config, start=False)
+    r = daemon.cli("biometrics", "enroll", "--subject", "obama", "--role", "staff", str(photo("obama_1")))
+    assert r.returncode == 0, r.stderr
+    daemon.start()
+    wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions")
+    assert daemon.stop() == 0  # the last frame (empty lane) was played: nothing else may come
+    got = events(state, "biometric.")
+    assert [(e["type"], e["priority"]) for e in got] == [
+        ("biometric.identified", "normal"), ("biometric.multiple_faces", "alarm"), ("biometric.unknown", "normal")]
+    first = got[0]
+    assert first["source"] == "lane1-face" and first["payload"]["subject_id"] == "obama"
+    assert {"detect", "encode", "search"} <= set(first["payload"]["timings_ms"])
+    for e in got:  # never a template in an event
+        assert not any(isinstance(v, list) and len(v) >= 64 for v in e["payload"].values())
+
+
+def test_worker_killed_is_recorded_and_restarted(edge_daemon, base_config, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    base_config["drivers"] = [{"name": "cam", "kind": "camera.face", "source": str(folder)}]
+    base_config["supervisor"] = {"backoff_initial_s": 0.2, "backoff_max_s": 1.0}
+    daemon = edge_daemon(base_config)
+
+    def worker_pids() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid == daemon.proc.pid and b"drivers.camera.worker" in cmd:
+                    pids.append(int(entry))
+        return pids
+
+    [first] = wait_for(worker_pids, what="the face worker")
+    os.kill(first, signal.SIGKILL)
+    faults = wait_for(lambda: events(base_config["state_dir"], "system.driver_fault"), what="a driver fault")
+    assert faults[0]["payload"]["driver"] == "cam" and "exited" in faults[0]["payload"]["error"]
+    second = wait_for(lambda: [p for p in worker_pids() if p != first], what="a new worker")
+    assert second and daemon.running
+    assert daemon.stop() == 0
+    wait_for(lambda: not os.path.exists(f"/proc/{second[0]}") or _zombie(second[0]), 10, "worker to exit")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
