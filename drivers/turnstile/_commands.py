@@ -10,10 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from drivers.turnstile import messages as m
 from edge.errors import CommandError
 
-#: Who asked, recorded with the command's event; never sent to the device.
-META_KEYS = ("operator", "origin", "command_id")
-
-
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: int | None = Field(default=None, ge=1, le=32, description="Bus address; default the first configured.")
@@ -48,8 +44,6 @@ COMMANDS: dict[str, tuple[type[_Args], Any, Any]] = {
 }
 #: Refused by the driver while a fire-alarm free swing is active (the hardware's fail-safe wins).
 LOCKING = frozenset({"lock", "lockdown"})
-#: Not worth an audit event: they change nothing.
-QUIET = frozenset({"ping", "status"})
 
 
 def parse(name: str, args: dict[str, Any]):

@@ -309,29 +309,25 @@ class TurnstileDriver(Driver):
     # --- commands -------------------------------------------------------------------------
 
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        args = dict(args or {})
-        meta = {k: args.pop(k) for k in _commands.META_KEYS if k in args}
-        parsed, request, expect = _commands.parse(name, args)
+        """Run one command on a controller; the result only ever follows the device's ACK.
+
+        Who asked, and the outcome, are recorded by the command router (``command.result``).
+        """
+        parsed, request, expect = _commands.parse(name, dict(args or {}))
         address = parsed.address or self.config.addresses[0]
         if address not in self.devices:
             raise CommandError(f"{name}: no controller at address {address} on this line; "
                                f"configured: {self.config.addresses}")
-        record = {"command": name, "address": address, **meta,
-                  "args": parsed.model_dump(exclude_none=True, exclude={"address"})}
         try:
             result = self._submit(name, address, request, expect)
-        except CommandError as exc:
+        except CommandError:
             self.stats["commands_failed"] += 1
-            if name not in _commands.QUIET:
-                self._emit_safe("turnstile.command", {**record, "result": "failed", "error": str(exc)}, "normal")
             raise
         self.stats["commands_ok"] += 1
         if name == "grant":
             self._emit_safe("turnstile.granted", {"address": address, "direction": parsed.direction,
-                                                  "passes": parsed.passes, "timeout_s": parsed.timeout_s,
-                                                  **meta}, "normal")
-        if name not in _commands.QUIET:
-            self._emit_safe("turnstile.command", {**record, "result": "acked"}, "normal")
+                                                  "passes": parsed.passes, "timeout_s": parsed.timeout_s},
+                            "normal")
         return result
 
     def _submit(self, name: str, address: int, request, expect) -> dict[str, Any]:
