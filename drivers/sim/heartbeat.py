@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import Field
 
@@ -18,6 +19,9 @@ class HeartbeatConfig(DriverConfig):
     payload_bytes: int = Field(default=0, ge=0, le=1_000_000, description="Padding to make events bigger.")
     count: int | None = Field(default=None, ge=1, description="Stop emitting after this many (per start).")
     fail_every: int | None = Field(default=None, ge=1, description="Raise after this many events (tests).")
+    confirm_file: Path | None = Field(
+        default=None, description="Tests: after each append returned, write 'id seq' as a line here. "
+        "A crash test compares it with the store: every line must be stored.")
 
 
 class HeartbeatDriver(Driver):
@@ -29,6 +33,11 @@ class HeartbeatDriver(Driver):
         super().__init__(config, ctx)
         self.sent = 0
         self.refused = 0
+        self._confirm: TextIO | None = None
+        if config.confirm_file is not None:
+            # Line-buffered: each line reaches the kernel as soon as it is written, so it
+            # survives a SIGKILL of this process (the file is the test's record, not ours).
+            self._confirm = open(config.confirm_file, "a", buffering=1)
 
     def run(self) -> None:
         cfg = self.config
@@ -43,8 +52,10 @@ class HeartbeatDriver(Driver):
             if pad:
                 payload["pad"] = pad
             try:
-                self.ctx.emit(cfg.event_type, payload, cfg.priority)
+                event = self.ctx.emit(cfg.event_type, payload, cfg.priority)
                 self.sent += 1
+                if self._confirm is not None:
+                    self._confirm.write(f"{event.id} {event.seq}\n")
             except StoreFull:
                 self.refused += 1  # the store reported it; keep beating
             if cfg.fail_every and self.sent and self.sent % cfg.fail_every == 0:
@@ -61,3 +72,7 @@ class HeartbeatDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "sent": self.sent, "refused": self.refused}
+
+    def close(self) -> None:
+        if self._confirm is not None:
+            self._confirm.close()
