@@ -20,6 +20,8 @@ COMMANDS = {
     "audit": "edge.cli.audit:audit",
     "config": "edge.cli.config_cmd:config",
     "drivers": "edge.cli.drivers:drivers",
+    "turnstile": "edge.cli.turnstile:turnstile",
+    "sim": "edge.cli.sim:sim",
     "xray": "edge.cli.xray:xray",
     "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",

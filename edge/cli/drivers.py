@@ -34,6 +34,43 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     output(data, as_json, _text)
 
 
+@drivers.command("test")
+@click.argument("name")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the answer.")
+@json_option
+@click.pass_context
+def test(ctx: click.Context, name: str, timeout: float, as_json: bool) -> None:
+    """Ask driver NAME for a status round trip ('ping') through the running daemon."""
+    import time
+
+    from edge.cli._common import EX_FAIL, EX_UNAVAILABLE, fail, settings_from
+    from edge.commands.local import ControlUnavailable, send
+    from edge.errors import CommandError
+
+    settings = settings_from(ctx)
+    started = time.monotonic()
+    try:
+        reply = send(settings.state_dir, name, "ping", {}, timeout=timeout)
+    except ControlUnavailable as exc:
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    except CommandError as exc:
+        fail(f"{name}: {exc}", as_json=as_json)
+    data = {"driver": name, "ok": reply.get("status") == "ok", "round_trip_ms":
+            round((time.monotonic() - started) * 1000, 2), "detail": reply.get("detail") or None,
+            "result": reply.get("result")}
+    output(data, as_json, _test_text)
+    if not data["ok"]:
+        ctx.exit(EX_FAIL)
+
+
+def _test_text(d: dict) -> str:
+    if not d["ok"]:
+        return f"{d['driver']}: FAILED after {d['round_trip_ms']} ms: {d['detail']}"
+    device = (d["result"] or {}).get("rtt_ms")
+    extra = f" (device reply {device} ms)" if device is not None else ""
+    return f"{d['driver']}: ok, round trip {d['round_trip_ms']} ms{extra}"
+
+
 def _text(d: dict) -> str:
     lines = ["installed kinds:"] + [f"  {k:<22} {v}" for k, v in d["kinds"].items()]
     if d["configured"]:

@@ -1,0 +1,101 @@
+"""``edge turnstile …``: an engineer on site opens, closes and reads a lane through the daemon.
+
+Every action goes through the daemon's control socket, so the driver that owns
+the serial port does it, and the daemon records it as ``command.result`` with
+your user name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edge.cli._common import EX_UNAVAILABLE, edge_errors, fail, json_option, output, settings_from
+
+KIND = "turnstile.serial"
+_address = click.option("--address", type=click.IntRange(1, 32), help="Bus address (rs485-bus); default the first.")
+_reason = click.option("--reason", help="Why, for the audit trail (recorded with your user name).")
+
+
+@click.group()
+def turnstile() -> None:
+    """Grant passage, lock, unlock and read counters of a serial turnstile."""
+
+
+def send_to_driver(ctx: click.Context, name: str, command: str, args: dict[str, Any], reason: str | None,
+                   as_json: bool, kind: str | None = KIND) -> dict[str, Any]:
+    """Send one command to the running daemon's driver ``name``; exits non-zero unless it succeeded."""
+    from edge.commands.local import ControlUnavailable, send
+
+    settings = settings_from(ctx)
+    configured = {d.name: d.kind for d in settings.drivers}
+    if name not in configured:
+        fail(f"no driver named {name!r} in the config; configured: {', '.join(configured) or 'none'}",
+             as_json=as_json)
+    if kind and configured[name] != kind:
+        fail(f"driver {name!r} is a {configured[name]}, not a {kind}", as_json=as_json)
+    try:
+        reply = send(settings.state_dir, name, command, args, reason)
+    except ControlUnavailable as exc:
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    if reply.get("status") != "ok":
+        fail(f"{name} {command}: {reply.get('status')}: {reply.get('detail') or reply.get('reason')}",
+             as_json=as_json, result=reply)
+    return reply
+
+
+@turnstile.command("grant")
+@click.argument("name")
+@click.option("--dir", "direction", type=click.Choice(["in", "out"]), required=True, help="Direction to open.")
+@click.option("--passes", type=click.IntRange(1, 255), default=1, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.IntRange(1, 255), default=10, show_default=True,
+              help="Seconds the lane stays open if nobody passes.")
+@_address
+@_reason
+@json_option
+@click.pass_context
+@edge_errors
+def grant(ctx, name, direction, passes, timeout_s, address, reason, as_json) -> None:
+    """Open lane NAME for PASSES people in one direction (the controller must ACK)."""
+    args = {"direction": direction, "passes": passes, "timeout_s": timeout_s}
+    if address:
+        args["address"] = address
+    reply = send_to_driver(ctx, name, "grant", args, reason, as_json)
+    output(reply, as_json, lambda r: f"{name}: granted {passes} x {direction} for {timeout_s}s "
+                                     f"(ACK in {r['result'].get('rtt_ms')} ms)")
+
+
+@turnstile.command("counters")
+@click.argument("name")
+@_address
+@json_option
+@click.pass_context
+@edge_errors
+def counters(ctx, name, address, as_json) -> None:
+    """Read the controller's passage counters."""
+    reply = send_to_driver(ctx, name, "read_counters", {"address": address} if address else {}, None, as_json)
+    c = reply["result"]["counters"]
+    output(reply, as_json, f"{name}: in {c['in']}, out {c['out']}")
+
+
+def _simple(command: str, help_text: str):
+    @click.argument("name")
+    @_address
+    @_reason
+    @json_option
+    @click.pass_context
+    @edge_errors
+    def run(ctx, name, address, reason, as_json) -> None:
+        reply = send_to_driver(ctx, name, command, {"address": address} if address else {}, reason, as_json)
+        output(reply, as_json, f"{name}: {command} acknowledged by the controller")
+
+    run.__doc__ = help_text
+    return turnstile.command(command)(run)
+
+
+for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to normal: closed, opens on a grant."),
+                    ("unlock", "Free passage both ways (no grant needed)."),
+                    ("lockdown", "Closed; grants refused until release."),
+                    ("release", "Leave lockdown: back to normal.")]:
+    _simple(_cmd, _help)

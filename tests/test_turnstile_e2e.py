@@ -1,0 +1,124 @@
+"""The turnstile through the whole daemon: signed MQTT command, CLI on site, standalone simulator."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import serial
+
+from drivers.sim.turnstile import TurnstileSim
+from drivers.turnstile import messages as m
+from drivers.turnstile.codecs import get_codec
+from edge.commands.build import build_command
+from edge.commands.publish import publish_command
+from edge.signing import generate_keypair, load_private_key
+
+SITE, DEVICE = "site-1", "dev-1"
+
+
+def _lane(path, codec):
+    return {"name": "lane1", "kind": "turnstile.serial", "codec": codec, "port": str(path),
+            "baudrate": 115200, "reconnect_max_s": 0.5}
+
+
+@pytest.mark.parametrize("codec", ["rs485-bus", "bcc-p2p"])
+def test_signed_grant_over_mqtt_opens_the_lane_and_the_passage_follows(
+        codec, tmp_path, mosquitto, mqtt_collector, edge_daemon, base_config):
+    key, pub, _ = generate_keypair(tmp_path / "keys", "central")
+    sim = TurnstileSim(codec, tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
+    try:
+        base_config.update(mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+                           trust={"central_keys": [str(pub)]}, drivers=[_lane(sim.path, codec)])
+        events = mqtt_collector(mosquitto, [f"edge/v1/{SITE}/{DEVICE}/events/turnstile"])
+        edge_daemon(base_config)
+        events.wait_for(lambda c: any(e["type"] == "turnstile.online" for e in c.events()), 20, "lane online")
+        doc = build_command(target="lane1", name="grant", args={"direction": "in", "passes": 1},
+                            ttl_s=60, device=DEVICE, site=SITE, keys=[load_private_key(key)])
+        publish_command(mosquitto.uri, SITE, DEVICE, doc)
+
+        def got_both(c):
+            types = [e["type"] for e in c.events()]
+            return "turnstile.granted" in types and "turnstile.passage" in types
+        events.wait_for(got_both, 20, "granted and passage")
+        seen = [e for e in events.events() if e["type"] in ("turnstile.granted", "turnstile.passage")]
+        assert [e["type"] for e in seen] == ["turnstile.granted", "turnstile.passage"]
+        assert seen[0]["seq"] < seen[1]["seq"]
+        assert seen[1]["payload"]["direction"] == "in" and seen[1]["payload"]["counter"] == 1
+        assert sim.received(m.Grant) == [m.Grant("in", 1, 10)]
+    finally:
+        sim.stop()
+
+
+def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base_config):
+    sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200).start()
+    try:
+        base_config["drivers"] = [_lane(sim.path, "rs485-bus")]
+        daemon = edge_daemon(base_config)
+        sim.wait_for(lambda: sim.received(m.ReadCounters), 20)  # the driver has made contact
+
+        out = daemon.cli("turnstile", "grant", "lane1", "--dir", "out", "--passes", "2", "--json",
+                         "--reason", "visitor escort")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["status"] == "ok"
+        assert sim.devices[1].grant.direction == "out" and sim.devices[1].grant.passes_left == 2
+
+        sim.passage("out", count=2)
+        sim.wait_for(lambda: not sim.devices[1].queue, 10)
+        out = daemon.cli("turnstile", "counters", "lane1")
+        assert out.returncode == 0 and out.stdout.strip() == "lane1: in 0, out 2", out.stderr
+
+        out = daemon.cli("drivers", "test", "lane1", "--json")
+        result = json.loads(out.stdout)
+        assert out.returncode == 0 and result["ok"] and result["round_trip_ms"] > 0
+        assert result["result"]["status"]["mode"] == "locked"
+
+        tail = daemon.cli("events", "tail", "-n", "50", "--type", "command.*", "--json")
+        done = [json.loads(line) for line in tail.stdout.splitlines()]
+        grant = next(e for e in done if e["payload"]["name"] == "grant")
+        assert grant["payload"]["operator"] == getpass.getuser()
+        assert grant["payload"]["status"] == "ok"
+
+        sim.mute(True)
+        out = daemon.cli("turnstile", "unlock", "lane1")
+        assert out.returncode == 1 and "NOT confirmed" in out.stderr
+        out = daemon.cli("turnstile", "grant", "nope", "--dir", "in")
+        assert out.returncode == 1 and "no driver named 'nope'" in out.stderr
+    finally:
+        sim.stop()
+
+
+def test_standalone_simulator_prints_its_port_and_answers(tmp_path):
+    link = tmp_path / "ttySIM"
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "sim", "turnstile", "--codec", "bcc-p2p",
+                             "--link", str(link), "--baud", "115200", "--json",
+                             "--scenario", "passage in 2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["port"] == str(link) and info["pty"].startswith("/dev/pts/")
+        codec = get_codec("bcc-p2p")
+        decoder = codec.decoder()
+        got = []
+        with serial.Serial(info["port"], 115200, timeout=0.2) as port:
+            for _ in range(50):
+                got += [r.message for r in decoder.feed(port.read(64))]
+                if sum(isinstance(x, m.DeviceEvent) for x in got) >= 1:
+                    break
+            assert isinstance(got[0], m.DeviceEvent) and got[0].kind == m.EventKind.PASSAGE
+            port.write(codec.encode(m.EventAck()))
+            port.write(codec.encode(m.ReadCounters()))
+            for _ in range(50):
+                got += [r.message for r in decoder.feed(port.read(64))]
+                if any(isinstance(x, m.Counters) for x in got):
+                    break
+        assert m.Counters(2, 0) in got
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    assert not os.path.lexists(link)
