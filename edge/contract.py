@@ -1,0 +1,148 @@
+"""The MQTT contract between a device and central, as data: topics, QoS, retain, payload models.
+
+``scripts/gen_asyncapi.py`` turns ``CHANNELS`` into docs/asyncapi.json
+(AsyncAPI 3.0) and a test fails when the committed document drifts from the
+models. **Extension point:** a subsystem with its own topics (galleries,
+learning catalog, message delivery, ...) adds one ``Channel`` to ``CHANNELS``
+and, for new event types, its payload model to ``EVENT_PAYLOADS``; nothing
+else needs to change.
+
+Directions are from the device's point of view, as AsyncAPI 3.0 describes one
+application: ``send`` = the device publishes (central subscribes), ``receive``
+= the device subscribes (central publishes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.commands.model import Command, CommandResult
+from edge.events import Event
+
+CONTRACT_VERSION = "1.0.0"
+
+
+class EventBatch(BaseModel):
+    """``edge/v1/{site}/{device}/events/{family}``: one or more events of one family, in seq order."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(min_length=1)
+
+
+class CommandResultEvent(Event):
+    """A ``command.result`` event: the event envelope with a CommandResult payload."""
+
+    type: Literal["command.result"] = "command.result"  # type: ignore[assignment]
+    payload: CommandResult  # type: ignore[assignment]
+
+
+class CommandResultBatch(BaseModel):
+    """``edge/v1/{site}/{device}/cmd/result``: a batch of command.result events, in seq order."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[CommandResultEvent] = Field(min_length=1)
+
+
+class CommandRejectedPayload(BaseModel):
+    """Payload of a ``system.command_rejected`` alarm event (on events/system)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None
+    name: str | None
+    target: str | None
+    reason: str = Field(description="One of the CommandResult reasons.")
+    detail: str
+    origin: Literal["mqtt", "local"]
+    topic: str | None
+    operator: str | None
+    suppressed_before: int = Field(ge=0, description="Rejections not recorded (flood limit) since the last one.")
+
+
+class DeviceStateMessage(BaseModel):
+    """``edge/v1/{site}/{device}/state`` (retained): birth (online) or death (offline) of the device."""
+
+    model_config = ConfigDict(extra="forbid")
+    online: bool
+    device: str
+    site: str
+    role: Literal["gate", "tablet"]
+    version: str = Field(description="edge software version.")
+    boot_seq: int = Field(ge=1, description="Counts daemon starts; a death carries its birth's boot_seq.")
+    started_at: datetime
+    ts: datetime | None = Field(default=None, description="Birth only: when it was published.")
+    drivers: dict[str, dict[str, Any]] | None = Field(default=None, description="Birth only: health per driver.")
+    outbox: dict[str, Any] | None = Field(default=None, description="Birth only: pending events, oldest age.")
+    reason: Literal["shutdown", "connection_lost"] | None = Field(
+        default=None, description="Death only: graceful shutdown, or the broker's last will.")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One topic of the contract."""
+
+    id: str
+    address: str                          # with {site}, {device}, {family} parameters
+    action: Literal["send", "receive"]    # from the device's point of view
+    model: type[BaseModel]
+    summary: str
+    description: str
+    qos: int = 1
+    retain: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+_SITE = "Site id, e.g. hmp-example."
+_DEVICE = "Device id (also the MQTT client id and the certificate's CN)."
+
+CHANNELS: list[Channel] = [
+    Channel(
+        "deviceEvents", "edge/v1/{site}/{device}/events/{family}", "send", EventBatch,
+        "Events of one family, batched, in seq order.",
+        "Every event is stored on the device first and leaves its outbox only when the broker "
+        "has PUBACKed the message that carried it: delivery is at-least-once. Deduplicate by "
+        "event `id`; detect gaps by `seq` (per device, strictly increasing, never reused). "
+        "Within a family, batches arrive in seq order; across families no order is promised. "
+        "Scale out with a shared subscription: `$share/ingest/edge/v1/+/+/events/#`.",
+        parameters={"site": _SITE, "device": _DEVICE,
+                    "family": "Event family: the part of `type` before the first dot (turnstile, "
+                              "biometric, xray, learning, message, system, ...)."}),
+    Channel(
+        "deviceState", "edge/v1/{site}/{device}/state", "send", DeviceStateMessage,
+        "Retained birth/death of the device.",
+        "Published retained on every connect (online), again when driver health changes "
+        "(rate-limited) and on the `rebirth` command. The broker publishes the last will "
+        "(online=false, reason=connection_lost) when the device vanishes; a graceful stop "
+        "publishes online=false, reason=shutdown. Match a death to its birth by `boot_seq`.",
+        retain=True, parameters={"site": _SITE, "device": _DEVICE}),
+    Channel(
+        "deviceCommands", "edge/v1/{site}/{device}/cmd", "receive", Command,
+        "Signed commands for one device.",
+        "Ed25519-signed (see docs/commands.md). The device keeps a persistent session, so "
+        "commands published while it is offline are delivered when it returns and run if still "
+        "valid. Each id runs at most once. Publish with QoS 1, not retained.",
+        parameters={"site": _SITE, "device": _DEVICE}),
+    Channel(
+        "siteCommands", "edge/v1/{site}/cmd", "receive", Command,
+        "Signed commands for every device of a site.",
+        "As deviceCommands. Devices that do not have the target driver, or that the command's "
+        "`device` field does not name, ignore it silently.",
+        parameters={"site": _SITE}),
+    Channel(
+        "commandResults", "edge/v1/{site}/{device}/cmd/result", "send", CommandResultBatch,
+        "What became of each command: ok, failed or rejected (with a reason).",
+        "Results are events (family `command`), stored first like every event, so a result "
+        "produced while offline arrives later; at-least-once, dedupe by event `id`, correlate "
+        "by `payload.id` (the command id). Every rejection is also a `system.command_rejected` "
+        "alarm event on events/system.",
+        parameters={"site": _SITE, "device": _DEVICE}),
+]
+
+#: Schemas of event payloads by event type, published in the document for central teams.
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "command.result": CommandResult,
+    "system.command_rejected": CommandRejectedPayload,
+}
