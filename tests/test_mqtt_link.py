@@ -70,7 +70,7 @@ def test_subscriptions_restored_and_commands_queued_while_away_arrive(base_confi
     assert link.wait_connected(10)
     sender = mqtt_collector(mosquitto, "unused/#")
     # Wait until the subscription is live (a round trip through the broker).
-    for i in range(100):
+    for _ in range(100):
         sender.client.publish("edge/v1/site-1/dev-1/cmd", b"warmup", qos=1).wait_for_publish(5)
         try:
             if got.get(timeout=0.1) == b"warmup":

@@ -352,7 +352,7 @@ class MqttLink:
         with self._ack_lock:
             pending, self._pending = self._pending, {}
             self._orphans.clear()
-        for mid, waiter in pending.items():
+        for waiter in pending.values():
             if isinstance(waiter, Delivery):
                 waiter._set(-1, "connection lost")
         # Uplink callbacks learn about the loss from the connection listener instead.

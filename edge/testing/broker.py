@@ -58,6 +58,10 @@ class Mosquitto:
         ]
         if self.nodelay:
             lines.append("set_tcp_nodelay true")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user, which cannot write the test's
+            # folder: persistence and the log would then silently be lost.
+            lines.append("user root")
         if self.tls:
             lines += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}",
                       "require_certificate true", "use_identity_as_username true"]

@@ -94,6 +94,7 @@ class MqttCollector:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
+                seen = len(self.messages)
                 self._cond.release()
                 try:
                     result = predicate(self)
@@ -105,4 +106,5 @@ class MqttCollector:
                 if remaining <= 0:
                     raise TimeoutError(f"timed out after {timeout}s waiting for {what}; "
                                        f"{len(self.messages)} messages received")
-                self._cond.wait(remaining)
+                if len(self.messages) == seen:  # else one arrived while the predicate ran
+                    self._cond.wait(remaining)

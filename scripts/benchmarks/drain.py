@@ -1,0 +1,150 @@
+"""Outbox drain: how fast a device back from weeks offline gets in sync.
+
+Preloads N events of about 300 bytes into a real store, starts the uplink
+against a real mosquitto on loopback and times until the last one is acked
+(marked in the store). In the same run, the bare limit of this stack: a plain
+script that reads the same stored event bytes from a plain sqlite3 table (same
+journal mode and fsync policy as the store) in batches of the same size,
+publishes each batch with paho at QoS 1 with the same in-flight window, and
+deletes the rows on PUBACK. Higher events_per_s is better; ratio = ours / bare.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--event-bytes", type=int, default=300, help="Approximate stored size of one event.")
+    parser.add_argument("--batch", type=int, default=None, help="Events per message (default: mqtt.batch_max_events).")
+    parser.add_argument("--inflight", type=int, default=None, help="Messages in flight (default: mqtt.inflight).")
+
+
+def _preload(store, n: int, event_bytes: int) -> None:
+    from edge.events import make_event
+
+    probe = make_event(device="bench-1", site="bench", type="sim.load", source="bench", payload={"n": 0})
+    pad = "x" * max(0, event_bytes - len(probe.canonical_bytes()) - 20)
+    chunk = 5000
+    for start in range(0, n, chunk):
+        store.append_many([
+            make_event(device="bench-1", site="bench", type="sim.load", source="bench",
+                       payload={"n": i, "pad": pad}, priority="telemetry")
+            for i in range(start, min(n, start + chunk))])
+
+
+def _ours(settings, store, n: int) -> float:
+    from edge.mqtt import MqttLink
+
+    link = MqttLink(settings, store, device_state=False)
+    started = time.perf_counter()
+    link.start()
+    try:
+        while link.uplink.acker.committed < n:
+            if time.perf_counter() - started > 300:
+                raise TimeoutError(f"uplink acked only {link.uplink.acker.committed} of {n} in 300 s")
+            time.sleep(0.002)
+        return time.perf_counter() - started
+    finally:
+        link.stop()
+
+
+def _bare(db_path: Path, port: int, batch: int, window: int, n: int) -> float:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    acks: queue.SimpleQueue = queue.SimpleQueue()
+    connected = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-drain", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(window + 16)
+    client.on_connect = lambda c, u, f, rc, p: connected.set()
+    client.on_publish = lambda c, u, mid, rc, p: acks.put(mid)
+    started = time.perf_counter()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    connected.wait(10)
+    inflight: dict[int, tuple[int, int]] = {}
+    cursor, done = 0, 0
+    while done < n:
+        while len(inflight) < window:
+            rows = db.execute("SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                              (cursor, batch)).fetchall()
+            if not rows:
+                break
+            payload = b'{"events":[' + b",".join(r[1] for r in rows) + b"]}"
+            info = client.publish("edge/v1/bench/bench-1/events/sim", payload, qos=1)
+            inflight[info.mid] = (rows[0][0], rows[-1][0])
+            cursor = rows[-1][0]
+        acked = [acks.get()]
+        while not acks.empty():
+            acked.append(acks.get_nowait())
+        db.execute("BEGIN")
+        for mid in acked:
+            lo, hi = inflight.pop(mid)
+            done += db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    client.disconnect()
+    client.loop_stop()
+    db.close()
+    return elapsed
+
+
+def _copy_bodies(store_db: Path, bare_db: Path) -> int:
+    src = sqlite3.connect(store_db)
+    dst = sqlite3.connect(bare_db, isolation_level=None)
+    dst.execute("PRAGMA journal_mode = WAL")
+    dst.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+    dst.execute("BEGIN")
+    dst.executemany("INSERT INTO outbox VALUES (?, ?)", src.execute("SELECT seq, body FROM events ORDER BY seq"))
+    dst.execute("COMMIT")
+    total = dst.execute("SELECT COUNT(*), AVG(length(body)) FROM outbox").fetchone()
+    src.close()
+    dst.close()
+    return total
+
+
+def run(args) -> dict:
+    from edge.config import Settings
+    from edge.store import Store
+    from edge.testing import Mosquitto
+
+    with tempfile.TemporaryDirectory(prefix="edge-drain-") as tmp:
+        tmp = Path(tmp)
+        broker = Mosquitto(tmp / "broker").start()
+        try:
+            mqtt_cfg = {"brokers": [broker.uri]}
+            if args.batch:
+                mqtt_cfg["batch_max_events"] = args.batch
+            if args.inflight:
+                mqtt_cfg["inflight"] = args.inflight
+            settings = Settings(device_id="bench-1", site="bench", role="gate", state_dir=tmp / "state",
+                                mqtt=mqtt_cfg, store={"max_bytes": 1 << 31, "retention_bytes": 1 << 31})
+            store = Store(settings.state_dir, device="bench-1", site="bench", settings=settings.store)
+            _preload(store, args.events, args.event_bytes)
+            count, avg = _copy_bodies(store.path, tmp / "bare.db")
+            bare_s = _bare(tmp / "bare.db", broker.port, settings.mqtt.batch_max_events,
+                           settings.mqtt.inflight, count)
+            ours_s = _ours(settings, store, count)
+            pending = store.stats()["pending"]
+            store.close()
+        finally:
+            broker.stop()
+    ours_rate, bare_rate = count / ours_s, count / bare_s
+    return {
+        "events": count, "event_bytes_avg": round(avg, 1),
+        "batch_events": settings.mqtt.batch_max_events, "inflight_messages": settings.mqtt.inflight,
+        "events_per_s": round(ours_rate), "bare_events_per_s": round(bare_rate),
+        "ours_s": round(ours_s, 3), "bare_s": round(bare_s, 3),
+        "ratio": round(ours_rate / bare_rate, 3), "pending_after": pending,
+        "goal": ">= 150000 events_per_s and ratio >= 0.8 (higher is better)",
+    }

@@ -1,0 +1,145 @@
+"""The uplink against a real mosquitto: order, batch envelopes, acks only on PUBACK, wake-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from edge.config import Settings
+from edge.events import canonical_json, make_event
+from edge.mqtt import MqttLink
+from edge.mqtt.uplink import pack
+from edge.store import Store
+
+
+def _event(type_: str, n: int, pad: int = 0):
+    payload = {"n": n, **({"pad": "p" * pad} if pad else {})}
+    return make_event(device="dev-1", site="site-1", type=type_, source="test", payload=payload)
+
+
+@pytest.fixture
+def rig(base_config, tmp_path, mosquitto):
+    """A real store and a link to a real broker, without the daemon around them."""
+    made = []
+
+    def make(start: bool = True, **mqtt):
+        cfg = {**base_config, "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.05,
+                                        "backoff_max_s": 0.5, **mqtt}}
+        settings = Settings(**cfg)
+        store = Store(settings.state_dir, device="dev-1", site="site-1", settings=settings.store)
+        link = MqttLink(settings, store, device_state=False)
+        made.append((link, store))
+        if start:
+            link.start()
+            assert link.wait_connected(10)
+        return link, store
+
+    yield make
+    for link, store in made:
+        link.stop()
+        store.close()
+
+
+def test_pack_joins_stored_bytes_per_family_in_seq_order():
+    class Row:
+        def __init__(self, seq, type_, body):
+            self.seq, self.type, self.body = seq, type_, body
+
+    rows = [Row(1, "a.x", b'{"seq":1}'), Row(2, "b.x", b'{"seq":2}'), Row(3, "a.y", b'{"seq":3}'),
+            Row(4, "command.result", b'{"seq":4}'), Row(5, "a.x", b'{"seq":5}')]
+    batches = pack(rows, site="s", device="d", max_events=2, max_bytes=10_000)
+    by_topic = [(b.topic, b.seqs) for b in batches]
+    assert by_topic == [("edge/v1/s/d/events/a", [1, 3]), ("edge/v1/s/d/events/b", [2]),
+                        ("edge/v1/s/d/cmd/result", [4]), ("edge/v1/s/d/events/a", [5])]
+    assert batches[0].payload == b'{"events":[{"seq":1},{"seq":3}]}'
+    # Byte cap: each batch fits, and an event bigger than the cap still goes, alone.
+    big = [Row(i, "a.x", b"{" + b"x" * 40 + b"}") for i in range(1, 6)]
+    sized = pack(big, site="s", device="d", max_events=100, max_bytes=100)
+    assert all(len(b.payload) <= 100 for b in sized) and sum(len(b.seqs) for b in sized) == 5
+    assert [len(b.seqs) for b in pack(big, site="s", device="d", max_events=100, max_bytes=10)] == [1] * 5
+
+
+def test_delivers_every_event_in_seq_order_in_family_batches(rig, mosquitto, mqtt_collector):
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/#")
+    link, store = rig(batch_max_events=50, batch_max_bytes=8 * 1024)
+    families = ["turnstile.passage", "biometric.match", "system.note", "command.result"]
+    stored = store.append_many([_event(families[i % 4], i, pad=i % 7 * 20) for i in range(1000)])
+    want = {e.seq for e in stored}
+    collector.wait_for(lambda c: want <= {e["seq"] for m in c.messages for e in m.json()["events"]},
+                       timeout=20, what="all 1000 events")
+    last_seq: dict[str, int] = {}
+    for msg in collector.messages:
+        events = msg.json()["events"]
+        assert 1 <= len(events) <= 50 and len(msg.payload) <= 8 * 1024
+        kinds = {e["type"].split(".")[0] for e in events}
+        assert len(kinds) == 1, f"one family per batch, got {kinds} on {msg.topic}"
+        family = kinds.pop()
+        expected_topic = ("edge/v1/site-1/dev-1/cmd/result" if family == "command"
+                          else f"edge/v1/site-1/dev-1/events/{family}")
+        assert msg.topic == expected_topic
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs) and seqs[0] > last_seq.get(msg.topic, 0), "seq order per family"
+        last_seq[msg.topic] = seqs[-1]
+    # The payload is the stored canonical bytes, joined: nothing re-serialised.
+    first = collector.messages[0]
+    assert first.payload == b'{"events":[' + b",".join(
+        canonical_json(e) for e in first.json()["events"]) + b"]}"
+    link.uplink.acker.flush()
+    assert store.stats()["pending"] == 0
+
+
+def test_events_are_acked_only_when_the_broker_pubacks(rig, mosquitto):
+    link, store = rig()
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # the broker reads nothing, acks nothing
+    try:
+        store.append_many([_event("sim.beat", i) for i in range(200)])
+        deadline = time.monotonic() + 10
+        while link.uplink.status()["sent_events"] < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert link.uplink.status()["sent_events"] == 200  # published, in flight...
+        assert store.stats()["pending"] == 200  # ...but nothing is acked without a PUBACK
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while store.stats()["pending"] and time.monotonic() < deadline:
+        link.uplink.acker.flush(1)
+    assert store.stats()["pending"] == 0
+    assert link.status()["last_puback_at"] is not None
+
+
+def test_wakes_within_milliseconds_of_an_append_and_batches_under_load(rig, mosquitto, mqtt_collector):
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/events/#")
+    link, store = rig()
+    latencies = []
+    for i in range(5):
+        t0 = time.monotonic()
+        store.append(_event("sim.beat", i))
+        collector.wait_for(lambda c, n=i + 1: len(c.messages) >= n, timeout=5)
+        latencies.append(collector.messages[-1].at - t0)
+    # One event, idle uplink: it goes at once (the append itself includes an fsync).
+    assert sorted(latencies)[2] < 0.25, latencies
+    before = len(collector.messages)
+    store.append_many([_event("sim.beat", i) for i in range(3000)])
+    collector.wait_for(lambda c: len(c.events()) >= 3005, timeout=20)
+    assert len(collector.messages) - before <= 3000 / 100, "under load events travel in batches"
+
+
+def test_reconnect_resends_everything_not_acked(rig, mosquitto, mqtt_collector):
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/events/#")
+    link, store = rig()
+    mosquitto.stop()
+    stored = store.append_many([_event("sim.beat", i) for i in range(500)])
+    assert store.stats()["pending"] == 500
+    mosquitto.start()
+    want = {e.id for e in stored}
+    collector.wait_for(lambda c: want <= {e["id"] for e in c.events()}, timeout=20, what="resent events")
+    link.uplink.acker.flush()
+    deadline = time.monotonic() + 10
+    while store.stats()["pending"] and time.monotonic() < deadline:
+        link.uplink.acker.flush(1)
+    assert store.stats()["pending"] == 0
+    assert json.loads(json.dumps(link.status()))["connects"] >= 2
