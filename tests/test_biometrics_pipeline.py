@@ -186,7 +186,7 @@ def test_search_matches_brute_force_with_several_templates_per_subject():
     subjects = [Subject(f"s{i}", "staff", [rng.normal(0, 0.1, 128).astype("<f4").tobytes()
                                            for _ in range(1 + i % 3)]) for i in range(50)]
     index = Index(subjects)
-    assert index.matrix.flags["C_CONTIGUOUS"] and index.matrix.dtype == np.float32
+    assert index.matrix_t.flags["C_CONTIGUOUS"] and index.matrix_t.dtype == np.float32
     q = rng.normal(0, 0.1, 128).astype(np.float32)
     brute = {s.subject_id: min(np.linalg.norm(np.frombuffer(t, "<f4") - q) for t in s.templates)
              for s in subjects}

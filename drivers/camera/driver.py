@@ -100,7 +100,9 @@ class FaceCameraDriver(Driver):
 
     def _start_worker(self) -> None:
         cfg = self.config.model_dump(mode="json", exclude={"name", "kind", "state_dir"})
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        # One BLAS thread: the worker shares the gate's cores with the daemon, and a search is
+        # memory-bound anyway; spinning BLAS threads only add latency under load.
+        env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **os.environ}
         self._proc = subprocess.Popen([sys.executable, "-m", "drivers.camera.worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, close_fds=True)
         self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
