@@ -34,7 +34,9 @@ if [ "$want_gate" = 1 ]; then
   # face_recognition declares a dependency on "dlib", which has no wheel and compiles
   # for a long time. The dlib-bin wheel ships the same dlib module prebuilt, so install
   # it and the model files first, then face_recognition itself without its declared deps.
-  .venv/bin/pip install -q dlib-bin face_recognition_models
+  # Pillow is face_recognition's own image loader (--no-deps skips it); only the face
+  # benchmark's raw-library comparison imports face_recognition, the gate itself does not.
+  .venv/bin/pip install -q dlib-bin face_recognition_models pillow
   .venv/bin/pip install -q --no-deps face_recognition
 fi
 echo "setup: ok (.venv ready; extras: $extras)"
