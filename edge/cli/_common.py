@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from edge.cli._views import human_age, human_bytes  # noqa: F401  (re-exported for the commands)
+
 EX_OK, EX_FAIL, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 1, 2, 69, 78
 
 
@@ -31,39 +33,12 @@ def settings_from(ctx: click.Context, *, check_drivers: bool = False):
         sys.exit(EX_CONFIG)
 
 
-class LightSettings:
-    """The four keys ``edge status`` and ``edge events tail`` need, read without pydantic.
-
-    Importing pydantic(-settings) costs more than the 0.3 s these commands may take
-    on a slow device. Whenever the file does not plainly give usable values, the
-    full validation runs instead, so a broken config still gets its usual errors.
-    """
-
-    __slots__ = ("device_id", "site", "role", "state_dir")
-
-
 def light_settings(ctx: click.Context):
-    """``device_id``, ``site``, ``role`` and ``state_dir`` from the TOML file and EDGE_ variables."""
-    import os
-    import tomllib
-    from pathlib import Path
+    """``device_id``, ``site``, ``role`` and ``state_dir`` without pydantic (see ``_views``);
+    the full validation (exit 78 with its errors) whenever the file is not plainly usable."""
+    from edge.cli._views import light_config
 
-    path = ctx.find_root().obj.get("config_path") or os.environ.get("EDGE_CONFIG") or "/etc/edge/edge.toml"
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return settings_from(ctx)
-    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("EDGE_")}
-    light = LightSettings()
-    for key, default in (("device_id", None), ("site", None), ("role", None), ("state_dir", "/var/lib/edge")):
-        value = env.get(f"EDGE_{key.upper()}", data.get(key, default))
-        if not isinstance(value, str) or not value:
-            return settings_from(ctx)
-        setattr(light, key, value)
-    if light.role not in ("gate", "tablet"):
-        return settings_from(ctx)
-    light.state_dir = Path(light.state_dir)
-    return light
+    return light_config(ctx.find_root().obj.get("config_path")) or settings_from(ctx)
 
 
 def output(data: Any, as_json: bool, text: Callable[[Any], str] | str) -> None:
@@ -96,22 +71,3 @@ def edge_errors(fn: Callable) -> Callable:
 
     return wrapper
 
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"

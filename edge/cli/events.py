@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import click
 
+from edge.cli import _views
 from edge.cli._common import edge_errors, json_option, light_settings
-from edge.cli._state import open_reader
 
 
 @click.group()
@@ -26,37 +23,5 @@ def events() -> None:
 @edge_errors
 def tail(ctx: click.Context, count: int, follow: bool, type_glob: str | None, as_json: bool) -> None:
     """Show the newest events (JSON lines with --json)."""
-    reader = open_reader(light_settings(ctx).state_dir)
-    last = 0
-    try:
-        for seq, body, acked_at in reader.tail(count, type_glob=type_glob):
-            _print(body, acked_at, as_json)
-            last = seq
-        if not follow:
-            return
-        last = last or reader.meta().get("next_seq", 1) - 1
-        while True:  # the store lives in another process: poll its WAL cheaply
-            rows = reader.tail(1000, type_glob=type_glob, after_seq=last)
-            for seq, body, acked_at in rows:
-                _print(body, acked_at, as_json)
-                last = seq
-            if not rows:
-                time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        reader.close()
-
-
-def _print(body: bytes, acked_at: float | None, as_json: bool) -> None:
-    if as_json:
-        click.echo(body.decode())
-        return
-    e = json.loads(body)
-    flags = "" if e.get("clock") == "synced" else f" clock={e.get('clock')}"
-    sent = "sent" if acked_at else "pending"
-    payload = json.dumps(e.get("payload"), separators=(",", ":"))
-    if len(payload) > 120:
-        payload = payload[:117] + "..."
-    click.echo(f"{e['seq']:>8} {e['ts'][:23]} {e['priority']:<9} {e['type']:<28} {e['source']:<18} "
-               f"{sent:<7}{flags} {payload}", color=False)
+    _views.tail(light_settings(ctx).state_dir, count, type_glob, follow, as_json,
+                lambda line: click.echo(line, color=False))

@@ -11,9 +11,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.store import _chain
 from edge.store._schema import PRIORITY_NAME
+
+if TYPE_CHECKING:  # hashlib/hmac only when verifying: status and tail start faster
+    from edge.store import _chain
 
 DB_NAME = "events.db"
 KEY_NAME = "audit.key"
@@ -90,7 +93,7 @@ class StoreReader:
             oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()[0]
         stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         file_bytes = sum(p.stat().st_size for p in self.state_dir.glob(DB_NAME + "*")
-                         if not ".corrupt-" in p.name)
+                         if ".corrupt-" not in p.name)
         last_ack = meta.get("last_ack_at")
         return {
             "pending": pending,
@@ -126,6 +129,8 @@ class StoreReader:
         return rows
 
     def verify(self, progress=None) -> _chain.VerifyReport:
+        from edge.store import _chain
+
         key = (self.state_dir / KEY_NAME).read_bytes()
         conn = self._conn()
         conn.execute("BEGIN")  # one consistent snapshot while the daemon keeps writing

@@ -1,0 +1,38 @@
+"""The click application: the root group with lazily imported subcommands.
+
+Kept out of ``edge.cli`` itself so that importing the package (the console script
+does) costs nothing: `edge status` and `edge events tail` answer without click.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from edge.cli import COMMANDS
+
+
+class LazyGroup(click.Group):
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="EDGE_CONFIG", type=click.Path(dir_okay=False),
+              help="Config file (default /etc/edge/edge.toml, or $EDGE_CONFIG).")
+@click.version_option(package_name="edge")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """edge: the gate and tablet daemon, and the field engineer's tools."""
+    ctx.obj = {"config_path": config_path}

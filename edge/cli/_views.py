@@ -1,0 +1,169 @@
+"""What `edge status` and `edge events tail` compute and print, without click or pydantic.
+
+Both are typed on slow devices by engineers in a hurry, so they must answer in well
+under 0.3 s. Importing click alone costs about 80 ms of CPU here and pydantic more, so
+this module needs only the standard library: the click commands and the fast path in
+``edge.cli._fast`` share it, and there is one implementation of each view.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EX_NOT_RUNNING = 3  # as systemctl/LSB status: 3 means "not running"
+DEFAULT_CONFIG = "/etc/edge/edge.toml"
+
+
+class LightSettings:
+    """The four keys the fast views need, read from the TOML file and EDGE_ variables."""
+
+    __slots__ = ("device_id", "site", "role", "state_dir")
+
+
+def light_config(path: str | None) -> LightSettings | None:
+    """None whenever the file does not plainly give usable values: the caller then runs
+    the full (pydantic) validation, so a broken config still gets its usual errors."""
+    import tomllib
+
+    path = path or os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith("EDGE_")}
+    light = LightSettings()
+    for key, default in (("device_id", None), ("site", None), ("role", None), ("state_dir", "/var/lib/edge")):
+        value = env.get(f"EDGE_{key.upper()}", data.get(key, default))
+        if not isinstance(value, str) or not value:
+            return None
+        setattr(light, key, value)
+    if light.role not in ("gate", "tablet"):
+        return None
+    light.state_dir = Path(light.state_dir)
+    return light
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def status_report(settings) -> dict[str, Any]:
+    """Daemon (from its status file), outbox (from the store) and disk, as one dict."""
+    from edge.cli._state import open_reader, read_status
+    from edge.errors import StoreError
+
+    state_dir = settings.state_dir
+    daemon = read_status(state_dir) or {"running": False}
+    try:
+        reader = open_reader(state_dir)
+        try:
+            outbox = reader.stats()
+        finally:
+            reader.close()
+    except (StoreError, sqlite3.Error) as exc:  # status must answer even with a broken store
+        outbox = {"error": str(exc)}
+    try:
+        disk = shutil.disk_usage(state_dir)
+        disk_info = {"free_bytes": disk.free, "total_bytes": disk.total}
+    except FileNotFoundError:
+        disk_info = {"error": f"{state_dir} does not exist"}
+    return {"device_id": settings.device_id, "site": settings.site, "role": settings.role,
+            "daemon": daemon, "outbox": outbox, "disk": disk_info}
+
+
+def status_exit_code(report: dict) -> int:
+    return 0 if report["daemon"].get("running") else EX_NOT_RUNNING
+
+
+def status_text(r: dict) -> str:
+    d = r["daemon"]
+    lines = [f"device  {r['device_id']} ({r['role']}) at site {r['site']}"]
+    if d.get("running"):
+        lines.append(f"daemon  running, pid {d['pid']}, since {d.get('started_at', '?')}")
+    else:
+        lines.append("daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
+    for name, h in (d.get("drivers") or {}).items():
+        extra = f" restarts={h['restarts']}" if h.get("restarts") else ""
+        err = f" last error: {h['last_error']}" if h.get("last_error") else ""
+        lines.append(f"driver  {name:<20} {h.get('status', '?'):<9} {h.get('kind', '')}{extra}{err}")
+    for name, c in (d.get("components") or {}).items():
+        summary = " ".join(f"{k}={v}" for k, v in c.items() if not isinstance(v, dict | list))
+        lines.append(f"{name:<7} {summary}")
+    o = r["outbox"]
+    if "error" in o:
+        lines.append(f"outbox  unavailable: {o['error']}")
+    else:
+        lines.append(f"outbox  {o['pending']} pending, oldest {human_age(o['oldest_pending_age_s'])}, "
+                     f"{human_bytes(o['bytes_used'])} of {human_bytes(o['max_bytes'])}"
+                     + (", FULL" if o["full"] else ""))
+        dropped = sum(o["dropped"].values())
+        if dropped:
+            lines.append(f"        dropped when full: {o['dropped']}")
+    disk = r["disk"]
+    lines.append(f"disk    {human_bytes(disk.get('free_bytes'))} free" if "free_bytes" in disk
+                 else f"disk    {disk['error']}")
+    return "\n".join(lines)
+
+
+def event_line(body: bytes, acked_at: float | None, as_json: bool) -> str:
+    """One stored event as a JSON line (--json) or one readable line."""
+    if as_json:
+        return body.decode()
+    e = json.loads(body)
+    flags = "" if e.get("clock") == "synced" else f" clock={e.get('clock')}"
+    sent = "sent" if acked_at else "pending"
+    payload = json.dumps(e.get("payload"), separators=(",", ":"))
+    if len(payload) > 120:
+        payload = payload[:117] + "..."
+    return (f"{e['seq']:>8} {e['ts'][:23]} {e['priority']:<9} {e['type']:<28} {e['source']:<18} "
+            f"{sent:<7}{flags} {payload}")
+
+
+def tail(state_dir: Path, count: int, type_glob: str | None, follow: bool, as_json: bool,
+         write: Callable[[str], None]) -> None:
+    """Print the newest ``count`` events, then (``follow``) new ones until Ctrl-C."""
+    from edge.cli._state import open_reader
+
+    reader = open_reader(state_dir)
+    last = 0
+    try:
+        for seq, body, acked_at in reader.tail(count, type_glob=type_glob):
+            write(event_line(body, acked_at, as_json))
+            last = seq
+        if not follow:
+            return
+        last = last or reader.meta().get("next_seq", 1) - 1
+        while True:  # the store lives in another process: poll its WAL cheaply
+            rows = reader.tail(1000, type_glob=type_glob, after_seq=last)
+            for seq, body, acked_at in rows:
+                write(event_line(body, acked_at, as_json))
+                last = seq
+            if not rows:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()

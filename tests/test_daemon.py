@@ -1,0 +1,119 @@
+"""`edge run` as systemd runs it: SIGTERM under full load, status while running and after,
+and the field engineer's commands answering fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+FULL_RATE = [
+    {"name": "fast-a", "kind": "sim.heartbeat", "rate": 0, "event_type": "sim.fast_a"},
+    {"name": "fast-b", "kind": "sim.heartbeat", "rate": 0, "priority": "normal", "payload_bytes": 500},
+]
+
+
+def _confirmed(path) -> dict[str, int]:
+    return {line.split()[0]: int(line.split()[1]) for line in path.read_text().splitlines() if line}
+
+
+def _stored_ids(state_dir) -> set[str]:
+    with sqlite3.connect(f"file:{state_dir / 'events.db'}?mode=ro", uri=True) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM events")}
+
+
+def test_sigterm_under_full_load_stops_within_10s_and_keeps_every_append(edge_daemon, base_config, tmp_path):
+    confirm = tmp_path / "confirmed.txt"
+    drivers = [dict(FULL_RATE[0], confirm_file=str(confirm)), FULL_RATE[1]]
+    daemon = edge_daemon({**base_config, "drivers": drivers})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not confirm.exists() or len(confirm.read_text()) < 20_000):
+        time.sleep(0.05)  # waiting for a condition: a few hundred appends confirmed
+    started = time.monotonic()
+    code = daemon.stop(timeout=15)
+    took = time.monotonic() - started
+    assert code == 0, daemon.log_tail()
+    assert took < 10, took
+
+    confirmed = _confirmed(confirm)
+    assert len(confirmed) > 100
+    assert set(confirmed) <= _stored_ids(daemon.state_dir)  # nothing acknowledged was lost
+
+    log = [json.loads(line) for line in daemon.log_tail(20_000).splitlines() if line.startswith("{")]
+    stopped = [e for e in log if e["event"] == "edge_stopped"]
+    assert stopped and stopped[-1]["stuck_drivers"] == []
+    assert daemon.cli("audit", "verify").returncode == 0
+
+    status = daemon.cli("status", "--json")
+    assert status.returncode == 3, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["daemon"]["running"] is False
+    assert {d["status"] for d in report["daemon"]["drivers"].values()} == {"stopped"}
+    text = daemon.cli("status")
+    assert text.returncode == 3 and "NOT RUNNING" in text.stdout
+
+
+def test_status_while_running_and_after_sigkill(edge_daemon, base_config):
+    daemon = edge_daemon({**base_config, "drivers": [
+        {"name": "beat", "kind": "sim.heartbeat", "rate": 20}]})
+    deadline = time.monotonic() + 30
+    while True:
+        status = daemon.cli("status", "--json")
+        report = json.loads(status.stdout)
+        if report["outbox"].get("pending", 0) >= 5 or time.monotonic() > deadline:
+            break
+    assert status.returncode == 0, status.stderr
+    assert report["daemon"]["running"] is True and report["daemon"]["pid"] == daemon.proc.pid
+    assert report["daemon"]["drivers"]["beat"]["status"] == "ok"
+    assert report["outbox"]["pending"] >= 5 and report["outbox"]["oldest_pending_age_s"] >= 0
+    assert report["disk"]["free_bytes"] > 0
+    text = daemon.cli("status")
+    assert text.returncode == 0 and "daemon  running" in text.stdout and "beat" in text.stdout
+
+    daemon.kill()  # the status file still says running: the CLI must notice the dead pid
+    after = daemon.cli("status", "--json")
+    assert after.returncode == 3 and json.loads(after.stdout)["daemon"]["running"] is False
+
+
+def _timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall time and CPU time (user+sys) of one CLI process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc
+
+
+@pytest.mark.parametrize("command", [["status"], ["events", "tail", "-n", "20"]], ids=["status", "tail"])
+def test_status_and_tail_answer_in_under_300ms(edge_daemon, base_config, command):
+    daemon = edge_daemon({**base_config, "drivers": [{"name": "beat", "kind": "sim.heartbeat", "rate": 1}]})
+    args = [sys.executable, "-m", "edge", "--config", str(daemon.config_path), *command]
+    runs = [_timed(args) for _ in range(5)]
+    for _wall, _cpu, proc in runs:
+        assert proc.returncode == 0, proc.stderr
+    best_wall, best_cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+    # The best of five filters out other processes on this shared 2-core machine.
+    assert best_wall < 0.3, f"{command}: {best_wall:.3f}s wall, {best_cpu:.3f}s CPU"
+    assert best_cpu < 0.3
+
+
+@pytest.mark.parametrize("command", [["status"], ["events", "tail", "-n", "5"]], ids=["status", "tail"])
+def test_fast_commands_import_nothing_heavy(edge_daemon, base_config, command):
+    """What keeps them fast on a slow device, independent of this machine's load."""
+    daemon = edge_daemon({**base_config, "drivers": []})
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "edge", "--config",
+                           str(daemon.config_path), *command], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    heavy = {"pydantic", "pydantic_settings", "numpy", "cv2", "dlib", "paho", "sqlite_utils", "structlog",
+             "cryptography"}
+    assert not imported & heavy, imported & heavy
