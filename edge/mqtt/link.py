@@ -287,6 +287,7 @@ class MqttLink:
             if was_up:
                 self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
             elif not self._reached:
+                self._stats["connect_failures"] += 1
                 hint = " (over TLS: the broker may have refused the client certificate)" if broker.tls else ""
                 self._error(broker, "tls" if broker.tls else "mqtt",
                             f"connection closed before CONNACK{hint}", code=rc.value)
