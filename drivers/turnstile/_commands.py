@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from drivers.turnstile import messages as m
 from edge.errors import CommandError
 
+
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
     address: int | None = Field(default=None, ge=1, le=32, description="Bus address; default the first configured.")

@@ -147,8 +147,9 @@ class TurnstileDriver(Driver):
             self._run_jobs()
             for address in self.config.addresses:
                 if self._due[address] <= time.monotonic():
-                    self._service(address)
-                    self._due[address] = time.monotonic() + self._interval(address)
+                    more = self._service(address)
+                    # a device with more queued events is polled again at once, not next round
+                    self._due[address] = time.monotonic() + (0.0 if more else self._interval(address))
                     self._run_jobs()  # a command never waits for a whole bus round
                 if address in self._resync_due:
                     self._resync_due.discard(address)
@@ -163,17 +164,17 @@ class TurnstileDriver(Driver):
             return self.config.offline_retry_s
         return self.config.poll_interval_s if self.codec.polled else self.config.status_interval_s
 
-    def _service(self, address: int) -> None:
-        """One poll (bus) or status heartbeat (point to point) of one device."""
+    def _service(self, address: int) -> bool:
+        """One poll (bus) or status heartbeat (point to point); True when more events wait."""
         dev = self.devices[address]
         attempts = 1 if dev.online is False else None  # don't hold the bus for a dead device
         try:
             if self.codec.polled:
-                self._poll(address, attempts)
-            else:
-                dev.on_status(self._transact(address, m.GetStatus(), m.Status, attempts), self._emit)
+                return self._poll(address, attempts) is None
+            dev.on_status(self._transact(address, m.GetStatus(), m.Status, attempts), self._emit)
         except _NoReply as exc:
             self._offline(address, str(exc))
+        return False
 
     def _poll(self, address: int, attempts: int | None = None, drain: int = 8) -> m.Status | None:
         """Collect up to ``drain`` queued events; the Status that says the queue is empty, or None."""
