@@ -90,6 +90,10 @@ class Daemon:
             from drivers.camera.component import biometrics_components
 
             components += biometrics_components(self)
+        if any(d.kind.startswith("xray.") for d in self.settings.drivers):
+            from edge.xray.service import XrayService  # before drivers start: catches up the ledger
+
+            components.append(XrayService.from_daemon(self))
         return components
 
     def run(self) -> int:

@@ -101,6 +101,13 @@ def test_wire_examples_match_the_protocol_docs():
     # The worked examples of docs/protocols/*.md, byte for byte.
     assert codec_rs485.encode(m.Grant("in", 1, 10), 3).hex(" ") == "02 10 23 30 10 23 01 01 0a 90 3f 03"
     assert codec_bcc.encode(m.Grant("in", 1, 10)).hex(" ") == "02 04 00 30 01 01 0a 3c"
+    event = m.DeviceEvent(8, m.EventKind.PASSAGE, "out", 0, 1234, 1_800_000_000)
+    assert codec_rs485.encode(event, 3).hex(" ") == (
+        "02 10 23 60 0d 08 00 01 10 22 00 d2 04 00 00 00 d2 49 6b 37 99 03")
+    assert codec_rs485.encode(m.Nak(0x34, m.NakReason.EMERGENCY_ACTIVE), 3).hex(" ") == (
+        "02 10 23 42 10 22 34 10 23 83 79 03")
+    assert codec_bcc.encode(event).hex(" ") == "02 0e 00 60 08 00 01 02 00 d2 04 00 00 00 d2 49 6b 41"
+    assert codec_bcc.encode(m.Counters(1234, 56)).hex(" ") == "02 09 00 51 d2 04 00 00 38 00 00 00 b4"
     assert codec_rs485.crc16_modbus(b"123456789") == 0x4B37
 
 
