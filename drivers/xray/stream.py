@@ -1,0 +1,151 @@
+"""``xray.stream``: scanner records, one per line, over a pyserial URL.
+
+``url`` is anything pyserial opens: a serial device (/dev/ttyUSB0), a pty,
+or ``socket://host:port`` for scanners that stream over TCP. Lines longer
+than ``max_line_bytes`` are discarded as they stream past and reported with
+an ``xray.rejected`` event; the next newline resynchronises. A lost
+connection is reopened with capped exponential backoff; a partial line cut
+by the disconnect is dropped (it can never be completed). Note that pyserial
+flushes input pending at the moment a port is opened (serial and socket://
+alike), so a record sent during the connect itself is not seen.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+from pydantic import Field
+
+from drivers.xray import line_source
+from drivers.xray.line_source import LineSplitter, Overlong
+from drivers.xray.scan import ScanRejected, build_scan
+from edge.driver import Driver, DriverConfig
+from edge.errors import DriverError
+
+_READ_MAX = 64 * 1024
+
+
+class StreamConfig(DriverConfig):
+    url: str = Field(min_length=1, description="pyserial URL: /dev/ttyUSB0, a pty path, socket://host:port.")
+    baudrate: int = Field(default=9600, gt=0)
+    max_line_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
+    read_timeout_s: float = Field(default=0.2, gt=0, le=5)
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    scanner: str | None = Field(default=None, description="Scanner id for records that do not name one.")
+
+
+class XrayStreamDriver(Driver):
+    """Line-stream adapter: JSON or key=value records over serial or TCP."""
+
+    Config = StreamConfig
+
+    def __init__(self, config: StreamConfig, ctx):
+        super().__init__(config, ctx)
+        self.splitter = LineSplitter(config.max_line_bytes)
+        self.connected = False
+        self.counts = {"connects": 0, "lines": 0, "emitted": 0, "duplicates": 0, "rejected": 0, "reconnects": 0}
+        self._last_error: str | None = None
+
+    def run(self) -> None:
+        from edge.xray.service import current
+
+        self.service = current()
+        if self.service is None:
+            raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
+        delay = self.config.reconnect_min_s
+        while not self.ctx.stopping.is_set():
+            port = self._open()
+            if port is None:
+                if self.ctx.wait(delay):
+                    return
+                delay = min(delay * 2, self.config.reconnect_max_s)
+                continue
+            delay = self.config.reconnect_min_s
+            try:
+                self._read(port)
+            finally:
+                self._close(port)
+
+    def _open(self):
+        import serial
+
+        try:
+            # Non-blocking reads after our own select(): pyserial's socket:// in_waiting is
+            # only 0 or 1, and a blocking read(n) would wait for n bytes or the timeout.
+            port = serial.serial_for_url(self.config.url, baudrate=self.config.baudrate, timeout=0)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._last_error = f"cannot open {self.config.url}: {exc}"[:300]
+            self.ctx.log.warning("xray_stream_open_failed", url=self.config.url, error=str(exc)[:200])
+            return None
+        self.connected, self._last_error = True, None
+        self.counts["connects"] += 1
+        self.ctx.log.info("xray_stream_connected", url=self.config.url)
+        return port
+
+    def _close(self, port) -> None:
+        if self.connected:
+            self.counts["reconnects"] += 1
+        self.connected = False
+        self.splitter.reset()
+        try:
+            port.close()
+        except OSError:
+            pass
+
+    def _read(self, port) -> None:
+        import serial
+
+        fd = port.fileno()
+        while not self.ctx.stopping.is_set():
+            try:
+                ready, _, _ = select.select([fd], [], [], self.config.read_timeout_s)
+                if not ready:
+                    continue
+                chunk = port.read(_READ_MAX)
+            except (serial.SerialException, OSError) as exc:
+                self._last_error = f"connection lost: {exc}"[:300]
+                self.ctx.log.warning("xray_stream_disconnected", url=self.config.url, error=str(exc)[:200])
+                return
+            for item in self.splitter.feed(chunk):
+                self._line(item)
+
+    def _line(self, item: bytes | Overlong) -> None:
+        self.counts["lines"] += 1
+        where = f"{self.config.url} line {self.counts['lines']}"
+        if isinstance(item, Overlong):
+            self._reject(where, item.bytes, f"{where}: line of {item.bytes} bytes is over the "
+                         f"{self.config.max_line_bytes}-byte limit; discarded up to the next newline")
+            return
+        if not item.strip():
+            return
+        try:
+            fields = line_source.parse(item, where)
+            if self.config.scanner:
+                fields.setdefault("scanner", self.config.scanner)
+            scan = build_scan(fields, where)
+        except ScanRejected as exc:
+            self._reject(where, len(item) + 1, exc.reason)
+            return
+        if self.service.seen(scan.key):
+            self.counts["duplicates"] += 1
+            self.ctx.log.info("xray_scan_already_stored", key=scan.key)
+            return
+        self.ctx.emit("xray.scan", scan.payload(format=line_source.FORMAT,
+                                                record_sha256=line_source.record_sha256(item)), "normal")
+        self.service.emitted(scan.key)
+        self.counts["emitted"] += 1
+
+    def _reject(self, where: str, size: int, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.ctx.log.warning("xray_record_rejected", where=where, reason=reason[:300])
+        self.ctx.emit("xray.rejected", {"source": self.config.url, "line": self.counts["lines"],
+                                        "bytes": size, "reason": reason[:500]}, "normal")
+
+    def health(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"status": "ok" if self.connected else "degraded",
+                                  "connected": self.connected, "url": self.config.url, **self.counts}
+        if self._last_error:
+            report["last_error"] = self._last_error
+        return report

@@ -1,0 +1,191 @@
+"""The daemon's x-ray component: turns stored ``xray.scan`` events into ledger rows and alarms.
+
+It sits on the store's commit listener (so it sees exactly what was stored,
+whichever adapter emitted it) and, at start, catches up on every scan stored
+after the ledger's cursor — a kill -9 between an event's commit and its
+ledger row costs nothing. Adapters use it for exactly-once emission:
+``seen(key)`` is true for every scan already in the store, because start-up
+catch-up runs before any driver starts.
+
+Central's signed dose records for other sites arrive on the site's dose
+topic through the MQTT link and are applied on this component's own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any
+
+import structlog
+
+from edge.errors import EdgeError
+from edge.xray.ledger import DoseCheck, DoseLedger, Recorded
+from edge.xray.rules import alarms
+from edge.xray.totals import MAX_DOC_BYTES, DoseRecordsRejected, apply, parse_verified
+
+log = structlog.get_logger("edge.xray")
+SOURCE = "xray"
+_current: XrayService | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> XrayService | None:
+    """The running service of this process (what the x-ray drivers record through)."""
+    return _current
+
+
+class XrayService:
+    """Component ``xray``: dose ledger upkeep, lawful-scan and dose alarms, central reconciliation."""
+
+    name = "xray"
+
+    def __init__(self, settings, store, emit, link=None):
+        self.settings, self.store, self._emit, self.link = settings, store, emit, link
+        self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
+        self._queue: queue.Queue = queue.Queue()
+        self._emitted: set[str] = set()
+        self._thread = threading.Thread(target=self._work, name="xray-ledger", daemon=True)
+        self._trusted: dict | None = None
+        self.counts = {"scans": 0, "duplicates": 0, "alarms": 0, "dose_docs_applied": 0,
+                       "dose_docs_rejected": 0, "errors": 0}
+
+    @classmethod
+    def from_daemon(cls, daemon) -> XrayService:
+        return cls(daemon.settings, daemon.store, daemon.emit, daemon.link)
+
+    # -- component -----------------------------------------------------------
+
+    def start(self) -> None:
+        global _current
+        self.store.add_listener(self._on_commit)
+        caught_up = self._catch_up()
+        with _current_lock:
+            _current = self
+        self._thread.start()
+        if self.link is not None:
+            topic = self.settings.xray.dose_topic.format(site=self.settings.site)
+            self.link.subscribe(topic, self._on_dose_message, qos=1)
+        log.info("xray_service_started", caught_up=caught_up, last_seq=self.ledger.last_seq())
+
+    def stop(self) -> None:
+        global _current
+        with _current_lock:
+            if _current is self:
+                _current = None
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(10)
+        self.ledger.close()
+
+    def status(self) -> dict[str, Any]:
+        state = "ok" if not self.counts["errors"] else "degraded"
+        if not self._thread.is_alive():
+            state = "down"
+        return {"status": state,
+                "ledger_seq": self.ledger.last_seq() if self.ledger._conn else None,
+                "backlog": self._queue.qsize(), **self.counts}
+
+    # -- what drivers and the gate policy call -------------------------------
+
+    def seen(self, key: str) -> bool:
+        """True when a scan with this key is already in the event store (emit it never again)."""
+        return key in self._emitted or self.ledger.has_scan(key)
+
+    def emitted(self, key: str) -> None:
+        """A driver stored an ``xray.scan`` with this key (the ledger row follows shortly)."""
+        self._emitted.add(key)
+
+    def check(self, subject: str) -> DoseCheck:
+        """May ``subject`` be scanned now? The gate policy calls this before a scan."""
+        return self.ledger.check(subject)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every queued scan is in the ledger (tests, orderly shutdown)."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    # -- internals -----------------------------------------------------------
+
+    def _on_commit(self, events) -> None:
+        # Store writer thread: only queue, never block.
+        for event in events:
+            if event.type == "xray.scan":
+                self._queue.put(("scan", event.seq, event.payload))
+
+    def _on_dose_message(self, topic: str, payload: bytes, props=None) -> None:
+        # paho's network thread: only queue.
+        self._queue.put(("dose", topic, payload))
+
+    def _catch_up(self) -> int:
+        count, after = 0, self.ledger.last_seq()
+        while True:
+            rows = self.store.tail(1000, type_glob="xray.scan", after_seq=after)
+            if not rows:
+                return count
+            for seq, body, _acked in rows:
+                self._record(seq, json.loads(body)["payload"])
+                after, count = seq, count + 1
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                if item[0] == "scan":
+                    self._record(item[1], item[2])
+                else:
+                    self._apply_dose_message(item[1], item[2])
+            except EdgeError as exc:
+                # The scan stays after the ledger cursor, so the next start retries it.
+                self.counts["errors"] += 1
+                log.error("xray_record_failed", error=str(exc)[:300], kind=item[0])
+
+    def _record(self, seq: int, payload: dict[str, Any]) -> Recorded:
+        def raise_alarms(rec: Recorded) -> None:
+            for type_, body in alarms(payload, rec, self.settings.xray):
+                self._emit(type_, body, "alarm", SOURCE)
+                self.counts["alarms"] += 1
+                log.warning("xray_alarm", type=type_, scan_id=payload["scan_id"],
+                            problem=body.get("problem"))
+
+        rec = self.ledger.record_local(payload, seq, on_new=raise_alarms)
+        self.counts["scans" if rec.inserted else "duplicates"] += 1
+        return rec
+
+    def _apply_dose_message(self, topic: str, raw: bytes) -> None:
+        try:
+            if len(raw) > MAX_DOC_BYTES:
+                raise DoseRecordsRejected(f"dose records: {len(raw)} bytes is over the {MAX_DOC_BYTES}-byte limit")
+            try:
+                doc = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise DoseRecordsRejected("dose records: not valid JSON") from None
+            records = parse_verified(doc, site=self.settings.site, trusted=self._trusted_keys(),
+                                     clock_skew_s=self.settings.trust.clock_skew_s)
+        except DoseRecordsRejected as exc:
+            self.counts["dose_docs_rejected"] += 1
+            log.error("xray_dose_records_rejected", topic=topic, error=str(exc)[:300])
+            self._emit("xray.dose_records_rejected", {"topic": topic, "reason": str(exc)[:300]}, "alarm", SOURCE)
+            return
+        counts = apply(self.ledger, records)
+        self.counts["dose_docs_applied"] += 1
+        log.info("xray_dose_records_applied", issued_at=records.issued_at.isoformat(), **counts)
+        self._emit("xray.dose_records_applied", {"issued_at": records.issued_at.isoformat(), **counts},
+                   "normal", SOURCE)
+
+    def _trusted_keys(self) -> dict:
+        if self._trusted is None:
+            from edge.signing import SignatureError, load_public_keys
+
+            try:
+                self._trusted = load_public_keys(self.settings.trust.central_keys)
+            except (OSError, SignatureError) as exc:
+                raise DoseRecordsRejected(f"dose records: cannot load [trust].central_keys: {exc}") from None
+        return self._trusted
