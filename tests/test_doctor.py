@@ -61,9 +61,7 @@ def tls_config(base_config, broker, pki, ca) -> dict:
 
 @pytest.fixture
 def tls_broker(mosquitto_factory, tls_material):
-    # As root, mosquitto drops to its own user, which cannot read pytest's 0700 temp folders.
-    extra = "user root" if os.geteuid() == 0 else ""
-    return mosquitto_factory(tls={"ca": tls_material["ca"], **tls_material["server"]}, extra=extra)
+    return mosquitto_factory(tls={"ca": tls_material["ca"], **tls_material["server"]})
 
 
 def test_tls_broker_reports_certificate_expiry(tmp_path, tls_broker, tls_material, base_config):
