@@ -82,6 +82,9 @@ class Daemon:
 
             self.link = MqttLink(self.settings, self.store, health=self.supervisor.health)
             components.append(self.link)
+        from edge.commands.router import CommandRouter  # after the link: it subscribes on it
+
+        components.append(CommandRouter(self))
         if self.settings.role == "tablet":
             from edge.tablet import tablet_components  # after the link: they subscribe on it
 
