@@ -344,7 +344,11 @@ class TurnstileDriver(Driver):
         if not job.done.wait(self.config.command_queue_timeout_s) and job.cancel():
             raise CommandError(f"{name} not sent: the driver did not get to it within "
                                f"{self.config.command_queue_timeout_s} s (device busy or reconnecting)")
-        job.done.wait()  # started: bounded by the retries and one resync
+        cfg = self.config
+        bound = cfg.resync_timeout_s + 4 * (1 + cfg.retries) * (cfg.reply_timeout_s + 0.5)
+        if not job.done.wait(bound):  # started: bounded by the retries and one resync
+            raise CommandError(f"{name}: the driver loop did not finish it within {bound:.0f} s; "
+                               "its effect is unknown, check the lane")
         if job.error:
             raise job.error
         return job.result
@@ -363,6 +367,9 @@ class TurnstileDriver(Driver):
                 job.finish(error=exc)
             except LineLost as exc:
                 job.finish(error=CommandError(f"{job.name} failed: the serial port went away ({exc})"))
+                raise
+            except BaseException as exc:  # the loop is dying (the supervisor restarts it): answer first
+                job.finish(error=CommandError(f"{job.name} failed: driver fault {type(exc).__name__}: {exc}"))
                 raise
 
     def _execute(self, job: _Job) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""The simulator's scenario language, the driver's config checks, and commands racing the poll loop."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from pydantic import ValidationError
+
+from drivers.sim import turnstile_scenario as scen
+from drivers.turnstile.driver import TurnstileConfig
+from edge.config import DriverEntry, driver_config
+from tests._turnstile_helpers import Lane
+
+
+def test_scenario_steps_parse_with_addresses_and_defaults():
+    steps = scen.parse("passage in 3; forced out @2\n# a comment\nunplug\nwait 0.5; emergency on")
+    assert [(s.name, s.args, s.address) for s in steps] == [
+        ("passage", ("in", 3), 1), ("forced", ("out",), 2), ("unplug", (), 1), ("wait", (0.5,), 1),
+        ("emergency", (1,), 1)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("passage sideways", "'sideways' is not in|out"),
+    ("fly", "unknown step 'fly'"),
+    ("wait", "'wait' takes seconds; got nothing"),
+    ("noise -3", "'-3' is not a whole number"),
+    ("tamper maybe", "is not on|off"),
+])
+def test_scenario_errors_say_what_was_expected(text, message):
+    with pytest.raises(ValueError, match=message):
+        scen.parse(text)
+
+
+def test_scenario_plays_against_a_driver(tmp_path):
+    lane = Lane("bcc-p2p", tmp_path).start()
+    try:
+        lane.online()
+        steps = scen.parse("passage in 2; tailgate in; noise 20; unplug 0.3; passage out; wrong_way out")
+        scen.run(lane.sim, steps, threading.Event())
+        lane.wait("turnstile.offline")
+        lane.wait("turnstile.wrong_way")
+        assert [p["payload"]["direction"] for p in lane.wait("turnstile.passage", count=3)] == ["in", "in", "out"]
+        assert lane.wait("turnstile.tailgate")[0]["priority"] == "alarm"
+    finally:
+        lane.stop()
+
+
+def test_config_errors_name_the_key():
+    entry = DriverEntry(name="lane1", kind="turnstile.serial", codec="bcc-p2p", port="/dev/ttyS0",
+                        addresses=[1, 2])
+    with pytest.raises(ValidationError, match="point to point"):
+        driver_config(entry)
+    with pytest.raises(ValidationError, match="codec"):
+        TurnstileConfig(name="x", kind="turnstile.serial", codec="modbus", port="/dev/ttyS0")
+    with pytest.raises(ValidationError, match="1..32"):
+        TurnstileConfig(name="x", kind="turnstile.serial", codec="rs485-bus", port="p", addresses=[0, 40])
+
+
+@pytest.mark.parametrize("codec", ["rs485-bus", "bcc-p2p"])
+def test_commands_from_many_threads_while_events_stream(codec, tmp_path):
+    """The supervisor's command thread, the gate policy and tests may all call handle() at once."""
+    lane = Lane(codec, tmp_path).start()
+    try:
+        lane.online()
+        errors, done = [], []
+
+        def worker(n):
+            try:
+                for i in range(8):
+                    name = ("unlock", "lock", "read_counters", "ping")[(n + i) % 4]
+                    done.append(lane.driver.handle(name, {})["command"])
+            except Exception as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(30):
+            lane.sim.passage("in")
+        for t in threads:
+            t.join(30)
+        assert not errors and len(done) == 32
+        assert [p["payload"]["counter"] for p in lane.wait("turnstile.passage", count=30)] == list(range(1, 31))
+    finally:
+        lane.stop()
