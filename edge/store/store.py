@@ -30,6 +30,10 @@ from edge.store._writer import GroupCommitWriter, Job
 
 ROW_OVERHEAD = 120  # bytes per row beyond the body: hash, id, type, ts, b-tree and index entries
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
+# At most one system.events_dropped report per interval: each report is an alarm that is
+# never evicted, so one per drop would fill a full store with its own reports.
+DROP_REPORT_INTERVAL_S = 60.0
+_EVICT_HEADROOM = 0.01  # evict 1% of max_bytes beyond the need, so a full store is not evicting per append
 _COLS = 7  # seq, id, type, priority, ts, body, hash
 _MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
 _META_HOT_SQL = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)"
@@ -102,6 +106,11 @@ class Store(StoreReader):
             "refused_total", "purged_acked")}
         self._last_ack_at = meta.get("last_ack_at")
         self._full = bool(meta.get("full", 0))
+        # The least important priority refused while full; an append of it (or a less
+        # important one) succeeding again ends the full episode.
+        self._full_prio = _NORMAL
+        self._unreported: dict = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
+        self._last_drop_report = float("-inf")
 
     # -- public API -----------------------------------------------------------
 
@@ -137,6 +146,10 @@ class Store(StoreReader):
         return self.append(self._system_event(type, payload, priority))
 
     def close(self) -> None:
+        try:  # drops not yet reported (rate limit) are reported before the store closes
+            self._writer.submit(Job(lambda: self._report_drops(force=True))).wait()
+        except StoreError:
+            pass  # already closed
         self._writer.close()
         self._w.close()
         super().close()
@@ -150,7 +163,7 @@ class Store(StoreReader):
     def _run_batch(self, jobs: list[Job]) -> None:
         self._batch_events: list[Event] = []
         saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
-                 self._last_ack_at, self._full)
+                 self._last_ack_at, self._full, self._full_prio, _copy_report(self._unreported))
         try:
             self._w.execute("BEGIN IMMEDIATE")
             for job in jobs:
@@ -171,7 +184,7 @@ class Store(StoreReader):
             if self._w.in_transaction:
                 self._w.execute("ROLLBACK")
             (self._next_seq, self._prev_hash, self._used, self._counters,
-             self._last_ack_at, self._full) = saved
+             self._last_ack_at, self._full, self._full_prio, self._unreported) = saved
             log.error("store_commit_failed", error=str(exc))
             for job in jobs:
                 job.result, job.error = None, StoreError(f"could not write to the store: {exc}")
@@ -192,15 +205,13 @@ class Store(StoreReader):
         before = self._next_seq
         if not self._make_room(need, top):
             self._counters["refused_total"] += len(items)
-            if not self._full:
-                self._full = True
-                self._write_rows([self._system_event("system.store_full", {
-                    "max_bytes": self.settings.max_bytes, "used_bytes": self._used,
-                    "refused_priority": PRIORITY_NAME[top]})])
+            self._enter_full(top, refused=True)
             raise StoreFull(f"store is full ({self._used} of {self.settings.max_bytes} bytes, "
                             f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
                             "are refused until the uplink drains it")
-        if top != _ALARM:
+        if top == _ALARM and self._used + need > self.settings.max_bytes:
+            self._enter_full(_NORMAL, refused=False)  # nothing left to evict: alarms go past the cap
+        elif top >= self._full_prio:
             self._full = False
         if self._next_seq != before:  # making room wrote a report event first
             encoded = self._encode(items)
@@ -285,19 +296,46 @@ class Store(StoreReader):
         if freeable < excess and priority != _ALARM:
             return False
         dropped: list[tuple] = []
+        goal = excess + int(self.settings.max_bytes * _EVICT_HEADROOM)
         for where, label in classes:
-            if excess <= 0:
+            if goal <= 0:
                 break
-            excess -= self._evict(where, label, excess, dropped)
+            goal -= self._evict(where, label, goal, dropped)
         if dropped:
-            by_priority: dict[str, int] = {}
+            report = self._unreported
             for _seq, prio in dropped:
-                by_priority[prio] = by_priority.get(prio, 0) + 1
-            log.warning("store_dropped_pending", count=len(dropped), by_priority=by_priority)
-            self._write_rows([self._system_event("system.events_dropped", {
-                "reason": "store_full", "count": len(dropped), "by_priority": by_priority,
-                "seq_from": dropped[0][0], "seq_to": dropped[-1][0]})])
+                report["by_priority"][prio] = report["by_priority"].get(prio, 0) + 1
+            report["count"] += len(dropped)
+            report["seq_from"] = report["seq_from"] or dropped[0][0]
+            report["seq_to"] = dropped[-1][0]
+            self._report_drops()
         return True  # alarms are written even past the cap
+
+    def _report_drops(self, force: bool = False) -> None:
+        """Write one system.events_dropped alarm for the drops since the last report."""
+        report = self._unreported
+        if not report["count"] or (not force and
+                                   time.monotonic() - self._last_drop_report < DROP_REPORT_INTERVAL_S):
+            return
+        log.warning("store_dropped_pending", count=report["count"], by_priority=report["by_priority"])
+        self._write_rows([self._system_event("system.events_dropped", {
+            "reason": "store_full", **report,
+            "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
+        self._unreported = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
+        self._last_drop_report = time.monotonic()
+
+    def _enter_full(self, priority: int, *, refused: bool) -> None:
+        """Start (or widen) a full episode; the system.store_full alarm is raised once per episode."""
+        self._full_prio = max(self._full_prio, priority) if self._full else priority
+        if self._full:
+            return
+        self._full = True
+        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes,
+                  refused_priority=PRIORITY_NAME[priority] if refused else None)
+        self._write_rows([self._system_event("system.store_full", {
+            "max_bytes": self.settings.max_bytes, "used_bytes": self._used,
+            "refused_priority": PRIORITY_NAME[priority] if refused else None,
+            "alarms_past_cap": not refused})])
 
     def _evict(self, where: str, label: str | None, excess: int, dropped: list) -> int:
         freed = 0
@@ -369,7 +407,7 @@ class Store(StoreReader):
         return self._purge_prefix(upto) if upto > 0 else 0
 
     def _maintenance(self) -> None:
-        self._run_batch([Job(self._retention)])
+        self._run_batch([Job(self._retention), Job(self._report_drops)])
         self._w.execute("PRAGMA incremental_vacuum")
 
 
@@ -409,3 +447,7 @@ def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
             lo = seq
         prev = seq
     yield lo, prev
+
+
+def _copy_report(report: dict) -> dict:
+    return {**report, "by_priority": dict(report["by_priority"])}
