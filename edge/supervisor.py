@@ -106,11 +106,17 @@ class DriverRunner:
         except Exception as exc:  # part of the one catch-all: a bad close() must not end the restarts
             bound.error("driver_close_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
-    def submit(self, name: str, args: dict[str, Any]) -> Future:
-        """Run a command on this driver's own command thread."""
-        return self._commands.submit(self._handle, name, args)
+    def submit(self, name: str, args: dict[str, Any], *, not_after: float | None = None) -> Future:
+        """Run a command on this driver's own command thread.
 
-    def _handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        ``not_after`` (epoch seconds): refuse it if it only gets its turn after then,
+        e.g. a signed "unlock" that expired while queued behind a slow command.
+        """
+        return self._commands.submit(self._handle, name, args, not_after)
+
+    def _handle(self, name: str, args: dict[str, Any], not_after: float | None = None) -> dict[str, Any]:
+        if not_after is not None and time.time() > not_after:
+            raise CommandError(f"{name!r} expired while waiting for {self.name!r} to finish earlier commands")
         driver = self._driver
         if driver is None:
             raise CommandError(f"driver {self.name!r} is not running (status {self._status}); try again shortly")

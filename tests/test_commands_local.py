@@ -92,3 +92,26 @@ def test_cli_cmd_local_exit_codes(daemon):
 def test_send_without_daemon(tmp_path):
     with pytest.raises(ControlUnavailable, match="is the daemon running"):
         send(tmp_path, "hb", "ping")
+
+
+def test_a_command_that_expires_while_queued_is_not_run():
+    import time
+
+    from edge.config import DriverEntry, SupervisorSettings
+    from edge.errors import CommandError
+    from edge.supervisor import Supervisor
+
+    sup = Supervisor([DriverEntry(name="hb", kind="sim.heartbeat", rate=1.0)], lambda *a: None,
+                     SupervisorSettings())
+    sup.start()
+    try:
+        runner = sup.runner("hb")
+        deadline = time.monotonic() + 10
+        while runner.health()["status"] != "ok":  # the driver thread builds its driver first
+            assert time.monotonic() < deadline
+            runner.stopping.wait(0.01)
+        assert runner.submit("ping", {}, not_after=time.time() + 60).result(10)["pong"] is True
+        with pytest.raises(CommandError, match="expired while waiting"):
+            runner.submit("ping", {}, not_after=time.time() - 1).result(10)
+    finally:
+        sup.stop()

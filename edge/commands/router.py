@@ -198,7 +198,7 @@ class CommandRouter:
         runner = self._daemon.supervisor.runner(cmd.target)
         self._wait_started(runner, cmd.expires_at.timestamp())
         try:
-            done = runner.submit(cmd.name, dict(cmd.args))
+            done = runner.submit(cmd.name, dict(cmd.args), not_after=cmd.expires_at.timestamp())
         except RuntimeError:  # its command executor is shut down: the daemon is stopping
             self._finish(accepted, future, started, error="the daemon is stopping; command not run")
             return
