@@ -421,8 +421,9 @@ class TurnstileDriver(Driver):
             self.ctx.log.warning("turnstile_event_not_stored", type=type)
 
     def health(self) -> dict[str, Any]:
-        online = [d.online for d in self.devices.values()]
-        status = "down" if self._port_error else ("ok" if all(online) else "degraded")
+        # not contacted yet (None) is not a fault; a controller that stopped answering is
+        offline = [a for a, d in self.devices.items() if d.online is False]
+        status = "down" if self._port_error else ("degraded" if offline else "ok")
         report = {"status": status, "port": self.config.port, "codec": self.config.codec,
                   "baudrate": self.config.baudrate, "line": self.decoder.stats.as_dict(), **self.stats,
                   "devices": {str(a): d.health() for a, d in self.devices.items()}}

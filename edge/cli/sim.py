@@ -53,7 +53,9 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
     path = Path(link_path or Path(tempfile.gettempdir()) / f"edge-sim-turnstile-{codec}")
     simulator = _start(codec, path, baudrate, address_list, auto_pass, as_json)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Explicitly, also SIGINT: a shell starts background jobs with SIGINT ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     if steps:
         threading.Thread(target=scen.run, args=(simulator, steps, stop, _echo_step), daemon=True).start()
     if sys.stdin.isatty():
@@ -61,8 +63,6 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         simulator.stop()
         click.echo("simulator stopped", err=True)
