@@ -8,7 +8,7 @@ import stat
 import threading
 
 import pytest
-from _learning_helpers import CHUNK, central_key, make_folder
+from tests._learning_helpers import CHUNK, central_key, make_folder
 
 from edge.config import Settings
 from edge.events import make_event
@@ -165,3 +165,14 @@ def test_parallel_readers(tablet):
     for t in threads:
         t.join()
     assert results == [item.sha256] * 8
+
+
+def test_every_route_is_in_the_openapi_document(tmp_path):
+    from pathlib import Path
+
+    from edge.localapi.settings import LocalApiSettings
+    doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    api = LocalApi(LocalApiSettings(), tmp_path)
+    register(api, None)  # routes only; nothing is called
+    assert set(api.router.patterns) == documented

@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from _learning_helpers import CHUNK, central_key, make_folder
+from tests._learning_helpers import CHUNK, central_key, make_folder
 
 from edge import signing
 from edge.learning._cache import ContentCache, CorruptContent, QuotaExceeded

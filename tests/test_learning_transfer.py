@@ -6,7 +6,7 @@ import hashlib
 import threading
 
 import pytest
-from _learning_helpers import CHUNK, central_key, make_folder, start_server
+from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 from edge import signing
 from edge.learning._cache import ContentCache

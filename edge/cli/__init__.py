@@ -21,6 +21,8 @@ COMMANDS = {
     "turnstile": "edge.cli.turnstile:turnstile",
     "sim": "edge.cli.sim:sim",
     "xray": "edge.cli.xray:xray",
+    "learning": "edge.cli.learning:learning",
+    "content-serve": "edge.cli.content_serve:content_serve",
     "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",

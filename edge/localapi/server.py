@@ -80,11 +80,13 @@ Handler = Callable[[Request], Response]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern, Handler]] = []
+        self.patterns: list[tuple[str, str]] = []  # (method, pattern) as registered: for the docs
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         """``pattern`` like ``/v1/learning/content/{sha256}``; a segment never spans '/'."""
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
         self._routes.append((method, re.compile(f"^{regex}$"), handler))
+        self.patterns.append((method, pattern))
 
     def resolve(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         allowed = False

@@ -1,0 +1,170 @@
+"""Issue 8 acceptance: the tablet daemon against a real broker and the reference content server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
+
+from edge import signing
+from edge.learning._link import StandaloneLink
+from edge.learning.protocol import catalog_topic
+from edge.localapi.client import ApiUnavailable, call, call_json
+
+SITE, DEVICE = "site-1", "tab-1"
+
+
+def _config(mosquitto, pub, **learning) -> dict:
+    return {"device_id": DEVICE, "site": SITE, "role": "tablet",
+            "logging": {"level": "info", "format": "json"},
+            "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+            "trust": {"central_keys": [str(pub)]},
+            "learning": {"chunk_timeout_s": 3.0, **learning}, "drivers": []}
+
+
+def _api(daemon):
+    return daemon.state_dir / "api.sock"
+
+
+def _status(daemon) -> dict:
+    try:
+        code, body = call_json(_api(daemon), "GET", "/v1/learning/status", timeout=5)
+    except ApiUnavailable:
+        return {}
+    return body if code == 200 else {}
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        tick.wait(0.05)
+
+
+def _cached(daemon, shas) -> bool:
+    objects = daemon.state_dir / "learning" / "objects"
+    return all((objects / s).exists() for s in shas)
+
+
+def _items(catalog: dict, course: str | None = None) -> dict[str, dict]:
+    return {i["sha256"]: i for c in catalog["courses"] if course in (None, c["id"]) for i in c["items"]}
+
+
+def test_course_downloads_verifies_and_forged_catalog_is_rejected(tmp_path, mosquitto, edge_daemon,
+                                                                   mqtt_collector):
+    key, pub, key_path = central_key(tmp_path)
+    folder = make_folder(tmp_path, {"c1": {"lesson.mp4": 6 * CHUNK + 99, "sheet.pdf": 3000}})
+    (folder / "assignments.json").write_text(json.dumps([{"course": "c1", "device": DEVICE}]))
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
+    serve = subprocess.Popen([sys.executable, "-m", "edge", "content-serve", str(folder), "--broker", mosquitto.uri,
+                              "--site", SITE, "--key", str(key_path), "--chunk-size", str(CHUNK),
+                              "--version", "5", "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(serve.stdout.readline())["version"] == 5
+        daemon = edge_daemon(_config(mosquitto, pub))
+        status = wait_until(lambda: (s := _status(daemon)).get("catalog_version") == 5 and not s["pinned_missing"]
+                            and s, what="the assigned course to be cached")
+        code, cat = call_json(_api(daemon), "GET", "/v1/learning/catalog")
+        for sha, item in _items(cat).items():
+            data = call(_api(daemon), "GET", f"/v1/learning/content/{sha}")[2]
+            assert hashlib.sha256(data).hexdigest() == sha and len(data) == item["size"]
+        assert status["cached_bytes"] == status["pinned_bytes"] == 6 * CHUNK + 99 + 3000
+
+        out = daemon.cli("learning", "verify", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["files"] == 2, out.stderr
+        out = daemon.cli("learning", "status")
+        assert "catalog   v5" in out.stdout and "pinned" in out.stdout
+
+        # A forged catalog (signed by a key central never had) must not replace v5.
+        impostor, _, _ = central_key(tmp_path, "impostor")
+        forged = signing.sign({**{k: v for k, v in cat.items() if k != "signatures"}, "version": 99,
+                               "courses": []}, impostor)
+        bad = StandaloneLink(mosquitto.uri).start()
+        bad.publish(catalog_topic(SITE), json.dumps(forged).encode(), retain=True)
+        bad.stop()
+        wait_until(lambda: _status(daemon).get("catalogs_rejected") == 1, what="the forged catalog rejected")
+        assert _status(daemon)["catalog_version"] == 5
+        ev = collector.wait_for(lambda c: c.events("learning.catalog_rejected"), what="rejection event")
+        assert "signature" in ev[0]["payload"]["reason"] and ev[0]["payload"]["kept_version"] == 5
+    finally:
+        serve.terminate()
+        serve.wait(10)
+
+
+def test_sigkill_mid_download_resumes_and_refetches_at_most_the_chunk_in_flight(
+        tmp_path, mosquitto, edge_daemon):
+    key, pub, _ = central_key(tmp_path)
+    folder = make_folder(tmp_path, {"c1": {"a.mp4": 24 * CHUNK, "b.mp4": 20 * CHUNK + 7}})
+    server = start_server(mosquitto, folder, SITE, key)
+    try:
+        doc = server.publish_catalog(version=1, assignments=[{"course": "c1", "device": DEVICE}])
+        shas = list(_items(doc))
+        server.inject_corruption(shas[0], 2)  # also: one corrupt chunk on the way
+        daemon = edge_daemon(_config(mosquitto, pub, rate_limit_bytes_s=1024 * 1024, concurrency=2))
+        wait_until(lambda: sum(server.served.values()) >= 12, what="a dozen chunks served")
+        daemon.kill()
+        partial = list((daemon.state_dir / "learning" / "partial").glob("*.part"))
+        assert partial, "a download must have been in progress at the kill"
+        daemon.start()
+        wait_until(lambda: _cached(daemon, shas), timeout=60, what="both items cached after restart")
+        for sha in shas:
+            twice = [i for (s, i), n in server.served.items() if s == sha and n > 1 and (s, i) != (shas[0], 2)]
+            assert len(twice) <= 1, f"item {sha[:8]} refetched {twice}: more than the chunk in flight"
+            data = (daemon.state_dir / "learning" / "objects" / sha).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == sha
+        assert server.served[(shas[0], 2)] >= 2  # the corrupt answer was not kept
+    finally:
+        server.stop()
+        server.link.stop()
+
+
+def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_daemon, mqtt_collector):
+    key, pub, _ = central_key(tmp_path)
+    folder = make_folder(tmp_path, {"pinned": {"p.bin": 8 * CHUNK}, "extra1": {"x.bin": 8 * CHUNK},
+                                    "extra2": {"y.bin": 8 * CHUNK}})
+    server = start_server(mosquitto, folder, SITE, key)
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
+    try:
+        doc = server.publish_catalog(version=1, assignments=[{"course": "pinned", "device": DEVICE}])
+        daemon = edge_daemon(_config(mosquitto, pub, quota_bytes=1024 * 1024 + CHUNK,
+                                     rate_limit_bytes_s=0))
+        pinned, x, y = (next(iter(_items(doc, c))) for c in ("pinned", "extra1", "extra2"))
+        wait_until(lambda: _cached(daemon, [pinned]), what="pinned course cached")
+        assert daemon.cli("learning", "fetch", "extra1", "--json").returncode == 0
+        assert _cached(daemon, [x])
+        out = daemon.cli("learning", "fetch", "extra2", "--json")  # three items of 512 KiB > quota
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert _cached(daemon, [pinned, y]) and not _cached(daemon, [x])
+        assert _status(daemon)["evicted_total"] == 1
+
+        mosquitto.stop()
+        wait_until(lambda: call(_api(daemon), "GET", f"/v1/learning/content/{pinned}")[0] == 200,
+                   what="cached content served offline")
+        body = call(_api(daemon), "GET", f"/v1/learning/content/{pinned}", headers={"Range": "bytes=10-19"})
+        assert body[0] == 206 and body[2] == (folder / "pinned" / "p.bin").read_bytes()[10:20]
+        sid = "0b7e4c1e-8f7a-4d7c-b1c5-3c2f9e0a1d22"
+        statement = {"id": sid, "actor": {"account": {"homePage": "https://c.example", "name": "r-7"}},
+                     "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+                     "object": {"id": "urn:edge:course:pinned"}, "result": {"score": {"scaled": 0.9}}}
+        assert call_json(_api(daemon), "POST", "/v1/learning/statements", statement)[0] == 201
+        assert not collector.events("learning.statement")
+        mosquitto.start()
+        try:
+            got = collector.wait_for(lambda c: c.events("learning.statement"), timeout=30, what="statement synced")
+        except TimeoutError:
+            raise AssertionError(daemon.log_tail(6000)) from None
+        assert got[0]["payload"]["id"] == sid and got[0]["payload"]["actor"]["account"]["name"] == "r-7"
+    finally:
+        server.stop()
+        server.link.stop()
