@@ -77,8 +77,13 @@ class Event(BaseModel):
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8. Used for hashing and signing."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Deterministic JSON: sorted keys, no spaces, UTF-8. Used for hashing and signing.
+
+    NaN and Infinity are refused (ValueError): they are not JSON, and central's parsers
+    would reject the whole batch that carried them.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
 
 
 def new_event_id() -> str:

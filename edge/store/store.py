@@ -418,9 +418,13 @@ def _prepare(event: Event) -> _Prepared:
     between ``priority`` and ``site``; everything after it is a string or a number,
     where an unescaped quote cannot occur, so the last ``,"seq":0,`` is that key.
     """
-    data = event.model_dump(mode="json")
-    data["seq"] = 0
-    body = canonical_json(data)
+    try:
+        data = event.model_dump(mode="json")
+        data["seq"] = 0
+        body = canonical_json(data)
+    except ValueError as exc:  # NaN, undecodable bytes, objects pydantic cannot serialise
+        raise EventInvalid(f"event {event.type!r} from {event.source!r} cannot be stored: "
+                           f"its payload is not JSON ({type(exc).__name__}: {exc})") from None
     cut = body.rfind(b',"seq":0,')
     return event, body[:cut + 7], body[cut + 8:], data["ts"], PRIORITY_CODE[event.priority]
 
