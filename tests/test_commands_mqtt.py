@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -172,3 +173,22 @@ def test_result_produced_while_offline_is_delivered_later(setup, keys):
     except TimeoutError as exc:  # say which side stalled
         raise AssertionError(f"{exc}\ndaemon log:\n{daemon.log_tail(4000)}") from None
     assert delivered[0]["operator"] and delivered[0]["origin"] == "local"
+
+
+def test_cli_sign_and_publish(setup, keys):
+    broker, collector, daemon = setup
+    key_file = str(keys["alice"][1].with_suffix(".key"))
+    proc = daemon.cli("cmd", "sign", "--key", key_file, "--target", "edge", "--name", "set-log-level",
+                      "--arg", "level=debug", "--site", SITE, "--publish", broker.uri, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert f"published to edge/v1/{SITE}/cmd" in proc.stderr
+    doc = json.loads(proc.stdout)
+    got = wait_results(collector, doc["id"])[0]
+    assert got["status"] == "rejected" and got["reason"] == "under_signed"  # set-log-level is two-person here
+    bob = str(keys["bob"][1].with_suffix(".key"))
+    proc = daemon.cli("cmd", "sign", "--key", key_file, "--key", bob, "--target", "edge", "--name", "ping",
+                      "--device", DEVICE, "--site", SITE, "--publish", broker.uri, "--json")
+    doc = json.loads(proc.stdout)
+    assert len(doc["signatures"]) == 2 and wait_results(collector, doc["id"])[0]["status"] == "ok"
+    unbound = daemon.cli("cmd", "sign", "--key", key_file, "--target", "edge", "--name", "ping")
+    assert unbound.returncode == 1 and "--device D" in unbound.stderr
