@@ -82,11 +82,15 @@ class XrayStreamDriver(Driver):
         self.connected, self._last_error = True, None
         self.counts["connects"] += 1
         self.ctx.log.info("xray_stream_connected", url=self.config.url)
+        self.ctx.emit("xray.stream_state", {"url": self.config.url, "connected": True}, "normal")
         return port
 
     def _close(self, port) -> None:
         if self.connected:
             self.counts["reconnects"] += 1
+            # Transitions only (never per failed retry): supervisors see scanner link outages.
+            self.ctx.emit("xray.stream_state", {"url": self.config.url, "connected": False,
+                                                "error": self._last_error}, "normal")
         self.connected = False
         self.splitter.reset()
         try:
