@@ -1,0 +1,155 @@
+"""The field engineer's commands on a real store: exit codes, --json everywhere, clear errors,
+and the click-free fast path saying exactly what the click path says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import cli
+from edge.events import make_event
+from edge.store import Store
+from edge.testing.daemon import dump_toml
+
+
+@pytest.fixture
+def device(tmp_path):
+    """A config and a stopped device's store: 6 events, 2 of them acked."""
+    state = tmp_path / "state"
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({
+        "device_id": "gate-1", "site": "hmp-a", "role": "gate", "state_dir": str(state),
+        "drivers": [{"name": "lane1", "kind": "sim.heartbeat", "rate": 1.0}]}))
+    store = Store(state, device="gate-1", site="hmp-a")
+    for i, (type_, prio) in enumerate([("turnstile.passage", "normal"), ("sim.heartbeat", "telemetry")] * 3):
+        store.append(make_event(device="gate-1", site="hmp-a", type=type_, source="lane1",
+                                priority=prio, payload={"n": i}))
+    store.mark_acked([1, 2])
+    store.close()
+    return config
+
+
+def run(config, *args) -> subprocess.CompletedProcess:
+    """The real console entry point (fast path included)."""
+    return subprocess.run([sys.executable, "-m", "edge", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def invoke(config, *args):
+    """The click path, in-process."""
+    return CliRunner().invoke(cli, ["--config", str(config), *args])
+
+
+def test_outbox_stats_text_and_json(device):
+    result = invoke(device, "outbox", "stats", "--json")
+    assert result.exit_code == 0
+    stats = json.loads(result.output)
+    assert stats["pending"] == 4 and stats["acked_total"] == 2 and stats["oldest_pending_seq"] == 3
+    assert stats["stored"] == 6 and stats["next_seq"] == 7 and stats["full"] is False
+    text = invoke(device, "outbox", "stats").output
+    assert "pending        4 (oldest seq 3" in text and "acked          2 total" in text
+
+
+def test_events_tail_filters_and_formats(device):
+    out = run(device, "events", "tail", "-n", "3")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert [int(line.split()[0]) for line in lines] == [4, 5, 6]
+    out = run(device, "events", "tail", "--type", "turnstile.*", "--json")
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["seq"] for e in events] == [1, 3, 5] and {e["type"] for e in events} == {"turnstile.passage"}
+    first = run(device, "events", "tail", "-n", "6").stdout.splitlines()[0]
+    assert " sent " in first and "turnstile.passage" in first  # acked shows as sent
+
+
+def test_fast_path_and_click_path_say_the_same(device):
+    for args in (["events", "tail", "-n", "4", "--json"], ["events", "tail", "--type", "sim.*"]):
+        assert run(device, *args).stdout == invoke(device, *args).output
+    fast, slow = run(device, "status", "--json"), invoke(device, "status", "--json")
+    assert fast.returncode == slow.exit_code == 3
+    a, b = json.loads(fast.stdout), json.loads(slow.output)
+    for doc in (a, b):
+        for key in ("oldest_pending_age_s", "last_ack_age_s"):
+            doc["outbox"].pop(key)
+        doc["disk"].pop("free_bytes")
+    assert a == b
+
+
+def test_events_tail_follow_prints_new_events(device):
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(device), "events", "tail",
+                             "-n", "1", "--follow", "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(proc.stdout.readline())["seq"] == 6
+        store = Store(device.parent / "state", device="gate-1", site="hmp-a")
+        try:
+            new = store.append(make_event(device="gate-1", site="hmp-a", type="sim.late", source="t"))
+        finally:
+            store.close()
+        assert json.loads(proc.stdout.readline())["id"] == new.id
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_drivers_list(device):
+    data = json.loads(invoke(device, "drivers", "list", "--json").output)
+    assert data["kinds"]["sim.heartbeat"] == "drivers.sim.heartbeat:HeartbeatDriver"
+    assert data["configured"] == [{"name": "lane1", "kind": "sim.heartbeat"}]
+    assert "lane1" in invoke(device, "drivers", "list").output
+
+
+def test_status_of_a_stopped_device(device):
+    out = run(device, "status")
+    assert out.returncode == 3
+    assert "daemon  NOT RUNNING (start it: systemctl start edge, or edge run)" in out.stdout
+    assert "outbox  4 pending" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["status", "--json"], ["outbox", "stats", "--json"],
+                                  ["events", "tail", "--json"], ["audit", "verify", "--json"]])
+def test_commands_without_a_store_answer_clearly(tmp_path, args):
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "d", "site": "s", "role": "tablet",
+                                 "state_dir": str(tmp_path / "never-started")}))
+    out = run(config, *args)
+    assert "Traceback" not in out.stderr
+    if args[0] == "status":
+        assert out.returncode == 3
+        assert "has `edge run` started" in json.loads(out.stdout)["outbox"]["error"]
+    else:
+        assert out.returncode == 1
+        text = out.stdout + out.stderr
+        assert "no event store in" in text and "has `edge run` started" in text
+
+
+def test_fast_commands_with_a_bad_config_exit_78(tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text('device_id = "d"\nsite = "s"\nrole = "gateway"\n')
+    for args in (["status"], ["events", "tail"]):
+        out = run(config, *args)
+        assert out.returncode == 78, out.stderr
+        assert "role: got 'gateway'" in out.stderr
+    missing = run(tmp_path / "absent.toml", "status")
+    assert missing.returncode == 78 and "file not found" in missing.stderr
+
+
+def test_every_core_command_has_json(device):
+    for args in (["status"], ["outbox", "stats"], ["events", "tail"], ["audit", "verify"],
+                 ["config", "check"], ["drivers", "list"]):
+        out = run(device, *args, "--json")
+        assert out.returncode in (0, 3), (args, out.stderr)
+        for line in out.stdout.splitlines():
+            json.loads(line)
+
+
+def test_help_lists_the_commands_quickly(device):
+    started = time.monotonic()
+    out = run(device, "--help")
+    assert out.returncode == 0 and time.monotonic() - started < 10
+    for name in ("run", "status", "outbox", "events", "audit", "config", "drivers"):
+        assert f"  {name}" in out.stdout
