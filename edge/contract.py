@@ -146,3 +146,12 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "command.result": CommandResult,
     "system.command_rejected": CommandRejectedPayload,
 }
+
+
+def _driver_payloads() -> dict[str, type[BaseModel]]:
+    from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
+
+    return {**turnstile}
+
+
+EVENT_PAYLOADS.update(_driver_payloads())

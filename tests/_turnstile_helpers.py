@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import structlog
 
 from drivers.sim.turnstile import TurnstileSim
+from drivers.turnstile.contract import EVENT_PAYLOADS
 from drivers.turnstile.driver import TurnstileConfig, TurnstileDriver
 from edge.driver import DriverContext
 
@@ -36,6 +37,7 @@ class Lane:
         self._thread = threading.Thread(target=self.driver.run, daemon=True)
 
     def _emit(self, type, payload, priority, source):
+        EVENT_PAYLOADS[type].model_validate(payload)  # the published contract holds for every event
         with self._cond:
             event = {"type": type, "payload": payload, "priority": priority, "seq": len(self.events) + 1}
             self.events.append(event)
