@@ -115,3 +115,10 @@ def test_a_command_that_expires_while_queued_is_not_run():
             runner.submit("ping", {}, not_after=time.time() - 1).result(10)
     finally:
         sup.stop()
+
+
+def test_unknown_socket_group_does_not_stop_the_gate(edge_daemon, base_config):
+    base_config["commands"] = {"local_group": "no-such-group-for-edge"}
+    daemon = edge_daemon(base_config)
+    assert send(daemon.state_dir, "edge", "ping")["status"] == "ok"
+    assert "control_socket_group_not_set" in daemon.log_tail()

@@ -67,15 +67,28 @@ class ControlServer:
         tmp = self.path.with_name(f".{SOCKET_NAME}.{os.getpid()}")
         tmp.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(str(tmp))
-        os.chmod(tmp, 0o660)
-        if self._group:
-            os.chown(tmp, -1, grp.getgrnam(self._group).gr_gid)
-        os.replace(tmp, self.path)
-        sock.listen(_MAX_CLIENTS)
+        try:
+            sock.bind(str(tmp))
+            os.chmod(tmp, 0o660)
+            self._set_group(tmp)
+            os.replace(tmp, self.path)
+            sock.listen(_MAX_CLIENTS)
+        except OSError as exc:
+            sock.close()
+            tmp.unlink(missing_ok=True)
+            raise ControlUnavailable(f"cannot create the control socket {self.path}: {exc}") from None
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control-socket", daemon=True)
         self._thread.start()
+
+    def _set_group(self, path: Path) -> None:
+        if not self._group:
+            return
+        try:
+            os.chown(path, -1, grp.getgrnam(self._group).gr_gid)
+        except (KeyError, PermissionError) as exc:
+            # Only engineers lose access (the daemon's own group keeps it): log, don't stop the gate.
+            log.error("control_socket_group_not_set", group=self._group, error=str(exc) or "no such group")
 
     def stop(self) -> None:
         self._stopping.set()

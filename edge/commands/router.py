@@ -76,6 +76,7 @@ class CommandRouter:
         self._trust_errors: list[str] = []
         self._verifier: Verifier | None = None
         self._control = None
+        self._control_error: str | None = None
         self._last_rejection: dict[str, Any] | None = None
         if daemon.link is not None:
             # Registered before the link connects: a persistent session delivers the
@@ -87,7 +88,7 @@ class CommandRouter:
     # -- component ------------------------------------------------------------------
 
     def start(self) -> None:
-        from edge.commands.local import ControlServer
+        from edge.commands.local import ControlServer, ControlUnavailable
 
         s = self._daemon.settings
         runners = getattr(self._daemon.supervisor, "runners", {})
@@ -97,11 +98,16 @@ class CommandRouter:
             targets={name: r.physical_commands for name, r in runners.items()})
         self._thread.start()
         link = self._daemon.link
-        self._control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
-        self._control.start()
+        control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
+        try:
+            control.start()
+            self._control = control
+        except ControlUnavailable as exc:  # remote commands and the gate itself keep working
+            self._control_error = str(exc)
+            log.error("control_socket_unavailable", error=str(exc))
         log.info("commands_ready", trusted_keys=len(self._verifier.trusted),
                  topics=[self._device_topic, self._site_topic] if link else [],
-                 control_socket=str(self._control.path))
+                 control_socket=str(control.path) if self._control else None)
 
     def stop(self) -> None:
         if self._control is not None:
@@ -122,6 +128,8 @@ class CommandRouter:
         }
         if self._trust_errors:
             report["trust_errors"] = list(self._trust_errors)
+        if self._control_error:
+            report["control_socket_error"] = self._control_error
         if self._last_rejection:
             report["last_rejection"] = dict(self._last_rejection)
         return report
