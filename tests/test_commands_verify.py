@@ -190,3 +190,13 @@ def test_local_commands_skip_signatures_but_not_target_or_replay(verifier):
     with pytest.raises(CommandRejected) as info:
         verifier.local({"target": "edge", "name": "ping", "id": "retry-key-1"}, "alice")
     assert info.value.reason == "replay"
+
+
+def test_rejection_alarms_are_rate_limited_and_the_rest_counted():
+    from edge.commands.router import _AlarmLimiter
+
+    now = [0.0]
+    limiter = _AlarmLimiter(3, clock=lambda: now[0])
+    assert [limiter.allow() for _ in range(5)] == [True, True, True, False, False]
+    now[0] = 61.0  # next minute: the next recorded alarm reports what was suppressed
+    assert limiter.allow() and limiter.take_suppressed() == 2 and limiter.take_suppressed() == 0
