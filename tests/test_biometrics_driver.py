@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from drivers.camera.gallery import Gallery, Subject
 from edge.store import StoreReader
-from tests._face_helpers import photo
+from tests._face_helpers import photo, template
 
 
 def events(state_dir, prefix: str = "") -> list[dict]:
@@ -57,10 +58,10 @@ def test_driver_runs_the_worker_and_emits_one_decision_per_approach(edge_daemon,
     state = base_config["state_dir"]
     base_config["drivers"] = [{"name": "lane1-face", "kind": "camera.face", "source": str(lane_folder),
                                "liveness": "none", "max_fps": 20}]
-    daemon = edge_daemon(base_config, start=False)
-    r = daemon.cli("biometrics", "enroll", "--subject", "obama", "--role", "staff", str(photo("obama_1")))
-    assert r.returncode == 0, r.stderr
-    daemon.start()
+    g = Gallery(state)
+    g.upsert(Subject("obama", "staff", [template("obama_1")]))
+    g.close()
+    daemon = edge_daemon(base_config)
     wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions")
     assert daemon.stop() == 0  # the last frame (empty lane) was played: nothing else may come
     got = events(state, "biometric.")
@@ -111,3 +112,69 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_presented_booking_goes_to_the_worker_and_comes_back_as_a_decision(tmp_path):
+    import threading
+
+    from drivers.camera.driver import FaceCameraDriver
+    from edge.driver import DriverContext
+    from edge.errors import CommandError
+
+    g = Gallery(tmp_path / "state")
+    g.upsert(Subject("V-1", "visitor", [template("biden_1")]))
+    g.close()
+    folder = tmp_path / "lane"
+    folder.mkdir()
+    shutil.copy(photo("biden_2"), folder / "0.jpg")
+    emitted: list[tuple[str, dict, str]] = []
+    got = threading.Event()
+
+    def emit(type, payload, priority, source):
+        emitted.append((type, payload, priority))
+        got.set()
+
+    stopping = threading.Event()
+    ctx = DriverContext("lane2", emit, None, stopping)
+    ctx.log = __import__("structlog").get_logger("test")
+    config = FaceCameraDriver.Config(name="lane2", kind="camera.face", source=str(folder), loop=True,
+                                     mode="verify", liveness="none", max_fps=5, state_dir=tmp_path / "state")
+    driver = FaceCameraDriver(config, ctx)
+    thread = threading.Thread(target=driver.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: driver.worker_pid, 60, "the worker to be ready")
+        with pytest.raises(CommandError, match="subject_id"):
+            driver.handle("verify", {})
+        assert not got.wait(1.0)  # a verify-only lane decides nothing before a booking is shown
+        assert driver.handle("verify", {"subject_id": "V-1", "booking_id": "BK-9"})["accepted"]
+        assert got.wait(30)
+        [(type_, payload, priority)] = emitted
+        assert type_ == "biometric.verified" and payload["booking_id"] == "BK-9" and priority == "normal"
+    finally:
+        stopping.set()
+        thread.join(10)
+        driver.close()
+    assert driver._proc is None
+
+
+def test_the_worker_never_outlives_a_killed_daemon(edge_daemon, base_config, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    base_config["drivers"] = [{"name": "cam", "kind": "camera.face", "source": str(folder)}]
+    daemon = edge_daemon(base_config)
+    pid = daemon.proc.pid
+    workers = wait_for(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit() and _child_worker(int(p), pid)],
+                       what="the face worker")
+    daemon.kill()  # SIGKILL: the worker's stdin closes and it stops on its own
+    wait_for(lambda: all(_zombie(w) for w in workers), 20, "the orphaned worker to exit")
+
+
+def _child_worker(pid: int, parent: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return ppid == parent and b"drivers.camera.worker" in f.read()
+    except (OSError, IndexError, ValueError):
+        return False

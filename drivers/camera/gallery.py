@@ -104,10 +104,17 @@ def load_or_create_key(path: Path) -> bytes:
         if mode:
             raise GalleryError(f"{path}: key file is readable by group/others (mode {oct(mode)}); "
                                f"run: chmod 600 {path}") from None
-        key = path.read_bytes()
+        try:
+            key = path.read_bytes()
+        except PermissionError:
+            raise GalleryError(f"{path}: permission denied; run this as the user the edge service "
+                               f"runs as (e.g. sudo -u edge ...)") from None
         if len(key) != 32:
             raise GalleryError(f"{path}: expected a 32-byte key, found {len(key)} bytes") from None
         return key
+    except PermissionError:
+        raise GalleryError(f"{path.parent}: cannot create the gallery key here (permission denied); "
+                           f"run this as the user the edge service runs as") from None
     key = AESGCM.generate_key(bit_length=256)
     with os.fdopen(fd, "wb") as f:
         f.write(key)

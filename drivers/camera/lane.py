@@ -64,8 +64,10 @@ class Lane:
 
     def process(self, frame) -> list[Decision]:
         """Analyse one frame; returns the decisions it caused (usually none)."""
-        # Once decided, later frames only need to show the person is still there: no encoding.
-        a = self.pipeline.analyse(frame, encode=not (self.active and self.decided))
+        # Once decided (or while a verify-only lane waits for a booking), later frames only
+        # need to show the person is still there: no encoding.
+        waiting = self.config.mode == "verify" and self._pending_claim() is None
+        a = self.pipeline.analyse(frame, encode=not (waiting or (self.active and self.decided)))
         if a.status in ("unchanged", "empty", "no_face"):
             self._absent += 1
             if self.active and self._absent >= self.config.rearm_frames:

@@ -7,6 +7,7 @@ Images are decided one at a time, so liveness does not apply here.
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
 
     engine = _Engine(settings_from(ctx))
     templates, faces = [], []
-    with click.progressbar(images, label="encoding", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(images, label="encoding", file=sys.stderr) as bar:
         for path in bar:
             a = engine.analyse(path)
             if a.status != "ok":
@@ -203,7 +204,7 @@ def calibrate(ctx, pairs, target_far, as_json):
     opts = _driver_options(settings)
     pipeline = Pipeline(PipelineConfig.from_dict(opts.get("pipeline", {})))
     files = sorted({f for r in rows for f in (r[0], r[1])})
-    with click.progressbar(files, label="encoding", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(files, label="encoding", file=sys.stderr) as bar:
         result = sweep(pipeline, rows, bar, target_far)
     output(result, as_json, _calibration_text)
 
