@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Command, CommandResult
 from edge.events import Event
+from edge.xray.totals import DoseRecords
 
 CONTRACT_VERSION = "1.0.0"
 
@@ -139,6 +140,15 @@ CHANNELS: list[Channel] = [
         "by `payload.id` (the command id). Every rejection is also a `system.command_rejected` "
         "alarm event on events/system.",
         parameters={"site": _SITE, "device": _DEVICE}),
+    Channel(
+        "siteXrayDose", "edge/v1/{site}/xray/dose", "receive", DoseRecords,
+        "Signed dose records of people scanned at other sites (body-scanner dose ledger).",
+        "Ed25519-signed like commands. Each origin entry replaces what the device holds for that "
+        "person at that site (newest `issued_at` wins), so re-sending never double counts; entries "
+        "for the device's own site are ignored. Give per-scan records where known (they leave the "
+        "rolling window on time) or a bare `total_usv` with `as_of`. Publish with QoS 1; the "
+        "device answers with an xray.dose_records_applied or xray.dose_records_rejected event.",
+        parameters={"site": _SITE}),
 ]
 
 #: Schemas of event payloads by event type, published in the document for central teams.
@@ -150,8 +160,9 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
 
 def _driver_payloads() -> dict[str, type[BaseModel]]:
     from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
+    from drivers.xray.contract import EVENT_PAYLOADS as xray
 
-    return {**turnstile}
+    return {**turnstile, **xray}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())

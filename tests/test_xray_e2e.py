@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from drivers.sim.xray import LineServer, ScannerSim
+from drivers.xray.contract import EVENT_PAYLOADS
 from edge.signing import generate_keypair, load_private_key, sign
 from edge.store import StoreReader
 
@@ -25,6 +26,13 @@ def _store_events(daemon, type_glob="xray.*") -> list[dict]:
         return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=type_glob)]
     finally:
         reader.close()
+
+
+def _conforms(events: list[dict]) -> None:
+    """Every x-ray event matches the payload schema published in docs/asyncapi.json."""
+    assert events
+    for event in events:
+        EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])
 
 
 def _until(predicate, timeout=20.0, what="condition"):
@@ -73,6 +81,7 @@ def test_every_adapter_delivers_scans_to_an_mqtt_subscriber(tmp_path, mosquitto,
         listed = json.loads(daemon.cli("xray", "quarantine", "--json").stdout)
         assert len(listed) == 1 and "billion-laughs" in listed[0]["reason"]
         assert (inbox / "processed" / dicos.name).exists()
+        _conforms(collector.events("xray."))
         assert daemon.running
     finally:
         server.close()
@@ -153,3 +162,4 @@ def test_dose_ledger_survives_restart_and_reconciles_central_records(tmp_path, m
                    port=mosquitto.port)
     rejected = collector.wait_for(lambda c: c.events("xray.dose_records_rejected"), 20, "forgery refused")
     assert rejected[0]["priority"] == "alarm" and "signature" in rejected[0]["payload"]["reason"]
+    _conforms(collector.events("xray."))

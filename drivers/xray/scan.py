@@ -53,8 +53,8 @@ class ImageRef(BaseModel):
         return cls(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
-class Scan(BaseModel):
-    """One body scan as every adapter reports it (the ``xray.scan`` payload)."""
+class ScanFields(BaseModel):
+    """The fields of one body scan, whatever the source (base of Scan and of the event contract)."""
 
     model_config = ConfigDict(extra="forbid")
     scan_id: str = Field(pattern=_ID, description="The scanner's id of this scan.")
@@ -83,10 +83,14 @@ class Scan(BaseModel):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _regions_match_outcome(self) -> Scan:
+    def _regions_match_outcome(self) -> ScanFields:
         if self.outcome == "suspicious" and not self.regions:
             raise ValueError("outcome 'suspicious' needs at least one region")
         return self
+
+
+class Scan(ScanFields):
+    """One body scan as every adapter reports it; ``payload()`` is the ``xray.scan`` event body."""
 
     @property
     def key(self) -> str:

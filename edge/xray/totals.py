@@ -39,12 +39,16 @@ class _Strict(BaseModel):
 
 
 class RemoteScan(_Strict):
+    """One scan at another site."""
+
     scan_id: str = Field(min_length=1, max_length=128)
     dose_usv: float = Field(ge=0, le=1000)
     time: AwareDatetime
 
 
 class Origin(_Strict):
+    """One other site's share of a subject's dose: per-scan records, or a bare total."""
+
     site: str = Field(min_length=1, max_length=64)
     scans: list[RemoteScan] | None = Field(default=None, max_length=10_000)
     total_usv: float | None = Field(default=None, ge=0, le=1_000_000)
@@ -65,11 +69,15 @@ class Origin(_Strict):
 
 
 class SubjectRecords(_Strict):
+    """Everything central knows about one subject's dose at other sites."""
+
     subject: str = Field(min_length=1, max_length=128)
     origins: list[Origin] = Field(max_length=1000)
 
 
 class DoseRecords(_Strict):
+    """Signed dose records from central: per subject, what each other site has recorded."""
+
     type: Literal["xray.dose_records"]
     site: str
     issued_at: AwareDatetime
