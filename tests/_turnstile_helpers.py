@@ -27,13 +27,16 @@ class Lane:
         options = {**FAST, **cfg}
         if codec == "rs485-bus":
             options["addresses"] = list(addresses)
-        config = TurnstileConfig(name="lane1", kind="turnstile.serial", codec=codec, port=str(self.path),
-                                 baudrate=baudrate, **options)
+        self.config = TurnstileConfig(name="lane1", kind="turnstile.serial", codec=codec,
+                                      port=str(self.path), baudrate=baudrate, **options)
         self.events: list[dict] = []
         self._cond = threading.Condition()
+        self._new_driver()
+
+    def _new_driver(self) -> None:
         self.stopping = threading.Event()
         ctx = DriverContext("lane1", self._emit, structlog.get_logger("test"), self.stopping)
-        self.driver = TurnstileDriver(config, ctx)
+        self.driver = TurnstileDriver(self.config, ctx)
         self._thread = threading.Thread(target=self.driver.run, daemon=True)
 
     def _emit(self, type, payload, priority, source):
@@ -48,11 +51,19 @@ class Lane:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop_driver(self) -> None:
         self.stopping.set()
         self.driver.line.wake()
         self._thread.join(5)
         self.driver.close()
+
+    def restart_driver(self) -> None:
+        """A new driver instance on the same port: what a daemon restart looks like to the lane."""
+        self._new_driver()
+        self.start()
+
+    def stop(self) -> None:
+        self.stop_driver()
         self.sim.stop()
 
     def of(self, type: str) -> list[dict]:

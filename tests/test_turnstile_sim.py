@@ -84,3 +84,40 @@ def test_commands_from_many_threads_while_events_stream(codec, tmp_path):
         assert [p["payload"]["counter"] for p in lane.wait("turnstile.passage", count=30)] == list(range(1, 31))
     finally:
         lane.stop()
+
+
+@pytest.mark.parametrize("codec", ["rs485-bus", "bcc-p2p"])
+def test_state_file_carries_counters_across_a_daemon_restart(codec, tmp_path):
+    state = tmp_path / "state" / "lane1.json"
+    lane = Lane(codec, tmp_path, state_file=state).start()
+    try:
+        lane.online()
+        lane.sim.passage("in", count=2)
+        lane.wait("turnstile.passage", count=2)
+        lane.stop_driver()
+        assert '"counters": {"in": 2, "out": 0}' in state.read_text()
+        lane.sim.passage("out", count=3)       # the edge is down (update, reboot, power cut)...
+        lane.sim.devices[1].queue.clear()      # ...and the controller's queue did not keep them
+        lane.restart_driver()
+        (gap,) = lane.wait("turnstile.counter_gap")
+        assert gap["payload"]["delta"] == 3 and gap["payload"]["direction"] == "out"
+        assert gap["payload"]["reason"] == "missed_while_offline"
+        lane.sim.passage("in")
+        counters = [p["payload"]["counter"] for p in lane.wait("turnstile.passage", count=3)]
+        assert counters == [1, 2, 3]           # nothing repeated after the restart
+    finally:
+        lane.stop()
+
+
+def test_a_corrupt_state_file_is_set_aside_and_the_lane_still_works(tmp_path):
+    state = tmp_path / "lane1.json"
+    state.write_text("{not json")
+    lane = Lane("bcc-p2p", tmp_path, state_file=state).start()
+    try:
+        lane.online()
+        assert [p.name.startswith("lane1.json.bad-") for p in tmp_path.iterdir() if "bad" in p.name] == [True]
+        lane.sim.passage("in")
+        lane.wait("turnstile.passage")
+        assert lane.driver.handle("ping", {})["ok"]
+    finally:
+        lane.stop()

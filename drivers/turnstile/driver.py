@@ -14,17 +14,18 @@ import queue
 import random
 import threading
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.turnstile import _commands, _payload
+from drivers.turnstile import _commands, _payload, _persist
 from drivers.turnstile import messages as m
 from drivers.turnstile._line import Line, LineLost
 from drivers.turnstile._state import DeviceState
 from drivers.turnstile.codecs import get_codec
 from edge.driver import Driver, DriverConfig
-from edge.errors import CommandError, StoreFull
+from edge.errors import CommandError, DriverError, StoreFull
 
 
 class TurnstileConfig(DriverConfig):
@@ -43,6 +44,9 @@ class TurnstileConfig(DriverConfig):
     frame_gap_s: float = Field(default=0.05, gt=0, le=5, description="Line silence that ends a frame cut short.")
     command_queue_timeout_s: float = Field(default=2.0, gt=0, le=60, description="A command not started within this fails (not sent).")
     resync_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Time to drain a device's queued events after it reappears.")
+    state_file: Path | None = Field(default=None, description="Remember event numbers and counters across "
+                                    "restarts (recommended, e.g. under state_dir): no repeated event, and "
+                                    "passages while the edge was down are reported as a counter gap.")
 
     @model_validator(mode="after")
     def _check_addresses(self):
@@ -113,6 +117,9 @@ class TurnstileDriver(Driver):
         self._last_rx = 0.0
         self._resync_due: set[int] = set()
         self._char_s = 10.0 / config.baudrate
+        self._saved: str | None = None
+        if config.state_file:
+            self._load_state(config.state_file)
 
     # --- run thread -----------------------------------------------------------------------
 
@@ -154,10 +161,11 @@ class TurnstileDriver(Driver):
                 if address in self._resync_due:
                     self._resync_due.discard(address)
                     try:
-                        self._came_online(address)
+                        self._resync(address)
                     except _NoReply as exc:
                         self._offline(address, str(exc))
-            self._listen(min(self._due.values()))
+            self._save_state()
+            self._listen(time.monotonic() if self._resync_due else min(self._due.values()))
 
     def _interval(self, address: int) -> float:
         if not self.devices[address].online:
@@ -187,12 +195,10 @@ class TurnstileDriver(Driver):
             self._take_event(address, reply)
         return None
 
-    def _came_online(self, address: int) -> None:
+    def _resync(self, address: int) -> None:
         """First contact, or back after a loss: drain its queue, then read counters for gaps."""
         dev = self.devices[address]
         report_gap = dev.counters is not None
-        dev.set_online(True, self._emit_safe)
-        self.ctx.log.info("turnstile_device_online", address=address)
         deadline = time.monotonic() + self.config.resync_timeout_s
         while time.monotonic() < deadline:
             if self.codec.polled:
@@ -240,6 +246,8 @@ class TurnstileDriver(Driver):
                 dev = self.devices[address]
                 dev.rtt_ms = round((time.monotonic() - sent) * 1000, 2)
                 if not dev.online:
+                    dev.set_online(True, self._emit_safe)
+                    self.ctx.log.info("turnstile_device_online", address=address)
                     self._resync_due.add(address)  # after this exchange, not inside it
                 return reply
             self.stats["timeouts"] += 1
@@ -431,6 +439,36 @@ class TurnstileDriver(Driver):
             report["port_error"] = self._port_error
         return report
 
+    def _load_state(self, path: Path) -> None:
+        try:
+            _persist.load(path, self.devices)
+        except DriverError as exc:
+            # The lane must work without it: start from a fresh baseline, keep the bad file to look at.
+            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+            self.ctx.log.error("turnstile_state_file_unusable", error=str(exc), moved_to=str(aside))
+            self.devices = {a: DeviceState(a) for a in self.config.addresses}
+            try:
+                path.rename(aside)
+            except OSError:
+                pass  # unreadable and immovable: it will be overwritten on the next save
+        self._saved = self._snapshot()
+
+    def _snapshot(self) -> str:
+        return repr([(d.last_seq, d.counters) for d in self.devices.values()])
+
+    def _save_state(self) -> None:
+        """Write the state file when something changed (at most once per loop turn)."""
+        if self.config.state_file is None:
+            return
+        snapshot = self._snapshot()
+        if snapshot != self._saved:
+            _persist.save(self.config.state_file, self.devices)
+            self._saved = snapshot
+
     def close(self) -> None:
         self._fail_jobs("the driver is stopping")
         self.line.dispose()
+        try:
+            self._save_state()
+        except DriverError as exc:  # close() must not raise; the file is at most a moment old
+            self.ctx.log.error("turnstile_state_not_saved", error=str(exc))
