@@ -72,49 +72,66 @@ def central_key(tmp_path):
 
 
 @pytest.fixture
-def device(tmp_path, mosquitto, central_key):
-    """A device's MQTT link and gallery sync; ``.go_offline()`` / ``.come_back()``."""
-    settings = Settings(device_id="gate-1", site=SITE, role="gate", state_dir=tmp_path / "state",
-                        mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.05, "backoff_max_s": 0.5},
-                        trust={"central_keys": [central_key[1]]})
+def make_device(tmp_path, mosquitto, central_key):
+    """``make_device(name)``: a device's MQTT link and gallery sync; ``.stop()`` / ``.start()``."""
+    made = []
 
-    class Device:
-        events: list[tuple[str, dict]] = []
+    def make(name: str = "gate-1"):
+        settings = Settings(device_id=name, site=SITE, role="gate", state_dir=tmp_path / name,
+                            mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.05, "backoff_max_s": 0.5},
+                            trust={"central_keys": [central_key[1]]})
+        d = Device(settings, signing.load_public_keys([central_key[1]])).start()
+        made.append(d)
+        return d
 
-        def start(self):
-            self.link = MqttLink(settings, device_state=False)
-            self.sync = GallerySync(settings.state_dir, SITE, "gate-1", self.link,
-                                    signing.load_public_keys([central_key[1]]),
-                                    emit=lambda t, p, prio, src: self.events.append((t, p)))
-            self.sync.start()  # as in the daemon: handlers are registered before the session resumes
-            self.link.start()
-            assert self.link.wait_connected(10)
-            # Each test's first document is the retained snapshot: it arrives whenever the
-            # SUBACK lands, and waiting for its version proves the subscriptions are live.
-            return self
+    yield make
+    for d in made:
+        d.stop()
 
-        def stop(self):
+
+@pytest.fixture
+def device(make_device):
+    return make_device("gate-1")
+
+
+class Device:
+    def __init__(self, settings: Settings, trusted: dict):
+        self.settings, self.trusted = settings, trusted
+        self.state_dir = settings.state_dir
+        self.events: list[tuple[str, dict]] = []
+        self.running = False
+
+    def start(self):
+        self.link = MqttLink(self.settings, device_state=False)
+        self.sync = GallerySync(self.state_dir, SITE, self.settings.device_id, self.link, self.trusted,
+                                emit=lambda t, p, prio, src: self.events.append((t, p)))
+        self.sync.start()  # as in the daemon: handlers are registered before the session resumes
+        self.link.start()
+        assert self.link.wait_connected(10)
+        # Each test's first document is the retained snapshot: it arrives whenever the
+        # SUBACK lands, and waiting for its version proves the subscriptions are live.
+        self.running = True
+        return self
+
+    def stop(self):
+        if self.running:
             self.link.stop()
             self.sync.stop()
+            self.running = False
 
-        def wait_version(self, version: int, timeout: float = 10.0) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.sync.state.get("version") == version and self.sync.idle.wait(0.05):
-                    return
-                time.sleep(0.02)
-            raise AssertionError(f"gallery at {self.sync.status()}, expected version {version}")
+    def wait_version(self, version: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sync.state.get("version") == version and self.sync.idle.wait(0.05):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"gallery at {self.sync.status()}, expected version {version}")
 
-        def wait_rejected(self, n: int, timeout: float = 10.0) -> None:
-            deadline = time.monotonic() + timeout
-            while self.sync.rejected < n and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert self.sync.rejected >= n
-
-    d = Device().start()
-    d.state_dir = settings.state_dir
-    yield d
-    d.stop()
+    def wait_rejected(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sync.rejected < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.sync.rejected >= n
 
 
 def ids(state_dir) -> set[str]:
@@ -241,3 +258,51 @@ def test_updates_wait_on_their_thread_never_on_the_network_thread(device):
     assert time.perf_counter() - started < 0.05
     device.wait_rejected(1)
     assert threading.current_thread() is threading.main_thread()
+
+
+def test_a_new_device_starts_from_the_retained_snapshot(make_device, mosquitto, central_key):
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(3, 40, [subject_doc("obama", "obama_1"), subject_doc("rose", "rose_leslie_1")])
+        fresh = make_device("gate-new")  # no session, no gallery: only the retained snapshot
+        fresh.wait_version(40)
+        assert fresh.sync.state["epoch"] == 3 and ids(fresh.state_dir) == {"obama", "rose"}
+        central.upsert(3, 41, subject_doc("biden", "biden_1"))
+        fresh.wait_version(41)
+    finally:
+        central.stop()
+
+
+def test_central_to_camera_to_central_through_the_daemon(edge_daemon, base_config, mosquitto, mqtt_collector,
+                                                         central_key, tmp_path):
+    """The daemon applies central's gallery and its camera decides with it; events reach central."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from tests._face_helpers import photo
+
+    lane = tmp_path / "lane"
+    lane.mkdir()
+    shutil.copy(photo("obama_2"), lane / "0.jpg")
+    for i in (1, 2):  # the person leaves: a new approach each time round the loop
+        cv2.imwrite(str(lane / f"{i}.jpg"), np.zeros((480, 640, 3), np.uint8))
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/dev-1/events/biometric")
+    central = Central(mosquitto, central_key[0])
+    try:
+        central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
+        base_config["mqtt"] = {"brokers": [mosquitto.uri]}
+        base_config["trust"] = {"central_keys": [str(central_key[1])]}
+        base_config["drivers"] = [{"name": "cam", "kind": "camera.face", "source": str(lane), "loop": True,
+                                   "liveness": "none", "max_fps": 4}]
+        edge_daemon(base_config)
+        collector.wait_for(lambda c: any(e["type"] == "biometric.identified" for e in c.events()), 60,
+                           "an identification published by the daemon")
+        central.revoke(1, 2, "obama")
+        collector.wait_for(lambda c: any(e["type"] == "biometric.unknown" and e["payload"]["gallery_version"] == 2
+                                         for e in c.events()), 60, "decisions after the revoke")
+        after = [e for e in collector.events("biometric.") if e["payload"].get("gallery_version") == 2]
+        assert after and all(e["type"] == "biometric.unknown" for e in after)
+    finally:
+        central.stop()
