@@ -7,8 +7,6 @@ import os
 import time
 from datetime import UTC, datetime
 
-import pytest
-
 from drivers.sim.xray import LineServer, ScannerSim
 from drivers.xray.contract import EVENT_PAYLOADS
 from edge.signing import generate_keypair, load_private_key, sign

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests._xray_helpers import XrayHarness
 from drivers.sim.xray import MALFORMED, ScannerSim
 from drivers.xray.folder import XrayFolderDriver
+from edge.xray import check_subject
+from tests._xray_helpers import XrayHarness
 
 FAST = {"poll_s": 0.05, "settle_s": 0.05}
 
@@ -122,3 +123,8 @@ def test_a_scan_whose_file_cannot_be_moved_is_emitted_once(tmp_path, harness):
     assert len(harness.events("xray.scan")) == 1
     harness.wait(lambda: harness.events("xray.dose_warning"), what="dose warning (5 > 4)")
     assert harness.service.ledger.total("A1234BC") == 5.0
+    decision = check_subject(harness.settings, "A1234BC")  # what the gate policy asks (limit 10)
+    assert decision.allowed and decision.warning and decision.remaining_usv == 5.0
+    sim.write_json(inbox, sim.record("clear"))
+    harness.wait(lambda: harness.events("xray.dose_limit"), what="limit reached at the 2nd scan")
+    assert check_subject(harness.settings, "A1234BC").allowed is False

@@ -127,7 +127,7 @@ class ScannerSim:
             return _place(folder, name + ".json", json.dumps(
                 {"id": rec["scan_id"], "person": "A1", "dose": "lots", "outcome": "maybe"}).encode())
         if kind == "xml_bomb":
-            ents = "".join(f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, 10))
+            ents = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
             return _place(folder, name + ".xml", (f'<?xml version="1.0"?><!DOCTYPE scan [<!ENTITY lol0 "lol">'
                                                   f"{ents}]><scan>&lol9;</scan>").encode())
         if kind == "xxe":

@@ -32,12 +32,9 @@ def _ledger(settings):
 @edge_errors
 def check(ctx: click.Context, subject: str, as_json: bool) -> None:
     """May SUBJECT be scanned now? Exit 0 yes, exit 1 no (at or over the dose limit)."""
-    settings = settings_from(ctx)
-    ledger = _ledger(settings)
-    try:
-        result = ledger.check(subject)
-    finally:
-        ledger.close()
+    from edge.xray import check_subject
+
+    result = check_subject(settings_from(ctx), subject)
     if as_json:
         output(result.as_dict(), True, "")
     elif result.allowed:
