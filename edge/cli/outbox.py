@@ -39,3 +39,47 @@ def _text(s: dict) -> str:
         f"telemetry={s['dropped']['telemetry']}; refused={s['refused']}",
         f"full           {'YES - only alarms are accepted' if s['full'] else 'no'}",
     ])
+
+
+@outbox.command("drain")
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@json_option
+@click.pass_context
+@edge_errors
+def drain(ctx: click.Context, timeout: float | None, as_json: bool) -> None:
+    """Send everything pending to the broker now (the daemon must be stopped)."""
+    from edge.cli._state import read_status
+    from edge.mqtt.drain import drain as run_drain
+
+    import sys
+
+    from edge import logs
+
+    settings = settings_from(ctx)
+    logs.configure("warning", "console", stream=sys.stderr)  # stdout stays the result alone
+    running = read_status(settings.state_dir) or {}
+    if running.get("running"):
+        from edge.cli._common import fail
+
+        fail(f"the daemon is running (pid {running.get('pid')}) and is already draining the outbox; "
+             "`edge status` shows its progress. To drain in the foreground, stop it first "
+             "(systemctl stop edge): two writers would fight over the store", as_json=as_json)
+    with click.progressbar(length=1, label="draining outbox", file=click.get_text_stream("stderr"),
+                           show_pos=True, show_percent=True) as bar:
+        def progress(acked: int, total: int) -> None:
+            bar.length = max(total, acked, 1)
+            bar.update(acked - bar.pos)
+        result = run_drain(settings, timeout=timeout, on_progress=progress)
+    output(result, as_json, _drain_text)
+    if not result["ok"]:
+        ctx.exit(1)
+
+
+def _drain_text(r: dict) -> str:
+    line = (f"sent {r['sent_events']} events in {r['seconds']:.1f} s ({r['events_per_s'] or 0} events/s) "
+            f"via {r['broker']}; {r['pending']} still pending")
+    if r["last_refusal"]:
+        ref = r["last_refusal"]
+        line += (f"\nthe broker refused {r['refused_messages']} messages, last: {ref['code']} {ref['reason']} "
+                 f"on {ref['topic']} (check this device's ACL on the broker)")
+    return line
