@@ -164,3 +164,23 @@ def test_cli_calibrate_reports_far_frr_and_a_threshold(cli, tmp_path):
     assert at[0.5]["far"] == 0.0 and at[0.5]["frr"] == 0.0 and at[0.3]["frr"] > 0
     assert out["recommended_threshold"] == 0.5 and any("impostor pairs" in n for n in out["notes"])
     assert time.monotonic() - started < 60
+
+
+def test_processes_starting_together_agree_on_one_key(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    folder = tmp_path / "k"
+    folder.mkdir(mode=0o700)
+    with ctx.Pool(4) as pool:
+        keys = pool.map(_key_of, [str(folder / "gallery.key")] * 8)
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert [p.name for p in folder.iterdir()] == ["gallery.key"]  # no temporary file left
+
+
+def _key_of(path: str) -> bytes:
+    from pathlib import Path
+
+    from drivers.camera.gallery import load_or_create_key
+
+    return load_or_create_key(Path(path))
