@@ -98,12 +98,17 @@ def test_invalid_config_is_a_failing_check(tmp_path, base_config):
 
 def test_serial_ports_and_cameras_present_and_openable(tmp_path, base_config):
     master, slave = os.openpty()
+    video = tmp_path / "recording.mp4"
+    video.write_bytes(b"\x00" * 16)
+    video.chmod(0o444)
     try:
         settings = Settings(**{**base_config, "drivers": [
             {"name": "lane1", "kind": "x", "port": os.ttyname(slave)},
             {"name": "lane2", "kind": "x", "port": str(tmp_path / "ttyUSB9")},
             {"name": "cam", "kind": "x", "device": str(tmp_path)},
             {"name": "remote", "kind": "x", "port": "socket://10.0.0.9:4001"},
+            {"name": "face", "kind": "x", "source": str(video)},
+            {"name": "rtsp", "kind": "x", "source": "rtsp://10.0.0.8/stream"},
         ]})
         checks = {c.target: c for c in check_devices(settings)}
     finally:
@@ -111,4 +116,5 @@ def test_serial_ports_and_cameras_present_and_openable(tmp_path, base_config):
         os.close(slave)
     assert checks["lane1.port"].ok and "character device" in checks["lane1.port"].detail
     assert not checks["lane2.port"].ok and "does not exist" in checks["lane2.port"].detail
-    assert checks["cam.device"].ok and checks["remote.port"].ok
+    assert checks["cam.device"].ok and checks["remote.port"].ok and checks["rtsp.source"].ok
+    assert checks["face.source"].ok and "(file)" in checks["face.source"].detail

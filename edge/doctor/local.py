@@ -124,14 +124,14 @@ def check_trust(settings) -> list[Check]:
 
 
 def check_devices(settings) -> list[Check]:
-    """Every configured serial port (``port``) and camera (``device``) is present and openable."""
+    """Every configured serial port (``port``) and camera (``device``/``source``) is present and openable."""
     checks = []
     for entry in settings.drivers:
         options = entry.options()
-        for key in ("port", "device"):
+        for key in ("port", "device", "source"):
             value = options.get(key)
-            if value is None or isinstance(value, bool):
-                continue
+            if value is None or isinstance(value, bool) or (isinstance(value, int) and key == "port"):
+                continue  # a TCP port number is not a device
             checks.append(_open_device(entry.name, key, value))
     if not checks:
         checks.append(Check("devices", True, "no serial ports or cameras configured"))
@@ -153,11 +153,13 @@ def _open_device(driver: str, key: str, value) -> Check:
         return Check("devices", ok, f"{path} is a folder" + ("" if ok else " that cannot be read"),
                      "" if ok else "fix its permissions for the daemon's user", where)
     try:
-        # Open without becoming the controlling tty and without blocking on modem lines;
-        # no settings are changed, so a running driver is not disturbed.
-        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-        kind = "character device" if stat.S_ISCHR(os.fstat(fd).st_mode) else "file"
-        os.close(fd)
+        is_device = stat.S_ISCHR(path.stat().st_mode)
+        # A device opens read-write without becoming the controlling tty and without
+        # blocking on modem lines; no settings change, so a running driver is not
+        # disturbed. A plain file (a recorded video) only needs to be readable.
+        flags = os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK if is_device else os.O_RDONLY
+        os.close(os.open(path, flags))
+        kind = "character device" if is_device else "file"
     except PermissionError:
         return Check("devices", False, f"{path}: permission denied",
                      "add the daemon's user to the device's group (ls -l shows it, e.g. dialout, video)", where)
