@@ -212,3 +212,50 @@ def test_audit_mode_keeps_only_encrypted_crops_of_failed_decisions(gallery, tmp_
     jpeg = gallery.open_blob(sealed, d.payload["audit_ref"].encode())
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
     assert lane.purge_audit(now=time.time() + 2 * 86400) == 1 and not crop_file.exists()
+
+
+class CertifiedCheck:
+    """Stands in for a vendor's certified presentation-attack check (the plug-in seam)."""
+
+    name = "vendor-pad"
+
+    def __init__(self, verdict: str = "fail"):
+        self.verdict, self.seen = verdict, 0
+
+    def reset(self) -> None:
+        self.seen = 0
+
+    def observe(self, frame, face) -> str:
+        self.seen += 1
+        return self.verdict
+
+
+def test_an_external_liveness_check_plugs_in_by_name(gallery):
+    from drivers.camera.liveness import make_liveness
+    from edge.errors import EdgeError
+
+    check = make_liveness("tests.test_biometrics_pipeline:CertifiedCheck", {"verdict": "fail"})
+    enroll_all(gallery)
+    lane = Lane(pipeline(), Decider(gallery), check)
+    [d] = lane.process(frame("obama_2"))
+    assert d.type == "biometric.liveness_failed" and d.payload["liveness"]["check"] == "vendor-pad"
+    with pytest.raises(EdgeError, match="cannot be loaded"):
+        make_liveness("no_such_vendor.module:Check")
+    with pytest.raises(EdgeError, match="expected 'motion'"):
+        make_liveness("nonsense")
+
+
+def test_bad_driver_options_name_the_key_and_what_is_expected(tmp_path):
+    from edge.config import load_settings
+    from edge.errors import ConfigError
+    from edge.testing.daemon import dump_toml
+
+    path = tmp_path / "edge.toml"
+    path.write_text(dump_toml({"device_id": "g", "site": "s", "role": "gate", "drivers": [
+        {"name": "cam", "kind": "camera.face", "source": "/dev/video0", "liveness": "maybe",
+         "thresholds": {"verify": 0.6}}]}))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    text = "\n".join(err.value.lines)
+    assert "drivers[0] (cam).thresholds.verify: got 0.6" in text and "0.5" in text
+    assert "drivers[0] (cam).liveness: got 'maybe'" in text

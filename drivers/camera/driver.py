@@ -70,6 +70,14 @@ class FaceCameraConfig(DriverConfig):
     audit_retention_days: float = Field(default=30.0, gt=0)
     state_dir: Path | None = Field(default=None, description="Defaults to the daemon's state_dir.")
 
+    @field_validator("liveness")
+    @classmethod
+    def _liveness(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if value not in ("motion", "none") and not (module and attr.isidentifier()):
+            raise ValueError("expected 'motion', 'none' or 'package.module:ClassName'")
+        return value
+
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
