@@ -85,3 +85,45 @@ def test_subscriptions_restored_and_commands_queued_while_away_arrive(base_confi
     seen = []
     while b"while-away" not in seen:
         seen.append(got.get(timeout=10))
+
+
+@pytest.mark.parametrize("name", ["dev", "test", "demo"])
+def test_shipped_broker_configs_disable_nagle_and_persist(name):
+    from pathlib import Path
+
+    lines = (Path(__file__).parent.parent / "config" / f"mosquitto-{name}.conf").read_text().splitlines()
+    settings = {line.split()[0]: line.split(None, 1)[1] for line in lines if line.strip() and not line.startswith("#")}
+    assert settings["set_tcp_nodelay"] == "true"  # PUBACKs are not held back ~40 ms by Nagle
+    assert settings["persistence"] == "true"  # sessions and queued commands survive a restart
+    assert settings["max_queued_messages"] == "0"
+
+
+def test_dev_broker_config_is_accepted_by_mosquitto(tmp_path):
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from edge.testing import free_port
+    from edge.testing.broker import mosquitto_binary
+
+    port = free_port()
+    text = (Path(__file__).parent.parent / "config" / "mosquitto-dev.conf").read_text()
+    text = text.replace("listener 1883 127.0.0.1", f"listener {port} 127.0.0.1")
+    text = text.replace("./mosquitto-data/", f"{tmp_path}/")
+    conf = tmp_path / "m.conf"
+    conf.write_text(text + "user root\n")
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mosquitto did not start with the dev config"
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--event-bytes", type=int, default=300, help="Approximate stored size of one event.")
     parser.add_argument("--batch", type=int, default=None, help="Events per message (default: mqtt.batch_max_events).")
     parser.add_argument("--inflight", type=int, default=None, help="Messages in flight (default: mqtt.inflight).")
+    parser.add_argument("--nagle", action="store_true",
+                        help="Broker without set_tcp_nodelay (mosquitto's default) for both runs.")
 
 
 def _preload(store, n: int, event_bytes: int) -> None:
@@ -120,7 +122,7 @@ def run(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edge-drain-") as tmp:
         tmp = Path(tmp)
-        broker = Mosquitto(tmp / "broker").start()
+        broker = Mosquitto(tmp / "broker", nodelay=not args.nagle).start()
         try:
             mqtt_cfg = {"brokers": [broker.uri]}
             if args.batch:
@@ -141,7 +143,7 @@ def run(args) -> dict:
             broker.stop()
     ours_rate, bare_rate = count / ours_s, count / bare_s
     return {
-        "events": count, "event_bytes_avg": round(avg, 1),
+        "events": count, "event_bytes_avg": round(avg, 1), "broker_tcp_nodelay": not args.nagle,
         "batch_events": settings.mqtt.batch_max_events, "inflight_messages": settings.mqtt.inflight,
         "events_per_s": round(ours_rate), "bare_events_per_s": round(bare_rate),
         "ours_s": round(ours_s, 3), "bare_s": round(bare_s, 3),
