@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
+from edge.cli import cli
 from edge.config import StoreSettings
 from edge.events import make_event
 from edge.store import Store
@@ -33,10 +35,14 @@ def device(tmp_path):
     return config, state / "events.db"
 
 
-def verify(config, *extra):
-    proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "audit", "verify", *extra],
-                          capture_output=True, text=True, timeout=60)
-    return proc.returncode, proc.stdout + proc.stderr
+def verify(config, *extra, subprocess_: bool = False):
+    """`edge audit verify` in-process (fast); the real console entry point with subprocess_."""
+    if subprocess_:
+        proc = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "audit", "verify",
+                               *extra], capture_output=True, text=True, timeout=60)
+        return proc.returncode, proc.stdout + proc.stderr
+    result = CliRunner().invoke(cli, ["--config", str(config), "audit", "verify", *extra])
+    return result.exit_code, result.output
 
 
 def verify_json(config) -> tuple[int, dict]:
@@ -51,7 +57,7 @@ def tamper(db, sql, *args):
 
 def test_healthy_store_passes(device):
     config, _ = device
-    code, out = verify(config)
+    code, out = verify(config, subprocess_=True)
     assert code == 0, out
     assert out.strip() == f"audit chain ok: {N} events checked (seq 1..{N})"
     code, report = verify_json(config)
@@ -61,7 +67,7 @@ def test_healthy_store_passes(device):
 def test_edited_body_is_caught_at_its_seq(device):
     config, db = device
     tamper(db, "UPDATE events SET body = replace(body, '\"card\":\"c5\"', '\"card\":\"c9\"') WHERE seq = 6")
-    code, out = verify(config)
+    code, out = verify(config, subprocess_=True)
     assert code == 1
     assert out.startswith("audit chain BROKEN at seq 6: seq 6: contents do not match the chain (row edited?)")
     code, report = verify_json(config)
