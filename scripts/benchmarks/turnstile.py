@@ -64,7 +64,7 @@ def _case(codec_name: str, baud: int, tmp: Path, args) -> dict:
 
     stopping = threading.Event()
     config = TurnstileConfig(name="bench", kind="turnstile.serial", codec=codec_name, port=sim.path,
-                             baudrate=baud, poll_interval_s=0.02)
+                             baudrate=baud)  # default timings, as deployed
     driver = TurnstileDriver(config, DriverContext("bench", emit, structlog.get_logger("bench"), stopping))
     thread = threading.Thread(target=driver.run, daemon=True)
     thread.start()
