@@ -249,3 +249,37 @@ def test_retention_runs_by_itself_under_steady_load(open_store, tmp_path):
         time.sleep(0.05)  # appends arrive more often than the maintenance interval
     assert store.stats()["purged_acked"] > 0
     assert store.verify().ok
+
+
+def test_a_raising_listener_does_not_wedge_the_store(open_store):
+    """The uplink is a listener: its bug must not stop every driver's appends."""
+    store = open_store()
+    calls: list[int] = []
+
+    def broken(events):
+        calls.append(len(events))
+        raise ZeroDivisionError("listener bug")
+
+    store.add_listener(broken)
+    done = threading.Event()
+    result: list = []
+    threading.Thread(target=lambda: (result.append(store.append(ev(1)).seq), done.set()), daemon=True).start()
+    assert done.wait(10), "append never returned: the writer thread died"
+    assert result == [1]
+    assert store.append(ev(2)).seq == 2 and calls == [1, 1]
+
+
+def test_a_failing_batch_is_reported_to_its_callers_and_the_writer_lives_on(open_store):
+    from edge.errors import StoreError
+    from edge.store._writer import Job
+
+    store = open_store()
+    store.append(ev(1))
+
+    def bug():
+        raise KeyError("programming error inside a transaction")
+
+    with pytest.raises(StoreError, match="could not write to the store"):
+        store._writer.submit(Job(bug)).wait()
+    assert store.append(ev(2)).seq == 2  # the failed batch was rolled back, nothing skipped
+    assert store.verify().ok

@@ -179,7 +179,7 @@ class Store(StoreReader):
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
             self._w.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # sqlite, disk, or a bug: the batch fails whole, the writer lives on
             self._pending_rows, self._meta_written = [], {}
             if self._w.in_transaction:
                 self._w.execute("ROLLBACK")
@@ -191,7 +191,11 @@ class Store(StoreReader):
             return
         if self._batch_events:
             for listener in self._listeners:
-                listener(self._batch_events)
+                try:
+                    listener(self._batch_events)
+                except Exception as exc:  # a consumer's bug must never stop durable storage
+                    log.error("store_listener_failed", listener=getattr(listener, "__qualname__", "?"),
+                              error_type=type(exc).__name__, error=str(exc)[:300])
 
     def _insert(self, items: list[_Prepared]) -> list[Event]:
         encoded = self._encode(items)
