@@ -192,3 +192,5 @@ def test_cli_sign_and_publish(setup, keys):
     assert len(doc["signatures"]) == 2 and wait_results(collector, doc["id"])[0]["status"] == "ok"
     unbound = daemon.cli("cmd", "sign", "--key", key_file, "--target", "edge", "--name", "ping")
     assert unbound.returncode == 1 and "--device D" in unbound.stderr
+    bad_name = daemon.cli("cmd", "sign", "--key", key_file, "--target", "edge", "--name", "Unlock!", "--device", DEVICE)
+    assert bad_name.returncode == 1 and "malformed" in bad_name.stderr and "name" in bad_name.stderr

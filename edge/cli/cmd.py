@@ -71,6 +71,7 @@ def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, comman
     doc = build_command(target=target, name=name, args=parse_args(arg_pairs), ttl_s=ttl_s, device=device,
                         site=site, reason=reason, command_id=command_id,
                         keys=[load_private_key(k) for k in key_files])
+    _check_schema(doc, as_json)
     topic = None
     if publish_uri:
         from edge.commands.publish import publish_command
@@ -79,6 +80,19 @@ def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, comman
                                 key_file=key_file)
         click.echo(f"published to {topic} (QoS 1, acknowledged)", err=True)
     output(doc, as_json, lambda d: json.dumps(d, indent=2))
+
+
+def _check_schema(doc: dict, as_json: bool) -> None:
+    """Refuse to print a command that every device would reject as malformed."""
+    from pydantic import ValidationError
+
+    from edge.commands.model import Command
+
+    try:
+        Command.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        fail(f"devices would reject this command as malformed: {problems}", as_json=as_json)
 
 
 @cmd.command("local")
