@@ -21,11 +21,14 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     broker = Mosquitto(work / "broker").start()
     print(f"demo: mosquitto on {broker.uri}")
+    lane = _turnstile(work)
     devices = {
         "gate": {"device_id": "gate-north-1", "site": "hmp-demo", "role": "gate",
                  "mqtt": {"brokers": [broker.uri]},
                  "drivers": [{"name": "lane1-heartbeat", "kind": "sim.heartbeat", "rate": 2.0,
-                              "priority": "telemetry"}]},
+                              "priority": "telemetry"},
+                             {"name": "lane1", "kind": "turnstile.serial", "codec": "rs485-bus",
+                              "port": lane.path, "baudrate": 9600}]},
         "tablet": {"device_id": "tablet-a-101", "site": "hmp-demo", "role": "tablet",
                    "mqtt": {"brokers": [broker.uri]},
                    "drivers": [{"name": "heartbeat", "kind": "sim.heartbeat", "rate": 0.5}]},
@@ -51,8 +54,27 @@ def main() -> int:
     finally:
         for d in daemons:
             d.stop()
+        lane.stop()
         broker.stop()
     return 0
+
+
+def _turnstile(work: Path):
+    """A simulated turnstile controller on a pty, with people walking through now and then."""
+    import threading
+
+    from drivers.sim import turnstile_scenario
+    from drivers.sim.turnstile import TurnstileSim
+
+    work.mkdir(parents=True, exist_ok=True)
+    lane = TurnstileSim("rs485-bus", work / "tty-lane1", baudrate=9600, auto_pass=True).start()
+    steps = turnstile_scenario.parse("wait 3; passage in; wait 4; passage out; wait 3; forced in; "
+                                     "wait 4; tailgate in; wait 4; passage in 2") * 100
+    threading.Thread(target=turnstile_scenario.run, args=(lane, steps, threading.Event()),
+                     daemon=True).start()
+    print(f"demo: simulated turnstile on {lane.path}; open it with "
+          "`edge --config var/demo/gate/edge.toml turnstile grant lane1 --dir in`")
+    return lane
 
 
 if __name__ == "__main__":
