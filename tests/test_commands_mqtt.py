@@ -137,11 +137,13 @@ def test_malformed_payloads_are_answered_when_an_id_can_be_read(setup, keys):
     collector.wait_for(lambda c: len(c.events("system.command_rejected")) >= 2, 20, "two alarms")
 
 
-def test_site_wide_command(setup, keys):
+def test_site_wide_rebirth_republishes_the_state(setup, keys):
     broker, collector, daemon = setup
-    doc = signed(keys, "alice", target="edge", device=None)
+    births = len(collector.on_topic("/state"))
+    doc = signed(keys, "alice", target="edge", name="rebirth", device=None)
     publish(broker, doc, device=None)
     assert wait_results(collector, doc["id"])[0]["status"] == "ok"
+    wait_online(collector, births)  # a fresh retained birth after the command
 
 
 def test_command_sent_while_offline_runs_on_return_if_still_valid(setup, keys):
