@@ -117,3 +117,51 @@ def test_fast_commands_import_nothing_heavy(edge_daemon, base_config, command):
     heavy = {"pydantic", "pydantic_settings", "numpy", "cv2", "dlib", "paho", "sqlite_utils", "structlog",
              "cryptography"}
     assert not imported & heavy, imported & heavy
+
+
+STUCK_DRIVER = '''
+import time
+from edge.driver import Driver
+
+
+class Stuck(Driver):
+    """Blocked in a device read that never returns; ignores ctx.stopping."""
+
+    def run(self):
+        self.ctx.emit("stuck.started", {})
+        while True:
+            time.sleep(3600)
+'''
+
+
+def _third_party_plugin(root) -> dict[str, str]:
+    """A real distribution on PYTHONPATH declaring an edge.drivers entry point, as a vendor's would."""
+    (root / "stuck_vendor.py").write_text(STUCK_DRIVER)
+    info = root / "stuck_vendor-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stuck-vendor\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[edge.drivers]\nvendor.stuck = stuck_vendor:Stuck\n")
+    return {"PYTHONPATH": str(root)}
+
+
+def test_sigterm_with_a_stuck_third_party_driver_exits_0_after_the_timeout(edge_daemon, base_config, tmp_path):
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    env = _third_party_plugin(plugin)
+    config = {**base_config, "supervisor": {"stop_timeout_s": 1.0},
+              "drivers": [{"name": "reader", "kind": "vendor.stuck"},
+                          {"name": "beat", "kind": "sim.heartbeat", "rate": 50}]}
+    daemon = edge_daemon(config, env=env)
+    listed = json.loads(daemon.cli("drivers", "list", "--json").stdout)
+    assert listed["kinds"]["vendor.stuck"] == "stuck_vendor:Stuck"
+    deadline = time.monotonic() + 20
+    while "stuck.started" not in daemon.cli("events", "tail", "--type", "stuck.*").stdout:
+        assert time.monotonic() < deadline, daemon.log_tail()
+    started = time.monotonic()
+    assert daemon.stop(timeout=15) == 0
+    took = time.monotonic() - started
+    assert 0.9 <= took < 10, took
+    log = [json.loads(line) for line in daemon.log_tail(50_000).splitlines() if line.startswith("{")]
+    assert [e["driver"] for e in log if e["event"] == "driver_stuck_on_stop"] == ["reader"]
+    assert [e for e in log if e["event"] == "edge_stopped"][-1]["stuck_drivers"] == ["reader"]
+    assert daemon.cli("audit", "verify").returncode == 0
