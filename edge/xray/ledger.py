@@ -84,34 +84,43 @@ def window_start(now: datetime, months: int) -> datetime:
 
 
 class DoseLedger:
-    """Dose rows for one site. Thread-safe; one connection guarded by a lock."""
+    """Dose rows for one site. Thread-safe: one writer connection, one reader connection.
+
+    Reads never queue behind a write's fsync (WAL lets them run beside it), so
+    a driver asking ``has_scan`` is not slowed by the service recording a scan.
+    """
 
     def __init__(self, state_dir: Path, site: str, policy: XraySettings, *, readonly: bool = False):
         self.path = Path(state_dir) / DB_NAME
         self.site, self.policy = site, policy
-        self._lock = threading.Lock()
+        self._lock, self._rlock = threading.Lock(), threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
         try:
-            if readonly:
-                if not self.path.exists():
-                    self._conn = None
-                    return
-                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                             check_same_thread=False, isolation_level=None)
-            else:
+            if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                self._conn.execute("PRAGMA busy_timeout = 5000")
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")
                 self._conn.executescript(_SCHEMA)
-            self._conn.execute("PRAGMA busy_timeout = 5000")
+            if self.path.exists():
+                self._rconn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                              check_same_thread=False, isolation_level=None)
+                self._rconn.execute("PRAGMA busy_timeout = 5000")
         except sqlite3.Error as exc:
             raise LedgerError(f"{self.path}: cannot open the dose ledger: {exc}") from None
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        with self._lock, self._rlock:
+            for conn in (self._conn, self._rconn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._rconn = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._rconn is not None or self._conn is not None
 
     # -- writing -------------------------------------------------------------
 
@@ -173,11 +182,14 @@ class DoseLedger:
 
     def total(self, subject: str, now: datetime | None = None) -> float:
         now = now or datetime.now(UTC)
-        with self._lock:
-            if self._conn is None:
-                return 0.0
+        with self._rlock:
+            if self._rconn is None:
+                return 0.0  # no ledger yet: nothing recorded on this device
             # No upper bound: a scanner clock running fast must not hide a dose from the check.
-            return self._total(self._conn, subject, now.timestamp(), upper=False)
+            try:
+                return self._total(self._rconn, subject, now.timestamp(), upper=False)
+            except sqlite3.Error as exc:
+                raise LedgerError(f"{self.path}: dose ledger query failed: {exc}") from None
 
     def check(self, subject: str, now: datetime | None = None) -> DoseCheck:
         """Whether ``subject`` may be scanned now under the site's limit."""
@@ -213,11 +225,11 @@ class DoseLedger:
         return float(value)
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            if self._conn is None:
+        with self._rlock:
+            if self._rconn is None:
                 return []
             try:
-                return self._conn.execute(sql, args).fetchall()
+                return self._rconn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise LedgerError(f"{self.path}: dose ledger query failed: {exc}") from None
 

@@ -84,7 +84,7 @@ class XrayService:
         if not self._thread.is_alive():
             state = "down"
         return {"status": state,
-                "ledger_seq": self.ledger.last_seq() if self.ledger._conn else None,
+                "ledger_seq": self.ledger.last_seq() if self.ledger.is_open else None,
                 "backlog": self._queue.qsize(), **self.counts}
 
     # -- what drivers and the gate policy call -------------------------------
@@ -98,11 +98,19 @@ class XrayService:
         self._emitted.add(key)
 
     def check(self, subject: str) -> DoseCheck:
-        """May ``subject`` be scanned now? The gate policy calls this before a scan."""
+        """May ``subject`` be scanned now? The gate policy calls this before a scan.
+
+        Waits (briefly) until every scan already stored is in the ledger, so the
+        answer counts the scan that just happened.
+        """
+        if not self.wait_idle(timeout=2.0):
+            log.warning("xray_check_with_backlog", backlog=self._queue.qsize())
         return self.ledger.check(subject)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until every queued scan is in the ledger (tests, orderly shutdown)."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
         done = threading.Event()
         self._queue.put(done)
         return done.wait(timeout)
