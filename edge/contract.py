@@ -159,10 +159,20 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
 
 
 def _driver_payloads() -> dict[str, type[BaseModel]]:
+    from drivers.camera.contract import EVENT_PAYLOADS as biometric
     from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
     from drivers.xray.contract import EVENT_PAYLOADS as xray
 
-    return {**turnstile, **xray}
+    return {**turnstile, **xray, **biometric}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
+
+
+def _driver_channels() -> list[Channel]:
+    from drivers.camera.contract import channels as gallery_channels
+
+    return gallery_channels()
+
+
+CHANNELS.extend(_driver_channels())

@@ -45,3 +45,10 @@ def encoding(name: str):
 
 def template(name: str) -> bytes:
     return encoding(name).astype("<f4").tobytes()
+
+
+def conforms(event_type: str, payload: dict) -> None:
+    """Validate an event payload against the published contract (docs/asyncapi.json)."""
+    from drivers.camera.contract import EVENT_PAYLOADS
+
+    EVENT_PAYLOADS[event_type].model_validate(payload)

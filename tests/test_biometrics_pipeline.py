@@ -17,7 +17,30 @@ from drivers.camera.gallery import Gallery, Subject
 from drivers.camera.lane import Lane, LaneConfig
 from drivers.camera.liveness import MotionLiveness, NoLiveness
 from drivers.camera.search import Index
-from tests._face_helpers import IDENTITIES, SECOND, analysis, encoding, frame, pipeline, template
+from tests._face_helpers import (
+    IDENTITIES,
+    SECOND,
+    analysis,
+    conforms,
+    encoding,
+    frame,
+    pipeline,
+    template,
+)
+
+
+@pytest.fixture(autouse=True)
+def _decisions_follow_the_contract(monkeypatch):
+    """Every decision a lane makes in these tests must match its published payload schema."""
+    process = Lane.process
+
+    def checked(self, frame):
+        out = process(self, frame)
+        for d in out:
+            conforms(d.type, d.payload)
+        return out
+
+    monkeypatch.setattr(Lane, "process", checked)
 
 
 @pytest.fixture

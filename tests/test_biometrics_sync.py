@@ -13,13 +13,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from drivers.camera.contract import GallerySnapshot, GalleryUpdate
 from drivers.camera.decide import Decider
 from drivers.camera.gallery import Gallery
 from drivers.camera.sync import GallerySync
 from edge import signing
 from edge.config import Settings
 from edge.mqtt import MqttLink
-from tests._face_helpers import encoding, template
+from tests._face_helpers import conforms, encoding, template
 
 SITE = "site-1"
 PREFIX = f"edge/v1/{SITE}/gallery"
@@ -45,6 +46,9 @@ class Central:
 
     def publish(self, kind: str, doc: dict, *, sign: bool = True, retain: bool = False) -> None:
         body = signing.sign(doc, self.key) if sign else doc
+        if sign:  # what central sends is what the contract documents
+            model = GallerySnapshot if kind == "snapshot" else GalleryUpdate
+            model.model_validate(body)
         info = self.client.publish(f"{PREFIX}/{kind}", json.dumps(body).encode(), qos=1, retain=retain)
         info.wait_for_publish(10)
 
@@ -163,6 +167,8 @@ def test_snapshot_upsert_revoke_and_a_revoke_wins_before_the_next_decision(devic
         types = [t for t, _ in device.events]
         assert types.count("biometric.gallery_updated") == 3
         assert all("templates" not in json.dumps(p) for _, p in device.events)
+        for t, p in device.events:
+            conforms(t, p)
     finally:
         central.stop()
 
@@ -302,6 +308,8 @@ def test_central_to_camera_to_central_through_the_daemon(edge_daemon, base_confi
         central.revoke(1, 2, "obama")
         collector.wait_for(lambda c: any(e["type"] == "biometric.unknown" and e["payload"]["gallery_version"] == 2
                                          for e in c.events()), 60, "decisions after the revoke")
+        for e in collector.events("biometric."):
+            conforms(e["type"], e["payload"])
         after = [e for e in collector.events("biometric.") if e["payload"].get("gallery_version") == 2]
         assert after and all(e["type"] == "biometric.unknown" for e in after)
     finally:

@@ -87,7 +87,8 @@ class Lane:
             self._bad += 1
             if self._bad >= self.config.quality_frames and not self.quality_reported:
                 self.quality_reported = True
-                return [self._event("biometric.quality_low", {"quality": a.quality}, a, "telemetry")]
+                quality = {k: v for k, v in a.quality.items() if k != "ok"}
+                return [self._event("biometric.quality_low", {"quality": quality}, a, "telemetry")]
             return []
         if a.encoding is None:
             return []
