@@ -69,6 +69,7 @@ class CommandRouter:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
         self._counts: Counter = Counter()
+        self._counts_lock = threading.Lock()  # bumped from the worker, paho's and drivers' threads
         self._rejected: Counter = Counter()
         self._limiter = _AlarmLimiter(s.commands.rejections_per_minute)
         self._device_topic = topics.cmd(s.site, s.device_id)
@@ -134,6 +135,10 @@ class CommandRouter:
             report["last_rejection"] = dict(self._last_rejection)
         return report
 
+    def _count(self, what: str) -> None:
+        with self._counts_lock:
+            self._counts[what] += 1
+
     def _load_keys(self, paths) -> dict:
         keys: dict = {}
         for path in paths:
@@ -152,7 +157,7 @@ class CommandRouter:
         try:
             self._queue.put_nowait(("mqtt", topic, bytes(payload), None, None))
         except queue.Full:
-            self._counts["dropped"] += 1
+            self._count("dropped")
             log.error("command_queue_full", topic=topic, queued=_QUEUE_MAX)
 
     def submit_local(self, request: dict[str, Any], operator: str) -> Future:
@@ -172,7 +177,7 @@ class CommandRouter:
             if item is None:
                 return
             origin, topic, body, operator, future = item
-            self._counts["received"] += 1
+            self._count("received")
             try:
                 if origin == "mqtt":
                     accepted = self._verifier.remote(topic, body, site_wide=(topic == self._site_topic))
@@ -185,7 +190,7 @@ class CommandRouter:
                 self._fail_unverified(exc, future)
                 continue
             if accepted is None:
-                self._counts["ignored"] += 1
+                self._count("ignored")
                 log.debug("command_not_for_this_device", topic=topic)
                 continue
             self._execute(accepted, future)
@@ -241,7 +246,7 @@ class CommandRouter:
                 result: dict | None = None, error: str | None = None) -> None:
         cmd = accepted.command
         status = "failed" if error is not None else "ok"
-        self._counts["failed" if error is not None else "executed"] += 1
+        self._count("failed" if error is not None else "executed")
         payload = CommandResult(
             id=cmd.id, name=cmd.name, target=cmd.target, status=status, detail=error or "",
             result=result, origin=accepted.origin, topic=accepted.topic, operator=accepted.operator,
@@ -275,7 +280,7 @@ class CommandRouter:
 
     def _fail_unverified(self, exc: EdgeError, future: Future | None) -> None:
         log.error("command_verification_unavailable", error=str(exc))
-        self._counts["failed"] += 1
+        self._count("failed")
         if future is not None:
             future.set_exception(exc)
 
