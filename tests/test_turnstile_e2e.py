@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import serial
@@ -122,3 +123,40 @@ def test_standalone_simulator_prints_its_port_and_answers(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     assert not os.path.lexists(link)
+
+
+def test_simulated_lane_inside_the_daemon_driven_by_commands(tmp_path, edge_daemon, base_config):
+    """sim.turnstile + turnstile.serial in one daemon: a site acceptance test without hardware."""
+    from edge.commands.local import send
+
+    port = tmp_path / "tty-sim"
+    base_config["drivers"] = [
+        {"name": "sim1", "kind": "sim.turnstile", "codec": "bcc-p2p", "path": str(port), "baudrate": 115200,
+         "auto_pass": True},
+        {**_lane(port, "bcc-p2p"), "reconnect_initial_s": 0.05},
+    ]
+    daemon = edge_daemon(base_config)
+    state = base_config["state_dir"]
+    pause = threading.Event()
+    for _ in range(200):  # the serial driver finds the port once the simulator has made it
+        if send(state, "lane1", "ping", {})["status"] == "ok":
+            break
+        pause.wait(0.05)
+    assert send(state, "lane1", "grant", {"direction": "out"})["status"] == "ok"
+
+    def turnstile_events():
+        out = daemon.cli("events", "tail", "-n", "100", "--type", "turnstile.*", "--json").stdout
+        return [json.loads(line)["type"] for line in out.splitlines()]
+
+    reply = send(state, "sim1", "step", {"steps": "forced in; emergency on"})
+    assert reply["status"] == "ok" and reply["result"]["started"] == ["forced", "emergency"]
+    bad = send(state, "sim1", "step", {"steps": "levitate"})
+    assert bad["status"] == "failed" and "unknown step 'levitate'" in bad["detail"]
+    for _ in range(100):
+        types = turnstile_events()
+        if {"turnstile.forced", "turnstile.emergency", "turnstile.passage"} <= set(types):
+            break
+    assert {"turnstile.online", "turnstile.granted", "turnstile.passage", "turnstile.forced",
+            "turnstile.emergency"} <= set(types)
+    refused = send(state, "lane1", "lock", {})
+    assert refused["status"] == "failed" and "fire-alarm" in refused["detail"]
