@@ -200,3 +200,22 @@ def test_rejection_alarms_are_rate_limited_and_the_rest_counted():
     assert [limiter.allow() for _ in range(5)] == [True, True, True, False, False]
     now[0] = 61.0  # next minute: the next recorded alarm reports what was suppressed
     assert limiter.allow() and limiter.take_suppressed() == 2 and limiter.take_suppressed() == 0
+
+
+def test_keys_gen_cli(tmp_path):
+    import os
+    import stat
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from edge.signing import load_public_keys
+
+    runner = CliRunner()
+    made = runner.invoke(cli, ["keys", "gen", "central-ops", "--dir", str(tmp_path), "--json"])
+    assert made.exit_code == 0, made.output
+    info = json.loads(made.output)
+    assert stat.S_IMODE(os.stat(info["private_key"]).st_mode) == 0o600
+    assert list(load_public_keys([info["public_key"]])) == [info["key_id"]]
+    again = runner.invoke(cli, ["keys", "gen", "central-ops", "--dir", str(tmp_path)])
+    assert again.exit_code == 1 and "refusing to overwrite" in again.output
