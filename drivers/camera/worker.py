@@ -155,6 +155,9 @@ def main() -> int:
     threading.Thread(target=_stdin_reader, args=(inbox,), daemon=True, name="stdin").start()
     try:
         worker.run(inbox)
+    except Exception as exc:  # process boundary: tell the driver why, keep the traceback on stderr
+        send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"[:300]})
+        raise
     finally:
         worker.source.close()
     return 0

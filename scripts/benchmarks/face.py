@@ -172,6 +172,53 @@ def _rss(script: str, image: Path) -> float:
     return round(json.loads(r.stdout.strip().splitlines()[-1])["rss_mb"], 1)
 
 
+def _gil_stall(faces: Path) -> dict:
+    """Longest pause of a 1 ms ticker thread while faces are encoded in-process vs in a worker process.
+
+    This is why the pipeline runs in its own process: dlib keeps the GIL for a whole encoding,
+    and every thread of the daemon (turnstile poller, uplink) would stall that long.
+    """
+    import threading
+
+    from drivers.camera.pipeline import Pipeline, read_image
+
+    frame = read_image(faces / f"{PROBES['720p']}.jpg")
+    pipeline = Pipeline()
+    pipeline.analyse(frame, use_presence=False)  # models loaded before measuring
+
+    def longest_gap(work) -> float:
+        stop, gaps = threading.Event(), [0.0]
+
+        def tick():
+            last = time.perf_counter()
+            while not stop.is_set():
+                time.sleep(0.001)
+                now = time.perf_counter()
+                gaps[0] = max(gaps[0], now - last)
+                last = now
+
+        t = threading.Thread(target=tick)
+        t.start()
+        work()
+        stop.set()
+        t.join()
+        return round(gaps[0] * 1000, 1)
+
+    def in_process():
+        for _ in range(3):
+            pipeline.analyse(frame, use_presence=False)
+
+    script = ("import sys; from drivers.camera.pipeline import Pipeline, read_image; p = Pipeline(); "
+              "f = read_image(sys.argv[1]); [p.analyse(f, use_presence=False) for _ in range(4)]")
+
+    def in_worker():
+        subprocess.run([sys.executable, "-c", script, str(faces / f"{PROBES['720p']}.jpg")], check=True,
+                       cwd=str(REPO), env={"PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1",
+                                           "PATH": "/usr/bin:/bin"}, timeout=300)
+
+    return {"in_process_max_gap_ms": longest_gap(in_process), "worker_process_max_gap_ms": longest_gap(in_worker)}
+
+
 def run(args) -> dict:
     faces = Path(args.faces)
     latency = _latency(faces, args.runs)
@@ -189,5 +236,6 @@ def run(args) -> dict:
         "search_100k_ms": search.get("100000", {}).get("search_ms"),
         "search_goal_ms": 5.0,
         "rss_mb": rss_ours, "rss_raw_face_recognition_mb": rss_raw, "rss_goal_mb": 160,
+        "daemon_thread_stall": _gil_stall(faces),
         "runs": args.runs,
     }
