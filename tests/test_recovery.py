@@ -130,3 +130,70 @@ def test_daemon_starts_on_a_corrupt_store_and_reports_it(edge_daemon, base_confi
         assert daemon.cli("audit", "verify").returncode == 0
     finally:
         assert daemon.stop() == 0
+
+
+KILL_IN_MIGRATION = """
+import os, signal, sys
+from edge.store import _schema
+real = _schema.MIGRATIONS[0]
+
+def step(db):
+    real(db)
+    os.kill(os.getpid(), signal.SIGKILL)  # power cut after the tables, before the version
+
+_schema.MIGRATIONS[0] = step
+from edge.store import Store
+Store(sys.argv[1], device="dev-1", site="site-1")
+"""
+
+KILL_AFTER_MOVE = """
+import os, signal, sys
+from edge.store.store import Store
+
+def append(self, event):
+    os.kill(os.getpid(), signal.SIGKILL)  # power cut after the move, before the alarm
+
+Store.append = append
+Store(sys.argv[1], device="dev-1", site="site-1")
+"""
+
+
+def _run_killed(code: str, state) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code, str(state)], capture_output=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr.decode()
+
+
+def test_power_cut_during_the_first_migration_leaves_a_store_that_opens(tmp_path):
+    state = tmp_path / "state"
+    _run_killed(KILL_IN_MIGRATION, state)
+    store = Store(state, device="dev-1", site="site-1")
+    try:
+        assert store.append(ev(0)).seq == 1 and store.verify().ok
+    finally:
+        store.close()
+
+
+def test_power_cut_between_move_and_alarm_still_records_the_alarm(tmp_path):
+    state = tmp_path / "state"
+    last_old = _fill(state, 20)
+    (state / "events.db").write_bytes(os.urandom(8192))
+    _run_killed(KILL_AFTER_MOVE, state)
+    assert (state / "recovery.json").exists()
+    moved = sorted(p.name for p in state.glob("events.db.corrupt-*"))
+    assert moved
+    store = Store(state, device="dev-1", site="site-1")
+    try:
+        [alarm] = _alarms(store, "system.store_recovered")
+        assert alarm["payload"]["moved_to"] == moved and alarm["payload"]["recorded_late"] is True
+        assert alarm["seq"] > last_old
+        assert not (state / "recovery.json").exists()
+    finally:
+        store.close()
+    store = Store(state, device="dev-1", site="site-1")  # and only once
+    try:
+        assert len(_alarms(store, "system.store_recovered")) == 1
+    finally:
+        store.close()

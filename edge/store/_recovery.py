@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -66,3 +67,47 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+NOTE_NAME = "recovery.json"
+
+
+def recover(path: Path, seq_resumes_at: int) -> dict | None:
+    """Move a corrupt database aside; returns what the system.store_recovered alarm says.
+
+    A note file is written (fsync'd) before anything moves and removed only after the
+    alarm is stored (``recovery_recorded``), so a power cut between the move and the
+    alarm still gets the alarm on the next start, never a silently fresh store.
+    """
+    note = path.with_name(NOTE_NAME)
+    problem = check_integrity(path)
+    if problem is not None:
+        report = {"problem": problem, "seq_resumes_at": seq_resumes_at}
+        _write_durably(note, report)
+        report["moved_to"] = move_aside(path)
+        _write_durably(note, report)
+        return report
+    try:
+        report = json.loads(note.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:  # the note itself was cut short: the alarm still goes out
+        report = {"problem": "unknown (recovery note unreadable)"}
+    if "moved_to" not in report:  # cut between the note and the move
+        report["moved_to"] = sorted(p.name for p in path.parent.glob(f"{path.name}.corrupt-*"))
+    report["recorded_late"] = True
+    return report
+
+
+def recovery_recorded(path: Path) -> None:
+    path.with_name(NOTE_NAME).unlink(missing_ok=True)
+
+
+def _write_durably(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)

@@ -41,6 +41,14 @@ def migrate(conn: sqlite3.Connection) -> None:
 
     db = sqlite_utils.Database(conn)
     for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
-        with conn:
+        # Explicit BEGIN: the connection is in autocommit mode, where ``with conn`` opens no
+        # transaction, so a power cut mid-step left tables without the version and every
+        # later start failed on "table already exists". SQLite DDL is transactional.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             step(db)
             conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

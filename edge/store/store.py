@@ -10,7 +10,6 @@ normal events; alarms are never dropped.
 from __future__ import annotations
 
 import functools
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,8 +21,8 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event
 from edge.store import _chain
-from edge.store._reader import DB_NAME, KEY_NAME, StoreReader, connect
-from edge.store._recovery import check_integrity, move_aside
+from edge.store._reader import KEY_NAME, StoreReader, connect
+from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
 from edge.store._writer import GroupCommitWriter, Job
@@ -61,7 +60,7 @@ class Store(StoreReader):
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
         self._key = _chain.load_key(state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
-        recovered = self._recover_if_corrupt()
+        recovered = recover(self.path, self._seqfile.limit + 1)
         self._w = connect(self.path, readonly=False)
         self._w.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
         self._w.execute("PRAGMA journal_mode = WAL")
@@ -74,26 +73,21 @@ class Store(StoreReader):
         )
         self._writer.start()
         if recovered:
+            log.error("store_corrupt_moved_aside", **recovered)
             self.append(self._system_event("system.store_recovered", recovered))
+            recovery_recorded(self.path)
 
     # -- start-up -------------------------------------------------------------
-
-    def _recover_if_corrupt(self) -> dict | None:
-        problem = check_integrity(self.path)
-        if problem is None:
-            return None
-        moved = move_aside(self.path)
-        log.error("store_corrupt_moved_aside", problem=problem, moved=moved)
-        return {"problem": problem, "moved_to": moved, "seq_resumes_at": self._seqfile.limit + 1}
 
     def _load_state(self) -> None:
         meta = dict(self._w.execute("SELECT key, value FROM meta").fetchall())
         if "next_seq" not in meta:
             # New file: continue above every seq ever reserved (matters after recovery).
             start = self._seqfile.limit + 1
-            with self._w:
-                self._checkpoint(start - 1, _chain.GENESIS)
-                self._w.execute("INSERT INTO meta VALUES ('next_seq', ?)", (start,))
+            self._w.execute("BEGIN IMMEDIATE")  # autocommit connection: `with` alone opens no transaction
+            self._checkpoint(start - 1, _chain.GENESIS)
+            self._w.execute("INSERT INTO meta VALUES ('next_seq', ?)", (start,))
+            self._w.execute("COMMIT")
             meta["next_seq"] = start
         self._next_seq = meta["next_seq"]
         self._prev_hash = meta.get("head_hash", _chain.GENESIS)
