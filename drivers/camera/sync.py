@@ -39,6 +39,7 @@ from edge.signing import SignatureError, load_public_keys, verify
 
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
+_HELD_MAX = 10_000  # out-of-order updates kept in memory while waiting for a snapshot
 
 
 class SyncError(GalleryError):
@@ -186,6 +187,8 @@ class GallerySync:
             self.duplicates += 1
             return
         self._check_update(doc)
+        if len(self._held) >= _HELD_MAX:  # far behind: a snapshot is cheaper than holding more
+            self._held.clear()
         self._held[version] = doc
         if epoch != cur_epoch or version != cur_version + 1:
             self._request(f"gap: have {cur_epoch}/{cur_version}, got {epoch}/{version}")
