@@ -128,3 +128,13 @@ def test_a_scan_whose_file_cannot_be_moved_is_emitted_once(tmp_path, harness):
     sim.write_json(inbox, sim.record("clear"))
     harness.wait(lambda: harness.events("xray.dose_limit"), what="limit reached at the 2nd scan")
     assert check_subject(harness.settings, "A1234BC").allowed is False
+
+
+def test_a_scanner_with_a_reset_clock_is_reported_and_its_dose_still_counts(tmp_path, harness):
+    inbox = tmp_path / "inbox"
+    sim = ScannerSim(dose_usv=2.0)
+    sim.write_xml(inbox, sim.record("clear", time="1970-01-01T00:00:05Z"))
+    harness.start_driver(XrayFolderDriver, path=inbox, **FAST)
+    event = harness.wait(lambda: harness.events("xray.scanner_clock"), what="clock warning")[0]
+    assert event["payload"]["scan_time"].startswith("1970") and event["priority"] == "normal"
+    assert check_subject(harness.settings, "A1234BC").total_usv == 2.0

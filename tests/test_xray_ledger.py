@@ -179,3 +179,12 @@ def test_cli_check_ledger_and_import(tmp_path, central):
     doc.write_text("{not json")
     bad = run("import", str(doc))
     assert bad.exit_code == 1 and "not valid JSON" in bad.output
+
+
+def test_a_scanner_clock_far_off_does_not_hide_a_dose(tmp_path):
+    ledger = DoseLedger(tmp_path, "site-a", POLICY)
+    reset_clock = _payload(ScannerSim(dose_usv=3.0), datetime(1970, 1, 1, tzinfo=UTC))
+    rec = ledger.record_local(reset_clock, 1, stored_at=NOW)
+    assert rec.time_replaced and ledger.total("A1234BC") == 3.0  # counted when stored, not in 1970
+    honest = _payload(ScannerSim(scanner="SC-2", dose_usv=1.0), NOW - timedelta(hours=2))
+    assert ledger.record_local(honest, 2, stored_at=NOW).time_replaced is False

@@ -69,6 +69,16 @@ class XrayDose(_ScanRef):
     detail: str
 
 
+class XrayScannerClock(_Strict):
+    """xray.scanner_clock (normal): a scan's time was over a day from the device's; the dose counts at stored_at."""
+
+    scanner: str
+    scan_id: str
+    scan_time: datetime
+    stored_at: datetime
+    detail: str
+
+
 class XrayStreamState(_Strict):
     """xray.stream_state (normal): the scanner's line stream connected or dropped."""
 
@@ -100,6 +110,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "xray.dose_warning": XrayDose,
     "xray.dose_limit": XrayDose,
     "xray.stream_state": XrayStreamState,
+    "xray.scanner_clock": XrayScannerClock,
     "xray.dose_records_applied": XrayDoseRecordsApplied,
     "xray.dose_records_rejected": XrayDoseRecordsRejected,
 }

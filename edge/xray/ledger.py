@@ -26,6 +26,7 @@ from edge.errors import EdgeError
 from edge.xray.settings import XraySettings
 
 DB_NAME = "xray.db"
+MAX_SCANNER_SKEW_S = 24 * 3600  # beyond this from the device's clock, a scan time is not trusted
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
     origin TEXT NOT NULL, scan_key TEXT NOT NULL, subject TEXT, dose_usv REAL NOT NULL,
@@ -68,6 +69,7 @@ class Recorded:
     inserted: bool
     before_usv: float
     after_usv: float
+    time_replaced: bool = False  # the scanner's clock was implausible; the store's time was used
 
 
 def window_start(now: datetime, months: int) -> datetime:
@@ -125,7 +127,8 @@ class DoseLedger:
     # -- writing -------------------------------------------------------------
 
     def record_local(self, payload: dict[str, Any], event_seq: int | None,
-                     on_new: Callable[[Recorded], None] | None = None) -> Recorded:
+                     on_new: Callable[[Recorded], None] | None = None,
+                     stored_at: datetime | None = None) -> Recorded:
         """Record an ``xray.scan`` payload from this site once; returns totals around it.
 
         ``on_new`` runs inside the transaction for a first sighting only: if it
@@ -133,6 +136,11 @@ class DoseLedger:
         scan is processed again on the next start instead of losing its alarm.
         """
         at = datetime.fromisoformat(payload["time"]).timestamp()
+        replaced = stored_at is not None and abs(at - stored_at.timestamp()) > MAX_SCANNER_SKEW_S
+        if replaced:
+            # A scanner whose clock reset to 1970 (or runs a year fast) must not put
+            # doses outside the window: count the dose when the device stored it.
+            at = stored_at.timestamp()
         subject, dose = payload.get("subject"), float(payload["dose_usv"])
         with self._write() as conn:
             before = self._total(conn, subject, at) if subject else 0.0
@@ -145,7 +153,7 @@ class DoseLedger:
             if event_seq is not None:
                 conn.execute("INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE "
                              "SET value = max(value, excluded.value)", (event_seq,))
-            rec = Recorded(inserted, before, before + dose if inserted else before)
+            rec = Recorded(inserted, before, before + dose if inserted else before, replaced)
             if inserted and on_new is not None:
                 on_new(rec)
         return rec

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -121,7 +122,7 @@ class XrayService:
         # Store writer thread: only queue, never block.
         for event in events:
             if event.type == "xray.scan":
-                self._queue.put(("scan", event.seq, event.payload))
+                self._queue.put(("scan", event.seq, event.payload, event.ts))
 
     def _on_dose_message(self, topic: str, payload: bytes, props=None) -> None:
         # paho's network thread: only queue.
@@ -134,7 +135,8 @@ class XrayService:
             if not rows:
                 return count
             for seq, body, _acked in rows:
-                self._record(seq, json.loads(body)["payload"])
+                event = json.loads(body)
+                self._record(seq, event["payload"], datetime.fromisoformat(event["ts"]))
                 after, count = seq, count + 1
 
     def _work(self) -> None:
@@ -147,7 +149,7 @@ class XrayService:
                 continue
             try:
                 if item[0] == "scan":
-                    self._record(item[1], item[2])
+                    self._record(item[1], item[2], item[3])
                 else:
                     self._apply_dose_message(item[1], item[2])
             except EdgeError as exc:
@@ -155,15 +157,22 @@ class XrayService:
                 self.counts["errors"] += 1
                 log.error("xray_record_failed", error=str(exc)[:300], kind=item[0])
 
-    def _record(self, seq: int, payload: dict[str, Any]) -> Recorded:
+    def _record(self, seq: int, payload: dict[str, Any], stored_at: datetime) -> Recorded:
         def raise_alarms(rec: Recorded) -> None:
+            if rec.time_replaced:
+                log.warning("xray_scanner_clock_suspect", scanner=payload["scanner"], scan_time=payload["time"])
+                self._emit("xray.scanner_clock", {
+                    "scanner": payload["scanner"], "scan_id": payload["scan_id"], "scan_time": payload["time"],
+                    "stored_at": stored_at.isoformat(),
+                    "detail": "scan time is over a day from the device's clock; the dose is counted "
+                              "at the time the device stored it; check the scanner's clock"}, "normal", SOURCE)
             for type_, body in alarms(payload, rec, self.settings.xray):
                 self._emit(type_, body, "alarm", SOURCE)
                 self.counts["alarms"] += 1
                 log.warning("xray_alarm", type=type_, scan_id=payload["scan_id"],
                             problem=body.get("problem"))
 
-        rec = self.ledger.record_local(payload, seq, on_new=raise_alarms)
+        rec = self.ledger.record_local(payload, seq, on_new=raise_alarms, stored_at=stored_at)
         self.counts["scans" if rec.inserted else "duplicates"] += 1
         return rec
 
