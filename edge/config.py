@@ -20,6 +20,7 @@ from edge.commands.settings import CommandsSettings
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.learning.settings import LearningSettings
 from edge.localapi.settings import LocalApiSettings
+from edge.messaging.settings import MessagingSettings
 from edge.xray.settings import XraySettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
@@ -133,6 +134,7 @@ class Settings(BaseSettings):
     trust: TrustSettings = Field(default_factory=TrustSettings)
     localapi: LocalApiSettings = Field(default_factory=LocalApiSettings)
     learning: LearningSettings = Field(default_factory=LearningSettings)
+    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)

@@ -6,11 +6,15 @@ components that add routes to it) and so stops first.
 
 from __future__ import annotations
 
+import re
+
 
 def tablet_components(daemon) -> list:
     from edge.learning.api import register as learning_routes
     from edge.learning.component import LearningComponent
     from edge.localapi.server import LocalApi
+    from edge.messaging.api import register as messaging_routes
+    from edge.messaging.component import MessagingComponent
 
     s = daemon.settings
     api = LocalApi(s.localapi, s.state_dir)
@@ -19,5 +23,26 @@ def tablet_components(daemon) -> list:
         learning = LearningComponent(daemon)
         learning_routes(api, learning)
         components.append(learning)
+    if s.messaging.enabled:
+        messaging = MessagingComponent(daemon)
+        messaging_routes(api, messaging)
+        _register_purge(messaging)
+        components.append(messaging)
     components.append(api)
     return components
+
+
+def _register_purge(messaging) -> None:
+    """``purge_resident`` is a signed command to target ``edge``: the command router verifies
+    it (signature, expiry, replay) and records the result; here is only what it does."""
+    from edge.commands.builtin import BUILTINS
+    from edge.errors import CommandError
+    from edge.messaging._docs import PSEUDONYM
+
+    def purge_resident(daemon, args: dict) -> dict:
+        resident = args.get("resident")
+        if not isinstance(resident, str) or not re.match(PSEUDONYM, resident):
+            raise CommandError("args.resident must be the resident's pseudonym")
+        return {"purged": messaging.purge_resident(resident)}
+
+    BUILTINS["purge_resident"] = purge_resident

@@ -8,12 +8,12 @@ import json
 import os
 
 import pytest
-from tests._learning_helpers import CHUNK, central_key, make_folder
 
 from edge import signing
 from edge.learning._cache import ContentCache, CorruptContent, QuotaExceeded
 from edge.learning._catalog import CatalogKeeper, CatalogRejected
 from edge.learning.server import ContentServer
+from tests._learning_helpers import CHUNK, central_key, make_folder
 
 SITE = "site-1"
 

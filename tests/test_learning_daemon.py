@@ -9,13 +9,11 @@ import sys
 import threading
 import time
 
-import pytest
-from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
-
 from edge import signing
 from edge.learning._link import StandaloneLink
 from edge.learning.protocol import catalog_topic
 from edge.localapi.client import ApiUnavailable, call, call_json
+from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 SITE, DEVICE = "site-1", "tab-1"
 

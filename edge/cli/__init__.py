@@ -23,6 +23,7 @@ COMMANDS = {
     "xray": "edge.cli.xray:xray",
     "learning": "edge.cli.learning:learning",
     "content-serve": "edge.cli.content_serve:content_serve",
+    "messages": "edge.cli.messages:messages",
     "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",

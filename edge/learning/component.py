@@ -51,20 +51,21 @@ class LearningComponent:
         self.catalogs_rejected = 0
         self.last_rejection: str | None = None
         self._scrub_from = ""
-
-    # -- lifecycle ------------------------------------------------------------
-
-    def start(self) -> None:
-        link = self.daemon.link
-        if link is None:
-            log.warning("learning_offline_only", reason="no MQTT link configured; serving cached content")
-        else:
+        link = daemon.link
+        if link is not None:  # subscribed before the link connects, like every tablet component
             link.subscribe(protocol.catalog_topic(self.site), self._on_catalog, qos=1)
             self.downloader = Downloader(
                 link=link, site=self.site, device=self.device, cache=self.cache,
                 concurrency=self.settings.concurrency, rate_limit_bytes_s=self.settings.rate_limit_bytes_s,
                 chunk_timeout_s=self.settings.chunk_timeout_s, may_proceed=self._may_proceed,
                 pinned=self.pinned, on_failed=self._on_failed)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.downloader is None:
+            log.warning("learning_offline_only", reason="no MQTT link configured; serving cached content")
+        else:
             self.downloader.start()
         if self.keeper.load_problem:
             log.warning("learning_saved_catalog_unusable", reason=self.keeper.load_problem)

@@ -1,0 +1,1 @@
+"""Tablet secure messaging cache: per-resident mailboxes, encrypted at rest, moderated centrally."""

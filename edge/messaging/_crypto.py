@@ -1,0 +1,133 @@
+"""Encryption of messages: at rest on the tablet, and sealed to central inside events.
+
+At rest: AES-256-GCM under a key file in state_dir (mode 0600, made on first
+use; refused if anyone else can read it). Each field gets a fresh 96-bit nonce
+and is bound by associated data to its message and resident, so a ciphertext
+cannot be moved to another record.
+
+In events: the outbound message is sealed to central's X25519 public key
+(ephemeral X25519, HKDF-SHA256, AES-256-GCM), so the event store, its WAL and
+the broker only ever hold ciphertext of a body or an attachment.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from edge.errors import EdgeError
+
+SEAL_ALG = "X25519-HKDF-SHA256-A256GCM"
+_INFO = b"edge messaging seal v1"
+
+
+class CryptoError(EdgeError):
+    """A key is missing, unsafe, or a ciphertext does not authenticate."""
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The at-rest key; created 0600 if missing; refused if group or others can read it."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_or_create_key(path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(AESGCM.generate_key(bit_length=256))
+            f.flush()
+            os.fsync(f.fileno())
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise CryptoError(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise CryptoError(f"{path} is not a 32-byte AES-256 key")
+    return key
+
+
+class AtRest:
+    """AES-256-GCM for one field of one record: nonce || ciphertext+tag."""
+
+    def __init__(self, key: bytes):
+        self._aead = AESGCM(key)
+
+    def seal(self, data: bytes, aad: str) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, data, aad.encode())
+
+    def open(self, blob: bytes, aad: str) -> bytes:
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], aad.encode())
+        except (InvalidTag, ValueError):
+            raise CryptoError("stored message data does not authenticate (damaged or moved)") from None
+
+
+def _derive(shared: bytes, epk: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=epk, info=_INFO).derive(shared)
+
+
+def _raw(pub: X25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def seal_to(public_key: X25519PublicKey, plaintext: bytes, aad: str) -> dict[str, str]:
+    """Encrypt for the holder of the X25519 private key only."""
+    eph = X25519PrivateKey.generate()
+    epk = _raw(eph.public_key())
+    key = _derive(eph.exchange(public_key), epk)
+    nonce = os.urandom(12)
+    ct = AESGCM(key).encrypt(nonce, plaintext, aad.encode())
+    b64 = base64.b64encode
+    return {"alg": SEAL_ALG, "epk": b64(epk).decode(), "nonce": b64(nonce).decode(), "ct": b64(ct).decode()}
+
+
+def open_sealed(private_key: X25519PrivateKey, sealed: dict[str, str], aad: str) -> bytes:
+    """Central's side (and the tests'): decrypt what ``seal_to`` produced."""
+    try:
+        epk = base64.b64decode(sealed["epk"])
+        key = _derive(private_key.exchange(X25519PublicKey.from_public_bytes(epk)), epk)
+        return AESGCM(key).decrypt(base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ct"]), aad.encode())
+    except (KeyError, ValueError, InvalidTag):
+        raise CryptoError("sealed message does not open with this key") from None
+
+
+def load_seal_public_key(path: Path) -> X25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CryptoError(f"messaging.central_seal_key: {path}: {exc}") from None
+    if not isinstance(key, X25519PublicKey):
+        raise CryptoError(f"messaging.central_seal_key: {path} is not an X25519 public key")
+    return key
+
+
+def generate_seal_keypair(folder: Path, name: str) -> tuple[Path, Path]:
+    """NAME.x25519.key (0600, central keeps it) and NAME.x25519.pub (goes to tablets)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    priv = X25519PrivateKey.generate()
+    key_path, pub_path = folder / f"{name}.x25519.key", folder / f"{name}.x25519.pub"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    pub_path.write_bytes(priv.public_key().public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_path, pub_path
+
+
+def load_seal_private_key(path: Path) -> X25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, X25519PrivateKey):
+        raise CryptoError(f"{path} is not an X25519 private key")
+    return key

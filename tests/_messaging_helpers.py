@@ -1,0 +1,58 @@
+"""Central's side of messaging for the tests: signed documents, sealed-message opening."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge import signing
+from edge.messaging._crypto import generate_seal_keypair, load_seal_private_key, open_sealed
+
+SITE, DEVICE = "site-1", "tab-1"
+RESIDENT, OTHER = "res-7f3k9q", "res-2b8w1z"
+
+
+class Central:
+    def __init__(self, root: Path):
+        key_path, self.pub, _ = signing.generate_keypair(root / "keys", "central")
+        self.key = signing.load_private_key(key_path)
+        seal_key, self.seal_pub = generate_seal_keypair(root / "keys", "central")
+        self.seal_private = load_seal_private_key(seal_key)
+
+    def now(self) -> str:
+        return datetime.now(UTC).isoformat()
+
+    def contacts(self, version: int = 1, residents: dict | None = None) -> bytes:
+        residents = residents or {
+            RESIDENT: [{"id": "c-mum", "name": "Mum"}, {"id": "c-lawyer", "name": "J. Counsel", "privileged": True}],
+            OTHER: [{"id": "c-bro", "name": "Brother"}]}
+        doc = {"type": "messaging.contacts", "site": SITE, "device": DEVICE, "version": version,
+               "issued_at": self.now(),
+               "residents": [{"resident": r, "contacts": cs} for r, cs in residents.items()]}
+        return json.dumps(signing.sign(doc, self.key)).encode()
+
+    def status(self, message_id: str, state: str, reason: str | None = None, sign: bool = True) -> bytes:
+        doc = {"type": "messaging.status", "device": DEVICE, "message_id": message_id, "state": state,
+               "at": self.now()}
+        if reason:
+            doc["reason"] = reason
+        return json.dumps(signing.sign(doc, self.key) if sign else doc).encode()
+
+    def inbound(self, body: str, resident: str = RESIDENT, contact: str = "c-mum", msg_id: str | None = None,
+                attachments: list[tuple[str, bytes]] = ()) -> tuple[str, bytes]:
+        msg_id = msg_id or str(uuid.uuid4())
+        doc = {"type": "messaging.in", "id": msg_id, "device": DEVICE, "resident": resident, "contact": contact,
+               "body": body, "sent_at": self.now(),
+               "attachments": [{"media_type": t, "data": base64.b64encode(d).decode()} for t, d in attachments]}
+        return msg_id, json.dumps(signing.sign(doc, self.key)).encode()
+
+    def open(self, event: dict) -> dict:
+        p = event["payload"]
+        return json.loads(open_sealed(self.seal_private, p["sealed"], aad=p["message_id"]))
+
+
+def topic(leaf: str) -> str:
+    return f"edge/v1/{SITE}/{DEVICE}/msg/{leaf}"

@@ -1,0 +1,219 @@
+"""Issue 9 acceptance: the tablet daemon's mailbox against a real broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+
+from edge.commands.build import build_command
+from edge.commands.publish import publish_command
+from edge.learning._link import StandaloneLink
+from edge.localapi.client import ApiUnavailable, call, call_json
+from tests._messaging_helpers import DEVICE, OTHER, RESIDENT, SITE, Central, topic
+from tests.conftest import FACES
+from tests.test_learning_daemon import wait_until
+
+PHOTO = FACES / "alex_lacamoire_1.jpg"
+
+
+def _config(mosquitto, central: Central) -> dict:
+    return {"device_id": DEVICE, "site": SITE, "role": "tablet",
+            "logging": {"level": "info", "format": "json"},
+            "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+            "trust": {"central_keys": [str(central.pub)]},
+            "messaging": {"central_seal_key": str(central.seal_pub)}, "drivers": []}
+
+
+class Tablet:
+    """The UI's view: the unix socket, one resident at a time."""
+
+    def __init__(self, daemon):
+        self.daemon, self.sock = daemon, daemon.state_dir / "api.sock"
+
+    def api(self, method, url, body=None, resident=RESIDENT):
+        return call_json(self.sock, method, url, body, headers={"X-Resident": resident})
+
+    def message(self, msg_id, resident=RESIDENT):
+        return self.api("GET", f"/v1/messaging/messages/{msg_id}", resident=resident)[1]
+
+    def ready(self) -> bool:
+        try:
+            return self.api("GET", "/v1/messaging/contacts")[0] == 200
+        except ApiUnavailable:
+            return False
+
+
+@pytest.fixture
+def central(tmp_path):
+    return Central(tmp_path)
+
+
+@pytest.fixture
+def publisher(mosquitto):
+    link = StandaloneLink(mosquitto.uri, client_id="central").start()
+    yield link
+    link.stop()
+
+
+def _start(edge_daemon, mosquitto, central, publisher) -> Tablet:
+    publisher.publish(topic("contacts"), central.contacts(), retain=True)
+    tablet = Tablet(edge_daemon(_config(mosquitto, central)))
+    wait_until(tablet.ready, what="contacts allowlist applied")
+    return tablet
+
+
+def test_offline_compose_then_moderation_states_and_read_receipts(
+        mosquitto, edge_daemon, mqtt_collector, central, publisher):
+    tablet = _start(edge_daemon, mosquitto, central, publisher)
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
+    mosquitto.stop()
+    code, a = tablet.api("POST", "/v1/messaging/messages", {"contact": "c-mum", "body": "See you Sunday"})
+    assert code == 201 and a["state"] == "queued"
+    code, b = tablet.api("POST", "/v1/messaging/messages", {"contact": "c-lawyer", "body": "About my appeal"})
+    assert code == 201 and tablet.message(b["id"])["state"] == "queued"
+    mosquitto.start()
+    outs = collector.wait_for(lambda c: len(c.events("message.out")) >= 2 and c.events("message.out"),
+                              what="both message.out events")
+    opened = {central.open(e)["body"]: e for e in outs}
+    assert set(opened) == {"See you Sunday", "About my appeal"}
+    assert opened["About my appeal"]["payload"]["privileged"] is True
+    assert central.open(opened["See you Sunday"])["resident"] == RESIDENT
+    wait_until(lambda: tablet.message(a["id"])["state"] == "sent", what="sent after PUBACK")
+
+    publisher.publish(topic("status"), central.status(a["id"], "received"))
+    publisher.publish(topic("status"), central.status(a["id"], "approved"))
+    publisher.publish(topic("status"), central.status(b["id"], "rejected", "content_policy"))
+    wait_until(lambda: tablet.message(a["id"])["state"] == "approved", what="approved")
+    rejected = wait_until(lambda: (m := tablet.message(b["id"]))["state"] == "rejected" and m, what="rejected")
+    assert rejected["reason"] == "content_policy"
+    assert [h["state"] for h in tablet.message(a["id"])["history"]] == ["queued", "sent", "received", "approved"]
+    publisher.publish(topic("status"), central.status(a["id"], "received"))  # late duplicate: no step back
+    publisher.publish(topic("status"), central.status(a["id"], "delivered"))
+    wait_until(lambda: tablet.message(a["id"])["state"] == "delivered", what="delivered")
+
+    msg_id, doc = central.inbound("Love you, see you soon")
+    publisher.publish(topic("in"), doc)
+    publisher.publish(topic("in"), doc)  # delivered twice
+    wait_until(lambda: tablet.daemon.cli("messages", "stats", "--json").stdout and
+               json.loads(tablet.daemon.cli("messages", "stats", "--json").stdout)["by_state"].get("in.delivered"),
+               what="inbound stored")
+    code, listing = tablet.api("GET", "/v1/messaging/messages")
+    assert [m["id"] for m in listing["messages"] if m["direction"] == "in"] == [msg_id]
+    assert tablet.message(msg_id)["body"] == "Love you, see you soon"
+    assert tablet.api("GET", f"/v1/messaging/messages/{msg_id}", resident=OTHER)[0] == 404  # not their mailbox
+    assert tablet.api("POST", f"/v1/messaging/messages/{msg_id}/read")[1]["receipt_sent"] is True
+    assert tablet.api("POST", f"/v1/messaging/messages/{msg_id}/read")[1]["receipt_sent"] is False
+    receipts = collector.wait_for(lambda c: c.events("message.read"), what="read receipt")
+    assert [r["payload"]["message_id"] for r in receipts] == [msg_id]
+    stats = tablet.daemon.cli("messages", "stats")
+    assert stats.returncode == 0 and "See you" not in stats.stdout and RESIDENT not in stats.stdout
+
+
+def test_messages_sent_while_the_tablet_was_down_arrive_on_return(
+        mosquitto, edge_daemon, central, publisher):
+    tablet = _start(edge_daemon, mosquitto, central, publisher)
+    assert tablet.daemon.stop() == 0, tablet.daemon.log_tail()
+    ids = []
+    for text in ("first while away", "second while away"):
+        msg_id, doc = central.inbound(text)
+        publisher.publish(topic("in"), doc)
+        ids.append(msg_id)
+    tablet.daemon.start()
+    wait_until(lambda: tablet.ready() and
+               {m["id"] for m in tablet.api("GET", "/v1/messaging/messages")[1]["messages"]} == set(ids),
+               what="queued inbound messages delivered on return")
+
+
+def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt_collector, central, publisher):
+    tablet = _start(edge_daemon, mosquitto, central, publisher)
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
+    photo = base64.b64encode(PHOTO.read_bytes()).decode()
+    cases = [
+        ({"contact": "c-stranger", "body": "hi"}, 403, "unknown_contact"),
+        ({"contact": "c-bro", "body": "hi"}, 403, "unknown_contact"),  # another resident's contact
+        ({"contact": "c-mum", "body": "x", "attachments": [{"media_type": "image/png", "data": photo}]},
+         400, "bad_attachment"),  # a JPEG declared as PNG
+        ({"contact": "c-mum", "body": "x", "attachments": [{"media_type": "image/jpeg",
+                                                          "data": base64.b64encode(b"MZ\x90\x00" * 100).decode()}]},
+         400, "bad_attachment"),
+        ({"contact": "c-mum", "body": "x", "attachments": [{"media_type": "image/jpeg", "data": base64.b64encode(
+            b"\xff\xd8\xff" + os.urandom(600 * 1024)).decode()}]}, 400, "bad_attachment"),  # oversized
+        ({"contact": "c-mum", "body": ""}, 400, "bad_body"),
+    ]
+    for body, status, code in cases:
+        got = tablet.api("POST", "/v1/messaging/messages", body)
+        assert got[0] == status and got[1]["error"]["code"] == code, (body.get("contact"), got)
+    assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
+    assert tablet.api("GET", "/v1/messaging/contacts", resident="res-nobody")[0] == 404
+    assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 400  # no resident named
+
+    publisher.publish(topic("status"), central.status("0d1e2f", "approved", sign=False))
+    publisher.publish(topic("in"), b"{not json")
+    msg_id, doc = central.inbound("forged")
+    forged = json.loads(doc)
+    forged["body"] = "changed in transit"
+    publisher.publish(topic("in"), json.dumps(forged).encode())
+    _, wrong_type = central.inbound("pic", attachments=[("image/png", PHOTO.read_bytes())])
+    publisher.publish(topic("in"), wrong_type)
+    refused = collector.wait_for(lambda c: len(c.events("message.central_refused")) >= 4
+                                 and c.events("message.central_refused"), what="four refusals")
+    reasons = " | ".join(e["payload"]["reason"] for e in refused)
+    assert "not signed" in reasons and "not JSON" in reasons and "bad signature" in reasons
+    assert "declared image/png but the content is image/jpeg" in reasons
+    assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
+
+
+def _files_containing(root, needles: list[bytes]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_socket():
+            data = path.read_bytes()
+            hits += [f"{path.name}: {n[:20]!r}" for n in needles if n in data]
+    return hits
+
+
+def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
+        mosquitto, edge_daemon, mqtt_collector, central, publisher):
+    tablet = _start(edge_daemon, mosquitto, central, publisher)
+    collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/{'cmd/result'}")
+    secret = "The parcel is under the third floorboard"
+    photo = PHOTO.read_bytes()
+    code, sent = tablet.api("POST", "/v1/messaging/messages", {
+        "contact": "c-mum", "body": secret,
+        "attachments": [{"media_type": "image/jpeg", "data": base64.b64encode(photo).decode()}]})
+    assert code == 201
+    att = tablet.message(sent["id"])["attachments"][0]
+    status, _, got = call(tablet.sock, "GET", f"/v1/messaging/attachments/{att['id']}",
+                          headers={"X-Resident": RESIDENT})
+    assert status == 200 and got == photo
+    in_id, doc = central.inbound("Inbound secret: grandma's recipe", attachments=[("image/jpeg", photo)])
+    publisher.publish(topic("in"), doc)
+    wait_until(lambda: tablet.api("GET", f"/v1/messaging/messages/{in_id}")[0] == 200, what="inbound stored")
+    wait_until(lambda: tablet.message(sent["id"])["state"] == "sent", what="sent")
+
+    needles = [secret.encode(), b"grandma's recipe", photo[5000:5064], photo[-64:],
+               base64.b64encode(photo[6000:6048])]
+    state = tablet.daemon.state_dir
+    assert _files_containing(state, needles) == []  # running: db, WAL, shm, event store
+    assert tablet.daemon.stop() == 0, tablet.daemon.log_tail()
+    assert _files_containing(state, needles) == []  # and after the WAL is checkpointed
+    assert (state / "messaging" / "mailbox.key").stat().st_mode & 0o777 == 0o600
+    tablet.daemon.start()
+    wait_until(tablet.ready, what="daemon back")
+
+    assert _files_containing(state, [RESIDENT.encode()])  # the search does find what is there
+    cmd = build_command(target="edge", name="purge_resident", args={"resident": RESIDENT},
+                        device=DEVICE, site=SITE, keys=[central.key], reason="released")
+    publish_command(mosquitto.uri, SITE, DEVICE, cmd)
+    def results(c):
+        docs = [m.json() for m in c.on_topic("cmd/result")]
+        events = [e for d in docs for e in (d.get("events") or [d])]
+        return [e.get("payload", e) for e in events if e.get("payload", e).get("id") == cmd["id"]]
+    result = collector.wait_for(results, what="purge result")[0]
+    assert result["status"] == "ok" and result["result"]["purged"]["messages"] == 2
+    assert tablet.api("GET", "/v1/messaging/messages")[0] == 404  # no mailbox any more
+    assert tablet.api("GET", "/v1/messaging/contacts", resident=OTHER)[0] == 200  # others untouched
+    assert _files_containing(state, [RESIDENT.encode()]) == []
