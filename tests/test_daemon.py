@@ -4,14 +4,11 @@ and the field engineer's commands answering fast."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sqlite3
 import subprocess
 import sys
 import time
-
-import pytest
 
 FULL_RATE = [
     {"name": "fast-a", "kind": "sim.heartbeat", "rate": 0, "event_type": "sim.fast_a"},
@@ -92,31 +89,35 @@ def _timed(args: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
     return wall, cpu, proc
 
 
-@pytest.mark.parametrize("command", [["status"], ["events", "tail", "-n", "20"]], ids=["status", "tail"])
-def test_status_and_tail_answer_in_under_300ms(edge_daemon, base_config, command):
+def test_status_and_tail_answer_in_under_300ms(edge_daemon, base_config):
     daemon = edge_daemon({**base_config, "drivers": [{"name": "beat", "kind": "sim.heartbeat", "rate": 1}]})
-    args = [sys.executable, "-m", "edge", "--config", str(daemon.config_path), *command]
-    runs = [_timed(args) for _ in range(5)]
-    for _wall, _cpu, proc in runs:
-        assert proc.returncode == 0, proc.stderr
-    best_wall, best_cpu = min(r[0] for r in runs), min(r[1] for r in runs)
-    # The best of five filters out other processes on this shared 2-core machine.
-    assert best_wall < 0.3, f"{command}: {best_wall:.3f}s wall, {best_cpu:.3f}s CPU"
-    assert best_cpu < 0.3
+    for command in (["status"], ["events", "tail", "-n", "20"]):
+        args = [sys.executable, "-m", "edge", "--config", str(daemon.config_path), *command]
+        runs = [_timed(args) for _ in range(5)]
+        for _wall, _cpu, proc in runs:
+            assert proc.returncode == 0, proc.stderr
+        best_wall, best_cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+        # The best of five filters out other processes on this shared 2-core machine.
+        assert best_wall < 0.3, f"{command}: {best_wall:.3f}s wall, {best_cpu:.3f}s CPU"
+        assert best_cpu < 0.3
 
 
-@pytest.mark.parametrize("command", [["status"], ["events", "tail", "-n", "5"]], ids=["status", "tail"])
-def test_fast_commands_import_nothing_heavy(edge_daemon, base_config, command):
+def test_fast_commands_import_nothing_heavy(base_config, tmp_path):
     """What keeps them fast on a slow device, independent of this machine's load."""
-    daemon = edge_daemon({**base_config, "drivers": []})
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "edge", "--config",
-                           str(daemon.config_path), *command], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    from edge.store import Store
+    from edge.testing.daemon import dump_toml
+
+    Store(base_config["state_dir"], device="dev-1", site="site-1").close()
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml(base_config))
     heavy = {"pydantic", "pydantic_settings", "numpy", "cv2", "dlib", "paho", "sqlite_utils", "structlog",
-             "cryptography"}
-    assert not imported & heavy, imported & heavy
+             "cryptography", "click"}
+    for command in (["status"], ["events", "tail", "-n", "5"], ["status", "--json"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "edge", "--config", str(config),
+                               *command], capture_output=True, text=True, timeout=30)
+        assert proc.returncode in (0, 3), proc.stderr
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert not imported & heavy, (command, imported & heavy)
 
 
 STUCK_DRIVER = '''
