@@ -114,7 +114,8 @@ class DeviceState:
         emit("turnstile.emergency", payload, "alarm")
 
     def health(self) -> dict:
-        h = {"online": self.online, "rtt_ms": self.rtt_ms, "counters": self.counters,
+        h = {"online": self.online, "rtt_ms": self.rtt_ms,
+             "counters": dict(self.counters) if self.counters else None,
              "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps}
         if self.offline_reason:
             h["offline_reason"] = self.offline_reason
