@@ -23,6 +23,9 @@ _SECRET_KEY = re.compile(
 # Keys that merely name a file or a count of secrets are safe to show.
 _SAFE_KEY = re.compile(r"(_file|_path|_count|_id|_ids|_fingerprint|_version|_kind|_name)$", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
+# Secrets inside free text (exception messages, URLs): "password=x", "token: x", "//user:x@".
+_INLINE = re.compile(r"(?i)\b(pass(?:word|wd|phrase)?|secret|token|api_?key)(\s*[=:]\s*)[^\s,;&\"']+")
+_URL_CREDENTIALS = re.compile(r"(//[^/\s:@]+:)[^/\s@]+@")
 _VECTOR_LEN = 64  # a float list this long is treated as a biometric template
 _MAX_DEPTH = 8  # deeper than this, nothing is shown: a secret must not hide below the limit
 
@@ -56,8 +59,11 @@ def _scrub(value: Any, depth: int = 0) -> Any:
         return type(value)(_scrub(v, depth + 1) for v in value)
     if isinstance(value, bytes | bytearray | memoryview) and len(value) >= 32:
         return f"<{len(value)} bytes>"
-    if isinstance(value, str) and "PRIVATE KEY" in value:
-        return _PEM.sub(REDACTED, value)
+    if isinstance(value, str):
+        if "PRIVATE KEY" in value:
+            value = _PEM.sub(REDACTED, value)
+        value = _INLINE.sub(rf"\1\2{REDACTED}", value)
+        return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", value)
     return value
 
 

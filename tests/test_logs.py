@@ -138,3 +138,33 @@ def test_level_filtering_and_set_level():
     finally:
         structlog.reset_defaults()
     assert [json.loads(line)["event"] for line in buf.getvalue().splitlines()] == ["shown"]
+
+
+def test_secrets_inside_free_text_and_urls_are_redacted():
+    """Exception messages and URLs carry secrets too: driver_fault logs str(exc)."""
+    out = redact(None, "error", {
+        "event": "driver_fault",
+        "error": "login refused: password=hunter2; user=eng",
+        "detail": "bearer token: tok-abc-123 expired",
+        "broker": "mqtts://gate-1:sk_live_999@broker-a:8883",
+        "note": "passage granted at lane1 for token holder",
+    })
+    _assert_clean(json.dumps(out))
+    assert out["error"] == "login refused: password=[redacted]; user=eng"
+    assert out["broker"] == "mqtts://gate-1:[redacted]@broker-a:8883"
+    assert out["note"] == "passage granted at lane1 for token holder"
+
+
+def test_exception_tracebacks_are_redacted_in_rendered_output():
+    buf = io.StringIO()
+    logs.configure("info", "json", stream=buf)
+    try:
+        try:
+            raise ConnectionError("broker said no to mqtts://gate-1:hunter2@b:8883")
+        except ConnectionError:
+            structlog.get_logger("t").exception("link_failed")
+    finally:
+        structlog.reset_defaults()
+    text = buf.getvalue()
+    assert "ConnectionError" in text
+    _assert_clean(text)
