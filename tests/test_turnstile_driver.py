@@ -243,3 +243,17 @@ def test_unplug_replug_mid_stream_accounts_for_every_passage(codec, tmp_path):
         assert len(heard) + missed == total and missed >= 2 * (10 - 4)
     finally:
         lane.stop()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_granted_is_recorded_before_the_passage_it_allows(codec, tmp_path):
+    lane = Lane(codec, tmp_path, sim_opts={"auto_pass": True, "auto_pass_delay_s": 0}).start()
+    try:
+        lane.online()
+        for i in range(5):
+            lane.driver.handle("grant", {"direction": "in"})
+            lane.wait("turnstile.passage", count=i + 1)
+        order = [e["type"] for e in lane.events if e["type"] in ("turnstile.granted", "turnstile.passage")]
+        assert order == ["turnstile.granted", "turnstile.passage"] * 5
+    finally:
+        lane.stop()

@@ -333,10 +333,6 @@ class TurnstileDriver(Driver):
             self.stats["commands_failed"] += 1
             raise
         self.stats["commands_ok"] += 1
-        if name == "grant":
-            self._emit_safe("turnstile.granted", {"address": address, "direction": parsed.direction,
-                                                  "passes": parsed.passes, "timeout_s": parsed.timeout_s},
-                            "normal")
         return result
 
     def _submit(self, name: str, address: int, request, expect) -> dict[str, Any]:
@@ -397,6 +393,12 @@ class TurnstileDriver(Driver):
             raise CommandError(f"{job.name} refused by the controller at address {job.address} (NAK: {reason})")
         result: dict[str, Any] = {"ok": True, "command": job.name, "address": job.address,
                                   "rtt_ms": round((time.monotonic() - started) * 1000, 2)}
+        if isinstance(job.request, m.Grant):
+            # Emitted here, on the thread that reads the line, so it is stored before the
+            # passage that follows it: central sees granted, then passage, in seq order.
+            g = job.request
+            self._emit_safe("turnstile.granted", {"address": job.address, "direction": g.direction,
+                                                  "passes": g.passes, "timeout_s": g.timeout_s}, "normal")
         if isinstance(reply, m.Counters):
             result["counters"] = {"in": reply.inbound, "out": reply.outbound}
         elif isinstance(reply, m.Status):
