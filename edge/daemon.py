@@ -80,7 +80,8 @@ class Daemon:
         if self.settings.mqtt.brokers:
             from edge.mqtt import MqttLink  # first: everything after it may use daemon.link
 
-            self.link = MqttLink(self.settings, self.store, health=self.supervisor.health)
+            self.link = MqttLink(self.settings, self.store, health=self.supervisor.health,
+                                 on_change=self._health_changed.set)  # refreshes status.json
             components.append(self.link)
         from edge.commands.router import CommandRouter  # after the link: it subscribes on it
 

@@ -101,3 +101,27 @@ def test_publishing_as_another_device_is_refused_0x87_and_events_stay_pending(tl
     # mosquitto 2.0.11 also drops the connection after a denied publish; the link comes back
     # and retries with backoff, and the refusal stays visible in status either way.
     assert link.wait_connected(10)
+
+
+def test_daemon_reports_the_refusal_in_edge_status_and_keeps_the_events(tls_broker, tls_material, base_config,
+                                                                       edge_daemon):
+    import json
+
+    dev1 = tls_material["devices"]["dev-1"]
+    config = {**base_config, "device_id": "dev-3",
+              "mqtt": {"brokers": [tls_broker.uri], "client_id": "dev-1", "ca_file": tls_material["ca"],
+                       "cert_file": dev1["cert"], "key_file": dev1["key"], "backoff_min_s": 0.05,
+                       "backoff_max_s": 0.3},
+              "drivers": [{"name": "beat", "kind": "sim.heartbeat", "rate": 5, "count": 3}]}
+    daemon = edge_daemon(config)
+
+    def refused():
+        report = json.loads(daemon.cli("status", "--json").stdout)
+        mqtt = report["daemon"]["components"]["mqtt"]
+        return report if mqtt["refusals"] and mqtt["last_refusal"]["code"] == "0x87" else None
+
+    assert _wait(refused, timeout=25), daemon.log_tail()
+    report = refused()
+    assert report["outbox"]["pending"] >= 3  # nothing refused is lost
+    text = daemon.cli("status").stdout
+    assert "REFUSED, last 0x87 Not authorized" in text

@@ -45,9 +45,8 @@ def rig(base_config, tmp_path, mosquitto):
 
 
 def test_pack_joins_stored_bytes_per_family_in_seq_order():
-    class Row:
-        def __init__(self, seq, type_, body):
-            self.seq, self.type, self.body = seq, type_, body
+    def Row(seq, type_, body):  # noqa: N802 - reads like the row it stands for
+        return (seq, type_, body)
 
     rows = [Row(1, "a.x", b'{"seq":1}'), Row(2, "b.x", b'{"seq":2}'), Row(3, "a.y", b'{"seq":3}'),
             Row(4, "command.result", b'{"seq":4}'), Row(5, "a.x", b'{"seq":5}')]

@@ -110,7 +110,9 @@ def status_text(r: dict) -> str:
         err = f" last error: {h['last_error']}" if h.get("last_error") else ""
         lines.append(f"driver  {name:<20} {h.get('status', '?'):<9} {h.get('kind', '')}{extra}{err}")
     for name, c in (d.get("components") or {}).items():
-        summary = " ".join(f"{k}={v}" for k, v in c.items() if not isinstance(v, dict | list))
+        # A component may say it in words ("summary"); otherwise its scalar fields.
+        summary = c.get("summary") or " ".join(
+            f"{k}={v}" for k, v in c.items() if not isinstance(v, dict | list))
         lines.append(f"{name:<7} {summary}")
     o = r["outbox"]
     if "error" in o:

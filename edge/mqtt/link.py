@@ -39,6 +39,25 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _summary(s: dict[str, Any]) -> str:
+    """One line for ``edge status``: where we are connected, whether acks flow, what went wrong."""
+    if s["connected"]:
+        text = f"connected to {s['broker']} since {s['connected_since']}"
+    else:
+        text = f"NOT CONNECTED (brokers: {', '.join(s['brokers'])})"
+    text += f"; last PUBACK {s['last_puback_at'] or 'never'}"
+    if "inflight_events" in s:
+        text += f"; {s['inflight_events']} events in flight, {s['acked_events']} acked since start"
+    if s["refusals"]:
+        ref = s.get("last_refusal") or {}
+        text += f"; {s['refusals']} publishes REFUSED, last {ref.get('code')} {ref.get('reason')}"
+    err = s["last_error"]
+    if err:
+        code = f" {err['code']}" if err.get("code") else ""
+        text += f"; last error at {err['at']} ({err['layer']}{code}): {err['message']}"
+    return text
+
+
 class Delivery:
     """What ``publish`` returns: ``wait(timeout)`` is True once the broker acknowledged it."""
 
@@ -68,7 +87,7 @@ class MqttLink:
     name = "mqtt"
 
     def __init__(self, settings: Settings, store=None, *, health: Callable[[], dict] | None = None,
-                 device_state: bool = True):
+                 device_state: bool = True, on_change: Callable[[], None] | None = None):
         self.settings = settings
         self.cfg = settings.mqtt
         if not self.cfg.brokers:
@@ -83,6 +102,8 @@ class MqttLink:
         self._orphans: dict[int, tuple[int, str]] = {}  # PUBACKs that beat their registration
         self._ack_lock = threading.Lock()
         self._listeners: list[Callable[[bool], None]] = []
+        # Told (without blocking) when connection or refusals change, so status files refresh.
+        self._on_change = on_change or (lambda: None)
         self._stopping = threading.Event()
         self._ended = threading.Event()
         self._up = threading.Event()
@@ -195,9 +216,13 @@ class MqttLink:
         out = dict(self._stats, connected=self.connected, client_id=self.client_id,
                    brokers=[b.uri for b in self.brokers])
         if self.uplink is not None:
-            out.update(self.uplink.status())
+            uplink = self.uplink.status()
+            if uplink["last_refusal"] is None:  # the link's own record stands until the uplink's
+                del uplink["last_refusal"]
+            out.update(uplink)
         if self.state is not None:
             out["boot_seq"] = self.state.boot_seq
+        out["summary"] = _summary(out)
         return out
 
     # -- reconnection -------------------------------------------------------------
@@ -279,6 +304,7 @@ class MqttLink:
         self._up.set()
         for fn in self._listeners:
             fn(True)
+        self._on_change()
 
     def _on_disconnect(self, broker: Broker, rc) -> None:
         was_up = self._up.is_set()
@@ -296,6 +322,7 @@ class MqttLink:
         if was_up:
             for fn in self._listeners:
                 fn(False)
+            self._on_change()
 
     def _on_publish(self, client, userdata, mid, rc, props) -> None:
         code, reason = rc.value, rc.getName()
@@ -309,6 +336,7 @@ class MqttLink:
             self._stats["refusals"] += 1
             self._stats["last_refusal"] = {"at": _now_iso(), "code": f"0x{code:02x}", "reason": reason}
             self._error(None, "mqtt", f"broker refused a publish: {reason}", code=code, level="warning")
+            self._on_change()
         if waiter is not None:
             self._deliver(waiter, mid, code, reason)
 

@@ -45,24 +45,24 @@ class Batch:
 
 
 def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> list[Batch]:
-    """Group outbox rows (seq order) into per-family batches, each in seq order.
+    """Group (seq, type, body) rows in seq order into per-family batches, each in seq order.
 
     A family's batch closes when it reaches ``max_events`` or would pass
     ``max_bytes`` (a single event larger than that still goes, alone).
     """
     open_: dict[str, list] = {}  # family -> [bodies, seqs, size]
     closed: list[tuple[int, str, list]] = []
-    for row in rows:
-        family = row.type.split(".", 1)[0]
+    for seq, type_, body in rows:
+        family = type_[:type_.index(".")]
         cur = open_.get(family)
-        size = len(row.body) + 1
+        size = len(body) + 1
         if cur is not None and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
             closed.append((cur[1][0], family, cur))
             cur = None
         if cur is None:
             cur = open_[family] = [[], [], _ENVELOPE]
-        cur[0].append(row.body)
-        cur[1].append(row.seq)
+        cur[0].append(body)
+        cur[1].append(seq)
         cur[2] += size
     closed.extend((cur[1][0], family, cur) for family, cur in open_.items())
     closed.sort(key=lambda item: item[0])  # each family's batches stay in seq order
@@ -251,10 +251,10 @@ class Uplink:
 
     def _read(self) -> bool:
         limit = max(self.cfg.batch_max_events * 4, 1000)
-        rows = self.store.outbox_next(limit, after_seq=self._cursor)
+        rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
         if not rows:
             return False
-        self._cursor = rows[-1].seq
+        self._cursor = rows[-1][0]
         self._ready.extend(pack(rows, site=self.site, device=self.device,
                                 max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes))
         return True

@@ -79,6 +79,16 @@ class StoreReader:
         ).fetchall()
         return [OutboxRow(s, t, PRIORITY_NAME[p], b) for s, t, p, b in rows]
 
+    def outbox_bodies(self, limit: int, after_seq: int = 0) -> list[tuple[int, str, bytes]]:
+        """(seq, type, body) of up to ``limit`` pending events after ``after_seq``, in seq order.
+
+        The uplink's hot path: plain tuples, no per-row objects (draining a month
+        of backlog reads hundreds of thousands of rows)."""
+        return self._conn().execute(
+            "SELECT seq, type, body FROM events INDEXED BY events_pending "
+            "WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
+        ).fetchall()
+
     def meta(self) -> dict:
         return dict(self._conn().execute("SELECT key, value FROM meta").fetchall())
 
