@@ -45,11 +45,13 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
     if help_steps:
         click.echo(scen.__doc__)
         return
+    address_list = _addresses(addresses, as_json)
     try:
-        address_list = tuple(int(a) for a in addresses.split(","))
-        steps = scen.parse((script.read() if script else "") + "\n" + (scenario or ""))
+        steps = scen.parse(script.read()) if script else []
+        steps += scen.parse(scenario or "")
     except ValueError as exc:
-        fail(f"{exc} (see `edge sim turnstile --help-steps`)", EX_USAGE, as_json=as_json)
+        where = "--script" if script and not steps else "--scenario"
+        fail(f"{where}: {exc} (see `edge sim turnstile --help-steps`)", EX_USAGE, as_json=as_json)
     path = Path(link_path or Path(tempfile.gettempdir()) / f"edge-sim-turnstile-{codec}")
     simulator = _start(codec, path, baudrate, address_list, auto_pass, as_json)
     stop = threading.Event()
@@ -66,6 +68,17 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
     finally:
         simulator.stop()
         click.echo("simulator stopped", err=True)
+
+
+def _addresses(text: str, as_json: bool) -> tuple[int, ...]:
+    try:
+        out = tuple(int(a) for a in text.split(","))
+    except ValueError:
+        out = ()
+    if not out or not all(1 <= a <= 32 for a in out):
+        fail(f"--addresses {text!r}: expected bus addresses 1..32 separated by commas, e.g. 1,2,5",
+             EX_USAGE, as_json=as_json)
+    return out
 
 
 def _start(codec, path, baudrate, addresses, auto_pass, as_json):
