@@ -46,12 +46,12 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
         click.echo(scen.__doc__)
         return
     address_list = _addresses(addresses, as_json)
-    try:
-        steps = scen.parse(script.read()) if script else []
-        steps += scen.parse(scenario or "")
-    except ValueError as exc:
-        where = "--script" if script and not steps else "--scenario"
-        fail(f"{where}: {exc} (see `edge sim turnstile --help-steps`)", EX_USAGE, as_json=as_json)
+    steps = []
+    for option, text in (("--script", script.read() if script else ""), ("--scenario", scenario or "")):
+        try:
+            steps += scen.parse(text)
+        except ValueError as exc:
+            fail(f"{option}: {exc} (see `edge sim turnstile --help-steps`)", EX_USAGE, as_json=as_json)
     path = Path(link_path or Path(tempfile.gettempdir()) / f"edge-sim-turnstile-{codec}")
     simulator = _start(codec, path, baudrate, address_list, auto_pass, as_json)
     stop = threading.Event()
