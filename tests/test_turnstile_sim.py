@@ -121,3 +121,17 @@ def test_a_corrupt_state_file_is_set_aside_and_the_lane_still_works(tmp_path):
         assert lane.driver.handle("ping", {})["ok"]
     finally:
         lane.stop()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scenario", "passage in; passage up"], "--scenario: step 2: 'passage': 'up' is not in|out"),
+    (["--addresses", "1,x"], "--addresses '1,x': expected bus addresses 1..32"),
+    (["--addresses", "40"], "expected bus addresses 1..32"),
+])
+def test_sim_cli_rejects_bad_input_with_exit_2(argv, message):
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["sim", "turnstile", "--codec", "rs485-bus", *argv])
+    assert result.exit_code == 2 and message in result.output
