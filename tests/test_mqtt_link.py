@@ -127,3 +127,12 @@ def test_dev_broker_config_is_accepted_by_mosquitto(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_link_socket_sets_tcp_nodelay(base_config, mosquitto, make_link):
+    import socket
+
+    link = make_link(_settings(base_config, [mosquitto.uri]))
+    assert link.wait_connected(10)
+    sock = link._client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

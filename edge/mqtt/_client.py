@@ -78,11 +78,21 @@ def make_client(settings: MqttSettings, client_id: str, broker: Broker) -> mqtt.
     # The uplink bounds its own window; paho must never hold messages back on top of it.
     client.max_inflight_messages_set(max(settings.inflight + 16, 20))
     client.max_queued_messages_set(0)
+    # Our side of Nagle: a small publish (a request, a PUBACK-awaited batch tail) must not
+    # wait for the previous segment's ACK; the broker configs set set_tcp_nodelay for theirs.
+    client.on_socket_open = _no_delay
     if settings.username:
         client.username_pw_set(settings.username, read_password(settings))
     if broker.tls:
         _set_tls(client, settings)
     return client
+
+
+def _no_delay(client, userdata, sock) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (e.g. a test double): nothing to tune
 
 
 def _set_tls(client: mqtt.Client, settings: MqttSettings) -> None:
