@@ -138,3 +138,23 @@ def test_a_scanner_with_a_reset_clock_is_reported_and_its_dose_still_counts(tmp_
     event = harness.wait(lambda: harness.events("xray.scanner_clock"), what="clock warning")[0]
     assert event["payload"]["scan_time"].startswith("1970") and event["priority"] == "normal"
     assert check_subject(harness.settings, "A1234BC").total_usv == 2.0
+
+
+def test_a_damaged_ledger_is_set_aside_rebuilt_from_the_store_and_reported(tmp_path):
+    first = XrayHarness(tmp_path)
+    inbox = tmp_path / "inbox"
+    ScannerSim(dose_usv=3.0).write_json(inbox, ScannerSim(dose_usv=3.0).record("clear"))
+    first.start_driver(XrayFolderDriver, path=inbox, **FAST)
+    first.wait(lambda: first.events("xray.scan"), what="a scan")
+    first.close()
+    ledger = tmp_path / "state" / "xray.db"
+    ledger.write_bytes(b"\x00garbage, not sqlite" * 100)  # a disk fault
+
+    second = XrayHarness(tmp_path)
+    try:
+        event = second.wait(lambda: second.events("xray.ledger_recovered"), what="recovery alarm")[0]
+        assert event["priority"] == "alarm" and event["payload"]["rebuilt_scans"] == 1
+        assert Path(event["payload"]["moved_to"]).read_bytes().startswith(b"\x00garbage")
+        assert check_subject(second.settings, "A1234BC").total_usv == 3.0  # rebuilt from the store
+    finally:
+        second.close()

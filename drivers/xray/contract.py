@@ -79,6 +79,15 @@ class XrayScannerClock(_Strict):
     detail: str
 
 
+class XrayLedgerRecovered(_Strict):
+    """xray.ledger_recovered (alarm): the dose ledger was unreadable, set aside and rebuilt from stored scans."""
+
+    problem: str
+    moved_to: str
+    rebuilt_scans: int = Field(ge=0)
+    detail: str
+
+
 class XrayStreamState(_Strict):
     """xray.stream_state (normal): the scanner's line stream connected or dropped."""
 
@@ -111,6 +120,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "xray.dose_limit": XrayDose,
     "xray.stream_state": XrayStreamState,
     "xray.scanner_clock": XrayScannerClock,
+    "xray.ledger_recovered": XrayLedgerRecovered,
     "xray.dose_records_applied": XrayDoseRecordsApplied,
     "xray.dose_records_rejected": XrayDoseRecordsRejected,
 }

@@ -44,6 +44,10 @@ class LedgerError(EdgeError):
     """The dose ledger could not be read or written."""
 
 
+class LedgerCorrupt(LedgerError):
+    """The ledger file is not a readable SQLite database (disk fault, truncated copy)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DoseCheck:
     """May this person be scanned now? What the CLI and the gate policy act on."""
@@ -70,6 +74,17 @@ class Recorded:
     before_usv: float
     after_usv: float
     time_replaced: bool = False  # the scanner's clock was implausible; the store's time was used
+
+
+def set_aside(state_dir: Path) -> str:
+    """Rename a damaged ledger (and its WAL) out of the way, keeping it as evidence."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = Path(state_dir) / f"{DB_NAME}.corrupt-{stamp}"
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(state_dir) / (DB_NAME + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return str(target)
 
 
 def window_start(now: datetime, months: int) -> datetime:
@@ -105,17 +120,34 @@ class DoseLedger:
                 self._conn.execute("PRAGMA busy_timeout = 5000")
                 self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")
+                (state,) = self._conn.execute("PRAGMA quick_check").fetchone()
+                if state != "ok":
+                    raise LedgerCorrupt(f"{self.path}: dose ledger damaged: {state}")
                 self._conn.executescript(_SCHEMA)
             if self.path.exists():
                 self._rconn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                               check_same_thread=False, isolation_level=None)
                 self._rconn.execute("PRAGMA busy_timeout = 5000")
+        except LedgerCorrupt:
+            self._close_quietly()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise LedgerCorrupt(f"{self.path}: dose ledger unreadable: {exc}") from None
         except sqlite3.Error as exc:
+            self._close_quietly()
             raise LedgerError(f"{self.path}: cannot open the dose ledger: {exc}") from None
+
+    def _close_quietly(self) -> None:
+        for conn in (self._conn, self._rconn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._rconn = None
 
     def close(self) -> None:
         with self._lock, self._rlock:
-            for conn in (self._conn, self._rconn):
+            # Reader first: the writer, closing last, checkpoints and removes the WAL.
+            for conn in (self._rconn, self._conn):
                 if conn is not None:
                     conn.close()
             self._conn = self._rconn = None

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
-from edge.xray.ledger import DoseCheck, DoseLedger, Recorded
+from edge.xray.ledger import DoseCheck, DoseLedger, LedgerCorrupt, Recorded, set_aside
 from edge.xray.rules import alarms
 from edge.xray.totals import MAX_DOC_BYTES, DoseRecordsRejected, apply, parse_verified
 
@@ -44,7 +44,16 @@ class XrayService:
 
     def __init__(self, settings, store, emit, link=None):
         self.settings, self.store, self._emit, self.link = settings, store, emit, link
-        self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
+        self._recovered: dict[str, Any] | None = None
+        try:
+            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
+        except LedgerCorrupt as exc:
+            # The gate must keep working: start a fresh ledger, rebuilt from the stored
+            # events at start(), keep the damaged file, and tell supervisors.
+            moved = set_aside(settings.state_dir)
+            log.error("xray_ledger_corrupt_set_aside", error=str(exc)[:300], moved_to=moved)
+            self._recovered = {"problem": str(exc)[:300], "moved_to": moved}
+            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
         self._queue: queue.Queue = queue.Queue()
         self._emitted: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="xray-ledger", daemon=True)
@@ -62,6 +71,12 @@ class XrayService:
         global _current
         self.store.add_listener(self._on_commit)
         caught_up = self._catch_up()
+        if self._recovered is not None:
+            self._emit("xray.ledger_recovered", {
+                **self._recovered, "rebuilt_scans": caught_up,
+                "detail": "the dose ledger was unreadable; it was rebuilt from the scans still in the "
+                          "event store. Older doses are missing: ask central to resend dose records "
+                          "and check subjects with `edge xray ledger`"}, "alarm", SOURCE)
         with _current_lock:
             _current = self
         self._thread.start()
