@@ -15,6 +15,7 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreClosed
 from edge.events import make_event
 from edge.store import Store, StoreReader
+from edge.store.store import ROW_OVERHEAD
 
 
 def ev(n: int = 0, priority: str = "normal", type: str = "sim.tick", pad: int = 0):
@@ -229,7 +230,7 @@ def test_retention_never_purges_past_a_pending_event(open_store, tmp_path):
 
 
 def test_retention_by_size_keeps_the_newest_acked_events(open_store, tmp_path):
-    store = open_store(retention_bytes=3 * (120 + 400))
+    store = open_store(retention_bytes=3 * (ROW_OVERHEAD + 400))
     seqs = [store.append(ev(i, pad=150)).seq for i in range(10)]
     store.mark_acked(seqs)
     store.run_maintenance()
@@ -283,3 +284,16 @@ def test_a_failing_batch_is_reported_to_its_callers_and_the_writer_lives_on(open
         store._writer.submit(Job(bug)).wait()
     assert store.append(ev(2)).seq == 2  # the failed batch was rolled back, nothing skipped
     assert store.verify().ok
+
+
+def test_size_accounting_matches_the_file_on_disk(open_store, tmp_path):
+    """The cap is only as good as the estimate: bytes_used must track the real file."""
+    store = open_store()
+    for start in range(0, 4000, 500):
+        store.append_many([ev(i, type="turnstile.passage") for i in range(start, start + 500)])
+    used = store.stats()["bytes_used"]
+    store.close()
+    with sqlite3.connect(tmp_path / "state" / "events.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+    assert 0.8 <= pages * size / used <= 1.2, (pages * size, used)

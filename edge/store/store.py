@@ -27,7 +27,9 @@ from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
 from edge.store._writer import GroupCommitWriter, Job
 
-ROW_OVERHEAD = 120  # bytes per row beyond the body: hash, id, type, ts, b-tree and index entries
+# Bytes per row beyond the body: hash, id, type, ts, b-tree cell and index entries. Measured:
+# 20 000 turnstile passages with 283-byte bodies take 467 bytes a row in the file.
+ROW_OVERHEAD = 190
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
 # At most one system.events_dropped report per interval: each report is an alarm that is
 # never evicted, so one per drop would fill a full store with its own reports.
