@@ -46,9 +46,10 @@ class Job:
 
 
 class GroupCommitWriter:
-    """Owns the writer thread. ``run_batch(jobs)`` is called with as many queued jobs
-    as fit in ``batch_max``; it must run them in one transaction and set each job's
-    result or error. ``idle()`` runs when nothing arrived for ``idle_interval`` seconds."""
+    """Owns the writer thread. ``run_batch(jobs, before_commit)`` is called with as many
+    queued jobs as fit in ``batch_max``; it must run them in one transaction, call
+    ``before_commit()`` right before COMMIT, and set each job's result or error.
+    ``idle()`` runs when nothing arrived for ``idle_interval`` seconds."""
 
     def __init__(self, run_batch, idle, *, batch_max: int, idle_interval: float):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -77,16 +78,33 @@ class GroupCommitWriter:
 
     def _loop(self) -> None:
         stopping = False
+        # Jobs whose batch is committed but whose callers are not yet woken. They are woken
+        # right before the next batch's COMMIT (or at once when nothing else is queued): the
+        # writer then does all of a batch's Python work while no producer is runnable, and the
+        # producers run during the next fsync, when the writer does not need the GIL.
+        committed: list[Job] = []
+
+        def wake_committed() -> None:
+            nonlocal committed
+            for job in committed:
+                job.finish()
+            committed = []
+
         # Maintenance is due by the clock, not only when idle: a device appending once a
         # second is never idle for a whole interval, and retention must still run.
         idle_due = time.monotonic() + self._idle_interval
         while not stopping:
             if time.monotonic() >= idle_due:
+                wake_committed()
                 self._idle()
                 idle_due = time.monotonic() + self._idle_interval
             try:
-                first = self._queue.get(timeout=max(0.0, idle_due - time.monotonic()))
+                if committed:
+                    first = self._queue.get_nowait()
+                else:
+                    first = self._queue.get(timeout=max(0.0, idle_due - time.monotonic()))
             except queue.Empty:
+                wake_committed()
                 continue
             if first is _STOP:
                 break
@@ -101,11 +119,14 @@ class GroupCommitWriter:
                     break
                 jobs.append(job)
                 size += job.size
-            self._run_batch(jobs)
+            try:
+                self._run_batch(jobs, wake_committed)
+            finally:
+                wake_committed()  # no-op when run_batch already did, as it should
             self.batches += 1
             self.jobs += len(jobs)
-            for job in jobs:
-                job.finish()
+            committed = jobs
+        wake_committed()
         # Anything that raced in after the stop marker is refused, never silently dropped.
         while True:
             try:

@@ -156,7 +156,7 @@ class Store(StoreReader):
         return make_event(device=self.device, site=self.site, type=type, source="store",
                           payload=payload, priority=priority, clock=self.clock.state())
 
-    def _run_batch(self, jobs: list[Job]) -> None:
+    def _run_batch(self, jobs: list[Job], before_commit: Callable[[], None] = lambda: None) -> None:
         self._batch_events: list[Event] = []
         saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
                  self._last_ack_at, self._full, self._full_prio, _copy_report(self._unreported))
@@ -174,6 +174,7 @@ class Store(StoreReader):
             self._flush_rows()
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
+            before_commit()  # wakes the previous batch's callers (see GroupCommitWriter)
             self._w.execute("COMMIT")
         except Exception as exc:  # sqlite, disk, or a bug: the batch fails whole, the writer lives on
             self._pending_rows, self._meta_written = [], {}
