@@ -257,3 +257,17 @@ def test_granted_is_recorded_before_the_passage_it_allows(codec, tmp_path):
         assert order == ["turnstile.granted", "turnstile.passage"] * 5
     finally:
         lane.stop()
+
+
+def test_bus_adapter_that_echoes_our_own_frames(tmp_path):
+    """2-wire RS-485 adapters often hear their own transmission: our echoed requests are ignored."""
+    lane = Lane("rs485-bus", tmp_path, sim_opts={"echo": True}).start()
+    try:
+        lane.online()
+        lane.sim.passage("out")
+        assert lane.wait("turnstile.passage")[0]["payload"]["counter"] == 1
+        assert lane.driver.handle("grant", {"direction": "in"})["ok"]
+        assert lane.driver.handle("read_counters", {})["counters"] == {"in": 0, "out": 1}
+        assert lane.driver.stats["retries"] == 0
+    finally:
+        lane.stop()

@@ -33,7 +33,7 @@ class TurnstileSim:
 
     def __init__(self, codec: str, path, *, baudrate: int = 115200, addresses=(1,), pace: bool = True,
                  queue_max: int = 64, auto_pass: bool = False, auto_pass_delay_s: float = 0.05,
-                 retransmit_s: float = 0.5, seed: int | None = None):
+                 retransmit_s: float = 0.5, echo: bool = False, seed: int | None = None):
         self.codec = get_codec(codec)
         if not self.codec.polled:
             addresses = (1,)
@@ -42,6 +42,7 @@ class TurnstileSim:
         self.devices = {a: DeviceModel(queue_max) for a in addresses}
         self.auto_pass, self.auto_pass_delay_s = auto_pass, auto_pass_delay_s
         self.retransmit_s = retransmit_s
+        self.echo = echo  # a 2-wire RS-485 adapter hears its own transmission
         self.requests: list[tuple[int, object]] = []   # everything received, for tests
         self.changed = threading.Condition(threading.RLock())
         self._rng = random.Random(seed)
@@ -152,6 +153,11 @@ class TurnstileSim:
         except (OSError, ValueError):   # unplugged under our feet, or no host end yet
             self._stop.wait(timeout)
             return b""
+        if data and self.echo:
+            try:
+                os.write(fd, data)   # back to the host, as its own receiver would hear it
+            except OSError:
+                pass
         if data and self.pace:
             # The last byte of what we read would only now have finished arriving on a real line.
             self._rx_done = max(time.monotonic(), self._rx_done) + len(data) * self.char_time_s()
