@@ -32,9 +32,11 @@ def sim() -> None:
 @click.option("--scenario", help="Steps to play, separated by ';' (see --help-steps).")
 @click.option("--script", type=click.File("r"), help="A file of scenario steps, one per line.")
 @click.option("--auto-pass", is_flag=True, help="Someone walks through after every grant.")
+@click.option("--echo", is_flag=True, help="Echo the host's bytes back, like a 2-wire RS-485 adapter.")
 @click.option("--help-steps", is_flag=True, help="List the scenario steps and exit.")
 @json_option
-def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass, help_steps, as_json) -> None:
+def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass, echo, help_steps,
+              as_json) -> None:
     """Run a simulated turnstile controller on a pty until Ctrl-C.
 
     Point a driver at the printed path (port = "..."). While it runs, type scenario
@@ -53,7 +55,7 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
         except ValueError as exc:
             fail(f"{option}: {exc} (see `edge sim turnstile --help-steps`)", EX_USAGE, as_json=as_json)
     path = Path(link_path or Path(tempfile.gettempdir()) / f"edge-sim-turnstile-{codec}")
-    simulator = _start(codec, path, baudrate, address_list, auto_pass, as_json)
+    simulator = _start(codec, path, baudrate, address_list, auto_pass, echo, as_json)
     stop = threading.Event()
     # Explicitly, also SIGINT: a shell starts background jobs with SIGINT ignored.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,12 +83,12 @@ def _addresses(text: str, as_json: bool) -> tuple[int, ...]:
     return out
 
 
-def _start(codec, path, baudrate, addresses, auto_pass, as_json):
+def _start(codec, path, baudrate, addresses, auto_pass, echo, as_json):
     from drivers.sim.turnstile import TurnstileSim
 
     try:
         simulator = TurnstileSim(codec, path, baudrate=baudrate, addresses=addresses,
-                                 auto_pass=auto_pass).start()
+                                 auto_pass=auto_pass, echo=echo).start()
     except (OSError, ValueError) as exc:
         fail(f"cannot start the simulator at {path}: {exc}", as_json=as_json)
     info = {"codec": codec, "port": str(path), "pty": str(path.resolve()), "baudrate": baudrate,
