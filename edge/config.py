@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from edge.commands.settings import CommandsSettings
 from edge.errors import ConfigError, UnknownDriverKind
+from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
@@ -138,6 +139,7 @@ class Settings(BaseSettings):
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
+    gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
     @field_validator("drivers")
     @classmethod
@@ -181,7 +183,7 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        lines = _error_lines(exc)
+        lines = [_name_env_source(line) for line in _error_lines(exc)]
         if check_drivers:  # report the drivers' own options too, so one run shows everything
             lines += _driver_option_errors(_parsable_entries(data.get("drivers")))
         raise ConfigError([f"{path}: {line}" for line in lines]) from None
@@ -190,6 +192,18 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         if lines:
             raise ConfigError([f"{path}: {line}" for line in lines])
     return settings
+
+
+def _name_env_source(line: str) -> str:
+    """Say so when the bad value came from an EDGE_ variable: it is not in the file."""
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith("EDGE_") or upper == "EDGE_CONFIG":
+            continue
+        path = upper[5:].lower().replace("__", ".")
+        if line.startswith(f"{path}:"):
+            return f"{path} (set by environment variable {name}){line[len(path):]}"
+    return line
 
 
 def _parsable_entries(raw: Any) -> list[tuple[int, DriverEntry]]:
@@ -245,6 +259,8 @@ def _error_lines(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see config/*.example.toml)"
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NAME:
+            msg = "expected 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
         lines.append(f"{loc}: got {shown}; {msg}")
     return lines
 

@@ -162,7 +162,7 @@ def test_bad_env_override_is_reported_with_its_key_path(tmp_path):
     path = _write(tmp_path, GOOD)
     code, lines = _check(path, env={"EDGE_STORE__MAX_BYTES": "huge"})
     assert code == 78
-    assert len(lines) == 1 and "store.max_bytes: got 'huge'" in lines[0], lines
+    assert len(lines) == 1 and "store.max_bytes (set by environment variable EDGE_STORE__MAX_BYTES): got 'huge'" in lines[0], lines
 
 
 def test_secret_values_are_not_echoed_in_errors(tmp_path):
@@ -178,3 +178,13 @@ def test_edge_config_env_names_the_file(tmp_path):
     result = CliRunner().invoke(cli, ["config", "check"], env={"EDGE_CONFIG": str(path)})
     assert result.exit_code == 0, result.output
     assert str(path) in result.output
+
+
+def test_errors_from_environment_variables_name_the_variable(tmp_path):
+    path = _write(tmp_path, GOOD)
+    code, lines = _check(path, env={"EDGE_SITE": "bad site", "EDGE_STORE__MAX_BYTESS": "5"})
+    assert code == 78 and len(lines) == 2, lines
+    assert any("site (set by environment variable EDGE_SITE): got 'bad site'; expected 1-63 letters" in line
+               for line in lines)
+    assert any("store.max_bytess (set by environment variable EDGE_STORE__MAX_BYTESS): got '5'; unknown key"
+               in line for line in lines)
