@@ -87,7 +87,7 @@ class Downloader:
         self.concurrency, self.timeout = concurrency, chunk_timeout_s
         self.may_proceed, self.pinned, self.on_failed = may_proceed, pinned, on_failed
         self.bucket = TokenBucket(rate_limit_bytes_s, burst_bytes=max(rate_limit_bytes_s // 4, 1))
-        self._queue: queue.Queue[Job] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: dict[str, Job] = {}  # queued or running, by sha256
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -108,6 +108,8 @@ class Downloader:
 
     def stop(self) -> None:
         self._stop.set()
+        for _ in self._threads:
+            self._queue.put(None)  # wakes idle workers at once
         for t in self._threads:
             t.join(timeout=self.timeout + 2)
 
@@ -137,6 +139,8 @@ class Downloader:
                 job = self._queue.get(timeout=_POLL_S * 5)
             except queue.Empty:
                 continue
+            if job is None:
+                break
             try:
                 self._download(job)
             except (QuotaExceeded, CorruptContent, OSError, EdgeError) as exc:

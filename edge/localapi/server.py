@@ -132,8 +132,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> Response:
         url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_body:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+        if length < 0 or length > self.server.max_body:
             self.close_connection = True
             raise ApiError(413, "too_large", f"request body of {length} bytes exceeds "
                                              f"the limit of {self.server.max_body}")
