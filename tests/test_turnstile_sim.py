@@ -135,3 +135,19 @@ def test_sim_cli_rejects_bad_input_with_exit_2(argv, message):
 
     result = CliRunner().invoke(cli, ["sim", "turnstile", "--codec", "rs485-bus", *argv])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_simulator_keeps_running_when_nobody_reads_the_port(tmp_path):
+    """Hours of retransmitted events with no driver attached must not wedge the simulator."""
+    from drivers.sim.turnstile import TurnstileSim
+
+    sim = TurnstileSim("bcc-p2p", tmp_path / "tty", pace=False, retransmit_s=0.0).start()
+    try:
+        sim.passage("in")   # retransmitted on every tick, nobody acknowledges
+        for _ in range(256):  # far more than a pty buffers; a blocking write would hang right here
+            sim.noise(4096)
+            if sim.lost_bytes:
+                break
+        assert sim.lost_bytes > 0 and sim._thread.is_alive()
+    finally:
+        sim.stop()

@@ -31,6 +31,9 @@ class PtyLine:
         tty.setraw(slave)
         # We keep the slave open ourselves so the master never reads EIO while no host has
         # the port open yet.
+        # Non-blocking: with nobody reading the host end, a real line just loses the bytes; a
+        # blocking write would instead hang the simulator once the pty buffer (a few KiB) is full.
+        os.set_blocking(master, False)
         self.master, self._slave = master, slave
         tmp = self.path.with_name(self.path.name + ".new")
         tmp.unlink(missing_ok=True)

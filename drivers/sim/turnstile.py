@@ -43,6 +43,7 @@ class TurnstileSim:
         self.auto_pass, self.auto_pass_delay_s = auto_pass, auto_pass_delay_s
         self.retransmit_s = retransmit_s
         self.echo = echo  # a 2-wire RS-485 adapter hears its own transmission
+        self.lost_bytes = 0
         self.requests: list[tuple[int, object]] = []   # everything received, for tests
         self.changed = threading.Condition(threading.RLock())
         self._rng = random.Random(seed)
@@ -236,6 +237,10 @@ class TurnstileSim:
                 return   # unplugged: the bytes go nowhere, as on a real unplugged cable
             try:
                 os.write(fd, data)
+            except BlockingIOError:
+                with self.changed:            # nobody reads the host end: the bytes are lost
+                    self.lost_bytes += len(data)
+                    self.changed.notify_all()
             except OSError:
                 pass     # the line was just unplugged
 
