@@ -158,3 +158,16 @@ def test_a_damaged_ledger_is_set_aside_rebuilt_from_the_store_and_reported(tmp_p
         assert check_subject(second.settings, "A1234BC").total_usv == 3.0  # rebuilt from the store
     finally:
         second.close()
+
+
+def test_a_reused_scan_id_with_other_content_is_quarantined_not_dropped(tmp_path, harness):
+    inbox, sim = tmp_path / "inbox", ScannerSim(dose_usv=1.0)
+    rec = sim.record("clear")
+    sim.write_json(inbox, rec)
+    driver = harness.start_driver(XrayFolderDriver, path=inbox, **FAST)
+    harness.wait(lambda: harness.events("xray.scan"), what="the first scan")
+    (inbox / "again.json").write_text(json.dumps({**rec, "dose_usv": 4.0}))
+    rejected = harness.wait(lambda: harness.events("xray.rejected"), what="the conflicting file")
+    assert "already recorded with different content" in rejected[0]["payload"]["reason"]
+    assert (inbox / "quarantine" / "again.json").exists() and len(harness.events("xray.scan")) == 1
+    assert driver.counts["duplicates"] == 0

@@ -54,6 +54,10 @@ def test_socket_stream_survives_a_10mb_line_bad_records_and_a_reconnect(harness)
         harness.wait(lambda: len(_ids(harness)) == 4, what="scans after reconnects")
         assert _ids(harness) == [r["scan_id"] for r in recs]
         assert driver.counts["reconnects"] >= 2 and len(harness.events("xray.rejected")) == 3
+        server.send(sim.line_json({**recs[1], "dose_usv": 9.9}))  # a reused id with other content
+        harness.wait(lambda: len(harness.events("xray.rejected")) == 4, what="the conflicting record refused")
+        assert "already recorded with different content" in harness.events("xray.rejected")[-1]["payload"]["reason"]
+        assert len(_ids(harness)) == 4
         harness.wait(lambda: harness.events("xray.unlawful_scan"), what="the no-reason alarm")
     finally:
         server.close()

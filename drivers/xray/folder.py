@@ -9,7 +9,8 @@ A file that cannot be accepted goes to ``quarantine/`` with
 deleted, never a crash, and the next file goes on as usual.
 
 Exactly once: the event store is the commit point. A scan's key
-(scanner/scan_id) is checked with the x-ray service before emitting; after a
+(scanner/scan_id) is checked with the x-ray service before emitting (the
+same key with different content is quarantined, never dropped); after a
 kill -9 between emit and move the file is still in the inbox, its key is
 found (the service caught up on the store before drivers started) and the
 file is only moved.
@@ -158,7 +159,12 @@ class XrayFolderDriver(Driver):
         if self.config.scanner and isinstance(fields, dict):
             fields.setdefault("scanner", self.config.scanner)
         scan = build_scan({**fields, "image": None} if image_name else fields, name)
-        if self.service.seen(scan.key):
+        record_sha256 = hashlib.sha256(data).hexdigest()
+        prior = self.service.recorded(scan.key)
+        if prior is not None:
+            if prior and prior != record_sha256:
+                raise ScanRejected(f"{name}: scan {scan.scan_id!r} of scanner {scan.scanner!r} is already "
+                                   "recorded with different content; not counted (is the scanner reusing ids?)")
             self._finish(path, None, duplicate=True, key=scan.key)
             return
         image_path = None
@@ -168,11 +174,11 @@ class XrayFolderDriver(Driver):
                 return  # image not there yet: try again next poll
             fields = {**fields, "image": self._hash_image(image_path, name) if image_path else None}
             scan = build_scan(fields, name)
-        payload = scan.payload(format=source.FORMAT, record_sha256=hashlib.sha256(data).hexdigest())
+        payload = scan.payload(format=source.FORMAT, record_sha256=record_sha256)
         if image_name and image_path is None:
             payload["image_missing"] = image_name
         self.ctx.emit("xray.scan", payload, "normal")
-        self.service.emitted(scan.key)
+        self.service.emitted(scan.key, record_sha256)
         self.counts["emitted"] += 1
         self.ctx.log.info("xray_scan_emitted", file=name, scan_id=scan.scan_id, format=source.FORMAT)
         self._finish(path, image_path, duplicate=False, key=scan.key)

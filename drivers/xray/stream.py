@@ -132,13 +132,18 @@ class XrayStreamDriver(Driver):
         except ScanRejected as exc:
             self._reject(where, len(item) + 1, exc.reason)
             return
-        if self.service.seen(scan.key):
+        record_sha256 = line_source.record_sha256(item)
+        prior = self.service.recorded(scan.key)
+        if prior is not None and prior and prior != record_sha256:
+            self._reject(where, len(item) + 1, f"{where}: scan {scan.scan_id!r} of scanner {scan.scanner!r} is "
+                         "already recorded with different content; not counted (is the scanner reusing ids?)")
+            return
+        if prior is not None:
             self.counts["duplicates"] += 1
             self.ctx.log.info("xray_scan_already_stored", key=scan.key)
             return
-        self.ctx.emit("xray.scan", scan.payload(format=line_source.FORMAT,
-                                                record_sha256=line_source.record_sha256(item)), "normal")
-        self.service.emitted(scan.key)
+        self.ctx.emit("xray.scan", scan.payload(format=line_source.FORMAT, record_sha256=record_sha256), "normal")
+        self.service.emitted(scan.key, record_sha256)
         self.counts["emitted"] += 1
 
     def _reject(self, where: str, size: int, reason: str) -> None:

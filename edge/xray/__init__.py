@@ -22,10 +22,12 @@ def check_subject(settings, subject: str) -> DoseCheck:
     why, for the operator). Works offline and without the daemon: inside it,
     the running x-ray service answers; elsewhere the ledger file is read.
     """
-    from edge.xray.ledger import DoseLedger
-    from edge.xray.service import current
+    import sys
 
-    service = current()
+    from edge.xray.ledger import DoseLedger
+
+    service_module = sys.modules.get("edge.xray.service")  # not loaded: no service in this process
+    service = service_module.current() if service_module else None
     if service is not None:
         return service.check(subject)
     ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, readonly=True)

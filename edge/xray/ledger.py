@@ -31,7 +31,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
     origin TEXT NOT NULL, scan_key TEXT NOT NULL, subject TEXT, dose_usv REAL NOT NULL,
     at REAL NOT NULL, scan_id TEXT NOT NULL, reason TEXT, event_seq INTEGER, recorded_at REAL NOT NULL,
-    PRIMARY KEY (origin, scan_key));
+    record_sha256 TEXT, PRIMARY KEY (origin, scan_key));
 CREATE INDEX IF NOT EXISTS scans_subject ON scans(subject, at);
 CREATE TABLE IF NOT EXISTS remote_updates (
     subject TEXT NOT NULL, origin TEXT NOT NULL, issued_at REAL NOT NULL, applied_at REAL NOT NULL,
@@ -104,7 +104,7 @@ class DoseLedger:
     """Dose rows for one site. Thread-safe: one writer connection, one reader connection.
 
     Reads never queue behind a write's fsync (WAL lets them run beside it), so
-    a driver asking ``has_scan`` is not slowed by the service recording a scan.
+    a driver asking ``scan_hash`` is not slowed by the service recording a scan.
     """
 
     def __init__(self, state_dir: Path, site: str, policy: XraySettings, *, readonly: bool = False):
@@ -178,9 +178,9 @@ class DoseLedger:
             before = self._total(conn, subject, at) if subject else 0.0
             cur = conn.execute(
                 "INSERT OR IGNORE INTO scans (origin, scan_key, subject, dose_usv, at, scan_id, reason, "
-                "event_seq, recorded_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "event_seq, recorded_at, record_sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (self.site, payload["key"], subject, dose, at, payload["scan_id"],
-                 payload.get("reason"), event_seq, time.time()))
+                 payload.get("reason"), event_seq, time.time(), payload.get("record_sha256")))
             inserted = cur.rowcount == 1
             if event_seq is not None:
                 conn.execute("INSERT INTO meta VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE "
@@ -217,8 +217,10 @@ class DoseLedger:
         row = self._query("SELECT value FROM meta WHERE key='last_seq'")
         return int(row[0][0]) if row else 0
 
-    def has_scan(self, key: str) -> bool:
-        return bool(self._query("SELECT 1 FROM scans WHERE origin=? AND scan_key=?", (self.site, key)))
+    def scan_hash(self, key: str) -> str | None:
+        """SHA-256 of the raw record of this site's scan ``key``; None if not recorded."""
+        rows = self._query("SELECT record_sha256 FROM scans WHERE origin=? AND scan_key=?", (self.site, key))
+        return (rows[0][0] or "") if rows else None
 
     def total(self, subject: str, now: datetime | None = None) -> float:
         now = now or datetime.now(UTC)

@@ -4,7 +4,7 @@ It sits on the store's commit listener (so it sees exactly what was stored,
 whichever adapter emitted it) and, at start, catches up on every scan stored
 after the ledger's cursor — a kill -9 between an event's commit and its
 ledger row costs nothing. Adapters use it for exactly-once emission:
-``seen(key)`` is true for every scan already in the store, because start-up
+``recorded(key)`` knows every scan already in the store, because start-up
 catch-up runs before any driver starts.
 
 Central's signed dose records for other sites arrive on the site's dose
@@ -55,7 +55,7 @@ class XrayService:
             self._recovered = {"problem": str(exc)[:300], "moved_to": moved}
             self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
         self._queue: queue.Queue = queue.Queue()
-        self._emitted: set[str] = set()
+        self._emitted: dict[str, str] = {}
         self._thread = threading.Thread(target=self._work, name="xray-ledger", daemon=True)
         self._trusted: dict | None = None
         self.counts = {"scans": 0, "duplicates": 0, "alarms": 0, "dose_docs_applied": 0,
@@ -105,13 +105,19 @@ class XrayService:
 
     # -- what drivers and the gate policy call -------------------------------
 
-    def seen(self, key: str) -> bool:
-        """True when a scan with this key is already in the event store (emit it never again)."""
-        return key in self._emitted or self.ledger.has_scan(key)
+    def recorded(self, key: str) -> str | None:
+        """The record hash of the stored scan with this key, or None: emit only on None.
 
-    def emitted(self, key: str) -> None:
+        A different hash under the same key is a scanner reusing an id: the
+        caller refuses it rather than silently dropping a real dose.
+        """
+        if key in self._emitted:
+            return self._emitted[key]
+        return self.ledger.scan_hash(key)
+
+    def emitted(self, key: str, record_sha256: str) -> None:
         """A driver stored an ``xray.scan`` with this key (the ledger row follows shortly)."""
-        self._emitted.add(key)
+        self._emitted[key] = record_sha256
 
     def check(self, subject: str) -> DoseCheck:
         """May ``subject`` be scanned now? The gate policy calls this before a scan.
