@@ -282,3 +282,16 @@ def test_bad_driver_options_name_the_key_and_what_is_expected(tmp_path):
     text = "\n".join(err.value.lines)
     assert "drivers[0] (cam).thresholds.verify: got 0.6" in text and "0.5" in text
     assert "drivers[0] (cam).liveness: got 'maybe'" in text
+
+
+def test_decisions_name_the_stages_over_their_time_budget(gallery):
+    from drivers.camera.pipeline import Pipeline, PipelineConfig
+
+    enroll_all(gallery, who=["obama"])
+    generous = {s: 1e6 for s in ("presence", "detect", "landmarks", "quality", "search")}
+    config = PipelineConfig.from_dict({"budgets_ms": {**generous, "encode": 0.001}})
+    assert dict(config.budgets_ms)["encode"] == 0.001
+    lane = Lane(Pipeline(config), Decider(gallery), NoLiveness())
+    [d] = lane.process(frame("obama_2"))
+    assert d.payload["over_budget"] == ["encode"]
+    assert lane.status()["over_budget"] == {"encode": 1}

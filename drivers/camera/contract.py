@@ -39,6 +39,7 @@ class _Timed(_Strict):
     timings_ms: dict[str, float] = Field(
         description="Per pipeline stage: presence, detect, landmarks, quality, encode, search.")
     decision_ms: float = Field(description="Sum of the stages for the deciding frame.")
+    over_budget: list[str] = Field(default_factory=list, description="Stages that ran over their time budget.")
     audit_ref: str | None = Field(default=None, description="Opt-in audit mode: encrypted crop file name.")
 
 

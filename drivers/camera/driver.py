@@ -50,6 +50,8 @@ class PipelineOptions(_Options):
     min_sharpness: float = Field(default=30.0, ge=0)
     max_yaw: float = Field(default=0.35, gt=0, le=1)
     presence_delta: float = Field(default=3.0, ge=0)
+    budgets_ms: dict[Literal["presence", "detect", "landmarks", "quality", "encode", "search"], float] = Field(
+        default_factory=dict, description="Per-stage time budgets; decisions list the stages over budget.")
 
 
 class FaceCameraConfig(DriverConfig):

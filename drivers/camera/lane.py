@@ -50,6 +50,7 @@ class Lane:
         self.active = self.decided = self.quality_reported = False
         self._absent = self._bad = 0
         self.approaches = self.decisions = 0
+        self.over_budget: dict[str, int] = {}  # stage -> decisions where it ran over its budget
 
     def claim(self, subject_id: str, booking_id: str | None, ttl_s: float | None = None) -> None:
         """A booking was presented: verify the next face 1:1 against ``subject_id``."""
@@ -117,8 +118,11 @@ class Lane:
 
     def _event(self, type: str, payload: dict[str, Any], a: Analysis, priority: str) -> Decision:
         self.decisions += 1
+        over = self.pipeline.config.over_budget(a.timings_ms)
+        for stage in over:
+            self.over_budget[stage] = self.over_budget.get(stage, 0) + 1
         payload = {**payload, "timings_ms": a.timings_ms,
-                   "decision_ms": round(sum(a.timings_ms.values()), 2)}
+                   "decision_ms": round(sum(a.timings_ms.values()), 2), "over_budget": over}
         if "quality" not in payload and a.quality:
             payload["quality"] = {k: v for k, v in a.quality.items() if k != "ok"}
         if self.config.audit and type in _FAILED and a.crop is not None:
@@ -152,4 +156,4 @@ class Lane:
 
     def status(self) -> dict[str, Any]:
         return {"approaches": self.approaches, "decisions": self.decisions, "active": self.active,
-                "claim_pending": self._pending_claim() is not None}
+                "claim_pending": self._pending_claim() is not None, "over_budget": dict(self.over_budget)}

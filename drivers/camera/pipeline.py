@@ -43,11 +43,22 @@ class PipelineConfig:
     min_pitch: float = 0.25
     jitters: int = 1
     allow_multiple: bool = False  # lanes where several people may pass: use the main face
+    # Per-stage time budgets (ms) on the gate's hardware; a decision names the stages over
+    # budget so a slow camera position or an overloaded box shows up in the events.
+    budgets_ms: tuple[tuple[str, float], ...] = (
+        ("presence", 5.0), ("detect", 40.0), ("landmarks", 10.0), ("quality", 5.0), ("encode", 120.0),
+        ("search", 10.0))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if isinstance(known.get("budgets_ms"), dict):
+            known["budgets_ms"] = tuple({**dict(cls.budgets_ms), **known["budgets_ms"]}.items())
         return cls(**known)
+
+    def over_budget(self, timings_ms: dict[str, float]) -> list[str]:
+        budgets = dict(self.budgets_ms)
+        return [stage for stage, ms in timings_ms.items() if ms > budgets.get(stage, float("inf"))]
 
 
 @dataclass
