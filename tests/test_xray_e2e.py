@@ -7,7 +7,7 @@ import os
 import time
 from datetime import UTC, datetime
 
-from drivers.sim.xray import LineServer, ScannerSim
+from drivers.sim.xray import MALFORMED, LineServer, ScannerSim
 from drivers.xray.contract import EVENT_PAYLOADS
 from edge.signing import generate_keypair, load_private_key, sign
 from edge.store import StoreReader
@@ -59,12 +59,13 @@ def test_every_adapter_delivers_scans_to_an_mqtt_subscriber(tmp_path, mosquitto,
         recs = [sim.record("clear"), sim.record("suspicious"), sim.record("override"), sim.record("no_reason")]
         image = os.urandom(3000)
         sim.write_json(inbox, recs[0], image=image)
-        sim.write_malformed(inbox, "xml_bomb")
+        for kind in MALFORMED:  # every kind of bad file, between good ones
+            sim.write_malformed(inbox, kind)
         sim.write_xml(inbox, recs[1])
         dicos = sim.write_dicos(inbox, recs[2], pixels=os.urandom(512))
         server.wait_client()
         collector.wait_for(lambda c: c.events("xray.stream_state"), 20, "line stream connected")
-        server.send(sim.line_kv(recs[3]))
+        server.send(b"q" * (10 * 1024 * 1024) + b"\n" + sim.line_kv(recs[3]))
         scans = collector.wait_for(lambda c: len(c.events("xray.scan")) >= 4 and c.events("xray.scan"), 30,
                                    "four xray.scan events")
         by_format = {e["payload"]["format"]: e["payload"] for e in scans}
@@ -76,8 +77,10 @@ def test_every_adapter_delivers_scans_to_an_mqtt_subscriber(tmp_path, mosquitto,
         collector.wait_for(lambda c: c.events("xray.rejected") and c.events("xray.unlawful_scan")
                            and c.events("xray.dose_warning"), 20, "rejection, unlawful and dose alarms")
         assert all(e["priority"] == "alarm" for e in collector.events("xray.dose_warning"))
+        collector.wait_for(lambda c: len(c.events("xray.rejected")) == len(MALFORMED) + 1, 20, "all rejections")
         listed = json.loads(daemon.cli("xray", "quarantine", "--json").stdout)
-        assert len(listed) == 1 and "billion-laughs" in listed[0]["reason"]
+        assert len(listed) == len(MALFORMED) and any("billion-laughs" in q["reason"] for q in listed)
+        assert any("over the 65536-byte limit" in e["payload"]["reason"] for e in collector.events("xray.rejected"))
         assert (inbox / "processed" / dicos.name).exists()
         _conforms(collector.events("xray."))
         assert daemon.running
