@@ -166,3 +166,16 @@ def test_sigterm_with_a_stuck_third_party_driver_exits_0_after_the_timeout(edge_
     assert [e["driver"] for e in log if e["event"] == "driver_stuck_on_stop"] == ["reader"]
     assert [e for e in log if e["event"] == "edge_stopped"][-1]["stuck_drivers"] == ["reader"]
     assert daemon.cli("audit", "verify").returncode == 0
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(edge_daemon, base_config):
+    """An engineer typing `edge run` while the service runs must not fork seq and the chain."""
+    first = edge_daemon({**base_config, "drivers": [{"name": "beat", "kind": "sim.heartbeat", "rate": 50}]})
+    second = subprocess.run([sys.executable, "-m", "edge", "--config", str(first.config_path), "run"],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"is in use by another process (pid {first.proc.pid})" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.running
+    assert first.stop() == 0
+    assert first.cli("audit", "verify").returncode == 0

@@ -6,13 +6,14 @@ import sys
 
 import click
 
-from edge.cli._common import settings_from
+from edge.cli._common import edge_errors, settings_from
 
 
 @click.command()
 @click.pass_context
+@edge_errors
 def run(ctx: click.Context) -> None:
-    """Run the daemon until SIGTERM (exit 0) — a bad config exits 78."""
+    """Run the daemon until SIGTERM (exit 0) — a bad config exits 78, a store in use 1."""
     settings = settings_from(ctx, check_drivers=True)
     from edge import logs
 

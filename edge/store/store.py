@@ -21,6 +21,7 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event
 from edge.store import _chain
+from edge.store._lock import StoreLock
 from edge.store._reader import KEY_NAME, StoreReader, connect
 from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
@@ -60,6 +61,7 @@ class Store(StoreReader):
         self._listeners: list[Callable[[list[Event]], None]] = []
         self._pending_rows: list = []  # flat row values of the batch, not yet inserted
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
+        self._dir_lock = StoreLock(state_dir)  # before anything is read or moved
         self._key = _chain.load_key(state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
         recovered = recover(self.path, self._seqfile.limit + 1)
@@ -149,6 +151,7 @@ class Store(StoreReader):
         self._writer.close()
         self._w.close()
         super().close()
+        self._dir_lock.release()
 
     # -- writer thread --------------------------------------------------------
 
