@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
+import time
 
 import pytest
 
@@ -46,7 +48,7 @@ def test_publish_and_subscribe_round_trip(base_config, mosquitto, make_link):
             break
     delivery = link.publish("edge/v1/site-1/dev-1/cmd", b'{"id":"1"}', qos=1)
     assert delivery.wait(5), delivery.reason
-    assert got.get(timeout=5) == ("edge/v1/site-1/dev-1/cmd", b'{"id":"1"}')
+    assert got.get(timeout=15) == ("edge/v1/site-1/dev-1/cmd", b'{"id":"1"}')
     status = link.status()
     assert status["connected"] and status["broker"] == mosquitto.uri
     assert status["last_puback_at"] is not None
@@ -84,7 +86,7 @@ def test_subscriptions_restored_and_commands_queued_while_away_arrive(base_confi
     assert link2.wait_connected(10)
     seen = []
     while b"while-away" not in seen:
-        seen.append(got.get(timeout=10))
+        seen.append(got.get(timeout=20))
 
 
 @pytest.mark.parametrize("name", ["dev", "test", "demo"])
@@ -136,3 +138,78 @@ def test_link_socket_sets_tcp_nodelay(base_config, mosquitto, make_link):
     assert link.wait_connected(10)
     sock = link._client.socket()
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_mqtt_311_session_round_trip(base_config, mosquitto, make_link):
+    link = make_link(_settings(base_config, [mosquitto.uri], protocol="3.1.1"))
+    assert link.wait_connected(10)
+    got: queue.SimpleQueue = queue.SimpleQueue()
+    link.subscribe("edge/v1/site-1/dev-1/cmd", lambda t, p, props: got.put(p))
+    for _ in range(50):
+        assert link.publish("edge/v1/site-1/dev-1/cmd", b"hello", qos=1).wait(5)
+        try:
+            assert got.get(timeout=0.2) == b"hello"
+            break
+        except queue.Empty:
+            continue
+    else:
+        pytest.fail("no message came back over MQTT 3.1.1")
+
+
+@pytest.fixture
+def password_broker(mosquitto_factory, tmp_path):
+    import subprocess
+
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "dev-1", "s3cret"], check=True)
+    return mosquitto_factory(allow_anonymous=False, extra=f"password_file {pw}")
+
+
+def test_username_and_password_from_a_file(base_config, password_broker, make_link, tmp_path):
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("s3cret\n")
+    link = make_link(_settings(base_config, [password_broker.uri], username="dev-1", password_file=str(secret)))
+    assert link.wait_connected(10), link.status()["last_error"]
+
+
+def test_wrong_password_is_reported_with_the_connack_reason(base_config, password_broker, make_link, tmp_path):
+    secret = tmp_path / "mqtt.password"
+    secret.write_text("wrong")
+    link = make_link(_settings(base_config, [password_broker.uri], username="dev-1", password_file=str(secret)))
+    deadline = time.monotonic() + 10
+    while link.status()["connect_failures"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    error = link.status()["last_error"]
+    assert not link.connected and error["layer"] == "mqtt"
+    assert error["code"] in ("0x86", "0x87") and "refused the connection" in error["message"], error
+    assert "wrong" not in json.dumps(link.status())  # the password never shows
+
+
+def test_missing_password_file_names_the_setting(base_config, password_broker, make_link, tmp_path):
+    link = make_link(_settings(base_config, [password_broker.uri], username="dev-1",
+                               password_file=str(tmp_path / "absent")))
+    deadline = time.monotonic() + 10
+    while link.status()["last_error"] is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    error = link.status()["last_error"]
+    assert error["layer"] == "config" and "mqtt.password_file" in error["message"]
+
+
+def test_broker_that_never_sends_connack_is_given_up_on(base_config, make_link, monkeypatch):
+    import socket
+
+    import edge.mqtt.link as link_module
+
+    monkeypatch.setattr(link_module, "_CONNACK_WAIT_S", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts TCP (the kernel does), never speaks MQTT
+    try:
+        link = make_link(_settings(base_config, [f"mqtt://127.0.0.1:{silent.getsockname()[1]}"]))
+        deadline = time.monotonic() + 10
+        while link.status()["connect_failures"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        error = link.status()["last_error"]
+        assert link.status()["connect_failures"] >= 2 and "no CONNACK" in error["message"], error
+    finally:
+        silent.close()

@@ -33,6 +33,7 @@ log = structlog.get_logger("edge.mqtt")
 Handler = Callable[[str, bytes, Any], None]
 AckCallback = Callable[[int, int, str], None]  # (mid, reason code value, reason name)
 _STABLE_S = 10.0  # a connection that lasted this long resets the backoff
+_CONNACK_WAIT_S = 10.0
 
 
 def _now_iso() -> str:
@@ -108,6 +109,7 @@ class MqttLink:
         self._ended = threading.Event()
         self._up = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reached = self._reported = False  # this session: CONNACK ok / its failure already reported
         self._will: tuple[str, bytes] | None = None
         self._stats: dict[str, Any] = {
             "broker": None, "connected_since": None, "session_present": None, "last_puback_at": None,
@@ -249,7 +251,7 @@ class MqttLink:
     def _session(self, broker: Broker) -> bool:
         """Connect to ``broker`` and stay until the connection ends. True if CONNACK succeeded."""
         self._ended.clear()
-        self._reached = False
+        self._reached = self._reported = False
         try:
             client = make_client(self.cfg, self.client_id, broker)
         except MqttConfigError as exc:
@@ -276,10 +278,19 @@ class MqttLink:
             self._client = None
             return False
         client.loop_start()
-        # paho's thread ends the connection; on_disconnect sets _ended.
+        # paho's thread ends the connection; on_disconnect sets _ended. paho has no
+        # deadline for the CONNACK itself: a broker that accepts TCP and then says
+        # nothing would hold us here forever without this one.
+        connack_deadline = time.monotonic() + _CONNACK_WAIT_S
         while not self._ended.wait(0.5):
             if self._stopping.is_set() and not client.is_connected():
                 break
+            if not self._reached and time.monotonic() > connack_deadline:
+                self._stats["connect_failures"] += 1
+                self._error(broker, "mqtt", f"no CONNACK within {_CONNACK_WAIT_S:.0f} s after connecting")
+                self._reported = True
+                client.disconnect()
+                connack_deadline = float("inf")
         client.loop_stop()
         self._client = None
         self._fail_pending()
@@ -289,6 +300,7 @@ class MqttLink:
 
     def _on_connect(self, broker: Broker, flags, rc) -> None:
         if rc.is_failure:
+            self._reported = True
             self._stats["connect_failures"] += 1
             self._error(broker, "mqtt", f"broker refused the connection: {rc.getName()}", code=rc.value)
             return
@@ -312,7 +324,7 @@ class MqttLink:
         if not self._stopping.is_set():
             if was_up:
                 self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
-            elif not self._reached:
+            elif not self._reached and not self._reported:
                 self._stats["connect_failures"] += 1
                 hint = " (over TLS: the broker may have refused the client certificate)" if broker.tls else ""
                 self._error(broker, "tls" if broker.tls else "mqtt",
