@@ -188,3 +188,14 @@ def test_a_scanner_clock_far_off_does_not_hide_a_dose(tmp_path):
     assert rec.time_replaced and ledger.total("A1234BC") == 3.0  # counted when stored, not in 1970
     honest = _payload(ScannerSim(scanner="SC-2", dose_usv=1.0), NOW - timedelta(hours=2))
     assert ledger.record_local(honest, 2, stored_at=NOW).time_replaced is False
+
+
+def test_a_bad_xray_section_names_the_key(tmp_path):
+    from edge.config import load_settings
+    from edge.errors import ConfigError
+
+    path = tmp_path / "edge.toml"
+    path.write_text(dump_toml({"device_id": "d1", "site": "s1", "role": "gate", "xray": {"warning_usv": 300.0}}))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "xray: got {'warning_usv': 300.0}; warning_usv (300.0) must not exceed limit_usv (250.0)" in info.value.lines[0]

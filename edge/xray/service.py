@@ -123,7 +123,8 @@ class XrayService:
         """May ``subject`` be scanned now? The gate policy calls this before a scan.
 
         Waits (briefly) until every scan already stored is in the ledger, so the
-        answer counts the scan that just happened.
+        answer counts the scan that just happened. Call it from your own thread,
+        never from a store listener (the ledger worker may be waiting on the store).
         """
         if not self.wait_idle(timeout=2.0):
             log.warning("xray_check_with_backlog", backlog=self._queue.qsize())
