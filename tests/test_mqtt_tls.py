@@ -125,3 +125,44 @@ def test_daemon_reports_the_refusal_in_edge_status_and_keeps_the_events(tls_brok
     assert report["outbox"]["pending"] >= 3  # nothing refused is lost
     text = daemon.cli("status").stdout
     assert "REFUSED, last 0x87 Not authorized" in text
+
+
+def _server_cert_for(folder, tls_material, hostname: str) -> dict:
+    """A broker certificate from the test CA that names another host than 127.0.0.1."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert, ca_key = tls_material["ca_obj"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {"cert": str(folder / "other.pem"), "key": str(folder / "other.key")}
+    (folder / "other.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "other.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
+
+
+def test_hostname_verification_is_on_by_default(mosquitto_factory, tls_material, make_link, tmp_path):
+    broker = mosquitto_factory(tls={"ca": tls_material["ca"], **_server_cert_for(tmp_path, tls_material,
+                                                                                 "broker.elsewhere.example")})
+    dev1 = tls_material["devices"]["dev-1"]
+    strict, _ = make_link(broker, cert=dev1, ca=tls_material["ca"], store=False)
+    assert _wait(lambda: strict.status()["last_error"] is not None)
+    assert not strict.connected
+    error = strict.status()["last_error"]
+    assert error["layer"] == "tls" and "127.0.0.1" in error["message"], error
+    # Switching verification off (a lab with IP-only brokers) connects; the CA is still checked.
+    lax, _ = make_link(broker, cert=dev1, ca=tls_material["ca"], store=False, tls_verify_hostname=False)
+    assert lax.wait_connected(10), lax.status()["last_error"]
