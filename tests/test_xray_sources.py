@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.sim.xray import ScannerSim, dicos_bytes
 from drivers.xray import dicos_source, json_source, line_source, xml_source
@@ -108,3 +110,27 @@ def test_key_value_records_with_quotes_and_errors():
         line_source.parse(b"scan_id=S1 junk", "l")
     with pytest.raises(ScanRejected, match="x,y,w,h"):
         line_source.parse(b"regions=1,2", "l")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20), st.integers(min_value=8, max_value=64))
+def test_splitter_never_exceeds_its_bound_and_emits_one_item_per_newline(chunks, bound):
+    splitter = LineSplitter(bound)
+    items = [item for chunk in chunks for item in splitter.feed(chunk)]
+    assert len(items) == b"".join(chunks).count(b"\n")
+    expected = b"".join(chunks).split(b"\n")[:-1]
+    for item, line in zip(items, expected, strict=True):
+        assert item == line if len(line) <= bound else item == Overlong(len(line) + 1)
+    assert splitter.pending <= bound
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_are_a_scan_or_a_clear_rejection(data):
+    for parse in (lambda d: json_source.parse(d, "f"), lambda d: xml_source.parse(d, "f"),
+                  lambda d: line_source.parse(d.replace(b"\n", b""), "l"), lambda d: dicos_source.parse(d, "f")):
+        try:
+            fields = parse(data)
+            build_scan(fields[0] if isinstance(fields, tuple) else fields, "f")
+        except ScanRejected as exc:
+            assert exc.reason.startswith(("f:", "l:"))
