@@ -9,11 +9,14 @@ identified 1:N, with a threshold that tightens as the staff gallery grows:
                                 identify - identify_step * log10(N / identify_base_size))
 
 Each tenfold growth of the gallery multiplies the chance that some impostor
-falls under the threshold by ten; lowering the threshold by ``identify_step``
-(0.03 by default) pulls the impostor tail of dlib's distance distribution
-back by about that factor on our calibration data. An identification also
-needs a margin to the runner-up subject (``min_margin``) so that two similar
-staff members are never confused: such a case is ``unknown`` (ambiguous).
+falls under the threshold by about ten (1-(1-p)^N ~ N*p), so the per-pair
+false-accept rate p must fall tenfold to keep the gallery's rate constant;
+``identify_step`` (0.03 per decade) is the distance a site gives up for that.
+It is a conservative default, not a measured law: a site checks it with
+``edge biometrics calibrate`` on its own impostor pairs. An identification
+also needs a margin to the runner-up subject (``min_margin``) so that two
+similar staff members are never confused: such a case is ``unknown``
+(ambiguous).
 """
 
 from __future__ import annotations
