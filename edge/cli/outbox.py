@@ -63,11 +63,15 @@ def drain(ctx: click.Context, timeout: float | None, as_json: bool) -> None:
         fail(f"the daemon is running (pid {running.get('pid')}) and is already draining the outbox; "
              "`edge status` shows its progress. To drain in the foreground, stop it first "
              "(systemctl stop edge): two writers would fight over the store", as_json=as_json)
+    import time
+
+    started = time.monotonic()
     with click.progressbar(length=1, label="draining outbox", file=click.get_text_stream("stderr"),
-                           show_pos=True, show_percent=True) as bar:
+                           show_pos=True, show_percent=True, item_show_func=lambda rate: rate) as bar:
         def progress(acked: int, total: int) -> None:
             bar.length = max(total, acked, 1)
-            bar.update(acked - bar.pos)
+            rate = acked / max(time.monotonic() - started, 1e-3)
+            bar.update(acked - bar.pos, current_item=f"{rate:,.0f} events/s")
         result = run_drain(settings, timeout=timeout, on_progress=progress)
     output(result, as_json, _drain_text)
     if not result["ok"]:
