@@ -160,12 +160,29 @@ class Daemon:
             "role": s.role, "started_at": self.started_at.isoformat(),
             "updated_at": datetime.now(UTC).isoformat(),
             "drivers": self.supervisor.health() if self.supervisor else {},
-            "components": {c.name: c.status() for c in self.components},
+            "components": {c.name: _component_status(c) for c in self.components},
         }
 
     def write_status(self, running: bool = True) -> None:
-        """Atomically replace state_dir/status.json for the CLI to read."""
+        """Atomically replace state_dir/status.json for the CLI to read.
+
+        Never raises: a full disk must not end the daemon's loop, and with it the
+        watchdog pings and the gate.
+        """
         path: Path = self.settings.state_dir / STATUS_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(running), indent=1))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(self.status(running), indent=1, default=str))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("status_write_failed", path=str(path), error=str(exc))
+
+
+def _component_status(component) -> dict[str, Any]:
+    """A component's status, or what went wrong asking for it: one bug must not hide the rest."""
+    try:
+        return component.status()
+    except Exception as exc:
+        log.error("component_status_failed", component=component.name, error_type=type(exc).__name__,
+                  error=str(exc)[:300])
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}

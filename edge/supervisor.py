@@ -131,9 +131,13 @@ class DriverRunner:
             report["last_error"] = self._last_error
         driver = self._driver
         if driver is not None and self._status == "ok":
-            detail = driver.health()
-            report.update({k: v for k, v in detail.items() if k != "status"})
-            report["status"] = detail.get("status", "ok")
+            try:
+                detail = driver.health()
+                report.update({k: v for k, v in detail.items() if k != "status"})
+                report["status"] = detail.get("status", "ok")
+            except Exception as exc:  # a driver's bug must not take the status loop (and daemon) down
+                report["status"] = "degraded"
+                report["health_error"] = f"{type(exc).__name__}: {exc}"[:300]
         return report
 
     def stop(self) -> None:

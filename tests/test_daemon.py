@@ -179,3 +179,28 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(edge_daemon, base_conf
     assert first.running
     assert first.stop() == 0
     assert first.cli("audit", "verify").returncode == 0
+
+
+def test_status_file_survives_a_broken_component(tmp_path):
+    """A component whose status() raises must not stop the daemon loop or hide the rest."""
+    from edge.config import Settings
+    from edge.daemon import Daemon
+
+    class Broken:
+        name = "broken"
+
+        def status(self):
+            raise RuntimeError("bug in status")
+
+    class Fine:
+        name = "fine"
+
+        def status(self):
+            return {"queued": 0, "since": time}  # not JSON: written with str()
+
+    daemon = Daemon(Settings(device_id="d", site="s", role="gate", state_dir=tmp_path))
+    daemon.components = [Broken(), Fine()]
+    daemon.write_status()
+    doc = json.loads((tmp_path / "status.json").read_text())
+    assert doc["components"]["broken"] == {"error": "RuntimeError: bug in status"}
+    assert doc["components"]["fine"]["queued"] == 0

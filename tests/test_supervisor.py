@@ -44,12 +44,20 @@ class BadCloseDriver(Driver):
         raise RuntimeError("close failed as well")
 
 
+class BadHealthDriver(Driver):
+    """Runs fine, but its health() has a bug."""
+
+    def health(self):
+        raise KeyError("sensor")
+
+
 @pytest.fixture
 def test_kinds(monkeypatch):
     """Register this module's drivers like a third party would: as entry points."""
     real = dict(registry._entry_points())
     extra = {kind: EntryPoint(kind, f"{__name__}:{cls}", registry.GROUP)
-             for kind, cls in (("test.stuck", "StuckDriver"), ("test.badclose", "BadCloseDriver"))}
+             for kind, cls in (("test.stuck", "StuckDriver"), ("test.badclose", "BadCloseDriver"),
+                               ("test.badhealth", "BadHealthDriver"))}
     monkeypatch.setattr(registry, "_entry_points", lambda: {**real, **extra})
 
 
@@ -198,3 +206,16 @@ def test_degraded_clears_after_a_stable_run(store, test_kinds, monkeypatch):
     finally:
         sup.stop()
     assert health["restarts"] == 2 and health["last_error"] == "OSError: device unplugged"
+
+
+def test_a_driver_whose_health_raises_shows_degraded_instead_of_breaking_status(store, test_kinds):
+    sup = Supervisor([DriverEntry(name="odd", kind="test.badhealth"),
+                      DriverEntry(name="hb", kind="sim.heartbeat", rate=10)], emitter(store), SupervisorSettings())
+    sup.start()
+    try:
+        wait_for(lambda: sup.runner("odd")._driver is not None and sup.health()["hb"]["status"] == "ok")
+        health = sup.health()
+    finally:
+        sup.stop()
+    assert health["odd"]["status"] == "degraded" and health["odd"]["health_error"] == "KeyError: 'sensor'"
+    assert health["hb"]["status"] == "ok"
