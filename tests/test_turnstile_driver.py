@@ -271,3 +271,17 @@ def test_bus_adapter_that_echoes_our_own_frames(tmp_path):
         assert lane.driver.stats["retries"] == 0
     finally:
         lane.stop()
+
+
+def test_a_stray_ack_on_the_line_never_confirms_a_later_command(tmp_path):
+    """bcc's ACK is one bare byte: one that arrived before the command was sent is not its answer."""
+    lane = Lane("bcc-p2p", tmp_path, retries=0).start()
+    try:
+        lane.online()
+        lane.sim.mute(True)               # the controller will not answer the command...
+        lane.sim._send(b"\x06\x06")       # ...but a late ACK of something earlier is on the line
+        with pytest.raises(CommandError, match="NOT confirmed"):
+            lane.driver.handle("lock", {})
+        assert lane.driver.stats["late_replies"] >= 1
+    finally:
+        lane.stop()

@@ -239,6 +239,10 @@ class TurnstileDriver(Driver):
         for attempt in range(attempts):
             if attempt:
                 self.stats["retries"] += 1
+            # A stray late answer already waiting (e.g. the ACK of a command that timed out) must
+            # not be taken for this request's answer: bcc's bare ACK carries nothing to tell them apart.
+            for _ in self._receive(0):
+                self.stats["late_replies"] += 1
             sent = time.monotonic()
             self.line.write(frame)
             reply = self._await(address, code, expect, sent + window)
