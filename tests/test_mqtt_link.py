@@ -213,3 +213,28 @@ def test_broker_that_never_sends_connack_is_given_up_on(base_config, make_link, 
         assert link.status()["connect_failures"] >= 2 and "no CONNACK" in error["message"], error
     finally:
         silent.close()
+
+
+def test_messages_queued_for_the_session_wait_for_a_late_subscriber(base_config, mosquitto, make_link,
+                                                                   mqtt_collector):
+    """A component that subscribes after the link connected still gets what arrived before."""
+    settings = _settings(base_config, [mosquitto.uri])
+    first = make_link(settings)
+    echoed = threading.Event()
+    first.subscribe("edge/v1/site-1/dev-1/cmd", lambda t, p, props: echoed.set())
+    assert first.wait_connected(10)
+    for _ in range(100):  # until the subscription is live at the broker (SUBACK done)
+        first.publish("edge/v1/site-1/dev-1/cmd", b"probe", qos=1).wait(5)
+        if echoed.wait(0.1):
+            break
+    first.stop()  # offline; the broker keeps the session and its subscription
+    sender = mqtt_collector(mosquitto, "unused/#")
+    sender.client.publish("edge/v1/site-1/dev-1/cmd", b"sent-while-away", qos=1).wait_for_publish(5)
+    again = make_link(settings)  # nobody subscribed yet when the queued message arrives
+    assert again.wait_connected(10)
+    deadline = time.monotonic() + 10
+    while not again._unclaimed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    got: queue.SimpleQueue = queue.SimpleQueue()
+    again.subscribe("edge/v1/site-1/dev-1/cmd", lambda t, p, props: got.put(p))
+    assert got.get(timeout=5) == b"sent-while-away"

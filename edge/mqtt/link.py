@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ Handler = Callable[[str, bytes, Any], None]
 AckCallback = Callable[[int, int, str], None]  # (mid, reason code value, reason name)
 _STABLE_S = 10.0  # a connection that lasted this long resets the backoff
 _CONNACK_WAIT_S = 10.0
+_UNCLAIMED_MAX = 1000  # messages kept for a subscriber that has not subscribed yet
 
 
 def _now_iso() -> str:
@@ -97,6 +99,7 @@ class MqttLink:
         self.client_id = self.cfg.client_id or settings.device_id
         self._subs: dict[str, tuple[Handler, int]] = {}
         self._subs_lock = threading.Lock()
+        self._unclaimed: deque = deque(maxlen=_UNCLAIMED_MAX)
         self._client = None
         self._client_lock = threading.Lock()
         self._pending: dict[int, Delivery | AckCallback] = {}  # mid -> who waits for its PUBACK
@@ -136,10 +139,19 @@ class MqttLink:
         """Deliver messages matching ``topic_filter`` to ``handler(topic, payload, props)``.
 
         The handler runs on paho's network thread and must not block. The
-        subscription is restored on every reconnect.
+        subscription is restored on every reconnect. Messages the persistent
+        session delivered before this call are handed over at once (on the
+        caller's thread), so subscribing after ``start()`` loses nothing.
         """
+        import paho.mqtt.client as mqtt
+
         with self._subs_lock:
             self._subs[topic_filter] = (handler, qos)
+            early = [m for m in self._unclaimed if mqtt.topic_matches_sub(topic_filter, m[0])]
+            for m in early:
+                self._unclaimed.remove(m)
+        for topic, payload, props in early:  # arrived (persistent session) before this subscriber
+            self._call(topic_filter, handler, topic, payload, props)
         client = self._client
         if client is not None and self.connected:
             self._send_subscribe(client, [(topic_filter, qos)])
@@ -357,16 +369,28 @@ class MqttLink:
             subs = list(self._subs.items())
         import paho.mqtt.client as mqtt
 
-        payload = bytes(msg.payload)
+        payload, props = bytes(msg.payload), getattr(msg, "properties", None)
+        matched = False
         for topic_filter, (handler, _qos) in subs:
             if mqtt.topic_matches_sub(topic_filter, msg.topic):
-                try:
-                    handler(msg.topic, payload, getattr(msg, "properties", None))
-                except Exception as exc:  # noqa: BLE001
-                    # A subscriber's bug must not kill the network thread (and with it the
-                    # uplink); it is counted, logged with its type, and shown in status.
-                    self._stats["handler_errors"] += 1
-                    log.error("mqtt_handler_failed", topic_filter=topic_filter, error=repr(exc))
+                matched = True
+                self._call(topic_filter, handler, msg.topic, payload, props)
+        if not matched:
+            # A persistent session delivers queued messages right after CONNACK, possibly
+            # before the component that wants them has subscribed: keep them for it.
+            with self._subs_lock:
+                if len(self._unclaimed) == self._unclaimed.maxlen:
+                    log.warning("mqtt_unclaimed_message_dropped", topic=self._unclaimed[0][0])
+                self._unclaimed.append((msg.topic, payload, props))
+
+    def _call(self, topic_filter: str, handler: Handler, topic: str, payload: bytes, props) -> None:
+        try:
+            handler(topic, payload, props)
+        except Exception as exc:  # noqa: BLE001
+            # A subscriber's bug must not kill the network thread (and with it the
+            # uplink); it is counted, logged with its type, and shown in status.
+            self._stats["handler_errors"] += 1
+            log.error("mqtt_handler_failed", topic_filter=topic_filter, error=repr(exc))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, props) -> None:
         for rc in reason_codes:
