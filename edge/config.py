@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from edge.commands.settings import CommandsSettings
 from edge.errors import ConfigError, UnknownDriverKind
+from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
@@ -138,6 +139,7 @@ class Settings(BaseSettings):
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
+    gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
     @field_validator("drivers")
     @classmethod

@@ -104,6 +104,10 @@ class Daemon:
             from edge.xray.service import XrayService  # before drivers start: catches up the ledger
 
             components.append(XrayService.from_daemon(self))
+        if self.settings.role == "gate" and self.settings.gate.lanes:
+            from edge.gate.engine import GateEngine  # after the router: it registers the 'gate' target
+
+            components.append(GateEngine(self, next(c for c in components if c.name == "commands")))
         return components
 
     def run(self) -> int:

@@ -21,6 +21,7 @@ COMMANDS = {
     "turnstile": "edge.cli.turnstile:turnstile",
     "sim": "edge.cli.sim:sim",
     "xray": "edge.cli.xray:xray",
+    "gate": "edge.cli.gate:gate",
     "learning": "edge.cli.learning:learning",
     "content-serve": "edge.cli.content_serve:content_serve",
     "messages": "edge.cli.messages:messages",

@@ -79,6 +79,7 @@ class CommandRouter:
         self._control = None
         self._control_error: str | None = None
         self._last_rejection: dict[str, Any] | None = None
+        self._components: dict[str, tuple[Any, frozenset[str]]] = {}  # targets that are not drivers
         if daemon.link is not None:
             # Registered before the link connects: a persistent session delivers the
             # commands queued while we were away right after CONNACK. They wait in
@@ -96,7 +97,8 @@ class CommandRouter:
         self._verifier = Verifier(
             device=s.device_id, site=s.site, trusted=self._load_keys(s.trust.central_keys),
             clock_skew_s=s.trust.clock_skew_s, settings=self._settings, seen=SeenIds(s.state_dir),
-            targets={name: r.physical_commands for name, r in runners.items()})
+            targets={**{name: r.physical_commands for name, r in runners.items()},
+                     **{name: physical for name, (_, physical) in self._components.items()}})
         self._thread.start()
         link = self._daemon.link
         control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
@@ -134,6 +136,14 @@ class CommandRouter:
         if self._last_rejection:
             report["last_rejection"] = dict(self._last_rejection)
         return report
+
+    def register_target(self, name: str, submit, physical_commands: frozenset[str] = frozenset()) -> None:
+        """A daemon component that takes commands (the gate policy): before start().
+
+        ``submit(name, args, accepted) -> Future`` must not block; its result dict (or
+        CommandError) is recorded exactly like a driver's.
+        """
+        self._components[name] = (submit, frozenset(physical_commands))
 
     def _count(self, what: str) -> None:
         with self._counts_lock:
@@ -207,6 +217,10 @@ class CommandRouter:
                 self._finish(accepted, future, started, error=str(exc))
             else:
                 self._finish(accepted, future, started, result=result)
+            return
+        if cmd.target in self._components:
+            done = self._components[cmd.target][0](cmd.name, dict(cmd.args), accepted)
+            done.add_done_callback(partial(self._driver_done, accepted, future, started))
             return
         runner = self._daemon.supervisor.runner(cmd.target)
         self._wait_started(runner, cmd.expires_at.timestamp())

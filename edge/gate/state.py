@@ -1,0 +1,78 @@
+"""The gate's own small SQLite (``state_dir/gate.db``): the mode, and approaches not yet decided.
+
+An approach row exists from its first step until its decision is stored, so
+after a crash every row left is an approach that was cut short: the engine
+records each as denied at start-up and deletes it. Nothing here is ever used
+to resume an approach, so a crash can never end in a grant.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.errors import StoreError
+
+FILE = "gate.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mode (id INTEGER PRIMARY KEY CHECK (id = 1), mode TEXT NOT NULL,
+                                 set_by TEXT, reason TEXT, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS approaches (id TEXT PRIMARY KEY, lane TEXT NOT NULL, state TEXT NOT NULL,
+                                       body TEXT NOT NULL, updated REAL NOT NULL);
+"""
+
+
+class GateState:
+    """Mode and open approaches, durable before the engine acts on them. One writer (the engine)."""
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / FILE
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a grant is only sent after its row is on disk
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"gate state {self.path}: {exc}; move the file aside to start afresh "
+                             "(the mode falls back to [gate].initial_mode)") from None
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"gate state {self.path}: {exc}") from None
+
+    def mode(self) -> dict[str, Any] | None:
+        rows = self._run("SELECT mode, set_by, reason, at FROM mode WHERE id = 1")
+        if not rows:
+            return None
+        mode, set_by, reason, at = rows[0]
+        return {"mode": mode, "set_by": set_by, "reason": reason, "at": at}
+
+    def set_mode(self, mode: str, set_by: str | None, reason: str | None) -> None:
+        self._run("INSERT INTO mode (id, mode, set_by, reason, at) VALUES (1, ?, ?, ?, ?) ON CONFLICT(id) "
+                  "DO UPDATE SET mode=excluded.mode, set_by=excluded.set_by, reason=excluded.reason, "
+                  "at=excluded.at", (mode, set_by, reason, time.time()))
+
+    def save(self, approach_id: str, lane: str, state: str, body: dict[str, Any]) -> None:
+        self._run("INSERT INTO approaches (id, lane, state, body, updated) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT(id) DO UPDATE SET state=excluded.state, body=excluded.body, "
+                  "updated=excluded.updated", (approach_id, lane, state, json.dumps(body), time.time()))
+
+    def forget(self, approach_id: str) -> None:
+        self._run("DELETE FROM approaches WHERE id = ?", (approach_id,))
+
+    def unfinished(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, state, body) of every approach a crash or stop cut short, oldest first."""
+        rows = self._run("SELECT id, state, body FROM approaches ORDER BY updated")
+        return [(i, s, json.loads(b)) for i, s, b in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
