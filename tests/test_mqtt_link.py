@@ -237,4 +237,6 @@ def test_messages_queued_for_the_session_wait_for_a_late_subscriber(base_config,
         time.sleep(0.01)
     got: queue.SimpleQueue = queue.SimpleQueue()
     again.subscribe("edge/v1/site-1/dev-1/cmd", lambda t, p, props: got.put(p))
-    assert got.get(timeout=5) == b"sent-while-away"
+    seen = [got.get(timeout=5)]
+    while b"sent-while-away" not in seen:  # a redelivered probe may come first
+        seen.append(got.get(timeout=5))
