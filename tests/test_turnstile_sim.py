@@ -151,3 +151,36 @@ def test_simulator_keeps_running_when_nobody_reads_the_port(tmp_path):
         assert sim.lost_bytes > 0 and sim._thread.is_alive()
     finally:
         sim.stop()
+
+
+def test_turnstile_status_explains_what_to_check(tmp_path):
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({"running": True, "pid": os.getpid(), "updated_at": "now",
+        "drivers": {"lane1": {
+            "kind": "turnstile.serial", "status": "degraded", "restarts": 0, "port": "/dev/ttyUSB0",
+            "codec": "rs485-bus", "baudrate": 9600, "retries": 4, "reconnects": 1,
+            "line": {"frames": 200, "garbage_bytes": 90, "bad_checksum": 30, "malformed": 5, "unknown": 0},
+            "devices": {"1": {"online": True, "counters": {"in": 5, "out": 2}, "mode": "locked", "rtt_ms": 21.0,
+                              "emergency": True},
+                        "2": {"online": False, "offline_reason": "no reply from address 2"}}}}}))
+    config = tmp_path / "edge.toml"
+    config.write_text(f'device_id = "d"\nsite = "s"\nrole = "gate"\nstate_dir = "{state}"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "turnstile", "status", "lane1"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "address 1: online, mode locked, in 5 / out 2" in out
+    assert "address 2: OFFLINE" in out
+    assert "controller at address 2 does not answer (no reply from address 2)" in out
+    assert "fire-alarm free swing active" in out and "termination" in out
+    as_json = CliRunner().invoke(cli, ["--config", str(config), "turnstile", "status", "lane1", "--json"])
+    assert len(json.loads(as_json.output)["advice"]) == 3
+    missing = CliRunner().invoke(cli, ["--config", str(config), "turnstile", "status", "lane9"])
+    assert missing.exit_code == 1 and "no driver named 'lane9'" in missing.output

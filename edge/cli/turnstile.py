@@ -99,3 +99,67 @@ for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to norma
                     ("lockdown", "Closed; grants refused until release."),
                     ("release", "Leave lockdown: back to normal.")]:
     _simple(_cmd, _help)
+
+
+@turnstile.command("status")
+@click.argument("name")
+@json_option
+@click.pass_context
+@edge_errors
+def status(ctx, name, as_json) -> None:
+    """What the daemon last knew about lane NAME, with what to check next (no device traffic)."""
+    from edge.cli._state import read_status
+
+    settings = settings_from(ctx)
+    state = read_status(settings.state_dir)
+    if state is None:
+        fail(f"no status file in {settings.state_dir}: has `edge run` started on this device?",
+             EX_UNAVAILABLE, as_json=as_json)
+    health = state.get("drivers", {}).get(name)
+    if health is None:
+        fail(f"no driver named {name!r} in the daemon's status; configured: "
+             f"{', '.join(state.get('drivers', {})) or 'none'}", as_json=as_json)
+    data = {"driver": name, "daemon_running": state.get("running"), "updated_at": state.get("updated_at"),
+            **health, "advice": advice(health)}
+    output(data, as_json, _status_text)
+
+
+def advice(h: dict[str, Any]) -> list[str]:
+    """What a field engineer should check, from a turnstile driver's health."""
+    out = []
+    if h.get("port_error"):
+        out.append(f"serial port {h.get('port')} unavailable ({h['port_error']}): check the USB adapter "
+                   "and cable; `ls -l /dev/serial/by-id/`; is another program holding the port?")
+    for address, dev in (h.get("devices") or {}).items():
+        if dev.get("online") is False and not h.get("port_error"):
+            out.append(f"controller at address {address} does not answer ({dev.get('offline_reason')}): "
+                       f"check its power, the A/B wiring, its bus address and baud rate ({h.get('baudrate')})")
+        if dev.get("emergency"):
+            out.append(f"address {address}: fire-alarm free swing active; lock is refused until it clears")
+    line = h.get("line") or {}
+    bad = line.get("bad_checksum", 0) + line.get("malformed", 0)
+    if bad > max(10, line.get("frames", 0) // 100):
+        out.append(f"{bad} damaged frames on the line: check termination (120 ohm at both ends), "
+                   "shield grounding and that both sides use the same baud rate")
+    if h.get("status") == "stopped" or h.get("last_error"):
+        out.append("the driver is not running normally: `edge events tail --type 'system.*'` shows why")
+    return out
+
+
+def _status_text(d: dict[str, Any]) -> str:
+    lines = [f"{d['driver']}: {d.get('status')} ({d.get('codec', '?')} on {d.get('port', '?')} "
+             f"at {d.get('baudrate', '?')} baud), as of {d.get('updated_at')}"
+             + ("" if d.get("daemon_running") else " — the daemon is NOT running")]
+    for address, dev in (d.get("devices") or {}).items():
+        state = {True: "online", False: "OFFLINE", None: "not contacted yet"}[dev.get("online")]
+        counters = dev.get("counters") or {}
+        lines.append(f"  address {address}: {state}, mode {dev.get('mode', '?')}, "
+                     f"in {counters.get('in', '?')} / out {counters.get('out', '?')}, "
+                     f"reply {dev.get('rtt_ms', '?')} ms")
+    line = d.get("line") or {}
+    if line:
+        lines.append(f"  line: {line.get('frames', 0)} frames, {line.get('garbage_bytes', 0)} noise bytes, "
+                     f"{line.get('bad_checksum', 0)} bad checksums, {line.get('malformed', 0)} malformed; "
+                     f"{d.get('retries', 0)} retries, {d.get('reconnects', 0)} reconnects")
+    lines += [f"  check: {a}" for a in d["advice"]]
+    return "\n".join(lines)
