@@ -141,6 +141,11 @@ def test_quality_gate_asks_for_another_frame():
         assert "face_too_small" in a.quality["problems"]
 
 
+def test_a_face_cut_off_by_the_frame_edge_waits_for_a_better_frame():
+    a = analysis("obama_partial_face")
+    assert a.status == "quality_low" and a.quality["problems"] == ["cut_off"] and a.encoding is None
+
+
 def test_lane_reports_quality_low_once_per_approach(gallery):
     enroll_all(gallery)
     blurred = cv2.GaussianBlur(frame("obama-720p"), (0, 0), 6)

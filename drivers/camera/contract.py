@@ -22,7 +22,7 @@ class _Strict(BaseModel):
 
 
 class Quality(_Strict):
-    problems: list[Literal["face_too_small", "blurred", "not_frontal"]]
+    problems: list[Literal["face_too_small", "blurred", "not_frontal", "cut_off"]]
     face_px: int = Field(description="Face box width at full resolution, pixels.")
     sharpness: float = Field(description="Variance of the Laplacian of the face at 112x112.")
     yaw: float = Field(description="Nose offset from the eye midpoint along the eye line, in eye distances.")

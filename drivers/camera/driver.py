@@ -49,6 +49,7 @@ class PipelineOptions(_Options):
     second_face_px: int = Field(default=40, ge=10)
     min_sharpness: float = Field(default=30.0, ge=0)
     max_yaw: float = Field(default=0.35, gt=0, le=1)
+    max_cut_off: float = Field(default=0.10, ge=0, le=1, description="Share of the face allowed outside the frame.")
     presence_delta: float = Field(default=3.0, ge=0)
     budgets_ms: dict[Literal["presence", "detect", "landmarks", "quality", "encode", "search"], float] = Field(
         default_factory=dict, description="Per-stage time budgets; decisions list the stages over budget.")

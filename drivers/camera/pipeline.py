@@ -10,8 +10,9 @@ Stages, cheapest first, each timed (milliseconds in ``timings_ms``):
 3. ``landmarks``: the 5-point shape predictor on the full-resolution frame
    inside each box scaled back up; gives size, pose and the face to use.
 4. ``quality``: face size in pixels, sharpness (variance of the Laplacian of
-   the face at a fixed scale) and pose (yaw, pitch from the landmarks). A bad
-   frame asks for another frame instead of deciding.
+   the face at a fixed scale), pose (yaw, pitch from the landmarks) and a face
+   cut off by the frame edge. A bad frame asks for another frame instead of
+   deciding.
 5. ``encode``: the ResNet 128-d encoding of the chosen face (largest, most
    frontal) from the full-resolution frame.
 """
@@ -41,6 +42,7 @@ class PipelineConfig:
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
     max_pitch: float = 1.3  # nose drop below the eyes, in eye distances (frontal ~0.6-0.9)
     min_pitch: float = 0.25
+    max_cut_off: float = 0.10  # share of the face box width allowed outside the frame
     jitters: int = 1
     allow_multiple: bool = False  # lanes where several people may pass: use the main face
     # Per-stage time budgets (ms) on the gate's hardware; a decision names the stages over
@@ -68,6 +70,7 @@ class Face:
     yaw: float
     pitch: float
     shape: Any = None  # dlib's landmark object, reused by the encoder
+    cut_off: float = 0.0  # how far the detected box reaches outside the frame, in box widths
 
     @property
     def width(self) -> int:
@@ -170,23 +173,26 @@ class Pipeline:
         return Analysis("ok", faces=len(faces), face=face, quality=quality, encoding=encoding,
                         timings_ms=clock.timings, crop=crop)
 
-    def _detect(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def _detect(self, gray: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Face boxes at full resolution (clipped to the frame) and how far each was cut off."""
         h, w = gray.shape[:2]
         scale = min(1.0, self.config.detect_width / w)
         small = _resize_to_width(gray, int(round(w * scale))) if scale < 1.0 else gray
         rects = self._detector(small, self.config.upsample)
+        sh, sw = small.shape[:2]
         boxes = []
         for r in rects:
             box = (int(r.left() / scale), int(r.top() / scale), int(r.right() / scale), int(r.bottom() / scale))
-            boxes.append((max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])))
+            outside = max(-r.left(), -r.top(), r.right() - sw, r.bottom() - sh, 0) / max(1, r.width())
+            boxes.append(((max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])), outside))
         return boxes
 
-    def _landmarks(self, gray: np.ndarray, box: tuple[int, int, int, int]) -> Face:
-        rect = self._dlib.rectangle(*box)
-        shape = self._shaper(gray, rect)
+    def _landmarks(self, gray: np.ndarray, found: tuple[tuple[int, int, int, int], float]) -> Face:
+        box, outside = found
+        shape = self._shaper(gray, self._dlib.rectangle(*box))
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         yaw, pitch = _pose(points)
-        return Face(box=box, points=points, yaw=yaw, pitch=pitch, shape=shape)
+        return Face(box=box, points=points, yaw=yaw, pitch=pitch, shape=shape, cut_off=outside)
 
     def _quality(self, gray: np.ndarray, face: Face) -> dict[str, Any]:
         cfg = self.config
@@ -201,6 +207,8 @@ class Pipeline:
             problems.append("blurred")
         if abs(face.yaw) > cfg.max_yaw or not cfg.min_pitch <= face.pitch <= cfg.max_pitch:
             problems.append("not_frontal")
+        if face.cut_off > cfg.max_cut_off:
+            problems.append("cut_off")  # stepping into view: the next frame will show all of it
         return {"ok": not problems, "problems": problems, "face_px": face.width,
                 "sharpness": round(sharpness, 1), "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3)}
 
