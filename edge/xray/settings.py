@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class XraySettings(BaseModel):
@@ -21,6 +21,17 @@ class XraySettings(BaseModel):
         description="Reason codes this site accepts; any other (or none) raises xray.unlawful_scan.")
     dose_topic: str = Field(default="edge/v1/{site}/xray/dose",
                             description="Where central publishes signed dose totals from other sites.")
+
+    @field_validator("dose_topic")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        try:
+            topic = value.format(site="s")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may use only the {site} placeholder, e.g. edge/v1/{site}/xray/dose") from None
+        if any(c in topic for c in "#+") or not topic:
+            raise ValueError("must be a plain topic (no MQTT wildcards)")
+        return value
 
     @model_validator(mode="after")
     def _warning_below_limit(self) -> XraySettings:
