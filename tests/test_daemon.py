@@ -4,6 +4,7 @@ and the field engineer's commands answering fast."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -204,3 +205,38 @@ def test_status_file_survives_a_broken_component(tmp_path):
     doc = json.loads((tmp_path / "status.json").read_text())
     assert doc["components"]["broken"] == {"error": "RuntimeError: bug in status"}
     assert doc["components"]["fine"]["queued"] == 0
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(base_config, tmp_path):
+    """Type=notify: READY=1 after start-up, WATCHDOG=1 at half of WatchdogSec, STOPPING=1 on SIGTERM."""
+    import signal
+    import socket
+
+    from edge.testing.daemon import dump_toml
+
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({**base_config, "drivers": [{"name": "beat", "kind": "sim.heartbeat"}]}))
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config), "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        messages: list[tuple[float, str]] = []
+        while sum(m == "WATCHDOG=1" for _t, m in messages) < 4:
+            messages.append((time.monotonic(), sock.recv(4096).decode()))
+        names = [m for _t, m in messages]
+        assert names[0] == "READY=1", names
+        pings = [t for t, m in messages if m == "WATCHDOG=1"]
+        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        assert max(gaps) < 1.8, gaps  # about every 1 s (half of WatchdogSec=2s), never late
+        proc.send_signal(signal.SIGTERM)
+        while (message := sock.recv(4096).decode()) == "WATCHDOG=1":
+            pass
+        assert message == "STOPPING=1"
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+        sock.close()
