@@ -300,3 +300,18 @@ def test_decisions_name_the_stages_over_their_time_budget(gallery):
     [d] = lane.process(frame("obama_2"))
     assert d.payload["over_budget"] == ["encode"]
     assert lane.status()["over_budget"] == {"encode": 1}
+
+
+def test_a_small_face_in_a_still_photo_is_found_by_the_thorough_pass():
+    import cv2 as _cv2
+
+    # obama_3 shrunk so the face is ~45 px wide at the gate's 640-px detection scale: the fast
+    # pass misses it; a still photo has no next frame, so the CLI looks again more closely.
+    big = frame("obama_3")
+    canvas = np.full((1300, 2000, 3), 128, np.uint8)
+    small = _cv2.resize(big, None, fx=0.5, fy=0.5, interpolation=_cv2.INTER_AREA)
+    canvas[50:50 + small.shape[0], 600:600 + small.shape[1]] = small
+    fast = pipeline().analyse(canvas, use_presence=False)
+    thorough = pipeline().analyse(canvas, use_presence=False, thorough=True)
+    assert fast.status == "no_face"
+    assert thorough.status == "ok" and np.linalg.norm(thorough.encoding - encoding("obama_3")) < 0.2

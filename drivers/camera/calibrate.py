@@ -49,7 +49,7 @@ def sweep(pipeline: Pipeline, rows: list[tuple[Path, Path, bool]], files: Iterab
           target_far: float) -> dict[str, Any]:
     encodings: dict[Path, np.ndarray | None] = {}
     for f in files:
-        a = pipeline.analyse(read_image(f), use_presence=False)
+        a = pipeline.analyse(read_image(f), use_presence=False, thorough=True)
         encodings[f] = a.encoding
     genuine, impostor, skipped = [], [], []
     for x, y, same in rows:

@@ -132,10 +132,13 @@ class Pipeline:
     def reset(self) -> None:
         self._empty_thumb = None
 
-    def analyse(self, frame: np.ndarray, *, use_presence: bool = True, encode: bool = True) -> Analysis:
+    def analyse(self, frame: np.ndarray, *, use_presence: bool = True, encode: bool = True,
+                thorough: bool = False) -> Analysis:
         """Run the stages on one BGR frame; stops at the first stage that rules it out.
 
         ``encode=False`` (the approach is already decided) only checks a face is still there.
+        ``thorough`` (still photos: enrollment, the CLI, calibration) looks again at twice the
+        resolution with upsampling when the fast pass finds nothing: a photo has no next frame.
         """
         cfg, clock = self.config, _Clock()
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
@@ -149,6 +152,8 @@ class Pipeline:
                 return Analysis("unchanged", timings_ms=clock.timings)
         clock.lap("presence")
         boxes = self._detect(gray)
+        if not boxes and thorough:
+            boxes = self._detect(gray, width=2 * cfg.detect_width, upsample=max(1, cfg.upsample))
         clock.lap("detect")
         if not boxes:
             self._empty_thumb = thumb
@@ -173,12 +178,13 @@ class Pipeline:
         return Analysis("ok", faces=len(faces), face=face, quality=quality, encoding=encoding,
                         timings_ms=clock.timings, crop=crop)
 
-    def _detect(self, gray: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+    def _detect(self, gray: np.ndarray, width: int | None = None,
+                upsample: int | None = None) -> list[tuple[tuple[int, int, int, int], float]]:
         """Face boxes at full resolution (clipped to the frame) and how far each was cut off."""
         h, w = gray.shape[:2]
-        scale = min(1.0, self.config.detect_width / w)
+        scale = min(1.0, (width or self.config.detect_width) / w)
         small = _resize_to_width(gray, int(round(w * scale))) if scale < 1.0 else gray
-        rects = self._detector(small, self.config.upsample)
+        rects = self._detector(small, self.config.upsample if upsample is None else upsample)
         sh, sw = small.shape[:2]
         boxes = []
         for r in rects:

@@ -44,7 +44,7 @@ class _Engine:
     def analyse(self, path: Path):
         from drivers.camera.pipeline import read_image
 
-        return self.pipeline.analyse(read_image(path), use_presence=False)
+        return self.pipeline.analyse(read_image(path), use_presence=False, thorough=True)
 
 
 def _when(value: str | None, option: str) -> float | None:
