@@ -162,8 +162,10 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from drivers.camera.contract import EVENT_PAYLOADS as biometric
     from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
     from drivers.xray.contract import EVENT_PAYLOADS as xray
+    from edge.learning.contract import EVENT_PAYLOADS as learning
+    from edge.messaging.contract import EVENT_PAYLOADS as messaging
 
-    return {**turnstile, **xray, **biometric}
+    return {**turnstile, **xray, **biometric, **learning, **messaging}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
@@ -171,8 +173,10 @@ EVENT_PAYLOADS.update(_driver_payloads())
 
 def _driver_channels() -> list[Channel]:
     from drivers.camera.contract import channels as gallery_channels
+    from edge.learning.contract import channels as learning_channels
+    from edge.messaging.contract import channels as messaging_channels
 
-    return gallery_channels()
+    return gallery_channels() + learning_channels() + messaging_channels()
 
 
 CHANNELS.extend(_driver_channels())

@@ -11,7 +11,9 @@ import time
 
 from edge import signing
 from edge.learning._link import StandaloneLink
+from edge.learning.contract import CatalogRejected
 from edge.learning.protocol import catalog_topic
+from edge.learning.statements import Statement
 from edge.localapi.client import ApiUnavailable, call, call_json
 from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
@@ -38,7 +40,7 @@ def _status(daemon) -> dict:
     return body if code == 200 else {}
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+def wait_until(predicate, timeout: float = 45.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     tick = threading.Event()
     while True:
@@ -93,8 +95,9 @@ def test_course_downloads_verifies_and_forged_catalog_is_rejected(tmp_path, mosq
         bad.stop()
         wait_until(lambda: _status(daemon).get("catalogs_rejected") == 1, what="the forged catalog rejected")
         assert _status(daemon)["catalog_version"] == 5
-        ev = collector.wait_for(lambda c: c.events("learning.catalog_rejected"), what="rejection event")
-        assert "signature" in ev[0]["payload"]["reason"] and ev[0]["payload"]["kept_version"] == 5
+        ev = collector.wait_for(lambda c: c.events("learning.catalog_rejected"), what="rejection event", timeout=45)
+        rejected = CatalogRejected.model_validate(ev[0]["payload"])
+        assert "signature" in rejected.reason and rejected.kept_version == 5
     finally:
         serve.terminate()
         serve.wait(10)
@@ -162,7 +165,8 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
             got = collector.wait_for(lambda c: c.events("learning.statement"), timeout=30, what="statement synced")
         except TimeoutError:
             raise AssertionError(daemon.log_tail(6000)) from None
-        assert got[0]["payload"]["id"] == sid and got[0]["payload"]["actor"]["account"]["name"] == "r-7"
+        st = Statement.model_validate(got[0]["payload"])
+        assert str(st.id) == sid and st.actor.account.name == "r-7" and st.result.score.scaled == 0.9
     finally:
         server.stop()
         server.link.stop()

@@ -36,6 +36,8 @@ class _M(BaseModel):
 
 
 class Item(_M):
+    """One file of a course, addressed by its sha256."""
+
     sha256: str = Field(pattern=_HEX64)
     size: int = Field(ge=0)
     media_type: str = Field(pattern=r"^[\w.+-]+/[\w.+-]+$")
@@ -44,6 +46,8 @@ class Item(_M):
 
 
 class Course(_M):
+    """A course: an id, a title, a version and its items."""
+
     id: str = Field(pattern=_ID)
     title: str = Field(max_length=300)
     version: int = Field(ge=0)
@@ -51,6 +55,8 @@ class Course(_M):
 
 
 class Assignment(_M):
+    """A course assigned to one device or to one resident (pseudonym); assigned items are pinned."""
+
     course: str = Field(pattern=_ID)
     device: str | None = None
     resident: str | None = None
@@ -63,6 +69,8 @@ class Assignment(_M):
 
 
 class Catalog(_M):
+    """The signed course catalog of a site: courses, their items (with chunk hashes), assignments."""
+
     type: Literal["learning.catalog"]
     site: str
     version: int = Field(ge=1, description="Strictly increasing; a tablet ignores older or equal ones.")

@@ -45,6 +45,8 @@ class ResidentContacts(_M):
 
 
 class ContactsDoc(_M):
+    """The signed allowlist: which contacts each resident on this tablet may write to."""
+
     type: Literal["messaging.contacts"]
     site: str
     device: str
@@ -55,11 +57,13 @@ class ContactsDoc(_M):
 
 
 class StatusDoc(_M):
+    """Central's signed word on an outbound message's moderation or delivery state."""
+
     type: Literal["messaging.status"]
     device: str
     message_id: str = Field(pattern=_ID)
     state: Literal["received", "approved", "rejected", "held", "delivered", "read"]
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="Required when rejected: one of " + ", ".join(REJECT_REASONS))
     at: datetime
     signatures: list[dict[str, Any]]
 
@@ -88,6 +92,8 @@ class Attachment(_M):
 
 
 class InboundDoc(_M):
+    """A signed, moderated message from a contact to a resident on this tablet."""
+
     type: Literal["messaging.in"]
     id: str = Field(pattern=_ID)
     device: str
