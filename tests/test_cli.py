@@ -153,3 +153,16 @@ def test_help_lists_the_commands_quickly(device):
     assert out.returncode == 0 and time.monotonic() - started < 10
     for name in ("run", "status", "outbox", "events", "audit", "config", "drivers"):
         assert f"  {name}" in out.stdout
+
+
+def test_status_warns_when_a_running_daemon_stopped_updating(device):
+    """Alive but wedged: the pid exists, the status file is old. Say so, and what to do."""
+    import os
+
+    state = device.parent / "state"
+    (state / "status.json").write_text(json.dumps({
+        "running": True, "pid": os.getpid(), "started_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:05:00+00:00", "drivers": {}, "components": {}}))
+    out = run(device, "status")
+    assert out.returncode == 0
+    assert "WARNING: status last updated" in out.stdout and "may be hung" in out.stdout

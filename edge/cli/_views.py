@@ -19,6 +19,7 @@ from typing import Any
 
 EX_NOT_RUNNING = 3  # as systemctl/LSB status: 3 means "not running"
 DEFAULT_CONFIG = "/etc/edge/edge.toml"
+STALE_STATUS_S = 60.0  # the daemon rewrites status.json every 10 s and on every health change
 
 
 class LightSettings:
@@ -94,6 +95,15 @@ def status_report(settings) -> dict[str, Any]:
             "daemon": daemon, "outbox": outbox, "disk": disk_info}
 
 
+def _age_of(iso_ts: str | None) -> float | None:
+    from datetime import datetime
+
+    try:
+        return time.time() - datetime.fromisoformat(iso_ts).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
 def status_exit_code(report: dict) -> int:
     return 0 if report["daemon"].get("running") else EX_NOT_RUNNING
 
@@ -103,6 +113,10 @@ def status_text(r: dict) -> str:
     lines = [f"device  {r['device_id']} ({r['role']}) at site {r['site']}"]
     if d.get("running"):
         lines.append(f"daemon  running, pid {d['pid']}, since {d.get('started_at', '?')}")
+        stale = _age_of(d.get("updated_at"))
+        if stale is not None and stale > STALE_STATUS_S:
+            lines.append(f"        WARNING: status last updated {human_age(stale)} ago; the daemon may be "
+                         "hung (journalctl -u edge; systemctl restart edge)")
     else:
         lines.append("daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
     for name, h in (d.get("drivers") or {}).items():
