@@ -18,6 +18,7 @@ import grp
 import json
 import os
 import re
+import socket
 import socketserver
 import threading
 from collections.abc import Callable
@@ -99,6 +100,18 @@ class Router:
         if allowed:
             raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
         raise ApiError(404, "not_found", f"no such endpoint: {path} (see docs/openapi.json)")
+
+
+_IDLE_POLL_S = 3600.0
+
+
+def _poke(path: Path) -> None:
+    """Connect and hang up, to wake the server's select()."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            pass  # already closed: nothing to wake
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -211,14 +224,20 @@ class LocalApi:
                 raise EdgeError(f"localapi.group: cannot give the socket to group "
                                 f"{self.settings.group!r}: {exc}") from None
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="localapi",
-                                        daemon=True)
+        # No periodic wake-ups while idle (a tablet spends its life idle): stop() pokes
+        # the loop with a connection instead of the loop polling for the stop flag.
+        self._thread = threading.Thread(target=server.serve_forever, args=(_IDLE_POLL_S,),
+                                        name="localapi", daemon=True)
         self._thread.start()
         log.info("localapi_listening", socket_path=str(self.path), mode=oct(self.settings.mode))
 
     def stop(self) -> None:
         if self._server:
-            self._server.shutdown()
+            stopper = threading.Thread(target=self._server.shutdown, name="localapi-stop")
+            stopper.start()
+            while stopper.is_alive():  # serve_forever sees the flag once select() returns
+                _poke(self.path)
+                stopper.join(0.05)
             self._server.server_close()
             self.path.unlink(missing_ok=True)
             self._server = None
