@@ -33,6 +33,8 @@ def main() -> int:
                    "mqtt": {"brokers": [broker.uri]},
                    "drivers": [{"name": "heartbeat", "kind": "sim.heartbeat", "rate": 0.5}]},
     }
+    content, tablet_extra = _tablet_content(work, broker)
+    devices["tablet"].update(tablet_extra)
     daemons = [DaemonProcess(work / name, cfg).start() for name, cfg in devices.items()]
     for d in daemons:
         print(f"demo: edge run --config {d.config_path} (log {d.log_path})")
@@ -55,6 +57,8 @@ def main() -> int:
         for d in daemons:
             d.stop()
         lane.stop()
+        content.stop()
+        content.link.stop()
         broker.stop()
     return 0
 
@@ -75,6 +79,36 @@ def _turnstile(work: Path):
     print(f"demo: simulated turnstile on {lane.path}; open it with "
           "`edge --config var/demo/gate/edge.toml turnstile grant lane1 --dir in`")
     return lane
+
+
+def _tablet_content(work: Path, broker):
+    """Central's side for the tablet: a content server with one assigned course, a contacts list."""
+    import json
+    import os
+
+    from edge import signing
+    from edge.learning._link import StandaloneLink
+    from edge.learning.server import ContentServer
+    from edge.messaging._crypto import generate_seal_keypair
+
+    key_path, pub, _ = signing.generate_keypair(work / "keys", "central")
+    _, seal_pub = generate_seal_keypair(work / "keys", "central")
+    course = work / "content" / "intro-literacy"
+    course.mkdir(parents=True)
+    (course / "lesson-1.txt").write_text("Lesson 1: reading signs.\n" * 2000)
+    (course / "video-1.mp4").write_bytes(os.urandom(3 * 1024 * 1024))  # stands in for a video
+    link = StandaloneLink(broker.uri, client_id="demo-central").start()
+    key = signing.load_private_key(key_path)
+    server = ContentServer(link, work / "content", "hmp-demo", key).start()
+    server.publish_catalog(assignments=[{"course": "intro-literacy", "device": "tablet-a-101"}])
+    contacts = {"type": "messaging.contacts", "site": "hmp-demo", "device": "tablet-a-101", "version": 1,
+                "issued_at": "2026-01-01T00:00:00+00:00",
+                "residents": [{"resident": "res-demo1", "contacts": [{"id": "c-1", "name": "Family"}]}]}
+    link.publish("edge/v1/hmp-demo/tablet-a-101/msg/contacts", json.dumps(signing.sign(contacts, key)).encode(),
+                 retain=True)
+    print("demo: content server for the tablet; try "
+          "`edge --config var/demo/tablet/edge.toml learning status` and `... messages stats`")
+    return server, {"trust": {"central_keys": [str(pub)]}, "messaging": {"central_seal_key": str(seal_pub)}}
 
 
 if __name__ == "__main__":
