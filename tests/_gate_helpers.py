@@ -67,12 +67,12 @@ def scan(tmp_path: Path, subject: str, scenario: str = "clear", dose_usv: float 
     return rec
 
 
-def events(state_dir: Path, glob: str = "*") -> list[dict]:
+def events(state_dir: Path, glob: str = "*", after: int = 0) -> list[dict]:
     if not (Path(state_dir) / "events.db").exists():
         return []
     reader = StoreReader(state_dir, readonly=True)
     try:
-        return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=glob)]
+        return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=glob, after_seq=after)]
     finally:
         reader.close()
 
@@ -82,8 +82,8 @@ def wait_event(state_dir: Path, glob: str, pred=lambda e: True, *, after: int = 
     """The first stored event matching ``glob`` and ``pred`` with seq > ``after``; polls the store."""
     deadline = time.monotonic() + timeout
     while True:
-        for e in events(state_dir, glob):
-            if e["seq"] > after and pred(e):
+        for e in events(state_dir, glob, after):
+            if pred(e):
                 return e
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
