@@ -178,3 +178,18 @@ def test_every_route_is_in_the_openapi_document(tmp_path):
     register(api, None)  # routes only; nothing is called
     messaging_routes(api, None)
     assert set(api.router.patterns) == documented
+
+
+def test_downloads_yield_while_security_events_wait_in_the_outbox(tablet):
+    _, learning, daemon, _, _ = tablet
+    learning._gate_cache = (0.0, True)
+    assert learning._may_proceed()
+    daemon.emit("learning.statement", {"x": 1}, "normal", "learning")  # the tablet's own traffic
+    learning._gate_cache = (0.0, True)
+    assert learning._may_proceed()
+    alarm = daemon.emit("turnstile.forced", {"lane": "l1"}, "alarm", "lane1")
+    learning._gate_cache = (0.0, True)
+    assert not learning._may_proceed()
+    daemon.store.mark_acked([alarm.seq])  # the uplink delivered it
+    learning._gate_cache = (0.0, True)
+    assert learning._may_proceed()

@@ -89,3 +89,32 @@ def test_token_bucket_caps_rate():
     for _ in range(6):
         bucket.take(100_000, stop)
     assert time.monotonic() - started >= 0.45  # 600 kB at 1 MB/s, minus the 100 kB burst
+
+
+def test_no_chunk_moves_while_may_proceed_says_no(tmp_path, mosquitto):
+    import time
+
+    key, pub, _ = central_key(tmp_path)
+    folder = make_folder(tmp_path, {"c1": {"a.bin": 3 * CHUNK}})
+    server = start_server(mosquitto, folder, SITE, key)
+    catalog = parse_catalog(server.publish_catalog(version=1), signing.load_public_keys([pub]), SITE)
+    link = StandaloneLink(mosquitto.uri, client_id=DEVICE).start()
+    gate = threading.Event()
+    dl = Downloader(link=link, site=SITE, device=DEVICE, cache=ContentCache(tmp_path / "c", 1 << 30),
+                    concurrency=1, rate_limit_bytes_s=0, chunk_timeout_s=5, may_proceed=gate.is_set)
+    dl.start()
+    try:
+        dl.enqueue(catalog.courses[0].items[0], catalog.chunk_size, "c1")
+        deadline = time.monotonic() + 10
+        while not dl.paused and time.monotonic() < deadline:
+            gate.wait(0.02)
+        assert dl.paused and sum(server.served.values()) == 0  # security events hold the uplink
+        gate.set()
+        while not dl.idle() and time.monotonic() < deadline + 10:
+            gate.wait(0.02)
+        assert dl.counters["items_completed"] == 1
+    finally:
+        dl.stop()
+        link.stop()
+        server.stop()
+        server.link.stop()
