@@ -294,8 +294,14 @@ class MqttLink:
         # deadline for the CONNACK itself: a broker that accepts TCP and then says
         # nothing would hold us here forever without this one.
         connack_deadline = time.monotonic() + _CONNACK_WAIT_S
+        down_since = None
         while not self._ended.wait(0.5):
             if self._stopping.is_set() and not client.is_connected():
+                break
+            # Should paho's thread ever end without on_disconnect, do not wait forever.
+            down_since = None if client.is_connected() or not self._reached else down_since or time.monotonic()
+            if down_since and time.monotonic() - down_since > _CONNACK_WAIT_S:
+                self._error(broker, "mqtt", "connection ended without a disconnect notice")
                 break
             if not self._reached and time.monotonic() > connack_deadline:
                 self._stats["connect_failures"] += 1

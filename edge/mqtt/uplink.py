@@ -13,6 +13,7 @@ re-sends everything not acked (central de-duplicates by event id).
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -158,6 +159,7 @@ class Uplink:
         self._inflight: dict[int, Batch] = {}
         self._inflight_events = 0
         self._paused_until = 0.0
+        self._read_failures = 0
         self._refused_topics: dict[str, int] = {}  # topic -> consecutive refusals
         self.counters = {"sent_messages": 0, "sent_events": 0, "acked_messages": 0, "refused_messages": 0}
         self.last_refusal: dict | None = None
@@ -251,7 +253,16 @@ class Uplink:
 
     def _read(self) -> bool:
         limit = max(self.cfg.batch_max_events * 4, 1000)
-        rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
+        try:
+            rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
+        except (sqlite3.Error, StoreError) as exc:
+            # A busy or failing disk must not end the uplink: try again after a pause.
+            self._read_failures += 1
+            delay = full_jitter(min(self._read_failures, 8), self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+            self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
+            log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
+            return False
+        self._read_failures = 0
         if not rows:
             return False
         self._cursor = rows[-1][0]
