@@ -65,10 +65,8 @@ class Lane:
 
     def process(self, frame) -> list[Decision]:
         """Analyse one frame; returns the decisions it caused (usually none)."""
-        # Once decided (or while a verify-only lane waits for a booking), later frames only
-        # need to show the person is still there: no encoding.
-        waiting = self.config.mode == "verify" and self._pending_claim() is None
-        a = self.pipeline.analyse(frame, encode=not (waiting or (self.active and self.decided)))
+        # Encoding is most of the cost: it runs only for the frame that decides (see _decide).
+        a = self.pipeline.analyse(frame, encode=False)
         if a.status in ("unchanged", "empty", "no_face"):
             self._absent += 1
             if self.active and self._absent >= self.config.rearm_frames:
@@ -91,7 +89,7 @@ class Lane:
                 quality = {k: v for k, v in a.quality.items() if k != "ok"}
                 return [self._event("biometric.quality_low", {"quality": quality}, a, "telemetry")]
             return []
-        if a.encoding is None:
+        if a.status != "present":
             return []
         return self._decide(frame, a)
 
@@ -107,6 +105,7 @@ class Lane:
         self.decided = True
         if verdict == "fail":
             return [self._event("biometric.liveness_failed", {"liveness": live}, a, "alarm")]
+        self.pipeline.encode(frame, a)
         started = time.perf_counter()
         if claim is not None:
             self._claim = None

@@ -136,7 +136,9 @@ class Pipeline:
                 thorough: bool = False) -> Analysis:
         """Run the stages on one BGR frame; stops at the first stage that rules it out.
 
-        ``encode=False`` (the approach is already decided) only checks a face is still there.
+        ``encode=False`` stops before the encoding (status ``present``): the lane encodes only
+        when it is about to decide, not for frames that only feed liveness or show a person
+        already decided on.
         ``thorough`` (still photos: enrollment, the CLI, calibration) looks again at twice the
         resolution with upsampling when the fast pass finds nothing: a photo has no next frame.
         """
@@ -165,18 +167,20 @@ class Pipeline:
         if len(others) > 1 and not cfg.allow_multiple:
             return Analysis("multiple", faces=len(others), timings_ms=clock.timings)
         face = max(faces, key=lambda f: f.width * f.width * (1.0 - min(abs(f.yaw), 0.9)))
-        if not encode:
-            return Analysis("present", faces=len(faces), face=face, timings_ms=clock.timings)
         quality = self._quality(gray, face)
         clock.lap("quality")
         crop = _crop(frame, face.box) if self.keep_crops else None
-        if not quality["ok"]:
-            return Analysis("quality_low", faces=len(faces), face=face, quality=quality,
-                            timings_ms=clock.timings, crop=crop)
-        encoding = self._encode(frame, face)
-        clock.lap("encode")
-        return Analysis("ok", faces=len(faces), face=face, quality=quality, encoding=encoding,
-                        timings_ms=clock.timings, crop=crop)
+        a = Analysis("quality_low" if not quality["ok"] else "present", faces=len(faces), face=face,
+                     quality=quality, timings_ms=clock.timings, crop=crop)
+        return self.encode(frame, a) if encode and quality["ok"] else a
+
+    def encode(self, frame: np.ndarray, a: Analysis) -> Analysis:
+        """The encoding stage of a ``present`` face, on demand (e.g. once liveness passed)."""
+        started = time.perf_counter()
+        a.encoding = self._encode(frame, a.face)
+        a.timings_ms["encode"] = round((time.perf_counter() - started) * 1000, 2)
+        a.status = "ok"
+        return a
 
     def _detect(self, gray: np.ndarray, width: int | None = None,
                 upsample: int | None = None) -> list[tuple[tuple[int, int, int, int], float]]:
