@@ -189,6 +189,8 @@ class FaceCameraDriver(Driver):
         degraded = source.get("kind") == "live" and not source.get("connected", True)
         return {"status": "degraded" if degraded else "ok", "worker_pid": self.worker_pid,
                 "events": self.events, "frames": self.worker_status.get("frames", 0),
+                "worker_peak_rss_mb": self.worker_status.get("peak_rss_mb"),
+                "over_budget": self.worker_status.get("lane", {}).get("over_budget", {}),
                 "source": source, "gallery": self.worker_status.get("gallery", {})}
 
     def close(self) -> None:

@@ -82,7 +82,6 @@ class Worker:
         self.status_every = float(config.get("status_interval_s", 5.0))
         self.load_ms = round((time.perf_counter() - started) * 1000, 1)
         self.frames = 0
-        self.stage_ms: dict[str, float] = {}
 
     def status(self) -> dict[str, Any]:
         import resource
