@@ -131,3 +131,31 @@ def test_first_broker_down_at_start_connects_to_the_next(base_config, mosquitto,
     finally:
         link.stop()
         store.close()
+
+
+def test_birth_and_death_payloads_match_the_published_contract(base_config):
+    """The AsyncAPI document is generated from edge.contract: the payloads must validate."""
+    from edge.contract import DeviceStateMessage
+    from edge.mqtt.state import DeviceState
+
+    class FakeLink:  # only what DeviceState touches at construction
+        def set_will(self, topic, payload):
+            self.will = (topic, payload)
+
+        def add_connection_listener(self, fn):
+            pass
+
+    settings = Settings(**base_config)
+    store = Store(settings.state_dir, device="dev-1", site="site-1")
+    try:
+        link = FakeLink()
+        state = DeviceState(link, settings, store, health=lambda: {"beat": {"status": "ok", "kind": "sim"}})
+        birth = DeviceStateMessage.model_validate_json(state.birth())
+        death = DeviceStateMessage.model_validate_json(state.death(reason="shutdown"))
+        will = DeviceStateMessage.model_validate_json(link.will[1])
+        assert birth.online and not death.online and will.reason == "connection_lost"
+        assert birth.boot_seq == death.boot_seq == will.boot_seq == 1
+        assert link.will[0] == STATE
+        assert DeviceState(link, settings, store).boot_seq == 2  # persisted, +1 per start
+    finally:
+        store.close()
