@@ -49,7 +49,7 @@ class GateEngine:
         self._router = router
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="gate", daemon=True)
-        self.state = GateState(daemon.settings.state_dir)
+        self.state, self.state_problem = GateState.open(daemon.settings.state_dir)
         self.mode: dict[str, Any] = {"mode": self.settings.initial_mode, "set_by": "config", "reason": None}
         self.approaches: dict[str, Approach] = {}
         self.passing: dict[str, dict[str, Any]] = {}
@@ -72,6 +72,12 @@ class GateEngine:
             self.mode = saved
         self._daemon.store.add_listener(self._on_commit)
         recovered = self._recover()
+        if self.state_problem:
+            log.error("gate_state_unreadable", error=self.state_problem)
+            self.emit("gate.state_lost", {"problem": self.state_problem, "mode": self.mode["mode"],
+                                          "detail": "gate.db was unreadable and set aside: the saved mode and "
+                                                    "any approach cut short by a crash are lost; check the "
+                                                    "mode (edge gate status) and the lanes"}, "alarm")
         self._thread.start()
         if self.mode["mode"] != "normal":  # a controller may have been power-cycled meanwhile
             self._queue.put(("call", lambda: commands.apply_mode(self, self.mode["mode"], None, "restart")))

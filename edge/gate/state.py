@@ -31,6 +31,7 @@ class GateState:
 
     def __init__(self, state_dir: Path):
         self.path = Path(state_dir) / FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -40,6 +41,25 @@ class GateState:
         except sqlite3.Error as exc:
             raise StoreError(f"gate state {self.path}: {exc}; move the file aside to start afresh "
                              "(the mode falls back to [gate].initial_mode)") from None
+
+    @classmethod
+    def open(cls, state_dir: Path) -> tuple[GateState, str | None]:
+        """The state, or a fresh one when the file is unreadable (kept aside; the problem returned).
+
+        The gate must start whatever the file holds: a damaged file costs the saved mode
+        and the record of approaches cut short, never the lane.
+        """
+        try:
+            return cls(state_dir), None
+        except StoreError as exc:
+            path = Path(state_dir) / FILE
+            aside = path.with_name(f"{FILE}.bad-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+                except FileNotFoundError:
+                    pass
+            return cls(state_dir), f"{exc} (moved to {aside.name})"
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:

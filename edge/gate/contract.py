@@ -1,0 +1,145 @@
+"""Payloads of the ``gate.*`` events, as central receives them (published in docs/asyncapi.json).
+
+The gate tests validate every gate event they see against these models, so
+the document cannot drift from what the engine emits. Evidence is a list of
+event ids of this device (``biometric.*``, ``gate.dose_check``, ``xray.scan``,
+``command.result``, ``turnstile.granted``): central joins them by ``id``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["normal", "lockdown", "free_passage", "out_of_service"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StepTaken(_Strict):
+    kind: Literal["verify", "identify", "dose_check", "xray", "grant"]
+    result: Literal["pending", "ok", "failed", "timeout", "skipped"] = Field(
+        description="skipped: the approach was decided (override, mode, stop) before the step ended.")
+    evidence: list[str] = Field(description="Ids of the events that prove the result.")
+    detail: str
+    command_id: str | None = Field(description="The driver command this step sent (verify, grant).")
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class Override(_Strict):
+    operator: str = Field(description="Local user name (SO_PEERCRED), or central:<key ids> when signed.")
+    reason: str
+    origin: Literal["mqtt", "local"]
+    command_id: str
+
+
+class GateDecision(_Strict):
+    """gate.decision: a grant, a denial or a hold of one person at one lane, with its evidence chain.
+
+    Priority alarm for a hold (an officer must come) and for a denial whose step says
+    ``on_fail = "alarm"``. A hold is followed by a second decision (override or hold_timeout)
+    with the same ``approach_id``.
+    """
+
+    approach_id: str
+    lane: str
+    direction: Literal["in", "out"]
+    role: Literal["visitor", "staff", "any", "officer"]
+    subject: str | None
+    booking_id: str | None
+    started_by: Literal["present", "camera", "override"] | None
+    started_at: datetime | None
+    decided_at: datetime
+    outcome: Literal["grant", "deny", "hold"]
+    reason: str = Field(description="flow_complete, officer_override, free_passage, face_not_verified, "
+                                    "liveness_failed, multiple_faces, dose_limit, scan_not_clear, step_timeout, "
+                                    "camera_unavailable, turnstile_refused, grant_unconfirmed, hold_timeout, "
+                                    "lockdown, out_of_service, emergency, interrupted, stopping.")
+    detail: str
+    mode: Mode
+    online: bool = Field(description="The MQTT link was connected when the decision was taken.")
+    steps: list[StepTaken]
+    evidence: list[str] = Field(description="Every step's evidence, in step order.")
+    override: Override | None
+    duration_ms: float | None = Field(default=None, description="From the start of the approach.")
+
+
+class GatePassage(_Strict):
+    """gate.passage: after a grant, whether the person went through (turnstile.passage) or not."""
+
+    approach_id: str
+    lane: str
+    direction: Literal["in", "out"]
+    passed: bool
+    evidence: list[str]
+    detail: str
+
+
+class GateDoseCheck(_Strict):
+    """gate.dose_check: the dose ledger's answer for the person about to be scanned."""
+
+    approach_id: str
+    lane: str
+    subject: str
+    allowed: bool
+    total_usv: float
+    limit_usv: float
+    warning_usv: float
+    remaining_usv: float
+    warning: bool
+    window_start: datetime
+    reason: str
+
+
+class GateEmergency(_Strict):
+    """gate.emergency (alarm): a lane's fire-alarm free swing started or ended; recorded only."""
+
+    lane: str
+    active: bool
+    mode: Mode
+    evidence: list[str]
+    online: bool
+    detail: str
+
+
+class LaneModeResult(_Strict):
+    command: str
+    status: str | None
+    detail: str | None
+    emergency: bool
+
+
+class GateMode(_Strict):
+    """gate.mode: the gate's mode was set (central's signed command, or a supervisor on site)."""
+
+    mode: Mode
+    previous: Mode
+    set_by: str
+    reason: str | None
+    command_id: str | None
+    online: bool
+    lanes: dict[str, LaneModeResult] = Field(description="What each lane's turnstile answered.")
+
+
+class GateStateLost(_Strict):
+    """gate.state_lost (alarm): gate.db was unreadable at start and set aside; mode back to initial_mode."""
+
+    problem: str
+    mode: Mode
+    detail: str
+
+
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "gate.decision": GateDecision, "gate.passage": GatePassage, "gate.dose_check": GateDoseCheck,
+    "gate.emergency": GateEmergency, "gate.mode": GateMode, "gate.state_lost": GateStateLost,
+}
+
+
+def conforms(event: dict[str, Any]) -> None:
+    """Raise when a stored gate event does not match its published payload model."""
+    EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])
