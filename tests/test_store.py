@@ -297,3 +297,18 @@ def test_size_accounting_matches_the_file_on_disk(open_store, tmp_path):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         pages, size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
     assert 0.8 <= pages * size / used <= 1.2, (pages * size, used)
+
+
+def test_a_failed_open_releases_the_state_dir(tmp_path, monkeypatch):
+    from edge.errors import StoreError
+    from edge.store import _recovery
+
+    def busy(path):
+        raise StoreError("cannot check the event store: disk I/O error")
+
+    monkeypatch.setattr(_recovery, "check_integrity", busy)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        Store(tmp_path / "state", device="dev-1", site="site-1")
+    monkeypatch.undo()
+    store = Store(tmp_path / "state", device="dev-1", site="site-1")  # not "in use by another process"
+    store.close()

@@ -62,6 +62,13 @@ class Store(StoreReader):
         self._pending_rows: list = []  # flat row values of the batch, not yet inserted
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
         self._dir_lock = StoreLock(state_dir)  # before anything is read or moved
+        try:
+            self._open(state_dir)
+        except BaseException:
+            self._dir_lock.release()  # a failed start must not keep the next attempt out
+            raise
+
+    def _open(self, state_dir: Path) -> None:
         self._key = _chain.load_key(state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
         recovered = recover(self.path, self._seqfile.limit + 1)
