@@ -193,3 +193,25 @@ def test_downloads_yield_while_security_events_wait_in_the_outbox(tablet):
     daemon.store.mark_acked([alarm.seq])  # the uplink delivered it
     learning._gate_cache = (0.0, True)
     assert learning._may_proceed()
+
+
+def test_socket_group_is_set_and_a_missing_group_is_a_clear_error(tmp_path):
+    import grp
+    import os
+
+    from edge.errors import EdgeError
+    from edge.localapi.settings import LocalApiSettings
+    group = grp.getgrgid(os.getgid()).gr_name
+    api = LocalApi(LocalApiSettings(group=group, socket_path=tmp_path / "ui.sock"), tmp_path)
+    api.start()
+    try:
+        st = (tmp_path / "ui.sock").stat()
+        assert st.st_gid == os.getgid() and stat.S_IMODE(st.st_mode) == 0o660
+    finally:
+        api.stop()
+    bad = LocalApi(LocalApiSettings(group="no-such-group-xyz", socket_path=tmp_path / "b.sock"), tmp_path)
+    with pytest.raises(EdgeError, match="localapi.group"):
+        bad.start()
+    assert not (tmp_path / "b.sock").exists()
+    with pytest.raises(ValueError, match="other"):
+        LocalApiSettings(mode="0666")

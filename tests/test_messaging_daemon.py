@@ -89,10 +89,11 @@ def test_offline_compose_then_moderation_states_and_read_receipts(
 
     publisher.publish(topic("status"), central.status(a["id"], "received"))
     publisher.publish(topic("status"), central.status(a["id"], "approved"))
+    publisher.publish(topic("status"), central.status(b["id"], "held"))
     publisher.publish(topic("status"), central.status(b["id"], "rejected", "content_policy"))
     wait_until(lambda: tablet.message(a["id"])["state"] == "approved", what="approved")
     rejected = wait_until(lambda: (m := tablet.message(b["id"]))["state"] == "rejected" and m, what="rejected")
-    assert rejected["reason"] == "content_policy"
+    assert rejected["reason"] == "content_policy" and "held" in [h["state"] for h in rejected["history"]]
     assert [h["state"] for h in tablet.message(a["id"])["history"]] == ["queued", "sent", "received", "approved"]
     publisher.publish(topic("status"), central.status(a["id"], "received"))  # late duplicate: no step back
     publisher.publish(topic("status"), central.status(a["id"], "delivered"))

@@ -221,6 +221,7 @@ class LocalApi:
                 os.chown(self.path, -1, grp.getgrnam(self.settings.group).gr_gid)
             except (KeyError, PermissionError) as exc:
                 server.server_close()
+                self.path.unlink(missing_ok=True)
                 raise EdgeError(f"localapi.group: cannot give the socket to group "
                                 f"{self.settings.group!r}: {exc}") from None
         self._server = server
