@@ -35,6 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="Timed runs per photo (median reported).")
     parser.add_argument("--faces", default=str(FACES), help="Folder of the shared photos.")
     parser.add_argument("--search-sizes", default="1000,100000,1000000")
+    parser.add_argument("--pairs", help="CSV file_x,file_y,same: also compare accuracy with the raw library.")
 
 
 def _our_path(faces: Path):
@@ -219,6 +220,45 @@ def _gil_stall(faces: Path) -> dict:
     return {"in_process_max_gap_ms": longest_gap(in_process), "worker_process_max_gap_ms": longest_gap(in_worker)}
 
 
+def _accuracy(pairs_csv: Path) -> dict:
+    """FAR/FRR on labelled pairs: ours at the default 1:1 threshold vs the raw library at 0.5.
+
+    A photo a path cannot use (no face, or our quality gate) counts as a reject of its pairs and
+    is also reported apart (failure to acquire), so neither side hides behind refusing photos.
+    """
+    import cv2
+    import face_recognition
+
+    from drivers.camera.calibrate import read_pairs
+    from drivers.camera.decide import Thresholds
+    from drivers.camera.pipeline import Pipeline, read_image
+
+    rows = read_pairs(pairs_csv)
+    files = sorted({f for r in rows for f in r[:2]})
+    pipeline = Pipeline()
+    ours = {f: pipeline.analyse(read_image(f), use_presence=False, thorough=True).encoding for f in files}
+    raw = {}
+    for f in files:
+        rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        encs = face_recognition.face_encodings(rgb, face_recognition.face_locations(rgb))
+        raw[f] = encs[0] if encs else None
+
+    def rates(encodings: dict, threshold: float) -> dict:
+        fa = fr = gen = imp = 0
+        for x, y, same in rows:
+            ex, ey = encodings[x], encodings[y]
+            accept = ex is not None and ey is not None and float(np.linalg.norm(ex - ey)) <= threshold
+            gen, imp = gen + same, imp + (not same)
+            fr += same and not accept
+            fa += (not same) and accept
+        return {"threshold": threshold, "far": round(fa / max(imp, 1), 4), "frr": round(fr / max(gen, 1), 4),
+                "false_accepts": fa, "false_rejects": fr,
+                "failed_to_acquire": sum(1 for f in files if encodings[f] is None)}
+
+    return {"pairs": len(rows), "photos": len(files), "ours": rates(ours, Thresholds().verify),
+            "raw_face_recognition": rates(raw, 0.5)}
+
+
 def run(args) -> dict:
     faces = Path(args.faces)
     latency = _latency(faces, args.runs)
@@ -237,5 +277,6 @@ def run(args) -> dict:
         "search_goal_ms": 5.0,
         "rss_mb": rss_ours, "rss_raw_face_recognition_mb": rss_raw, "rss_goal_mb": 160,
         "daemon_thread_stall": _gil_stall(faces),
+        **({"accuracy": _accuracy(Path(args.pairs))} if args.pairs else {}),
         "runs": args.runs,
     }
