@@ -13,6 +13,7 @@ import json
 
 from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile import messages as m
+from edge.gate.contract import conforms
 from tests._gate_helpers import (OTHER, OVER, STAFF, VISITOR, by_id, enroll, events, lane_config, last_seq,
                                  scan, show, wait_event)
 
@@ -206,5 +207,9 @@ def test_every_scenario_decides_the_same_online_and_offline(tmp_path, mosquitto,
         collector.wait_for(lambda c: stored <= {e["id"] for e in c.events("gate.decision")}, 60,
                            "every decision at the subscriber")
         killed_mid_approach_never_grants(lane)
+        published = events(lane.state, "gate.*")
+        assert {e["type"] for e in published} >= {"gate.decision", "gate.passage", "gate.dose_check", "gate.mode"}
+        for e in published:  # the payloads central reads in docs/asyncapi.json
+            conforms(e)
     finally:
         sim.stop()
