@@ -7,7 +7,15 @@ import time
 
 import click
 
-from edge.cli._common import EX_UNAVAILABLE, edge_errors, fail, human_bytes, json_option, output, settings_from
+from edge.cli._common import (
+    EX_UNAVAILABLE,
+    edge_errors,
+    fail,
+    human_bytes,
+    json_option,
+    output,
+    settings_from,
+)
 
 
 @click.group()
