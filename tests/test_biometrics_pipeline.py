@@ -144,6 +144,9 @@ def test_quality_gate_asks_for_another_frame():
 def test_a_face_cut_off_by_the_frame_edge_waits_for_a_better_frame():
     a = analysis("obama_partial_face")
     assert a.status == "quality_low" and a.quality["problems"] == ["cut_off"] and a.encoding is None
+    still = pipeline().analyse(frame("obama_partial_face"), use_presence=False, thorough=True)
+    assert still.status == "ok"  # a photo has no next frame: decided, and it is still obama
+    assert np.linalg.norm(still.encoding - encoding("obama_1")) < 0.3
 
 
 def test_lane_reports_quality_low_once_per_approach(gallery):

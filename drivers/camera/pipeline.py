@@ -167,7 +167,7 @@ class Pipeline:
         if len(others) > 1 and not cfg.allow_multiple:
             return Analysis("multiple", faces=len(others), timings_ms=clock.timings)
         face = max(faces, key=lambda f: f.width * f.width * (1.0 - min(abs(f.yaw), 0.9)))
-        quality = self._quality(gray, face)
+        quality = self._quality(gray, face, still=thorough)
         clock.lap("quality")
         crop = _crop(frame, face.box) if self.keep_crops else None
         a = Analysis("quality_low" if not quality["ok"] else "present", faces=len(faces), face=face,
@@ -204,7 +204,7 @@ class Pipeline:
         yaw, pitch = _pose(points)
         return Face(box=box, points=points, yaw=yaw, pitch=pitch, shape=shape, cut_off=outside)
 
-    def _quality(self, gray: np.ndarray, face: Face) -> dict[str, Any]:
+    def _quality(self, gray: np.ndarray, face: Face, still: bool = False) -> dict[str, Any]:
         cfg = self.config
         crop = _crop(gray, face.box)
         # Sharpness at a fixed scale, so a big blurry face does not pass on its size.
@@ -217,8 +217,10 @@ class Pipeline:
             problems.append("blurred")
         if abs(face.yaw) > cfg.max_yaw or not cfg.min_pitch <= face.pitch <= cfg.max_pitch:
             problems.append("not_frontal")
-        if face.cut_off > cfg.max_cut_off:
-            problems.append("cut_off")  # stepping into view: the next frame will show all of it
+        if face.cut_off > cfg.max_cut_off and not still:
+            # Stepping into view: the next frame will show all of it. A still photo has no next
+            # frame, and the encoding of a partly cut face is still usable, so it is decided.
+            problems.append("cut_off")
         return {"ok": not problems, "problems": problems, "face_px": face.width,
                 "sharpness": round(sharpness, 1), "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3)}
 
