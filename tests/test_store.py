@@ -312,3 +312,38 @@ def test_a_failed_open_releases_the_state_dir(tmp_path, monkeypatch):
     monkeypatch.undo()
     store = Store(tmp_path / "state", device="dev-1", site="site-1")  # not "in use by another process"
     store.close()
+
+
+def assert_counts_exact(store) -> None:
+    """stats() derives stored/pending from seq bounds and counters; they must equal real counts."""
+    with sqlite3.connect(store.path) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        pending = conn.execute("SELECT COUNT(*) FROM events WHERE acked_at IS NULL").fetchone()[0]
+    stats = store.stats()
+    assert (stats["stored"], stats["pending"]) == (stored, pending)
+
+
+def test_stats_counts_match_real_counts_through_acks_purges_and_evictions(tmp_path):
+    store = Store(tmp_path / "state", device="dev-1", site="site-1",
+                  settings=StoreSettings(max_bytes=64 * 1024, retention_hours=0, retention_bytes=0))
+    try:
+        assert_counts_exact(store)
+        seqs = [store.append(ev(i, priority=("normal", "telemetry", "alarm")[i % 3], pad=300)).seq
+                for i in range(60)]
+        assert_counts_exact(store)
+        store.mark_acked(seqs[:10] + seqs[20:25])  # a prefix and a hole
+        store.mark_acked(seqs[:5])  # duplicates change nothing
+        assert_counts_exact(store)
+        store.run_maintenance()  # purges the acked prefix
+        assert_counts_exact(store)
+        for i in range(150):  # past the cap: acked then telemetry then normal get evicted
+            try:
+                store.append(ev(i, priority=("normal", "telemetry", "alarm")[i % 3], pad=300))
+            except Exception:
+                pass
+        assert_counts_exact(store)
+        store.mark_acked([r.seq for r in store.outbox_next(40)])
+        store.run_maintenance()
+        assert_counts_exact(store)
+    finally:
+        store.close()

@@ -94,14 +94,17 @@ class StoreReader:
 
     def stats(self) -> dict:
         conn = self._conn()
-        meta = self.meta()
-        pending, oldest_seq = conn.execute(
-            "SELECT COUNT(*), MIN(seq) FROM events INDEXED BY events_pending WHERE acked_at IS NULL"
-        ).fetchone()
-        oldest_ts = None
-        if oldest_seq is not None:
-            oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()[0]
-        stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        conn.execute("BEGIN")  # one snapshot: counters and rows agree while the daemon writes
+        try:
+            meta = self.meta()
+            oldest_seq = conn.execute(
+                "SELECT MIN(seq) FROM events INDEXED BY events_pending WHERE acked_at IS NULL").fetchone()[0]
+            oldest_ts = None
+            if oldest_seq is not None:
+                oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()[0]
+            stored, pending = _counts(conn, meta)
+        finally:
+            conn.execute("COMMIT")
         file_bytes = sum(p.stat().st_size for p in self.state_dir.glob(DB_NAME + "*")
                          if ".corrupt-" not in p.name)
         last_ack = meta.get("last_ack_at")
@@ -148,6 +151,25 @@ class StoreReader:
             return _chain.verify(conn, key, progress)
         finally:
             conn.execute("COMMIT")
+
+
+def _counts(conn: sqlite3.Connection, meta: dict) -> tuple[int, int]:
+    """(stored, pending) rows without COUNT(*): on a full 256 MB store a count scans
+    hundreds of thousands of rows, longer than `edge status` may take.
+
+    Every seq between the oldest and the newest stored row is either stored or recorded
+    in ``dropped`` (evictions); the acked rows still stored are the acks minus what
+    retention and eviction removed (``purged_acked``). Both counters are written in the
+    same transaction as the rows they count.
+    """
+    lo = conn.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+    if lo is None:
+        return 0, 0
+    hi = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+    holes = conn.execute("SELECT COUNT(*) FROM dropped WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+    stored = hi - lo + 1 - holes
+    acked = meta.get("acked_total", 0) - meta.get("purged_acked", 0)
+    return stored, min(stored, max(0, stored - acked))
 
 
 def _age_s(iso_ts: str | None) -> float | None:
