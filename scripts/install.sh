@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Install edge onto a device (run as root from a checkout or release tree).
+#
+#   scripts/install.sh --role gate|tablet [--wheel FILE] [--root DIR] [--no-deps]
+#
+# What it does:
+#   - a virtualenv in /opt/edge with the edge wheel and the role's extras
+#     (gate: OpenCV, numpy, dlib, face_recognition; tablet: the core only, never OpenCV/dlib)
+#   - the system user and group "edge" (no login, no home)
+#   - /etc/systemd/system/edge.service (enabled, not started)
+#   - /etc/edge/edge.toml from config/ROLE.example.toml, never overwriting an existing one
+#   - /etc/edge/keys (0700) for the device's private keys (files in it 0600)
+#
+# Options:
+#   --role gate|tablet  required: which extras and which config skeleton
+#   --wheel FILE        install this wheel instead of building one from this tree
+#   --root DIR          install under DIR (a staging tree or a test); useradd, chown and
+#                       systemctl are then only printed, never run
+#   --no-deps           install the wheel without its dependencies (offline staging/tests)
+#   --python PY         interpreter for the venv (default: python3)
+#   --no-venv-pip       create the venv without pip and install into it with PY's own pip
+#                       (seconds instead of half a minute; PY's pip must be 22.3 or newer)
+set -euo pipefail
+
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+PREFIX=/opt/edge            # systemd/edge.service runs $PREFIX/bin/edge
+CONF_DIR=/etc/edge
+UNIT_DIR=/etc/systemd/system
+SERVICE_USER=edge
+ROOT=""
+ROLE=""
+WHEEL=""
+NO_DEPS=0
+VENV_PIP=1
+PYTHON="${PYTHON:-python3}"
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install: $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --role) ROLE="${2:-}"; shift 2 ;;
+    --role=*) ROLE="${1#*=}"; shift ;;
+    --root) ROOT="${2:-}"; shift 2 ;;
+    --root=*) ROOT="${1#*=}"; shift ;;
+    --wheel) WHEEL="${2:-}"; shift 2 ;;
+    --wheel=*) WHEEL="${1#*=}"; shift ;;
+    --python) PYTHON="${2:-}"; shift 2 ;;
+    --python=*) PYTHON="${1#*=}"; shift ;;
+    --no-deps) NO_DEPS=1; shift ;;
+    --no-venv-pip) VENV_PIP=0; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+
+case "$ROLE" in
+  gate|tablet) ;;
+  "") die "--role is required: gate or tablet" ;;
+  *) die "--role must be gate or tablet, not '$ROLE'" ;;
+esac
+if [ -n "$ROOT" ]; then
+  mkdir -p "$ROOT" || die "cannot create --root '$ROOT'"
+  ROOT="$(cd "$ROOT" && pwd)"
+elif [ "$(id -u)" != 0 ]; then
+  die "run as root (or stage into a folder with --root DIR)"
+fi
+[ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "--wheel '$WHEEL' does not exist"
+command -v "$PYTHON" >/dev/null 2>&1 || die "no '$PYTHON' interpreter; install python3 (and python3-venv)"
+
+# Outside --root these run for real; under --root they are printed for the operator.
+system() {
+  if [ -n "$ROOT" ]; then say "would run (skipped under --root): $*"; else "$@"; fi
+}
+
+# --- 1. the virtualenv --------------------------------------------------------
+venv="$ROOT$PREFIX"
+if [ "$VENV_PIP" = 1 ]; then
+  pip=("$venv/bin/python" -m pip)
+  build_pip=("${pip[@]}")
+  venv_args=()
+else
+  pip=("$PYTHON" -m pip --python "$venv/bin/python")  # this interpreter's pip installs into it
+  build_pip=("$PYTHON" -m pip)
+  venv_args=(--without-pip)
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating the virtualenv $PREFIX"
+  "$PYTHON" -m venv "${venv_args[@]}" "$venv"
+fi
+if [ -z "$WHEEL" ]; then
+  build="$(mktemp -d)"
+  trap 'rm -rf "$build"' EXIT
+  say "building the edge wheel from $SRC"
+  isolation=()
+  # Offline: build with the setuptools and wheel already installed instead of fetching them.
+  [ "$NO_DEPS" = 1 ] && isolation=(--no-build-isolation)
+  "${build_pip[@]}" wheel -q --no-deps "${isolation[@]}" -w "$build" "$SRC" >/dev/null
+  WHEEL="$(ls "$build"/edge-*.whl)"
+fi
+case "$ROLE" in
+  gate) extras="gate" ;;
+  tablet) extras="" ;;  # a tablet never gets OpenCV, numpy or dlib
+esac
+if [ "$NO_DEPS" = 1 ]; then
+  say "installing $(basename "$WHEEL") without dependencies (--no-deps); role extras not installed: ${extras:-none}"
+  "${pip[@]}" install -q --no-deps --force-reinstall "$WHEEL"
+else
+  say "installing $(basename "$WHEEL") with extras: ${extras:-none}"
+  "${pip[@]}" install -q --upgrade "$WHEEL${extras:+[$extras]}"
+  if [ "$ROLE" = gate ]; then
+    # face_recognition declares "dlib", which compiles for a long time; dlib-bin ships the
+    # same module prebuilt, so install it and the models, then face_recognition without deps.
+    "${pip[@]}" install -q dlib-bin face_recognition_models
+    "${pip[@]}" install -q --no-deps face_recognition
+  fi
+fi
+[ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"
+
+# --- 2. the service user ------------------------------------------------------
+if [ -n "$ROOT" ] || ! getent passwd "$SERVICE_USER" >/dev/null; then
+  system useradd --system --user-group --no-create-home --home-dir /var/lib/edge \
+    --shell /usr/sbin/nologin --comment "edge device daemon" "$SERVICE_USER"
+fi
+if [ "$ROLE" = tablet ]; then
+  # config/tablet.example.toml gives the UI's socket to group tablet-ui; edge must be in it.
+  if [ -n "$ROOT" ] || ! getent group tablet-ui >/dev/null; then
+    system groupadd --system tablet-ui
+  fi
+  system usermod --append --groups tablet-ui "$SERVICE_USER"
+fi
+
+# --- 3. configuration and keys ------------------------------------------------
+conf="$ROOT$CONF_DIR"
+install -d -m 0750 "$conf"
+install -d -m 0700 "$conf/keys"
+system chown "root:$SERVICE_USER" "$CONF_DIR"
+system chown "$SERVICE_USER:$SERVICE_USER" "$CONF_DIR/keys"
+if [ -e "$conf/edge.toml" ]; then
+  say "kept the existing $CONF_DIR/edge.toml (the new example is $SRC/config/$ROLE.example.toml)"
+else
+  # The skeleton keeps the device's private key in the 0700 key folder.
+  sed "s#$CONF_DIR/device.key#$CONF_DIR/keys/device.key#" "$SRC/config/$ROLE.example.toml" > "$conf/edge.toml.tmp"
+  chmod 0640 "$conf/edge.toml.tmp"
+  mv "$conf/edge.toml.tmp" "$conf/edge.toml"
+  system chown "root:$SERVICE_USER" "$CONF_DIR/edge.toml"
+  say "wrote $CONF_DIR/edge.toml from config/$ROLE.example.toml: set device_id, site and the broker"
+fi
+for key in "$conf"/keys/*; do
+  [ -f "$key" ] && chmod 0600 "$key"
+done
+
+# --- 4. the unit ----------------------------------------------------------------
+install -d -m 0755 "$ROOT$UNIT_DIR"
+install -m 0644 "$SRC/systemd/edge.service" "$ROOT$UNIT_DIR/edge.service"
+system systemctl daemon-reload
+system systemctl enable edge.service
+
+say "done. Next: put the device key in $CONF_DIR/keys/ (0600), edit $CONF_DIR/edge.toml,"
+say "      check it with: $PREFIX/bin/edge --config $CONF_DIR/edge.toml config check"
+say "      then: systemctl start edge && $PREFIX/bin/edge --config $CONF_DIR/edge.toml status"
