@@ -204,7 +204,7 @@ def test_fuzz_100k_frames_with_noise(codec_name):
     # A pool of random messages (all types, random fields) keeps generation cheap; every use
     # of a frame is independently mutated or not, and lands among different noise.
     pool = []
-    for _ in range(3000):
+    for _ in range(20_000):
         address = rng.randrange(1, 33) if codec.polled else 1
         message = _random_message(rng, codec_name)
         pool.append((m.Received(address, message), codec.encode(message, address)))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 
 import pytest
 import serial
@@ -21,6 +22,16 @@ from edge.commands.publish import publish_command
 from edge.signing import generate_keypair, load_private_key
 
 SITE, DEVICE = "site-1", "dev-1"
+
+
+def _cli(daemon, *args):
+    """The CLI in-process (no interpreter start per call) against the running daemon's config."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["--config", str(daemon.config_path), *args])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def _lane(path, codec):
@@ -63,7 +74,7 @@ def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base
         daemon = edge_daemon(base_config)
         sim.wait_for(lambda: sim.received(m.ReadCounters), 20)  # the driver has made contact
 
-        out = daemon.cli("turnstile", "grant", "lane1", "--dir", "out", "--passes", "2", "--json",
+        out = _cli(daemon, "turnstile", "grant", "lane1", "--dir", "out", "--passes", "2", "--json",
                          "--reason", "visitor escort")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["status"] == "ok"
@@ -71,24 +82,24 @@ def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base
 
         sim.passage("out", count=2)
         sim.wait_for(lambda: not sim.devices[1].queue, 10)
-        out = daemon.cli("turnstile", "counters", "lane1")
+        out = _cli(daemon, "turnstile", "counters", "lane1")
         assert out.returncode == 0 and out.stdout.strip() == "lane1: in 0, out 2", out.stderr
 
-        out = daemon.cli("drivers", "test", "lane1", "--json")
+        out = _cli(daemon, "drivers", "test", "lane1", "--json")
         result = json.loads(out.stdout)
         assert out.returncode == 0 and result["ok"] and result["round_trip_ms"] > 0
         assert result["result"]["status"]["mode"] == "locked"
 
-        tail = daemon.cli("events", "tail", "-n", "50", "--type", "command.*", "--json")
+        tail = _cli(daemon, "events", "tail", "-n", "50", "--type", "command.*", "--json")
         done = [json.loads(line) for line in tail.stdout.splitlines()]
         grant = next(e for e in done if e["payload"]["name"] == "grant")
         assert grant["payload"]["operator"] == getpass.getuser()
         assert grant["payload"]["status"] == "ok"
 
         sim.mute(True)
-        out = daemon.cli("turnstile", "unlock", "lane1")
+        out = _cli(daemon, "turnstile", "unlock", "lane1")
         assert out.returncode == 1 and "NOT confirmed" in out.stderr
-        out = daemon.cli("turnstile", "grant", "nope", "--dir", "in")
+        out = _cli(daemon, "turnstile", "grant", "nope", "--dir", "in")
         assert out.returncode == 1 and "no driver named 'nope'" in out.stderr
     finally:
         sim.stop()
@@ -145,7 +156,7 @@ def test_simulated_lane_inside_the_daemon_driven_by_commands(tmp_path, edge_daem
     assert send(state, "lane1", "grant", {"direction": "out"})["status"] == "ok"
 
     def turnstile_events():
-        out = daemon.cli("events", "tail", "-n", "100", "--type", "turnstile.*", "--json").stdout
+        out = _cli(daemon, "events", "tail", "-n", "100", "--type", "turnstile.*", "--json").stdout
         return [json.loads(line)["type"] for line in out.splitlines()]
 
     reply = send(state, "sim1", "step", {"steps": "forced in; emergency on"})
