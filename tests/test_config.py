@@ -188,3 +188,16 @@ def test_errors_from_environment_variables_name_the_variable(tmp_path):
                for line in lines)
     assert any("store.max_bytess (set by environment variable EDGE_STORE__MAX_BYTESS): got '5'; unknown key"
                in line for line in lines)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_edge_run_gives_the_same_single_line_for_every_bad_config(tmp_path, case):
+    """In-process for speed (the subprocess test above covers the real entry point)."""
+    path = _write(tmp_path, BAD[case])
+    result = CliRunner().invoke(cli, ["--config", str(path), "run"])
+    assert result.exit_code == 78
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith(f"config error: {path}: "), lines
+    for fragment in EXPECTED_LINES[case]:
+        assert fragment in lines[0]
+    assert not (tmp_path / "state").exists()
