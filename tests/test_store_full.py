@@ -178,3 +178,43 @@ def test_heartbeat_driver_keeps_beating_when_refused(tmp_path):
         assert health["refused"] >= 50 and health["status"] == "ok" and health["restarts"] == 0
     finally:
         store.close()
+
+
+KILL_INSIDE_THE_RATE_LIMIT = """
+import os, signal, sys
+from edge.config import StoreSettings
+from edge.errors import StoreFull
+from edge.events import make_event
+from edge.store import Store
+
+store = Store(sys.argv[1], device="dev-1", site="site-1", settings=StoreSettings(max_bytes=64 * 1024))
+for i in range(400):
+    try:
+        store.append(make_event(device="dev-1", site="site-1", type="sim.telemetry", source="t",
+                                priority="telemetry", payload={"n": i, "pad": "p" * 400}))
+    except StoreFull:
+        pass
+os.kill(os.getpid(), signal.SIGKILL)  # drops after the first report are still unreported
+"""
+
+
+def test_drops_not_yet_reported_when_the_process_died_are_reported_after_restart(tmp_path):
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-c", KILL_INSIDE_THE_RATE_LIMIT, str(state)],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+    store = Store(state, device="dev-1", site="site-1", settings=StoreSettings(max_bytes=MAX))
+    try:
+        dropped = store.stats()["dropped"]["telemetry"]
+        before = sum(r["payload"]["count"] for r in system_events(store, "system.events_dropped"))
+        assert 0 < before < dropped  # the first drop was reported at once, the rest held back
+        store.run_maintenance()
+        store.close()
+        store = Store(state, device="dev-1", site="site-1", settings=StoreSettings(max_bytes=MAX))
+        reports = system_events(store, "system.events_dropped")
+        assert sum(r["payload"]["count"] for r in reports) == dropped
+    finally:
+        store.close()

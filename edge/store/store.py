@@ -108,7 +108,7 @@ class Store(StoreReader):
         self._used = meta.get("used_bytes", 0)
         self._counters = {k: meta.get(k, 0) for k in (
             "acked_total", "dropped_alarm", "dropped_normal", "dropped_telemetry",
-            "refused_total", "purged_acked")}
+            "refused_total", "purged_acked", "reported_normal", "reported_telemetry")}
         self._last_ack_at = meta.get("last_ack_at")
         self._full = bool(meta.get("full", 0))
         # The least important priority refused while full; an append of it (or a less
@@ -116,6 +116,11 @@ class Store(StoreReader):
         self._full_prio = _NORMAL
         self._unreported: dict = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
         self._last_drop_report = float("-inf")
+        # Drops counted but never reported (the process died inside the rate limit): report them.
+        for prio in ("normal", "telemetry"):
+            if missed := self._counters[f"dropped_{prio}"] - self._counters[f"reported_{prio}"]:
+                self._unreported["by_priority"][prio] = missed
+                self._unreported["count"] += missed
 
     # -- public API -----------------------------------------------------------
 
@@ -334,6 +339,8 @@ class Store(StoreReader):
             "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
         self._unreported = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
         self._last_drop_report = time.monotonic()
+        for prio in ("normal", "telemetry"):
+            self._counters[f"reported_{prio}"] = self._counters[f"dropped_{prio}"]
 
     def _enter_full(self, priority: int, *, refused: bool) -> None:
         """Start (or widen) a full episode; the system.store_full alarm is raised once per episode."""
