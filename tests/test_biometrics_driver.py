@@ -122,7 +122,7 @@ def test_a_presented_booking_goes_to_the_worker_and_comes_back_as_a_decision(tmp
     from edge.errors import CommandError
 
     g = Gallery(tmp_path / "state")
-    g.upsert(Subject("V-1", "visitor", [template("biden_1")]))
+    g.upsert(Subject("V-1", "visitor", [template("biden_1")], valid_until=time.time() + 3600))
     g.close()
     folder = tmp_path / "lane"
     folder.mkdir()

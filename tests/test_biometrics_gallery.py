@@ -80,6 +80,8 @@ def test_bad_templates_are_refused_with_the_reason():
         Subject("x", "staff", [np.full(128, np.nan, "<f4").tobytes()]).validate()
     with pytest.raises(GalleryError, match="role"):
         Subject("x", "guard", [template("obama_1")]).validate()
+    with pytest.raises(GalleryError, match="visitor needs valid_until"):
+        Subject("x", "visitor", [template("obama_1")]).validate()
 
 
 # -- the CLI, as a field engineer runs it (a real process, the device's config) -------------------
@@ -144,6 +146,8 @@ def test_cli_refuses_to_enroll_a_bad_photo_with_a_readable_reason(cli):
     assert r.returncode == 1 and "exactly one face" in r.stderr
     r = cli("enroll", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
     assert r.returncode == 2 and "ISO 8601" in r.stderr
+    r = cli("enroll", "--subject", "x", "--role", "visitor", str(photo("obama_1")))
+    assert r.returncode == 2 and "--valid-until" in r.stderr
 
 
 def test_cli_calibrate_reports_far_frr_and_a_threshold(cli, tmp_path):

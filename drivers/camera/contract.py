@@ -138,7 +138,8 @@ class GallerySubject(_Strict):
     role: Literal["visitor", "staff"] = Field(description="Only staff are identified 1:N.")
     templates: list[str] = Field(min_length=1, description="Base64 of 128 little-endian float32 (dlib encoding).")
     valid_from: datetime | None = Field(default=None, description="With a timezone; refused before.")
-    valid_until: datetime | None = Field(default=None, description="With a timezone; refused after, then purged.")
+    valid_until: datetime | None = Field(
+        default=None, description="With a timezone; refused after, then purged. Required for visitors.")
 
 
 class GallerySnapshot(_Strict):

@@ -75,6 +75,9 @@ class Subject:
             raise GalleryError(f"subject {self.subject_id}: no templates; expected at least one encoding")
         for i, raw in enumerate(self.templates):
             check_template(raw, f"subject {self.subject_id} template {i}")
+        if self.role == "visitor" and self.valid_until is None:
+            # A visitor's template exists for one booked visit; without an end it would never be purged.
+            raise GalleryError(f"subject {self.subject_id}: a visitor needs valid_until (end of the booked visit)")
         if self.valid_from is not None and self.valid_until is not None and self.valid_until <= self.valid_from:
             raise GalleryError(f"subject {self.subject_id}: valid_until is not after valid_from")
         return self

@@ -71,7 +71,7 @@ def biometrics() -> None:
 @click.option("--subject", "subject_id", required=True, help="Subject id (booking system or staff number).")
 @click.option("--role", type=click.Choice(["visitor", "staff"]), required=True)
 @click.option("--valid-from", help="Start of the validity window (ISO 8601, UTC if no zone).")
-@click.option("--valid-until", help="End of the validity window (ISO 8601, UTC if no zone).")
+@click.option("--valid-until", help="End of the validity window (ISO 8601, UTC if no zone); required for visitors.")
 @click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @json_option
 @click.pass_context
@@ -80,6 +80,9 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
     """Enroll SUBJECT from one or more photos (one face each, good quality)."""
     from drivers.camera.gallery import Subject
 
+    if role == "visitor" and not valid_until:
+        raise click.UsageError("a visitor needs --valid-until (the end of the booked visit); "
+                               "their template is refused after it and then purged")
     engine = _Engine(settings_from(ctx))
     templates, faces = [], []
     with click.progressbar(images, label="encoding", file=sys.stderr) as bar:
