@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.store import _acks
 from edge.store._schema import PRIORITY_NAME
 
 if TYPE_CHECKING:  # hashlib/hmac only when verifying: status and tail start faster
@@ -73,10 +74,7 @@ class StoreReader:
 
     def outbox_next(self, limit: int, after_seq: int = 0) -> list[OutboxRow]:
         """Up to ``limit`` pending events with seq > after_seq, in seq order."""
-        rows = self._conn().execute(
-            "SELECT seq, type, priority, body FROM events INDEXED BY events_pending "
-            "WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
-        ).fetchall()
+        rows = self._pending("seq, type, priority, body", limit, after_seq)
         return [OutboxRow(s, t, PRIORITY_NAME[p], b) for s, t, p, b in rows]
 
     def outbox_bodies(self, limit: int, after_seq: int = 0) -> list[tuple[int, str, bytes]]:
@@ -84,10 +82,29 @@ class StoreReader:
 
         The uplink's hot path: plain tuples, no per-row objects (draining a month
         of backlog reads hundreds of thousands of rows)."""
-        return self._conn().execute(
-            "SELECT seq, type, body FROM events INDEXED BY events_pending "
-            "WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
-        ).fetchall()
+        return self._pending("seq, type, body", limit, after_seq)
+
+    def _pending(self, columns: str, limit: int, after_seq: int) -> list[tuple]:
+        """Rows with acked_at NULL that no unfolded ack range covers (see _acks)."""
+        conn = self._conn()
+        sql = (f"SELECT {columns} FROM events INDEXED BY events_pending "
+               "WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?")
+        ranges = _acks.load(conn)
+        if not ranges:
+            return conn.execute(sql, (after_seq, limit)).fetchall()
+        out: list[tuple] = []
+        while len(out) < limit:
+            rows = conn.execute(sql, (after_seq, limit - len(out))).fetchall()
+            if not rows:
+                break
+            for row in rows:
+                acked = _acks.covering(ranges, row[0])
+                if acked is not None:
+                    after_seq = acked[1]  # jump over the whole range, then read on
+                    break
+                out.append(row)
+                after_seq = row[0]
+        return out
 
     def meta(self) -> dict:
         return dict(self._conn().execute("SELECT key, value FROM meta").fetchall())
@@ -97,8 +114,7 @@ class StoreReader:
         conn.execute("BEGIN")  # one snapshot: counters and rows agree while the daemon writes
         try:
             meta = self.meta()
-            oldest_seq = conn.execute(
-                "SELECT MIN(seq) FROM events INDEXED BY events_pending WHERE acked_at IS NULL").fetchone()[0]
+            oldest_seq = _acks.first_pending(conn, _acks.load(conn))
             oldest_ts = None
             if oldest_seq is not None:
                 oldest_ts = conn.execute("SELECT ts FROM events WHERE seq = ?", (oldest_seq,)).fetchone()[0]
@@ -139,6 +155,10 @@ class StoreReader:
         else:
             rows = self._conn().execute(sql + "ORDER BY seq DESC LIMIT ?", (*args, n)).fetchall()
             rows.reverse()
+        ranges = _acks.load(self._conn())
+        if ranges:  # acked by range, not folded yet: show the range's ack time
+            rows = [(seq, body, acked_at if acked_at is not None else
+                     (r[2] if (r := _acks.covering(ranges, seq)) else None)) for seq, body, acked_at in rows]
         return rows
 
     def verify(self, progress=None) -> _chain.VerifyReport:

@@ -31,7 +31,14 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
 
 
-MIGRATIONS = [_v1]
+def _v2(db) -> None:
+    # Acks of big drains as seq ranges, folded into events.acked_at later (see _acks.py).
+    from edge.store._acks import SCHEMA
+
+    db.execute(SCHEMA)
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -21,6 +21,7 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event
 from edge.store import _chain
+from edge.store._acks import AckRanges
 from edge.store._lock import StoreLock
 from edge.store._reader import KEY_NAME, StoreReader, connect
 from edge.store._recovery import recover, recovery_recorded
@@ -121,6 +122,7 @@ class Store(StoreReader):
             if missed := self._counters[f"dropped_{prio}"] - self._counters[f"reported_{prio}"]:
                 self._unreported["by_priority"][prio] = missed
                 self._unreported["count"] += missed
+        self._acks = AckRanges(self._w)  # acks of big drains, not yet folded into acked_at
 
     # -- public API -----------------------------------------------------------
 
@@ -149,7 +151,8 @@ class Store(StoreReader):
         return self._writer.submit(Job(lambda: self._ack(seqs), size=len(seqs))).wait()
 
     def run_maintenance(self) -> None:
-        """Apply retention and fold purged history into checkpoints now."""
+        """Fold range acks into acked_at, apply retention, fold purged history into checkpoints now."""
+        self._writer.submit(Job(lambda: self._acks.fold(None))).wait()
         self._writer.submit(Job(self._retention)).wait()
 
     def emit_system(self, type: str, payload: dict, priority: str = "alarm") -> Event:
@@ -197,6 +200,7 @@ class Store(StoreReader):
                 self._w.execute("ROLLBACK")
             (self._next_seq, self._prev_hash, self._used, self._counters,
              self._last_ack_at, self._full, self._full_prio, self._unreported) = saved
+            self._acks.reload()
             log.error("store_commit_failed", error=str(exc))
             for job in jobs:
                 job.result, job.error = None, StoreError(f"could not write to the store: {exc}")
@@ -269,11 +273,7 @@ class Store(StoreReader):
 
     def _ack(self, seqs: list[int]) -> int:
         now = time.time()
-        changed = 0
-        for lo, hi in _ranges(seqs):
-            changed += self._w.execute(
-                "UPDATE events SET acked_at = ? WHERE seq BETWEEN ? AND ? AND acked_at IS NULL",
-                (now, lo, hi)).rowcount
+        changed = self._acks.ack(list(_ranges(seqs)), now)  # big acks: as ranges (see _acks)
         self._counters["acked_total"] += changed
         self._last_ack_at = now
         return changed
@@ -299,6 +299,7 @@ class Store(StoreReader):
         excess = self._used + need - self.settings.max_bytes
         if excess <= 0:
             return True
+        self._acks.fold(None)  # "acked history goes first" must see every ack
         # Evictable in order: acked history, pending telemetry, pending normal.
         classes = [("acked_at IS NOT NULL", None)]
         if priority <= _TELEMETRY:
@@ -425,7 +426,7 @@ class Store(StoreReader):
         return self._purge_prefix(upto) if upto > 0 else 0
 
     def _maintenance(self) -> None:
-        self._run_batch([Job(self._retention), Job(self._report_drops)])
+        self._run_batch([Job(self._acks.fold), Job(self._retention), Job(self._report_drops)])
         self._w.execute("PRAGMA incremental_vacuum")
 
 
