@@ -48,7 +48,7 @@ def enroll(state_dir: Path) -> None:
     try:
         g.upsert(Subject("S-1", "staff", [template(f"{STAFF}_1")]))
         for sid, who in (("V-1", VISITOR), ("V-2", OTHER), ("V-3", OVER)):
-            g.upsert(Subject(sid, "visitor", [template(f"{who}_1")]))
+            g.upsert(Subject(sid, "visitor", [template(f"{who}_1")], valid_until=time.time() + 3600))
     finally:
         g.close()
 

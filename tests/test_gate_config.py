@@ -80,3 +80,12 @@ def test_edge_run_exits_78_on_a_bad_gate_policy(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 78, out.stderr
     assert "gate.lanes.lane1.flows[0].steps[1]" in out.stderr and "1..255 seconds" in out.stderr
+
+
+def test_the_shipped_example_has_a_working_lane():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "config" / "gate.example.toml"
+    lane = load_settings(example).gate.lanes["lane1"]
+    assert [s.kind for s in lane.flow("in", "visitor").steps] == ["verify", "dose_check", "xray", "grant"]
+    assert lane.flow("in", "staff") is not None and lane.flow("out", "any") is not None

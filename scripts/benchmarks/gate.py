@@ -87,7 +87,8 @@ def _enroll(faces: Path, gallery_dir: Path) -> None:
 
     template = Pipeline().analyse(read_image(faces / "biden_1.jpg"), use_presence=False).encoding
     gallery = Gallery(gallery_dir)
-    gallery.upsert(Subject("V-1", "visitor", [template.astype("<f4").tobytes()]))
+    gallery.upsert(Subject("V-1", "visitor", [template.astype("<f4").tobytes()],
+                           valid_until=time.time() + 24 * 3600))  # the booked visit
     gallery.close()
 
 
