@@ -51,6 +51,24 @@ def test_event_ids_are_random_uuid4():
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
 
 
+def test_event_ids_differ_between_a_parent_and_its_forked_child():
+    import os
+
+    new_event_id()  # the pool now holds bytes a forked child must not reuse
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read)
+        os.write(write, "\n".join(new_event_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_event_id() for _ in range(50)}
+    assert len(child) == 50 and not child & parent
+
+
 def test_chunks_cover_any_batch_with_few_statements():
     for rows in range(1, 600):
         chunks = list(_chunks(rows))
