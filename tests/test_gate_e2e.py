@@ -13,9 +13,23 @@ import json
 
 from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile import messages as m
+from edge.commands.build import build_command
+from edge.commands.publish import publish_command
 from edge.gate.contract import conforms
-from tests._gate_helpers import (OTHER, OVER, STAFF, VISITOR, by_id, enroll, events, lane_config, last_seq,
-                                 scan, show, wait_event)
+from edge.signing import generate_keypair, load_private_key
+from tests._gate_helpers import (
+    OVER,
+    STAFF,
+    VISITOR,
+    by_id,
+    enroll,
+    events,
+    lane_config,
+    last_seq,
+    scan,
+    show,
+    wait_event,
+)
 
 SITE, DEVICE = "site-1", "dev-1"
 
@@ -165,6 +179,21 @@ def killed_mid_approach_never_grants(lane: Lane) -> None:
     assert len(lane.sim.received(m.Grant)) == grants and stored["seq"] > d["seq"]
 
 
+def central_sets_the_mode(lane: Lane, broker, key) -> None:
+    """Central's signed `mode` command over MQTT takes the same path as the supervisor's."""
+    mark = last_seq(lane.state)
+    doc = build_command(target="gate", name="mode", args={"mode": "out_of_service", "reason": "lane maintenance"},
+                        ttl_s=60, device=DEVICE, site=SITE, keys=[load_private_key(key)])
+    publish_command(broker.uri, SITE, DEVICE, doc)
+    mode = wait_event(lane.state, "gate.mode", after=mark, what="central's mode change")
+    assert mode["payload"]["mode"] == "out_of_service" and mode["payload"]["set_by"].startswith("central:")
+    assert mode["payload"]["command_id"] == doc["id"]
+    mark = last_seq(lane.state)
+    lane.cli("present", "lane1", "--booking", "BK-8", "--subject", "V-1")
+    assert lane.decision(mark, "the out-of-service denial")["payload"]["reason"] == "out_of_service"
+    lane.cli("mode", "normal", "--reason", "maintenance done")
+
+
 SCENARIOS = [visitor_passes, wrong_face_denied, over_dose_held, suspicious_scan_held, step_timeout_denied,
              lockdown_denies]
 
@@ -180,8 +209,9 @@ def test_every_scenario_decides_the_same_online_and_offline(tmp_path, mosquitto,
                                                             edge_daemon, base_config):
     sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
     try:
+        key, pub, _ = generate_keypair(tmp_path / "keys", "central")
         base_config.update(mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-                           **lane_config(tmp_path, sim))
+                           trust={"central_keys": [str(pub)]}, **lane_config(tmp_path, sim))
         enroll(base_config["state_dir"])
         scan(tmp_path, "V-3", dose_usv=300.0)  # over the 250 µSv limit before they ever come
         show(tmp_path, STAFF)  # a staff member walks up first: identified 1:N, let in
@@ -196,6 +226,7 @@ def test_every_scenario_decides_the_same_online_and_offline(tmp_path, mosquitto,
 
         online = _flatten(s(lane) for s in SCENARIOS)
         assert all(d["payload"]["online"] for d in online)
+        central_sets_the_mode(lane, mosquitto, key)
         mosquitto.stop()
         offline = _flatten(s(lane) for s in SCENARIOS)
         assert not any(d["payload"]["online"] for d in offline)
