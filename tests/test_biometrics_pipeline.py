@@ -320,3 +320,19 @@ def test_a_small_face_in_a_still_photo_is_found_by_the_thorough_pass():
     thorough = pipeline().analyse(canvas, use_presence=False, thorough=True)
     assert fast.status == "no_face"
     assert thorough.status == "ok" and np.linalg.norm(thorough.encoding - encoding("obama_3")) < 0.2
+
+
+def test_a_photo_slid_turned_and_scaled_in_its_own_plane_still_fails_liveness(gallery):
+    # A printed photo held up and moved about: shifted, rotated, scaled, with sensor noise.
+    enroll_all(gallery, who=["obama"])
+    lane = Lane(pipeline(), Decider(gallery), MotionLiveness(max_frames=4))
+    rng = np.random.default_rng(5)
+    out = []
+    for angle, dx, dy, scale in [(0, 0, 0, 1.0), (4, 25, -10, 1.04), (-5, -30, 15, 0.96), (3, 15, 20, 1.02)]:
+        m = cv2.getRotationMatrix2D((640, 360), angle, scale)
+        m[:, 2] += (dx, dy)
+        moved = cv2.warpAffine(frame("obama-720p"), m, (1280, 720), borderMode=cv2.BORDER_REFLECT)
+        noisy = np.clip(moved + rng.normal(0, 3, moved.shape), 0, 255).astype(np.uint8)
+        out += lane.process(noisy)
+    assert [d.type for d in out] == ["biometric.liveness_failed"]
+    assert out[0].payload["liveness"]["motion"] < 0.05
