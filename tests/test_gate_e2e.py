@@ -53,6 +53,15 @@ class Lane:
         assert out.exit_code == 0, (args, out.output)
         return json.loads(out.stdout)
 
+    def text(self, *args) -> str:
+        from click.testing import CliRunner
+
+        from edge.cli import cli
+
+        out = CliRunner().invoke(cli, ["--config", str(self.daemon.config_path), "gate", *args])
+        assert out.exit_code == 0, (args, out.output)
+        return out.stdout
+
     def decision(self, after: int, what: str, timeout: float = 30.0) -> dict:
         return wait_event(self.state, "gate.decision", after=after, timeout=timeout, what=what)
 
@@ -104,7 +113,9 @@ def over_dose_held(lane: Lane) -> list[dict]:
     assert held["priority"] == "alarm"
     assert "gate.dose_check" in evidence_types(lane.state, held)
     assert lane.cli("status")["lanes"]["lane1"]["approach"]["state"] == "held"
-    lane.cli("override", "lane1", "--deny", "--dir", "in", "--reason", "search by hand instead")
+    assert "lane1: visitor V-3 in: held at dose_check" in lane.text("status")
+    said = lane.text("override", "lane1", "--deny", "--dir", "in", "--reason", "search by hand instead")
+    assert said.startswith(f"lane1 in: DENY by {getpass.getuser()} (officer_override: search by hand instead)")
     d = lane.decision(held["seq"], "the officer's denial")
     assert (d["payload"]["outcome"], d["payload"]["reason"]) == ("deny", "officer_override")
     assert d["payload"]["override"]["operator"] == getpass.getuser()

@@ -288,3 +288,15 @@ def test_an_unreadable_gate_db_is_set_aside_and_the_gate_starts_with_an_alarm(tm
         assert started["state"] == "running"
     finally:
         h.close()
+
+
+def test_an_alarm_failure_is_a_denial_recorded_as_an_alarm_and_an_officer_can_cut_a_step_short(gate):
+    h = gate(lane={**LANE, "flows": [{"direction": "in", "role": "visitor", "steps": [
+        {"kind": "verify", "on_fail": "alarm"}, {"kind": "grant"}]}]})
+    _present(h)
+    h.emit("biometric.liveness_failed", {}, "alarm", "cam")
+    d = h.wait("gate.decision")
+    assert (d["priority"], d["payload"]["outcome"], d["payload"]["reason"]) == ("alarm", "deny", "liveness_failed")
+    _present(h, "BK-2", "V-2")  # waits for the face; the officer knows them
+    d = h.command("override", {"lane": "lane1", "direction": "in", "action": "grant", "reason": "escorted"})
+    assert [(s["kind"], s["result"]) for s in d["steps"]] == [("verify", "skipped"), ("grant", "ok")]

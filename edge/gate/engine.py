@@ -98,7 +98,7 @@ class GateEngine:
             lanes[name] = {"turnstile": lane.turnstile, "camera": lane.camera, "scanners": list(lane.scanners),
                            "emergency": self.emergency.get(name, False),
                            "approach": ap.summary() if ap else None,
-                           "passing": dict(self.passing[name]) if name in self.passing else None}
+                           "passing": dict(passing) if (passing := self.passing.get(name)) else None}
         return {"status": "ok" if self._thread.is_alive() else "down", "mode": self.mode["mode"],
                 "mode_set_by": self.mode.get("set_by"), "mode_reason": self.mode.get("reason"),
                 "online": self.online, "lanes": lanes, "decisions": dict(self.counts)}
@@ -354,6 +354,8 @@ class GateEngine:
         """Open the turnstile for this approach; the decision is recorded on the controller's ACK."""
         from edge.gate.settings import Step
 
+        if ap.record is not None:  # an officer cut the step short
+            ap.record.end("skipped", "officer override" if override else "granted")
         ap.state = "granting"
         rec = ap.begin(Step(kind="grant", timeout_s=timeout_s, passes=passes), self.settings.command_timeout_s)
         self.save(ap)  # on disk before the turnstile may open: a crash from here on ends as denied
