@@ -53,14 +53,16 @@ def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> li
     """
     open_: dict[str, list] = {}  # family -> [bodies, seqs, size]
     closed: list[tuple[int, str, list]] = []
+    last_type = family = cur = None
     for seq, type_, body in rows:
-        family = type_[:type_.index(".")]
-        cur = open_.get(family)
+        if type_ != last_type:  # runs of one type are the common case: look up once per run
+            last_type, family = type_, type_[:type_.index(".")]
+            cur = open_.get(family)
+            if cur is None:
+                cur = open_[family] = [[], [], _ENVELOPE]
         size = len(body) + 1
-        if cur is not None and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
+        if cur[1] and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
             closed.append((cur[1][0], family, cur))
-            cur = None
-        if cur is None:
             cur = open_[family] = [[], [], _ENVELOPE]
         cur[0].append(body)
         cur[1].append(seq)
