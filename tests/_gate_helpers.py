@@ -16,7 +16,7 @@ from tests._face_helpers import photo, template
 STAFF, VISITOR, OTHER, OVER = "obama", "biden", "kit_harington", "rose_leslie"
 
 
-def lane_config(tmp_path: Path, sim: TurnstileSim, *, xray_timeout_s: float = 4.0) -> dict:
+def lane_config(tmp_path: Path, sim: TurnstileSim, *, xray_timeout_s: float = 5.0) -> dict:
     """Drivers and [gate] of one lane: turnstile, face camera on a folder, scanner result folder."""
     frames, inbox = tmp_path / "frames", tmp_path / "scanner"
     frames.mkdir(exist_ok=True)
