@@ -300,3 +300,13 @@ def test_an_alarm_failure_is_a_denial_recorded_as_an_alarm_and_an_officer_can_cu
     _present(h, "BK-2", "V-2")  # waits for the face; the officer knows them
     d = h.command("override", {"lane": "lane1", "direction": "in", "action": "grant", "reason": "escorted"})
     assert [(s["kind"], s["result"]) for s in d["steps"]] == [("verify", "skipped"), ("grant", "ok")]
+
+
+def test_an_officer_withdraws_an_open_grant(gate):
+    h = gate()
+    h.command("present", {"lane": "lane1", "direction": "out"})
+    h.wait("gate.decision", lambda e: e["payload"]["outcome"] == "grant")
+    h.command("override", {"lane": "lane1", "direction": "out", "action": "deny", "reason": "wrong person"})
+    assert [(r["target"], r["name"]) for r in h.router.sent][-1] == ("ts", "deny")
+    p = h.wait("gate.passage")["payload"]
+    assert not p["passed"] and "withdrawn" in p["detail"]

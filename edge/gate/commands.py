@@ -116,6 +116,10 @@ def _override(engine, a: OverrideArgs, accepted, future: Future) -> None:
         if ap is None:
             ap = Approach(a.lane, a.direction, "officer", None, started_by="override")
         engine.decide(ap, "deny", "officer_override", a.reason, override=override)
+        if a.lane in engine.passing:  # a grant is open at the lane: withdraw it
+            engine.send(engine.lanes[a.lane].turnstile, "deny", engine.address(a.lane), "officer withdrew the grant",
+                        lambda r: None)
+            engine.passed(a.lane, None, f"grant withdrawn by {override['operator']}: {a.reason}")
         future.set_result(engine.last_decision)
         return
     if engine.mode["mode"] == "lockdown":

@@ -203,7 +203,7 @@ class GateEngine:
                 self.fail(ap, "step_timeout", f"{step.kind}: no result within {step.timeout_s:g}s", "timeout")
         for lane, p in list(self.passing.items()):
             if p["deadline"] <= now:
-                self._passed(lane, None, "no passage seen before the grant ran out")
+                self.passed(lane, None, "no passage seen before the grant ran out")
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class GateEngine:
             self._on_emergency(lane_name, event)
         elif t in ("turnstile.passage", "turnstile.grant_timeout"):
             if lane_name in self.passing and event.payload.get("direction") == self.passing[lane_name]["direction"]:
-                self._passed(lane_name, event, "" if t == "turnstile.passage" else "nobody passed: grant timed out")
+                self.passed(lane_name, event, "" if t == "turnstile.passage" else "nobody passed: grant timed out")
         elif t == "turnstile.granted":
             if ap is not None and ap.state == "granting" and ap.record is not None:
                 ap.record.evidence.append(event.id)
@@ -258,7 +258,7 @@ class GateEngine:
         if active and ap is not None:
             self.decide(ap, "deny", "emergency", "the fire alarm opened the lane during this approach")
 
-    def _passed(self, lane_name: str, event, detail: str) -> None:
+    def passed(self, lane_name: str, event, detail: str) -> None:
         p = self.passing.pop(lane_name)
         passed = event is not None and event.type == "turnstile.passage"
         self.emit("gate.passage", {"approach_id": p["approach_id"], "lane": lane_name, "direction": p["direction"],
@@ -371,6 +371,8 @@ class GateEngine:
                 reason = "officer_override" if override else "flow_complete"
                 self.decide(ap, "grant", reason, override["reason"] if override else "every step passed",
                             override=override)
+                if ap.lane in self.passing:  # the controller now holds this grant, not the earlier one
+                    self.passed(ap.lane, None, "superseded by the next grant before a passage was seen")
                 self.passing[ap.lane] = {"approach_id": ap.id, "direction": ap.direction,
                                          "deadline": time.monotonic() + timeout_s + _PASSAGE_GRACE_S}
             else:
