@@ -201,3 +201,16 @@ def test_edge_run_gives_the_same_single_line_for_every_bad_config(tmp_path, case
     for fragment in EXPECTED_LINES[case]:
         assert fragment in lines[0]
     assert not (tmp_path / "state").exists()
+
+
+def test_the_harness_writes_toml_that_reads_back_exactly():
+    """edge.testing.dump_toml: tests and third parties write configs with it."""
+    import tomllib
+
+    from edge.testing.daemon import dump_toml
+
+    doc = {"device_id": "d", "note": 'say "hi"\n\ttab \\ back ✓', "n": 3, "ratio": 0.5, "on": True,
+           "paths": ["/a b", 'c"d'],
+           "mqtt": {"brokers": ["mqtt://h:1"], "weird key": 1, "nested": {"a": [1, 2]}},
+           "drivers": [{"name": "x", "kind": "sim.heartbeat", "opts": {"k.v": "w"}}, {"name": "y", "kind": "k"}]}
+    assert tomllib.loads(dump_toml(doc)) == doc
