@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -89,3 +90,17 @@ def test_the_shipped_example_has_a_working_lane():
     lane = load_settings(example).gate.lanes["lane1"]
     assert [s.kind for s in lane.flow("in", "visitor").steps] == ["verify", "dose_check", "xray", "grant"]
     assert lane.flow("in", "staff") is not None and lane.flow("out", "any") is not None
+
+
+def test_gate_cli_without_a_running_daemon_or_without_lanes_says_what_to_do(tmp_path):
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    config = _write(tmp_path, _lane(VISITOR))
+    out = CliRunner().invoke(cli, ["--config", config, "gate", "status", "--json"])
+    assert out.exit_code == 69 and "is the daemon running?" in json.loads(out.stdout)["error"]
+    bare = tmp_path / "bare.toml"
+    bare.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(tmp_path / "st")}))
+    out = CliRunner().invoke(cli, ["--config", str(bare), "gate", "mode", "lockdown", "--reason", "drill"])
+    assert out.exit_code == 1 and "no [gate.lanes]" in out.output
