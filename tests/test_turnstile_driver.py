@@ -285,3 +285,25 @@ def test_a_stray_ack_on_the_line_never_confirms_a_later_command(tmp_path):
         assert lane.driver.stats["late_replies"] >= 1
     finally:
         lane.stop()
+
+
+def test_a_nak_to_a_data_request_is_retried_then_reported(lane):
+    lane.sim.nak_next(1)
+    assert lane.driver.handle("read_counters", {})["counters"] == {"in": 0, "out": 0}
+    lane.sim.nak_next(5)
+    with pytest.raises(CommandError, match="refused by the controller"):
+        lane.driver.handle("read_counters", {})
+    assert lane.driver.health()["devices"]["1"]["online"] is True
+
+
+def test_stray_nak_bytes_during_heartbeats_do_not_stop_the_driver(tmp_path):
+    lane = Lane("bcc-p2p", tmp_path, status_interval_s=0.02).start()
+    try:
+        lane.online()
+        for _ in range(100):
+            lane.sim._send(b"\x15")   # a NAK-valued noise byte, whenever it lands
+        lane.sim.passage("in")
+        lane.wait("turnstile.passage")
+        assert lane.driver.handle("ping", {})["ok"]
+    finally:
+        lane.stop()

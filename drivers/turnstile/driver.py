@@ -64,6 +64,14 @@ class _NoReply(Exception):
     pass
 
 
+class _Refused(Exception):
+    """A request for data (status, counters, events) was NAKed on every attempt."""
+
+    def __init__(self, nak: m.Nak):
+        super().__init__(nak)
+        self.nak = nak
+
+
 class _Job:
     """A command handed from the command thread to the run thread."""
 
@@ -110,7 +118,8 @@ class TurnstileDriver(Driver):
         self.decoder = self.codec.decoder()
         self.devices = {a: DeviceState(a) for a in config.addresses}
         self.stats = {"timeouts": 0, "retries": 0, "reconnects": 0, "late_replies": 0,
-                      "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0}
+                      "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0,
+                      "refused_polls": 0}
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._due = dict.fromkeys(config.addresses, 0.0)
         self._port_error: str | None = "not opened yet"
@@ -164,6 +173,8 @@ class TurnstileDriver(Driver):
                         self._resync(address)
                     except _NoReply as exc:
                         self._offline(address, str(exc))
+                    except _Refused:  # it answers but will not say: counters are read next time
+                        self.ctx.log.warning("turnstile_resync_refused", address=address)
             self._save_state()
             self._listen(time.monotonic() if self._resync_due else min(self._due.values()))
 
@@ -182,6 +193,8 @@ class TurnstileDriver(Driver):
             dev.on_status(self._transact(address, m.GetStatus(), m.Status, attempts), self._emit)
         except _NoReply as exc:
             self._offline(address, str(exc))
+        except _Refused:
+            self.stats["refused_polls"] += 1  # alive, busy: poll again next round
         return False
 
     def _poll(self, address: int, attempts: int | None = None, drain: int = 8) -> m.Status | None:
@@ -230,12 +243,16 @@ class TurnstileDriver(Driver):
     # --- the wire ---------------------------------------------------------------------------
 
     def _transact(self, address: int, request, expect, attempts: int | None = None):
-        """Send ``request`` until a reply comes (Ack, Nak, or an ``expect`` message); else _NoReply."""
+        """Send ``request`` until a reply comes (Ack, Nak, or an ``expect`` message); else _NoReply.
+
+        A command's NAK is its answer; a data request's NAK is retried, then _Refused.
+        """
         attempts = attempts or 1 + self.config.retries
         frame = self.codec.encode(request, address)
         code = _payload.request_code(request)
         # The reply window starts when our frame has left the UART, and includes a reply's own time.
         window = self.config.reply_timeout_s + (len(frame) + self.codec.max_frame_bytes) * self._char_s
+        refused = None
         for attempt in range(attempts):
             if attempt:
                 self.stats["retries"] += 1
@@ -253,8 +270,13 @@ class TurnstileDriver(Driver):
                     dev.set_online(True, self._emit_safe)
                     self.ctx.log.info("turnstile_device_online", address=address)
                     self._resync_due.add(address)  # after this exchange, not inside it
+                if isinstance(reply, m.Nak) and expect is not None:
+                    refused = reply  # a data request refused (busy; or a noise byte on bcc): ask again
+                    continue
                 return reply
             self.stats["timeouts"] += 1
+        if refused is not None:
+            raise _Refused(refused)
         raise _NoReply(f"no reply from address {address} after {attempts} attempt(s) of "
                        f"{window * 1000:.0f} ms")
 
@@ -388,6 +410,8 @@ class TurnstileDriver(Driver):
         started = time.monotonic()
         try:
             reply = self._transact(job.address, job.request, job.expect)
+        except _Refused as exc:
+            reply = exc.nak
         except _NoReply as exc:
             self._offline(job.address, str(exc))
             raise CommandError(f"{job.name} NOT confirmed: {exc}; the controller is reported offline. "
