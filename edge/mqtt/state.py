@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -98,7 +99,7 @@ class DeviceState:
             return {}
         try:
             stats = self.store.stats()
-        except StoreError as exc:
+        except (StoreError, sqlite3.Error) as exc:  # a birth still goes out with a broken store
             return {"error": str(exc)}
         return {"pending": stats["pending"], "oldest_pending_age_s": stats["oldest_pending_age_s"]}
 
