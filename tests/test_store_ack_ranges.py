@@ -102,3 +102,41 @@ def test_eviction_sees_range_acks_as_acked_history(tmp_path):
         assert stats["purged_acked"] > 0
     finally:
         st.close()
+
+
+def test_random_acks_and_folds_agree_with_a_model(tmp_path, monkeypatch):
+    """Overlapping, duplicate, small and ranged acks and partial folds: pending is exact."""
+    import random
+
+    from edge.store import _acks
+    from edge.store._writer import Job
+
+    monkeypatch.setattr(_acks, "DEFER_MIN_ROWS", 8)  # exercise both paths on a small store
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    st = Store(tmp_path / "state", device="d", site="s", settings=StoreSettings(maintenance_interval_s=3600))
+    try:
+        seqs = [e.seq for e in st.append_many(_events(300))]
+        pending = set(seqs)
+        for step in range(80):
+            if rng.random() < 0.2:
+                budget = rng.choice([1, 5, 20, None])
+                st._writer.submit(Job(lambda b=budget: st._acks.fold(b))).wait()
+            else:
+                lo = rng.choice(seqs)
+                chosen = [s for s in range(lo, lo + rng.randint(1, 40)) if s in seqs]
+                chosen += rng.sample(seqs, rng.randint(0, 3))  # stragglers and duplicates
+                assert st.mark_acked(chosen) == len(pending & set(chosen)), f"seed {seed} step {step}"
+                pending -= set(chosen)
+            assert [r[0] for r in st.outbox_bodies(1000)] == sorted(pending), f"seed {seed} step {step}"
+            stats = st.stats()
+            assert stats["pending"] == len(pending), f"seed {seed} step {step}"
+            assert stats["oldest_pending_seq"] == (min(pending) if pending else None)
+            if rng.random() < 0.1:
+                assert [r[0] for r in st.outbox_bodies(7, after_seq=100)] == sorted(
+                    s for s in pending if s > 100)[:7]
+        st.run_maintenance()  # folds everything: acked_at now says the same
+        acked_rows = {r[0] for r in _raw(st, "SELECT seq FROM events WHERE acked_at IS NOT NULL")}
+        assert acked_rows == set(seqs) - pending
+    finally:
+        st.close()
