@@ -264,11 +264,31 @@ class MqttLink:
         """Connect to ``broker`` and stay until the connection ends. True if CONNACK succeeded."""
         self._ended.clear()
         self._reached = self._reported = False
+        client = self._new_client(broker)
+        if client is None:
+            return False
+        try:
+            kwargs = {"clean_start": False, "properties": connect_properties(self.cfg)} \
+                if self.cfg.protocol == "5" else {}
+            client.connect(broker.host, broker.port, keepalive=self.cfg.keepalive_s, **kwargs)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
+            self._error(broker, *classify_connect_error(exc, broker))
+            self._stats["connect_failures"] += 1
+            self._client = None
+            return False
+        client.loop_start()
+        self._watch(client, broker)
+        client.loop_stop()
+        self._client = None
+        self._fail_pending()
+        return self._reached
+
+    def _new_client(self, broker: Broker):
         try:
             client = make_client(self.cfg, self.client_id, broker)
         except MqttConfigError as exc:
             self._error(broker, "config", str(exc))
-            return False
+            return None
         client.on_connect = lambda c, u, flags, rc, props: self._on_connect(broker, flags, rc)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(broker, rc)
         client.on_publish = self._on_publish
@@ -280,39 +300,29 @@ class MqttLink:
             self._client = client
             with self._ack_lock:
                 self._orphans.clear()
-        try:
-            kwargs = {"clean_start": False, "properties": connect_properties(self.cfg)} \
-                if self.cfg.protocol == "5" else {}
-            client.connect(broker.host, broker.port, keepalive=self.cfg.keepalive_s, **kwargs)
-        except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
-            self._error(broker, *classify_connect_error(exc, broker))
-            self._stats["connect_failures"] += 1
-            self._client = None
-            return False
-        client.loop_start()
-        # paho's thread ends the connection; on_disconnect sets _ended. paho has no
-        # deadline for the CONNACK itself: a broker that accepts TCP and then says
-        # nothing would hold us here forever without this one.
+        return client
+
+    def _watch(self, client, broker: Broker) -> None:
+        """Wait while paho's thread runs the connection; on_disconnect sets _ended.
+
+        paho has no deadline for the CONNACK itself: a broker that accepts TCP and
+        then says nothing would hold us here forever without this one."""
         connack_deadline = time.monotonic() + _CONNACK_WAIT_S
         down_since = None
         while not self._ended.wait(0.5):
             if self._stopping.is_set() and not client.is_connected():
-                break
+                return
             # Should paho's thread ever end without on_disconnect, do not wait forever.
             down_since = None if client.is_connected() or not self._reached else down_since or time.monotonic()
             if down_since and time.monotonic() - down_since > _CONNACK_WAIT_S:
                 self._error(broker, "mqtt", "connection ended without a disconnect notice")
-                break
+                return
             if not self._reached and time.monotonic() > connack_deadline:
                 self._stats["connect_failures"] += 1
                 self._error(broker, "mqtt", f"no CONNACK within {_CONNACK_WAIT_S:.0f} s after connecting")
                 self._reported = True
                 client.disconnect()
                 connack_deadline = float("inf")
-        client.loop_stop()
-        self._client = None
-        self._fail_pending()
-        return self._reached
 
     # -- paho callbacks (network thread: never block) -------------------------------
 
