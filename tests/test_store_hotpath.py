@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,3 +137,30 @@ def test_a_fresh_store_does_not_load_numpy_into_the_daemon(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert (tmp_path / "events.db").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_that_dies_fails_its_callers_instead_of_hanging_them():
+    """If the writer thread ever dies (a bug, an error in maintenance), appends raise."""
+    from edge.errors import StoreError
+    from edge.store._writer import GroupCommitWriter, Job
+
+    def run_batch(jobs, before_commit):
+        before_commit()
+        for job in jobs:
+            job.result = "stored"
+
+    def broken_maintenance():
+        raise RuntimeError("disk I/O error")
+
+    writer = GroupCommitWriter(run_batch, broken_maintenance, batch_max=10, idle_interval=0.2)
+    writer.start()
+    assert writer.submit(Job(items=[1])).wait() == "stored"
+    writer._thread.join(timeout=30)  # maintenance is due after 0.2 s and kills the thread
+    assert not writer._thread.is_alive()
+    try:
+        writer.submit(Job(items=[2])).wait()
+    except StoreError as exc:
+        assert "writer stopped" in str(exc) and "disk I/O error" in str(exc)
+    else:
+        raise AssertionError("an append after the writer died did not fail")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge.errors import StoreClosed
+from edge.errors import StoreClosed, StoreError
 
 _STOP = object()
 
@@ -56,6 +56,8 @@ class GroupCommitWriter:
         self._run_batch, self._idle = run_batch, idle
         self._batch_max, self._idle_interval = batch_max, idle_interval
         self._closed = threading.Event()
+        self._failure: StoreError | None = None  # why the writer thread died, if it did
+        self._committed: list[Job] = []  # committed, callers not yet woken (see _loop)
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self.batches = 0  # transactions committed (or rolled back); jobs / batches = fold factor
         self.jobs = 0
@@ -65,8 +67,10 @@ class GroupCommitWriter:
 
     def submit(self, job: Job) -> Job:
         if self._closed.is_set():
-            raise StoreClosed("the store is closed")
+            raise self._failure or StoreClosed("the store is closed")
         self._queue.put(job)
+        if self._closed.is_set():  # closed (or died) while we queued: never leave it waiting
+            self._refuse_queued()
         return job
 
     def close(self, timeout: float = 10.0) -> None:
@@ -77,18 +81,43 @@ class GroupCommitWriter:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
-        stopping = False
-        # Jobs whose batch is committed but whose callers are not yet woken. They are woken
-        # right before the next batch's COMMIT (or at once when nothing else is queued): the
-        # writer then does all of a batch's Python work while no producer is runnable, and the
-        # producers run during the next fsync, when the writer does not need the GIL.
-        committed: list[Job] = []
+        try:
+            self._serve()
+        except BaseException as exc:
+            # Unexpected (the batch function handles its own errors): fail every caller
+            # loudly rather than leave them blocked on a writer that is gone.
+            self._failure = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc}); "
+                                       "restart the daemon")
+            raise
+        finally:
+            self._closed.set()
+            for job in self._committed:
+                job.finish()
+            self._committed = []
+            self._refuse_queued()
 
+    def _refuse_queued(self) -> None:
+        """Anything queued after the stop marker (or after a failure) is refused, never dropped."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                job.error = self._failure or StoreClosed("the store closed before this was written")
+                job.finish()
+
+    def _serve(self) -> None:
+        stopping = False
+
+        # self._committed: jobs whose batch is committed but whose callers are not yet woken.
+        # They are woken right before the next batch's COMMIT (or at once when nothing else is
+        # queued): the writer then does all of a batch's Python work while no producer is
+        # runnable, and the producers run during the next fsync, when the writer needs no GIL.
         def wake_committed() -> None:
-            nonlocal committed
+            committed, self._committed = self._committed, []
             for job in committed:
                 job.finish()
-            committed = []
 
         # Maintenance is due by the clock, not only when idle: a device appending once a
         # second is never idle for a whole interval, and retention must still run.
@@ -99,7 +128,7 @@ class GroupCommitWriter:
                 self._idle()
                 idle_due = time.monotonic() + self._idle_interval
             try:
-                if committed:
+                if self._committed:
                     first = self._queue.get_nowait()
                 else:
                     first = self._queue.get(timeout=max(0.0, idle_due - time.monotonic()))
@@ -121,18 +150,15 @@ class GroupCommitWriter:
                 size += job.size
             try:
                 self._run_batch(jobs, wake_committed)
+            except BaseException as exc:  # not the batch's own errors: it reports those per job
+                for job in jobs:
+                    job.result = None
+                    job.error = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc})")
+                    job.finish()
+                raise
             finally:
                 wake_committed()  # no-op when run_batch already did, as it should
             self.batches += 1
             self.jobs += len(jobs)
-            committed = jobs
+            self._committed = jobs
         wake_committed()
-        # Anything that raced in after the stop marker is refused, never silently dropped.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP:
-                job.error = StoreClosed("the store closed before this was written")
-                job.finish()
