@@ -147,7 +147,9 @@ else
   say "wrote $CONF_DIR/edge.toml from config/$ROLE.example.toml: set device_id, site and the broker"
 fi
 for key in "$conf"/keys/*; do
-  [ -f "$key" ] && chmod 0600 "$key"
+  [ -f "$key" ] || continue
+  chmod 0600 "$key"  # keys copied in by hand as root must still be the daemon's alone
+  system chown "$SERVICE_USER:$SERVICE_USER" "$CONF_DIR/keys/$(basename "$key")"
 done
 
 # --- 4. the unit ----------------------------------------------------------------

@@ -114,6 +114,7 @@ def test_reinstall_keeps_the_config_and_tightens_keys(tablet, wheel):
     assert "tablet-b-202" in config.read_text()
     assert "kept the existing /etc/edge/edge.toml" in done.stdout
     assert _mode(key) == 0o600
+    assert "would run (skipped under --root): chown edge:edge /etc/edge/keys/device.key" in done.stdout
 
 
 def test_the_gate_extras_are_chosen_for_a_gate_only(tmp_path, wheel):
