@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from edge._fs import KeyFileError, secret_key
 from edge.errors import EdgeError
 
 DIMS = 128
@@ -99,42 +100,11 @@ def check_template(raw: bytes, where: str) -> None:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The AES-256 key; created 0600 on first use, refused if others can read it.
-
-    The daemon, its face worker and the CLI may all start at once: the key is
-    written to a private temporary file and linked into place, so nobody ever
-    reads a half-written key and exactly one creator wins.
-    """
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except PermissionError:
-            raise GalleryError(f"{path.parent}: cannot create the gallery key here (permission denied); "
-                               f"run this as the user the edge service runs as") from None
-        with os.fdopen(fd, "wb") as f:
-            f.write(AESGCM.generate_key(bit_length=256))
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process won the race: then use theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    mode = path.stat().st_mode & 0o077
-    if mode:
-        raise GalleryError(f"{path}: key file is readable by group/others (mode {oct(mode)}); "
-                           f"run: chmod 600 {path}")
+    """The gallery's AES-256 key: created 0600 on first use, refused if others can read it."""
     try:
-        key = path.read_bytes()
-    except PermissionError:
-        raise GalleryError(f"{path}: permission denied; run this as the user the edge service "
-                           f"runs as (e.g. sudo -u edge ...)") from None
-    if len(key) != 32:
-        raise GalleryError(f"{path}: expected a 32-byte key, found {len(key)} bytes; restore the key "
-                           f"from backup (without it the gallery cannot be read: let central resync)")
-    return key
+        return secret_key(path)
+    except KeyFileError as exc:
+        raise GalleryError(str(exc)) from None
 
 
 class Gallery:

@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from edge._fs import fsync_dir
+
 
 def being_written(path: Path) -> bool:
     """True if some process has the file open for writing (Linux read lease refused).
@@ -31,12 +33,6 @@ def being_written(path: Path) -> bool:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def free_name(folder: Path, name: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from edge._fs import fsync_dir
 from edge.errors import EdgeError
 
 log = structlog.get_logger("edge.learning.cache")
@@ -49,12 +50,6 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ContentCache:
@@ -216,7 +211,7 @@ class ContentCache:
             self.corrupt_total += 1
             raise CorruptContent(f"downloaded item {sha[:12]}… did not match its sha256; fetching it again")
         os.replace(part, self.path(sha))
-        _fsync_dir(self.objects)
+        fsync_dir(self.objects)
         with self._lock:
             self._reserved.pop(sha, None)
             self._sizes[sha] = size

@@ -10,7 +10,6 @@ rename), so the tablet always works from the last catalog it verified.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge import signing
+from edge._fs import atomic_write
 from edge.errors import EdgeError
 from edge.events import canonical_json
 
@@ -155,21 +155,8 @@ class CatalogKeeper:
             if self.current and catalog.version <= self.current.version:
                 return None
             # The document as signed, not re-serialised: its signature must verify on reload.
-            _atomic_write(self.path, raw if isinstance(raw, bytes) else canonical_json(raw))
+            atomic_write(self.path, raw if isinstance(raw, bytes) else canonical_json(raw))
             self.current = catalog
         return catalog
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge._fs import KeyFileError, secret_key
 from edge.errors import EdgeError
 
 SEAL_ALG = "X25519-HKDF-SHA256-A256GCM"
@@ -35,24 +35,10 @@ class CryptoError(EdgeError):
 
 def load_or_create_key(path: Path) -> bytes:
     """The at-rest key; created 0600 if missing; refused if group or others can read it."""
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_or_create_key(path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(AESGCM.generate_key(bit_length=256))
-            f.flush()
-            os.fsync(f.fileno())
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise CryptoError(f"{path} is readable by others (mode {oct(mode)}); chmod 600 it")
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise CryptoError(f"{path} is not a 32-byte AES-256 key")
-    return key
+    try:
+        return secret_key(path)
+    except KeyFileError as exc:
+        raise CryptoError(str(exc)) from None
 
 
 class AtRest:

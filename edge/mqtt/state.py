@@ -11,7 +11,6 @@ death belongs to which birth even when messages arrive out of order.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import structlog
 
 from edge import __version__
+from edge._fs import atomic_write
 from edge.config import Settings
 from edge.errors import StoreError
 from edge.mqtt import topics
@@ -46,12 +46,7 @@ def next_boot_seq(state_dir: Path) -> int:
         current = int(time.time())
         log.warning("boot_seq_file_unreadable", path=str(path), resumed_at=current + 1)
     value = current + 1
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, f"{value}\n".encode())
     return value
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge._fs import secret_key
 
 GENESIS = bytes(32)
 
@@ -24,16 +25,7 @@ def chain_hash(prev: bytes, body: bytes) -> bytes:
 
 def load_key(path: Path) -> bytes:
     """The audit key; created (0600) on first use."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        key = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-            f.flush()
-            os.fsync(f.fileno())
-        return key
+    return secret_key(path)
 
 
 def mac(key: bytes, label: bytes, seq: int, digest: bytes) -> bytes:

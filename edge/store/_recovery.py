@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
 
+from edge._fs import atomic_write, fsync_dir
 from edge.errors import StoreError
 
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
@@ -49,7 +49,7 @@ def move_aside(path: Path) -> list[str]:
             dst = src.with_name(f"{path.name}.corrupt-{stamp}{_nth(n)}{suffix}")
             src.rename(dst)
             moved.append(dst.name)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return moved
 
 
@@ -60,13 +60,6 @@ def _nth(n: int) -> str:
     return f".{n}" if n else ""
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The renames must survive a power cut, or a fresh store could reappear over the evidence.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 NOTE_NAME = "recovery.json"
@@ -104,10 +97,4 @@ def recovery_recorded(path: Path) -> None:
 
 
 def _write_durably(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write(path, json.dumps(doc).encode())

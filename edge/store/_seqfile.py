@@ -7,8 +7,9 @@ blocks so the file is written (and fsync'd) rarely.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from edge._fs import atomic_write
 
 BLOCK = 100_000
 
@@ -26,14 +27,4 @@ class SeqReservation:
         if next_seq <= self.limit:
             return
         self.limit = next_seq + BLOCK
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{self.limit}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        atomic_write(self.path, f"{self.limit}\n".encode())
