@@ -162,8 +162,8 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from drivers.camera.contract import EVENT_PAYLOADS as biometric
     from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
     from drivers.xray.contract import EVENT_PAYLOADS as xray
-    from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.gate.contract import EVENT_PAYLOADS as gate
+    from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
 
     return {**turnstile, **xray, **biometric, **learning, **messaging, **gate}

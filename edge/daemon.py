@@ -105,7 +105,8 @@ class Daemon:
 
             components.append(XrayService.from_daemon(self))
         if self.settings.role == "gate" and self.settings.gate.lanes:
-            from edge.gate.engine import GateEngine  # after the router: it registers the 'gate' target
+            # After the router: the engine registers the 'gate' command target there.
+            from edge.gate.engine import GateEngine
 
             components.append(GateEngine(self, next(c for c in components if c.name == "commands")))
         return components

@@ -23,6 +23,7 @@ group: ``"acme.doorbell" = "acme_edge.doorbell:Doorbell"``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -41,11 +42,13 @@ class DriverConfig(BaseModel):
 class DriverContext:
     """What a driver may use: emit events, log, wait, and notice that it must stop."""
 
-    def __init__(self, name: str, emit, log, stopping: threading.Event):
+    def __init__(self, name: str, emit, log, stopping: threading.Event,
+                 health_changed: Callable[[], None] = lambda: None):
         self.name = name
         self.log = log
         self.stopping = stopping
         self._emit = emit
+        self._health_changed = health_changed
 
     def emit(self, type: str, payload: dict[str, Any] | None = None, priority: str = "normal"):
         """Record an event durably; returns it (with its ``seq``) once it is on disk.
@@ -57,6 +60,11 @@ class DriverContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True means the driver is being stopped."""
         return self.stopping.wait(seconds)
+
+    def health_changed(self) -> None:
+        """Say that ``health()`` now answers differently (a device went offline, say):
+        the daemon re-reads it at once for ``edge status`` and central's state message."""
+        self._health_changed()
 
 
 class Driver:

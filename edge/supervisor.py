@@ -58,7 +58,7 @@ class DriverRunner:
         delay = self._settings.backoff_initial_s
         bound = log.bind(driver=self.name, kind=self.kind)
         while not self.stopping.is_set():
-            ctx = DriverContext(self.name, self._emit, bound, self.stopping)
+            ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change)
             started = self._started = time.monotonic()
             try:
                 self._driver = self._cls(self._config, ctx)

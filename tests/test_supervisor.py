@@ -44,6 +44,20 @@ class BadCloseDriver(Driver):
         raise RuntimeError("close failed as well")
 
 
+class FlappingDriver(Driver):
+    """Its device goes offline once; it says so through ctx.health_changed()."""
+
+    def run(self) -> None:
+        self.online = True
+        self.ctx.stopping.wait(0.2)
+        self.online = False
+        self.ctx.health_changed()
+        self.ctx.stopping.wait()
+
+    def health(self):
+        return {"status": "ok" if getattr(self, "online", True) else "degraded"}
+
+
 class BadHealthDriver(Driver):
     """Runs fine, but its health() has a bug."""
 
@@ -57,7 +71,7 @@ def test_kinds(monkeypatch):
     real = dict(registry._entry_points())
     extra = {kind: EntryPoint(kind, f"{__name__}:{cls}", registry.GROUP)
              for kind, cls in (("test.stuck", "StuckDriver"), ("test.badclose", "BadCloseDriver"),
-                               ("test.badhealth", "BadHealthDriver"))}
+                               ("test.badhealth", "BadHealthDriver"), ("test.flapping", "FlappingDriver"))}
     monkeypatch.setattr(registry, "_entry_points", lambda: {**real, **extra})
 
 
@@ -220,3 +234,18 @@ def test_a_driver_whose_health_raises_shows_degraded_instead_of_breaking_status(
         sup.stop()
     assert health["odd"]["status"] == "degraded" and health["odd"]["health_error"] == "KeyError: 'sensor'"
     assert health["hb"]["status"] == "ok"
+
+
+def test_a_driver_reports_a_health_change_at_once(store, test_kinds):
+    changed = threading.Event()
+    sup = Supervisor([DriverEntry(name="lane", kind="test.flapping")], emitter(store), SupervisorSettings(),
+                     on_health_change=changed.set)
+    sup.start()
+    try:
+        assert changed.wait(10)  # the runner's own ok-status change
+        changed.clear()
+        assert changed.wait(10), "ctx.health_changed() did not reach the daemon"
+        health = sup.health()["lane"]
+    finally:
+        sup.stop()
+    assert health["status"] == "degraded"

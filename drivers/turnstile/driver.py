@@ -228,9 +228,12 @@ class TurnstileDriver(Driver):
 
     def _offline(self, address: int, reason: str) -> None:
         dev = self.devices[address]
-        if dev.online is not False:
+        was_online = dev.online is not False
+        if was_online:
             self.ctx.log.warning("turnstile_device_offline", address=address, reason=reason)
         dev.set_online(False, self._emit_safe, reason)
+        if was_online:
+            self.ctx.health_changed()
 
     def _port_down(self, reason: str) -> None:
         if self._port_error != reason:
@@ -269,6 +272,7 @@ class TurnstileDriver(Driver):
                 if not dev.online:
                     dev.set_online(True, self._emit_safe)
                     self.ctx.log.info("turnstile_device_online", address=address)
+                    self.ctx.health_changed()
                     self._resync_due.add(address)  # after this exchange, not inside it
                 if isinstance(reply, m.Nak) and expect is not None:
                     refused = reply  # a data request refused (busy; or a noise byte on bcc): ask again
