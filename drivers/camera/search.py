@@ -12,6 +12,7 @@ scores its best one (``np.minimum.reduceat`` over the group starts).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,16 +71,23 @@ class Index:
     def templates(self) -> int:
         return int(self.matrix_t.shape[1])
 
-    def _distances(self, query: np.ndarray) -> np.ndarray:
+    def _shifted_sq(self, query: np.ndarray) -> tuple[np.ndarray, float]:
+        """Per template ``|t|^2 - 2 t.q`` (the squared distance less ``|q|^2``), and ``|q|^2``.
+
+        Ordering needs no more than this: one BLAS pass and two in-place operations over N,
+        with the square roots left for the few candidates that matter."""
         q = np.asarray(query, dtype=np.float32)
-        d2 = self.sqnorm - 2.0 * (q @ self.matrix_t) + float(q @ q)
-        np.maximum(d2, 0.0, out=d2)
-        return np.sqrt(d2, out=d2)
+        shifted = q @ self.matrix_t
+        shifted *= -2.0
+        shifted += self.sqnorm
+        return (shifted if self._one_each else np.minimum.reduceat(shifted, self.starts)), float(q @ q)
 
     def subject_distances(self, query: np.ndarray) -> np.ndarray:
         """Best distance per subject, in ``ids`` order."""
-        d = self._distances(query)
-        return d if self._one_each else np.minimum.reduceat(d, self.starts)
+        shifted, qq = self._shifted_sq(query)
+        shifted += qq
+        np.maximum(shifted, 0.0, out=shifted)
+        return np.sqrt(shifted, out=shifted)
 
     def distance_to(self, subject_id: str, query: np.ndarray) -> float | None:
         """1:1: the best distance to one subject's templates, or None if not in the index."""
@@ -96,9 +104,13 @@ class Index:
         n = len(self.ids)
         if n == 0:
             return Match(None, None)
-        d = self.subject_distances(query)
+        shifted, qq = self._shifted_sq(query)
+
+        def dist(i) -> float:
+            return math.sqrt(max(float(shifted[i]) + qq, 0.0))
+
         if n == 1:
-            return Match(self.ids[0], float(d[0]))
-        top2 = np.argpartition(d, 1)[:2]
-        a, b = (top2[0], top2[1]) if d[top2[0]] <= d[top2[1]] else (top2[1], top2[0])
-        return Match(self.ids[a], float(d[a]), self.ids[b], float(d[b]))
+            return Match(self.ids[0], dist(0))
+        top2 = np.argpartition(shifted, 1)[:2]
+        a, b = (top2[0], top2[1]) if shifted[top2[0]] <= shifted[top2[1]] else (top2[1], top2[0])
+        return Match(self.ids[a], dist(a), self.ids[b], dist(b))
