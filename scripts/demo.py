@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -48,7 +49,8 @@ def main() -> int:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.2)
             for m in collector.messages[shown:]:
-                print(f"  {m.topic}  {m.payload[:160].decode(errors='replace')}")
+                for line in _describe(m.topic, m.payload):
+                    print(line)
             shown = len(collector.messages)
         collector.stop()
     except KeyboardInterrupt:
@@ -61,6 +63,25 @@ def main() -> int:
         content.link.stop()
         broker.stop()
     return 0
+
+
+def _describe(topic: str, payload: bytes) -> list[str]:
+    """One readable line per event; other traffic in one short line (chunks as a byte count)."""
+    short = topic.removeprefix("edge/v1/")
+    if "/events/" in topic or topic.endswith("/cmd/result"):
+        try:
+            events = json.loads(payload)["events"]
+        except (ValueError, KeyError):
+            return [f"  {short}  <{len(payload)} bytes, not an event batch>"]
+        return [f"  {e['device']:<13} seq {e['seq']:<6} {e['priority']:<9} {e['type']:<26} "
+                f"{json.dumps(e['payload'], separators=(',', ':'))[:90]}" for e in events]
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError:
+        return [f"  {short}  <{len(payload)} bytes of content>"]
+    if not text.isprintable():
+        return [f"  {short}  <{len(payload)} bytes of content>"]
+    return [f"  {short}  {text[:110]}"]
 
 
 def _turnstile(work: Path):
