@@ -36,6 +36,7 @@ def test_socket_stream_survives_a_10mb_line_bad_records_and_a_reconnect(harness)
         driver = harness.start_driver(XrayStreamDriver, url=server.url, max_line_bytes=4096,
                                       reconnect_min_s=0.05, reconnect_max_s=0.2)
         _connected(harness, driver, 1)
+        server.wait_client(accepts=1)  # the driver's connect can finish before our accept()
         server.send(sim.line_json(recs[0]) + b"z" * (10 * 1024 * 1024) + b"\n" + sim.line_kv(recs[1])
                     + b"scan_id=S9 garbage\n" + b'{"scan_id": "S10"}\n' + sim.line_json(recs[0]))
         harness.wait(lambda: len(harness.events("xray.rejected")) == 3 and len(_ids(harness)) == 2,
@@ -47,9 +48,11 @@ def test_socket_stream_survives_a_10mb_line_bad_records_and_a_reconnect(harness)
 
         server.drop_client()  # the scanner's port resets mid-shift
         _connected(harness, driver, 2)
+        server.wait_client(accepts=2)
         server.send(b"partial line lost with the conn")
         server.drop_client()
         _connected(harness, driver, 3)
+        server.wait_client(accepts=3)
         server.send(sim.line_kv(recs[2]) + sim.line_json(recs[3]))
         harness.wait(lambda: len(_ids(harness)) == 4, what="scans after reconnects")
         assert _ids(harness) == [r["scan_id"] for r in recs]
