@@ -4,20 +4,24 @@ A signed document is a JSON object with a ``signatures`` list; each entry is
 ``{"key_id": ..., "sig": base64}`` over the canonical bytes of the document
 without its ``signatures``. ``key_id`` is the first 16 hex digits of the
 SHA-256 of the raw public key, so a key can be named without trusting a label.
+``open_signed`` is the one way in for a signed document from central: every
+subsystem that receives one refuses it for the same reasons, in the same words.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ValidationError
 
 from edge.errors import EdgeError
 from edge.events import canonical_json
@@ -25,6 +29,19 @@ from edge.events import canonical_json
 
 class SignatureError(EdgeError):
     """A signed document is unsigned, badly signed, or signed by too few trusted keys."""
+
+
+class DocumentRejected(SignatureError):
+    """A signed document from central was refused; ``problem`` names the check that failed."""
+
+    def __init__(self, what: str, problem: str, detail: str):
+        super().__init__(f"{what}: {detail}")
+        self.what, self.problem, self.detail = what, problem, detail
+
+
+M = TypeVar("M", bound=BaseModel)
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+               bool: "boolean", type(None): "null"}
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -72,6 +89,53 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], requ
         raise SignatureError(f"needs {required} valid signature(s) from distinct trusted keys, "
                              f"has {len(good)} ({detail})")
     return good
+
+
+def open_signed(raw: bytes | str | Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey],
+                model: type[M] | None, what: str, *, site: str | None = None,
+                device: str | None = None) -> M | dict[str, Any]:
+    """Decode, verify, validate and check the addressee of one signed document from central.
+
+    The checks run in this order so that an unauthenticated document learns
+    nothing about the schema or the device: JSON object, signature, ``model``
+    (skipped when None: the caller checks the fields itself), then ``site`` and
+    ``device`` when given. Raises DocumentRejected whose message starts with
+    ``what``; ``problem`` is one of not_json | not_object | signature | schema |
+    wrong_site | wrong_device.
+    """
+    try:
+        doc = json.loads(raw) if isinstance(raw, bytes | bytearray | str) else raw
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DocumentRejected(what, "not_json", f"not JSON ({str(exc)[:120]}); expected a UTF-8 JSON object") from None
+    if not isinstance(doc, dict):
+        got = _JSON_TYPES.get(type(doc), type(doc).__name__)
+        raise DocumentRejected(what, "not_object", f"not a JSON object (got a JSON {got}); "
+                               "expected an object with a 'signatures' list")
+    try:
+        verify(doc, trusted)
+    except SignatureError as exc:
+        raise DocumentRejected(what, "signature", f"signature refused: {exc}") from None
+    parsed: Any = doc
+    if model is not None:
+        try:
+            parsed = model.model_validate(doc)
+        except ValidationError as exc:
+            raise DocumentRejected(what, "schema", _first_problem(exc)) from None
+    for field, want, problem, here in (("site", site, "wrong_site", "this device is at"),
+                                       ("device", device, "wrong_device", "this is")):
+        got = parsed.get(field) if model is None else getattr(parsed, field, None)
+        if want is not None and got != want:
+            raise DocumentRejected(what, problem, f"addressed to {field} {got!r}, {here} {want!r}")
+    return parsed
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """'wrong schema at where: message' for the first error, with a count of the others."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"wrong schema at {where}: {first['msg'].removeprefix('Value error, ')}{more}"
 
 
 def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:

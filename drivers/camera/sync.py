@@ -35,7 +35,7 @@ import structlog
 
 from drivers.camera.gallery import Gallery, GalleryError, Subject
 from edge.mqtt.errors import MqttError
-from edge.signing import SignatureError, load_public_keys, verify
+from edge.signing import DocumentRejected, load_public_keys, open_signed
 
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
@@ -142,22 +142,17 @@ class GallerySync:
             topic, payload = item
             try:
                 self.apply(topic.rsplit("/", 1)[-1], payload)
-            except (SyncError, SignatureError, GalleryError) as exc:
+            except GalleryError as exc:  # SyncError too: signature and schema refusals
                 self.rejected += 1
                 log.warning("gallery_document_rejected", topic=topic, error=str(exc)[:300])
                 self._event("biometric.gallery_rejected", {"topic": topic, "error": str(exc)[:300]}, "normal")
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
-        try:
-            doc = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            raise SyncError(f"gallery {kind}: not JSON") from None
-        if not isinstance(doc, dict):
-            raise SyncError(f"gallery {kind}: expected a JSON object")
-        verify(doc, self.trusted)  # raises SignatureError: unsigned, forged or untrusted
-        if doc.get("site") != self.site:
-            raise SyncError(f"gallery {kind} is for site {doc.get('site')!r}, this device is in {self.site!r}")
+        try:  # no model: the fields are checked below, per kind
+            doc = open_signed(payload, self.trusted, None, f"gallery {kind}", site=self.site)
+        except DocumentRejected as exc:
+            raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")
         if kind == "snapshot":
             self._snapshot(doc, epoch, version)

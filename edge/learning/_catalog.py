@@ -9,13 +9,12 @@ rename), so the tablet always works from the last catalog it verified.
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge import signing
 from edge._fs import atomic_write
@@ -114,24 +113,9 @@ class Catalog(_M):
 def parse_catalog(raw: bytes | dict, trusted: dict, site: str) -> Catalog:
     """Verify and validate one catalog document; raise CatalogRejected saying why."""
     try:
-        doc = json.loads(raw) if isinstance(raw, bytes | str) else raw
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogRejected(f"catalog is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CatalogRejected("catalog is not a JSON object")
-    try:
-        signing.verify(doc, trusted)
-    except signing.SignatureError as exc:
-        raise CatalogRejected(f"catalog signature: {exc}") from None
-    try:
-        catalog = Catalog.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise CatalogRejected(f"catalog malformed at {where}: {first['msg'].removeprefix('Value error, ')}") from None
-    if catalog.site != site:
-        raise CatalogRejected(f"catalog is for site {catalog.site!r}, this device is at {site!r}")
-    return catalog
+        return signing.open_signed(raw, trusted, Catalog, "catalog", site=site)
+    except signing.DocumentRejected as exc:
+        raise CatalogRejected(str(exc)) from None
 
 
 class CatalogKeeper:

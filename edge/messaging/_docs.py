@@ -7,11 +7,10 @@ name this device; anything else is refused before it touches the mailbox.
 from __future__ import annotations
 
 import base64
-import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge import signing
 from edge.errors import EdgeError
@@ -110,23 +109,6 @@ def parse_central(raw: bytes, model: type[_M], trusted: dict, device: str, site:
     """Verify the signature, then the schema, then the audience; raise CentralMessageRefused."""
     kind = model.model_fields["type"].annotation.__args__[0]
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CentralMessageRefused(f"{kind}: not JSON") from None
-    if not isinstance(doc, dict):
-        raise CentralMessageRefused(f"{kind}: not a JSON object")
-    try:
-        signing.verify(doc, trusted)
-    except signing.SignatureError as exc:
-        raise CentralMessageRefused(f"{kind}: {exc}") from None
-    try:
-        parsed = model.model_validate(doc)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        raise CentralMessageRefused(f"{kind}: {where}: {e['msg'].removeprefix('Value error, ')}") from None
-    if parsed.device != device:
-        raise CentralMessageRefused(f"{kind}: addressed to device {parsed.device!r}, this is {device!r}")
-    if site is not None and getattr(parsed, "site", site) != site:
-        raise CentralMessageRefused(f"{kind}: for site {parsed.site!r}, this device is at {site!r}")
-    return parsed
+        return signing.open_signed(raw, trusted, model, kind, site=site, device=device)
+    except signing.DocumentRejected as exc:
+        raise CentralMessageRefused(str(exc)) from None

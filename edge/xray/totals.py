@@ -21,10 +21,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from edge.errors import EdgeError
-from edge.signing import SignatureError, verify
+from edge.signing import DocumentRejected, open_signed
 from edge.xray.ledger import DoseLedger
 
 MAX_DOC_BYTES = 4 * 1024 * 1024
@@ -85,21 +85,12 @@ class DoseRecords(_Strict):
     signatures: list[dict[str, Any]]
 
 
-def parse_verified(doc: Any, *, site: str, trusted: dict, clock_skew_s: float) -> DoseRecords:
-    """Check signature, schema, addressee and time; return the document or raise."""
-    if not isinstance(doc, dict):
-        raise DoseRecordsRejected("dose records: expected a JSON object")
+def parse_verified(raw: Any, *, site: str, trusted: dict, clock_skew_s: float) -> DoseRecords:
+    """Check JSON (bytes, or a value already decoded), signature, schema, addressee and time."""
     try:
-        verify(doc, trusted)
-    except SignatureError as exc:
-        raise DoseRecordsRejected(f"dose records: signature refused: {exc}") from None
-    try:
-        records = DoseRecords.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise DoseRecordsRejected(f"dose records: wrong schema: {problems}") from None
-    if records.site != site:
-        raise DoseRecordsRejected(f"dose records are addressed to site {records.site!r}, this is {site!r}")
+        records = open_signed(raw, trusted, DoseRecords, "dose records", site=site)
+    except DocumentRejected as exc:
+        raise DoseRecordsRejected(str(exc)) from None
     if records.issued_at.tzinfo is None:
         raise DoseRecordsRejected("dose records: issued_at must carry a timezone")
     if records.issued_at > datetime.now(UTC) + timedelta(seconds=clock_skew_s):
