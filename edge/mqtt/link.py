@@ -35,6 +35,7 @@ Handler = Callable[[str, bytes, Any], None]
 AckCallback = Callable[[int, int, str], None]  # (mid, reason code value, reason name)
 _STABLE_S = 10.0  # a connection that lasted this long resets the backoff
 _CONNACK_WAIT_S = 10.0
+_WATCH_IDLE_S = 5.0  # connected and healthy: how often _watch checks that paho's thread still runs
 _UNCLAIMED_MAX = 1000  # messages kept for a subscriber that has not subscribed yet
 
 
@@ -110,6 +111,7 @@ class MqttLink:
         self._on_change = on_change or (lambda: None)
         self._stopping = threading.Event()
         self._ended = threading.Event()
+        self._wake = threading.Event()  # _watch: set with _ended, and by stop()
         self._up = threading.Event()
         self._thread: threading.Thread | None = None
         self._reached = self._reported = False  # this session: CONNACK ok / its failure already reported
@@ -223,6 +225,7 @@ class MqttLink:
         client = self._client
         if client is not None:
             client.disconnect()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(max(0.1, deadline - time.monotonic()))
 
@@ -263,6 +266,7 @@ class MqttLink:
     def _session(self, broker: Broker) -> bool:
         """Connect to ``broker`` and stay until the connection ends. True if CONNACK succeeded."""
         self._ended.clear()
+        self._wake.clear()
         self._reached = self._reported = False
         client = self._new_client(broker)
         if client is None:
@@ -309,7 +313,14 @@ class MqttLink:
         then says nothing would hold us here forever without this one."""
         connack_deadline = time.monotonic() + _CONNACK_WAIT_S
         down_since = None
-        while not self._ended.wait(0.5):
+        while True:
+            # Short waits only while something is due (CONNACK, a stop, a lost connection);
+            # a healthy connection is checked every few seconds, not twice a second.
+            steady = self._reached and not down_since and not self._stopping.is_set()
+            self._wake.wait(_WATCH_IDLE_S if steady else 0.5)
+            self._wake.clear()
+            if self._ended.is_set():
+                return
             if self._stopping.is_set() and not client.is_connected():
                 return
             # Should paho's thread ever end without on_disconnect, do not wait forever.
@@ -359,6 +370,7 @@ class MqttLink:
                             f"connection closed before CONNACK{hint}", code=rc.value)
         self._stats["connected_since"] = None
         self._ended.set()
+        self._wake.set()
         if was_up:
             for fn in self._listeners:
                 fn(False)
