@@ -96,16 +96,20 @@ class MessagingComponent:
 
     def _run(self) -> None:
         next_retention = 0.0
+        awaiting_acks = True  # unknown until the first look
         while not self._stop.is_set():
+            # Idle with nothing queued: sleep until a document, a compose (it pokes the
+            # inbox) or the retention hour, instead of querying the mailbox twice a second.
+            wait = max(0.0, next_retention - time.monotonic())
             try:
-                msg = self._inbox.get(timeout=_TICK_S)
+                msg = self._inbox.get(timeout=min(wait, _TICK_S) if awaiting_acks else wait)
             except queue.Empty:
                 msg = ()
             if msg is None:
                 break
             if msg:
                 self._handle(*msg)
-            self._track_sent()
+            awaiting_acks = self._track_sent()
             if time.monotonic() >= next_retention:
                 cutoff = time.time() - self.settings.retention_days * 86400
                 purged = self.db.purge_older_than(cutoff)
@@ -155,17 +159,21 @@ class MessagingComponent:
 
     # -- sent = the message.out event was PUBACKed ----------------------------
 
-    def _track_sent(self) -> None:
+    def _track_sent(self) -> bool:
+        """Advance queued messages whose event the broker acked; True while some are still waiting."""
         queued = self.db.queued()
         if not queued:
-            return
+            return False
         if self._events_conn is None:
             self._events_conn = sqlite3.connect(f"file:{self._events_db}?mode=ro", uri=True)
+        waiting = len(queued)
         for msg_id, seq in queued:
             row = self._events_conn.execute("SELECT acked_at FROM events WHERE seq = ?", (seq,)).fetchone()
             # Gone from the store means acked and later purged by retention (pending rows never are).
             if row is None or row[0] is not None:
                 self.db.advance(msg_id, "sent")
+                waiting -= 1
+        return waiting > 0
 
     # -- from the resident (local API) ----------------------------------------
 
@@ -204,6 +212,7 @@ class MessagingComponent:
             event = self.daemon.emit("message.out", {"message_id": msg_id, "privileged": contact["privileged"],
                                                      "sealed": sealed}, "normal", "messaging")
             self.db.set_event_seq(c, msg_id, event.seq)
+        self._inbox.put(())  # wakes the loop to watch for this message's ack
         log.info("message_out_queued", message_id=msg_id, attachments=len(atts))
         return {"id": msg_id, "state": "queued"}
 
