@@ -135,10 +135,7 @@ class Downloader:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            try:
-                job = self._queue.get(timeout=_POLL_S * 5)
-            except queue.Empty:
-                continue
+            job = self._queue.get()  # no timeout: stop() queues one None per worker
             if job is None:
                 break
             try:
