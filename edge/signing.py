@@ -163,16 +163,22 @@ def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict[str, Ed25519Pub
     return keys
 
 
-def generate_keypair(folder: str | os.PathLike, name: str) -> tuple[Path, Path, str]:
-    """Write NAME.key (0600) and NAME.pub into folder; returns (key path, pub path, key id)."""
+def write_pem_keypair(folder: str | os.PathLike, stem: str, private) -> tuple[Path, Path]:
+    """Write STEM.key (0600, never overwriting) and STEM.pub for any cryptography private key."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    private = Ed25519PrivateKey.generate()
-    key_path, pub_path = folder / f"{name}.key", folder / f"{name}.pub"
+    key_path, pub_path = folder / f"{stem}.key", folder / f"{stem}.pub"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
     pub_path.write_bytes(private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_path, pub_path
+
+
+def generate_keypair(folder: str | os.PathLike, name: str) -> tuple[Path, Path, str]:
+    """Write NAME.key (0600) and NAME.pub into folder; returns (key path, pub path, key id)."""
+    private = Ed25519PrivateKey.generate()
+    key_path, pub_path = write_pem_keypair(folder, name, private)
     return key_path, pub_path, key_id(private.public_key())

@@ -99,17 +99,9 @@ def load_seal_public_key(path: Path) -> X25519PublicKey:
 
 def generate_seal_keypair(folder: Path, name: str) -> tuple[Path, Path]:
     """NAME.x25519.key (0600, central keeps it) and NAME.x25519.pub (goes to tablets)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    priv = X25519PrivateKey.generate()
-    key_path, pub_path = folder / f"{name}.x25519.key", folder / f"{name}.x25519.pub"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    pub_path.write_bytes(priv.public_key().public_bytes(serialization.Encoding.PEM,
-                                                        serialization.PublicFormat.SubjectPublicKeyInfo))
-    return key_path, pub_path
+    from edge.signing import write_pem_keypair
+
+    return write_pem_keypair(folder, f"{name}.x25519", X25519PrivateKey.generate())
 
 
 def load_seal_private_key(path: Path) -> X25519PrivateKey:
