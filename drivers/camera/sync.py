@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 
 from drivers.camera.gallery import Gallery, GalleryError, Subject
+from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
 from edge.signing import DocumentRejected, load_public_keys, open_signed
 
@@ -91,7 +92,7 @@ class GallerySync:
     def __init__(self, state_dir, site: str, device: str, link, trusted: dict, emit=None):
         self.state_dir, self.site, self.device = state_dir, site, device
         self.link, self.trusted, self._emit = link, trusted, emit
-        self.prefix = f"edge/v1/{site}/gallery"
+        self.prefix = f"{topics.site_prefix(site)}/gallery"
         self._inbox: queue.Queue = queue.Queue()
         self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
         self._thread: threading.Thread | None = None

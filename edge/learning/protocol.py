@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass
 
 from edge.errors import EdgeError
+from edge.mqtt import topics
 
 
 class ProtocolError(EdgeError):
@@ -31,19 +32,19 @@ class ProtocolError(EdgeError):
 
 
 def catalog_topic(site: str) -> str:
-    return f"edge/v1/{site}/learning/catalog"
+    return f"{topics.site_prefix(site)}/learning/catalog"
 
 
 def request_topic(site: str, device: str) -> str:
-    return f"edge/v1/{site}/learning/req/{device}"
+    return f"{topics.site_prefix(site)}/learning/req/{device}"
 
 
 def request_filter(site: str) -> str:
-    return f"edge/v1/{site}/learning/req/+"
+    return f"{topics.site_prefix(site)}/learning/req/+"
 
 
 def response_topic(site: str, device: str) -> str:
-    return f"edge/v1/{site}/{device}/learning/res"
+    return f"{topics.device_prefix(site, device)}/learning/res"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from edge.messaging import _docs
 from edge.messaging._attachments import AttachmentRefused, check_attachments, check_one
 from edge.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
 from edge.messaging._db import MailboxDB
+from edge.mqtt import topics
 
 log = structlog.get_logger("edge.messaging")
 _TICK_S = 0.5
@@ -47,7 +48,7 @@ class ComposeRefused(EdgeError):
 
 
 def topic(site: str, device: str, leaf: str) -> str:
-    return f"edge/v1/{site}/{device}/msg/{leaf}"
+    return f"{topics.device_prefix(site, device)}/msg/{leaf}"
 
 
 class MessagingComponent:
