@@ -6,6 +6,10 @@ without its ``signatures``. ``key_id`` is the first 16 hex digits of the
 SHA-256 of the raw public key, so a key can be named without trusting a label.
 ``open_signed`` is the one way in for a signed document from central: every
 subsystem that receives one refuses it for the same reasons, in the same words.
+
+``cryptography`` is imported on first use, not at start-up: trusted keys are
+read as raw bytes (``edge.pem``), so a device pays for the library only once a
+signed document actually arrives.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
 from edge.errors import EdgeError
 from edge.events import canonical_json
+from edge.pem import raw_public_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 
 class SignatureError(EdgeError):
@@ -44,9 +52,33 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", floa
                bool: "boolean", type(None): "null"}
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+class TrustedKey:
+    """An Ed25519 public key held as its 32 raw bytes; verifies like cryptography's key."""
+
+    __slots__ = ("raw", "_key")
+
+    def __init__(self, raw: bytes):
+        self.raw, self._key = raw, None
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise cryptography's InvalidSignature when ``signature`` is not valid for ``data``."""
+        if self._key is None:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            self._key = Ed25519PublicKey.from_public_bytes(self.raw)
+        self._key.verify(signature, data)
+
+
+def _raw(public_key: Ed25519PublicKey | TrustedKey) -> bytes:
+    if isinstance(public_key, TrustedKey):
+        return public_key.raw
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key: Ed25519PublicKey | TrustedKey) -> str:
+    return hashlib.sha256(_raw(public_key)).hexdigest()[:16]
 
 
 def signed_bytes(doc: Mapping[str, Any]) -> bytes:
@@ -60,8 +92,11 @@ def sign(doc: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, An
     return {**doc, "signatures": [*doc.get("signatures", []), entry]}
 
 
-def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], required: int = 1) -> list[str]:
+def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | TrustedKey],
+           required: int = 1) -> list[str]:
     """Return the distinct trusted key ids with a valid signature; raise if fewer than ``required``."""
+    from cryptography.exceptions import InvalidSignature
+
     signatures = doc.get("signatures")
     if not signatures or not isinstance(signatures, list):
         raise SignatureError("not signed (no 'signatures' list)")
@@ -91,7 +126,7 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey], requ
     return good
 
 
-def open_signed(raw: bytes | str | Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey],
+def open_signed(raw: bytes | str | Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | TrustedKey],
                 model: type[M] | None, what: str, *, site: str | None = None,
                 device: str | None = None) -> M | dict[str, Any]:
     """Decode, verify, validate and check the addressee of one signed document from central.
@@ -139,17 +174,26 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 private key")
     return key
 
 
-def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict[str, Ed25519PublicKey]:
+def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict[str, TrustedKey]:
     """key_id -> public key, from PEM files (public keys or, for tests, private keys)."""
-    keys: dict[str, Ed25519PublicKey] = {}
+    keys: dict[str, TrustedKey] = {}
     for path in paths:
         data = Path(path).read_bytes()
+        if (raw := raw_public_key(data, "ed25519")) is not None:
+            keys[key_id(TrustedKey(raw))] = TrustedKey(raw)
+            continue
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             key = serialization.load_pem_public_key(data)
         except ValueError:
@@ -159,12 +203,15 @@ def load_public_keys(paths: Iterable[str | os.PathLike]) -> dict[str, Ed25519Pub
                 raise SignatureError(f"{path}: not a PEM Ed25519 key ({exc})") from None
         if not isinstance(key, Ed25519PublicKey):
             raise SignatureError(f"{path}: not an Ed25519 key")
-        keys[key_id(key)] = key
+        trusted = TrustedKey(_raw(key))
+        keys[key_id(trusted)] = trusted
     return keys
 
 
 def write_pem_keypair(folder: str | os.PathLike, stem: str, private) -> tuple[Path, Path]:
     """Write STEM.key (0600, never overwriting) and STEM.pub for any cryptography private key."""
+    from cryptography.hazmat.primitives import serialization
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     key_path, pub_path = folder / f"{stem}.key", folder / f"{stem}.pub"
@@ -179,6 +226,8 @@ def write_pem_keypair(folder: str | os.PathLike, stem: str, private) -> tuple[Pa
 
 def generate_keypair(folder: str | os.PathLike, name: str) -> tuple[Path, Path, str]:
     """Write NAME.key (0600) and NAME.pub into folder; returns (key path, pub path, key id)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     private = Ed25519PrivateKey.generate()
     key_path, pub_path = write_pem_keypair(folder, name, private)
     return key_path, pub_path, key_id(private.public_key())

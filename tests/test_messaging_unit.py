@@ -11,7 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge import signing
 from edge.messaging._attachments import AttachmentRefused, check_one, sniff
-from edge.messaging._crypto import AtRest, CryptoError, load_or_create_key, open_sealed, seal_to
+from edge.messaging._crypto import (
+    AtRest,
+    CryptoError,
+    load_or_create_key,
+    load_seal_public_key,
+    open_sealed,
+    seal_to,
+)
 from edge.messaging._db import MailboxDB
 from edge.messaging._docs import CentralMessageRefused, ContactsDoc, StatusDoc, parse_central
 from tests._messaging_helpers import DEVICE, RESIDENT, SITE, Central
@@ -54,7 +61,7 @@ def test_ciphertext_is_bound_to_its_record():
 
 
 def test_sealed_for_central_opens_only_with_its_key(central):
-    sealed = seal_to(central.seal_private.public_key(), b"secret", aad="m1")
+    sealed = seal_to(load_seal_public_key(central.seal_pub), b"secret", aad="m1")
     assert open_sealed(central.seal_private, sealed, aad="m1") == b"secret"
     with pytest.raises(CryptoError):
         open_sealed(X25519PrivateKey.generate(), sealed, aad="m1")

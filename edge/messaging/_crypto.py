@@ -8,6 +8,9 @@ cannot be moved to another record.
 In events: the outbound message is sealed to central's X25519 public key
 (ephemeral X25519, HKDF-SHA256, AES-256-GCM), so the event store, its WAL and
 the broker only ever hold ciphertext of a body or an attachment.
+
+``cryptography`` is imported on first use (see ``edge.signing``): an idle
+tablet with an empty mailbox does not carry it.
 """
 
 from __future__ import annotations
@@ -15,15 +18,14 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from edge._fs import KeyFileError, secret_key
 from edge.errors import EdgeError
+from edge.pem import raw_public_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 SEAL_ALG = "X25519-HKDF-SHA256-A256GCM"
 _INFO = b"edge messaging seal v1"
@@ -45,13 +47,25 @@ class AtRest:
     """AES-256-GCM for one field of one record: nonce || ciphertext+tag."""
 
     def __init__(self, key: bytes):
-        self._aead = AESGCM(key)
+        if len(key) != 32:
+            raise CryptoError(f"the at-rest key must be 32 bytes, not {len(key)}")
+        self._key, self._cipher = key, None
+
+    @property
+    def _aead(self):
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher
 
     def seal(self, data: bytes, aad: str) -> bytes:
         nonce = os.urandom(12)
         return nonce + self._aead.encrypt(nonce, data, aad.encode())
 
     def open(self, blob: bytes, aad: str) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(blob[:12], blob[12:], aad.encode())
         except (InvalidTag, ValueError):
@@ -59,18 +73,21 @@ class AtRest:
 
 
 def _derive(shared: bytes, epk: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(hashes.SHA256(), 32, salt=epk, info=_INFO).derive(shared)
 
 
-def _raw(pub: X25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def seal_to(public_key: bytes, plaintext: bytes, aad: str) -> dict[str, str]:
+    """Encrypt for the holder of the X25519 private key only (``public_key``: its 32 raw bytes)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-
-def seal_to(public_key: X25519PublicKey, plaintext: bytes, aad: str) -> dict[str, str]:
-    """Encrypt for the holder of the X25519 private key only."""
     eph = X25519PrivateKey.generate()
-    epk = _raw(eph.public_key())
-    key = _derive(eph.exchange(public_key), epk)
+    epk = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = _derive(eph.exchange(X25519PublicKey.from_public_bytes(public_key)), epk)
     nonce = os.urandom(12)
     ct = AESGCM(key).encrypt(nonce, plaintext, aad.encode())
     b64 = base64.b64encode
@@ -79,6 +96,10 @@ def seal_to(public_key: X25519PublicKey, plaintext: bytes, aad: str) -> dict[str
 
 def open_sealed(private_key: X25519PrivateKey, sealed: dict[str, str], aad: str) -> bytes:
     """Central's side (and the tests'): decrypt what ``seal_to`` produced."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         epk = base64.b64decode(sealed["epk"])
         key = _derive(private_key.exchange(X25519PublicKey.from_public_bytes(epk)), epk)
@@ -87,24 +108,40 @@ def open_sealed(private_key: X25519PrivateKey, sealed: dict[str, str], aad: str)
         raise CryptoError("sealed message does not open with this key") from None
 
 
-def load_seal_public_key(path: Path) -> X25519PublicKey:
+def load_seal_public_key(path: Path) -> bytes:
+    """Central's X25519 public key (raw 32 bytes) from its PEM file."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CryptoError(f"messaging.central_seal_key: {path}: {exc}") from None
+    if (raw := raw_public_key(data, "x25519")) is not None:
+        return raw
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
         raise CryptoError(f"messaging.central_seal_key: {path}: {exc}") from None
     if not isinstance(key, X25519PublicKey):
-        raise CryptoError(f"messaging.central_seal_key: {path} is not an X25519 public key")
-    return key
+        raise CryptoError(f"messaging.central_seal_key: {path} is not an X25519 public key "
+                          "(expected the .x25519.pub file from `edge keys`)")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def generate_seal_keypair(folder: Path, name: str) -> tuple[Path, Path]:
     """NAME.x25519.key (0600, central keeps it) and NAME.x25519.pub (goes to tablets)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     from edge.signing import write_pem_keypair
 
     return write_pem_keypair(folder, f"{name}.x25519", X25519PrivateKey.generate())
 
 
 def load_seal_private_key(path: Path) -> X25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, X25519PrivateKey):
         raise CryptoError(f"{path} is not an X25519 private key")
