@@ -104,6 +104,10 @@ class Daemon:
             from edge.xray.service import XrayService  # before drivers start: catches up the ledger
 
             components.append(XrayService.from_daemon(self))
+        if self.settings.role == "gate":
+            from edge.signing import preload
+
+            preload()  # tablets load it on first use (footprint); a gate's first grant should not wait
         if self.settings.role == "gate" and self.settings.gate.lanes:
             # After the router: the engine registers the 'gate' command target there.
             from edge.gate.engine import GateEngine

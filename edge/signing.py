@@ -69,6 +69,12 @@ class TrustedKey:
         self._key.verify(signature, data)
 
 
+def preload() -> None:
+    """Import the verifier now: on a gate, the first grant should not wait for the import."""
+    from cryptography.exceptions import InvalidSignature  # noqa: F401
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: F401
+
+
 def _raw(public_key: Ed25519PublicKey | TrustedKey) -> bytes:
     if isinstance(public_key, TrustedKey):
         return public_key.raw
