@@ -243,10 +243,7 @@ def _crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def read_image(path) -> np.ndarray:
-    """A BGR frame from an image file, or a clear error."""
-    from edge.errors import EdgeError
+    """An upright BGR frame from a photo file, or an ``ImageError`` naming the file and the fix."""
+    from drivers.camera.imagefile import load
 
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise EdgeError(f"{path}: not a readable image (expected a JPEG or PNG file)")
-    return frame
+    return load(path)
