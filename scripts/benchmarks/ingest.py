@@ -153,6 +153,10 @@ def run(args) -> dict:
         "events_per_s_append_many_100": round(many),
         "ratio_append_many_100": round(many / limit, 3),
         "ceiling_events_per_s": round(top * fsync_bound),
+        # The best any store can do with `top` producers that each wait for their own fsync:
+        # when this is under 0.5, the goal cannot be met on this disk, whatever the code.
+        "ceiling_ratio": round(top * fsync_bound / limit, 3),
+        f"share_of_ceiling_{top}_producers": round(ours[top]["events_per_s"] / (top * fsync_bound), 3),
         "producers": {str(n): ours[n] for n in thread_counts},
         "event_body_bytes": len(rows[0][5]),
         "gil_switch_interval_ms": sys.getswitchinterval() * 1000,
