@@ -14,7 +14,9 @@ figure (one row per transaction) is reported too, to show that ceiling.
 
 from __future__ import annotations
 
+import _thread
 import os
+import queue
 import sqlite3
 import statistics
 import sys
@@ -130,6 +132,58 @@ def _append_many(seconds: float, pad: str, batch: int = 100) -> float:
     return total / elapsed
 
 
+def _bare_handoff(threads: int, seconds: float, body_bytes: int) -> float:
+    """The thread model alone: ``threads`` producers each hand a job to one writer thread
+    and wait on a lock; the writer writes and fsyncs one file per batch (no SQLite, no
+    event to build) and releases the batch. What CPython threads can do on this machine
+    when every producer waits for its own fsync, whatever the store does."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    done = [0]
+    stopping = threading.Event()
+
+    def writer(fd: int) -> None:
+        while not stopping.is_set() or not jobs.empty():
+            try:
+                batch = [jobs.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            os.write(fd, b"x" * (body_bytes * len(batch)))
+            os.fsync(fd)
+            for lock in batch:
+                lock.release()
+
+    def produce(deadline: float) -> None:
+        n = 0
+        while time.perf_counter() < deadline:
+            lock = _thread.allocate_lock()
+            lock.acquire()
+            jobs.put(lock)
+            lock.acquire()
+            n += 1
+        done.append(n)
+
+    with tempfile.TemporaryDirectory(prefix="edge-bench-handoff-") as tmp:
+        fd = os.open(Path(tmp) / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        w = threading.Thread(target=writer, args=(fd,))
+        w.start()
+        started = time.perf_counter()
+        workers = [threading.Thread(target=produce, args=(started + seconds,)) for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        elapsed = time.perf_counter() - started
+        stopping.set()
+        w.join()
+        os.close(fd)
+    return sum(done) / elapsed
+
+
 def run(args) -> dict:
     # The daemon lowers the GIL switch interval at start-up; measure the store as it runs there.
     sys.setswitchinterval(daemon.GIL_SWITCH_INTERVAL_S)
@@ -143,6 +197,7 @@ def run(args) -> dict:
     many = _append_many(args.seconds, pad)
     raw.append(_raw_rows_per_s(rows, 1000))
     fsync_bound = _raw_rows_per_s(rows[:1500], 1)
+    handoff = _bare_handoff(max(thread_counts), args.seconds, len(rows[0][5]))
     limit = max(raw)
     top = max(thread_counts)
     result = {
@@ -157,6 +212,9 @@ def run(args) -> dict:
         # when this is under 0.5, the goal cannot be met on this disk, whatever the code.
         "ceiling_ratio": round(top * fsync_bound / limit, 3),
         f"share_of_ceiling_{top}_producers": round(ours[top]["events_per_s"] / (top * fsync_bound), 3),
+        # Second reference: CPython's thread hand-off with a bare fsync per batch (see _bare_handoff).
+        f"bare_thread_handoff_per_s_{top}_threads": round(handoff),
+        f"share_of_bare_handoff_{top}_producers": round(ours[top]["events_per_s"] / handoff, 3),
         "producers": {str(n): ours[n] for n in thread_counts},
         "event_body_bytes": len(rows[0][5]),
         "gil_switch_interval_ms": sys.getswitchinterval() * 1000,
