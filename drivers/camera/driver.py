@@ -51,6 +51,8 @@ class PipelineOptions(_Options):
     max_yaw: float = Field(default=0.35, gt=0, le=1)
     max_cut_off: float = Field(default=0.10, ge=0, le=1, description="Share of the face allowed outside the frame.")
     presence_delta: float = Field(default=3.0, ge=0)
+    encoder: Literal["auto", "numpy", "dlib"] = Field(
+        default="auto", description="ResNet engine: numpy on dlib's weights (verified, falls back to dlib) or dlib's own.")
     budgets_ms: dict[Literal["presence", "detect", "landmarks", "quality", "encode", "search"], float] = Field(
         default_factory=dict, description="Per-stage time budgets; decisions list the stages over budget.")
 

@@ -14,7 +14,9 @@ Stages, cheapest first, each timed (milliseconds in ``timings_ms``):
    cut off by the frame edge. A bad frame asks for another frame instead of
    deciding.
 5. ``encode``: the ResNet 128-d encoding of the chosen face (largest, most
-   frontal) from the full-resolution frame.
+   frontal) from the full-resolution frame. ``encoder`` picks the engine
+   (``drivers.camera.models.encoder``): ``auto`` runs dlib's weights in numpy
+   (same descriptors, about 6x faster) and falls back to dlib's own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from drivers.camera.models import models
+from drivers.camera.models import encoder, models
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class PipelineConfig:
     min_pitch: float = 0.25
     max_cut_off: float = 0.10  # share of the face box width allowed outside the frame
     jitters: int = 1
+    encoder: str = "auto"  # auto | numpy | dlib (see drivers.camera.models.encoder)
+    encoder_cache: str | None = None  # folder for the numpy encoder's converted weights
     allow_multiple: bool = False  # lanes where several people may pass: use the main face
     # Per-stage time budgets (ms) on the gate's hardware; a decision names the stages over
     # budget so a slow camera position or an overloaded box shows up in the events.
@@ -127,7 +131,12 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.keep_crops = keep_crops
         self._empty_thumb: np.ndarray | None = None
-        self._detector, self._shaper, self._encoder, self._dlib = models()
+        self._detector, self._shaper, self._dlib = models()
+        self._encoder = encoder(self.config.encoder, self.config.encoder_cache, self.config.jitters)
+
+    @property
+    def encoder_name(self) -> str:
+        return self._encoder.name
 
     def reset(self) -> None:
         self._empty_thumb = None
@@ -226,8 +235,7 @@ class Pipeline:
 
     def _encode(self, frame: np.ndarray, face: Face) -> np.ndarray:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        vec = self._encoder.compute_face_descriptor(rgb, face.shape, self.config.jitters)
-        return np.asarray(vec, dtype=np.float32)
+        return self._encoder.encode(rgb, face.shape, self.config.jitters)
 
 
 def _resize_to_width(img: np.ndarray, width: int) -> np.ndarray:

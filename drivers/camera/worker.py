@@ -68,7 +68,9 @@ class Worker:
 
         started = time.perf_counter()
         lane_cfg = LaneConfig.from_dict(config)
-        pipe_cfg = PipelineConfig.from_dict({**config.get("pipeline", {}),
+        # The numpy encoder's converted weights live with the state (the service cannot write $HOME).
+        pipe_cfg = PipelineConfig.from_dict({"encoder_cache": str(Path(state_dir) / "biometrics" / "cache"),
+                                             **config.get("pipeline", {}),
                                              "allow_multiple": not lane_cfg.single_person})
         self.pipeline = Pipeline(pipe_cfg, keep_crops=lane_cfg.audit)
         gallery = Gallery(state_dir)
