@@ -7,7 +7,9 @@ library defaults (face_locations + face_encodings, then face_distance) in
 the same run; both must reach the same decision. ``ratio`` = ours / raw
 (lower is better, goal <= 0.35). Search is timed over random unit-scale
 templates; RSS is measured in fresh processes that load only what each path
-loads.
+loads. ``encoder`` times the encode stage alone on the same faces: our engine
+(numpy on dlib's weights) vs dlib's own ResNet, with the largest descriptor
+difference between them.
 """
 
 from __future__ import annotations
@@ -112,6 +114,35 @@ def _latency(faces: Path, runs: int) -> dict:
         row["same_decision"] = row["ours"]["subject"] == row["raw_full_frame"]["subject"] is not None
         row["ratio"] = round(row["ours"]["decision_ms"] / row["raw_full_frame"]["decision_ms"], 3)
         out[label] = row
+    return out
+
+
+def _encoder(faces: Path, runs: int) -> dict:
+    """The encode stage alone: the pipeline's engine vs dlib's ResNet, same frames and landmarks."""
+    import cv2
+
+    from drivers.camera.models import DlibEncoder, encoder, resnet_file
+    from drivers.camera.pipeline import Pipeline, read_image
+
+    pipeline = Pipeline()
+    ours, dlib_net = encoder(), DlibEncoder(resnet_file())  # encoder(): the one Pipeline() uses
+    out: dict = {"engine": ours.name}
+    for label, name in PROBES.items():
+        frame = read_image(faces / f"{name}.jpg")
+        shape = pipeline.analyse(frame, use_presence=False, encode=False).face.shape
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        samples: dict[str, list[float]] = {"ours": [], "dlib": []}
+        vecs = {}
+        for i in range(runs + 1):
+            for key, enc in (("ours", ours), ("dlib", dlib_net)):
+                started = time.perf_counter()
+                vecs[key] = enc.encode(rgb, shape, 1)
+                if i:
+                    samples[key].append((time.perf_counter() - started) * 1000)
+        ours_ms, dlib_ms = statistics.median(samples["ours"]), statistics.median(samples["dlib"])
+        out[label] = {"ours_ms": round(ours_ms, 2), "dlib_ms": round(dlib_ms, 2),
+                      "ratio": round(ours_ms / dlib_ms, 3),
+                      "max_abs_diff": float(np.abs(vecs["ours"] - vecs["dlib"]).max())}
     return out
 
 
@@ -262,6 +293,7 @@ def _accuracy(pairs_csv: Path) -> dict:
 def run(args) -> dict:
     faces = Path(args.faces)
     latency = _latency(faces, args.runs)
+    encoder = _encoder(faces, args.runs)
     image = faces / f"{PROBES['720p']}.jpg"
     rss_ours, rss_raw = _rss(_RSS_OURS, image), _rss(_RSS_RAW, image)
     search = _search([int(x) for x in args.search_sizes.split(",") if x])
@@ -272,6 +304,7 @@ def run(args) -> dict:
         "ratio_480p": latency["480p"]["ratio"],
         "ratio_goal": 0.35,
         "same_decision": all(v["same_decision"] for v in latency.values()),
+        "encoder": encoder,
         "search": search,
         "search_100k_ms": search.get("100000", {}).get("search_ms"),
         "search_goal_ms": 5.0,
