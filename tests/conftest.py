@@ -10,6 +10,15 @@ REPO = Path(__file__).resolve().parent.parent
 FACES = REPO.parent / "shared" / "faces"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory):
+    """Caches (the face encoder's converted weights) go to a folder of this run, not ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def base_config(tmp_path) -> dict:
     """A minimal valid config dict for a daemon under test."""
