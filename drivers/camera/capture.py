@@ -5,7 +5,9 @@ the newest frame: the pipeline always works on what the camera sees now and
 a slow frame never builds a backlog (skipped frames are counted). A lost
 device or stream is reopened with backoff. A video file is read at its own
 frame rate, newest-first the same way. A folder (tests, demos) is played in
-file-name order, every image once (``loop`` to repeat).
+file-name order, every image once (``loop`` to repeat), read like any photo
+file (upright by its EXIF orientation, a huge one scaled down); a file that
+cannot be read is skipped and counted.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from drivers.camera.imagefile import ImageError, load
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 def _open_capture(uri: str) -> cv2.VideoCapture:
@@ -39,7 +43,8 @@ class FolderSource:
         self._files: list[Path] = []
         self._i = 0
         self.ended = False
-        self.frames = self.dropped = self.reconnects = 0
+        self.frames = self.dropped = self.reconnects = self.unreadable = 0
+        self.last_error: str | None = None
 
     def _scan(self) -> None:
         self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -56,9 +61,13 @@ class FolderSource:
                 return None
         path = self._files[self._i]
         self._i += 1
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is not None:
-            self.frames += 1
+        try:
+            frame = load(path)
+        except ImageError as exc:  # a half-written or foreign file: the next one may be fine
+            self.unreadable += 1
+            self.last_error = str(exc)
+            return None
+        self.frames += 1
         return frame
 
     def close(self) -> None:
@@ -66,7 +75,8 @@ class FolderSource:
 
     def status(self) -> dict[str, Any]:
         return {"kind": "folder", "frames": self.frames, "ended": self.ended,
-                "position": self._i, "files": len(self._files)}
+                "position": self._i, "files": len(self._files), "unreadable": self.unreadable,
+                "last_error": self.last_error}
 
 
 class LiveSource:

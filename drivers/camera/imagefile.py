@@ -42,6 +42,13 @@ class ImageError(EdgeError):
         super().__init__(f"{path}: {problem}")
 
 
+def check(path) -> tuple[str, tuple[int, int] | None]:
+    """The checks of ``load`` that need no decoding (cheap): the format and the pixel size if known."""
+    data = _read_bytes(Path(path))
+    kind = sniff(data, path)
+    return kind, _checked_size(kind, data, path)
+
+
 def load(path) -> np.ndarray:
     """An upright 8-bit BGR frame of at most about ``WORK_PIXELS`` from a photo file."""
     data = _read_bytes(Path(path))

@@ -3,6 +3,14 @@
 These work on the device's own gallery (state_dir/biometrics) without the
 daemon running, through the same pipeline and decision code as the gate.
 Images are decided one at a time, so liveness does not apply here.
+
+Every photo is judged on its own: one that cannot be read (missing, a
+folder, empty, cut short, HEIC, not an image) gets one ``error:`` line naming
+the file, what is wrong and what to do (``--json``: a row with ``status``
+``unreadable`` and ``error.code``), the others are still decided, and the
+command exits 1. Enrollment checks every photo and enrolls nothing unless all
+of them can be used, so a subject never ends up with fewer templates than
+asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +24,17 @@ import click
 
 from edge.cli._common import EX_FAIL, edge_errors, fail, json_option, output, settings_from
 
-_IMAGE = click.Path(exists=True, dir_okay=False, path_type=Path)
+# Not exists=True: a missing or unreadable photo is reported per photo (drivers/camera/imagefile.py)
+# and the others are still decided.
+_IMAGE = click.Path(path_type=Path)
+_ADVICE = {  # what to do about a photo the pipeline cannot decide on, by quality problem or status
+    "multiple": "use a photo with exactly one face",
+    "face_too_small": "use a photo where the face is larger (crop closer around it)",
+    "blurred": "use a sharp photo",
+    "not_frontal": "use a frontal photo (looking at the camera)",
+    "cut_off": "use a photo with the whole face in it",
+}
+_NO_FACE = "use a sharp, frontal photo of one face; if the face is small in a large photo, crop closer around it"
 
 
 def _driver_options(settings) -> dict[str, Any]:
@@ -45,6 +63,30 @@ class _Engine:
         from drivers.camera.pipeline import read_image
 
         return self.pipeline.analyse(read_image(path), use_presence=False, thorough=True)
+
+
+def _unusable(a) -> tuple[str, str]:
+    """Why the pipeline could not decide on this photo, and what to do instead."""
+    if a.status == "multiple":
+        return f"{a.faces} faces", _ADVICE["multiple"]
+    problems = a.quality.get("problems", []) if a.status == "quality_low" else []
+    if not problems:
+        return "no face found", _NO_FACE
+    return ", ".join(problems), "; ".join(_ADVICE.get(p, "use another photo") for p in problems)
+
+
+def _error_row(path: Path, exc) -> dict[str, Any]:
+    return {"image": str(path), "status": "unreadable", "decision": None, "accepted": False,
+            "reason": exc.code, "error": {"code": exc.code, "message": str(exc)}, "timings_ms": {},
+            "decision_ms": 0.0}
+
+
+def _report_errors(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """One ``error:`` line per photo that could not be read (stderr; --json has them in its rows)."""
+    if not as_json:
+        for r in rows:
+            if r.get("error"):
+                click.echo(f"error: {r['error']['message']}", err=True)
 
 
 def _when(value: str | None, option: str) -> float | None:
@@ -83,17 +125,38 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
     if role == "visitor" and not valid_until:
         raise click.UsageError("a visitor needs --valid-until (the end of the booked visit); "
                                "their template is refused after it and then purged")
+    from drivers.camera.imagefile import ImageError
+
     engine = _Engine(settings_from(ctx))
     templates, faces = [], []
     with click.progressbar(images, label="encoding", file=sys.stderr) as bar:
         for path in bar:
-            a = engine.analyse(path)
+            try:
+                a = engine.analyse(path)
+            except ImageError as exc:
+                faces.append({"image": str(path), "ok": False, "status": "unreadable",
+                              "error": {"code": exc.code, "message": str(exc)}})
+                continue
             if a.status != "ok":
-                why = ", ".join(a.quality.get("problems", [])) or a.status.replace("_", " ")
-                fail(f"{path}: cannot enroll from this photo ({why}); use a sharp, frontal photo "
-                     f"with exactly one face", as_json=as_json, image=str(path), status=a.status)
+                why, advice = _unusable(a)
+                faces.append({"image": str(path), "ok": False, "status": a.status,
+                              "error": {"code": a.status, "message": f"{path}: cannot enroll from this photo "
+                                                                     f"({why}); {advice}"}})
+                continue
             templates.append(a.encoding.astype("<f4").tobytes())
-            faces.append({"image": str(path), "face_px": a.face.width, "sharpness": a.quality["sharpness"]})
+            faces.append({"image": str(path), "ok": True, "face_px": a.face.width,
+                          "sharpness": a.quality["sharpness"]})
+    bad = [f["error"]["message"] for f in faces if not f["ok"]]
+    if bad:
+        summary = (f"nothing enrolled: {len(bad)} of {len(faces)} photos cannot be used; replace them or "
+                   f"leave them out and run again")
+        if as_json:
+            output({"ok": False, "error": bad[0] if len(faces) == 1 else summary, "subject_id": subject_id,
+                    "images": faces}, True, "")
+        else:
+            for line in bad + ([summary] if len(faces) > 1 else []):
+                click.echo(f"error: {line}", err=True)
+        ctx.exit(EX_FAIL)
     subject = Subject(subject_id, role, templates, _when(valid_from, "--valid-from"),
                       _when(valid_until, "--valid-until"))
     engine.gallery.upsert(subject, source="local")
@@ -103,10 +166,16 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
 
 
 def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:
+    from drivers.camera.imagefile import ImageError
+
     engine.decider.refresh()  # load the gallery once, outside the per-image timings
     results = []
     for path in images:
-        a = engine.analyse(path)
+        try:
+            a = engine.analyse(path)
+        except ImageError as exc:
+            results.append(_error_row(path, exc))
+            continue
         row: dict[str, Any] = {"image": str(path), "status": a.status, "timings_ms": a.timings_ms}
         if a.status == "ok":
             import time
@@ -116,11 +185,13 @@ def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:
             a.timings_ms["search"] = round((time.perf_counter() - started) * 1000, 2)
             row.update(decision=d.type, accepted=d.accepted, **d.payload)
         elif a.status == "multiple":
-            row.update(decision="biometric.multiple_faces", accepted=False, faces=a.faces)
+            row.update(decision="biometric.multiple_faces", accepted=False, faces=a.faces, reason=_unusable(a)[0],
+                       advice=_unusable(a)[1])
         elif a.status == "quality_low":
-            row.update(decision="biometric.quality_low", accepted=False, quality=a.quality)
+            row.update(decision="biometric.quality_low", accepted=False, quality=a.quality,
+                       reason=_unusable(a)[0], advice=_unusable(a)[1])
         else:
-            row.update(decision=None, accepted=False, reason="no face found")
+            row.update(decision=None, accepted=False, reason="no face found", advice=_NO_FACE)
         row["decision_ms"] = round(sum(a.timings_ms.values()), 2)
         results.append(row)
     return results
@@ -129,11 +200,15 @@ def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:
 def _decision_lines(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
+        if r.get("error"):
+            continue  # said on stderr, one error line each
         verdict = (r["decision"] or "no decision").removeprefix("biometric.")
         who = r.get("subject_id") or "-"
         dist = "-" if r.get("distance") is None else f"{r['distance']:.3f}"
         extra = f" margin {r['margin']:.3f}" if r.get("margin") is not None else ""
         reason = f" ({r['reason']})" if r.get("reason") else ""
+        if r.get("advice"):
+            reason = f" ({r['reason']}: {r['advice']})"
         stages = " ".join(f"{k} {v:.0f}" for k, v in r["timings_ms"].items())
         lines.append(f"{r['image']}: {verdict}{reason} subject {who} distance {dist}"
                      f"{' / ' + str(r['threshold']) if 'threshold' in r else ''}{extra}\n"
@@ -149,10 +224,11 @@ def _decision_lines(rows: list[dict[str, Any]]) -> str:
 @click.pass_context
 @edge_errors
 def verify(ctx, subject_id, booking_id, images, as_json):
-    """1:1: is the face in each IMAGE the enrolled SUBJECT? Exit 1 if any is not."""
+    """1:1: is the face in each IMAGE the enrolled SUBJECT? Exit 1 if any is not (or cannot be read)."""
     engine = _Engine(settings_from(ctx), readonly=True)
     rows = _decide_images(engine, images,
                           lambda enc: engine.decider.verify(subject_id, enc, booking_id=booking_id))
+    _report_errors(rows, as_json)
     output({"ok": all(r["accepted"] for r in rows), "results": rows}, as_json, lambda d: _decision_lines(rows))
     if not all(r["accepted"] for r in rows):
         ctx.exit(EX_FAIL)
@@ -164,10 +240,17 @@ def verify(ctx, subject_id, booking_id, images, as_json):
 @click.pass_context
 @edge_errors
 def identify(ctx, images, as_json):
-    """1:N against staff: who is in each IMAGE, with distances and per-stage timings."""
+    """1:N against staff: who is in each IMAGE, with distances and per-stage timings.
+
+    Exit 1 if an IMAGE cannot be read; a face nobody matches is an answer (unknown), not an error.
+    """
     engine = _Engine(settings_from(ctx), readonly=True)
     rows = _decide_images(engine, images, engine.decider.identify)
-    output({"ok": True, "results": rows}, as_json, lambda d: _decision_lines(rows))
+    _report_errors(rows, as_json)
+    unreadable = any(r.get("error") for r in rows)
+    output({"ok": not unreadable, "results": rows}, as_json, lambda d: _decision_lines(rows))
+    if unreadable:
+        ctx.exit(EX_FAIL)
 
 
 @biometrics.command()
@@ -197,11 +280,26 @@ def gallery(ctx, as_json):
 @click.pass_context
 @edge_errors
 def calibrate(ctx, pairs, target_far, as_json):
-    """FAR/FRR across thresholds from a CSV of file_x,file_y,same (yes/no) and a recommended threshold."""
-    from drivers.camera.calibrate import read_pairs, sweep
+    """FAR/FRR across thresholds from a CSV of file_x,file_y,same and a recommended threshold.
+
+    same is yes/no, true/false or 1/0; a header row is optional; relative paths are read from the
+    CSV's folder. A bad line stops the command with its line number. A photo the gate cannot use
+    counts as a false reject in a genuine pair and is never an accept; it is listed apart.
+    """
+    from drivers.camera.calibrate import PairsError, read_pairs, sweep
 
     settings = settings_from(ctx)
-    rows = read_pairs(pairs)
+    try:
+        rows = read_pairs(pairs)
+    except PairsError as exc:
+        errors = [{"line": n, "message": m} for n, m in exc.problems]
+        if as_json:
+            output({"ok": False, "error": exc.lines[0] if len(exc.lines) == 1 else
+                    f"{pairs}: {len(exc.lines)} problems; fix them and run again", "errors": errors}, True, "")
+            ctx.exit(EX_FAIL)
+        for line in exc.lines:
+            click.echo(f"error: {line}", err=True)
+        fail(f"{pairs}: fix the line(s) above and run again")
     from drivers.camera.pipeline import Pipeline, PipelineConfig
 
     opts = _driver_options(settings)
@@ -213,8 +311,14 @@ def calibrate(ctx, pairs, target_far, as_json):
 
 
 def _calibration_text(r: dict[str, Any]) -> str:
-    lines = [f"pairs {r['genuine_pairs']} genuine, {r['impostor_pairs']} impostor; skipped {len(r['skipped'])}",
-             "threshold    FAR      FRR"]
+    fta = r["failed_to_acquire"]
+    lines = [f"pairs {r['genuine_pairs']} genuine, {r['impostor_pairs']} impostor; compared "
+             f"{r['genuine_compared']} genuine, {r['impostor_compared']} impostor"]
+    if fta["photos"]:
+        lines.append(f"photos the gate cannot use: {len(fta['photos'])} (in {fta['genuine_pairs']} genuine pairs, "
+                     f"counted as false rejects; {fta['impostor_pairs']} impostor pairs, not counted)")
+        lines += [f"  {p['image']}: {p['status']} ({p['reason']})" for p in fta["photos"]]
+    lines.append("threshold    FAR      FRR")
     lines += [f"  {t['threshold']:.2f}    {t['far']:.4f}   {t['frr']:.4f}" for t in r["table"][::5]]
     lines.append(f"recommended threshold {r['recommended_threshold']} for FAR <= {r['target_far']}"
                  f" (FRR {r['recommended_frr']})")
