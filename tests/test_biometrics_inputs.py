@@ -333,3 +333,18 @@ def test_enroll_checks_every_photo_and_enrolls_nothing_unless_all_can_be_used(cl
 
     r = cli("enroll", "--subject", "obama", "--role", "staff", images[0], images[4], "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["templates"] == 2
+
+
+def test_a_real_process_prints_nothing_but_json_on_stdout(tmp_path):
+    # A fresh process loads the face models: their log lines must not reach stdout.
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
+                                 "state_dir": str(tmp_path / "state")}))
+    empty = _make_bad(tmp_path, "empty.jpg")
+    r = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "biometrics", "enroll",
+                        "--subject", "obama", "--role", "staff", str(photo("obama_2")), str(empty), "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert [(i["ok"], i.get("status")) for i in out["images"]] == [(True, None), (False, "unreadable")]
+    assert out["images"][1]["error"]["code"] == "empty" and out["error"].startswith("nothing enrolled: 1 of 2")
