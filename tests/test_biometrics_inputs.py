@@ -348,3 +348,19 @@ def test_a_real_process_prints_nothing_but_json_on_stdout(tmp_path):
     out = json.loads(r.stdout)
     assert [(i["ok"], i.get("status")) for i in out["images"]] == [(True, None), (False, "unreadable")]
     assert out["images"][1]["error"]["code"] == "empty" and out["error"].startswith("nothing enrolled: 1 of 2")
+
+
+def test_the_camera_folder_source_skips_and_counts_a_bad_file_and_turns_phone_photos_upright(tmp_path):
+    from drivers.camera.capture import FolderSource
+
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    Image.open(photo("obama_1")).transpose(STORED[6]).save(tmp_path / "b_turned.jpg", quality=95,
+                                                           exif=exif.tobytes())
+    (tmp_path / "a_half.jpg").write_bytes(photo("biden_1").read_bytes()[:30_000])  # still being copied
+    source = FolderSource(str(tmp_path))
+    assert source.read(0.1) is None
+    assert source.read(0.1).shape == frame("obama_1").shape
+    status = source.status()
+    assert (status["frames"], status["unreadable"]) == (1, 1)
+    assert status["last_error"].startswith(f"{tmp_path / 'a_half.jpg'}: is cut short")

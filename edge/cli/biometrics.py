@@ -117,7 +117,12 @@ class _Stderr:
 @click.group()
 @click.pass_context
 def biometrics(ctx) -> None:
-    """Face gallery of this device: enroll, verify, identify, gallery, calibrate."""
+    """Face gallery of this device: enroll, verify, identify, gallery, calibrate.
+
+    IMAGE is a JPEG, PNG, WebP, BMP, TIFF or GIF photo (a phone's EXIF orientation is applied;
+    HEIC must be exported as JPEG first). A photo that cannot be read gets one error line and
+    exit 1; the other photos are still decided.
+    """
     import structlog
 
     from edge.logs import configure
