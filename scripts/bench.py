@@ -35,6 +35,9 @@ def main() -> int:
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
     args = parser.parse_args(sys.argv[2:])
+    from edge.logs import configure
+
+    configure("warning", "console", stream=sys.stderr)  # stdout carries the JSON result alone
     result = {"benchmark": name, **module.run(args)}
     print(json.dumps(result, indent=None if args.json else 2))
     return 0

@@ -245,7 +245,7 @@ def _gil_stall(faces: Path) -> dict:
 
     def in_worker():
         subprocess.run([sys.executable, "-c", script, str(faces / f"{PROBES['720p']}.jpg")], check=True,
-                       cwd=str(REPO), env={"PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1",
+                       stdout=subprocess.DEVNULL, cwd=str(REPO), env={"PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1",
                                            "PATH": "/usr/bin:/bin"}, timeout=300)
 
     return {"in_process_max_gap_ms": longest_gap(in_process), "worker_process_max_gap_ms": longest_gap(in_worker)}
