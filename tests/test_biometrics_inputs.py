@@ -348,6 +348,8 @@ def test_a_real_process_prints_nothing_but_json_on_stdout(tmp_path):
     out = json.loads(r.stdout)
     assert [(i["ok"], i.get("status")) for i in out["images"]] == [(True, None), (False, "unreadable")]
     assert out["images"][1]["error"]["code"] == "empty" and out["error"].startswith("nothing enrolled: 1 of 2")
+    # The encoder's converted weights are kept with the device's state, where the daemon finds them.
+    assert list((tmp_path / "state" / "biometrics" / "cache").glob("face-resnet-*.npz"))
 
 
 def test_the_camera_folder_source_skips_and_counts_a_bad_file_and_turns_phone_photos_upright(tmp_path):

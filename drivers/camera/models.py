@@ -65,6 +65,12 @@ def _model_file(name: str) -> Path:
     return folder / name
 
 
+def encoder_cache_dir(state_dir: str | Path) -> str:
+    """Where a device keeps the numpy encoder's converted weights: with its state, because the
+    service cannot write a home folder, and so the daemon and the CLI share one conversion."""
+    return str(Path(state_dir) / "biometrics" / "cache")
+
+
 def resnet_file() -> Path:
     return _model_file("dlib_face_recognition_resnet_model_v1.dat")
 

@@ -64,12 +64,12 @@ class Worker:
         from drivers.camera.gallery import Gallery
         from drivers.camera.lane import Lane, LaneConfig
         from drivers.camera.liveness import make_liveness
+        from drivers.camera.models import encoder_cache_dir
         from drivers.camera.pipeline import Pipeline, PipelineConfig
 
         started = time.perf_counter()
         lane_cfg = LaneConfig.from_dict(config)
-        # The numpy encoder's converted weights live with the state (the service cannot write $HOME).
-        pipe_cfg = PipelineConfig.from_dict({"encoder_cache": str(Path(state_dir) / "biometrics" / "cache"),
+        pipe_cfg = PipelineConfig.from_dict({"encoder_cache": encoder_cache_dir(state_dir),
                                              **config.get("pipeline", {}),
                                              "allow_multiple": not lane_cfg.single_person})
         self.pipeline = Pipeline(pipe_cfg, keep_crops=lane_cfg.audit)

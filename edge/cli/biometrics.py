@@ -51,10 +51,12 @@ class _Engine:
     def __init__(self, settings, *, readonly: bool = False):
         from drivers.camera.decide import Decider, Thresholds
         from drivers.camera.gallery import Gallery
+        from drivers.camera.models import encoder_cache_dir
         from drivers.camera.pipeline import Pipeline, PipelineConfig
 
         opts = _driver_options(settings)
-        self.pipeline = Pipeline(PipelineConfig.from_dict({**opts.get("pipeline", {}), "allow_multiple": False}))
+        self.pipeline = Pipeline(PipelineConfig.from_dict({"encoder_cache": encoder_cache_dir(settings.state_dir),
+                                                           **opts.get("pipeline", {}), "allow_multiple": False}))
         self.gallery = Gallery(settings.state_dir, readonly=readonly)
         self.decider = Decider(self.gallery, Thresholds.from_dict(opts.get("thresholds", {})),
                                purge_grace_s=float(opts.get("purge_grace_s", 3600.0)))
@@ -325,10 +327,12 @@ def calibrate(ctx, pairs, target_far, as_json):
         for line in exc.lines:
             click.echo(f"error: {line}", err=True)
         fail(f"{pairs}: fix the line(s) above and run again")
+    from drivers.camera.models import encoder_cache_dir
     from drivers.camera.pipeline import Pipeline, PipelineConfig
 
     opts = _driver_options(settings)
-    pipeline = Pipeline(PipelineConfig.from_dict(opts.get("pipeline", {})))
+    pipeline = Pipeline(PipelineConfig.from_dict({"encoder_cache": encoder_cache_dir(settings.state_dir),
+                                                  **opts.get("pipeline", {})}))
     files = sorted({f for r in rows for f in (r[0], r[1])})
     with click.progressbar(files, label="encoding", file=sys.stderr) as bar:
         result = sweep(pipeline, rows, bar, target_far)
