@@ -142,6 +142,9 @@ def test_a_pair_without_a_usable_face_is_a_false_reject_never_an_accept(cli, tmp
     at = {row["threshold"]: row for row in out["table"]}
     # Every one of the 5 comparable genuine pairs matches at 0.5; the 2 without a face do not.
     assert at[0.5]["frr"] == round(2 / 7, 5) and at[0.7]["frr"] == round(2 / 7, 5) == out["frr_floor"]
+    # The decisions alone: no mismatch at 0.5; at 0.30 the pairs over that distance, out of 5, not 7.
+    assert at[0.5]["fnmr"] == 0.0 and out["fta_rate_genuine"] == round(2 / 7, 5)
+    assert round(at[0.3]["fnmr"] * 5) == round(at[0.3]["frr"] * 7) - 2
     assert at[0.5]["far"] == 0.0 and at[0.7]["far"] <= 1.0  # over the 4 impostor pairs compared
     assert any("count as false rejects" in n for n in out["notes"])
     assert any("never counted as accepts" in n for n in out["notes"])

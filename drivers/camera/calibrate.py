@@ -12,6 +12,10 @@ a failure to acquire, reported apart: in a genuine pair it counts as a false
 reject at every threshold, as the gate would refuse that person; in an
 impostor pair it is never an accept and is left out of the FAR, since a
 refusal says nothing about how well the threshold separates two people.
+Each row of the table also gives ``fnmr``, the false non-match rate of the
+decisions alone (ISO/IEC 19795 terms: ``frr`` = FTA + FNMR x (1 - FTA)), so a
+site sees apart how often the gate refuses a photo and how often it
+mismatches one it accepted to decide on.
 """
 
 from __future__ import annotations
@@ -176,7 +180,9 @@ def sweep(pipeline: Pipeline, rows: list[tuple[Path, Path, bool]], files: Iterab
     for t in np.round(np.arange(0.30, 0.701, 0.01), 2):
         far = float((imp <= t).mean()) if imp.size else 0.0
         frr = (float((gen > t).sum()) + gen_failed) / gen_total if gen_total else 0.0
-        table.append({"threshold": float(t), "far": round(far, 5), "frr": round(frr, 5)})
+        # fnmr: the decisions alone (pairs the gate would decide on), without failures to acquire.
+        fnmr = float((gen > t).mean()) if gen.size else 0.0
+        table.append({"threshold": float(t), "far": round(far, 5), "frr": round(frr, 5), "fnmr": round(fnmr, 5)})
     ok = [r for r in table if r["far"] <= target_far and r["threshold"] <= CEILING]
     best = ok[-1] if ok else table[0]
     notes = []
@@ -202,8 +208,9 @@ def sweep(pipeline: Pipeline, rows: list[tuple[Path, Path, bool]], files: Iterab
                                   "genuine_pairs": gen_failed, "impostor_pairs": imp_failed},
             "not_compared": not_compared,
             "target_far": target_far, "recommended_threshold": best["threshold"],
-            "recommended_far": best["far"], "recommended_frr": best["frr"],
+            "recommended_far": best["far"], "recommended_frr": best["frr"], "recommended_fnmr": best["fnmr"],
             "frr_floor": round(gen_failed / gen_total, 5) if gen_total else 0.0,
+            "fta_rate_genuine": round(gen_failed / gen_total, 5) if gen_total else 0.0,
             "genuine_distance_max": round(float(gen.max()), 4) if gen.size else None,
             "impostor_distance_min": round(float(imp.min()), 4) if imp.size else None,
             "notes": notes, "table": table}

@@ -347,9 +347,9 @@ def _calibration_text(r: dict[str, Any]) -> str:
         lines.append(f"photos the gate cannot use: {len(fta['photos'])} (in {fta['genuine_pairs']} genuine pairs, "
                      f"counted as false rejects; {fta['impostor_pairs']} impostor pairs, not counted)")
         lines += [f"  {p['image']}: {p['status']} ({p['reason']})" for p in fta["photos"]]
-    lines.append("threshold    FAR      FRR")
-    lines += [f"  {t['threshold']:.2f}    {t['far']:.4f}   {t['frr']:.4f}" for t in r["table"][::5]]
+    lines.append("threshold    FAR      FRR      FNMR (decisions only)")
+    lines += [f"  {t['threshold']:.2f}    {t['far']:.4f}   {t['frr']:.4f}   {t['fnmr']:.4f}" for t in r["table"][::5]]
     lines.append(f"recommended threshold {r['recommended_threshold']} for FAR <= {r['target_far']}"
-                 f" (FRR {r['recommended_frr']})")
+                 f" (FRR {r['recommended_frr']}, FNMR {r['recommended_fnmr']})")
     lines += [f"note: {n}" for n in r["notes"]]
     return "\n".join(lines)

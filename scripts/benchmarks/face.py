@@ -275,15 +275,21 @@ def _accuracy(pairs_csv: Path) -> dict:
         raw[f] = encs[0] if encs else None
 
     def rates(encodings: dict, threshold: float) -> dict:
-        fa = fr = gen = imp = 0
+        fa = fr = gen = imp = fta = fnm = 0
         for x, y, same in rows:
             ex, ey = encodings[x], encodings[y]
-            accept = ex is not None and ey is not None and float(np.linalg.norm(ex - ey)) <= threshold
+            acquired = ex is not None and ey is not None
+            accept = acquired and float(np.linalg.norm(ex - ey)) <= threshold
             gen, imp = gen + same, imp + (not same)
             fr += same and not accept
+            fta += same and not acquired
+            fnm += same and acquired and not accept
             fa += (not same) and accept
+        decided = gen - fta
         return {"threshold": threshold, "far": round(fa / max(imp, 1), 4), "frr": round(fr / max(gen, 1), 4),
-                "false_accepts": fa, "false_rejects": fr,
+                # ISO/IEC 19795 terms: frr = fta + fnmr x (1 - fta); fnmr counts decisions alone.
+                "fnmr": round(fnm / max(decided, 1), 4), "fta_rate_genuine": round(fta / max(gen, 1), 4),
+                "false_accepts": fa, "false_rejects": fr, "genuine_pairs_not_acquired": fta,
                 "failed_to_acquire": sum(1 for f in files if encodings[f] is None)}
 
     return {"pairs": len(rows), "photos": len(files), "ours": rates(ours, Thresholds().verify),
