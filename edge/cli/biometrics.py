@@ -237,8 +237,10 @@ def _decision_lines(rows: list[dict[str, Any]]) -> str:
         if r.get("advice"):
             reason = f" ({r['reason']}: {r['advice']})"
         stages = " ".join(f"{k} {v:.0f}" for k, v in r["timings_ms"].items())
-        lines.append(f"{r['image']}: {verdict}{reason} subject {who} distance {dist}"
-                     f"{' / ' + str(r['threshold']) if 'threshold' in r else ''}{extra}\n"
+        # Subject and distance only where a face was compared (not for no-face or two-face photos).
+        match = (f" subject {who} distance {dist}{' / ' + str(r['threshold']) if 'threshold' in r else ''}{extra}"
+                 if r.get("subject_id") or r.get("distance") is not None else "")
+        lines.append(f"{r['image']}: {verdict}{reason}{match}\n"
                      f"    {r['decision_ms']:.0f} ms: {stages}")
     return "\n".join(lines)
 
