@@ -24,3 +24,26 @@ def base_config(tmp_path) -> dict:
     """A minimal valid config dict for a daemon under test."""
     return {"device_id": "dev-1", "site": "site-1", "role": "gate", "state_dir": str(tmp_path / "state"),
             "logging": {"level": "info", "format": "json"}, "drivers": []}
+
+
+@pytest.fixture
+def biometrics_cli(tmp_path):
+    """``edge biometrics ARGS...`` in this process (CliRunner) on a fresh gate config in tmp_path:
+    the face models load once for all the tests that use it. Returns click's Result."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli as edge_cli
+    from edge.testing.daemon import dump_toml
+
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
+                                 "state_dir": str(tmp_path / "state")}))
+
+    def run(*args):
+        r = CliRunner().invoke(edge_cli, ["--config", str(config), "biometrics", *map(str, args)])
+        if r.exception and not isinstance(r.exception, SystemExit):
+            raise r.exception
+        r.returncode = r.exit_code
+        return r
+
+    return run

@@ -87,24 +87,8 @@ def test_bad_templates_are_refused_with_the_reason():
 # -- the CLI, as a field engineer runs it (a real process, the device's config) -------------------
 
 @pytest.fixture
-def cli(tmp_path):
-    """The CLI in this process (CliRunner): the face models load once for all these tests."""
-    from click.testing import CliRunner
-
-    from edge.cli import cli as edge_cli
-
-    config = tmp_path / "edge.toml"
-    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
-                                 "state_dir": str(tmp_path / "state")}))
-
-    def run(*args: str):
-        r = CliRunner().invoke(edge_cli, ["--config", str(config), "biometrics", *args])
-        if r.exception and not isinstance(r.exception, SystemExit):
-            raise r.exception
-        r.returncode = r.exit_code
-        return r
-
-    return run
+def cli(biometrics_cli):
+    return biometrics_cli
 
 
 def test_cli_runs_as_a_real_process_too(tmp_path):

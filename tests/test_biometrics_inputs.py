@@ -252,22 +252,8 @@ def test_a_bad_file_is_refused_naming_the_file_what_is_wrong_and_what_to_do(tmp_
 # -- the CLI, one answer per photo ---------------------------------------------------------------------
 
 @pytest.fixture
-def cli(tmp_path):
-    from click.testing import CliRunner
-
-    from edge.cli import cli as edge_cli
-
-    config = tmp_path / "edge.toml"
-    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
-                                 "state_dir": str(tmp_path / "state")}))
-
-    def run(*args):
-        r = CliRunner().invoke(edge_cli, ["--config", str(config), "biometrics", *map(str, args)])
-        if r.exception and not isinstance(r.exception, SystemExit):
-            raise r.exception
-        return r
-
-    return run
+def cli(biometrics_cli):
+    return biometrics_cli
 
 
 def _mixed(tmp_path):

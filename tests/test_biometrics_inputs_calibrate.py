@@ -16,27 +16,12 @@ import numpy as np
 import pytest
 
 from drivers.camera.calibrate import PairsError, read_pairs
-from edge.testing.daemon import dump_toml
 from tests._face_helpers import IDENTITIES, frame, photo
 
 
 @pytest.fixture
-def cli(tmp_path):
-    from click.testing import CliRunner
-
-    from edge.cli import cli as edge_cli
-
-    config = tmp_path / "edge.toml"
-    config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
-                                 "state_dir": str(tmp_path / "state")}))
-
-    def run(*args):
-        r = CliRunner().invoke(edge_cli, ["--config", str(config), "biometrics", *map(str, args)])
-        if r.exception and not isinstance(r.exception, SystemExit):
-            raise r.exception
-        return r
-
-    return run
+def cli(biometrics_cli):
+    return biometrics_cli
 
 
 def _rel(name: str, folder) -> str:
