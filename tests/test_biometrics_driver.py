@@ -144,6 +144,7 @@ def test_a_presented_booking_goes_to_the_worker_and_comes_back_as_a_decision(tmp
     thread.start()
     try:
         wait_for(lambda: driver.worker_pid, 60, "the worker to be ready")
+        assert driver.health()["encoder"] == "numpy"  # a field engineer sees which engine encodes
         with pytest.raises(CommandError, match="subject_id"):
             driver.handle("verify", {})
         assert not got.wait(1.0)  # a verify-only lane decides nothing before a booking is shown

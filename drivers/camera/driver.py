@@ -104,6 +104,7 @@ class FaceCameraDriver(Driver):
         self.worker_status: dict[str, Any] = {}
         self.events = self.refused = 0
         self.worker_pid: int | None = None
+        self.worker_encoder: str | None = None  # "numpy", or "dlib" when forced or fallen back to
 
     def _state_dir(self) -> Path:
         state_dir = self.config.state_dir or DEFAULT_STATE_DIR
@@ -123,8 +124,9 @@ class FaceCameraDriver(Driver):
         while time.monotonic() < deadline and not self.ctx.stopping.is_set():
             for msg in self._read(0.5):
                 if msg.get("op") == "ready":
-                    self.worker_pid = msg.get("pid")
-                    self.ctx.log.info("face_worker_ready", pid=self.worker_pid, load_ms=msg.get("load_ms"))
+                    self.worker_pid, self.worker_encoder = msg.get("pid"), msg.get("encoder")
+                    self.ctx.log.info("face_worker_ready", pid=self.worker_pid, load_ms=msg.get("load_ms"),
+                                      encoder=self.worker_encoder)
                     return
                 self._on_message(msg)
         if not self.ctx.stopping.is_set():
@@ -190,7 +192,7 @@ class FaceCameraDriver(Driver):
         source = self.worker_status.get("source", {})
         degraded = source.get("kind") == "live" and not source.get("connected", True)
         return {"status": "degraded" if degraded else "ok", "worker_pid": self.worker_pid,
-                "events": self.events, "frames": self.worker_status.get("frames", 0),
+                "encoder": self.worker_encoder, "events": self.events, "frames": self.worker_status.get("frames", 0),
                 "worker_peak_rss_mb": self.worker_status.get("peak_rss_mb"),
                 "over_budget": self.worker_status.get("lane", {}).get("over_budget", {}),
                 "source": source, "gallery": self.worker_status.get("gallery", {})}

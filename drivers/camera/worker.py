@@ -8,7 +8,7 @@ it with one JSON object per line:
   driver -> worker (stdin):  {"op": "start", "state_dir": ..., "config": {...}}  (first line)
                              {"op": "claim", "subject_id": ..., "booking_id": ..., "ttl_s": ...}
                              {"op": "status"}   {"op": "stop"}
-  worker -> driver (stdout): {"op": "ready", "pid": ..., "load_ms": ...}
+  worker -> driver (stdout): {"op": "ready", "pid": ..., "load_ms": ..., "encoder": "numpy" | "dlib"}
                              {"op": "event", "type": ..., "payload": {...}, "priority": ...}
                              {"op": "status", ...}   {"op": "fatal", "error": ...}
 
@@ -105,7 +105,7 @@ class Worker:
         return True
 
     def run(self, inbox: queue.Queue) -> None:
-        send({"op": "ready", "pid": os.getpid(), "load_ms": self.load_ms})
+        send({"op": "ready", "pid": os.getpid(), "load_ms": self.load_ms, "encoder": self.pipeline.encoder_name})
         next_frame = next_status = time.monotonic()
         while True:
             try:
