@@ -267,12 +267,15 @@ def _accuracy(pairs_csv: Path) -> dict:
     rows = read_pairs(pairs_csv)
     files = sorted({f for r in rows for f in r[:2]})
     pipeline = Pipeline()
-    ours = {f: pipeline.analyse(read_image(f), use_presence=False, thorough=True).encoding for f in files}
-    raw = {}
-    for f in files:
+    ours, raw = {}, {}
+    for i, f in enumerate(files, 1):
+        ours[f] = pipeline.analyse(read_image(f), use_presence=False, thorough=True).encoding
+        # The library as its users call it: its own defaults on the full frame (slow on big photos).
         rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
         encs = face_recognition.face_encodings(rgb, face_recognition.face_locations(rgb))
         raw[f] = encs[0] if encs else None
+        print(f"\rpairs: encoded {i}/{len(files)} photos", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
 
     def rates(encodings: dict, threshold: float) -> dict:
         fa = fr = gen = imp = fta = fnm = 0
