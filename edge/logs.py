@@ -93,6 +93,25 @@ def configure(level: str = "info", fmt: str = "auto", stream=None) -> None:
     )
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is logged (click's test runner swaps it per command)."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_for_tools():
+    """For CLI tools (every command but ``edge run``): stdout carries the answer, with ``--json``
+    nothing but the JSON, so library log lines go to stderr, warnings and up. Returns a function
+    that puts the previous configuration back."""
+    before = structlog.get_config()
+    configure("warning", "console", stream=_CurrentStderr())
+    return lambda: structlog.configure(**before)
+
+
 def set_level(level: str) -> None:
     """Change the level at run time (the set-log-level command)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())))

@@ -170,3 +170,22 @@ def test_status_warns_when_a_running_daemon_stopped_updating(device):
     out = run(device, "status")
     assert out.returncode == 0
     assert "WARNING: status last updated" in out.stdout and "may be hung" in out.stdout
+
+
+def test_tools_log_to_stderr_and_keep_stdout_for_the_answer(tmp_path):
+    # A drain against a broker that refuses: the MQTT layer logs its errors, and the answer
+    # on stdout must still be nothing but the JSON (scripts parse it).
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "gate-1", "site": "hmp-a", "role": "gate",
+                                 "state_dir": str(tmp_path / "state"),
+                                 "mqtt": {"brokers": [f"mqtt://127.0.0.1:{port}"]}}))
+    Store(tmp_path / "state", device="gate-1", site="hmp-a").close()
+    r = run(config, "outbox", "drain", "--timeout", "2", "--json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["ok"] is False  # stdout: the JSON alone
+    assert "mqtt_error" in r.stderr and "connection refused" in r.stderr

@@ -36,3 +36,7 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """edge: the gate and tablet daemon, and the field engineer's tools."""
     ctx.obj = {"config_path": config_path}
+    if ctx.invoked_subcommand not in (None, "run"):  # `edge run` logs as its config says
+        from edge.logs import configure_for_tools
+
+        ctx.call_on_close(configure_for_tools())

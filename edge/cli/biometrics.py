@@ -106,34 +106,14 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-class _Stderr:
-    """Whatever sys.stderr is when a line is logged (click's test runner swaps it per command)."""
-
-    def write(self, text: str) -> None:
-        sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 @click.group()
-@click.pass_context
-def biometrics(ctx) -> None:
+def biometrics() -> None:
     """Face gallery of this device: enroll, verify, identify, gallery, calibrate.
 
     IMAGE is a JPEG, PNG, WebP, BMP, TIFF or GIF photo (a phone's EXIF orientation is applied;
     HEIC must be exported as JPEG first). A photo that cannot be read gets one error line and
     exit 1; the other photos are still decided.
     """
-    import structlog
-
-    from edge.logs import configure
-
-    # Library logs (model loading, fallbacks) go to stderr and only from warnings up: stdout
-    # carries the answer, and with --json nothing but the JSON.
-    before = structlog.get_config()
-    configure(level="warning", fmt="console", stream=_Stderr())
-    ctx.call_on_close(lambda: structlog.configure(**before))
 
 
 @biometrics.command()

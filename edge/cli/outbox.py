@@ -48,14 +48,11 @@ def _text(s: dict) -> str:
 @edge_errors
 def drain(ctx: click.Context, timeout: float | None, as_json: bool) -> None:
     """Send everything pending to the broker now (the daemon must be stopped)."""
-    import sys
 
-    from edge import logs
     from edge.cli._state import read_status
     from edge.mqtt.drain import drain as run_drain
 
     settings = settings_from(ctx)
-    logs.configure("warning", "console", stream=sys.stderr)  # stdout stays the result alone
     running = read_status(settings.state_dir) or {}
     if running.get("running"):
         from edge.cli._common import fail
