@@ -72,7 +72,12 @@ class XrayHarness:
         self.wait(lambda: driver.counts["polls"] >= start + n, what=f"{n} more polls")
 
     def close(self) -> None:
-        for driver, thread, stopping, errors in self.drivers:
+        """Stop the drivers, then the service and the store (a second call does nothing)."""
+        drivers, self.drivers = self.drivers, []
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for driver, thread, stopping, errors in drivers:
             stopping.set()
             thread.join(10)
             driver.close()

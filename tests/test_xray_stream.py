@@ -83,5 +83,6 @@ def test_pty_stream_with_records_split_across_writes(harness):
         assert _ids(harness) == [r["scan_id"] for r in recs]
         assert "5001 bytes" in harness.events("xray.rejected")[0]["payload"]["reason"]
     finally:
+        harness.close()  # the driver stops before its pty goes away (no disconnect to report)
         os.close(master)
         os.close(slave)
