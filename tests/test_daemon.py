@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 FULL_RATE = [
     {"name": "fast-a", "kind": "sim.heartbeat", "rate": 0, "event_type": "sim.fast_a"},
     {"name": "fast-b", "kind": "sim.heartbeat", "rate": 0, "priority": "normal", "payload_bytes": 500},
@@ -240,3 +242,19 @@ def test_systemd_notify_ready_watchdog_and_stopping(base_config, tmp_path):
     finally:
         proc.kill()
         sock.close()
+
+
+@pytest.mark.parametrize("role, loads_cryptography", [("tablet", False), ("gate", True)])
+def test_cryptography_loads_at_start_only_on_a_gate(edge_daemon, base_config, tmp_path, role, loads_cryptography):
+    """A tablet reads its trusted keys without cryptography (about 9 MB resident) and loads it
+    when a signed document arrives; a gate loads the verifier at start so a grant never waits."""
+    from edge import signing
+
+    _, pub, _ = signing.generate_keypair(tmp_path / "keys", "central")
+    base_config.update(role=role, trust={"central_keys": [str(pub)]},
+                       drivers=[{"name": "hb", "kind": "sim.heartbeat", "rate": 1.0}])
+    daemon = edge_daemon(base_config, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = {line.split("|")[-1].strip() for line in daemon.log_tail(10**7).splitlines()
+                if line.startswith("import time:")}
+    assert "edge.daemon" in imported  # the import log was captured
+    assert ("cryptography" in imported) is loads_cryptography
