@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FACES = REPO.parent / "shared" / "faces"
+FACES = REPO / "tests" / "data" / "faces"
 
 
 @pytest.fixture(scope="session", autouse=True)

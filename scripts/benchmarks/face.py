@@ -28,7 +28,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-FACES = REPO.parent / "shared" / "faces"
+FACES = REPO / "tests" / "data" / "faces"
 GALLERY = ["obama_1", "biden_1", "kit_harington_1", "rose_leslie_1", "alex_lacamoire_1"]
 PROBES = {"480p": "obama-480p", "720p": "obama-720p"}
 

@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the face worker runs
 
 REPO = Path(__file__).resolve().parents[2]
-FACES = REPO.parent / "shared" / "faces"
+FACES = REPO / "tests" / "data" / "faces"
 
 
 def add_arguments(parser) -> None:
