@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.commands.settings import CommandsSettings
+from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
@@ -52,12 +53,12 @@ class MqttSettings(_Section):
     brokers: list[str] = Field(default_factory=list, description="Tried in turn: mqtt://host:port, mqtts://host:port.")
     protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = Field(default=None, description="Defaults to the device_id.")
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: InputFile | None = None
+    cert_file: InputFile | None = None
+    key_file: InputFile | None = None
     tls_verify_hostname: bool = True
     username: str | None = None
-    password_file: Path | None = Field(default=None, description="Password is read from this file, never from TOML.")
+    password_file: InputFile | None = Field(default=None, description="Password is read from this file, never from TOML.")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     batch_max_events: int = Field(default=500, ge=1, le=100_000)
@@ -98,7 +99,7 @@ def _broker_uri_problem(uri: str) -> str | None:
 class TrustSettings(_Section):
     """Central's signing keys: commands, galleries, catalogs and contact lists must verify."""
 
-    central_keys: list[Path] = Field(default_factory=list, description="PEM Ed25519 public keys of central.")
+    central_keys: list[InputFile] = Field(default_factory=list, description="PEM Ed25519 public keys of central.")
     clock_skew_s: float = Field(default=120.0, ge=0, description="Allowance for issued_at in the future.")
 
 
@@ -169,8 +170,10 @@ def config_path(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
-def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool = True) -> Settings:
-    """Read, merge with the environment and validate; raise ConfigError naming every problem."""
+def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool = True,
+                  check_files: bool = True) -> Settings:
+    """Read, merge with the environment and validate; raise ConfigError naming every problem.
+    ``check_files``: every file and folder the config names must be there and readable."""
     path = config_path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -187,11 +190,20 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         if check_drivers:  # report the drivers' own options too, so one run shows everything
             lines += _driver_option_errors(_parsable_entries(data.get("drivers")))
         raise ConfigError([f"{path}: {line}" for line in lines]) from None
-    if check_drivers:
-        lines = _driver_option_errors(list(enumerate(settings.drivers)))
-        if lines:
-            raise ConfigError([f"{path}: {line}" for line in lines])
+    lines = _driver_option_errors(list(enumerate(settings.drivers))) if check_drivers else []
+    if check_files and not lines:
+        lines = missing_inputs(settings) + (_driver_input_errors(settings) if check_drivers else [])
+    if lines:
+        raise ConfigError([f"{path}: {line}" for line in lines])
     return settings
+
+
+def _driver_input_errors(settings: Settings) -> list[str]:
+    """Files and folders named in the drivers' own options (their options are valid here)."""
+    lines: list[str] = []
+    for i, entry in enumerate(settings.drivers):
+        lines += missing_inputs(driver_config(entry), f"drivers[{i}] ({entry.name}).")
+    return lines
 
 
 def _name_env_source(line: str) -> str:

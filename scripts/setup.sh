@@ -39,4 +39,14 @@ if [ "$want_gate" = 1 ]; then
   .venv/bin/pip install -q dlib-bin face_recognition_models pillow
   .venv/bin/pip install -q --no-deps face_recognition
 fi
+
+# Every README example says `edge ...`: put this checkout's command on the PATH. A link that
+# points at another checkout's venv is replaced; a real program of that name is left alone.
+link=/usr/local/bin/edge
+if [ -w "$(dirname "$link")" ] && { [ -L "$link" ] || [ ! -e "$link" ]; }; then
+  ln -sfn "$PWD/.venv/bin/edge" "$link"
+  echo "setup: $link -> $PWD/.venv/bin/edge"
+else
+  echo "setup: could not link $link (not root?); use .venv/bin/edge or add $PWD/.venv/bin to PATH"
+fi
 echo "setup: ok (.venv ready; extras: $extras)"

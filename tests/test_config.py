@@ -49,12 +49,15 @@ def test_examples_are_listed():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_configs_validate_including_driver_options(path):
-    settings = load_settings(path, check_drivers=True)
+    settings = load_settings(path, check_drivers=True, check_files=False)
     assert settings.role in path.name
     assert settings.drivers, "an example without drivers proves nothing about driver options"
     code, lines = _check(path)
-    assert code == 0, lines
-    assert lines[0].endswith(f"ok ({settings.role} {settings.device_id}, {len(settings.drivers)} drivers)")
+    # The examples name a device's own files (keys, certificates); on this machine they are absent,
+    # and that is the only thing `config check` may find wrong.
+    assert code == 78
+    assert lines and all(" not found; expected an existing, readable file" in line for line in lines), lines
+    assert all("/etc/edge/" in line for line in lines), lines
 
 
 # what is wrong -> the TOML text

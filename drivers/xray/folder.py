@@ -28,6 +28,7 @@ from pydantic import Field
 
 from drivers.xray import _files, dicos_source, json_source, xml_source
 from drivers.xray.scan import ImageRef, ScanRejected, build_scan
+from edge.config_files import WorkDir
 from edge.driver import Driver, DriverConfig
 from edge.errors import DriverError
 
@@ -36,7 +37,7 @@ _PARTIAL = (".tmp", ".part", ".partial", ".reason.json")
 
 
 class FolderConfig(DriverConfig):
-    path: Path = Field(description="The folder the scanner writes result files into.")
+    path: WorkDir = Field(description="The folder the scanner writes result files into.")
     processed_dir: Path | None = Field(default=None, description="Default: <path>/processed (same filesystem).")
     quarantine_dir: Path | None = Field(default=None, description="Default: <path>/quarantine (same filesystem).")
     poll_s: float = Field(default=0.5, gt=0, le=60)

@@ -86,7 +86,14 @@ def tls_context(cfg) -> ssl.SSLContext:
 
 
 def _tls(settings, broker) -> Check:
+    from edge.config_files import problem_with
+
     cfg = settings.mqtt
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(cfg, key)
+        if path is not None and (problem := problem_with(path, "file")) is not None:
+            return _check(broker, "tls", False, f"mqtt.{key}: {problem}",
+                          f"put the file at {path} or change mqtt.{key}, then run `edge config check`")
     try:
         ctx = tls_context(cfg)
     except (ssl.SSLError, OSError) as exc:

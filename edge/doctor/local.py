@@ -27,7 +27,7 @@ def check_config(config_path) -> tuple[object | None, list[Check]]:
         checks = [Check("config", False, line, "fix this key, then run `edge config check`", str(path))
                   for line in exc.lines]
         try:  # driver options may be the only problem: keep diagnosing the rest
-            return load_settings(path, check_drivers=False), checks
+            return load_settings(path, check_drivers=False, check_files=False), checks
         except ConfigError:
             return None, checks
     return settings, [Check("config", True, f"valid: device {settings.device_id} at site {settings.site}, "

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from edge.config_files import InputFile
 
 
 class MessagingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=True, description="Run the messaging cache on a tablet.")
-    central_seal_key: Path | None = Field(
+    central_seal_key: InputFile | None = Field(
         default=None, description="Central's X25519 public key (PEM): outbound messages are sealed to it.")
     retention_days: float = Field(default=30.0, gt=0, description="Messages are purged this long after creation.")
     max_body_chars: int = Field(default=8000, ge=1, le=100_000)
