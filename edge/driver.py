@@ -39,6 +39,22 @@ class DriverConfig(BaseModel):
     kind: str
 
 
+def parse_command_args(model: type[BaseModel], command: str, args: dict[str, Any]) -> Any:
+    """A command's arguments validated by ``model``; otherwise a CommandError that names each bad
+    argument and lists the ones the command accepts (``grant accepts: direction, passes, ...``)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "args"
+            problems.append(f"{where}: unknown argument" if e["type"] == "extra_forbidden" else f"{where}: {e['msg']}")
+        accepted = ", ".join(model.model_fields) or "no arguments"
+        raise CommandError(f"{command}: bad arguments: {'; '.join(problems)} ({command} accepts: {accepted})") from None
+
+
 class DriverContext:
     """What a driver may use: emit events, log, wait, and notice that it must stop."""
 

@@ -51,3 +51,16 @@ def test_drain_without_a_reachable_broker_says_why(base_config, edge_daemon):
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert not report["ok"] and "tcp layer" in report["error"] and "connection refused" in report["error"]
+
+
+def test_drain_with_nothing_pending_says_so_at_once_even_without_a_broker(base_config, edge_daemon):
+    from edge.testing import free_port
+
+    config = {**base_config, "mqtt": {"brokers": [f"mqtt://127.0.0.1:{free_port()}"]}}
+    _preload(config, 0)
+    daemon = edge_daemon(config, start=False)
+    result = daemon.cli("outbox", "drain", "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to drain" in result.stdout
+    report = json.loads(daemon.cli("outbox", "drain", "--json").stdout)
+    assert report["ok"] and report["pending_before"] == 0 and report["sent_events"] == 0

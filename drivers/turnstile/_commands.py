@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.turnstile import messages as m
+from edge.driver import parse_command_args
 from edge.errors import CommandError
 
 
@@ -54,10 +55,5 @@ def parse(name: str, args: dict[str, Any]):
     except KeyError:
         raise CommandError(f"turnstile does not support command {name!r}; supported: "
                            f"{', '.join(COMMANDS)}") from None
-    try:
-        parsed = model.model_validate(args)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}"
-                             for e in exc.errors())
-        raise CommandError(f"{name}: bad arguments: {problems}") from None
+    parsed = parse_command_args(model, name, args)
     return parsed, build(parsed), expect

@@ -76,6 +76,8 @@ def drain(ctx: click.Context, timeout: float | None, as_json: bool) -> None:
 
 
 def _drain_text(r: dict) -> str:
+    if r["pending_before"] == 0 and r["pending"] == 0:
+        return "nothing to drain: no event is waiting to be sent"
     line = (f"sent {r['sent_events']} events in {r['seconds']:.1f} s ({r['events_per_s'] or 0} events/s) "
             f"via {r['broker']}; {r['pending']} still pending")
     if r["last_refusal"]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edge.driver import parse_command_args
 from edge.errors import CommandError
 from edge.gate.approach import Approach
 from edge.gate.settings import Direction, Mode
@@ -51,11 +52,7 @@ class ModeArgs(_Args):
 
 
 def _parse(model: type[_Args], name: str, args: dict[str, Any]):
-    try:
-        return model.model_validate(args)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors())
-        raise CommandError(f"gate {name}: bad arguments: {problems}") from None
+    return parse_command_args(model, f"gate {name}", args)
 
 
 def _who(accepted) -> str:
