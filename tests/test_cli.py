@@ -184,7 +184,9 @@ def test_tools_log_to_stderr_and_keep_stdout_for_the_answer(tmp_path):
     config.write_text(dump_toml({"device_id": "gate-1", "site": "hmp-a", "role": "gate",
                                  "state_dir": str(tmp_path / "state"),
                                  "mqtt": {"brokers": [f"mqtt://127.0.0.1:{port}"]}}))
-    Store(tmp_path / "state", device="gate-1", site="hmp-a").close()
+    store = Store(tmp_path / "state", device="gate-1", site="hmp-a")
+    store.append(make_event(device="gate-1", site="hmp-a", type="system.test", source="t"))  # one to send
+    store.close()
     r = run(config, "outbox", "drain", "--timeout", "2", "--json")
     assert r.returncode == 1
     assert json.loads(r.stdout)["ok"] is False  # stdout: the JSON alone

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -84,6 +85,15 @@ def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base
         sim.wait_for(lambda: not sim.devices[1].queue, 10)
         out = _cli(daemon, "turnstile", "counters", "lane1")
         assert out.returncode == 0 and out.stdout.strip() == "lane1: in 0, out 2", out.stderr
+        # The daemon's status catches up at once (not at its next 10 s refresh) and says how old it is.
+        def status_counters():
+            st = json.loads(_cli(daemon, "turnstile", "status", "lane1", "--json").stdout)
+            return st["devices"]["1"]["counters"], st["figures_age_s"]
+        deadline = time.monotonic() + 3
+        while status_counters()[0] != {"in": 0, "out": 2} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        counters, age = status_counters()
+        assert counters == {"in": 0, "out": 2} and 0 <= age < 3
 
         out = _cli(daemon, "drivers", "test", "lane1", "--json")
         result = json.loads(out.stdout)

@@ -93,6 +93,13 @@ class DeviceState:
         self.counters = now
         return now
 
+    def on_counters_read(self, counters: m.Counters) -> None:
+        """An operator's read: the controller's counters are the truth. Only forward: a passage
+        event still on the line must not move them back (and a gap is the resync's to report)."""
+        if self.counters is not None:
+            self.counters = {"in": max(self.counters["in"], counters.inbound),
+                             "out": max(self.counters["out"], counters.outbound)}
+
     def _passage_gap(self, ev: m.DeviceEvent, emit: Emit) -> None:
         if self.counters is None:
             return  # no baseline yet: the counters read on first contact sets it

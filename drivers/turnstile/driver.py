@@ -192,6 +192,7 @@ class TurnstileDriver(Driver):
                 self._listen(time.monotonic() + 4 * self.config.reply_timeout_s, jobs=False)
         counters = self._transact(address, m.ReadCounters(), m.Counters)
         dev.on_counters(counters, self._emit_safe, report_gap=report_gap)
+        self.ctx.health_changed()  # `turnstile status` shows these counters now, not in 10 s
 
     def _offline(self, address: int, reason: str) -> None:
         dev = self.devices[address]
@@ -400,6 +401,8 @@ class TurnstileDriver(Driver):
                                                   "passes": g.passes, "timeout_s": g.timeout_s}, "normal")
         if isinstance(reply, m.Counters):
             result["counters"] = {"in": reply.inbound, "out": reply.outbound}
+            dev.on_counters_read(reply)
+            self.ctx.health_changed()  # so `turnstile status` agrees with what counters just said
         elif isinstance(reply, m.Status):
             dev.on_status(reply, self._emit)
             result["status"] = {"mode": reply.mode.name.lower(), "emergency": reply.emergency,

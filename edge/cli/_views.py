@@ -78,6 +78,8 @@ def status_report(settings) -> dict[str, Any]:
 
     state_dir = settings.state_dir
     daemon = read_status(state_dir) or {"running": False}
+    if daemon.get("updated_at"):  # the daemon rewrites its figures every few seconds: say how old they are
+        daemon["figures_age_s"] = figures_age_s(daemon)
     try:
         reader = open_reader(state_dir)
         try:
@@ -93,6 +95,12 @@ def status_report(settings) -> dict[str, Any]:
         disk_info = {"error": f"{state_dir} does not exist"}
     return {"device_id": settings.device_id, "site": settings.site, "role": settings.role,
             "daemon": daemon, "outbox": outbox, "disk": disk_info}
+
+
+def figures_age_s(status: dict) -> float | None:
+    """How old the daemon's status figures are, in seconds (None without a time)."""
+    age = _age_of(status.get("updated_at"))
+    return None if age is None else round(max(0.0, age), 1)
 
 
 def _age_of(iso_ts: str | None) -> float | None:
@@ -112,7 +120,8 @@ def status_text(r: dict) -> str:
     d = r["daemon"]
     lines = [f"device  {r['device_id']} ({r['role']}) at site {r['site']}"]
     if d.get("running"):
-        lines.append(f"daemon  running, pid {d['pid']}, since {d.get('started_at', '?')}")
+        lines.append(f"daemon  running, pid {d['pid']}, since {d.get('started_at', '?')}; "
+                     f"figures below are {human_age(d.get('figures_age_s'))} old")
         stale = _age_of(d.get("updated_at"))
         if stale is not None and stale > STALE_STATUS_S:
             lines.append(f"        WARNING: status last updated {human_age(stale)} ago; the daemon may be "

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from edge.cli._common import EX_UNAVAILABLE, edge_errors, fail, json_option, output, settings_from
+from edge.cli._common import (
+    EX_UNAVAILABLE,
+    edge_errors,
+    fail,
+    human_age,
+    json_option,
+    output,
+    settings_from,
+)
 
 KIND = "turnstile.serial"
 _address = click.option("--address", type=click.IntRange(1, 32), help="Bus address (rs485-bus); default the first.")
@@ -119,8 +127,10 @@ def status(ctx, name, as_json) -> None:
     if health is None:
         fail(f"no driver named {name!r} in the daemon's status; configured: "
              f"{', '.join(state.get('drivers', {})) or 'none'}", as_json=as_json)
+    from edge.cli._views import figures_age_s
+
     data = {"driver": name, "daemon_running": state.get("running"), "updated_at": state.get("updated_at"),
-            **health, "advice": advice(health)}
+            "figures_age_s": figures_age_s(state), **health, "advice": advice(health)}
     output(data, as_json, _status_text)
 
 
@@ -148,7 +158,8 @@ def advice(h: dict[str, Any]) -> list[str]:
 
 def _status_text(d: dict[str, Any]) -> str:
     lines = [f"{d['driver']}: {d.get('status')} ({d.get('codec', '?')} on {d.get('port', '?')} "
-             f"at {d.get('baudrate', '?')} baud), as of {d.get('updated_at')}"
+             f"at {d.get('baudrate', '?')} baud), as of {d.get('updated_at')} "
+             f"({human_age(d.get('figures_age_s'))} ago)"
              + ("" if d.get("daemon_running") else " — the daemon is NOT running")]
     for address, dev in (d.get("devices") or {}).items():
         state = {True: "online", False: "OFFLINE", None: "not contacted yet"}[dev.get("online")]
