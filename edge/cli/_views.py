@@ -25,7 +25,7 @@ STALE_STATUS_S = 60.0  # the daemon rewrites status.json every 10 s and on every
 class LightSettings:
     """The four keys the fast views need, read from the TOML file and EDGE_ variables."""
 
-    __slots__ = ("device_id", "site", "role", "state_dir")
+    __slots__ = ("device_id", "site", "role", "state_dir", "drivers")
 
 
 def light_config(path: str | None) -> LightSettings | None:
@@ -48,6 +48,10 @@ def light_config(path: str | None) -> LightSettings | None:
     if light.role not in ("gate", "tablet"):
         return None
     light.state_dir = Path(light.state_dir)
+    drivers = data.get("drivers", [])
+    plain = isinstance(drivers, list) and all(
+        isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("kind"), str) for d in drivers)
+    light.drivers = [(d["name"], d["kind"]) for d in drivers] if plain else None
     return light
 
 

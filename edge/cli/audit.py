@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edge.cli._common import edge_errors, json_option, output, settings_from
+from edge.cli._common import edge_errors, json_option, light_settings, output
 from edge.cli._state import open_reader
 
 
@@ -21,7 +21,7 @@ def audit() -> None:
 @edge_errors
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Check every stored event against the hash chain. Exit 1 on the first break."""
-    reader = open_reader(settings_from(ctx).state_dir)
+    reader = open_reader(light_settings(ctx).state_dir)
     try:
         total = reader.stats()["stored"]
         if as_json or total < 50_000:

@@ -18,20 +18,34 @@ def drivers() -> None:
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Registered kinds (entry points), and the configured instances with their health."""
     from edge.cli._state import read_status
-    from edge.config import load_settings
-    from edge.errors import ConfigError
     from edge.registry import kinds
 
     data = {"kinds": kinds(), "configured": []}
-    try:
-        settings = load_settings(ctx.find_root().obj.get("config_path"), check_drivers=False)
-    except ConfigError:
-        settings = None  # still useful: list what is installed
-    if settings:
-        health = (read_status(settings.state_dir) or {}).get("drivers", {})
-        data["configured"] = [{"name": d.name, "kind": d.kind, **({"health": health[d.name]}
-                              if d.name in health else {})} for d in settings.drivers]
+    configured = _configured(ctx.find_root().obj.get("config_path"))
+    if configured is not None:
+        state_dir, entries = configured
+        health = (read_status(state_dir) or {}).get("drivers", {})
+        data["configured"] = [{"name": name, "kind": kind, **({"health": health[name]} if name in health else {})}
+                              for name, kind in entries]
     output(data, as_json, _text)
+
+
+def _configured(path):
+    """(state_dir, [(name, kind)]) from the TOML alone when it is plainly usable (fast), else from
+    the validated settings; None when the config is broken (installed kinds are still listed)."""
+    from edge.cli._views import light_config
+
+    light = light_config(path)
+    if light is not None and light.drivers is not None:
+        return light.state_dir, light.drivers
+    from edge.config import load_settings
+    from edge.errors import ConfigError
+
+    try:
+        settings = load_settings(path, check_drivers=False, check_files=False)
+    except ConfigError:
+        return None
+    return settings.state_dir, [(d.name, d.kind) for d in settings.drivers]
 
 
 @drivers.command("test")

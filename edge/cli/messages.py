@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge.cli._common import edge_errors, json_option, output, settings_from
+from edge.cli._common import edge_errors, json_option, light_settings, output
 
 
 @click.group()
@@ -20,7 +20,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """Residents, contacts, messages by direction and state, attachments, unread."""
     from edge.messaging.component import stats_from_disk
 
-    s = stats_from_disk(settings_from(ctx).state_dir)
+    s = stats_from_disk(light_settings(ctx).state_dir)
     output(s, as_json, lambda s: "\n".join([
         f"residents    {s['residents']} ({s['contacts']} contacts)",
         f"messages     {s['messages']} ({s['attachments']} attachments, {s['unread']} unread)",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from edge.cli._common import edge_errors, human_age, human_bytes, json_option, output, settings_from
+from edge.cli._common import (
+    edge_errors,
+    human_age,
+    human_bytes,
+    json_option,
+    light_settings,
+    output,
+    settings_from,
+)
 from edge.cli._state import open_reader
 
 
@@ -19,7 +27,7 @@ def outbox() -> None:
 @edge_errors
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Pending events, oldest age, bytes, acks and drops."""
-    reader = open_reader(settings_from(ctx).state_dir)
+    reader = open_reader(light_settings(ctx).state_dir)
     try:
         data = reader.stats()
     finally:

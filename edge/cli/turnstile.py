@@ -17,6 +17,7 @@ from edge.cli._common import (
     fail,
     human_age,
     json_option,
+    light_settings,
     output,
     settings_from,
 )
@@ -118,7 +119,7 @@ def status(ctx, name, as_json) -> None:
     """What the daemon last knew about lane NAME, with what to check next (no device traffic)."""
     from edge.cli._state import read_status
 
-    settings = settings_from(ctx)
+    settings = light_settings(ctx)
     state = read_status(settings.state_dir)
     if state is None:
         fail(f"no status file in {settings.state_dir}: has `edge run` started on this device?",
