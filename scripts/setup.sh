@@ -40,7 +40,7 @@ if [ "$want_gate" = 1 ]; then
   .venv/bin/pip install -q --no-deps face_recognition
 fi
 
-# Every README example says `edge ...`: put this checkout's command on the PATH. A link that
+# Every documented example says `edge ...`: put this checkout's command on the PATH. A link that
 # points at another checkout's venv is replaced; a real program of that name is left alone.
 link=/usr/local/bin/edge
 if [ -w "$(dirname "$link")" ] && { [ -L "$link" ] || [ ! -e "$link" ]; }; then
