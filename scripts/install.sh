@@ -14,8 +14,10 @@
 # Options:
 #   --role gate|tablet  required: which extras and which config skeleton
 #   --wheel FILE        install this wheel instead of building one from this tree
-#   --root DIR          install under DIR (a staging tree or a test); useradd, chown and
-#                       systemctl are then only printed, never run
+#   --root DIR          stage under DIR, to be copied to / of a device; useradd, chown and
+#                       systemctl are then only printed, never run. The venv names its final
+#                       paths (/opt/edge), so the device needs PY at the same path as here
+#                       (Debian 12's /usr/bin/python3.11 when PY is Debian's python3)
 #   --no-deps           install the wheel without its dependencies (offline staging/tests)
 #   --python PY         interpreter for the venv (default: python3)
 #   --no-venv-pip       create the venv without pip and install into it with PY's own pip
@@ -73,6 +75,26 @@ system() {
   if [ -n "$ROOT" ]; then say "would run (skipped under --root): $*"; else "$@"; fi
 }
 
+# A venv built at DIR/opt/edge names that path in its scripts' shebangs, its activate
+# scripts, pyvenv.cfg and its bytecode. Under --root, rewrite each to the final $PREFIX so
+# the tree runs once copied to / of the device. What cannot move is the base interpreter:
+# bin/python links to it and pyvenv.cfg's home names its folder, so the device needs the
+# same Python at the same path (Debian 12: /usr/bin/python3.11).
+relocate_venv() {
+  local f
+  grep -rlIF --null "$venv" "$venv/bin" "$venv/pyvenv.cfg" | while IFS= read -r -d '' f; do
+    [ -L "$f" ] || sed -i "s#$venv#$PREFIX#g" "$f"
+  done
+  find "$venv" -name '__pycache__' -type d -prune -exec rm -rf {} +
+  # Byte-compile with the final paths recorded as the source files' names (tracebacks).
+  "$PYTHON" -m compileall -q -s "$ROOT" -p / "$venv/lib" >/dev/null
+  if grep -rlIF "$ROOT" "$venv" >/dev/null; then
+    die "staged venv still names $ROOT: $(grep -rlIF "$ROOT" "$venv" | head -3 | tr '\n' ' ')"
+  fi
+  base="$(readlink -f "$venv/bin/python")"
+  say "staged for $PREFIX: the device needs $base ($("$base" -V 2>&1)) at that same path"
+}
+
 # --- 1. the virtualenv --------------------------------------------------------
 venv="$ROOT$PREFIX"
 if [ "$VENV_PIP" = 1 ]; then
@@ -84,6 +106,8 @@ else
   build_pip=("$PYTHON" -m pip)
   venv_args=(--without-pip)
 fi
+nocompile=()
+[ -z "$ROOT" ] || nocompile=(--no-compile)  # relocate_venv compiles with the final paths
 if [ ! -x "$venv/bin/python" ]; then
   say "creating the virtualenv $PREFIX"
   "$PYTHON" -m venv "${venv_args[@]}" "$venv"
@@ -104,18 +128,19 @@ case "$ROLE" in
 esac
 if [ "$NO_DEPS" = 1 ]; then
   say "installing $(basename "$WHEEL") without dependencies (--no-deps); role extras not installed: ${extras:-none}"
-  "${pip[@]}" install -q --no-deps --force-reinstall "$WHEEL"
+  "${pip[@]}" install -q "${nocompile[@]}" --no-deps --force-reinstall "$WHEEL"
 else
   say "installing $(basename "$WHEEL") with extras: ${extras:-none}"
-  "${pip[@]}" install -q --upgrade "$WHEEL${extras:+[$extras]}"
+  "${pip[@]}" install -q "${nocompile[@]}" --upgrade "$WHEEL${extras:+[$extras]}"
   if [ "$ROLE" = gate ]; then
     # face_recognition declares "dlib", which compiles for a long time; dlib-bin ships the
     # same module prebuilt, so install it and the models, then face_recognition without deps.
-    "${pip[@]}" install -q dlib-bin face_recognition_models
-    "${pip[@]}" install -q --no-deps face_recognition
+    "${pip[@]}" install -q "${nocompile[@]}" dlib-bin face_recognition_models
+    "${pip[@]}" install -q "${nocompile[@]}" --no-deps face_recognition
   fi
 fi
 [ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"
+[ -z "$ROOT" ] || relocate_venv
 
 # --- 2. the service user ------------------------------------------------------
 if [ -n "$ROOT" ] || ! getent passwd "$SERVICE_USER" >/dev/null; then
@@ -158,6 +183,10 @@ install -m 0644 "$SRC/systemd/edge.service" "$ROOT$UNIT_DIR/edge.service"
 system systemctl daemon-reload
 system systemctl enable edge.service
 
+if [ -n "$ROOT" ]; then
+  say "staged in $ROOT: copy it to / of the device (tar -C $ROOT -cf - . | ssh DEVICE tar -C / -xpf -),"
+  say "      run the steps printed above there, then:"
+fi
 say "done. Next: put the device key in $CONF_DIR/keys/ (0600), edit $CONF_DIR/edge.toml,"
 say "      check it with: $PREFIX/bin/edge --config $CONF_DIR/edge.toml config check"
 say "      then: systemctl start edge && $PREFIX/bin/edge --config $CONF_DIR/edge.toml status"

@@ -8,6 +8,8 @@ else (venv under /opt/edge, unit, config skeleton, key folder) is what a device 
 from __future__ import annotations
 
 import filecmp
+import json
+import os
 import shutil
 import stat
 import subprocess
@@ -141,3 +143,89 @@ def test_bad_invocations_say_what_is_wrong(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert not (tmp_path / "opt").exists()
+
+
+DEVICE_CONFIG = """device_id = "tablet-staged-1"
+site = "hmp-staged"
+role = "tablet"
+state_dir = "/var/lib/edge"
+[mqtt]
+brokers = ["mqtt://127.0.0.1:9"]
+"""
+
+# Runs inside the device's root: the daemon from /opt/edge, `edge status` answering from it.
+ON_DEVICE = """set -e
+/opt/edge/bin/python -c 'import edge, sys; print(sys.prefix, edge.__file__)'
+/opt/edge/bin/edge --config /etc/edge/edge.toml config check
+/opt/edge/bin/edge --config /etc/edge/edge.toml run >/var/lib/edge-run.log 2>&1 &
+for _ in $(seq 300); do
+  /opt/edge/bin/edge --config /etc/edge/edge.toml status --json >/status.json 2>/dev/null && break
+  sleep 0.1
+done
+kill -TERM $! && wait $! || true
+cat /status.json
+"""
+
+
+def _device_root(staged: Path, device: Path) -> str:
+    """A shell script that makes ``device`` a device's / in a private mount namespace: the staged
+    tree copied in, the system and this machine's base Python bound at their own paths."""
+    shutil.copytree(staged, device, symlinks=True)
+    binds = ["/usr", "/dev"]
+    base = Path(sys.base_prefix).resolve()
+    if not base.is_relative_to("/usr"):
+        binds.append(str(base))  # e.g. a pyenv Python: the device needs it at the same path
+    for top in ("bin", "sbin", "lib", "lib64"):
+        host = Path("/") / top
+        if host.is_symlink():
+            (device / top).symlink_to(os.readlink(host))
+        elif host.is_dir():
+            binds.append(str(host))
+    lines = []
+    for path in binds:
+        (device / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount --rbind {path} {device}{path}")
+    (device / "tmp").mkdir(mode=0o1777, exist_ok=True)
+    (device / "var/lib/edge").mkdir(parents=True)
+    (device / "etc/edge/edge.toml").write_text(DEVICE_CONFIG)
+    (device / "on-device.sh").write_text(ON_DEVICE)
+    return "\n".join([*lines, f"exec chroot {device} /bin/sh /on-device.sh"])
+
+
+def test_the_staged_tree_names_its_final_paths_only(tablet):
+    """Scripts, activate files, pyvenv.cfg and bytecode name /opt/edge, never the staging folder."""
+    root, done = tablet
+    staged = [p for p in (root / "opt/edge").rglob("*") if p.is_file() and not p.is_symlink()
+              and str(root).encode() in p.read_bytes()]
+    assert not staged, staged
+    assert (root / "opt/edge/bin/edge").read_text().startswith("#!/opt/edge/bin/python\n")
+    assert "VIRTUAL_ENV=\"/opt/edge\"" in (root / "opt/edge/bin/activate").read_text()
+    assert f"staged in {root}: copy it to / of the device" in done.stdout
+    assert "staged for /opt/edge: the device needs " in done.stdout
+    assert "/etc/edge/edge.toml config check" in done.stdout and f"{root}/etc" not in done.stdout
+
+
+def test_the_staged_tree_runs_at_its_final_paths(wheel, tmp_path):
+    """Copied to / of a device (a chroot in a private mount namespace), the venv with its
+    dependencies, its scripts and the daemon run from /opt/edge."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("chroot") is None:
+        pytest.skip("needs root with unshare and chroot to mount the staged tree at /")
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -m is not permitted here (no CAP_SYS_ADMIN in this container)")
+    root = tmp_path / "staged"
+    done = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--python", sys.executable,
+                           "--no-venv-pip", "--role", "tablet", "--wheel", str(wheel)],
+                          capture_output=True, text=True, timeout=240)
+    if done.returncode != 0 and "No matching distribution" in done.stderr:
+        pytest.skip("the tablet's dependencies cannot be downloaded here: " + done.stderr[-300:])
+    assert done.returncode == 0, done.stdout + done.stderr
+    script = _device_root(root, tmp_path / "device")
+    run = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", script],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    where, check, *rest = run.stdout.splitlines()
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert where == f"/opt/edge /opt/edge/lib/{version}/site-packages/edge/__init__.py", run.stdout
+    assert check.startswith("/etc/edge/edge.toml: ok (tablet tablet-staged-1"), run.stdout
+    status = json.loads("\n".join(rest))
+    assert status["device_id"] == "tablet-staged-1" and status["daemon"]["running"], status
