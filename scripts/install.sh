@@ -82,7 +82,7 @@ system() {
 # same Python at the same path (Debian 12: /usr/bin/python3.11).
 relocate_venv() {
   local f
-  grep -rlIF --null "$venv" "$venv/bin" "$venv/pyvenv.cfg" | while IFS= read -r -d '' f; do
+  { grep -rlIF --null "$venv" "$venv/bin" "$venv/pyvenv.cfg" || true; } | while IFS= read -r -d '' f; do
     [ -L "$f" ] || sed -i "s#$venv#$PREFIX#g" "$f"
   done
   find "$venv" -name '__pycache__' -type d -prune -exec rm -rf {} +
