@@ -1,136 +1,145 @@
-"""Demo: gate + tablet daemons with simulated devices, a broker, and a live view of events."""
+"""Demo: a gate lane deciding with its policy and a tablet in use, on the real daemons, with
+simulated devices, a local broker standing in for central, and a live view of what it receives.
+
+At the gate (turnstile simulator on a pty, face camera reading a folder of test photos, the
+x-ray scanner emulator): a booked visitor is verified, scanned and let through, and someone
+with another visitor's booking is denied. On the tablet a resident writes a message while a
+course downloads. ``--once`` stops when all of that has happened (exit 1 if it did not).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
-from edge.testing import DaemonProcess, Mosquitto
+from _demo_gate import VISITOR, WRONG_FACE, GateLane, Visits  # scripts/ is sys.path[0]
+from _demo_tablet import SITE, TABLET, Resident, central_for_tablet
+from _demo_words import describe
+
+from edge.testing import DaemonProcess, Mosquitto, MqttCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=0, help="Stop after this long (0: until Ctrl-C).")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=0,
+                        help="Stop after this long (default: Ctrl-C; with --once: 180).")
+    parser.add_argument("--once", action="store_true",
+                        help="One visitor and one wrong face, then stop when the tablet is done too.")
+    parser.add_argument("--work", type=Path, default=ROOT / "var" / "demo",
+                        help="Work folder, emptied first (default: var/demo).")
     args = parser.parse_args()
-    work = ROOT / "var" / "demo"
+    seconds = args.seconds or (180 if args.once else 0)
+    work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    halt, started = threading.Event(), time.monotonic()
     broker = Mosquitto(work / "broker").start()
-    print(f"demo: mosquitto on {broker.uri}")
-    lane = _turnstile(work)
-    devices = {
-        "gate": {"device_id": "gate-north-1", "site": "hmp-demo", "role": "gate",
-                 "mqtt": {"brokers": [broker.uri]},
-                 "drivers": [{"name": "lane1-heartbeat", "kind": "sim.heartbeat", "rate": 2.0,
-                              "priority": "telemetry"},
-                             {"name": "lane1", "kind": "turnstile.serial", "codec": "rs485-bus",
-                              "port": lane.path, "baudrate": 9600}]},
-        "tablet": {"device_id": "tablet-a-101", "site": "hmp-demo", "role": "tablet",
-                   "mqtt": {"brokers": [broker.uri]},
-                   "drivers": [{"name": "heartbeat", "kind": "sim.heartbeat", "rate": 0.5}]},
-    }
-    content, tablet_extra = _tablet_content(work, broker)
-    devices["tablet"].update(tablet_extra)
-    daemons = [DaemonProcess(work / name, cfg).start() for name, cfg in devices.items()]
-    for d in daemons:
-        print(f"demo: edge run --config {d.config_path} (log {d.log_path})")
-    print("demo: events as the broker receives them (Ctrl-C to stop):")
-    deadline = time.monotonic() + args.seconds if args.seconds else None
+    print(f"demo: mosquitto on {broker.uri} stands in for central")
+    lane = GateLane(work / "gate-lane")
+    content, tablet_extra = central_for_tablet(work, broker)
+    gate = DaemonProcess(work / "gate", {"device_id": "gate-north-1", "site": SITE, "role": "gate",
+                                         "mqtt": {"brokers": [broker.uri]}, **lane.config()})
+    tablet = DaemonProcess(work / "tablet", {"device_id": TABLET, "site": SITE, "role": "tablet",
+                                             "mqtt": {"brokers": [broker.uri]}, **tablet_extra})
+    collector = MqttCollector("127.0.0.1", broker.port, "edge/#", session=False).start()
+    lane.enroll(gate.state_dir)
+    visits, resident = Visits(lane, gate.state_dir, args.once, halt), Resident(tablet.state_dir, halt)
     try:
-        from edge.testing import MqttCollector
-
-        collector = MqttCollector("127.0.0.1", broker.port, "edge/#", session=False).start()
-        shown = 0
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-            for m in collector.messages[shown:]:
-                for line in _describe(m.topic, m.payload):
-                    print(line)
-            shown = len(collector.messages)
-        collector.stop()
+        for d, look in ((tablet, "learning status"), (gate, "gate status")):
+            d.start(timeout=120)
+            print(f"demo: {d.config['device_id']} runs `{EDGE} --config {_rel(d.config_path)} run` "
+                  f"(log {_rel(d.log_path)}); try `{EDGE} --config {_rel(d.config_path)} {look}`", flush=True)
+        resident.start()
+        visits.start()
+        print("demo: what central receives, as it arrives (Ctrl-C to stop):", flush=True)
+        _live(collector, halt, time.monotonic() + seconds if seconds else None,
+              (visits, resident) if args.once else ())
     except KeyboardInterrupt:
         pass
     finally:
-        for d in daemons:
-            d.stop()
-        lane.stop()
-        content.stop()
-        content.link.stop()
-        broker.stop()
-    return 0
+        halt.set()
+        _stop(gate.stop, tablet.stop, collector.stop, lane.stop, content.stop, content.link.stop, broker.stop)
+    print(_where(work, gate, tablet, len(collector.messages)))
+    if visits.first_passage:
+        print(f"demo: the first visitor went through {visits.first_passage - started:.0f} s after the demo "
+              "started (broker, daemons, enrolment included)")
+    return _verdict(visits, resident) if args.once else 0
 
 
-def _describe(topic: str, payload: bytes) -> list[str]:
-    """One readable line per event; other traffic in one short line (chunks as a byte count)."""
-    short = topic.removeprefix("edge/v1/")
-    if "/events/" in topic or topic.endswith("/cmd/result"):
+def _stop(*steps) -> None:
+    """Every step runs, whatever an earlier one raised (Ctrl-C pressed twice, a daemon slow to stop)."""
+    for step in steps:
         try:
-            events = json.loads(payload)["events"]
-        except (ValueError, KeyError):
-            return [f"  {short}  <{len(payload)} bytes, not an event batch>"]
-        return [f"  {e['device']:<13} seq {e['seq']:<6} {e['priority']:<9} {e['type']:<26} "
-                f"{json.dumps(e['payload'], separators=(',', ':'))[:90]}" for e in events]
+            step()
+        except (Exception, KeyboardInterrupt) as exc:
+            print(f"demo: {step.__qualname__} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _live(collector: MqttCollector, halt: threading.Event, deadline: float | None, waiting: tuple) -> None:
+    """Print what the broker receives until the deadline, Ctrl-C, or every waited thread is done."""
+    shown = 0
+    while deadline is None or time.monotonic() < deadline:
+        halt.wait(0.2)
+        for m in collector.messages[shown:]:
+            for line in describe(m.topic, m.payload):
+                print(line, flush=True)
+        shown = len(collector.messages)
+        if waiting and not any(t.is_alive() for t in waiting):
+            halt.wait(1)  # the last events' way to the broker
+            waiting = ()
+            deadline = time.monotonic()
+
+
+def _verdict(visits: Visits, resident: Resident) -> int:
+    want = {VISITOR[1]: VISITOR[4], WRONG_FACE[1]: WRONG_FACE[4]}
+    got = dict(visits.outcomes)
+    ok = got == want and resident.message_id and resident.course_bytes
+    print(f"demo: {'OK' if ok else 'INCOMPLETE'}: gate decided {got or 'nothing'} (expected {want}); "
+          f"message {'composed' if resident.message_id else 'NOT composed'}; course "
+          f"{'downloaded' if resident.course_bytes else 'NOT downloaded'}"
+          + "".join(f"; {t.name} failed: {t.error}" for t in (visits, resident) if t.error))
+    return 0 if ok else 1
+
+
+def _where(work: Path, gate: DaemonProcess, tablet: DaemonProcess, received: int) -> str:
+    from edge.store import StoreReader
+
+    lines = ["demo: stopped. Where the data went:"]
+    for d in (gate, tablet):
+        if not (d.state_dir / "events.db").exists():
+            continue
+        reader = StoreReader(d.state_dir, readonly=True)
+        try:
+            s = reader.stats()
+        finally:
+            reader.close()
+        name, cfg = d.config["device_id"], _rel(d.config_path)
+        lines += [f"  {name}: {s['stored']} event{'s' * (s['stored'] != 1)} in {_rel(d.state_dir / 'events.db')} "
+                  f"({s['pending']} not yet at the broker); log {_rel(d.log_path)}",
+                  f"    read them: `{EDGE} --config {cfg} events tail -n 20`"]
+    lines += [f"  {_rel(gate.state_dir)}: also the face gallery (biometrics/, templates sealed), the gate's "
+              "approaches and mode (gate.db), the x-ray dose ledger (xray.db)",
+              f"  {_rel(tablet.state_dir)}: also the course cache (learning/) and the mailbox (messaging/)",
+              f"  central's broker: {received} messages received, its files in {_rel(work / 'broker')}",
+              f"  everything: {_rel(work)} (deleted by the next demo; safe to delete)"]
+    return "\n".join(lines)
+
+
+def _rel(path: Path) -> str:
     try:
-        text = payload.decode()
-    except UnicodeDecodeError:
-        return [f"  {short}  <{len(payload)} bytes of content>"]
-    if not text.isprintable():
-        return [f"  {short}  <{len(payload)} bytes of content>"]
-    return [f"  {short}  {text[:110]}"]
+        return str(Path(path).resolve().relative_to(Path(os.getcwd()).resolve()))
+    except ValueError:
+        return str(path)
 
 
-def _turnstile(work: Path):
-    """A simulated turnstile controller on a pty, with people walking through now and then."""
-    import threading
-
-    from drivers.sim import turnstile_scenario
-    from drivers.sim.turnstile import TurnstileSim
-
-    work.mkdir(parents=True, exist_ok=True)
-    lane = TurnstileSim("rs485-bus", work / "tty-lane1", baudrate=9600, auto_pass=True).start()
-    steps = turnstile_scenario.parse("wait 3; passage in; wait 4; passage out; wait 3; forced in; "
-                                     "wait 4; tailgate in; wait 4; passage in 2") * 100
-    threading.Thread(target=turnstile_scenario.run, args=(lane, steps, threading.Event()),
-                     daemon=True).start()
-    print(f"demo: simulated turnstile on {lane.path}; open it with "
-          "`edge --config var/demo/gate/edge.toml turnstile grant lane1 --dir in`")
-    return lane
-
-
-def _tablet_content(work: Path, broker):
-    """Central's side for the tablet: a content server with one assigned course, a contacts list."""
-    import json
-    import os
-
-    from edge import signing
-    from edge.learning._link import StandaloneLink
-    from edge.learning.server import ContentServer
-    from edge.messaging._crypto import generate_seal_keypair
-
-    key_path, pub, _ = signing.generate_keypair(work / "keys", "central")
-    _, seal_pub = generate_seal_keypair(work / "keys", "central")
-    course = work / "content" / "intro-literacy"
-    course.mkdir(parents=True)
-    (course / "lesson-1.txt").write_text("Lesson 1: reading signs.\n" * 2000)
-    (course / "video-1.mp4").write_bytes(os.urandom(3 * 1024 * 1024))  # stands in for a video
-    link = StandaloneLink(broker.uri, client_id="demo-central").start()
-    key = signing.load_private_key(key_path)
-    server = ContentServer(link, work / "content", "hmp-demo", key).start()
-    server.publish_catalog(assignments=[{"course": "intro-literacy", "device": "tablet-a-101"}])
-    contacts = {"type": "messaging.contacts", "site": "hmp-demo", "device": "tablet-a-101", "version": 1,
-                "issued_at": "2026-01-01T00:00:00+00:00",
-                "residents": [{"resident": "res-demo1", "contacts": [{"id": "c-1", "name": "Family"}]}]}
-    link.publish("edge/v1/hmp-demo/tablet-a-101/msg/contacts", json.dumps(signing.sign(contacts, key)).encode(),
-                 retain=True)
-    print("demo: content server for the tablet; try "
-          "`edge --config var/demo/tablet/edge.toml learning status` and `... messages stats`")
-    return server, {"trust": {"central_keys": [str(pub)]}, "messaging": {"central_seal_key": str(seal_pub)}}
-
+EDGE = _rel(Path(sys.executable).parent / "edge")  # .venv/bin/edge, seen from the checkout
 
 if __name__ == "__main__":
     sys.exit(main())

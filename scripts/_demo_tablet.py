@@ -1,0 +1,95 @@
+"""The demo's tablet: central's side (a content server with one course, a signed contacts list)
+and a resident at the tablet (the UI's calls on the daemon's local API socket)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+SITE, TABLET, RESIDENT, COURSE = "hmp-demo", "tablet-a-101", "res-demo1", "intro-literacy"
+
+
+def central_for_tablet(work: Path, broker):
+    """A content server with one course assigned to the tablet, and its contacts allowlist."""
+    from edge import signing
+    from edge.learning._link import StandaloneLink
+    from edge.learning.server import ContentServer
+    from edge.messaging._crypto import generate_seal_keypair
+
+    key_path, pub, _ = signing.generate_keypair(work / "keys", "central")
+    _, seal_pub = generate_seal_keypair(work / "keys", "central")
+    course = work / "content" / COURSE
+    course.mkdir(parents=True)
+    (course / "lesson-1.txt").write_text("Lesson 1: reading signs.\n" * 2000)
+    (course / "video-1.mp4").write_bytes(os.urandom(3 * 1024 * 1024))  # stands in for a video
+    link = StandaloneLink(broker.uri, client_id="demo-central").start()
+    key = signing.load_private_key(key_path)
+    server = ContentServer(link, work / "content", SITE, key).start()
+    server.publish_catalog(assignments=[{"course": COURSE, "device": TABLET}])
+    contacts = {"type": "messaging.contacts", "site": SITE, "device": TABLET, "version": 1,
+                "issued_at": "2026-01-01T00:00:00+00:00",
+                "residents": [{"resident": RESIDENT, "contacts": [{"id": "c-1", "name": "Family"}]}]}
+    link.publish(f"edge/v1/{SITE}/{TABLET}/msg/contacts", json.dumps(signing.sign(contacts, key)).encode(),
+                 retain=True)
+    print(f"demo: central's content server offers course {COURSE} to {TABLET}")
+    return server, {"trust": {"central_keys": [str(pub)]}, "messaging": {"central_seal_key": str(seal_pub)}}
+
+
+class Resident(threading.Thread):
+    """A resident at the tablet: writes to their family, while the course downloads."""
+
+    def __init__(self, state_dir: Path, stop: threading.Event):
+        super().__init__(daemon=True, name="demo-resident")
+        self.sock, self.halt = state_dir / "api.sock", stop
+        self.message_id: str | None = None
+        self.course_bytes: int | None = None
+        self.error: str | None = None
+
+    def api(self, method: str, url: str, body=None):
+        from edge.localapi.client import ApiUnavailable, call_json
+
+        try:
+            return call_json(self.sock, method, url, body, headers={"X-Resident": RESIDENT}, timeout=5)
+        except ApiUnavailable:
+            return None, None
+
+    def run(self) -> None:
+        try:
+            self._compose()
+            self._course()
+        except Exception as exc:  # shown by the demo at the end instead of dying silently
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _until(self, fn, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.halt.is_set():
+            if found := fn():
+                return found
+            self.halt.wait(0.25)
+        return None
+
+    def _compose(self) -> None:
+        if not self._until(lambda: self.api("GET", "/v1/messaging/contacts")[0] == 200):
+            return
+        code, msg = self.api("POST", "/v1/messaging/messages", {"contact": "c-1", "body": "See you on Sunday."})
+        if code != 201:
+            raise RuntimeError(f"compose answered {code}: {msg}")
+        self.message_id = msg["id"]
+        print(f"demo: on {TABLET}, resident {RESIDENT} writes to Family: message {msg['id'][:8]} "
+              f"{msg['state']} (POST /v1/messaging/messages on the tablet's socket)", flush=True)
+
+    def _course(self) -> None:
+        def cached():
+            code, cat = self.api("GET", "/v1/learning/catalog")
+            course = next((c for c in (cat or {}).get("courses", []) if c["id"] == COURSE), None) \
+                if code == 200 else None
+            if course and course["items"] and all(i["cached"] for i in course["items"]):
+                return sum(i["size"] for i in course["items"])
+            return None
+        self.course_bytes = self._until(cached)
+        if self.course_bytes:
+            print(f"demo: on {TABLET}, course {COURSE} is downloaded and checked "
+                  f"({self.course_bytes / 1e6:.1f} MB): the resident can study offline", flush=True)
