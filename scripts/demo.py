@@ -21,6 +21,7 @@ from _demo_gate import VISITOR, WRONG_FACE, GateLane, Visits  # scripts/ is sys.
 from _demo_tablet import SITE, TABLET, Resident, central_for_tablet
 from _demo_words import describe
 
+from edge.logs import configure_for_tools
 from edge.testing import DaemonProcess, Mosquitto, MqttCollector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,7 @@ def main() -> int:
                         help="Work folder, emptied first (default: var/demo).")
     args = parser.parse_args()
     seconds = args.seconds or (180 if args.once else 0)
+    configure_for_tools()  # this process's own log lines: warnings and up, on stderr
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -139,7 +141,14 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-EDGE = _rel(Path(sys.executable).parent / "edge")  # .venv/bin/edge, seen from the checkout
+def _edge_command() -> str:
+    """`edge` when the PATH finds this checkout's (scripts/setup.sh links it), else its path."""
+    mine = Path(sys.executable).parent / "edge"
+    found = shutil.which("edge")
+    return "edge" if found and Path(found).resolve() == mine.resolve() else _rel(mine)
+
+
+EDGE = _edge_command()
 
 if __name__ == "__main__":
     sys.exit(main())

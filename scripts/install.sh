@@ -140,7 +140,7 @@ else
   fi
 fi
 [ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"
-[ -z "$ROOT" ] || relocate_venv
+[ -z "$ROOT" ] || [ "$ROOT" = / ] || relocate_venv
 
 # --- 2. the service user ------------------------------------------------------
 if [ -n "$ROOT" ] || ! getent passwd "$SERVICE_USER" >/dev/null; then
