@@ -17,6 +17,8 @@ done
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# PostgreSQL binaries: the central ingest's tests start their own server (initdb/pg_ctl).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
   apt-get update -qq
@@ -26,8 +28,8 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-extras="dev"
-[ "$want_gate" = 1 ] && extras="dev,gate"
+extras="dev,central"
+[ "$want_gate" = 1 ] && extras="dev,central,gate"
 .venv/bin/pip install -q -e ".[$extras]"
 
 if [ "$want_gate" = 1 ]; then

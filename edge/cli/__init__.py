@@ -29,6 +29,7 @@ COMMANDS = {
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",
     "doctor": "edge.cli.doctor:doctor",
+    "central": "edge.cli.central:central",
 }
 
 

@@ -5,6 +5,7 @@
 - ``edge_daemon``: ``edge_daemon(config_dict)`` starts ``edge run`` and waits for READY.
 - ``mqtt_collector``: ``mqtt_collector(broker, topics)`` subscribes and waits by condition.
 - ``tls_material``: a CA, a server certificate and a device certificate made with cryptography.
+- ``postgres_url``: an empty database on a real PostgreSQL server (skips, saying why, without one).
 Everything started is stopped at teardown.
 """
 
@@ -69,3 +70,21 @@ def tls_material(tmp_path_factory):
     from edge.testing.certs import make_pki
 
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from edge.testing.postgres import Postgres, PostgresUnavailable
+
+    try:
+        pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'edge[central]'")
+        server = Postgres().start()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server can be started: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    return postgres_server.new_database()
