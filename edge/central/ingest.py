@@ -53,9 +53,10 @@ class IngestConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    shared: bool = True             # False: plain subscriptions, for ONE consumer (see docs/fleet.md)
 
     def filters(self) -> list[tuple[str, int]]:
-        share = f"$share/{self.group}/"
+        share = f"$share/{self.group}/" if self.shared else ""
         return [(share + EVENTS_FILTER, 1), (share + RESULTS_FILTER, 1), (STATE_FILTER, 1)]
 
 
@@ -108,7 +109,7 @@ class Ingest:
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        client.reconnect_delay_set(0.5, 10)
+        client.reconnect_delay_set(0.2, 2)  # one process, not a fleet: come back fast
         client.max_queued_messages_set(0)
         if self.broker.tls:
             client.tls_set(ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
