@@ -21,20 +21,34 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Command, CommandResult
-from edge.events import Event
+from edge.events import MAX_SEQ, Event
 from edge.xray.totals import DoseRecords
 
 CONTRACT_VERSION = "1.0.0"
+
+
+_STORE = ("Id of the device's event store (set when the store was created). A replaced store starts "
+          "seq at 1 again under a new id: key gaps and duplicates by (device, store, seq).")
+
+
+class SentEvent(Event):
+    """An event as it leaves the device: its store has assigned ``seq``, so it is always present."""
+
+    seq: int = Field(  # type: ignore[assignment]
+        ge=1, le=MAX_SEQ,
+        description="Per device and store, strictly increasing, never reused; shared by events/# and "
+                    "cmd/result, so a gap is only real across both.")
 
 
 class EventBatch(BaseModel):
     """``edge/v1/{site}/{device}/events/{family}``: one or more events of one family, in seq order."""
 
     model_config = ConfigDict(extra="forbid")
-    events: list[Event] = Field(min_length=1)
+    store: str | None = Field(default=None, description=_STORE)
+    events: list[SentEvent] = Field(min_length=1)
 
 
-class CommandResultEvent(Event):
+class CommandResultEvent(SentEvent):
     """A ``command.result`` event: the event envelope with a CommandResult payload."""
 
     type: Literal["command.result"] = "command.result"  # type: ignore[assignment]
@@ -45,6 +59,7 @@ class CommandResultBatch(BaseModel):
     """``edge/v1/{site}/{device}/cmd/result``: a batch of command.result events, in seq order."""
 
     model_config = ConfigDict(extra="forbid")
+    store: str | None = Field(default=None, description=_STORE)
     events: list[CommandResultEvent] = Field(min_length=1)
 
 
@@ -63,6 +78,48 @@ class CommandRejectedPayload(BaseModel):
     suppressed_before: int = Field(ge=0, description="Rejections not recorded (flood limit) since the last one.")
 
 
+class DriverFaultPayload(BaseModel):
+    """Payload of ``system.driver_fault`` (normal): a driver raised and is restarted with back-off."""
+
+    model_config = ConfigDict(extra="forbid")
+    driver: str
+    kind: str
+    error_type: str
+    error: str = Field(max_length=300)
+    restarts: int = Field(ge=0)
+
+
+class EventsDroppedPayload(BaseModel):
+    """Payload of ``system.events_dropped`` (alarm): the full store evicted pending events (never alarms)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal["store_full"]
+    count: int = Field(ge=0, description="Dropped since the previous report.")
+    by_priority: dict[Literal["normal", "telemetry"], int]
+    seq_from: int | None = Field(description="Lowest dropped seq in this report: these seqs are gaps forever.")
+    seq_to: int | None
+    dropped_total: dict[Literal["normal", "telemetry"], int]
+
+
+class StoreFullPayload(BaseModel):
+    """Payload of ``system.store_full`` (alarm): once per episode of a full store."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_bytes: int
+    used_bytes: int
+    refused_priority: Literal["alarm", "normal", "telemetry"] | None
+    alarms_past_cap: bool
+
+
+class StoreRecoveredPayload(BaseModel):
+    """Payload of ``system.store_recovered`` (alarm): a corrupt store file was moved aside."""
+
+    model_config = ConfigDict(extra="allow")
+    problem: str
+    seq_resumes_at: int | None = None
+    moved_to: list[str] = Field(default_factory=list)
+
+
 class DeviceStateMessage(BaseModel):
     """``edge/v1/{site}/{device}/state`` (retained): birth (online) or death (offline) of the device."""
 
@@ -79,6 +136,7 @@ class DeviceStateMessage(BaseModel):
     outbox: dict[str, Any] | None = Field(default=None, description="Birth only: pending events, oldest age.")
     reason: Literal["shutdown", "connection_lost"] | None = Field(
         default=None, description="Death only: graceful shutdown, or the broker's last will.")
+    store_id: str | None = Field(default=None, description=_STORE)
 
 
 @dataclass(frozen=True)
@@ -107,7 +165,11 @@ CHANNELS: list[Channel] = [
         "has PUBACKed the message that carried it: delivery is at-least-once. Deduplicate by "
         "event `id`; detect gaps by `seq` (per device, strictly increasing, never reused). "
         "Within a family, batches arrive in seq order; across families no order is promised. "
-        "Scale out with a shared subscription: `$share/ingest/edge/v1/+/+/events/#`.",
+        "Command results (cmd/result) take their seqs from the same per-device sequence: a consumer "
+        "of events/# alone sees gaps that are not real, so detect gaps over both topics. Consumers "
+        "MUST accept event types (and payload fields) they do not know: new ones are added without "
+        "a new contract version. Scale out with a shared subscription: "
+        "`$share/ingest/edge/v1/+/+/events/#` (see docs/fleet.md).",
         parameters={"site": _SITE, "device": _DEVICE,
                     "family": "Event family: the part of `type` before the first dot (turnstile, "
                               "biometric, xray, learning, message, system, ...)."}),
@@ -117,7 +179,9 @@ CHANNELS: list[Channel] = [
         "Published retained on every connect (online), again when driver health changes "
         "(rate-limited) and on the `rebirth` command. The broker publishes the last will "
         "(online=false, reason=connection_lost) when the device vanishes; a graceful stop "
-        "publishes online=false, reason=shutdown. Match a death to its birth by `boot_seq`.",
+        "publishes online=false, reason=shutdown. Match a death to its birth by `boot_seq`. "
+        "Subscribe to state WITHOUT `$share`: a shared subscription receives no retained messages, "
+        "so a group member would never see the births published before it subscribed.",
         retain=True, parameters={"site": _SITE, "device": _DEVICE}),
     Channel(
         "deviceCommands", "edge/v1/{site}/{device}/cmd", "receive", Command,
@@ -155,6 +219,10 @@ CHANNELS: list[Channel] = [
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "command.result": CommandResult,
     "system.command_rejected": CommandRejectedPayload,
+    "system.driver_fault": DriverFaultPayload,
+    "system.events_dropped": EventsDroppedPayload,
+    "system.store_full": StoreFullPayload,
+    "system.store_recovered": StoreRecoveredPayload,
 }
 
 

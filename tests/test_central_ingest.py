@@ -132,3 +132,20 @@ def test_registry_from_birth_and_death_and_rejects_kept(mosquitto, tmp_path):
     assert "seq" in reason or "type" in reason
     ingest.stop()
     pub.close()
+
+
+def test_replaced_store_is_a_new_stream_not_duplicates(mosquitto, tmp_path):
+    """A device whose store was replaced starts seq at 1 again under a new store id: central keeps
+    both streams (no false duplicates), and gaps are per (device, store)."""
+    url = str(tmp_path / "central.db")
+    ingest = IngestProcess(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
+    pub = Publisher(mosquitto.port)
+    d = "gate-9"
+    pub.batch(SITE, d, [event(d, SITE, s) for s in (1, 2, 3)], store="store-old")
+    pub.batch(SITE, d, [event(d, SITE, s) for s in (1, 2)], store="store-new")
+    pub.batch(SITE, d, [event(d, SITE, 4)], store="store-new")
+    db = open_db(url)
+    wait_for(lambda: db.query("SELECT COUNT(*) FROM events")[0][0] == 6, 30, "both streams stored")
+    assert [(g["store"], g["first_missing"]) for g in db.gaps(d)] == [("store-new", 3)]
+    assert ingest.stop() == 0
+    pub.close()

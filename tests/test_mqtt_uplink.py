@@ -85,7 +85,7 @@ def test_delivers_every_event_in_seq_order_in_family_batches(rig, mosquitto, mqt
         last_seq[msg.topic] = seqs[-1]
     # The payload is the stored canonical bytes, joined: nothing re-serialised.
     first = collector.messages[0]
-    assert first.payload == b'{"events":[' + b",".join(
+    assert first.payload == b'{"store":"%s","events":[' % store.store_id.encode() + b",".join(
         canonical_json(e) for e in first.json()["events"]) + b"]}"
     link.uplink.acker.flush()
     assert store.stats()["pending"] == 0

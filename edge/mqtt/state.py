@@ -51,7 +51,8 @@ def next_boot_seq(state_dir: Path) -> int:
 
 
 def _iso(dt: datetime | None = None) -> str:
-    return (dt or datetime.now(UTC)).isoformat(timespec="milliseconds")
+    # "Z", as in events: one spelling of UTC on every topic.
+    return (dt or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class DeviceState:
@@ -78,7 +79,8 @@ class DeviceState:
     def _identity(self) -> dict[str, Any]:
         s = self.settings
         return {"device": s.device_id, "site": s.site, "role": s.role, "version": __version__,
-                "boot_seq": self.boot_seq, "started_at": self.started_at}
+                "boot_seq": self.boot_seq, "started_at": self.started_at,
+                "store_id": getattr(self.store, "store_id", None)}
 
     def birth(self) -> bytes:
         doc = {"online": True, **self._identity(), "ts": _iso(), "drivers": self.health(),

@@ -31,7 +31,6 @@ from edge.mqtt.errors import MqttUnavailable
 log = structlog.get_logger("edge.mqtt.uplink")
 
 _HEAD, _SEP, _TAIL = b'{"events":[', b",", b"]}"
-_ENVELOPE = len(_HEAD) + len(_TAIL)
 RESULT_FAMILY = "command"  # command.result events go to cmd/result, not events/command
 _SAFETY_WAKE_S = 5.0
 
@@ -45,12 +44,16 @@ class Batch:
         self.topic, self.payload, self.seqs = topic, payload, seqs
 
 
-def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> list[Batch]:
+def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int,
+         store_id: str | None = None) -> list[Batch]:
     """Group (seq, type, body) rows in seq order into per-family batches, each in seq order.
 
     A family's batch closes when it reaches ``max_events`` or would pass
-    ``max_bytes`` (a single event larger than that still goes, alone).
+    ``max_bytes`` (a single event larger than that still goes, alone). ``store_id``
+    goes in each envelope (``{"store": ..., "events": [...]}``).
     """
+    head = b'{"store":"%s",%s' % (store_id.encode(), _HEAD[1:]) if store_id else _HEAD
+    envelope = len(head) + len(_TAIL)
     open_: dict[str, list] = {}  # family -> [bodies, seqs, size]
     closed: list[tuple[int, str, list]] = []
     last_type = family = cur = None
@@ -59,11 +62,11 @@ def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> li
             last_type, family = type_, type_[:type_.index(".")]
             cur = open_.get(family)
             if cur is None:
-                cur = open_[family] = [[], [], _ENVELOPE]
+                cur = open_[family] = [[], [], envelope]
         size = len(body) + 1
         if cur[1] and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
             closed.append((cur[1][0], family, cur))
-            cur = open_[family] = [[], [], _ENVELOPE]
+            cur = open_[family] = [[], [], envelope]
         cur[0].append(body)
         cur[1].append(seq)
         cur[2] += size
@@ -73,7 +76,7 @@ def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int) -> li
     for _first, family, (bodies, seqs, _size) in closed:
         topic = (topics.cmd_result(site, device) if family == RESULT_FAMILY
                  else topics.events(site, device, family))
-        out.append(Batch(topic, _HEAD + _SEP.join(bodies) + _TAIL, seqs))
+        out.append(Batch(topic, head + _SEP.join(bodies) + _TAIL, seqs))
     return out
 
 
@@ -269,7 +272,8 @@ class Uplink:
             return False
         self._cursor = rows[-1][0]
         self._ready.extend(pack(rows, site=self.site, device=self.device,
-                                max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes))
+                                max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes,
+                                store_id=getattr(self.store, "store_id", None)))
         return True
 
     def _take_acks(self) -> None:

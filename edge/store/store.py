@@ -19,7 +19,7 @@ import structlog
 from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
-from edge.events import Event, canonical_json, make_event
+from edge.events import Event, canonical_json, make_event, new_event_id
 from edge.store import _chain
 from edge.store._acks import AckRanges
 from edge.store._lock import StoreLock
@@ -102,6 +102,12 @@ class Store(StoreReader):
             self._w.execute("COMMIT")
             meta["next_seq"] = start
         self._next_seq = meta["next_seq"]
+        # This store's identity, carried in events and state: a replaced store (its seqs start
+        # again at 1) is then a new (device, store) stream to central, not a run of duplicates.
+        self.store_id = meta.get("store_id")
+        if self.store_id is None:
+            self.store_id = new_event_id()
+            self._w.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (self.store_id,))
         self._prev_hash = meta.get("head_hash", _chain.GENESIS)
         if "head_hash" not in meta:
             row = self._w.execute("SELECT hash FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
