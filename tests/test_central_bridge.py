@@ -7,6 +7,8 @@ import re
 import threading
 from pathlib import Path
 
+import pytest
+
 from edge.central.db import open_db
 from edge.contract import CHANNELS
 from edge.testing.central import IngestProcess, Publisher, event, wait_for
@@ -16,6 +18,21 @@ from edge.testing.netcut import NetCut
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config" / "mosquitto-site-bridge.conf"
 SITE = "hmp-example"
+
+
+@pytest.fixture
+def ingest_factory():
+    """``edge central ingest`` child processes, killed at teardown whatever the test did."""
+    started: list[IngestProcess] = []
+
+    def make(*args, **kwargs) -> IngestProcess:
+        proc = IngestProcess(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()
 
 
 def _bridge_topics() -> list[tuple[str, str]]:
@@ -50,7 +67,7 @@ def _bridge_section(central_port: int, ca: str, cert: dict) -> str:
     return bridge
 
 
-def test_bridge_outage_under_load_every_event_once(mosquitto_factory, tls_material, tmp_path):
+def test_bridge_outage_under_load_every_event_once(mosquitto_factory, tls_material, tmp_path, ingest_factory):
     ca_cert, ca_key = tls_material["ca_obj"]
     central = mosquitto_factory(tls={"ca": tls_material["ca"], **tls_material["server"]})
     wan = NetCut(central.port).start()
@@ -58,7 +75,7 @@ def test_bridge_outage_under_load_every_event_once(mosquitto_factory, tls_materi
     site = mosquitto_factory(extra=_bridge_section(wan.port, tls_material["ca"], bridge_cert))
     ingest_cert = issue(tmp_path, ca_cert, ca_key, "central-ingest")
     url = str(tmp_path / "central.db")
-    ingest = IngestProcess(tmp_path, central.uri, url, "--ca-file", tls_material["ca"],
+    ingest = ingest_factory(tmp_path, central.uri, url, "--ca-file", tls_material["ca"],
                            "--cert-file", ingest_cert["cert"], "--key-file", ingest_cert["key"]).start()
     db = open_db(url)
     count = lambda: db.query("SELECT COUNT(*) FROM events")[0][0]  # noqa: E731

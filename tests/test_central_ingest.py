@@ -16,6 +16,21 @@ from edge.testing.central import IngestProcess, Publisher, event, wait_for
 SITE = "site-1"
 
 
+@pytest.fixture
+def ingest_factory():
+    """``edge central ingest`` child processes, killed at teardown whatever the test did."""
+    started: list[IngestProcess] = []
+
+    def make(*args, **kwargs) -> IngestProcess:
+        proc = IngestProcess(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()
+
+
 def _db_url(kind: str, tmp_path, request) -> str:
     if kind == "sqlite":
         return str(tmp_path / "central.db")
@@ -36,12 +51,12 @@ def central(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_consumer_killed_mid_batch_loses_no_event(kind, mosquitto, tmp_path, request):
+def test_consumer_killed_mid_batch_loses_no_event(kind, mosquitto, tmp_path, request, ingest_factory):
     """SIGKILL while a batch is received but not committed: after a restart every (device, seq) is
     in the database exactly once, including what arrived while the consumer was down."""
     url = _db_url(kind, tmp_path, request)
     # A long linger holds a received batch uncommitted (and unacknowledged) for 1.5 s: the kill lands there.
-    ingest = IngestProcess(tmp_path, mosquitto.uri, url, "--linger-ms", "1500", "--batch-max", "100000").start()
+    ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "1500", "--batch-max", "100000").start()
     pub = Publisher(mosquitto.port)
     devices = [f"dev-{i}" for i in range(3)]
     seq = dict.fromkeys(devices, 0)
@@ -71,10 +86,10 @@ def test_consumer_killed_mid_batch_loses_no_event(kind, mosquitto, tmp_path, req
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_gaps_detected_and_cleared_when_filled(kind, mosquitto, tmp_path, request):
+def test_gaps_detected_and_cleared_when_filled(kind, mosquitto, tmp_path, request, ingest_factory):
     url = _db_url(kind, tmp_path, request)
     port = free_port()
-    ingest = IngestProcess(tmp_path, mosquitto.uri, url, "--linger-ms", "0",
+    ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "0",
                            "--metrics-listen", f"127.0.0.1:{port}").start()
     pub = Publisher(mosquitto.port)
     d = "gate-1"
@@ -108,9 +123,9 @@ def test_gaps_detected_and_cleared_when_filled(kind, mosquitto, tmp_path, reques
     db.close()
 
 
-def test_registry_from_birth_and_death_and_rejects_kept(mosquitto, tmp_path):
+def test_registry_from_birth_and_death_and_rejects_kept(mosquitto, tmp_path, ingest_factory):
     url = str(tmp_path / "central.db")
-    ingest = IngestProcess(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
+    ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
     pub = Publisher(mosquitto.port)
     state = {"online": True, "device": "tab-1", "site": SITE, "role": "tablet", "version": "0.1.0",
              "boot_seq": 4, "started_at": "2026-01-01T00:00:00+00:00", "ts": "2026-01-01T00:00:01+00:00"}
@@ -134,11 +149,11 @@ def test_registry_from_birth_and_death_and_rejects_kept(mosquitto, tmp_path):
     pub.close()
 
 
-def test_replaced_store_is_a_new_stream_not_duplicates(mosquitto, tmp_path):
+def test_replaced_store_is_a_new_stream_not_duplicates(mosquitto, tmp_path, ingest_factory):
     """A device whose store was replaced starts seq at 1 again under a new store id: central keeps
     both streams (no false duplicates), and gaps are per (device, store)."""
     url = str(tmp_path / "central.db")
-    ingest = IngestProcess(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
+    ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
     pub = Publisher(mosquitto.port)
     d = "gate-9"
     pub.batch(SITE, d, [event(d, SITE, s) for s in (1, 2, 3)], store="store-old")

@@ -52,7 +52,11 @@ class IngestProcess:
                 f.seek(offset)
                 return b"central_subscribed" in f.read()
 
-        wait_for(subscribed, timeout, "the ingest to subscribe")
+        try:
+            wait_for(subscribed, timeout, "the ingest to subscribe")
+        except AssertionError:
+            self.kill()  # never leave a half-started consumer behind
+            raise
         return self
 
     def kill(self) -> None:

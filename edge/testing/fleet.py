@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+MAX_PER_PROCESS = 60
 _MIX = (("turnstile.passage", "normal", 0.60), ("sim.heartbeat", "telemetry", 0.35),
         ("gate.alarm_test", "alarm", 0.05))
 
@@ -161,6 +162,10 @@ class Fleet:
         self.procs: list[subprocess.Popen] = []
         self.status_files: list[Path] = []
         self.specs = []
+        # paho's network loop uses select(), which cannot watch a descriptor numbered 1024 or
+        # more, and each device holds about 13 (SQLite files, lock, socket): so at most
+        # MAX_PER_PROCESS devices share a process, whatever ``processes`` asks for.
+        processes = max(processes, -(-devices // MAX_PER_PROCESS))
         chunk = -(-devices // processes)
         for p in range(processes):
             names = self.names[p * chunk:(p + 1) * chunk]
