@@ -26,9 +26,15 @@ Everything here is generated from the device's own pydantic models.
   a power cut or `kill -9` it sends again: duplicates happen, loss does not.
 - **Deduplicate by event `id`** (a UUID, the idempotency key). Keep seen ids at least as
   long as a device may stay offline (weeks), or make writes idempotent on `id`.
-- **Detect gaps by `seq`** (per device, strictly increasing, never reused, starting
-  anywhere). A gap that stays open means events were lost before reaching the broker
-  (a device store wiped or replaced): alert on it; do not wait for it forever.
+- **Detect gaps by `seq`** (per device and store, strictly increasing, never reused,
+  starting anywhere). Command results on `cmd/result` take seqs from the same sequence:
+  detect gaps over events/# and cmd/result together. Each batch carries `store`, the id
+  of the device's event store (state carries `store_id`): a replaced store starts seq
+  again at 1 under a new id, so key by (device, store, seq). A gap that stays open means
+  events were lost before reaching the broker: alert on it; do not wait for it forever.
+- **Accept unknown event types** (and unknown payload fields): types are added without a
+  new contract version. Schemas of known payloads are under `x-event-payloads` and, as
+  standalone JSON Schema files, in docs/schemas/.
 - **Order**: batches of one family arrive in seq order; families are independent.
 - Events carry `clock` (synced | unsynced | stepped_back | unknown): how far the device
   trusted its wall clock for `ts`. Order by `seq`, not by `ts`.
@@ -50,7 +56,8 @@ persistent session (clean_start=false, a session expiry) to
     $share/ingest/edge/v1/{site}/+/events/#     one site
     $share/ingest/edge/v1/+/+/cmd/result        command results
 
-Add a server to the group to add capacity; a server that dies leaves its unacknowledged
+Subscribe to `edge/v1/+/+/state` OUTSIDE the group: a shared subscription receives no
+retained messages. Add a server to the group to add capacity; a server that dies leaves its unacknowledged
 messages to be redelivered (at-least-once: dedupe by `id`). Because members of a group may
 process one device's batches in parallel, order by `seq` when writing, per device.
 Keep the group name (`ingest`) the same on every server of one consumer application;
@@ -132,3 +139,29 @@ def build() -> dict[str, Any]:
 
 def render() -> str:
     return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _standalone(model, title: str, description: str | None = None) -> str:
+    schema = model.model_json_schema(mode="validation")
+    schema = {"$schema": _DRAFT, **schema, "title": title}
+    if description:
+        schema["description"] = description
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def schema_files() -> dict[str, str]:
+    """Standalone JSON Schema (2020-12) files, relative path -> text: one per message of every
+    channel (``messages/{channel id}.json``), the sent event envelope (``Event.json``) and one
+    per known event payload (``events/{type}.json``). For validators that do not read AsyncAPI."""
+    from edge.contract import SentEvent
+
+    out = {"Event.json": _standalone(SentEvent, "Event", "One event as sent in a batch (events/# and "
+                                     "cmd/result). Accept event types you do not know.")}
+    for ch in CHANNELS:
+        out[f"messages/{ch.id}.json"] = _standalone(ch.model, ch.model.__name__, f"{ch.address}: {ch.summary}")
+    for type_, model in sorted(EVENT_PAYLOADS.items()):
+        out[f"events/{type_}.json"] = _standalone(model, type_, f"Payload of a {type_} event.")
+    return out
