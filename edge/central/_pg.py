@@ -1,9 +1,10 @@
 """PostgreSQL dialect of the central store: psycopg 3, a connection pool, COPY into staging.
 
-A batch is COPYed into a temporary staging table, then moved with
-``INSERT … SELECT … ON CONFLICT DO NOTHING`` in the same transaction: COPY's
-speed, with duplicates (redeliveries, K processes racing) absorbed by the
-unique constraints instead of failing the batch.
+A batch is first COPYed straight into ``events`` inside a savepoint: the common
+case (nothing in it seen before) costs one COPY. When a row is already there
+(a redelivery, K processes racing), the savepoint is rolled back and the batch
+goes through a temporary staging table and ``INSERT … SELECT … ON CONFLICT DO
+NOTHING``, so duplicates are absorbed by the unique constraints, never an error.
 """
 
 from __future__ import annotations
@@ -72,16 +73,7 @@ class PgDb(CentralDb):
         rows = sorted(parsed.events, key=lambda r: (r[1], r[3], r[4]))  # one lock order for all writers
         try:
             with self.pool.connection() as conn, conn.transaction():
-                conn.execute(_STAGING)
-                inserted = 0
-                if rows:
-                    with conn.cursor() as cur:
-                        with cur.copy(f"COPY staging_events ({_COLS}) FROM STDIN") as copy:
-                            for row in rows:
-                                copy.write_row(row)
-                        cur.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM staging_events "
-                                    "ON CONFLICT DO NOTHING")
-                        inserted = cur.rowcount
+                inserted = self._insert(conn, rows) if rows else 0
                 with conn.cursor() as cur:
                     if parsed.last_seen:
                         cur.executemany(_SEEN_SQL, [(d, site, seen) for d, (site, seen)
@@ -102,6 +94,24 @@ class PgDb(CentralDb):
         except psycopg.Error as exc:
             raise DbError(f"postgresql: {exc}") from exc
         return inserted, len(rows) - inserted
+
+    @staticmethod
+    def _insert(conn: psycopg.Connection, rows: list[tuple]) -> int:
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint: undone alone on a duplicate
+                with cur.copy(f"COPY events ({_COLS}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return len(rows)
+        except pg_errors.UniqueViolation:
+            pass  # some rows were there already: take the slower path that skips them
+        conn.execute(_STAGING)
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY staging_events ({_COLS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM staging_events ON CONFLICT DO NOTHING")
+            return cur.rowcount
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

@@ -68,7 +68,7 @@ def run_scenario(scenario: str, workdir: Path, *, devices: int = 50, processes: 
         boot = time.time()
         wait_for(lambda: fleet.fresh_status(time.time() - 0.1)["connected"] == devices,
                  60 + devices * 0.2, f"all {devices} devices connected", interval=0.5)
-        result = {"scenario": scenario, "devices": devices, "processes": processes, "shared": shared,
+        result = {"scenario": scenario, "devices": devices, "processes": len(fleet.specs), "shared": shared,
                   "connect_all_s": round(time.time() - boot, 2)}
         time.sleep(load_s / 2)  # steady load before the disruption (a duration, not a sync)
         result.update(_disrupt(scenario, central, ingest, wan, fleet, devices, down_s))
