@@ -164,3 +164,23 @@ def test_replaced_store_is_a_new_stream_not_duplicates(mosquitto, tmp_path, inge
     assert [(g["store"], g["first_missing"]) for g in db.gaps(d)] == [("store-new", 3)]
     assert ingest.stop() == 0
     pub.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_two_processes_in_one_group_store_every_event_once(kind, mosquitto, tmp_path, request, ingest_factory):
+    url = _db_url(kind, tmp_path, request)
+    first = ingest_factory(tmp_path, mosquitto.uri, url, instance=1).start()
+    second = ingest_factory(tmp_path, mosquitto.uri, url, instance=2).start()
+    pub = Publisher(mosquitto.port)
+    devices = [f"tab-{i}" for i in range(4)]
+    for n in range(15):
+        for d in devices:
+            pub.batch(SITE, d, [event(d, SITE, n * 10 + k + 1) for k in range(10)])
+    db = open_db(url)
+    wait_for(lambda: _count(db) == 600, 60, "all 600 events")
+    for d in devices:
+        assert _seqs(db, d) == list(range(1, 151))
+    assert first.stop() == 0 and second.stop() == 0
+    shares = [log.read_text() for log in (first.log, second.log)]
+    assert all("central_subscribed" in s for s in shares)
+    pub.close()
