@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -120,6 +120,25 @@ class StoreRecoveredPayload(BaseModel):
     moved_to: list[str] = Field(default_factory=list)
 
 
+class DriverHealth(BaseModel):
+    """Health of one driver in a birth: ``status`` always, plus what the supervisor and the driver report."""
+
+    model_config = ConfigDict(extra="allow")
+    status: str = Field(description="ok | degraded | stopped | starting (a driver may report its own).")
+    kind: str | None = Field(default=None, description="The driver kind, e.g. turnstile.serial.")
+    restarts: int | None = Field(default=None, ge=0, description="Restarts after crashes since start.")
+    last_error: str | None = None
+
+
+class OutboxSummary(BaseModel):
+    """What a birth says of the device's outbox (``error`` instead when the store cannot answer)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pending: int | None = Field(default=None, ge=0, description="Events not yet acknowledged by the broker.")
+    oldest_pending_age_s: float | None = None
+    error: str | None = None
+
+
 class DeviceStateMessage(BaseModel):
     """``edge/v1/{site}/{device}/state`` (retained): birth (online) or death (offline) of the device."""
 
@@ -132,8 +151,8 @@ class DeviceStateMessage(BaseModel):
     boot_seq: int = Field(ge=1, description="Counts daemon starts; a death carries its birth's boot_seq.")
     started_at: datetime
     ts: datetime | None = Field(default=None, description="Birth only: when it was published.")
-    drivers: dict[str, dict[str, Any]] | None = Field(default=None, description="Birth only: health per driver.")
-    outbox: dict[str, Any] | None = Field(default=None, description="Birth only: pending events, oldest age.")
+    drivers: dict[str, DriverHealth] | None = Field(default=None, description="Birth only: health per driver.")
+    outbox: OutboxSummary | None = Field(default=None, description="Birth only: pending events, oldest age.")
     reason: Literal["shutdown", "connection_lost"] | None = Field(
         default=None, description="Death only: graceful shutdown, or the broker's last will.")
     store_id: str | None = Field(default=None, description=_STORE)

@@ -17,7 +17,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _ping(daemon, args: dict[str, Any]) -> dict[str, Any]:
-    return {"pong": True, "at": datetime.now(UTC).isoformat(), "monotonic_s": round(time.monotonic(), 3)}
+    return {"pong": True, "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "monotonic_s": round(time.monotonic(), 3)}
 
 
 def _status(daemon, args: dict[str, Any]) -> dict[str, Any]:

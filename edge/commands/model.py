@@ -83,7 +83,10 @@ class CommandResult(BaseModel):
                     "rejected: never executed (see reason).")
     reason: RejectReason | None = Field(default=None, description="Set when status is rejected.")
     detail: str = Field(default="", description="Human-readable explanation.")
-    result: dict[str, Any] | None = Field(default=None, description="What the command returned.")
+    result: dict[str, Any] | None = Field(
+        default=None, description="What the command returned. Built-ins: ping {pong: true, at: device "
+        "wall clock (ISO 8601 UTC), monotonic_s: device monotonic clock}; rebirth {rebirth: 'requested'}; "
+        "set-log-level {level}; status: the daemon's status document (as `edge status --json`).")
     origin: Literal["mqtt", "local"] = Field(description="Central over MQTT, or the local control socket.")
     topic: str | None = Field(default=None, description="MQTT topic it arrived on.")
     operator: str | None = Field(default=None, description="Local user name (local commands).")
