@@ -58,7 +58,8 @@ class Postgres:
         cmd = [str(self.bin / args[0]), *args[1:]]
         if self.user is not None:
             cmd = ["runuser", "-u", self.user.pw_name, "--", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # cwd: the server's own folder; the caller's may be closed to the postgres user (CI's clone).
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir)
         if proc.returncode != 0:
             log = self.log.read_text()[-1500:] if self.log.exists() else ""
             raise PostgresUnavailable(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-1500:]} {log}")
