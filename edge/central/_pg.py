@@ -45,6 +45,7 @@ class PgDb(CentralDb):
     def __init__(self, url: str, *, pool_size: int = 4):
         self.url = url
         try:
+            psycopg.connect(url, connect_timeout=10).close()  # fail fast and say why (the pool retries quietly)
             self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True,
                                        kwargs={"autocommit": True})
             self.pool.wait(timeout=30.0)

@@ -1,0 +1,45 @@
+"""The central database layer: migrations applied once, a newer database refused, clear CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge.central._migrate import MigrationError, migration_files, statements
+from edge.central.db import open_db
+from edge.testing.broker import free_port
+
+
+def central(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", "central", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_migrations_apply_once_in_order_and_a_newer_database_is_refused(tmp_path):
+    files = migration_files("sqlite")
+    assert [v for v, _, _ in files] == sorted(v for v, _, _ in files) and files[0][0] == 1
+    assert all(statements(sql) for _, _, sql in files)
+    db = open_db(str(tmp_path / "c.db"))
+    assert db.migrate() == [name for _, name, _ in files]
+    assert db.migrate() == []  # already there: nothing applied twice
+    db.query("INSERT INTO schema_migrations VALUES (9999, '9999_future.sql', 'x')")
+    with pytest.raises(MigrationError, match="9999"):
+        db.migrate()
+
+
+def test_both_dialects_ship_the_same_migration_versions():
+    assert [v for v, _, _ in migration_files("sqlite")] == [v for v, _, _ in migration_files("postgres")]
+
+
+def test_cli_says_what_is_missing_or_unreachable(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "EDGE_CENTRAL_DB"}
+    missing = central("devices", env=env)
+    assert missing.returncode == 2 and "--db" in missing.stderr
+    down = central("gaps", "--db", f"postgresql://nobody@127.0.0.1:{free_port()}/none", "--json", env=env)
+    assert down.returncode == 69
+    assert json.loads(down.stdout)["ok"] is False and "PostgreSQL" in json.loads(down.stdout)["error"]
+    bad_since = central("events", "--db", str(tmp_path / "c.db"), "--since", "yesterday", env=env)
+    assert bad_since.returncode == 2 and "ISO 8601" in bad_since.stderr
