@@ -43,3 +43,39 @@ def test_cli_says_what_is_missing_or_unreachable(tmp_path):
     assert json.loads(down.stdout)["ok"] is False and "PostgreSQL" in json.loads(down.stdout)["error"]
     bad_since = central("events", "--db", str(tmp_path / "c.db"), "--since", "yesterday", env=env)
     assert bad_since.returncode == 2 and "ISO 8601" in bad_since.stderr
+
+
+def test_store_id_is_kept_across_restarts_new_for_a_new_store_and_in_births(tmp_path):
+    from edge.config import Settings
+    from edge.mqtt.state import DeviceState
+    from edge.store import Store
+
+    class FakeLink:  # only what DeviceState touches at construction
+        def set_will(self, topic, payload):
+            self.will = (topic, payload)
+
+        def add_connection_listener(self, fn):
+            pass
+
+    first = Store(tmp_path / "a", device="dev-1", site="site-1")
+    store_id = first.store_id
+    first.close()
+    again = Store(tmp_path / "a", device="dev-1", site="site-1")
+    try:
+        assert again.store_id == store_id  # a restart is the same store
+        settings = Settings(device_id="dev-1", site="site-1", role="gate", state_dir=tmp_path / "a")
+        birth = json.loads(DeviceState(FakeLink(), settings, again).birth())
+        assert birth["store_id"] == store_id and birth["ts"].endswith("Z")
+    finally:
+        again.close()
+    replaced = Store(tmp_path / "b", device="dev-1", site="site-1")
+    assert replaced.store_id != store_id
+    replaced.close()
+
+
+def test_the_daemon_does_not_load_the_central_ingest():
+    code = ("import sys, edge.daemon, edge.cli.run; "
+            "print(sorted(m for m in sys.modules if m.startswith(('edge.central', 'psycopg'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
