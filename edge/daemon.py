@@ -58,6 +58,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.components: list[Component] = []
         self.link = None  # the MQTT link, when [mqtt].brokers is set (issue 3)
+        self.trust = None  # edge.trust.TrustStore: checked before anything starts
 
     def emit(self, type: str, payload: dict, priority: str, source: str):
         """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
@@ -89,6 +90,11 @@ class Daemon:
             self.link = MqttLink(self.settings, self.store, health=self.supervisor.health,
                                  on_change=self._health_changed.set)  # refreshes status.json
             components.append(self.link)
+        from edge.trust.revocation import (
+            RevocationListener,  # before commands: revocations apply first
+        )
+
+        components.append(RevocationListener(self, self.trust))
         from edge.commands.router import CommandRouter  # after the link: it subscribes on it
 
         components.append(CommandRouter(self))
@@ -118,6 +124,9 @@ class Daemon:
     def run(self) -> int:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        from edge.trust import trust_store
+
+        self.trust = trust_store(s)  # TrustAnchorError (a ConfigError) names the refused file: exit 78
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)

@@ -23,7 +23,7 @@ group: ``"acme.doorbell" = "acme_edge.doorbell:Doorbell"``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -87,8 +87,10 @@ class Driver:
     """Base class of drivers. Override ``run``; optionally ``handle`` and ``health``."""
 
     Config: ClassVar[type[DriverConfig]] = DriverConfig
-    #: Command names that move something physical (two-person rule may apply).
-    physical_commands: ClassVar[frozenset[str]] = frozenset()
+    #: Effect class of each command ``handle`` accepts (edge.commands.effects): observe,
+    #: operate, barrier or erase, or a ``ByArg``. Undeclared commands are ``barrier``:
+    #: two people must sign them.
+    command_effects: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, config: DriverConfig, ctx: DriverContext):
         self.config = config

@@ -225,15 +225,28 @@ def write_pem_keypair(folder: str | os.PathLike, stem: str, private) -> tuple[Pa
     with os.fdopen(fd, "wb") as f:
         f.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    pub_path.write_bytes(private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    # 0640: a device refuses a trust anchor that others may read or change (edge.trust).
+    fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    os.chmod(pub_path, 0o640)
     return key_path, pub_path
 
 
-def generate_keypair(folder: str | os.PathLike, name: str) -> tuple[Path, Path, str]:
-    """Write NAME.key (0600) and NAME.pub into folder; returns (key path, pub path, key id)."""
+def generate_keypair(folder: str | os.PathLike, name: str, roles: Iterable[str] | None = None,
+                     ) -> tuple[Path, Path, str]:
+    """Write NAME.key (0600), NAME.pub and its roles file NAME.pub.json (0640) into folder.
+
+    ``roles`` None means every role: what tests and demos want. ``edge keys gen``
+    always passes the roles the operator chose. Returns (key path, pub path, key id).
+    """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.trust import ROLES, write_roles
 
     private = Ed25519PrivateKey.generate()
     key_path, pub_path = write_pem_keypair(folder, name, private)
-    return key_path, pub_path, key_id(private.public_key())
+    kid = key_id(private.public_key())
+    write_roles(pub_path, ROLES if roles is None else roles, kid=kid)
+    return key_path, pub_path, kid

@@ -43,8 +43,8 @@ class DriverRunner:
         self._commands = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cmd:{self.name}")
 
     @property
-    def physical_commands(self) -> frozenset[str]:
-        return self._cls.physical_commands
+    def command_effects(self):
+        return self._cls.command_effects
 
     def start(self) -> None:
         self._thread.start()

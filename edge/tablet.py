@@ -33,9 +33,10 @@ def tablet_components(daemon) -> list:
 
 
 def _register_purge(messaging) -> None:
-    """``purge_resident`` is a signed command to target ``edge``: the command router verifies
-    it (signature, expiry, replay) and records the result; here is only what it does."""
-    from edge.commands.builtin import BUILTINS
+    """``purge_resident`` is a command to target ``edge``: the command router verifies it
+    (an ``erase``: two signatures, or two local operators; expiry, replay) and records the
+    result; here is only what it does."""
+    from edge.commands.builtin import BUILTIN_EFFECTS, BUILTINS
     from edge.errors import CommandError
     from edge.messaging._docs import PSEUDONYM
 
@@ -46,3 +47,4 @@ def _register_purge(messaging) -> None:
         return {"purged": messaging.purge_resident(resident)}
 
     BUILTINS["purge_resident"] = purge_resident
+    BUILTIN_EFFECTS["purge_resident"] = "erase"  # destroys a resident's mailbox: two people

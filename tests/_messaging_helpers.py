@@ -19,6 +19,8 @@ class Central:
     def __init__(self, root: Path):
         key_path, self.pub, _ = signing.generate_keypair(root / "keys", "central")
         self.key = signing.load_private_key(key_path)
+        key2_path, self.pub2, _ = signing.generate_keypair(root / "keys", "central-2")  # the second person
+        self.key2 = signing.load_private_key(key2_path)
         seal_key, self.seal_pub = generate_seal_keypair(root / "keys", "central")
         self.seal_private = load_seal_private_key(seal_key)
 

@@ -48,7 +48,9 @@ def test_builtin_edge_commands(daemon):
     no_link = send(daemon.state_dir, "edge", "rebirth")
     assert no_link["status"] == "failed" and "no MQTT link" in no_link["detail"]
     unknown = send(daemon.state_dir, "edge", "reboot")
-    assert unknown["status"] == "failed" and "has no command 'reboot'" in unknown["detail"]
+    # An undeclared command is a barrier command: held for a second operator, never run alone.
+    assert unknown["status"] == "rejected" and unknown["reason"] == "under_signed"
+    assert "edge cmd approve approve-" in unknown["detail"]
 
 
 def test_local_rejections_are_results_and_alarms(daemon):
@@ -57,10 +59,10 @@ def test_local_rejections_are_results_and_alarms(daemon):
     first = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
     again = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
     assert first["status"] == "ok" and again["reason"] == "replay"
-    driver_refused = send(daemon.state_dir, "hb", "explode")
-    assert driver_refused["status"] == "failed" and "does not support" in driver_refused["detail"]
+    undeclared = send(daemon.state_dir, "hb", "explode")  # no effect declared: barrier, one person
+    assert undeclared["status"] == "rejected" and undeclared["reason"] == "under_signed"
     alarms = recorded(daemon, "system.command_rejected")
-    assert sorted(a["payload"]["reason"] for a in alarms) == ["replay", "wrong_target"]
+    assert sorted(a["payload"]["reason"] for a in alarms) == ["replay", "under_signed", "wrong_target"]
     assert all(a["priority"] == "alarm" for a in alarms)
 
 

@@ -14,6 +14,7 @@ from edge.commands.seen import SeenIds
 from edge.commands.settings import CommandsSettings
 from edge.commands.verify import CommandRejected, Verifier
 from edge.signing import key_id, sign
+from edge.trust import store_for_keys
 
 DEV_TOPIC, SITE_TOPIC = "edge/v1/site-1/dev-1/cmd", "edge/v1/site-1/cmd"
 
@@ -25,15 +26,16 @@ def keys():
 
 @pytest.fixture
 def clock():
-    return {"now": datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()}
+    return {"now": datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp(), "mono": 1000.0}
 
 
 @pytest.fixture
 def verifier(tmp_path, keys, clock):
     trusted = {key_id(k.public_key()): k.public_key() for k in keys[:2]}  # keys[2] is untrusted
-    settings = CommandsSettings(two_person=["release"], two_person_physical=True, max_ttl_s=3600)
-    return Verifier(device="dev-1", site="site-1", trusted=trusted, clock_skew_s=60, settings=settings,
-                    targets={"lane1": frozenset({"unlock"})}, seen=SeenIds(tmp_path, clock=lambda: clock["now"]),
+    settings = CommandsSettings(two_person=["release"], max_ttl_s=3600)
+    seen = SeenIds(tmp_path, clock=lambda: clock["now"], mono=lambda: clock["mono"], skew_s=60)
+    return Verifier(device="dev-1", site="site-1", trust=store_for_keys(trusted), clock_skew_s=60,
+                    settings=settings, targets={"lane1": {"ping": "observe", "open": "operate"}}, seen=seen,
                     clock=lambda: clock["now"])
 
 
@@ -68,14 +70,16 @@ def test_replay_protection_survives_restart(tmp_path, verifier, keys, clock):
     doc = cmd(keys[:1], clock)
     verifier.remote(DEV_TOPIC, payload(doc), site_wide=False)
     verifier.seen.close()
-    verifier.seen = SeenIds(tmp_path, clock=lambda: clock["now"])
+    verifier.seen = SeenIds(tmp_path, clock=lambda: clock["now"], mono=lambda: clock["mono"])
     assert rejected(verifier, payload(doc)).reason == "replay"
 
 
 def test_seen_ids_are_pruned_after_expiry(verifier, keys, clock):
     verifier.remote(DEV_TOPIC, payload(cmd(keys[:1], clock, ttl_s=30)), site_wide=False)
     assert verifier.seen.count() == 1
-    clock["now"] += 30 + 60 + 1  # past expiry plus the skew allowance
+    clock["now"] += 30 + 60 + 1  # past expiry plus the skew allowance, by the wall clock only
+    assert verifier.seen.prune() == 0 and verifier.seen.count() == 1
+    clock["mono"] += 30 + 60 + 1  # ...and now by the uptime bound too
     assert verifier.seen.prune() == 1 and verifier.seen.count() == 0
 
 
@@ -83,7 +87,7 @@ def test_tampered_args_fail_the_signature(verifier, keys, clock):
     doc = cmd(keys[:1], clock, args={"dir": "in"})
     doc["args"]["dir"] = "out"
     err = rejected(verifier, payload(doc))
-    assert err.reason == "bad_signature" and "bad signature" in err.detail
+    assert err.reason == "bad_signature" and "does not match this content" in err.detail
 
 
 @pytest.mark.parametrize("mutate, expect", [
@@ -105,6 +109,7 @@ def test_untrusted_key_is_rejected(verifier, keys, clock):
 def test_expired_and_not_yet_valid(verifier, keys, clock):
     doc = cmd(keys[:1], clock, ttl_s=10)
     clock["now"] += 11
+    clock["mono"] += 11
     err = rejected(verifier, payload(doc))
     assert err.reason == "expired" and "device clock says" in err.detail
     future = datetime.fromtimestamp(clock["now"], UTC) + timedelta(seconds=120)
@@ -141,7 +146,7 @@ def test_site_wide_commands(verifier, keys, clock):
 
 
 def test_two_person_rule(verifier, keys, clock):
-    one = cmd(keys[:1], clock, name="unlock")  # physical on lane1, two_person_physical = true
+    one = cmd(keys[:1], clock, name="unlock")  # undeclared on lane1: barrier
     err = rejected(verifier, payload(one))
     assert err.reason == "under_signed" and "has 1" in err.detail
     same_key_twice = sign(one, keys[0])
@@ -174,14 +179,14 @@ def test_unknown_field_is_malformed_even_if_signed(verifier, keys, clock):
 
 
 def test_no_trusted_keys_refuses_everything(tmp_path, keys, clock):
-    v = Verifier(device="dev-1", site="site-1", trusted={}, clock_skew_s=60, settings=CommandsSettings(),
+    v = Verifier(device="dev-1", site="site-1", trust=store_for_keys({}), clock_skew_s=60, settings=CommandsSettings(),
                  targets={}, seen=SeenIds(tmp_path), clock=lambda: clock["now"])
     err = rejected(v, payload(cmd(keys[:1], clock, target="edge")))
     assert err.reason == "bad_signature" and "trust.central_keys" in err.detail
 
 
 def test_local_commands_skip_signatures_but_not_target_or_replay(verifier):
-    accepted = verifier.local({"target": "lane1", "name": "unlock", "args": {}}, "alice")
+    accepted = verifier.local({"target": "lane1", "name": "open", "args": {}}, "alice")
     assert accepted.origin == "local" and accepted.operator == "alice" and not accepted.signed_by
     with pytest.raises(CommandRejected) as info:
         verifier.local({"target": "nope", "name": "ping"}, "alice")
@@ -212,10 +217,10 @@ def test_keys_gen_cli(tmp_path):
     from edge.signing import load_public_keys
 
     runner = CliRunner()
-    made = runner.invoke(cli, ["keys", "gen", "central-ops", "--dir", str(tmp_path), "--json"])
+    made = runner.invoke(cli, ["keys", "gen", "central-ops", "--role", "command", "--dir", str(tmp_path), "--json"])
     assert made.exit_code == 0, made.output
     info = json.loads(made.output)
     assert stat.S_IMODE(os.stat(info["private_key"]).st_mode) == 0o600
     assert list(load_public_keys([info["public_key"]])) == [info["key_id"]]
-    again = runner.invoke(cli, ["keys", "gen", "central-ops", "--dir", str(tmp_path)])
+    again = runner.invoke(cli, ["keys", "gen", "central-ops", "--role", "command", "--dir", str(tmp_path)])
     assert again.exit_code == 1 and "refusing to overwrite" in again.output

@@ -30,6 +30,7 @@ from tests._gate_helpers import (
     show,
     wait_event,
 )
+from tests._trust_helpers import SECOND_OPERATOR_CONFIG, approve
 
 SITE, DEVICE = "site-1", "dev-1"
 
@@ -52,6 +53,16 @@ class Lane:
             return out
         assert out.exit_code == 0, (args, out.output)
         return json.loads(out.stdout)
+
+    def approved(self, *args) -> dict:
+        """A two-person command: asked here (root), approved by a second operator (nobody)."""
+        asked = self.cli(*args, ok=False)
+        assert asked.exit_code == 1, asked.output
+        reply = json.loads(asked.stdout)["result"]
+        assert reply["reason"] == "under_signed", reply
+        done = approve(self.state, reply["result"]["approval_id"])
+        assert done["status"] == "ok", done
+        return done["result"]
 
     def text(self, *args) -> str:
         from click.testing import CliRunner
@@ -132,7 +143,7 @@ def suspicious_scan_held(lane: Lane) -> list[dict]:
     assert (held["payload"]["outcome"], held["payload"]["reason"]) == ("hold", "scan_not_clear"), held
     assert "xray.scan" in evidence_types(lane.state, held)
     grants = len(lane.sim.received(m.Grant))
-    lane.cli("override", "lane1", "--grant", "--dir", "in", "--reason", "searched: nothing found")
+    lane.approved("override", "lane1", "--grant", "--dir", "in", "--reason", "searched: nothing found")
     d = lane.decision(held["seq"], "the officer's grant")
     assert (d["payload"]["outcome"], d["payload"]["reason"]) == ("grant", "officer_override")
     assert len(lane.sim.received(m.Grant)) == grants + 1
@@ -162,9 +173,12 @@ def lockdown_denies(lane: Lane) -> list[dict]:
         assert (d["payload"]["outcome"], d["payload"]["reason"], d["payload"]["mode"]) == \
             ("deny", "lockdown", "lockdown"), d
         out.append(d)
-    refused = lane.cli("override", "lane1", "--grant", "--reason", "let me out", ok=False)
-    assert refused.exit_code == 1 and "lockdown" in refused.output
-    lane.cli("mode", "normal", "--reason", "drill over")
+    asked = lane.cli("override", "lane1", "--grant", "--reason", "let me out", ok=False)
+    held = json.loads(asked.stdout)["result"]
+    assert asked.exit_code == 1 and held["reason"] == "under_signed"
+    refused = approve(lane.state, held["result"]["approval_id"])  # even two people: no grant in lockdown
+    assert refused["status"] == "failed" and "lockdown" in refused["detail"]
+    lane.approved("mode", "normal", "--reason", "drill over")
     assert lane.sim.devices[1].mode == m.Mode.LOCKED and len(lane.sim.received(m.Grant)) == grants
     return out
 
@@ -202,7 +216,7 @@ def central_sets_the_mode(lane: Lane, broker, key) -> None:
     mark = last_seq(lane.state)
     lane.cli("present", "lane1", "--booking", "BK-8", "--subject", "V-1")
     assert lane.decision(mark, "the out-of-service denial")["payload"]["reason"] == "out_of_service"
-    lane.cli("mode", "normal", "--reason", "maintenance done")
+    lane.approved("mode", "normal", "--reason", "maintenance done")
 
 
 SCENARIOS = [visitor_passes, wrong_face_denied, over_dose_held, suspicious_scan_held, step_timeout_denied,
@@ -222,7 +236,8 @@ def test_every_scenario_decides_the_same_online_and_offline(tmp_path, mosquitto,
     try:
         key, pub, _ = generate_keypair(tmp_path / "keys", "central")
         base_config.update(mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-                           trust={"central_keys": [str(pub)]}, **lane_config(tmp_path, sim))
+                           trust={"central_keys": [str(pub)]}, commands=SECOND_OPERATOR_CONFIG,
+                           **lane_config(tmp_path, sim))
         enroll(base_config["state_dir"])
         scan(tmp_path, "V-3", dose_usv=300.0)  # over the 250 µSv limit before they ever come
         show(tmp_path, STAFF)  # a staff member walks up first: identified 1:N, let in

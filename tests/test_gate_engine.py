@@ -37,7 +37,7 @@ class FakeRouter:
         self.answers: dict[str, dict] = {}
         self.target = None
 
-    def register_target(self, name, submit, physical):
+    def register_target(self, name, submit, effects):
         self.target = submit
 
     def submit_local(self, request, operator):
@@ -46,6 +46,8 @@ class FakeRouter:
         answer = self.answers.get(request["name"], {"status": "ok", "result": {"rtt_ms": 1.0}})
         future.set_result({"id": f"local-{len(self.sent)}", **answer})
         return future
+
+    submit_policy = submit_local  # the engine's own driver commands
 
 
 class Harness:

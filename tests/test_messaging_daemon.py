@@ -24,7 +24,7 @@ def _config(mosquitto, central: Central) -> dict:
     return {"device_id": DEVICE, "site": SITE, "role": "tablet",
             "logging": {"level": "info", "format": "json"},
             "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-            "trust": {"central_keys": [str(central.pub)]},
+            "trust": {"central_keys": [str(central.pub), str(central.pub2)]},
             "messaging": {"central_seal_key": str(central.seal_pub)}, "drivers": []}
 
 
@@ -212,7 +212,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
 
     assert _files_containing(state, [RESIDENT.encode()])  # the search does find what is there
     cmd = build_command(target="edge", name="purge_resident", args={"resident": RESIDENT},
-                        device=DEVICE, site=SITE, keys=[central.key], reason="released")
+                        device=DEVICE, site=SITE, keys=[central.key, central.key2], reason="released")
     publish_command(mosquitto.uri, SITE, DEVICE, cmd)
     def results(c):
         docs = [m.json() for m in c.on_topic("cmd/result")]

@@ -21,6 +21,7 @@ from drivers.turnstile.codecs import get_codec
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
 from edge.signing import generate_keypair, load_private_key
+from tests._trust_helpers import SECOND_OPERATOR_CONFIG, approve
 
 SITE, DEVICE = "site-1", "dev-1"
 
@@ -44,15 +45,16 @@ def _lane(path, codec):
 def test_signed_grant_over_mqtt_opens_the_lane_and_the_passage_follows(
         codec, tmp_path, mosquitto, mqtt_collector, edge_daemon, base_config):
     key, pub, _ = generate_keypair(tmp_path / "keys", "central")
+    key2, pub2, _ = generate_keypair(tmp_path / "keys", "central-2")  # grant is a barrier command: two people
     sim = TurnstileSim(codec, tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
     try:
         base_config.update(mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-                           trust={"central_keys": [str(pub)]}, drivers=[_lane(sim.path, codec)])
+                           trust={"central_keys": [str(pub), str(pub2)]}, drivers=[_lane(sim.path, codec)])
         events = mqtt_collector(mosquitto, [f"edge/v1/{SITE}/{DEVICE}/events/turnstile"])
         edge_daemon(base_config)
         events.wait_for(lambda c: any(e["type"] == "turnstile.online" for e in c.events()), 20, "lane online")
         doc = build_command(target="lane1", name="grant", args={"direction": "in", "passes": 1},
-                            ttl_s=60, device=DEVICE, site=SITE, keys=[load_private_key(key)])
+                            ttl_s=60, device=DEVICE, site=SITE, keys=[load_private_key(key), load_private_key(key2)])
         publish_command(mosquitto.uri, SITE, DEVICE, doc)
 
         def got_both(c):
@@ -72,13 +74,16 @@ def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base
     sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200).start()
     try:
         base_config["drivers"] = [_lane(sim.path, "rs485-bus")]
+        base_config["commands"] = SECOND_OPERATOR_CONFIG
         daemon = edge_daemon(base_config)
         sim.wait_for(lambda: sim.received(m.ReadCounters), 20)  # the driver has made contact
 
         out = _cli(daemon, "turnstile", "grant", "lane1", "--dir", "out", "--passes", "2", "--json",
                          "--reason", "visitor escort")
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["status"] == "ok"
+        held = json.loads(out.stdout)["result"]  # a grant waits for a second operator
+        assert out.returncode == 1 and held["reason"] == "under_signed", out.stdout
+        done = approve(daemon.state_dir, held["result"]["approval_id"])
+        assert done["status"] == "ok" and done["approved_by"] == "nobody", done
         assert sim.devices[1].grant.direction == "out" and sim.devices[1].grant.passes_left == 2
 
         sim.passage("out", count=2)
@@ -102,13 +107,16 @@ def test_engineer_cli_grant_counters_and_driver_test(tmp_path, edge_daemon, base
 
         tail = _cli(daemon, "events", "tail", "-n", "50", "--type", "command.*", "--json")
         done = [json.loads(line) for line in tail.stdout.splitlines()]
-        grant = next(e for e in done if e["payload"]["name"] == "grant")
-        assert grant["payload"]["operator"] == getpass.getuser()
-        assert grant["payload"]["status"] == "ok"
+        grants = [e["payload"] for e in done if e["payload"]["name"] == "grant"]
+        assert [g["status"] for g in grants] == ["rejected", "ok"]  # held, then approved
+        assert grants[1]["operator"] == getpass.getuser() and grants[1]["approved_by"] == "nobody"
 
         sim.mute(True)
-        out = _cli(daemon, "turnstile", "unlock", "lane1")
-        assert out.returncode == 1 and "NOT confirmed" in out.stderr
+        out = _cli(daemon, "turnstile", "unlock", "lane1", "--json")
+        held = json.loads(out.stdout)["result"]
+        assert out.returncode == 1 and held["reason"] == "under_signed"
+        done = approve(daemon.state_dir, held["result"]["approval_id"])
+        assert done["status"] == "failed" and "NOT confirmed" in done["detail"], done
         out = _cli(daemon, "turnstile", "grant", "nope", "--dir", "in")
         assert out.returncode == 1 and "no driver named 'nope'" in out.stderr
     finally:
@@ -156,6 +164,7 @@ def test_simulated_lane_inside_the_daemon_driven_by_commands(tmp_path, edge_daem
          "auto_pass": True},
         {**_lane(port, "bcc-p2p"), "reconnect_initial_s": 0.05},
     ]
+    base_config["commands"] = SECOND_OPERATOR_CONFIG
     daemon = edge_daemon(base_config)
     state = base_config["state_dir"]
     pause = threading.Event()
@@ -163,7 +172,9 @@ def test_simulated_lane_inside_the_daemon_driven_by_commands(tmp_path, edge_daem
         if send(state, "lane1", "ping", {})["status"] == "ok":
             break
         pause.wait(0.05)
-    assert send(state, "lane1", "grant", {"direction": "out"})["status"] == "ok"
+    held = send(state, "lane1", "grant", {"direction": "out"})  # a barrier command: two operators
+    assert held["reason"] == "under_signed"
+    assert approve(state, held["result"]["approval_id"])["status"] == "ok"
 
     def turnstile_events():
         out = _cli(daemon, "events", "tail", "-n", "100", "--type", "turnstile.*", "--json").stdout

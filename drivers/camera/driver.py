@@ -95,6 +95,7 @@ class FaceCameraDriver(Driver):
     """Runs the face worker process and emits its decisions as ``biometric.*`` events."""
 
     Config = FaceCameraConfig
+    command_effects = {"verify": "operate", "status": "observe"}  # verify only starts a check
 
     def __init__(self, config: FaceCameraConfig, ctx):
         super().__init__(config, ctx)

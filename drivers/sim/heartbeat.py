@@ -65,6 +65,8 @@ class HeartbeatDriver(Driver):
                 if self.ctx.wait(max(0.0, next_at - time.monotonic())):
                     return
 
+    command_effects = {"ping": "observe"}
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         if name == "ping":
             return {"pong": True, "sent": self.sent}

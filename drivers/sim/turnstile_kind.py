@@ -40,6 +40,7 @@ class SimTurnstileDriver(Driver):
     """Runs a TurnstileSim until the daemon stops; ``step`` plays scenario steps on it."""
 
     Config = SimTurnstileConfig
+    command_effects = {"ping": "observe", "step": "operate"}  # step plays the far side of the wire
 
     def __init__(self, config: SimTurnstileConfig, ctx):
         super().__init__(config, ctx)

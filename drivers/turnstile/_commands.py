@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[type[_Args], Any, Any]] = {
     "ping": (_Args, _plain(m.GetStatus), m.Status),
     "status": (_Args, _plain(m.GetStatus), m.Status),
 }
+#: Effect class of each command (edge.commands.effects): who may send it alone.
+EFFECTS = {"grant": "barrier", "unlock": "barrier", "release": "barrier",
+           "deny": "operate", "lock": "operate", "lockdown": "operate", "set_time": "operate",
+           "read_counters": "observe", "ping": "observe", "status": "observe"}
 #: Refused by the driver while a fire-alarm free swing is active (the hardware's fail-safe wins).
 LOCKING = frozenset({"lock", "lockdown"})
 

@@ -74,9 +74,9 @@ class TurnstileDriver(Driver):
     """A serial line with one (bcc-p2p) or up to 32 (rs485-bus) turnstile controllers."""
 
     Config = TurnstileConfig
-    # Commands that let people through (the two-person rule may apply). lock/lockdown/deny only
-    # ever close a lane and must stay quick to issue in an incident.
-    physical_commands = frozenset({"grant", "unlock", "release"})
+    # grant/unlock/release let people through: two people. lock/lockdown/deny only ever
+    # close a lane and must stay quick to issue in an incident: one.
+    command_effects = _commands.EFFECTS
 
     def __init__(self, config: TurnstileConfig, ctx):
         super().__init__(config, ctx)

@@ -41,7 +41,7 @@ def cmd() -> None:
 
 @cmd.command("sign")
 @click.option("--key", "key_files", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Private key (NAME.key); repeat for a second signer (two-person rule).")
+              help="Private key (NAME.key); a second person adds theirs with `edge cmd cosign`.")
 @click.option("--target", required=True, help="Driver name on the device, or 'edge'.")
 @click.option("--name", required=True, help="Command name, e.g. ping, unlock.")
 @click.option("--arg", "arg_pairs", multiple=True, help=_ARG_HELP)
@@ -51,15 +51,21 @@ def cmd() -> None:
 @click.option("--site", help="The site (required for a site-wide command, i.e. without --device).")
 @click.option("--reason", help="Why, for the audit trail.")
 @click.option("--id", "command_id", help="Command id (default: a new UUID).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write the command to this file for a second signer (`edge cmd cosign FILE`).")
 @click.option("--publish", "publish_uri", help="Also publish it: mqtt://host:port or mqtts://host:port.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
 @click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
 @json_option
 @edge_errors
-def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, command_id, publish_uri,
+def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, command_id, out_file, publish_uri,
          ca_file, cert_file, key_file, as_json) -> None:
-    """Print a signed command (JSON); with --publish, send it to the device's cmd topic."""
+    """Print a signed command (JSON); with --out, write it for approval; with --publish, send it.
+
+    Barrier and erase commands need two people: sign with --out, hand the file to
+    the second person, who runs `edge cmd cosign FILE --key theirs.key --publish …`.
+    """
     from edge.commands.build import build_command
     from edge.signing import load_private_key
 
@@ -72,6 +78,20 @@ def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, comman
                         site=site, reason=reason, command_id=command_id,
                         keys=[load_private_key(k) for k in key_files])
     _check_schema(doc, as_json)
+    if out_file:
+        _write(out_file, doc)
+        click.echo(f"wrote {out_file}: a second person adds a signature with `edge cmd cosign {out_file} "
+                   "--key THEIR.key`", err=True)
+    _publish_and_print(doc, site, device, publish_uri, ca_file, cert_file, key_file, as_json)
+
+
+def _write(path: str, doc: dict) -> None:
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _publish_and_print(doc, site, device, publish_uri, ca_file, cert_file, key_file, as_json) -> None:
     topic = None
     if publish_uri:
         from edge.commands.publish import publish_command
@@ -80,6 +100,74 @@ def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, comman
                                 key_file=key_file)
         click.echo(f"published to {topic} (QoS 1, acknowledged)", err=True)
     output(doc, as_json, lambda d: json.dumps(d, indent=2))
+
+
+@cmd.command("cosign")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key", "key_file_", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Your private key (NAME.key).")
+@click.option("--signer-pub", "signer_pubs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="The first signer's public key: check their signature covers this content.")
+@click.option("--publish", "publish_uri", help="Then publish it: mqtt://host:port or mqtts://host:port.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
+@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
+@json_option
+@edge_errors
+def cosign(file, key_file_, signer_pubs, publish_uri, ca_file, cert_file, key_file, as_json) -> None:
+    """Add your signature to a command someone else signed (FILE, from `edge cmd sign --out`).
+
+    Shows what you are signing on stderr; refuses when the existing signatures do not
+    cover this content, or when your key already signed it. Rewrites FILE.
+    """
+    from edge.commands.cosign import cosign_file
+
+    doc = cosign_file(file, key_file_, signer_pubs)
+    click.echo(f"signed {doc['target']} {doc['name']} {json.dumps(doc['args'])} for "
+               f"{doc.get('device') or doc.get('site')}, expires {doc['expires_at']}; "
+               f"{len(doc['signatures'])} signatures", err=True)
+    _publish_and_print(doc, doc.get("site"), doc.get("device"), publish_uri, ca_file, cert_file, key_file,
+                       as_json)
+
+
+@cmd.command("approve")
+@click.argument("approval_id")
+@json_option
+@click.pass_context
+@edge_errors
+def approve_cmd(ctx, approval_id, as_json) -> None:
+    """Approve, as the SECOND operator, a barrier/erase command another operator asked for.
+
+    Run it under your own account (not the requester's); see `edge cmd pending` for
+    what is waiting. The command then runs once, recorded with both names.
+    """
+    from edge.commands.local import ControlUnavailable, approve
+
+    settings = settings_from(ctx)
+    try:
+        result = approve(settings.state_dir, approval_id)
+    except ControlUnavailable as exc:
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    output(result, as_json, _result_text)
+    sys.exit(0 if result.get("status") == "ok" else EX_FAIL)
+
+
+@cmd.command("pending")
+@json_option
+@click.pass_context
+@edge_errors
+def pending_cmd(ctx, as_json) -> None:
+    """Barrier/erase requests waiting for a second operator's `edge cmd approve`."""
+    from edge.commands.local import ControlUnavailable, pending
+
+    settings = settings_from(ctx)
+    try:
+        items = pending(settings.state_dir)
+    except ControlUnavailable as exc:
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    output(items, as_json, lambda rows: "\n".join(
+        f"{r['approval_id']}  {r['target']} {r['name']} {json.dumps(r['args'])}  by {r['requested_by']} "
+        f"{r['age_s']:.0f}s ago: {r.get('reason') or ''}" for r in rows) or "nothing waiting")
 
 
 def _check_schema(doc: dict, as_json: bool) -> None:
@@ -100,21 +188,27 @@ def _check_schema(doc: dict, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--arg", "arg_pairs", multiple=True, help=_ARG_HELP)
 @click.option("--reason", help="Why, for the audit trail (recorded with your user name).")
+@click.option("--single-person", is_flag=True,
+              help="One passage (grant, passes = 1) without a second operator, where the site allows it; "
+                   "raises an alarm.")
 @click.option("--timeout", type=float, default=65.0, show_default=True, help="Seconds to wait for the result.")
 @json_option
 @click.pass_context
 @edge_errors
-def local(ctx, target, name, arg_pairs, reason, timeout, as_json) -> None:
+def local(ctx, target, name, arg_pairs, reason, single_person, timeout, as_json) -> None:
     """Run a command on this device through the daemon's control socket.
 
     Allowed to whoever may open state_dir/control.sock; recorded with your user
-    name. Exit 0 ok, 1 failed or rejected, 69 daemon unreachable.
+    name. A barrier or erase command (open, grant, free passage, purge) waits for
+    a second operator: it prints an approval id for `edge cmd approve`.
+    Exit 0 ok, 1 failed or rejected, 69 daemon unreachable.
     """
     from edge.commands.local import ControlUnavailable, send
 
     settings = settings_from(ctx)
     try:
-        result = send(settings.state_dir, target, name, parse_args(arg_pairs), reason, timeout=timeout)
+        result = send(settings.state_dir, target, name, parse_args(arg_pairs), reason,
+                      single_person=single_person, timeout=timeout)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
     output(result, as_json, _result_text)

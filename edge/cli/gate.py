@@ -22,14 +22,15 @@ def gate() -> None:
     """Gate policy: mode, approaches in progress, officer overrides."""
 
 
-def _send(ctx: click.Context, name: str, args: dict[str, Any], reason: str | None, as_json: bool) -> dict:
+def _send(ctx: click.Context, name: str, args: dict[str, Any], reason: str | None, as_json: bool,
+          single_person: bool = False) -> dict:
     from edge.commands.local import ControlUnavailable, send
 
     settings = settings_from(ctx)
     if not settings.gate.lanes:
         fail("no [gate.lanes] in the config: this device has no gate policy", as_json=as_json)
     try:
-        reply = send(settings.state_dir, "gate", name, args, reason)
+        reply = send(settings.state_dir, "gate", name, args, reason, single_person=single_person)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
     if reply.get("status") != "ok":
@@ -88,15 +89,20 @@ def present(ctx, lane, booking_id, subject_id, direction, as_json) -> None:
 @_dir
 @click.option("--passes", type=click.IntRange(1, 255), default=1, show_default=True)
 @click.option("--reason", required=True, help="Why (mandatory; recorded with your user name).")
+@click.option("--single-person", is_flag=True,
+              help="One passage without a second operator, where the site allows it (raises an alarm).")
 @json_option
 @click.pass_context
 @edge_errors
-def override(ctx, lane, action, direction, passes, reason, as_json) -> None:
-    """An officer decides at LANE: grant or deny, with a reason."""
+def override(ctx, lane, action, direction, passes, reason, single_person, as_json) -> None:
+    """An officer decides at LANE: grant or deny, with a reason.
+
+    A grant needs a second operator: it prints an approval id for `edge cmd approve`.
+    """
     if action is None:
         fail("say --grant or --deny", 2, as_json=as_json)
     args = {"lane": lane, "direction": direction, "action": action, "reason": reason, "passes": passes}
-    output(_send(ctx, "override", args, reason, as_json), as_json, _decision_text)
+    output(_send(ctx, "override", args, reason, as_json, single_person), as_json, _decision_text)
 
 
 @gate.command("mode")

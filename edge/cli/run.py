@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from edge.cli._common import edge_errors, settings_from
+from edge.cli._common import EX_CONFIG, edge_errors, settings_from
 
 
 @click.command()
@@ -19,5 +19,12 @@ def run(ctx: click.Context) -> None:
 
     logs.configure(settings.logging.level, settings.logging.format)
     from edge.daemon import Daemon
+    from edge.errors import ConfigError
 
-    sys.exit(Daemon(settings).run())
+    try:
+        code = Daemon(settings).run()
+    except ConfigError as exc:  # a refused trust anchor: systemd must not restart-loop on it
+        for line in exc.lines:
+            click.echo(f"config error: {line}", err=True)
+        sys.exit(EX_CONFIG)
+    sys.exit(code)

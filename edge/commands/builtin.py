@@ -51,6 +51,11 @@ BUILTINS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+#: Effect class of each builtin (edge.commands.effects); a subsystem adding a builtin adds its effect.
+BUILTIN_EFFECTS: dict[str, str] = {"ping": "observe", "status": "observe", "rebirth": "operate",
+                                   "set-log-level": "operate"}
+
+
 def run_builtin(daemon, name: str, args: dict[str, Any]) -> dict[str, Any]:
     fn = BUILTINS.get(name)
     if fn is None:

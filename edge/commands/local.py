@@ -154,20 +154,39 @@ def _send(conn: socket.socket, obj: dict[str, Any]) -> None:
 
 
 def send(state_dir: str | os.PathLike, target: str, name: str, args: dict[str, Any] | None = None,
-         reason: str | None = None, *, command_id: str | None = None,
+         reason: str | None = None, *, command_id: str | None = None, single_person: bool = False,
          timeout: float = _RESULT_TIMEOUT_S + 5) -> dict[str, Any]:
     """Send one command to the running daemon on this device and return its result.
 
     The result is the ``command.result`` payload: check ``status`` (ok | failed |
-    rejected) and ``detail``. Raises ``ControlUnavailable`` when the daemon cannot
-    be reached and ``CommandError`` when it could not take the command at all.
+    rejected) and ``detail``. A barrier or erase command comes back ``rejected``
+    (``under_signed``) with ``result.approval_id`` for a second operator's
+    ``approve``. Raises ``ControlUnavailable`` when the daemon cannot be reached
+    and ``CommandError`` when it could not take the command at all.
     """
-    path = Path(state_dir) / SOCKET_NAME
     request: dict[str, Any] = {"target": target, "name": name, "args": args or {}}
     if reason:
         request["reason"] = reason
     if command_id:
         request["id"] = command_id
+    if single_person:
+        request["single_person"] = True
+    return request_raw(state_dir, request, timeout)
+
+
+def approve(state_dir: str | os.PathLike, approval_id: str, timeout: float = _RESULT_TIMEOUT_S + 5) -> dict[str, Any]:
+    """Approve another operator's pending barrier/erase request; returns the command's result."""
+    return request_raw(state_dir, {"approve": approval_id}, timeout)
+
+
+def pending(state_dir: str | os.PathLike, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Requests waiting for a second operator."""
+    return request_raw(state_dir, {"list_pending": True}, timeout)["pending"]
+
+
+def request_raw(state_dir: str | os.PathLike, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One JSON request line to the control socket, one answer back."""
+    path = Path(state_dir) / SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

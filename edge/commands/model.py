@@ -22,7 +22,9 @@ _CMD_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 RejectReason = Literal[
     "malformed",       # not JSON, not an object, or not the Command schema
     "bad_signature",   # unsigned, a bad signature, or no trusted key signed it
-    "under_signed",    # the two-person rule needs two distinct trusted keys
+    "under_signed",    # a barrier/erase command needs two distinct keys (or two local operators)
+    "wrong_role",      # the signing key does not hold the 'command' role
+    "revoked_key",     # the signing key is on the revocation list
     "expired",         # now is past expires_at
     "not_yet_valid",   # issued_at is further in the future than trust.clock_skew_s
     "ttl_too_long",    # expires_at - issued_at exceeds commands.max_ttl_s
@@ -90,6 +92,8 @@ class CommandResult(BaseModel):
     origin: Literal["mqtt", "local"] = Field(description="Central over MQTT, or the local control socket.")
     topic: str | None = Field(default=None, description="MQTT topic it arrived on.")
     operator: str | None = Field(default=None, description="Local user name (local commands).")
+    approved_by: str | None = Field(default=None, description="The second local operator who approved "
+                                                                "a barrier or erase command.")
     signed_by: list[str] = Field(default_factory=list, description="Key ids of valid signatures.")
     duration_ms: float | None = Field(default=None, description="Execution time.")
 

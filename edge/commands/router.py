@@ -26,12 +26,12 @@ from edge.commands.seen import SeenIds
 from edge.commands.verify import Accepted, CommandRejected, Verifier
 from edge.errors import CommandError, EdgeError, StoreError
 from edge.mqtt import topics
-from edge.signing import SignatureError, load_public_keys
 
 log = structlog.get_logger("edge.commands")
 SOURCE = "commands"
 _QUEUE_MAX = 10_000
 _DRIVER_START_WAIT_S = 10.0
+_IDLE_TICK_S = 5.0  # the worker looks at the clock this often even without commands
 
 
 class _AlarmLimiter:
@@ -74,11 +74,11 @@ class CommandRouter:
         self._limiter = _AlarmLimiter(s.commands.rejections_per_minute)
         self._device_topic = topics.cmd(s.site, s.device_id)
         self._site_topic = topics.site_cmd(s.site)
-        self._trust_errors: list[str] = []
         self._verifier: Verifier | None = None
         self._control = None
         self._control_error: str | None = None
         self._last_rejection: dict[str, Any] | None = None
+        self._last_prune = time.monotonic()
         self._components: dict[str, tuple[Any, frozenset[str]]] = {}  # targets that are not drivers
         if daemon.link is not None:
             # Registered before the link connects: a persistent session delivers the
@@ -91,14 +91,17 @@ class CommandRouter:
 
     def start(self) -> None:
         from edge.commands.local import ControlServer, ControlUnavailable
+        from edge.trust import trust_store
 
         s = self._daemon.settings
         runners = getattr(self._daemon.supervisor, "runners", {})
+        trust = getattr(self._daemon, "trust", None) or trust_store(s)
+        seen = SeenIds(s.state_dir, skew_s=s.trust.clock_skew_s, on_clock_back=self._clock_went_back)
         self._verifier = Verifier(
-            device=s.device_id, site=s.site, trusted=self._load_keys(s.trust.central_keys),
-            clock_skew_s=s.trust.clock_skew_s, settings=self._settings, seen=SeenIds(s.state_dir),
-            targets={**{name: r.physical_commands for name, r in runners.items()},
-                     **{name: physical for name, (_, physical) in self._components.items()}})
+            device=s.device_id, site=s.site, trust=trust, clock_skew_s=s.trust.clock_skew_s,
+            settings=self._settings, seen=seen,
+            targets={**{name: r.command_effects for name, r in runners.items()},
+                     **{name: effects for name, (_, effects) in self._components.items()}})
         self._thread.start()
         link = self._daemon.link
         control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
@@ -108,7 +111,10 @@ class CommandRouter:
         except ControlUnavailable as exc:  # remote commands and the gate itself keep working
             self._control_error = str(exc)
             log.error("control_socket_unavailable", error=str(exc))
-        log.info("commands_ready", trusted_keys=len(self._verifier.trusted),
+        if self._settings.allow_single_person_override:
+            log.warning("single_person_override_allowed", detail="one local operator may grant a single "
+                        "passage; every use is an alarm (commands.allow_single_person_override)")
+        log.info("commands_ready", trusted_keys=len(self._verifier.trust.anchors),
                  topics=[self._device_topic, self._site_topic] if link else [],
                  control_socket=str(control.path) if self._control else None)
 
@@ -127,38 +133,36 @@ class CommandRouter:
             **{k: self._counts[k] for k in ("received", "executed", "failed", "ignored", "dropped")},
             "rejected": sum(self._rejected.values()), "rejected_by_reason": dict(self._rejected),
             "queued": self._queue.qsize(),
-            "trusted_keys": len(self._verifier.trusted) if self._verifier else 0,
+            "trusted_keys": len(self._verifier.trust.anchors) if self._verifier else 0,
         }
-        if self._trust_errors:
-            report["trust_errors"] = list(self._trust_errors)
         if self._control_error:
             report["control_socket_error"] = self._control_error
         if self._last_rejection:
             report["last_rejection"] = dict(self._last_rejection)
         return report
 
-    def register_target(self, name: str, submit, physical_commands: frozenset[str] = frozenset()) -> None:
+    def register_target(self, name: str, submit, effects=None) -> None:
         """A daemon component that takes commands (the gate policy): before start().
 
         ``submit(name, args, accepted) -> Future`` must not block; its result dict (or
-        CommandError) is recorded exactly like a driver's.
+        CommandError) is recorded exactly like a driver's. ``effects`` declares each
+        command's effect class (edge.commands.effects); undeclared ones are barrier.
         """
-        self._components[name] = (submit, frozenset(physical_commands))
+        from edge.commands.effects import check_declared
+
+        check_declared(name, effects or {})
+        self._components[name] = (submit, dict(effects or {}))
 
     def _count(self, what: str) -> None:
         with self._counts_lock:
             self._counts[what] += 1
 
-    def _load_keys(self, paths) -> dict:
-        keys: dict = {}
-        for path in paths:
-            try:
-                keys.update(load_public_keys([path]))
-            except (SignatureError, OSError) as exc:
-                # A bad key file must not stop the gate; commands signed by it are refused.
-                self._trust_errors.append(f"{path}: {exc}")
-                log.error("trust_key_unusable", path=str(path), error=str(exc))
-        return keys
+    def _clock_went_back(self, wall: float, floor: float) -> None:
+        log.error("clock_jumped_back", wall=wall, floor=floor, behind_s=round(floor - wall, 1))
+        self._record("system.clock_jumped_back", {
+            "wall": wall, "floor": floor, "behind_s": round(floor - wall, 1),
+            "detail": "the wall clock is behind a time this device has already seen; commands are judged "
+                      "by the later time (check NTP and the RTC battery: edge doctor)"}, "alarm")
 
     # -- intake (other threads: only enqueue) --------------------------------------
 
@@ -179,20 +183,38 @@ class CommandRouter:
         self._queue.put(("local", None, request, operator, future))
         return future
 
+    def submit_policy(self, request: dict[str, Any], operator: str) -> Future:
+        """A driver command decided by the gate policy engine itself: the policy is the
+        authority, so it is not held for a second operator. In-process only: the control
+        socket never reaches this."""
+        future: Future = Future()
+        if self._stopping.is_set():
+            future.set_exception(CommandError("the daemon is stopping; try again when it is back"))
+            return future
+        self._queue.put(("policy", None, request, operator, future))
+        return future
+
     # -- the worker ------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=_IDLE_TICK_S)
+            except queue.Empty:
+                self._tick()
+                continue
             if item is None:
                 return
             origin, topic, body, operator, future = item
+            if origin == "local" and isinstance(body, dict) and body.get("list_pending"):
+                future.set_result({"status": "ok", "pending": self._verifier.approvals.listing()})
+                continue
             self._count("received")
             try:
                 if origin == "mqtt":
                     accepted = self._verifier.remote(topic, body, site_wide=(topic == self._site_topic))
                 else:
-                    accepted = self._verifier.local(body, operator)
+                    accepted = self._verifier.local(body, operator, policy=(origin == "policy"))
             except CommandRejected as rej:
                 self._reject(rej, origin, topic, operator, future)
                 continue
@@ -205,10 +227,27 @@ class CommandRouter:
                 continue
             self._execute(accepted, future)
 
+    def _tick(self) -> None:
+        """Idle: notice a clock set back, and persist the uptime (prune saves it) now and then."""
+        try:
+            self._verifier.seen.trusted_now()
+            if time.monotonic() - self._last_prune > 60:
+                self._last_prune = time.monotonic()
+                self._verifier.seen.prune()
+        except StoreError as exc:
+            log.error("replay_database_failed", error=str(exc))
+
     def _execute(self, accepted: Accepted, future: Future | None) -> None:
         cmd = accepted.command
         log.info("command_accepted", id=cmd.id, name=cmd.name, target=cmd.target, origin=accepted.origin,
-                 operator=accepted.operator, signed_by=accepted.signed_by)
+                 operator=accepted.operator, approved_by=accepted.approved_by, signed_by=accepted.signed_by,
+                 effect=accepted.effect)
+        if accepted.single_person:
+            log.warning("single_person_override", id=cmd.id, name=cmd.name, target=cmd.target,
+                        operator=accepted.operator, reason=cmd.reason)
+            self._record("system.single_person_override", {
+                "id": cmd.id, "name": cmd.name, "target": cmd.target, "args": dict(cmd.args),
+                "operator": accepted.operator, "reason": cmd.reason or cmd.args.get("reason")}, "alarm")
         started = time.monotonic()
         if cmd.target == EDGE_TARGET:
             try:
@@ -264,7 +303,7 @@ class CommandRouter:
         payload = CommandResult(
             id=cmd.id, name=cmd.name, target=cmd.target, status=status, detail=error or "",
             result=result, origin=accepted.origin, topic=accepted.topic, operator=accepted.operator,
-            signed_by=accepted.signed_by, duration_ms=round((time.monotonic() - started) * 1000, 3),
+            approved_by=accepted.approved_by, signed_by=accepted.signed_by, duration_ms=round((time.monotonic() - started) * 1000, 3),
         ).model_dump(mode="json")
         log.info("command_done", id=cmd.id, name=cmd.name, target=cmd.target, status=status,
                  detail=error, duration_ms=payload["duration_ms"])
@@ -280,7 +319,8 @@ class CommandRouter:
                     target=rej.target, origin=origin, topic=topic, operator=operator)
         payload = CommandResult(
             id=rej.id, name=rej.name, target=rej.target, status="rejected", reason=rej.reason,
-            detail=rej.detail, origin=origin, topic=topic, operator=operator,
+            detail=rej.detail, result=rej.result, origin="local" if origin == "policy" else origin,
+            topic=topic, operator=operator,
         ).model_dump(mode="json")
         if self._limiter.allow():
             if rej.id is not None:

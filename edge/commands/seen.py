@@ -1,15 +1,33 @@
-"""Replay protection: the ids of accepted commands, kept on disk until they expire.
+"""Replay protection: the ids of accepted commands, kept on disk until they expire — by two clocks.
 
 A separate small SQLite file (state_dir/commands.db) so the event store's
 schema stays its own. An id is claimed *before* the command runs and the claim
 is fsync'd, so after a power cut a command is never executed twice: commands
 are at-most-once, which is the right side to fail on for a gate.
+
+The wall clock alone cannot be trusted (a dead RTC battery, a rogue NTP
+answer). So the device also counts its own *uptime*: seconds since this boot
+of the daemon (monotonic) plus the uptime persisted by earlier runs. Two rules
+follow:
+
+- an id is forgotten only once its command has expired by the wall clock AND
+  by the uptime bound (uptime at claim + the command's remaining validity), so
+  a clock pushed forward frees nothing;
+- a *time floor* (a wall time the device has seen, advanced by uptime since)
+  is a lower bound of the real time; a command is expired when either the
+  wall clock or the floor says so, so a clock set back revives nothing. A wall
+  clock behind the floor by more than the skew is reported (``on_clock_back``).
+
+The floor adopts the wall clock when the daemon starts and, while running,
+only small forward steps (NTP slewing): a rogue clock pushed far ahead during
+a run cannot drag the floor forward and lock every command out.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import StoreError
@@ -19,31 +37,78 @@ _PRUNE_EVERY = 256
 
 
 class SeenIds:
-    """Command ids accepted by this device, each kept until its keep_until time."""
+    """Command ids accepted by this device, each kept until both clocks say it has expired."""
 
-    def __init__(self, state_dir: Path, clock=time.time):
+    def __init__(self, state_dir: Path, clock=time.time, *, mono=time.monotonic, skew_s: float = 120.0,
+                 on_clock_back: Callable[[float, float], None] | None = None):
         self.path = Path(state_dir) / DB_NAME
-        self._clock = clock
+        self._clock, self._mono, self.skew_s = clock, mono, skew_s
+        self.on_clock_back = on_clock_back
         self._claims = 0
+        self._behind = False
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.execute("CREATE TABLE IF NOT EXISTS seen_commands ("
-                             " id TEXT PRIMARY KEY, keep_until REAL NOT NULL, first_seen REAL NOT NULL)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS seen_commands_keep ON seen_commands(keep_until)")
+            for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000"):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._schema()
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the replay-protection database: {exc}") from None
+        self._mono0, self._uptime0 = mono(), float(meta.get("uptime_s", 0.0))
+        self._floor = (meta.get("floor_wall"), meta.get("floor_uptime"))
+        wall = clock()
+        if self._floor[0] is None or wall > self.floor():
+            self._floor = (wall, self.uptime())  # at start, a later wall time is believed
+        self._save_meta()
         self.prune()
 
-    def claim(self, command_id: str, keep_until: float) -> float | None:
+    def _schema(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS seen_commands ("
+                         " id TEXT PRIMARY KEY, keep_until REAL NOT NULL, first_seen REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)")
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(seen_commands)")]
+        if "keep_until_up" not in columns:  # a database from before the uptime bound: keep its ids a day
+            self._db.execute("ALTER TABLE seen_commands ADD COLUMN keep_until_up REAL NOT NULL DEFAULT 86400")
+        self._db.execute("CREATE INDEX IF NOT EXISTS seen_commands_keep ON seen_commands(keep_until)")
+
+    # -- the two clocks ---------------------------------------------------------------------
+
+    def uptime(self) -> float:
+        """Seconds this device's daemon has run, over all its runs (persisted)."""
+        return self._uptime0 + (self._mono() - self._mono0)
+
+    def floor(self) -> float:
+        """A wall time the real time cannot be before: last trusted wall time plus uptime since."""
+        wall, at = self._floor
+        return wall + (self.uptime() - at)
+
+    def trusted_now(self, wall: float | None = None) -> float:
+        """The time to judge expiry by: the later of the wall clock and the floor."""
+        wall = self._clock() if wall is None else wall
+        floor = self.floor()
+        if wall < floor - self.skew_s:
+            if not self._behind and self.on_clock_back is not None:
+                self.on_clock_back(wall, floor)
+            self._behind = True
+            return floor
+        self._behind = False
+        if floor < wall <= floor + self.skew_s:
+            self._floor = (wall, self.uptime())  # ordinary NTP slewing
+        return max(wall, floor)
+
+    # -- ids ---------------------------------------------------------------------------------
+
+    def claim(self, command_id: str, keep_until: float, wall: float | None = None) -> float | None:
         """Record ``command_id``; returns None when new, else the time it was first seen."""
+        now = self.trusted_now(wall)
+        keep_until_up = self.uptime() + max(0.0, keep_until - now)
         try:
-            cur = self._db.execute("INSERT OR IGNORE INTO seen_commands VALUES (?, ?, ?)",
-                                   (command_id, keep_until, self._clock()))
+            cur = self._db.execute("INSERT OR IGNORE INTO seen_commands (id, keep_until, first_seen, "
+                                   "keep_until_up) VALUES (?, ?, ?, ?)",
+                                   (command_id, keep_until, self._clock(), keep_until_up))
             if cur.rowcount == 1:
                 self._claims += 1
+                self._save_meta()
                 if self._claims % _PRUNE_EVERY == 0:
                     self.prune()
                 return None
@@ -54,15 +119,25 @@ class SeenIds:
         return row[0] if row else self._clock()
 
     def prune(self) -> int:
-        """Forget ids whose command can no longer be accepted anyway (it has expired)."""
+        """Forget ids whose command has expired by the wall clock and by the uptime bound."""
         try:
-            return self._db.execute("DELETE FROM seen_commands WHERE keep_until < ?",
-                                    (self._clock(),)).rowcount
+            self._save_meta()
+            return self._db.execute("DELETE FROM seen_commands WHERE keep_until < ? AND keep_until_up < ?",
+                                    (self._clock(), self.uptime())).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: replay-protection database failed: {exc}") from None
+
+    def _save_meta(self) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             [("uptime_s", self.uptime()), ("floor_wall", self._floor[0]),
+                              ("floor_uptime", self._floor[1])])
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM seen_commands").fetchone()[0]
 
     def close(self) -> None:
+        try:
+            self._save_meta()
+        except sqlite3.Error:
+            pass  # the uptime since the last claim is lost: the floor is lower, never wrong
         self._db.close()

@@ -2,8 +2,11 @@
 
 Order matters: the schema first (so a result can name the command), then the
 signature (an unauthenticated message learns nothing else about the device),
-then audience, time window, target and two-person rule, and the replay claim
-last, so only a command that is about to run uses up its id.
+then audience, target, time window (shorter for barrier and erase commands)
+and the two-person rule, and the replay claim last, so only a command that is
+about to run uses up its id. Signatures count only from keys holding the
+``command`` role (edge.trust); how many are needed follows from the command's
+effect class (edge.commands.effects), never from its name alone.
 """
 
 from __future__ import annotations
@@ -18,19 +21,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edge.commands.approvals import Approvals, single_passage_problem
+from edge.commands.effects import TWO_PERSON, Effects, effect_of
 from edge.commands.model import EDGE_TARGET, MAX_COMMAND_BYTES, Command, iso
 from edge.commands.seen import SeenIds
 from edge.commands.settings import CommandsSettings
 from edge.errors import CommandError
-from edge.signing import SignatureError, verify
+from edge.trust import TrustRefused, TrustStore
 
 
 class CommandRejected(CommandError):
     """A command failed an acceptance rule; it is never executed."""
 
-    def __init__(self, reason: str, detail: str, doc: Mapping[str, Any] | None = None):
+    def __init__(self, reason: str, detail: str, doc: Mapping[str, Any] | None = None,
+                 result: dict[str, Any] | None = None):
         super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.result = reason, detail, result
         doc = doc if isinstance(doc, Mapping) else {}
         self.id = _str_or_none(doc.get("id"))
         self.name = _str_or_none(doc.get("name"))
@@ -46,21 +52,27 @@ class Accepted:
     topic: str | None = None
     signed_by: list[str] = field(default_factory=list)
     operator: str | None = None
+    effect: str = "barrier"
+    approved_by: str | None = None  # the second local operator
+    single_person: bool = False  # the site's one-person local override was used: raise an alarm
 
 
 class Verifier:
     """Applies the rules for one device. Not thread-safe: the router's worker owns it."""
 
-    def __init__(self, *, device: str, site: str, trusted: Mapping[str, Any], clock_skew_s: float,
-                 settings: CommandsSettings, targets: Mapping[str, frozenset[str]], seen: SeenIds,
-                 clock=time.time):
+    def __init__(self, *, device: str, site: str, trust: TrustStore, clock_skew_s: float,
+                 settings: CommandsSettings, targets: Mapping[str, Effects], seen: SeenIds,
+                 clock=time.time, builtin_effects: Effects | None = None):
+        from edge.commands.builtin import BUILTIN_EFFECTS
+
         self.device, self.site = device, site
-        self.trusted = dict(trusted)
+        self.trust = trust
         self.skew_s = clock_skew_s
         self.settings = settings
-        self.targets = {EDGE_TARGET: frozenset(), **targets}
+        self.targets = {EDGE_TARGET: BUILTIN_EFFECTS if builtin_effects is None else builtin_effects, **targets}
         self.seen = seen
         self._clock = clock
+        self.approvals = Approvals(settings.local_approval_s)
 
     # -- remote (MQTT) ----------------------------------------------------------
 
@@ -68,21 +80,22 @@ class Verifier:
         """Accept a command from central; None when it is addressed to another device."""
         doc = _parse(payload)
         command = _validate(doc)
-        if not self.trusted:
+        if not self.trust.anchors:
             raise CommandRejected("bad_signature", "this device trusts no central key "
                                   "(set trust.central_keys); remote commands cannot be verified", doc)
         try:
-            signed_by = verify(doc, self.trusted, 1)
-        except SignatureError as exc:
-            raise CommandRejected("bad_signature", str(exc), doc) from None
+            signed_by = self.trust.check(doc, "command", 1)
+        except TrustRefused as exc:
+            raise CommandRejected(exc.problem, exc.detail, doc) from None
         if site_wide and not self._for_this_device_on_site_topic(command):
             return None
         self._check_audience(command, doc, site_wide)
-        self._check_time(command, doc)
         self._check_target(command, doc)
-        self._check_signers(command, doc, signed_by)
+        effect = self.effect(command)
+        self._check_time(command, doc, effect)
+        self._check_signers(command, doc, signed_by, effect)
         self._claim(command, doc)
-        return Accepted(command, "mqtt", topic, signed_by)
+        return Accepted(command, "mqtt", topic, signed_by, effect=effect)
 
     def _for_this_device_on_site_topic(self, command: Command) -> bool:
         # A site-wide broadcast for another device, or for a driver this device does
@@ -103,8 +116,8 @@ class Verifier:
             raise CommandRejected("wrong_target", "command names neither 'device' nor 'site'; "
                                   "sign it for one device or one site", doc)
 
-    def _check_time(self, command: Command, doc: Mapping) -> None:
-        now = self._clock()
+    def _check_time(self, command: Command, doc: Mapping, effect: str) -> None:
+        now = self.seen.trusted_now(self._clock())
         issued, expires = command.issued_at.timestamp(), command.expires_at.timestamp()
         clock_note = f"device clock says {iso(datetime.fromtimestamp(now, UTC))} (check NTP: edge doctor)"
         if expires <= issued:
@@ -117,6 +130,10 @@ class Verifier:
         if expires - issued > self.settings.max_ttl_s:
             raise CommandRejected("ttl_too_long", f"valid for {expires - issued:.0f}s; this device "
                                   f"accepts at most {self.settings.max_ttl_s:g}s (commands.max_ttl_s)", doc)
+        if effect in TWO_PERSON and expires - issued > self.settings.barrier_ttl_s:
+            raise CommandRejected("ttl_too_long", f"a {effect} command valid for {expires - issued:.0f}s; "
+                                  f"this device accepts at most {self.settings.barrier_ttl_s:g}s for "
+                                  "barrier and erase commands (commands.barrier_ttl_s)", doc)
 
     def _check_target(self, command: Command, doc: Mapping) -> None:
         if command.target not in self.targets:
@@ -124,43 +141,90 @@ class Verifier:
             raise CommandRejected("wrong_target", f"no driver named {command.target!r} on this device; "
                                   f"targets here: {known}", doc)
 
+    def effect(self, command: Command) -> str:
+        """observe | operate | barrier | erase, as the target declares it (barrier when it does not)."""
+        return effect_of(self.targets.get(command.target, {}), command.name, command.args)
+
     def required_signatures(self, command: Command) -> int:
-        physical = self.targets.get(command.target, frozenset())
-        two = command.name in self.settings.two_person or (
-            self.settings.two_person_physical and command.name in physical)
+        two = self.effect(command) in TWO_PERSON or command.name in self.settings.two_person
         return 2 if two else 1
 
-    def _check_signers(self, command: Command, doc: Mapping, signed_by: list[str]) -> None:
+    def _check_signers(self, command: Command, doc: Mapping, signed_by: list[str], effect: str) -> None:
         required = self.required_signatures(command)
         if len(signed_by) < required:
-            raise CommandRejected("under_signed", f"{command.name!r} needs {required} signatures from "
-                                  f"distinct trusted keys (two-person rule), has {len(signed_by)}", doc)
+            raise CommandRejected("under_signed", f"{command.target} {command.name!r} is a {effect} command: "
+                                  f"it needs {required} signatures from distinct keys holding the 'command' "
+                                  f"role (two-person rule), has {len(signed_by)}", doc)
 
     def _claim(self, command: Command, doc: Mapping) -> None:
         keep_until = command.expires_at.timestamp() + self.skew_s
-        first_seen = self.seen.claim(command.id, keep_until)
+        first_seen = self.seen.claim(command.id, keep_until, self._clock())
         if first_seen is not None:
             when = iso(datetime.fromtimestamp(first_seen, UTC))
             raise CommandRejected("replay", f"id {command.id} was already accepted at {when}", doc)
 
     # -- local (control socket) -------------------------------------------------
 
-    def local(self, request: Mapping[str, Any], operator: str) -> Accepted:
-        """Accept a command from the local socket: authorised by its file permissions."""
+    def local(self, request: Mapping[str, Any], operator: str, *, policy: bool = False) -> Accepted:
+        """Accept a command from this device: the socket's file permissions authorise one operator.
+
+        ``policy`` is True only for the gate policy engine's own driver commands (the
+        outcome of a policy decision, not re-checked). Everyone else's barrier or erase
+        command waits for a second operator (``approve``), or, where the site allows it,
+        is a one-person single-passage override raised as an alarm.
+        """
         if not isinstance(request, Mapping):
             raise CommandRejected("malformed", "a local request must be a JSON object")
+        if "approve" in request:
+            return self._approve(request.get("approve"), operator)
+        doc = self._local_doc(request, request.get("id"))
+        command = _validate(doc)
+        self._check_target(command, doc)
+        effect = self.effect(command)
+        if policy or self.required_signatures(command) < 2:
+            self._claim(command, doc)
+            return Accepted(command, "local", operator=operator, effect=effect)
+        if request.get("single_person") is True:
+            return self._single_person(command, doc, operator, effect)
+        pending = self.approvals.hold(request, operator)
+        raise CommandRejected(
+            "under_signed", f"{command.target} {command.name!r} is a {effect} command: it needs a second "
+            f"operator. Another operator, logged in under their own account, approves it within "
+            f"{self.settings.local_approval_s:g}s with: edge cmd approve {pending.id}", doc,
+            result={"approval_id": pending.id, "requested_by": operator, "effect": effect})
+
+    def _local_doc(self, request: Mapping[str, Any], command_id: Any) -> dict[str, Any]:
         now = datetime.fromtimestamp(self._clock(), UTC)
-        doc = {
-            "id": request.get("id") or f"local-{uuid.uuid4()}",
+        return {
+            "id": command_id or f"local-{uuid.uuid4()}",
             "name": request.get("name"), "target": request.get("target"),
             "args": request.get("args") or {}, "reason": request.get("reason"),
             "device": self.device, "site": self.site, "issued_at": iso(now),
             "expires_at": iso(now + timedelta(seconds=self.settings.local_ttl_s)),
         }
+
+    def _approve(self, approval_id: Any, operator: str) -> Accepted:
+        pending, why = self.approvals.take(approval_id, operator)
+        if pending is None:
+            reason = "under_signed" if "second operator" in why else "expired"
+            raise CommandRejected(reason, why, {"id": approval_id if isinstance(approval_id, str) else None})
+        doc = self._local_doc(pending.request, pending.id)
         command = _validate(doc)
         self._check_target(command, doc)
         self._claim(command, doc)
-        return Accepted(command, "local", operator=operator)
+        return Accepted(command, "local", operator=pending.operator, effect=self.effect(command),
+                        approved_by=operator)
+
+    def _single_person(self, command: Command, doc: Mapping, operator: str, effect: str) -> Accepted:
+        if not self.settings.allow_single_person_override:
+            raise CommandRejected("under_signed", "this site does not allow one-person overrides "
+                                  "(commands.allow_single_person_override = false); ask a second operator "
+                                  "to approve instead", doc)
+        problem = single_passage_problem(command.name, command.args, command.reason)
+        if problem is not None:
+            raise CommandRejected("under_signed", problem, doc)
+        self._claim(command, doc)
+        return Accepted(command, "local", operator=operator, effect=effect, single_person=True)
 
 
 def _parse(payload: bytes) -> Any:

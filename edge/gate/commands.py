@@ -13,13 +13,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.commands.effects import ByArg
 from edge.driver import parse_command_args
 from edge.errors import CommandError
 from edge.gate.approach import Approach
 from edge.gate.settings import Direction, Mode
 
-#: Commands that can let people through: the two-person rule may apply to them.
-PHYSICAL = frozenset({"override", "mode"})
+#: Effect class of each gate command (edge.commands.effects). Closing stays one person:
+#: deny, lockdown, out_of_service. Granting, free passage and leaving lockdown need two.
+EFFECTS = {
+    "status": "observe",
+    "present": "operate",  # starts a person's approach: every step of the flow still applies
+    "override": ByArg("action", {"deny": "operate"}),
+    "mode": ByArg("mode", {"lockdown": "operate", "out_of_service": "operate"}),
+}
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
 # What each mode asks of every lane's turnstile. Locking commands are refused by the
 # driver during a fire alarm (the hardware's fail-safe wins); the refusal is recorded.

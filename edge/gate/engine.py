@@ -62,7 +62,7 @@ class GateEngine:
             for name in [lane.turnstile, lane.camera, *lane.scanners]:
                 if name:
                     self._drivers[name] = lane_name
-        router.register_target("gate", self._submit, commands.PHYSICAL)
+        router.register_target("gate", self._submit, commands.EFFECTS)
 
     # -- component -------------------------------------------------------------------------
 
@@ -126,7 +126,7 @@ class GateEngine:
     def send(self, target: str, name: str, args: dict[str, Any], reason: str,
              then: Callable[[dict[str, Any]], None]) -> None:
         """A driver command through the router; ``then(result)`` runs later on the engine thread."""
-        future = self._router.submit_local({"target": target, "name": name, "args": args, "reason": reason},
+        future = self._router.submit_policy({"target": target, "name": name, "args": args, "reason": reason},
                                            OPERATOR)
 
         def done(f: Future) -> None:

@@ -1,0 +1,50 @@
+"""Trust: which public keys this device trusts, for which documents, and until when.
+
+The role check, for any subsystem (one API, two shapes)::
+
+    from edge.trust import trust_store
+    store = trust_store(settings)                  # anchors checked; TrustAnchorError (exit 78) names the file
+    signers = store.check(doc, "config", required=1)   # raises TrustRefused(problem, detail)
+    keys = store.keys_for("update")                # live key_id -> key mapping for edge.signing.open_signed
+
+A document type maps to the role its signers need (``DOCUMENT_ROLES``:
+command, catalog, gallery, directory/contacts, config, update, revocations).
+Revocation and expiry are judged at every call. Anchors live in
+``trust.central_keys``: public keys only, each with a ``NAME.pub.json``
+roles file (see ``_anchors``).
+"""
+
+from __future__ import annotations
+
+from edge.trust._anchors import (
+    ROLES,
+    Anchor,
+    TrustAnchorError,
+    load_anchors,
+    read_anchor,
+    write_roles,
+)
+from edge.trust._store import (
+    DOCUMENT_ROLES,
+    RoleKeys,
+    TrustRefused,
+    TrustStore,
+    role_for,
+    store_for_keys,
+)
+
+REVOCATIONS_FILE = "trust/revocations.json"
+
+__all__ = ["DOCUMENT_ROLES", "ROLES", "Anchor", "RoleKeys", "TrustAnchorError", "TrustRefused", "TrustStore",
+           "keys_for", "load_anchors", "read_anchor", "role_for", "store_for_keys", "trust_store",
+           "write_roles"]
+
+
+def trust_store(settings) -> TrustStore:
+    """The device's trust store from ``[trust].central_keys`` and the persisted revocation list."""
+    return TrustStore(load_anchors(settings.trust.central_keys), settings.state_dir / REVOCATIONS_FILE)
+
+
+def keys_for(settings, doc_type: str) -> RoleKeys:
+    """Shortcut: the live mapping of keys allowed to sign ``doc_type`` on this device."""
+    return trust_store(settings).keys_for(doc_type)
