@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 from edge.doctor import Check
+from edge.doctor.trust import check_packages, check_trust  # noqa: F401 (run_checks finds them here)
 
 _MIN_FREE_BYTES = 64 * 1024 * 1024
 _MIN_FREE_FRACTION = 0.05
@@ -102,25 +103,6 @@ def check_clock(settings) -> list[Check]:
     return [Check("clock", False, "NOT synchronised: events are flagged clock=unsynced and signed "
                   "commands may be refused as expired or not yet valid",
                   "timedatectl set-ntp true; check chronyc sources / systemd-timesyncd and UDP 123")]
-
-
-def check_trust(settings) -> list[Check]:
-    from edge.signing import SignatureError, load_public_keys
-
-    paths = settings.trust.central_keys
-    if not paths:
-        return [Check("trust", True, "no central keys configured: remote commands are refused, "
-                      "local ones work")]
-    checks = []
-    for path in paths:
-        try:
-            kid = next(iter(load_public_keys([path])))
-        except (SignatureError, OSError) as exc:
-            checks.append(Check("trust", False, str(exc), "install central's public key file (PEM Ed25519)",
-                                str(path)))
-        else:
-            checks.append(Check("trust", True, f"key id {kid}", target=str(path)))
-    return checks
 
 
 def check_devices(settings) -> list[Check]:
