@@ -1,6 +1,6 @@
 """Gallery sync from central: a versioned snapshot plus signed upserts and revokes.
 
-Topics (site-wide, every document signed with a key in [trust].central_keys):
+Topics (site-wide, every document signed with a [trust].central_keys key holding the gallery role):
 
 - ``edge/v1/{site}/gallery/snapshot`` (retained): the whole central gallery at
   ``(epoch, version)``.
@@ -36,7 +36,8 @@ import structlog
 from drivers.camera.gallery import Gallery, GalleryError, Subject
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
-from edge.signing import DocumentRejected, load_public_keys, open_signed
+from edge.signing import DocumentRejected, open_signed
+from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
@@ -104,7 +105,7 @@ class GallerySync:
     @classmethod
     def for_daemon(cls, daemon) -> GallerySync:
         s = daemon.settings
-        trusted = load_public_keys(s.trust.central_keys)
+        trusted = daemon_keys_for(daemon, "gallery")  # only keys holding the 'gallery' role
         return cls(s.state_dir, s.site, s.device_id, daemon.link, trusted, daemon.emit)
 
     # -- Component ---------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from typing import Any
 
 import structlog
 
-from edge import signing
 from edge.errors import EdgeError
 from edge.learning import protocol
 from edge.learning._cache import ContentCache
 from edge.learning._catalog import Catalog, CatalogKeeper, CatalogRejected
 from edge.learning._transfer import Downloader, Job
 from edge.learning.statements import parse_statement
+from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.learning")
 RECONCILE_S = 30.0
@@ -39,7 +39,7 @@ class LearningComponent:
         self.device, self.site = s.device_id, s.site
         self.residents = set(s.learning.residents)
         root = s.state_dir / "learning"
-        self.keeper = CatalogKeeper(root / "catalog.json", signing.load_public_keys(s.trust.central_keys), s.site)
+        self.keeper = CatalogKeeper(root / "catalog.json", daemon_keys_for(daemon, "catalog"), s.site)
         self.cache = ContentCache(root, s.learning.quota_bytes)
         self.downloader: Downloader | None = None
         self._events_db = s.state_dir / "events.db"

@@ -36,7 +36,7 @@ from edge.trust._store import (
 REVOCATIONS_FILE = "trust/revocations.json"
 
 __all__ = ["DOCUMENT_ROLES", "ROLES", "Anchor", "RoleKeys", "TrustAnchorError", "TrustRefused", "TrustStore",
-           "keys_for", "load_anchors", "read_anchor", "role_for", "store_for_keys", "trust_store",
+           "daemon_keys_for", "keys_for", "load_anchors", "read_anchor", "role_for", "store_for_keys", "trust_store",
            "write_roles"]
 
 
@@ -48,3 +48,9 @@ def trust_store(settings) -> TrustStore:
 def keys_for(settings, doc_type: str) -> RoleKeys:
     """Shortcut: the live mapping of keys allowed to sign ``doc_type`` on this device."""
     return trust_store(settings).keys_for(doc_type)
+
+
+def daemon_keys_for(daemon, doc_type: str) -> RoleKeys:
+    """For a daemon component: the daemon's own trust store (loaded and checked at start)."""
+    store = getattr(daemon, "trust", None) or trust_store(daemon.settings)
+    return store.keys_for(doc_type)
