@@ -52,7 +52,8 @@ def test_every_adapter_delivers_scans_to_an_mqtt_subscriber(tmp_path, mosquitto,
         mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
         xray={"limit_usv": 250.0, "warning_usv": 100.0},
         drivers=[{**FOLDER, "path": str(inbox)},
-                 {"name": "xr-line", "kind": "xray.stream", "url": server.url, "reconnect_min_s": 0.1}])
+                 {"name": "xr-line", "kind": "xray.stream", "url": server.url, "reconnect_min_s": 0.1,
+                  "allow_unauthenticated": True}])
     collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
     try:
         daemon = edge_daemon(base_config)

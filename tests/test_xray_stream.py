@@ -33,7 +33,7 @@ def test_socket_stream_survives_a_10mb_line_bad_records_and_a_reconnect(harness)
     sim = ScannerSim()
     recs = [sim.record(s) for s in ("clear", "suspicious", "override", "no_reason")]
     try:
-        driver = harness.start_driver(XrayStreamDriver, url=server.url, max_line_bytes=4096,
+        driver = harness.start_driver(XrayStreamDriver, url=server.url, max_line_bytes=4096, allow_unauthenticated=True,
                                       reconnect_min_s=0.05, reconnect_max_s=0.2)
         _connected(harness, driver, 1)
         server.wait_client(accepts=1)  # the driver's connect can finish before our accept()
@@ -71,7 +71,7 @@ def test_pty_stream_with_records_split_across_writes(harness):
     sim = ScannerSim()
     recs = [sim.record("clear"), sim.record("suspicious")]
     try:
-        driver = harness.start_driver(XrayStreamDriver, url=os.ttyname(slave), baudrate=115200,
+        driver = harness.start_driver(XrayStreamDriver, url=os.ttyname(slave), baudrate=115200, allow_unauthenticated=True,
                                       max_line_bytes=1024)
         _connected(harness, driver, 1)
         data = sim.line_kv(recs[0]) + b"x" * 5000 + b"\n" + sim.line_json(recs[1])

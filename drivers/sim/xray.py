@@ -114,6 +114,13 @@ class ScannerSim:
             parts.append(f'{key}="{text}"' if " " in text else f"{key}={text}")
         return " ".join(parts).encode() + b"\n"
 
+    @staticmethod
+    def signed(secret: bytes, line: bytes) -> bytes:
+        """A line as an authenticating scanner sends it (``hmac-sha256=<hex> record``)."""
+        from drivers.xray.stream import sign_line
+
+        return sign_line(secret, line.rstrip(b"\n")) + b"\n"
+
     # -- bad input ---------------------------------------------------------------
 
     def write_malformed(self, folder: Path, kind: str) -> Path:
@@ -271,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     stream = sub.add_parser("stream", help="serve line records on a TCP port (socket://)")
     stream.add_argument("--port", type=int, default=7001)
     stream.add_argument("--kv", action="store_true", help="key=value lines instead of JSON")
+    stream.add_argument("--secret-file", type=Path, help="sign each line with this shared HMAC secret")
     for p in (folder, stream):
         p.add_argument("--scenario", choices=SCENARIOS + MALFORMED, default="clear")
         p.add_argument("--count", type=int, default=1)
@@ -294,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rec = sim.record(args.scenario)
         if server:
-            server.send(sim.line_kv(rec) if args.kv else sim.line_json(rec))
+            line = sim.line_kv(rec) if args.kv else sim.line_json(rec)
+            secret = args.secret_file.read_bytes().strip() if args.secret_file else None
+            server.send(sim.signed(secret, line) if secret else line)
         else:
             writer = {"json": sim.write_json, "xml": sim.write_xml, "dicos": sim.write_dicos}[args.format]
             print(writer(args.dir, rec, b"\x89PNG-sim" * 64))

@@ -8,14 +8,32 @@ connection is reopened with capped exponential backoff; a partial line cut
 by the disconnect is dropped (it can never be completed). Note that pyserial
 flushes input pending at the moment a port is opened (serial and socket://
 alike), so a record sent during the connect itself is not seen.
+
+Authentication: every line carries an HMAC-SHA256 of the record under a
+secret shared with that one scanner (``secret_file``)::
+
+    hmac-sha256=<64 hex digits> <the record as before>
+
+Why HMAC and not TLS with a client certificate: the same adapter reads RS-232
+lines, where TLS cannot run, and TCP lines, where pyserial's socket:// has no
+TLS; a MAC on each record authenticates the record itself, whoever relays it,
+and a scanner vendor can add it with a few lines and no PKI. A line without a
+valid MAC is refused (``xray.rejected``, priority alarm) and never counted. A
+replayed line is a duplicate scan id (not counted twice), and the gate
+refuses scan results older than ``gate.scan_freshness_s``.
 """
 
 from __future__ import annotations
 
+import hmac
+import re
 import select
+import stat
+from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from drivers.xray import line_source
 from drivers.xray.line_source import LineSplitter, Overlong
@@ -34,6 +52,41 @@ class StreamConfig(DriverConfig):
     reconnect_min_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
     scanner: str | None = Field(default=None, description="Scanner id for records that do not name one.")
+    secret_file: Path | None = Field(default=None, description="This scanner's shared HMAC secret (at least "
+                                     "32 bytes, mode 0600/0640): every line must carry its HMAC-SHA256.")
+    allow_unauthenticated: bool = Field(default=False, description="Accept lines without an HMAC (anyone "
+                                        "who can reach the port can then forge scan results).")
+
+    @model_validator(mode="after")
+    def _auth(self) -> StreamConfig:
+        if self.secret_file is None and not self.allow_unauthenticated:
+            raise ValueError("set secret_file (the scanner's shared HMAC secret); allow_unauthenticated = true "
+                             "accepts forged results and is for bench tests only")
+        return self
+
+
+_MAC = re.compile(rb"^hmac-sha256=([0-9a-f]{64}) ")
+MIN_SECRET_BYTES = 32
+
+
+def read_secret(path: Path) -> bytes:
+    """The shared secret, refused when short or readable by others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise DriverError(f"secret_file {path}: cannot read it: {exc.strerror}") from None
+    if mode & 0o007:
+        raise DriverError(f"secret_file {path}: readable by others (mode {mode:04o}); chmod 0600")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise DriverError(f"secret_file {path}: {len(secret)} bytes; at least {MIN_SECRET_BYTES} expected "
+                          "(e.g. head -c 48 /dev/urandom | base64 > FILE)")
+    return secret
+
+
+def sign_line(secret: bytes, record: bytes) -> bytes:
+    """What the scanner sends for one record (without the newline)."""
+    return b"hmac-sha256=" + hmac.new(secret, record, sha256).hexdigest().encode() + b" " + record
 
 
 class XrayStreamDriver(Driver):
@@ -47,10 +100,16 @@ class XrayStreamDriver(Driver):
         self.connected = False
         self.counts = {"connects": 0, "lines": 0, "emitted": 0, "duplicates": 0, "rejected": 0, "reconnects": 0}
         self._last_error: str | None = None
+        self._secret: bytes | None = None
 
     def run(self) -> None:
         from edge.xray.service import current
 
+        if self.config.secret_file is not None:
+            self._secret = read_secret(self.config.secret_file)
+        else:
+            self.ctx.log.warning("xray_stream_unauthenticated", url=self.config.url,
+                                 detail="allow_unauthenticated = true: anyone reaching the port can forge scans")
         self.service = current()
         if self.service is None:
             raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
@@ -124,6 +183,11 @@ class XrayStreamDriver(Driver):
             return
         if not item.strip():
             return
+        if self._secret is not None:
+            record = self._authentic(item, where)
+            if record is None:
+                return
+            item = record
         try:
             fields = line_source.parse(item, where)
             if self.config.scanner:
@@ -146,11 +210,26 @@ class XrayStreamDriver(Driver):
         self.service.emitted(scan.key, record_sha256)
         self.counts["emitted"] += 1
 
-    def _reject(self, where: str, size: int, reason: str) -> None:
+    def _authentic(self, line: bytes, where: str) -> bytes | None:
+        """The record when the line's HMAC is right; else None, refused as an alarm."""
+        match = _MAC.match(line)
+        if match is None:
+            self._reject(where, len(line) + 1, f"{where}: unauthenticated: no 'hmac-sha256=<hex> ' prefix; "
+                         "refused (forged or misconfigured scanner)", "alarm")
+            return None
+        record = line[match.end():]
+        want = hmac.new(self._secret, record, sha256).hexdigest().encode()
+        if not hmac.compare_digest(want, match.group(1)):
+            self._reject(where, len(line) + 1, f"{where}: unauthenticated: the HMAC does not match this record "
+                         "under this scanner's secret; refused (forged or altered)", "alarm")
+            return None
+        return record
+
+    def _reject(self, where: str, size: int, reason: str, priority: str = "normal") -> None:
         self.counts["rejected"] += 1
         self.ctx.log.warning("xray_record_rejected", where=where, reason=reason[:300])
         self.ctx.emit("xray.rejected", {"source": self.config.url, "line": self.counts["lines"],
-                                        "bytes": size, "reason": reason[:500]}, "normal")
+                                        "bytes": size, "reason": reason[:500]}, priority)
 
     def health(self) -> dict[str, Any]:
         report: dict[str, Any] = {"status": "ok" if self.connected else "degraded",

@@ -57,7 +57,7 @@ class GateDecision(_Strict):
     decided_at: datetime
     outcome: Literal["grant", "deny", "hold"]
     reason: str = Field(description="flow_complete, officer_override, free_passage, face_not_verified, "
-                                    "liveness_failed, multiple_faces, dose_limit, scan_not_clear, step_timeout, "
+                                    "liveness_failed, multiple_faces, dose_limit, scan_not_clear, scan_stale, scan_wrong_lane, step_timeout, "
                                     "camera_unavailable, turnstile_refused, grant_unconfirmed, hold_timeout, "
                                     "lockdown, out_of_service, emergency, interrupted, stopping.")
     detail: str

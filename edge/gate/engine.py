@@ -241,11 +241,33 @@ class GateEngine:
             elif t == "biometric.multiple_faces":
                 self.fail(ap, "multiple_faces", f"{p.get('faces')} faces in a one-person lane", evidence=[event.id])
         elif kind == "xray" and t == "xray.scan" and p.get("subject") == ap.subject:
-            if p.get("decision") == "clear":
+            stale = self._scan_problem(ap, event)
+            if stale is not None:
+                self.fail(ap, stale[0], stale[1], evidence=[event.id])
+            elif p.get("decision") == "clear":
                 self.step_ok(ap, [event.id], f"scan {p.get('scan_id')}: {p.get('outcome')}, operator: clear")
             else:
                 self.fail(ap, "scan_not_clear", f"scan {p.get('scan_id')}: {p.get('outcome')}, "
                           f"operator: {p.get('decision')}", evidence=[event.id])
+
+    def _scan_problem(self, ap: Approach, event) -> tuple[str, str] | None:
+        """Why a scan result cannot count for this approach: another lane's scanner, or too old."""
+        from datetime import datetime
+
+        if event.source not in self.lanes[ap.lane].scanners:
+            return "scan_wrong_lane", f"scan from {event.source}, which is not a scanner of lane {ap.lane}"
+        try:
+            taken = datetime.fromisoformat(str(event.payload.get("time")).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return "scan_stale", f"scan time {event.payload.get('time')!r} is unreadable"
+        age, limit = time.time() - taken, self.settings.scan_freshness_s
+        skew = self._daemon.settings.trust.clock_skew_s
+        if age > limit:
+            return "scan_stale", (f"scan {event.payload.get('scan_id')} was taken {age:.0f}s ago; results older "
+                                  f"than {limit:g}s are refused (gate.scan_freshness_s)")
+        if age < -skew:
+            return "scan_stale", f"scan {event.payload.get('scan_id')} is dated {-age:.0f}s in the future"
+        return None
 
     def _on_emergency(self, lane_name: str, event) -> None:
         active = bool(event.payload.get("active"))

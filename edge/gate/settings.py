@@ -130,6 +130,9 @@ class GateSettings(_Strict):
                                   description="A held approach with no officer decision is denied after this.")
     command_timeout_s: float = Field(default=10.0, gt=0, le=120,
                                      description="A driver command without a result fails the step after this.")
+    scan_freshness_s: float = Field(default=120.0, gt=0, le=3600,
+                                    description="An x-ray result taken longer ago than this is refused "
+                                                "(scan_stale): an old clear scan must not let a person through.")
 
     def __repr__(self) -> str:  # config errors print the section, not its whole contents
         return f"the [gate] section ({len(self.lanes)} lanes)"
