@@ -1,0 +1,41 @@
+"""The shipped example configs, untouched, enforce every rule of the trust issue (no opt-in)."""
+
+from __future__ import annotations
+
+from edge.commands.effects import effect_of
+from edge.config import load_settings
+from tests.conftest import REPO
+
+
+def _example(role: str):
+    return load_settings(REPO / "config" / f"{role}.example.toml", check_drivers=True)
+
+
+def test_gate_example_is_safe_as_shipped():
+    from drivers.turnstile._commands import EFFECTS as TURNSTILE
+    from edge.gate.commands import EFFECTS as GATE
+
+    s = _example("gate")
+    assert s.commands.allow_single_person_override is False
+    assert s.commands.barrier_ttl_s <= 600 and s.gate.scan_freshness_s == 120
+    streams = [d.options() for d in s.drivers if d.kind == "xray.stream"]
+    assert streams and all(o.get("secret_file") and not o.get("allow_unauthenticated") for o in streams)
+    assert len(s.trust.central_keys) >= 2  # two people need two command keys
+    for effects, name, args in ((GATE, "mode", {"mode": "free_passage"}), (GATE, "override", {"action": "grant"}),
+                                (TURNSTILE, "grant", {}), (TURNSTILE, "unlock", {}), (GATE, "mode", {"mode": "normal"})):
+        assert effect_of(effects, name, args) == "barrier", name
+    assert effect_of(GATE, "mode", {"mode": "lockdown"}) == "operate"
+
+
+def test_tablet_example_keeps_erase_two_person():
+    from edge.commands.builtin import BUILTIN_EFFECTS
+    from edge.tablet import _register_purge
+
+    s = _example("tablet")
+    assert s.commands.allow_single_person_override is False
+
+    class _Messaging:
+        def purge_resident(self, resident):
+            return {}
+    _register_purge(_Messaging())
+    assert effect_of(BUILTIN_EFFECTS, "purge_resident", {}) == "erase"
