@@ -123,20 +123,24 @@ if [ -z "$WHEEL" ]; then
   WHEEL="$(ls "$build"/edge-*.whl)"
 fi
 case "$ROLE" in
-  gate) extras="gate" ;;
-  tablet) extras="" ;;  # a tablet never gets OpenCV, numpy or dlib
+  gate) extras="gate"; lockfile="$SRC/requirements-gate.lock" ;;
+  tablet) extras=""; lockfile="$SRC/requirements.lock" ;;  # a tablet never gets OpenCV, numpy or dlib
 esac
 if [ "$NO_DEPS" = 1 ]; then
   say "installing $(basename "$WHEEL") without dependencies (--no-deps); role extras not installed: ${extras:-none}"
   "${pip[@]}" install -q "${nocompile[@]}" --no-deps --force-reinstall "$WHEEL"
 else
-  say "installing $(basename "$WHEEL") with extras: ${extras:-none}"
-  "${pip[@]}" install -q "${nocompile[@]}" --upgrade "$WHEEL${extras:+[$extras]}"
+  # Exactly the versions and files of the lock (scripts/lock.sh): two installs a month apart
+  # run the same code, and a file that does not match its hash is refused.
+  [ -f "$lockfile" ] || die "no $(basename "$lockfile") in $SRC (scripts/lock.sh makes it)"
+  say "installing the locked dependencies ($(basename "$lockfile"), hashes required), extras: ${extras:-none}"
+  "${pip[@]}" install -q "${nocompile[@]}" --require-hashes -r "$lockfile"
+  "${pip[@]}" install -q "${nocompile[@]}" --no-deps --force-reinstall "$WHEEL"
   if [ "$ROLE" = gate ]; then
     # face_recognition declares "dlib", which compiles for a long time; dlib-bin ships the
     # same module prebuilt, so install it and the models, then face_recognition without deps.
-    "${pip[@]}" install -q "${nocompile[@]}" dlib-bin face_recognition_models
-    "${pip[@]}" install -q "${nocompile[@]}" --no-deps face_recognition
+    "${pip[@]}" install -q "${nocompile[@]}" --require-hashes -r "$SRC/requirements-face.lock"
+    "${pip[@]}" install -q "${nocompile[@]}" --require-hashes --no-deps -r "$SRC/requirements-face-nodeps.lock"
   fi
 fi
 [ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"

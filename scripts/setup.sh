@@ -29,17 +29,22 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 extras="dev,central"
-[ "$want_gate" = 1 ] && extras="dev,central,gate"
-.venv/bin/pip install -q -e ".[$extras]"
+lockfile=requirements-dev.lock
+[ "$want_gate" = 1 ] && extras="dev,central,gate" && lockfile=requirements-dev-gate.lock
+# The locked versions, each file checked against its hash (scripts/lock.sh remakes the locks),
+# then this tree itself, editable, without resolving anything again.
+.venv/bin/pip install -q --require-hashes -r "$lockfile"
+.venv/bin/pip install -q --no-deps -e .
 
 if [ "$want_gate" = 1 ]; then
   # face_recognition declares a dependency on "dlib", which has no wheel and compiles
   # for a long time. The dlib-bin wheel ships the same dlib module prebuilt, so install
-  # it and the model files first, then face_recognition itself without its declared deps.
+  # it and the model files first, then face_recognition itself without its declared deps
+  # (requirements-face-nodeps.lock is installed with --no-deps and must stay so).
   # Pillow is face_recognition's own image loader (--no-deps skips it); only the face
   # benchmark's raw-library comparison imports face_recognition, the gate itself does not.
-  .venv/bin/pip install -q dlib-bin face_recognition_models pillow
-  .venv/bin/pip install -q --no-deps face_recognition
+  .venv/bin/pip install -q --require-hashes -r requirements-face.lock
+  .venv/bin/pip install -q --require-hashes --no-deps -r requirements-face-nodeps.lock
 fi
 
 # Every documented example says `edge ...`: put this checkout's command on the PATH. A link that
