@@ -252,8 +252,9 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from edge.gate.contract import EVENT_PAYLOADS as gate
     from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
+    from edge.trust.contract import EVENT_PAYLOADS as trust
 
-    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate}
+    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
@@ -263,8 +264,9 @@ def _driver_channels() -> list[Channel]:
     from drivers.camera.contract import channels as gallery_channels
     from edge.learning.contract import channels as learning_channels
     from edge.messaging.contract import channels as messaging_channels
+    from edge.trust.contract import channels as trust_channels
 
-    return gallery_channels() + learning_channels() + messaging_channels()
+    return gallery_channels() + learning_channels() + messaging_channels() + trust_channels()
 
 
 CHANNELS.extend(_driver_channels())

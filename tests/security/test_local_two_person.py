@@ -13,6 +13,7 @@ import pytest
 from drivers.sim.turnstile import TurnstileSim
 from edge.commands.local import approve as approve_as_me
 from edge.commands.local import pending, send
+from edge.trust.contract import SinglePersonOverride
 from tests._gate_helpers import lane_config
 from tests._trust_helpers import SECOND_OPERATOR_CONFIG, approve, as_second_operator
 from tests.security._redteam import RESULTS, SYSTEM, alarms
@@ -74,6 +75,7 @@ def test_single_person_override_only_where_allowed_and_always_an_alarm(gate_fact
     assert one["status"] == "ok", one
     alarm = collector.wait_for(lambda c: alarms(c, "system.single_person_override"), 20, "the override alarm")
     assert alarm[0]["priority"] == "alarm" and alarm[0]["payload"]["operator"] == "root"
+    SinglePersonOverride.model_validate(alarm[0]["payload"])
 
 
 def test_single_person_override_is_off_by_default(gate_factory):

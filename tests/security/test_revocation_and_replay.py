@@ -14,6 +14,7 @@ import sqlite3
 import paho.mqtt.publish as mqtt_publish
 import pytest
 
+from edge.trust.contract import ClockJumpedBack, RevocationsApplied
 from edge.trust.revocation import topic as revocation_topic
 from tests.security._redteam import DEVICE, RESULTS, SITE, SYSTEM, Keys, alarms, result_of
 
@@ -45,6 +46,7 @@ def test_revoked_key_is_refused_at_once_and_after_a_restart(device):
     _retain(broker, keys.revocations(1, "ops"))
     applied = collector.wait_for(lambda c: _trust_events(c, "trust.revocations_applied"), 20, "revocation applied")
     assert applied[0]["payload"]["trusted_keys_revoked"] == [keys.kid["ops"]] and applied[0]["priority"] == "alarm"
+    RevocationsApplied.model_validate(applied[0]["payload"])  # as the contract says
     got = result_of(collector, broker, keys.command("ops", target="hb", name="ping"))
     assert (got["status"], got["reason"]) == ("rejected", "revoked_key"), got
     assert result_of(collector, broker, keys.command("security", target="hb", name="ping"))["status"] == "ok"
@@ -78,6 +80,7 @@ def test_replay_after_the_clock_is_set_back_48h_is_refused(device):
     assert (replay["status"], replay["reason"]) == ("rejected", "expired"), replay
     jumped = collector.wait_for(lambda c: alarms(c, "system.clock_jumped_back"), 20, "the clock alarm")
     assert jumped[0]["payload"]["behind_s"] > 47 * 3600
+    ClockJumpedBack.model_validate(jumped[0]["payload"])
     # The device now judges time by its floor: a command signed by a clock 48 h behind is expired too.
     stale = keys.command("ops", target="hb", name="ping")
     assert result_of(collector, broker, stale)["reason"] == "expired"
