@@ -39,3 +39,16 @@ def test_tablet_example_keeps_erase_two_person():
             return {}
     _register_purge(_Messaging())
     assert effect_of(BUILTIN_EFFECTS, "purge_resident", {}) == "erase"
+
+
+def test_the_old_switch_is_refused_with_a_clear_error(tmp_path):
+    from edge.errors import ConfigError
+
+    config = tmp_path / "edge.toml"
+    config.write_text('device_id = "g"\nsite = "s"\nrole = "gate"\n[commands]\ntwo_person_physical = false\n')
+    try:
+        load_settings(config, check_drivers=False)
+    except ConfigError as exc:
+        assert "two_person_physical was removed" in str(exc)
+    else:
+        raise AssertionError("a config naming two_person_physical must not load")
