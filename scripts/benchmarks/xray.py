@@ -133,14 +133,18 @@ def _stream(root: Path, n: int) -> dict:
 
     root.mkdir(parents=True, exist_ok=True)
     sim = ScannerSim(dose_usv=0.0)
-    payload = b"".join(sim.line_json(sim.record("clear")) for _ in range(n))
+    secret = root / "scanner.secret"  # every line authenticated, as on a real gate
+    secret.write_bytes(b"0123456789abcdef0123456789abcdef-bench")
+    secret.chmod(0o600)
+    payload = b"".join(sim.signed(secret.read_bytes(), sim.line_json(sim.record("clear"))) for _ in range(n))
     server = LineServer()
     rig = _Rig(root / "ours-stream")
     rig.target = n
-    driver, thread, stopping = rig.driver(XrayStreamDriver, url=server.url)
+    driver, thread, stopping = rig.driver(XrayStreamDriver, url=server.url, secret_file=str(secret))
     thread.start()
     while not driver.connected:
         time.sleep(0.005)
+    server.wait_client()  # the driver's connect can finish before the server's accept()
     started = time.perf_counter()
     server.send(payload)
     rig.done.wait(300)
@@ -150,6 +154,10 @@ def _stream(root: Path, n: int) -> dict:
     rig.close()
     server.close()
 
+    import hashlib
+    import hmac
+
+    key = secret.read_bytes().strip()
     a, b = socket.socketpair()
     conn = _bare_db(root / "bare-stream.db")
     sender = threading.Thread(target=lambda: (a.sendall(payload), a.close()), daemon=True)
@@ -160,8 +168,11 @@ def _stream(root: Path, n: int) -> dict:
         buf += b.recv(65536)
         *lines, buf = buf.split(b"\n")
         for line in lines:
-            doc = json.loads(line)
-            conn.execute("INSERT INTO scans VALUES (?, ?)", (doc["scan_id"], line))
+            mac, _, record = line.partition(b" ")  # the same per-line HMAC check, bare
+            if not hmac.compare_digest(mac[12:], hmac.new(key, record, hashlib.sha256).hexdigest().encode()):
+                raise RuntimeError("bare baseline: bad MAC")
+            doc = json.loads(record)
+            conn.execute("INSERT INTO scans VALUES (?, ?)", (doc["scan_id"], record))
             count += 1
     bare = time.perf_counter() - started
     conn.close()
