@@ -103,12 +103,19 @@ class SeenIds:
         now = self.trusted_now(wall)
         keep_until_up = self.uptime() + max(0.0, keep_until - now)
         try:
-            cur = self._db.execute("INSERT OR IGNORE INTO seen_commands (id, keep_until, first_seen, "
-                                   "keep_until_up) VALUES (?, ?, ?, ?)",
-                                   (command_id, keep_until, self._clock(), keep_until_up))
+            self._db.execute("BEGIN IMMEDIATE")  # the claim and the uptime: one fsync
+            try:
+                cur = self._db.execute("INSERT OR IGNORE INTO seen_commands (id, keep_until, first_seen, "
+                                       "keep_until_up) VALUES (?, ?, ?, ?)",
+                                       (command_id, keep_until, self._clock(), keep_until_up))
+                if cur.rowcount == 1:
+                    self._save_meta()
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
             if cur.rowcount == 1:
                 self._claims += 1
-                self._save_meta()
                 if self._claims % _PRUNE_EVERY == 0:
                     self.prune()
                 return None

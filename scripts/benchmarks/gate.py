@@ -115,6 +115,9 @@ def _config(work: Path, tty: str, baudrate: int) -> dict:
     return {
         "device_id": "bench-gate", "site": "bench", "role": "gate", "state_dir": str(work / "state"),
         "logging": {"level": "warning", "format": "json"},
+        # The one-person single-passage override lets the bench send the bare grant below
+        # alone (a real site leaves it off: a local grant then waits for a second operator).
+        "commands": {"allow_single_person_override": True},
         "drivers": [
             {"name": "lane1-ts", "kind": "turnstile.serial", "codec": "rs485-bus", "port": tty,
              "baudrate": baudrate},
@@ -148,7 +151,8 @@ def _grant_alone(ev: _Events, state_dir: Path) -> float:
 
     mark = ev.last_seq()
     sent = time.time()
-    send(state_dir, "lane1-ts", "grant", {"direction": "in", "passes": 1, "timeout_s": 5})
+    send(state_dir, "lane1-ts", "grant", {"direction": "in", "passes": 1, "timeout_s": 5}, "bench",
+         single_person=True)
     return (_ts(ev.wait(mark, "turnstile.granted")) - sent) * 1000
 
 
