@@ -88,3 +88,24 @@ def test_two_people_sign_on_two_machines(tmp_path, anchors):
     assert second.exit_code == 0, second.output
     signed = json.loads(out.read_text())
     assert [s["key_id"] for s in signed["signatures"]] == [anchors["ops"][2], anchors["deploy"][2]]
+
+
+def test_a_command_key_cannot_publish_a_catalog_and_a_catalog_key_can(tmp_path):
+    from edge.learning._catalog import CatalogKeeper, CatalogRejected
+    from edge.learning.server import ContentServer
+    from tests._learning_helpers import CHUNK, make_folder
+
+    class _NoLink:
+        def publish(self, *a, **kw):
+            return None
+
+    ops_key, ops_pub, _ = signing.generate_keypair(tmp_path / "k", "ops", ["command"])
+    cat_key, cat_pub, _ = signing.generate_keypair(tmp_path / "k", "courses", ["catalog"])
+    store = TrustStore(load_anchors([ops_pub, cat_pub]))
+    folder = make_folder(tmp_path, {"c1": {"a.bin": CHUNK}})
+    keeper = CatalogKeeper(tmp_path / "state" / "catalog.json", store.keys_for("catalog"), "site-1")
+    by_ops = ContentServer(_NoLink(), folder, "site-1", signing.load_private_key(ops_key), chunk_size=CHUNK)
+    with pytest.raises(CatalogRejected, match="not trusted"):
+        keeper.offer(by_ops.build_catalog(version=1))
+    by_courses = ContentServer(_NoLink(), folder, "site-1", signing.load_private_key(cat_key), chunk_size=CHUNK)
+    assert keeper.offer(by_courses.build_catalog(version=1)).version == 1

@@ -25,7 +25,6 @@ from typing import Any
 
 import structlog
 
-from edge import signing
 from edge.errors import EdgeError
 from edge.events import canonical_json
 from edge.messaging import _docs
@@ -33,6 +32,7 @@ from edge.messaging._attachments import AttachmentRefused, check_attachments, ch
 from edge.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
 from edge.messaging._db import MailboxDB
 from edge.mqtt import topics
+from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.messaging")
 _TICK_S = 0.5
@@ -61,7 +61,8 @@ class MessagingComponent:
         root = s.state_dir / "messaging"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = MailboxDB(root / "mailbox.db", AtRest(load_or_create_key(root / "mailbox.key")))
-        self.trusted = signing.load_public_keys(s.trust.central_keys)
+        # Contacts, statuses and inbound messages: keys holding the 'directory' role only.
+        self.trusted = daemon_keys_for(daemon, "messaging")
         self.seal_key = load_seal_public_key(s.messaging.central_seal_key) if s.messaging.central_seal_key else None
         self._events_db = s.state_dir / "events.db"
         self._inbox: queue.Queue = queue.Queue()

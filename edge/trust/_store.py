@@ -31,6 +31,7 @@ DOCUMENT_ROLES: dict[str, str] = {
     "gallery": "gallery",
     "directory": "directory",
     "contacts": "directory",
+    "messaging": "directory",  # contacts, message statuses and inbound messages for a tablet
     "config": "config",
     "update": "update",
     "revocations": "config",
