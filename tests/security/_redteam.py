@@ -52,8 +52,8 @@ class Keys:
         return build_command(keys=[self.private[s] for s in signers], **kw)
 
 
-def publish(broker, doc: dict) -> None:
-    publish_command(broker.uri, SITE, DEVICE, doc)
+def publish(broker, doc: dict, site: str = SITE, device: str = DEVICE) -> None:
+    publish_command(broker.uri, site, device, doc)
 
 
 def results(collector, command_id: str) -> list[dict]:
@@ -61,10 +61,11 @@ def results(collector, command_id: str) -> list[dict]:
     return [r for r in out if r["id"] == command_id]
 
 
-def result_of(collector, broker, doc: dict, timeout: float = 20) -> dict:
+def result_of(collector, broker, doc: dict, timeout: float = 20, *, site: str = SITE,
+              device: str = DEVICE) -> dict:
     """Publish ``doc`` and wait for the result of this delivery (a replay has several)."""
     before = len(results(collector, doc["id"]))
-    publish(broker, doc)
+    publish(broker, doc, site, device)
     return collector.wait_for(lambda c: len(got := results(c, doc["id"])) > before and got[-1], timeout,
                               f"the result of {doc['name']} {doc['id']}")
 
