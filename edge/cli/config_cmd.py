@@ -26,6 +26,9 @@ def check(ctx: click.Context, path: str | None, as_json: bool) -> None:
     target = config_path(path or ctx.find_root().obj.get("config_path"))
     try:
         settings = load_settings(target)
+        from edge.trust import load_anchors
+
+        load_anchors(settings.trust.central_keys)  # public keys only, roles, modes: as `edge run` checks
     except ConfigError as exc:
         output({"ok": False, "path": str(target), "errors": exc.lines}, as_json,
                lambda d: "\n".join(f"config error: {line}" for line in d["errors"]))

@@ -97,3 +97,10 @@ def test_proper_anchors_start_and_are_listed_with_roles(tmp_path, edge_daemon, b
     assert listed[1]["roles"] == ["catalog"] and len(listed[0]["fingerprint"]) == 64
     doctor = daemon.cli("doctor", "--only", "packages", "--json")
     assert "cryptography" in json.loads(doctor.stdout)["checks"][0]["detail"]
+
+
+def test_config_check_refuses_the_same_anchors(tmp_path, edge_daemon, base_config):
+    bad = _private_in_trust_folder(tmp_path / "trust")
+    daemon = edge_daemon(_config(base_config, bad), start=False)
+    checked = daemon.cli("config", "check", "--json")
+    assert checked.returncode == 78 and "PRIVATE" in " ".join(json.loads(checked.stdout)["errors"])
