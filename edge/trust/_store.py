@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +225,3 @@ def store_for_keys(keys: Mapping[str, Any], roles=ROLES, clock=time.time) -> Tru
                               TrustedKey(raw))
     return TrustStore(anchors, clock=clock)
 
-
-def utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
