@@ -23,6 +23,7 @@ from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
+from edge.update.settings import UpdateSettings
 from edge.xray.settings import XraySettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
@@ -139,6 +140,7 @@ class Settings(BaseSettings):
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
     gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
