@@ -57,6 +57,18 @@ def write_record(root: str | os.PathLike, record: dict) -> None:
     _fsync_dir(path.parent)
 
 
+def mark_complete(slot: Path) -> None:
+    """The last step of building a slot: from now on it may be started."""
+    with open(slot / "COMPLETE", "w") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(slot)
+
+
+def is_complete(slot: Path) -> bool:
+    return (slot / "COMPLETE").is_file() and (slot / "bin" / "edge").exists()
+
+
 def linked_version(root: str | os.PathLike) -> str | None:
     """The version ``current`` points at, or None when the base install runs."""
     link = home(root) / "current"

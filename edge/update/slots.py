@@ -9,8 +9,7 @@ Layout (``ROOT/opt/edge``, the same prefix scripts/install.sh installs into):
 - ``boot.py``: the launcher, copied from the running release
 
 Every step is ordered so that a power cut leaves a startable slot and a record that
-says what happened: a slot is built under ``releases/.VERSION.partial`` and renamed
-into place only when complete; the record says ``switched`` before the link moves;
+says what happened: a slot counts only once its ``COMPLETE`` marker is written (last); the record says ``switched`` before the link moves;
 a rollback moves the link before the record. ``recover()`` tidies what a cut left.
 The virtualenv is made like scripts/install.sh's ``--no-venv-pip`` mode (a venv without
 pip, filled by the build interpreter's pip), from the verified wheelhouse only (``--no-index``).
@@ -70,23 +69,23 @@ class Slots:
         if version == boot.linked_version(self.root):
             raise InstallFailed(f"release {version} is the running slot; not reinstalled")
         self._save({**record, "state": "installing", "pending": version})
-        partial = self.releases / f".{version}.partial"
-        wheels = self.releases / f".{version}.wheelhouse"
-        for leftover in (partial, wheels, self.slot(version)):
+        # Built where it will run (a venv's scripts name their interpreter by absolute path);
+        # a slot without its COMPLETE marker is unfinished and never started.
+        slot, wheels = self.slot(version), self.releases / f".{version}.wheelhouse"
+        for leftover in (slot, wheels):
             shutil.rmtree(leftover, ignore_errors=True)
         self._on_step("extract")
         self._extract(archive, wheels)
         self._on_step("venv")
-        self._run([self.python, "-m", "venv", "--without-pip", str(partial)], "create the virtualenv")
+        self._run([self.python, "-m", "venv", "--without-pip", str(slot)], "create the virtualenv")
         self._on_step("pip")
-        self._run([self.python, "-m", "pip", "--python", str(partial / "bin" / "python"), "install", "-q",
+        self._run([self.python, "-m", "pip", "--python", str(slot / "bin" / "python"), "install", "-q",
                    "--no-index", "--no-cache-dir", "--find-links", str(wheels), f"edge=={version}"],
                   "install the wheelhouse")
-        if not (partial / "bin" / "edge").exists():
+        if not (slot / "bin" / "edge").exists():
             raise InstallFailed(f"release {version} installed no bin/edge")
         self._on_step("activate")
-        partial.rename(self.slot(version))
-        boot._fsync_dir(self.releases)
+        boot.mark_complete(slot)
         shutil.rmtree(wheels, ignore_errors=True)
         self._on_step("installed")
         self._save({**self.record(), "state": "installed", "pending": version})
@@ -114,8 +113,8 @@ class Slots:
 
     def switch(self, version: str, *, deadline_s: float, max_attempts: int) -> None:
         """Make releases/VERSION the slot the service starts, on probation until confirmed."""
-        if not self.slot(version).is_dir():
-            raise InstallFailed(f"release {version} is not installed")
+        if not boot.is_complete(self.slot(version)):
+            raise InstallFailed(f"release {version} is not (completely) installed")
         self._on_step("switch")
         record = self.record()
         self._save({**record, "state": "switched", "pending": version,
@@ -153,7 +152,7 @@ class Slots:
         record = self.record()
         if record.get("state") in ("installing", "installed"):
             pending = record.get("pending")
-            if record["state"] == "installing" and pending and pending != boot.linked_version(self.root):
+            if pending and pending != boot.linked_version(self.root) and not boot.is_complete(self.slot(pending)):
                 shutil.rmtree(self.slot(pending), ignore_errors=True)
             record.update(state="idle", pending=None, last_result={
                 "result": "interrupted", "version": pending, "at": time.time(),
