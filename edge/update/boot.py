@@ -90,12 +90,16 @@ def point_current(root: str | os.PathLike, version: str | None) -> None:
     _fsync_dir(link.parent)
 
 
-def roll_back(root: str | os.PathLike, record: dict, reason: str) -> dict:
-    """Point ``current`` back and record why; the link first, so a cut leaves the old slot."""
+def roll_back(root: str | os.PathLike, record: dict, reason: str, *, reported: bool = False) -> dict:
+    """Point ``current`` back and record why; the link first, so a cut leaves the old slot.
+
+    The version goes on the ``failed`` list: it is not offered again, only a newer one.
+    """
     point_current(root, record.get("rollback_to"))
+    failed = [*record.get("failed", []), record.get("pending")][-10:]
     record.update(state="rolled_back", last_result={
         "result": "rolled_back", "version": record.get("pending"), "reason": reason, "at": time.time()},
-        reported=False, pending=None)
+        reported=reported, pending=None, failed=failed)
     write_record(root, record)
     return record
 

@@ -135,8 +135,8 @@ class Slots:
         self.prune()
         return record
 
-    def roll_back(self, reason: str) -> dict:
-        return boot.roll_back(self.root, self.record(), reason)
+    def roll_back(self, reason: str, *, reported: bool = False) -> dict:
+        return boot.roll_back(self.root, self.record(), reason, reported=reported)
 
     def prune(self) -> None:
         """Delete slots other than the current one, the two previous and a pending one."""
