@@ -60,6 +60,7 @@ class Daemon:
         self.link = None  # the MQTT link, when [mqtt].brokers is set (issue 3)
         self.trust = None  # edge.trust.TrustStore: checked before anything starts
         self.exit_code = 0
+        self.config_path: Path | None = None  # set by `edge run`: remote config is written beside it
 
     def emit(self, type: str, payload: dict, priority: str, source: str):
         """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
@@ -133,6 +134,10 @@ class Daemon:
             from edge.update.agent import UpdateAgent
 
             components.append(UpdateAgent(self))
+        if self.settings.remote_config.keys and self.link is not None and self.config_path is not None:
+            from edge.update.config_agent import RemoteConfigAgent
+
+            components.append(RemoteConfigAgent(self, self.config_path))
         return components
 
     def run(self) -> int:

@@ -44,3 +44,15 @@ class UpdateSettings(BaseModel):
         if self.targets_url:
             return self.targets_url
         return self.metadata_url.rstrip("/").rsplit("/", 1)[0] + "/targets/"
+
+
+class RemoteConfigSettings(BaseModel):
+    """Signed remote configuration from central (off while ``keys`` is empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[Path] = Field(default_factory=list,
+                             description="PEM Ed25519 public keys allowed to sign config documents "
+                                         "(keep them apart from the command keys).")
+    health_deadline_s: float = Field(default=60.0, gt=0,
+                                     description="A new config not healthy by then is rolled back.")
