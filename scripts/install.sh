@@ -145,6 +145,8 @@ else
 fi
 [ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"
 [ -z "$ROOT" ] || [ "$ROOT" = / ] || relocate_venv
+# The update launcher lives beside the release slots, never inside one (docs/updates.md).
+install -m 0644 "$SRC/edge/update/boot.py" "$venv/boot.py"
 
 # --- 2. the service user ------------------------------------------------------
 if [ -n "$ROOT" ] || ! getent passwd "$SERVICE_USER" >/dev/null; then

@@ -61,6 +61,7 @@ def test_layout_and_permissions(tablet):
     assert _mode(unit) == 0o644 and filecmp.cmp(unit, ROOT / "systemd/edge.service", shallow=False)
     edge = root / "opt/edge/bin/edge"
     assert edge.is_file() and _mode(edge) & 0o111
+    assert filecmp.cmp(root / "opt/edge/boot.py", ROOT / "edge/update/boot.py", shallow=False)
 
 
 def test_the_venv_runs_the_installed_copy_not_this_tree(tablet):
