@@ -133,3 +133,20 @@ def test_install_after_an_interrupted_install_succeeds(root, archive):
     slots.switch("0.2.0", deadline_s=60, max_attempts=3)
     assert boot.decide(root, now=time.time())[1] == "0.2.0"
     assert os.path.islink(root / "opt/edge/current")
+
+
+def test_update_status_reads_the_record_without_a_daemon(root, tmp_path):
+    slots = Slots(root, python=sys.executable)
+    _fake_slot(slots, "0.2.0")
+    slots.switch("0.2.0", deadline_s=60, max_attempts=3)
+    slots.roll_back("health check failed: driver(s) not running: hb is degraded")
+    config = tmp_path / "edge.toml"
+    config.write_text(f'device_id = "d"\nsite = "s"\nrole = "tablet"\nstate_dir = "{tmp_path / "state"}"\n'
+                      f'[update]\nmetadata_url = "http://127.0.0.1:9/metadata/"\ninstall_root = "{root}"\n')
+    run = [sys.executable, "-m", "edge", "--config", str(config), "update", "status"]
+    text = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "slot:      base install" in text.stdout and "state:     rolled_back" in text.stdout
+    assert "last:      rolled_back 0.2.0" in text.stdout and "hb is degraded" in text.stdout
+    report = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert report["state"] == "rolled_back" and report["failed"] == ["0.2.0"] and report["slot"] is None

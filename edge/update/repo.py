@@ -133,6 +133,24 @@ class ReleaseRepo:
         self.write("targets", targets)
         self.snapshot()
 
+    def rotate_key(self, role: str) -> None:
+        """Replace a top-level role's key through a new root, signed by the old and new root keys."""
+        root = self.load("root")
+        old_root = self.signer("root") if role == "root" else None
+        for keyid in list(root.signed.roles[role].keyids):
+            root.signed.revoke_key(keyid, role)
+        root.signed.add_key(self.new_key(role), role)
+        root.signed.version += 1
+        root.signed.expires = _expires(EXPIRY_DAYS["root"])
+        root.signatures.clear()
+        if old_root is not None:  # devices trust the new root only if the old one signs it too
+            root.sign(old_root, append=True)
+        root.sign(self.signer("root"), append=True)
+        root.to_file(str(self.meta_dir / f"{root.signed.version}.root.json"), JSONSerializer(compact=False))
+        if role in ("targets",):
+            self.write("targets", self.load("targets"))
+        self.snapshot()
+
     def publish(self, device_class: str, group: str, archive: str | Path, version: str) -> str:
         """Offer ``archive`` as ``version`` to one rollout group; returns the target path."""
         path = target_path(device_class, group)
@@ -193,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group", required=True, help="canary, site-NAME or all")
     p.add_argument("--version", required=True)
     p.add_argument("archive")
+    p = sub.add_parser("rotate", help="new key for a top-level role, announced by a new root")
+    p.add_argument("folder")
+    p.add_argument("role", choices=list(TOP))
     p = sub.add_parser("timestamp", help="re-sign the timestamp (cron it: it expires after a day)")
     p.add_argument("folder")
     args = parser.parse_args(argv)
@@ -201,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         repo.init(args.delegation)
     elif args.cmd == "delegate":
         repo.add_delegation(args.name)
+    elif args.cmd == "rotate":
+        repo.rotate_key(args.role)
     elif args.cmd == "publish":
         print(repo.publish(args.device_class, args.group, args.archive, args.version))
     else:

@@ -145,3 +145,24 @@ def test_unreachable_repository_is_reported_not_raised_raw(tmp_path, served):
     with pytest.raises(UpdateRefused) as refused:
         source.find()
     assert refused.value.problem == "unreachable"
+
+
+@pytest.mark.parametrize("role", ["timestamp", "root"])
+def test_keys_rotate_through_tuf_and_the_old_key_is_then_refused(tmp_path, served, role):
+    """The shipped root stays the anchor: a new root signed by the old one moves trust on."""
+    repo, server = served
+    _publish(tmp_path, repo, "0.2.0")
+    assert _source(tmp_path, repo, server).find().version == "0.2.0"
+    old_key = (repo.keys_dir / f"{role}.key").read_bytes()
+    repo.rotate_key(role)
+    assert _source(tmp_path, repo, server).find().version == "0.2.0"  # follows the rotation
+    (repo.keys_dir / f"{role}.key.new").write_bytes((repo.keys_dir / f"{role}.key").read_bytes())
+    (repo.keys_dir / f"{role}.key").write_bytes(old_key)  # a thief with the retired key
+    if role == "timestamp":
+        repo.timestamp()
+    else:
+        root = repo.load("root")
+        repo.write("root", root)  # root v3 signed by the retired root key alone
+    with pytest.raises(UpdateRefused) as refused:
+        _source(tmp_path, repo, server).find()
+    assert refused.value.problem == "signature"
