@@ -70,3 +70,18 @@ def test_busy_lane_defers_the_switch_then_an_empty_lane_allows_it(agent):
     assert agent.check_once() is True  # waited for the lane to empty, then switched
     assert daemon.restarts and boot.linked_version(root) == "0.2.0"
     assert daemon.emitted == ["update.offered", "update.installed"]  # not installed twice
+
+
+def test_a_switch_without_the_launcher_is_rolled_back_not_left_pending(agent, monkeypatch):
+    agent, root = agent
+    monkeypatch.delenv("EDGE_SLOT", raising=False)
+    agent.settings = agent.settings.model_copy(update={"idle_wait_max_s": 0})
+    agent._daemon.components = []  # a tablet: always idle
+    assert agent.check_once() is True and boot.linked_version(root) == "0.2.0"
+    restarted = UpdateAgent(agent._daemon)  # the service started bin/edge again, not boot.py
+    restarted.settings = restarted.settings.model_copy(update={"metadata_url": None})
+    restarted.start()
+    restarted.stop()
+    record = boot.read_record(root)
+    assert record["state"] == "rolled_back" and "launcher" in record["last_result"]["reason"]
+    assert boot.linked_version(root) is None and "update.rolled_back" in agent._daemon.emitted

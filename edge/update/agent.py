@@ -62,6 +62,11 @@ class UpdateAgent:
         self._report_outcome(record)
         if record.get("state") == "switched" and record.get("pending") == self.version:
             self._spawn(self._confirm_loop, "update-confirm")
+        elif record.get("state") == "switched" and "EDGE_SLOT" not in os.environ:
+            # Started without the launcher: the new slot can never run, so never confirm.
+            record = self.slots.roll_back("the service does not start through the update launcher "
+                                          "(boot.py, see docs/updates.md)")
+            self._report_outcome(record)
         if self.settings.metadata_url:
             self._spawn(self._check_loop, "update-check")
 

@@ -1,0 +1,61 @@
+"""The remote document beside the config file, as load_settings reads it: checked again at
+every load, skipped for the last good one when it did not confirm in time."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edge.config import load_settings
+from edge.signing import generate_keypair, load_private_key
+from edge.testing.daemon import dump_toml
+from edge.update import remote_config as rc
+
+
+@pytest.fixture
+def setup(tmp_path):
+    key, pub, _ = generate_keypair(tmp_path / "keys", "config")
+    config = tmp_path / "edge.toml"
+    state = tmp_path / "state"
+    config.write_text(dump_toml({"device_id": "dev-1", "site": "site-1", "role": "tablet", "state_dir": str(state),
+                                 "remote_config": {"keys": [str(pub)]},
+                                 "drivers": [{"name": "hb1", "kind": "sim.heartbeat", "rate": 5}]}))
+    sign = load_private_key(key)
+
+    def doc(rate, version):
+        return json.dumps(rc.build_document({"drivers.hb1.rate": rate}, site="site-1", device="dev-1",
+                                            version=version, keys=[sign])).encode()
+
+    return config, state, doc
+
+
+def _rate(config) -> float:
+    return load_settings(config).drivers[0].options()["rate"]
+
+
+def test_accepted_document_is_laid_over_the_local_file(setup):
+    config, state, doc = setup
+    assert _rate(config) == 5
+    rc.remote_path(config).write_bytes(doc(20, 1))
+    assert _rate(config) == 20
+
+
+def test_a_tampered_stored_document_is_ignored(setup):
+    config, state, doc = setup
+    tampered = json.loads(doc(20, 1))
+    tampered["settings"]["drivers.hb1.rate"] = 50
+    rc.remote_path(config).write_text(json.dumps(tampered))
+    assert _rate(config) == 5
+
+
+def test_an_unconfirmed_document_past_its_deadline_gives_way_to_the_last_good(setup):
+    config, state, doc = setup
+    rc.remote_path(config).write_bytes(doc(20, 2))
+    rc.write_record(state, {"applied": 1, "pending": 2, "deadline": time.time() + 60, "failed": []})
+    assert _rate(config) == 20  # on probation: the new one runs
+    rc.write_record(state, {"applied": 1, "pending": 2, "deadline": time.time() - 1, "failed": []})
+    assert _rate(config) == 5  # crashed past its deadline, no good one: the local file alone
+    rc.good_path(config).write_bytes(doc(7, 1))
+    assert _rate(config) == 7  # the last good document
