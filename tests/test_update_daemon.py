@@ -12,6 +12,7 @@ import pytest
 
 from edge.testing.daemon import DaemonProcess, dump_toml
 from edge.update import boot
+from edge.update.contract import EVENT_PAYLOADS
 from edge.update.slots import Slots
 from tests._gate_helpers import events
 from tests._update_helpers import (
@@ -82,6 +83,8 @@ def test_good_update_installs_restarts_and_confirms(tmp_path, channel, device):
     record = _wait(lambda: (r := boot.read_record(root))["state"] == "confirmed" and r, what="confirmation")
     assert record["current"] == "0.2.0"
     assert _types(daemon) == ["update.offered", "update.installed", "update.confirmed"]
+    for event in events(daemon.state_dir, "update.*"):  # what central reads matches the contract
+        EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])
     status = json.loads(daemon.cli("update", "status", "--json", check=True).stdout)
     assert status["slot"] == "0.2.0" and status["state"] == "confirmed"
     assert daemon.running
@@ -104,6 +107,7 @@ def test_unhealthy_release_rolls_back_on_its_own(tmp_path, channel, device):
     daemon.start()  # the old slot again; it does not take 0.2.0 a second time
     rolled = [e for e in events(daemon.state_dir, "update.rolled_back")]
     assert len(rolled) == 1 and rolled[0]["priority"] == "alarm" and "hb" in rolled[0]["payload"]["reason"]
+    EVENT_PAYLOADS["update.rolled_back"].model_validate(rolled[0]["payload"])
     since = time.time()
     _wait(lambda: (json.loads(daemon.cli("update", "status", "--json").stdout or "{}").get("checked_at") or 0)
           > since, what="a check by the old slot")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from edge.update.contract import EVENT_PAYLOADS
 from edge.update.remote_config import build_document
 from tests._remote_config_helpers import DEVICE, SITE, device_config, keys, publish, wait_events  # noqa: F401
 
@@ -40,6 +41,8 @@ def test_unsigned_wrong_key_not_allowed_and_expired_documents_are_refused(mosqui
     refused = wait_events(daemon, "config.refused", len(attacks))
     assert [e["payload"]["problem"] for e in refused] == [p for p, _ in attacks]
     assert all(e["priority"] == "alarm" for e in refused)
+    for event in refused:
+        EVENT_PAYLOADS["config.refused"].model_validate(event["payload"])
     assert not (daemon.workdir / "edge.remote.json").exists()
     # Positive control: the same change, properly signed, applies.
     publish(mosquitto, build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=2,
