@@ -59,3 +59,20 @@ def test_an_unconfirmed_document_past_its_deadline_gives_way_to_the_last_good(se
     assert _rate(config) == 5  # crashed past its deadline, no good one: the local file alone
     rc.good_path(config).write_bytes(doc(7, 1))
     assert _rate(config) == 7  # the last good document
+
+
+def test_config_check_names_a_missing_anchor_or_config_key(tmp_path):
+    from edge.errors import ConfigError
+
+    config = tmp_path / "edge.toml"
+    base = {"device_id": "dev-1", "site": "site-1", "role": "tablet", "state_dir": str(tmp_path / "state")}
+    config.write_text(dump_toml({**base, "update": {"metadata_url": "https://updates.example/metadata/"}}))
+    with pytest.raises(ConfigError, match="trusted_root is required"):
+        load_settings(config)
+    config.write_text(dump_toml({**base, "update": {"metadata_url": "https://updates.example/metadata/",
+                                                    "trusted_root": str(tmp_path / "nope.json")},
+                                 "remote_config": {"keys": [str(tmp_path / "none.pub")]}}))
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    assert any("update.trusted_root" in line and "not found" in line for line in err.value.lines)
+    assert any("remote_config.keys[0]" in line for line in err.value.lines)

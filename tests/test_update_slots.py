@@ -140,9 +140,11 @@ def test_update_status_reads_the_record_without_a_daemon(root, tmp_path):
     _fake_slot(slots, "0.2.0")
     slots.switch("0.2.0", deadline_s=60, max_attempts=3)
     slots.roll_back("health check failed: driver(s) not running: hb is degraded")
-    config = tmp_path / "edge.toml"
+    config, anchor = tmp_path / "edge.toml", tmp_path / "tuf-root.json"
+    anchor.write_text("{}")
     config.write_text(f'device_id = "d"\nsite = "s"\nrole = "tablet"\nstate_dir = "{tmp_path / "state"}"\n'
-                      f'[update]\nmetadata_url = "http://127.0.0.1:9/metadata/"\ninstall_root = "{root}"\n')
+                      f'[update]\nmetadata_url = "http://127.0.0.1:9/metadata/"\ninstall_root = "{root}"\n'
+                      f'trusted_root = "{anchor}"\n')
     run = [sys.executable, "-m", "edge", "--config", str(config), "update", "status"]
     text = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge.config_files import InputDir, InputFile
 
 
 class UpdateSettings(BaseModel):
@@ -17,9 +19,10 @@ class UpdateSettings(BaseModel):
         default=None, description="Base URL of the TUF metadata (http:// or https://); unset: no updates.")
     targets_url: str | None = Field(default=None, description="Base URL of the release archives "
                                                               "(default: metadata_url/../targets).")
-    trusted_root: Path = Field(default=Path("/etc/edge/tuf-root.json"),
-                               description="TUF root metadata shipped with the install: the trust anchor.")
-    install_root: Path = Field(default=Path("/"), description="Slots live in INSTALL_ROOT/opt/edge/releases.")
+    trusted_root: InputFile | None = Field(
+        default=None, description="TUF root metadata shipped with the install (e.g. /etc/edge/tuf-root.json): "
+                                  "the trust anchor; required with metadata_url.")
+    install_root: InputDir = Field(default=Path("/"), description="Slots live in INSTALL_ROOT/opt/edge/releases.")
     rollout_group: Literal["canary", "default"] = Field(
         default="default", description="canary devices also take releases offered to the canaries; "
                                        "every device takes those offered to its site and to all.")
@@ -40,6 +43,13 @@ class UpdateSettings(BaseModel):
             raise ValueError("expected an http:// or https:// URL")
         return url
 
+    @model_validator(mode="after")
+    def _anchor(self) -> UpdateSettings:
+        if self.metadata_url and self.trusted_root is None:
+            raise ValueError("trusted_root is required when metadata_url is set (the TUF root shipped "
+                             "with the install)")
+        return self
+
     def targets_base(self) -> str:
         if self.targets_url:
             return self.targets_url
@@ -51,7 +61,7 @@ class RemoteConfigSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keys: list[Path] = Field(default_factory=list,
+    keys: list[InputFile] = Field(default_factory=list,
                              description="PEM Ed25519 public keys allowed to sign config documents "
                                          "(keep them apart from the command keys).")
     health_deadline_s: float = Field(default=60.0, gt=0,

@@ -44,9 +44,9 @@ def test_unsigned_wrong_key_not_allowed_and_expired_documents_are_refused(mosqui
     for event in refused:
         EVENT_PAYLOADS["config.refused"].model_validate(event["payload"])
     assert not (daemon.workdir / "edge.remote.json").exists()
-    # Positive control: the same change, properly signed, applies.
-    publish(mosquitto, build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=2,
-                                      keys=[good_key]))
+    # Positive control: the same change, properly signed for the whole site, applies.
+    publish(mosquitto, build_document({"drivers.hb1.rate": 9}, site=SITE, version=2, keys=[good_key]),
+            topic=f"edge/v1/{SITE}/config")
     assert wait_events(daemon, "config.applied")[0]["payload"]["version"] == 2
     assert daemon.proc.pid == pid and json.loads((daemon.workdir / "edge.remote.json").read_text())["version"] == 2
     # An older document replayed after that is refused as a replay.
