@@ -112,3 +112,20 @@ def test_unhealthy_release_rolls_back_on_its_own(tmp_path, channel, device):
     _wait(lambda: (json.loads(daemon.cli("update", "status", "--json").stdout or "{}").get("checked_at") or 0)
           > since, what="a check by the old slot")
     assert boot.read_record(root)["state"] == "rolled_back" and daemon.running
+
+
+def test_power_cut_during_the_install_leaves_the_old_slot_and_the_update_resumes(tmp_path, channel, device):
+    repo, _ = channel
+    daemon, root = device
+    repo.publish("gate", "all", wheelhouse(tmp_path / "build", "0.2.0", shim_running_this_edge()), "0.2.0")
+    daemon.start()
+    _wait(lambda: boot.read_record(root).get("state") == "installing", what="the install to begin")
+    daemon.kill()  # SIGKILL: the power cut
+    assert boot.linked_version(root) is None
+    daemon.start()  # the launcher picks the base install again; the daemon tidies and retries
+    assert _exit_code(daemon) == EX_RESTART, daemon.log_tail()
+    assert boot.linked_version(root) == "0.2.0"
+    interrupted = events(daemon.state_dir, "update.interrupted")
+    assert len(interrupted) == 1 and interrupted[0]["payload"]["version"] == "0.2.0"
+    daemon.start()
+    _wait(lambda: boot.read_record(root)["state"] == "confirmed", what="confirmation after the retry")
