@@ -152,3 +152,14 @@ def test_update_status_reads_the_record_without_a_daemon(root, tmp_path):
     assert "last:      rolled_back 0.2.0" in text.stdout and "hb is degraded" in text.stdout
     report = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=60).stdout)
     assert report["state"] == "rolled_back" and report["failed"] == ["0.2.0"] and report["slot"] is None
+
+
+def test_launcher_starts_the_base_when_the_linked_slot_is_gone_or_the_record_unreadable(root):
+    slots = Slots(root, python=sys.executable)
+    _fake_slot(slots, "0.2.0")
+    slots.switch("0.2.0", deadline_s=60, max_attempts=3)
+    slots.confirm("0.2.0")
+    (slots.slot("0.2.0") / "bin/edge").unlink()  # a disk error ate the slot
+    assert boot.decide(root) == (root / "opt/edge/bin/edge", None)
+    (root / "opt/edge/update-state.json").write_text("{not json")
+    assert boot.decide(root)[0] == root / "opt/edge/bin/edge"

@@ -142,6 +142,8 @@ class UpdateAgent:
                 self._refused(exc.problem, exc.detail)
             except InstallFailed as exc:
                 self._refused("install_failed", str(exc))
+            except OSError as exc:  # downloads and records: a full or broken disk
+                self._refused("local_io", f"{type(exc).__name__}: {exc}"[:300])
 
     def _refused(self, problem: str, detail: str) -> None:
         self._last["refusal"] = {"problem": problem, "detail": detail, "at": time.time()}

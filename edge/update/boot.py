@@ -42,6 +42,9 @@ def read_record(root: str | os.PathLike) -> dict:
         return json.loads((home(root) / RECORD).read_text())
     except FileNotFoundError:
         return {"state": "idle", "current": None, "history": []}
+    except ValueError:  # never written half (atomic), but a bad disk must not stop the boot
+        print(f"boot: {home(root) / RECORD} is unreadable; starting the linked slot", file=sys.stderr)
+        return {"state": "idle", "current": None, "history": []}
 
 
 def write_record(root: str | os.PathLike, record: dict) -> None:
@@ -120,8 +123,10 @@ def decide(root: str | os.PathLike, now: float | None = None) -> tuple[Path, str
             record["attempts"] = record.get("attempts", 0) + 1
             write_record(root, record)
     version = linked_version(root)
-    base = home(root) / ("current" if version else "") / "bin" / "edge"
-    return base, version
+    exe = home(root) / "current" / "bin" / "edge"
+    if version is None or not exe.exists():  # no slot, or a slot gone bad: the base install
+        return home(root) / "bin" / "edge", None
+    return exe, version
 
 
 def main(argv: list[str] | None = None) -> None:

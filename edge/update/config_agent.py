@@ -96,6 +96,8 @@ class RemoteConfigAgent:
         old = self._daemon.settings
         self._swap_drivers(new, drivers)
         problems = self._wait_healthy(record)
+        if problems is None:
+            return  # stopping: still pending; the next start confirms it or rolls it back
         if problems:
             self._swap_drivers(old, drivers)
             self._roll_back(record, "health check failed: " + "; ".join(problems))
@@ -134,8 +136,9 @@ class RemoteConfigAgent:
 
     # -- confirm or roll back -------------------------------------------------------------------
 
-    def _wait_healthy(self, record: dict) -> list[str]:
-        """[] once healthy for SETTLE_S before the deadline; else the last problems found."""
+    def _wait_healthy(self, record: dict) -> list[str] | None:
+        """[] once healthy for SETTLE_S before the deadline; else the last problems found;
+        None when the daemon stops meanwhile (no decision)."""
         need_broker = any(k.startswith("mqtt.") for k in record.get("keys", []))
         healthy_since, found = None, ["not checked yet"]
         while time.time() <= record.get("deadline", 0) and not self._stop.wait(_POLL_S):
@@ -148,13 +151,15 @@ class RemoteConfigAgent:
                 healthy_since = time.monotonic()
             elif time.monotonic() - healthy_since >= SETTLE_S:
                 return []
-        return found
+        return None if self._stop.is_set() else found
 
     def _settle_after_restart(self, record: dict) -> None:
         if time.time() > record.get("deadline", 0):  # load_settings already fell back to the good one
             self._roll_back(record, "the daemon did not confirm the config before the deadline", restart=False)
             return
         problems = self._wait_healthy(record)
+        if problems is None:
+            return
         if problems:
             self._roll_back(record, "health check failed: " + "; ".join(problems), restart=True)
         else:

@@ -40,7 +40,7 @@ class UpdateInterrupted(_Update):
 
 class UpdateRefused(_Update):
     problem: Literal["expired", "version", "signature", "hash_mismatch", "unreachable", "metadata",
-                     "older_release", "install_failed"]
+                     "older_release", "install_failed", "local_io"]
     detail: str
 
 

@@ -105,7 +105,10 @@ class Slots:
             raise InstallFailed(f"{archive.name}: not a readable wheelhouse archive ({exc})") from None
 
     def _run(self, argv: list[str], what: str) -> None:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InstallFailed(f"could not {what}: {exc}") from None
         if done.returncode != 0:
             raise InstallFailed(f"could not {what}: {(done.stderr or done.stdout).strip()[-500:]}")
 
