@@ -230,3 +230,17 @@ def test_the_staged_tree_runs_at_its_final_paths(wheel, tmp_path):
     assert check.startswith("/etc/edge/edge.toml: ok (tablet tablet-staged-1"), run.stdout
     status = json.loads("\n".join(rest))
     assert status["device_id"] == "tablet-staged-1" and status["daemon"]["running"], status
+
+
+def test_tuf_root_is_shipped_as_the_update_anchor(tmp_path, wheel):
+    from edge.update.repo import ReleaseRepo
+
+    repo = ReleaseRepo(tmp_path / "central")
+    repo.init(["tablet.all"])
+    anchor = repo.meta_dir / "1.root.json"
+    done = _install(tmp_path / "device", "--role", "tablet", "--wheel", str(wheel), "--tuf-root", str(anchor))
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = tmp_path / "device/etc/edge/tuf-root.json"
+    assert shipped.read_bytes() == anchor.read_bytes() and _mode(shipped) == 0o644
+    missing = _install(tmp_path / "other", "--role", "tablet", "--wheel", str(wheel), "--tuf-root", "/nonexistent")
+    assert missing.returncode == 2 and "--tuf-root" in missing.stderr
