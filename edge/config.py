@@ -186,7 +186,7 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         raise ConfigError([f"{path}: permission denied reading the config file"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    if (data.get("remote_config") or {}).get("keys"):
+    if (data.get("remote_config") or {}).get("enabled") is True:
         from edge.update.remote_config import overlay
 
         data = overlay(path, data)  # the signed remote document beside the file, checked again

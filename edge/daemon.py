@@ -134,7 +134,7 @@ class Daemon:
             from edge.update.agent import UpdateAgent
 
             components.append(UpdateAgent(self))
-        if self.settings.remote_config.keys and self.link is not None and self.config_path is not None:
+        if self.settings.remote_config.enabled and self.link is not None and self.config_path is not None:
             from edge.update.config_agent import RemoteConfigAgent
 
             components.append(RemoteConfigAgent(self, self.config_path))

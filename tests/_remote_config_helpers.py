@@ -17,8 +17,8 @@ SITE, DEVICE = "site-1", "dev-1"
 @pytest.fixture
 def keys(tmp_path):
     out = {}
-    for name in ("config", "commands"):
-        key, pub, _ = generate_keypair(tmp_path / "keys", name)
+    for name, roles in (("config", ["config"]), ("commands", ["command"])):
+        key, pub, _ = generate_keypair(tmp_path / "keys", name, roles)
         out[name] = (load_private_key(key), pub)
     return out
 
@@ -27,8 +27,8 @@ def keys(tmp_path):
 def device_config(mosquitto, base_config, keys):
     base_config.update(
         mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-        trust={"central_keys": [str(keys["commands"][1])]},
-        remote_config={"keys": [str(keys["config"][1])], "health_deadline_s": 6},
+        trust={"central_keys": [str(keys["commands"][1]), str(keys["config"][1])]},
+        remote_config={"enabled": True, "health_deadline_s": 6},
         drivers=[{"name": "hb1", "kind": "sim.heartbeat", "rate": 5},
                  {"name": "hb2", "kind": "sim.heartbeat", "rate": 5}])
     return base_config

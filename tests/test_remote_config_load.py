@@ -16,11 +16,11 @@ from edge.update import remote_config as rc
 
 @pytest.fixture
 def setup(tmp_path):
-    key, pub, _ = generate_keypair(tmp_path / "keys", "config")
+    key, pub, _ = generate_keypair(tmp_path / "keys", "config", ["config"])
     config = tmp_path / "edge.toml"
     state = tmp_path / "state"
     config.write_text(dump_toml({"device_id": "dev-1", "site": "site-1", "role": "tablet", "state_dir": str(state),
-                                 "remote_config": {"keys": [str(pub)]},
+                                 "trust": {"central_keys": [str(pub)]}, "remote_config": {"enabled": True},
                                  "drivers": [{"name": "hb1", "kind": "sim.heartbeat", "rate": 5}]}))
     sign = load_private_key(key)
 
@@ -61,7 +61,19 @@ def test_an_unconfirmed_document_past_its_deadline_gives_way_to_the_last_good(se
     assert _rate(config) == 7  # the last good document
 
 
-def test_config_check_names_a_missing_anchor_or_config_key(tmp_path):
+def test_a_document_signed_by_a_key_without_the_config_role_is_ignored(setup, tmp_path):
+    config, state, doc = setup
+    key, pub, _ = generate_keypair(tmp_path / "other", "ops", ["command"])
+    text = config.read_text().replace('central_keys = [', f'central_keys = ["{pub}", ')
+    config.write_text(text)
+    assert load_settings(config).trust.central_keys[0] == pub  # trusted, but for commands only
+    signed = rc.build_document({"drivers.hb1.rate": 20}, site="site-1", device="dev-1", version=1,
+                               keys=[load_private_key(key)])
+    rc.remote_path(config).write_text(json.dumps(signed))
+    assert _rate(config) == 5
+
+
+def test_config_check_names_a_missing_anchor(tmp_path):
     from edge.errors import ConfigError
 
     config = tmp_path / "edge.toml"
@@ -70,9 +82,7 @@ def test_config_check_names_a_missing_anchor_or_config_key(tmp_path):
     with pytest.raises(ConfigError, match="trusted_root is required"):
         load_settings(config)
     config.write_text(dump_toml({**base, "update": {"metadata_url": "https://updates.example/metadata/",
-                                                    "trusted_root": str(tmp_path / "nope.json")},
-                                 "remote_config": {"keys": [str(tmp_path / "none.pub")]}}))
+                                                    "trusted_root": str(tmp_path / "nope.json")}}))
     with pytest.raises(ConfigError) as err:
         load_settings(config)
     assert any("update.trusted_root" in line and "not found" in line for line in err.value.lines)
-    assert any("remote_config.keys[0]" in line for line in err.value.lines)

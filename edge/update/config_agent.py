@@ -33,11 +33,11 @@ class RemoteConfigAgent:
     name = "remote_config"
 
     def __init__(self, daemon, config_path: Path):
-        from edge.signing import load_public_keys
+        from edge.trust import daemon_keys_for
 
         s = daemon.settings
         self._daemon, self.config_path, self.state_dir = daemon, Path(config_path), s.state_dir
-        self.trusted = load_public_keys(s.remote_config.keys)
+        self.trusted = daemon_keys_for(daemon, rc.DOCUMENT_TYPE)  # anchors with the config role, live
         self.deadline_s, self.skew_s = s.remote_config.health_deadline_s, s.trust.clock_skew_s
         self._local = tomllib.loads(self.config_path.read_text())  # the base, without the overlay
         self._inbox: queue.Queue = queue.Queue()

@@ -77,7 +77,7 @@ EVENT_PAYLOADS = {
 def channels():
     from edge.contract import Channel
 
-    how = ("Ed25519-signed by a key in the device's [remote_config].keys (see docs/updates.md). "
+    how = ("Ed25519-signed by a trust anchor with the 'config' role (see docs/updates.md). "
            "Publish retained with QoS 1. Applied when its version is above the last applied one and "
            "every key is on the allowlist; the device answers with config.accepted, then "
            "config.applied or config.rolled_back, or config.refused (alarm).")

@@ -33,7 +33,8 @@ from edge.errors import EdgeError
 
 log = structlog.get_logger("edge.remote_config")
 
-# The one place that names the document type (and the key role, once key roles land).
+# The one place that names the document type; edge.trust.DOCUMENT_ROLES maps it to the role
+# its signers need ("config"): a command, catalog or gallery key cannot sign a config.
 DOCUMENT_TYPE = "config"
 
 # What central may change remotely. Everything else (trust keys, update channel, paths,
@@ -178,9 +179,8 @@ def overlay(config_path: Path, data: dict[str, Any]) -> dict[str, Any]:
     A document whose new config did not confirm before its deadline is skipped for the
     last good one, so a config that crashes the daemon cannot keep it down.
     """
-    keys = (data.get("remote_config") or {}).get("keys") or []
     path = remote_path(config_path)
-    if not keys or not path.exists():
+    if not path.exists():
         return data
     record = read_record(Path(data.get("state_dir", "/var/lib/edge")))
     if record.get("pending") and time.time() > record.get("deadline", 0):
@@ -188,14 +188,21 @@ def overlay(config_path: Path, data: dict[str, Any]) -> dict[str, Any]:
         if not path.exists():
             return data
     try:
-        from edge.signing import load_public_keys
-
-        doc = open_document(path.read_bytes(), load_public_keys(keys), site=data.get("site"),
+        doc = open_document(path.read_bytes(), _config_keys(data), site=data.get("site"),
                             device=data.get("device_id"))
         return merge(data, {k: v for k, v in doc.settings.items() if _allowed_key(k)})
     except (ConfigRefused, EdgeError, OSError) as exc:
         log.error("remote_config_ignored", path=str(path), error=str(exc)[:300])
         return data
+
+
+def _config_keys(data: dict[str, Any]):
+    """The anchors with the config role (revocations applied) from the raw config data."""
+    from edge.trust import REVOCATIONS_FILE, TrustStore, load_anchors
+
+    paths = (data.get("trust") or {}).get("central_keys") or []
+    state_dir = Path(data.get("state_dir", "/var/lib/edge"))
+    return TrustStore(load_anchors(paths), state_dir / REVOCATIONS_FILE).keys_for(DOCUMENT_TYPE)
 
 
 def _allowed_key(key: str) -> bool:

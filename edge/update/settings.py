@@ -57,12 +57,11 @@ class UpdateSettings(BaseModel):
 
 
 class RemoteConfigSettings(BaseModel):
-    """Signed remote configuration from central (off while ``keys`` is empty)."""
+    """Signed remote configuration from central (off unless ``enabled``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    keys: list[InputFile] = Field(default_factory=list,
-                             description="PEM Ed25519 public keys allowed to sign config documents "
-                                         "(keep them apart from the command keys).")
+    enabled: bool = Field(default=False, description="Apply config documents signed by a trust anchor "
+                                                     "with the 'config' role (trust.central_keys).")
     health_deadline_s: float = Field(default=60.0, gt=0,
                                      description="A new config not healthy by then is rolled back.")

@@ -19,7 +19,7 @@ def test_unsigned_wrong_key_not_allowed_and_expired_documents_are_refused(mosqui
     good_key, command_key = keys["config"][0], keys["commands"][0]
     attacks = [
         ("signature", build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=1, keys=[])),
-        # A trusted key of another purpose (commands) must not sign configs.
+        # A trust anchor of another role (command) must not sign configs.
         ("signature", build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=1,
                                      keys=[command_key])),
         ("not_allowed", build_document({"trust.central_keys": ["/tmp/mine.pub"]}, site=SITE, device=DEVICE,
