@@ -86,3 +86,41 @@ def test_config_check_names_a_missing_anchor(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(config)
     assert any("update.trusted_root" in line and "not found" in line for line in err.value.lines)
+
+
+class _Link:
+    connected = True
+
+    def subscribe(self, *args, **kwargs):
+        pass
+
+
+class _Daemon:
+    def __init__(self, settings):
+        self.settings, self.link, self.trust, self.supervisor, self.components = settings, _Link(), None, None, []
+        self.emitted: list[str] = []
+
+    def emit(self, type, payload, priority, source):
+        self.emitted.append(type)
+
+    def request_restart(self, reason):
+        self.emitted.append("restart")
+
+
+def test_a_cut_between_the_record_and_the_document_is_forgotten_not_applied(setup):
+    from edge.update.config_agent import RemoteConfigAgent
+
+    config, state, doc = setup
+    rc.remote_path(config).write_bytes(doc(20, 1))
+    rc.write_record(state, {"applied": 1, "pending": 2, "deadline": time.time() + 60, "failed": []})
+    daemon = _Daemon(load_settings(config))
+    agent = RemoteConfigAgent(daemon, config)
+    agent.start()
+    deadline = time.monotonic() + 10
+    while rc.read_record(state)["pending"] is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    agent.stop()
+    record = rc.read_record(state)
+    assert record["pending"] is None and record["applied"] == 1 and record["failed"] == []
+    assert daemon.emitted == []  # neither applied nor rolled back: the retained copy comes again
+    assert _rate(config) == 20

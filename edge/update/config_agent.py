@@ -85,9 +85,10 @@ class RemoteConfigAgent:
             self._refused(exc, raw, record)
             return
         drivers, restart = rc.affected(list(doc.settings))
-        self._keep_good_and_write(raw)
+        # The record first: a power cut before the file is replaced is seen at the next start.
         record.update(pending=doc.version, deadline=time.time() + self.deadline_s, keys=sorted(doc.settings))
         rc.write_record(self.state_dir, record)
+        self._keep_good_and_write(raw)
         self._emit("accepted", {"version": doc.version, "keys": sorted(doc.settings),
                                 "restart": "daemon" if restart else sorted(drivers)})
         if restart:
@@ -153,7 +154,19 @@ class RemoteConfigAgent:
                 return []
         return None if self._stop.is_set() else found
 
+    def _stored_version(self) -> int | None:
+        try:
+            return rc.open_document(rc.remote_path(self.config_path).read_bytes(), self.trusted,
+                                    site=self._local.get("site"), device=self._local.get("device_id")).version
+        except (OSError, rc.ConfigRefused):
+            return None
+
     def _settle_after_restart(self, record: dict) -> None:
+        if self._stored_version() != record["pending"]:  # cut before the document was written
+            log.warning("remote_config_interrupted", version=record["pending"])
+            record.update(pending=None)  # the retained document comes again and is applied then
+            rc.write_record(self.state_dir, record)
+            return
         if time.time() > record.get("deadline", 0):  # load_settings already fell back to the good one
             self._roll_back(record, "the daemon did not confirm the config before the deadline", restart=False)
             return
