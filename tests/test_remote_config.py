@@ -9,6 +9,7 @@ tests/security/test_remote_config_refusals.py.
 from __future__ import annotations
 
 import json
+import time
 
 from edge.config import load_settings
 from edge.testing.broker import free_port
@@ -54,3 +55,22 @@ def test_a_change_that_makes_the_daemon_unhealthy_is_rolled_back(mosquitto, edge
     record = json.loads((daemon.state_dir / "remote-config.json").read_text())
     assert record["failed"] == [1] and record["pending"] is None
     assert [e["type"] for e in events(daemon.state_dir, "config.*")] == ["config.accepted", "config.rolled_back"]
+
+
+def test_sigkill_while_a_change_is_on_probation_is_settled_at_the_next_start(mosquitto, edge_daemon,
+                                                                              device_config, keys):  # noqa: F811
+    daemon = edge_daemon(device_config)
+    publish(mosquitto, build_document({"drivers.hb1.rate": 20}, site=SITE, device=DEVICE, version=1,
+                                      keys=[keys["config"][0]]))
+    record = daemon.state_dir / "remote-config.json"
+    deadline = time.monotonic() + 30
+    while not (record.exists() and json.loads(record.read_text()).get("pending") == 1):
+        assert time.monotonic() < deadline, daemon.log_tail()
+        time.sleep(0.02)
+    daemon.kill()  # the power cut, while the new driver options are being health-checked
+    daemon.start()
+    applied = wait_events(daemon, "config.applied")
+    assert applied[-1]["payload"]["version"] == 1
+    state = json.loads(record.read_text())
+    assert state["applied"] == 1 and state["pending"] is None
+    assert [d.options()["rate"] for d in load_settings(daemon.config_path).drivers] == [20, 5]
