@@ -23,6 +23,7 @@ from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
+from edge.update.settings import RemoteConfigSettings, UpdateSettings
 from edge.xray.settings import XraySettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
@@ -139,6 +140,8 @@ class Settings(BaseSettings):
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    update: UpdateSettings = Field(default_factory=UpdateSettings)
+    remote_config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
     gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
@@ -183,6 +186,10 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         raise ConfigError([f"{path}: permission denied reading the config file"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    if (data.get("remote_config") or {}).get("enabled") is True:
+        from edge.update.remote_config import overlay
+
+        data = overlay(path, data)  # the signed remote document beside the file, checked again
     try:
         settings = Settings(**data)
     except ValidationError as exc:

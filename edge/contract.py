@@ -253,8 +253,9 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
     from edge.trust.contract import EVENT_PAYLOADS as trust
+    from edge.update.contract import EVENT_PAYLOADS as update
 
-    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust}
+    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
@@ -265,8 +266,9 @@ def _driver_channels() -> list[Channel]:
     from edge.learning.contract import channels as learning_channels
     from edge.messaging.contract import channels as messaging_channels
     from edge.trust.contract import channels as trust_channels
+    from edge.update.contract import channels as update_channels
 
-    return gallery_channels() + learning_channels() + messaging_channels() + trust_channels()
+    return gallery_channels() + learning_channels() + messaging_channels() + trust_channels() + update_channels()
 
 
 CHANNELS.extend(_driver_channels())

@@ -59,6 +59,8 @@ class Daemon:
         self.components: list[Component] = []
         self.link = None  # the MQTT link, when [mqtt].brokers is set (issue 3)
         self.trust = None  # edge.trust.TrustStore: checked before anything starts
+        self.exit_code = 0
+        self.config_path: Path | None = None  # set by `edge run`: remote config is written beside it
 
     def emit(self, type: str, payload: dict, priority: str, source: str):
         """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
@@ -70,6 +72,14 @@ class Daemon:
     def request_stop(self, *_args) -> None:
         self._stop.set()
         self._health_changed.set()  # wakes the main loop at once
+
+    def request_restart(self, reason: str) -> None:
+        """Stop cleanly and exit 75 so that the service manager starts the (new) slot."""
+        from edge.update.boot import EX_RESTART
+
+        log.info("edge_restart_requested", reason=reason)
+        self.exit_code = EX_RESTART
+        self.request_stop()
 
     def notify_health_changed(self) -> None:
         self._health_changed.set()
@@ -119,6 +129,15 @@ class Daemon:
             from edge.gate.engine import GateEngine
 
             components.append(GateEngine(self, next(c for c in components if c.name == "commands")))
+        if self.settings.update.metadata_url:
+            # Last: it judges the health of all the others.
+            from edge.update.agent import UpdateAgent
+
+            components.append(UpdateAgent(self))
+        if self.settings.remote_config.enabled and self.link is not None and self.config_path is not None:
+            from edge.update.config_agent import RemoteConfigAgent
+
+            components.append(RemoteConfigAgent(self, self.config_path))
         return components
 
     def run(self) -> int:
@@ -169,7 +188,7 @@ class Daemon:
         self.write_status(running=False)
         self.store.close()
         log.info("edge_stopped", took_s=round(time.monotonic() - started, 3), stuck_drivers=stuck)
-        return 0
+        return self.exit_code
 
     def status(self, running: bool = True) -> dict[str, Any]:
         s = self.settings

@@ -164,6 +164,15 @@ class Supervisor:
     def health(self) -> dict[str, dict]:
         return {name: r.health() for name, r in self.runners.items()}
 
+    def replace(self, entry: DriverEntry) -> None:
+        """Restart one driver with new options (remote config); the others never notice."""
+        old = self.runners[entry.name]
+        old.stop()
+        old.join(self._settings.stop_timeout_s)
+        new = DriverRunner(entry, old._emit, self._settings, old._on_health_change)
+        self.runners[entry.name] = new
+        new.start()
+
     def runner(self, name: str) -> DriverRunner:
         try:
             return self.runners[name]

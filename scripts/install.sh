@@ -19,6 +19,8 @@
 #                       paths (/opt/edge), so the device needs PY at the same path as here
 #                       (Debian 12's /usr/bin/python3.11 when PY is Debian's python3)
 #   --no-deps           install the wheel without its dependencies (offline staging/tests)
+#   --tuf-root FILE     the release channel's TUF root (central's 1.root.json) as
+#                       /etc/edge/tuf-root.json: the anchor of signed updates (docs/updates.md)
 #   --python PY         interpreter for the venv (default: python3)
 #   --no-venv-pip       create the venv without pip and install into it with PY's own pip
 #                       (seconds instead of half a minute; PY's pip must be 22.3 or newer)
@@ -33,6 +35,7 @@ ROOT=""
 ROLE=""
 WHEEL=""
 NO_DEPS=0
+TUF_ROOT=""
 VENV_PIP=1
 PYTHON="${PYTHON:-python3}"
 
@@ -50,6 +53,8 @@ while [ $# -gt 0 ]; do
     --python) PYTHON="${2:-}"; shift 2 ;;
     --python=*) PYTHON="${1#*=}"; shift ;;
     --no-deps) NO_DEPS=1; shift ;;
+    --tuf-root) TUF_ROOT="${2:-}"; shift 2 ;;
+    --tuf-root=*) TUF_ROOT="${1#*=}"; shift ;;
     --no-venv-pip) VENV_PIP=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -68,6 +73,7 @@ elif [ "$(id -u)" != 0 ]; then
   die "run as root (or stage into a folder with --root DIR)"
 fi
 [ -z "$WHEEL" ] || [ -f "$WHEEL" ] || die "--wheel '$WHEEL' does not exist"
+[ -z "$TUF_ROOT" ] || [ -f "$TUF_ROOT" ] || die "--tuf-root '$TUF_ROOT' does not exist"
 command -v "$PYTHON" >/dev/null 2>&1 || die "no '$PYTHON' interpreter; install python3 (and python3-venv)"
 
 # Outside --root these run for real; under --root they are printed for the operator.
@@ -145,6 +151,8 @@ else
 fi
 [ -x "$venv/bin/edge" ] || die "the wheel did not install $PREFIX/bin/edge"
 [ -z "$ROOT" ] || [ "$ROOT" = / ] || relocate_venv
+# The update launcher lives beside the release slots, never inside one (docs/updates.md).
+install -m 0644 "$SRC/edge/update/boot.py" "$venv/boot.py"
 
 # --- 2. the service user ------------------------------------------------------
 if [ -n "$ROOT" ] || ! getent passwd "$SERVICE_USER" >/dev/null; then
@@ -174,6 +182,10 @@ else
   mv "$conf/edge.toml.tmp" "$conf/edge.toml"
   system chown "root:$SERVICE_USER" "$CONF_DIR/edge.toml"
   say "wrote $CONF_DIR/edge.toml from config/$ROLE.example.toml: set device_id, site and the broker"
+fi
+if [ -n "$TUF_ROOT" ]; then
+  install -m 0644 "$TUF_ROOT" "$conf/tuf-root.json"  # public metadata: the trust anchor, not a secret
+  say "installed the TUF root as $CONF_DIR/tuf-root.json (set [update] trusted_root to it)"
 fi
 for key in "$conf"/keys/*; do
   [ -f "$key" ] || continue

@@ -61,6 +61,7 @@ def test_layout_and_permissions(tablet):
     assert _mode(unit) == 0o644 and filecmp.cmp(unit, ROOT / "systemd/edge.service", shallow=False)
     edge = root / "opt/edge/bin/edge"
     assert edge.is_file() and _mode(edge) & 0o111
+    assert filecmp.cmp(root / "opt/edge/boot.py", ROOT / "edge/update/boot.py", shallow=False)
 
 
 def test_the_venv_runs_the_installed_copy_not_this_tree(tablet):
@@ -229,3 +230,17 @@ def test_the_staged_tree_runs_at_its_final_paths(wheel, tmp_path):
     assert check.startswith("/etc/edge/edge.toml: ok (tablet tablet-staged-1"), run.stdout
     status = json.loads("\n".join(rest))
     assert status["device_id"] == "tablet-staged-1" and status["daemon"]["running"], status
+
+
+def test_tuf_root_is_shipped_as_the_update_anchor(tmp_path, wheel):
+    from edge.update.repo import ReleaseRepo
+
+    repo = ReleaseRepo(tmp_path / "central")
+    repo.init(["tablet.all"])
+    anchor = repo.meta_dir / "1.root.json"
+    done = _install(tmp_path / "device", "--role", "tablet", "--wheel", str(wheel), "--tuf-root", str(anchor))
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped = tmp_path / "device/etc/edge/tuf-root.json"
+    assert shipped.read_bytes() == anchor.read_bytes() and _mode(shipped) == 0o644
+    missing = _install(tmp_path / "other", "--role", "tablet", "--wheel", str(wheel), "--tuf-root", "/nonexistent")
+    assert missing.returncode == 2 and "--tuf-root" in missing.stderr

@@ -30,6 +30,7 @@ COMMANDS = {
     "cmd": "edge.cli.cmd:cmd",
     "doctor": "edge.cli.doctor:doctor",
     "central": "edge.cli.central:central",
+    "update": "edge.cli.update:update",
 }
 
 

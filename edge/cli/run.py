@@ -18,11 +18,14 @@ def run(ctx: click.Context) -> None:
     from edge import logs
 
     logs.configure(settings.logging.level, settings.logging.format)
+    from edge.config import config_path
     from edge.daemon import Daemon
     from edge.errors import ConfigError
 
+    daemon = Daemon(settings)
+    daemon.config_path = config_path(ctx.find_root().obj.get("config_path"))
     try:
-        code = Daemon(settings).run()
+        code = daemon.run()
     except ConfigError as exc:  # a refused trust anchor: systemd must not restart-loop on it
         for line in exc.lines:
             click.echo(f"config error: {line}", err=True)

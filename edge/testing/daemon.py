@@ -71,6 +71,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "daemon.log"
         self.starts = 0
+        self.command = [sys.executable, "-m", "edge"]  # or a launcher (edge/update/boot.py)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run an ``edge`` CLI command against this daemon's config."""
@@ -85,7 +86,7 @@ class DaemonProcess:
         sock.bind(str(sock_path))
         env = {**os.environ, **self.env, "NOTIFY_SOCKET": str(sock_path)}
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(self.config_path), "run"],
+        self.proc = subprocess.Popen([*self.command, "--config", str(self.config_path), "run"],
                                      stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         self.starts += 1
