@@ -44,6 +44,8 @@ class ThresholdOptions(_Options):
 
 class PipelineOptions(_Options):
     detect_width: int = Field(default=640, ge=160, le=4096, description="HOG runs on a frame this wide.")
+    quick_detect_width: int = Field(default=480, ge=0, le=4096, description=(
+        "HOG runs here first, on detect_width only when this finds no face; 0: always detect_width."))
     upsample: int = Field(default=0, ge=0, le=2)
     min_face_px: int = Field(default=80, ge=20)
     second_face_px: int = Field(default=40, ge=10)
