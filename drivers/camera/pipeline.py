@@ -218,7 +218,7 @@ class Pipeline:
         h, w = gray.shape[:2]
         scale = min(1.0, self.config.detect_width / w)
         small = _resize_to_width(gray, int(round(w * scale))) if scale < 1.0 else gray
-        bw = (box[2] - box[0]) * scale
+        bw = (box[2] - box[0]) * scale * _REFINE_MARGIN
         grid = _REFINE_GRID
         left = max(0, int((box[0] * scale - bw) // grid * grid))
         top = max(0, int((box[1] * scale - bw) // grid * grid))
@@ -282,6 +282,7 @@ class Pipeline:
 
 
 _REFINE_GRID = 48  # px of the scaled frame: whole HOG cells (8 px) at pyramid levels 0 and 1 (x 5/6)
+_REFINE_MARGIN = 0.25  # of the box width on each side: room for the HOG window around the face
 
 
 def _resize_to_width(img: np.ndarray, width: int) -> np.ndarray:
