@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=5, help="Timed runs per photo (median reported).")
     parser.add_argument("--faces", default=str(FACES), help="Folder of the shared photos.")
     parser.add_argument("--search-sizes", default="1000,100000,1000000")
-    parser.add_argument("--pairs", help="CSV file_x,file_y,same: also compare accuracy with the raw library.")
+    parser.add_argument("--pairs", help=("CSV file_x,file_y,same: also compare accuracy with the raw library and "
+                                         "FAR/FRR per enrollment option; 'shared': pairs built from --faces."))
 
 
 def _face_recognition():
@@ -319,8 +320,18 @@ def _accuracy(pairs_csv: Path) -> dict:
                 "false_accepts": fa, "false_rejects": fr, "genuine_pairs_not_acquired": fta,
                 "failed_to_acquire": sum(1 for f in files if encodings[f] is None)}
 
+    from benchmarks._face_options import evaluate
+
     return {"pairs": len(rows), "photos": len(files), "ours": rates(ours, Thresholds().verify),
-            "raw_face_recognition": rates(raw, 0.5)}
+            "raw_face_recognition": rates(raw, 0.5), "options": evaluate(rows, Thresholds().verify)}
+
+
+def _pairs_file(pairs: str, faces: Path) -> Path:
+    if pairs != "shared":
+        return Path(pairs)
+    from benchmarks._face_options import shared_pairs
+
+    return shared_pairs(faces.resolve(), Path(tempfile.mkdtemp(prefix="facepairs-")))
 
 
 def run(args) -> dict:
@@ -349,6 +360,6 @@ def run(args) -> dict:
         "search_goal_ms": 5.0,
         "rss_mb": rss_ours, "rss_raw_face_recognition_mb": rss_raw, "rss_goal_mb": 160,
         "daemon_thread_stall": _gil_stall(faces),
-        **({"accuracy": _accuracy(Path(args.pairs))} if args.pairs else {}),
+        **({"accuracy": _accuracy(_pairs_file(args.pairs, faces))} if args.pairs else {}),
         "runs": args.runs,
     }
