@@ -44,6 +44,9 @@ class PipelineConfig:
     presence_delta: float = 3.0  # mean absolute grey-level change that counts as "something moved"
     flat_std: float = 4.0  # a thumbnail flatter than this holds no face
     min_face_px: int = 80  # face box width at full resolution
+    # A still photo decided on (verify, identify, calibrate; not enrollment): it has no closer
+    # frame to wait for, and faces down to 40 px still decide right (docs/performance.md).
+    min_still_face_px: int = 40
     second_face_px: int = 40  # a second face at least this wide counts as another person
     min_sharpness: float = 30.0
     max_yaw: float = 0.35  # nose offset from the eye midpoint, in eye distances
@@ -149,7 +152,7 @@ class Pipeline:
         self._empty_thumb = None
 
     def analyse(self, frame: np.ndarray, *, use_presence: bool = True, encode: bool = True,
-                thorough: bool = False) -> Analysis:
+                thorough: bool = False, enrolling: bool = False) -> Analysis:
         """Run the stages on one BGR frame; stops at the first stage that rules it out.
 
         ``encode=False`` stops before the encoding (status ``present``): the lane encodes only
@@ -157,6 +160,8 @@ class Pipeline:
         already decided on.
         ``thorough`` (still photos: enrollment, the CLI, calibration) looks again at twice the
         resolution with upsampling when the fast pass finds nothing: a photo has no next frame.
+        A still probe needs only ``min_still_face_px``; ``enrolling`` keeps ``min_face_px`` for a
+        template that every later decision is made against.
         """
         cfg, clock = self.config, _Clock()
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
@@ -187,7 +192,7 @@ class Pipeline:
         if len(others) > 1 and not cfg.allow_multiple:
             return Analysis("multiple", faces=len(others), timings_ms=clock.timings)
         face = max(faces, key=lambda f: f.width * f.width * (1.0 - min(abs(f.yaw), 0.9)))
-        quality = self._quality(gray, face, still=thorough)
+        quality = self._quality(gray, face, still=thorough, enrolling=enrolling)
         clock.lap("quality")
         crop = _crop(frame, face.box) if self.keep_crops else None
         a = Analysis("quality_low" if not quality["ok"] else "present", faces=len(faces), face=face,
@@ -276,14 +281,14 @@ class Pipeline:
         yaw, pitch = _pose(points)
         return Face(box=box, points=points, yaw=yaw, pitch=pitch, shape=shape, cut_off=outside)
 
-    def _quality(self, gray: np.ndarray, face: Face, still: bool = False) -> dict[str, Any]:
+    def _quality(self, gray: np.ndarray, face: Face, still: bool = False, enrolling: bool = False) -> dict[str, Any]:
         cfg = self.config
         crop = _crop(gray, face.box)
         # Sharpness at a fixed scale, so a big blurry face does not pass on its size.
         norm = cv2.resize(crop, (112, 112), interpolation=cv2.INTER_AREA) if crop.size else crop
         sharpness = float(cv2.Laplacian(norm, cv2.CV_64F).var()) if norm.size else 0.0
         problems = []
-        if face.width < cfg.min_face_px:
+        if face.width < (cfg.min_face_px if enrolling or not still else min(cfg.min_face_px, cfg.min_still_face_px)):
             problems.append("face_too_small")
         if sharpness < cfg.min_sharpness:
             problems.append("blurred")
