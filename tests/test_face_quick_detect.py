@@ -78,3 +78,13 @@ def test_quick_pass_off_or_on_a_small_frame_scans_once():
         finally:
             del p._detect
     assert calls == [None, None]  # 400 px wide: nothing smaller to scan first; off: the full pass only
+
+
+def test_a_face_cut_off_at_the_edge_is_judged_the_same_by_both():
+    shifted = np.full_like(frame("obama-720p"), 110)
+    shifted[:, :1280 - 600] = frame("obama-720p")[:, 600:]  # a sixth of the face past the left edge
+    quick, full = _pipelines()
+    a, b = quick.analyse(shifted, use_presence=False), full.analyse(shifted, use_presence=False)
+    assert a.status == b.status == "quality_low"
+    assert a.quality["problems"] == b.quality["problems"] and "cut_off" in a.quality["problems"]
+    assert (a.face.box, a.face.cut_off) == (b.face.box, b.face.cut_off)

@@ -248,16 +248,17 @@ class Pipeline:
         left = max(0, int((box[0] * scale - bw) // grid * grid))
         top = max(0, int((box[1] * scale - bw) // grid * grid))
         right, bottom = int(box[2] * scale + bw) + 1, int(box[3] * scale + bw) + 1
-        best, best_overlap = None, 0.5
+        best, best_overlap = (box, outside), 0.5
+        sh, sw = small.shape[:2]
         for r in self._detector(np.ascontiguousarray(small[top:bottom, left:right]), 0):
-            cand = (int((left + r.left()) / scale), int((top + r.top()) / scale),
-                    int((left + r.right()) / scale), int((top + r.bottom()) / scale))
+            rl, rt, rr, rb = left + r.left(), top + r.top(), left + r.right(), top + r.bottom()
+            cand = (int(rl / scale), int(rt / scale), int(rr / scale), int(rb / scale))
             overlap = _iou(cand, box)
-            if overlap > best_overlap:
-                best, best_overlap = cand, overlap
-        if best is None:
-            return box, outside
-        return (max(0, best[0]), max(0, best[1]), min(w, best[2]), min(h, best[3])), outside
+            if overlap > best_overlap:  # as _detect reports it: clipped, and how far it was cut off
+                cut = max(-rl, -rt, rr - sw, rb - sh, 0) / max(1, r.width())
+                best = (max(0, cand[0]), max(0, cand[1]), min(w, cand[2]), min(h, cand[3])), cut
+                best_overlap = overlap
+        return best
 
     def _detect(self, gray: np.ndarray, width: int | None = None,
                 upsample: int | None = None) -> list[tuple[tuple[int, int, int, int], float]]:
