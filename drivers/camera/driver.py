@@ -44,8 +44,12 @@ class ThresholdOptions(_Options):
 
 class PipelineOptions(_Options):
     detect_width: int = Field(default=640, ge=160, le=4096, description="HOG runs on a frame this wide.")
+    quick_detect_width: int = Field(default=480, ge=0, le=4096, description=(
+        "HOG runs here first, on detect_width only when this finds no face; 0: always detect_width."))
     upsample: int = Field(default=0, ge=0, le=2)
     min_face_px: int = Field(default=80, ge=20)
+    min_still_face_px: int = Field(default=40, ge=20, description=(
+        "Face width a still photo is decided on (verify, identify, calibrate); enrollment needs min_face_px."))
     second_face_px: int = Field(default=40, ge=10)
     min_sharpness: float = Field(default=30.0, ge=0)
     max_yaw: float = Field(default=0.35, gt=0, le=1)

@@ -57,10 +57,10 @@ class FastEncoder:
     def descriptor(self, chip: np.ndarray) -> np.ndarray:
         """(128,) float32 descriptor of an RGB uint8 chip cut like dlib's."""
         x = ((chip.astype(np.float32) - self._mean) * np.float32(1 / 256)).transpose(2, 0, 1)
-        x = _max_pool_3x3s2(np.maximum(_conv(x, self._stem), 0))
+        x = _max_pool_3x3s2(_conv(x, self._stem, relu=True))
         for conv1, conv2, down in self._blocks:
-            y = _conv(np.maximum(_conv(x, conv1), 0), conv2)
-            x = np.maximum(_add(y, _avg_pool_2x2s2(x) if down else x), 0)
+            y = _add(_conv(_conv(x, conv1, relu=True), conv2), _avg_pool_2x2s2(x) if down else x)
+            x = np.maximum(y, 0, out=y)
         return x.mean(axis=(1, 2), dtype=np.float32) @ self._fc
 
     def encode(self, rgb: np.ndarray, shape, jitters: int = 1) -> np.ndarray:
@@ -77,19 +77,27 @@ def _prepared(c: Conv) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     return (np.ascontiguousarray(c.weight.reshape(out_c, -1)), c.bias[:, None].copy(), k, c.stride, c.pad)
 
 
-def _conv(x: np.ndarray, conv: tuple) -> np.ndarray:
-    """Convolution of a (C, H, W) map as one matrix product over its im2col columns."""
+def _conv(x: np.ndarray, conv: tuple, relu: bool = False) -> np.ndarray:
+    """Convolution of a (C, H, W) map as one matrix product over its im2col columns.
+
+    Padding is written straight into the columns (zeros where a tap falls outside), and the
+    bias and ReLU are applied in place: the same arithmetic as padding first, fewer copies.
+    """
     w, b, k, s, p = conv
-    if p:
-        x = np.pad(x, ((0, 0), (p, p), (p, p)))
     c, h, wd = x.shape
-    ho, wo = (h - k) // s + 1, (wd - k) // s + 1
-    cols = np.empty((c, k, k, ho, wo), np.float32)
+    ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    cols = (np.zeros if p else np.empty)((c, k, k, ho, wo), np.float32)
     for ky in range(k):
         for kx in range(k):
-            cols[:, ky, kx] = x[:, ky:ky + s * (ho - 1) + 1:s, kx:kx + s * (wo - 1) + 1:s]
+            # output (oy, ox) reads input (oy * s + ky - p, ox * s + kx - p); taps outside stay 0
+            y0, x0 = -(-max(0, p - ky) // s), -(-max(0, p - kx) // s)
+            y1, x1 = min(ho, (h - 1 - ky + p) // s + 1), min(wo, (wd - 1 - kx + p) // s + 1)
+            iy, ix = y0 * s + ky - p, x0 * s + kx - p
+            cols[:, ky, kx, y0:y1, x0:x1] = x[:, iy:iy + s * (y1 - y0 - 1) + 1:s, ix:ix + s * (x1 - x0 - 1) + 1:s]
     y = w @ cols.reshape(c * k * k, ho * wo)
     y += b
+    if relu:
+        np.maximum(y, 0, out=y)
     return y.reshape(-1, ho, wo)
 
 
@@ -104,17 +112,18 @@ def _max_pool_3x3s2(x: np.ndarray) -> np.ndarray:
 
 def _avg_pool_2x2s2(x: np.ndarray) -> np.ndarray:
     n = (x.shape[1] - 2) // 2 + 1
-
-    def at(dy: int, dx: int) -> np.ndarray:
-        return x[:, dy:dy + 2 * n - 1:2, dx:dx + 2 * n - 1:2]
-
-    return (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) * np.float32(0.25)
+    out = x[:, 0:2 * n - 1:2, 0:2 * n - 1:2] + x[:, 0:2 * n - 1:2, 1:2 * n:2]
+    out += x[:, 1:2 * n:2, 0:2 * n - 1:2]
+    out += x[:, 1:2 * n:2, 1:2 * n:2]
+    out *= np.float32(0.25)
+    return out
 
 
 def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """dlib's add_prev: tensors of different sizes add where they overlap (top-left), zeros elsewhere."""
     if a.shape == b.shape:
-        return a + b
+        a += b  # a is the block's fresh output, never a caller's array
+        return a
     out = np.zeros(tuple(max(m, n) for m, n in zip(a.shape, b.shape, strict=True)), np.float32)
     out[:a.shape[0], :a.shape[1], :a.shape[2]] += a
     out[:b.shape[0], :b.shape[1], :b.shape[2]] += b

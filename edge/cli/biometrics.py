@@ -61,10 +61,10 @@ class _Engine:
         self.decider = Decider(self.gallery, Thresholds.from_dict(opts.get("thresholds", {})),
                                purge_grace_s=float(opts.get("purge_grace_s", 3600.0)))
 
-    def analyse(self, path: Path):
+    def analyse(self, path: Path, enrolling: bool = False):
         from drivers.camera.pipeline import read_image
 
-        return self.pipeline.analyse(read_image(path), use_presence=False, thorough=True)
+        return self.pipeline.analyse(read_image(path), use_presence=False, thorough=True, enrolling=enrolling)
 
 
 def _unusable(a) -> tuple[str, str]:
@@ -139,7 +139,7 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
     with click.progressbar(images, label="encoding", file=sys.stderr) as bar:
         for path in bar:
             try:
-                a = engine.analyse(path)
+                a = engine.analyse(path, enrolling=True)
             except ImageError as exc:
                 faces.append({"image": str(path), "ok": False, "status": "unreadable",
                               "error": {"code": exc.code, "message": str(exc)}})
