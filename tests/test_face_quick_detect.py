@@ -20,7 +20,7 @@ VERIFY = 0.5  # the default 1:1 threshold
 
 @cache
 def _pipelines() -> tuple[Pipeline, Pipeline]:
-    return Pipeline(PipelineConfig()), Pipeline(PipelineConfig(quick_detect_width=0))
+    return Pipeline(PipelineConfig(quick_detect_width=480)), Pipeline(PipelineConfig(quick_detect_width=0))
 
 
 @cache

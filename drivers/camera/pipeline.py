@@ -38,7 +38,7 @@ from drivers.camera.models import encoder, models
 @dataclass(frozen=True)
 class PipelineConfig:
     detect_width: int = 640
-    quick_detect_width: int = 480  # first pass on fewer pixels; 0: always scan at detect_width
+    quick_detect_width: int = 0  # opt-in first pass on fewer pixels (480); 0: always scan at detect_width
     upsample: int = 0
     presence_width: int = 96
     presence_delta: float = 3.0  # mean absolute grey-level change that counts as "something moved"
