@@ -196,6 +196,13 @@ done
 # --- 4. the unit ----------------------------------------------------------------
 install -d -m 0755 "$ROOT$UNIT_DIR"
 install -m 0644 "$SRC/systemd/edge.service" "$ROOT$UNIT_DIR/edge.service"
+if [ -n "$TUF_ROOT" ]; then
+  # Updates: the service starts through the launcher and may write its release slots.
+  install -d -m 0755 "$ROOT$UNIT_DIR/edge.service.d"
+  install -m 0644 "$SRC/systemd/edge-updates.conf" "$ROOT$UNIT_DIR/edge.service.d/updates.conf"
+  system chown -R "$SERVICE_USER:$SERVICE_USER" "$PREFIX"
+  say "updates on: $UNIT_DIR/edge.service.d/updates.conf runs $PREFIX/boot.py (writes $PREFIX/releases)"
+fi
 system systemctl daemon-reload
 system systemctl enable edge.service
 

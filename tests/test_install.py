@@ -62,6 +62,7 @@ def test_layout_and_permissions(tablet):
     edge = root / "opt/edge/bin/edge"
     assert edge.is_file() and _mode(edge) & 0o111
     assert filecmp.cmp(root / "opt/edge/boot.py", ROOT / "edge/update/boot.py", shallow=False)
+    assert not (root / "etc/systemd/system/edge.service.d").exists()  # no update anchor, no drop-in
 
 
 def test_the_venv_runs_the_installed_copy_not_this_tree(tablet):
@@ -242,5 +243,11 @@ def test_tuf_root_is_shipped_as_the_update_anchor(tmp_path, wheel):
     assert done.returncode == 0, done.stdout + done.stderr
     shipped = tmp_path / "device/etc/edge/tuf-root.json"
     assert shipped.read_bytes() == anchor.read_bytes() and _mode(shipped) == 0o644
+    # The service then starts through the launcher, which may write its slots; without an
+    # update anchor the unit stays as hardened as shipped.
+    dropin = (tmp_path / "device/etc/systemd/system/edge.service.d/updates.conf").read_text()
+    assert "ExecStart=/opt/edge/bin/python /opt/edge/boot.py --root / --" in dropin
+    assert "ReadWritePaths=/opt/edge" in dropin
+    assert "chown -R edge:edge /opt/edge" in done.stdout
     missing = _install(tmp_path / "other", "--role", "tablet", "--wheel", str(wheel), "--tuf-root", "/nonexistent")
     assert missing.returncode == 2 and "--tuf-root" in missing.stderr
