@@ -272,7 +272,8 @@ class Uplink:
             return False
         self._cursor = rows[-1][0]
         self._ready.extend(pack(rows, site=self.site, device=self.device,
-                                max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes,
+                                max_events=self.cfg.batch_max_events,
+                                max_bytes=getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes),
                                 store_id=getattr(self.store, "store_id", None)))
         return True
 
