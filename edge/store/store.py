@@ -10,6 +10,7 @@ normal events; alarms are never dropped.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,11 +23,14 @@ from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event, new_event_id
 from edge.store import _chain
 from edge.store._acks import AckRanges
+from edge.store._disk import DiskRoom, no_space
 from edge.store._lock import StoreLock
+from edge.store._pressure import Pressure
 from edge.store._reader import KEY_NAME, StoreReader, connect
 from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
+from edge.store._space import SpaceMixin
 from edge.store._writer import GroupCommitWriter, Job
 
 # Bytes per row beyond the body: hash, id, type, ts, b-tree cell and index entries. Measured:
@@ -48,7 +52,7 @@ _Prepared = tuple[Event, bytes, bytes, str, int]
 log = structlog.get_logger("edge.store")
 
 
-class Store(StoreReader):
+class Store(SpaceMixin, StoreReader):
     """Durable, ordered, tamper-evident event log with an outbox for the uplink."""
 
     def __init__(self, state_dir: Path, *, device: str, site: str,
@@ -79,6 +83,11 @@ class Store(StoreReader):
         self._w.execute("PRAGMA synchronous = FULL")
         migrate(self._w)
         self._load_state()
+        self._disk = DiskRoom(self.path, self._w, self.settings.reserve_bytes)
+        self._w.execute(f"PRAGMA journal_size_limit = {self._disk.wal_limit}")  # a grown WAL shrinks back
+        self._cap = self._disk.refresh(self.settings.max_bytes, self._used)
+        self._pressure = Pressure()
+        self._retry_timer: threading.Timer | None = None
         self._writer = GroupCommitWriter(
             self._run_batch, self._maintenance,
             batch_max=self.settings.batch_max, idle_interval=self.settings.maintenance_interval_s,
@@ -165,6 +174,8 @@ class Store(StoreReader):
         return self.append(self._system_event(type, payload, priority))
 
     def close(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         try:  # drops not yet reported (rate limit) are reported before the store closes
             self._writer.submit(Job(lambda: self._report_drops(force=True))).wait()
         except StoreError:
@@ -181,12 +192,38 @@ class Store(StoreReader):
                           payload=payload, priority=priority, clock=self.clock.state())
 
     def _run_batch(self, jobs: list[Job], before_commit: Callable[[], None] = lambda: None) -> None:
+        self._retried = None
+        if self._pressure.parked:  # alarms whose commit failed for space: try them first
+            self._retried = Job(items=self._pressure.take_parked())
+            jobs = [self._retried, *jobs]
+        error = self._attempt(jobs, before_commit)
+        if error is not None and no_space(error) and self._disk.release_reserve():
+            error = self._attempt(jobs, before_commit)  # the reserve's room is for this batch
+        if error is not None:
+            self._failed(jobs, error)
+            return
+        if self._reporting:
+            log.warning("store_pressure", **self._reporting)
+            self._pressure.reported()
+        if self._batch_events:
+            for listener in self._listeners:
+                try:
+                    listener(self._batch_events)
+                except Exception as exc:  # a consumer's bug must never stop durable storage
+                    log.error("store_listener_failed", listener=getattr(listener, "__qualname__", "?"),
+                              error_type=type(exc).__name__, error=str(exc)[:300])
+
+    def _attempt(self, jobs: list[Job], before_commit: Callable[[], None]) -> Exception | None:
+        """Run the jobs in one transaction; None when committed, else the error (rolled back)."""
         self._batch_events: list[Event] = []
+        self._reporting: dict | None = None
         saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
                  self._last_ack_at, self._full, self._full_prio, _copy_report(self._unreported))
         try:
+            self._cap = self._disk.cap(self.settings.max_bytes, self._used)
             self._w.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                job.result, job.error = None, None
                 try:
                     if job.items is not None:
                         job.result = self._insert(job.items)
@@ -195,6 +232,7 @@ class Store(StoreReader):
                         job.result = job.fn()
                 except StoreFull as exc:
                     job.error = exc
+            self._report_pressure()
             self._flush_rows()
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
@@ -207,22 +245,13 @@ class Store(StoreReader):
             (self._next_seq, self._prev_hash, self._used, self._counters,
              self._last_ack_at, self._full, self._full_prio, self._unreported) = saved
             self._acks.reload()
-            log.error("store_commit_failed", error=str(exc))
-            for job in jobs:
-                job.result, job.error = None, StoreError(f"could not write to the store: {exc}")
-            return
-        if self._batch_events:
-            for listener in self._listeners:
-                try:
-                    listener(self._batch_events)
-                except Exception as exc:  # a consumer's bug must never stop durable storage
-                    log.error("store_listener_failed", listener=getattr(listener, "__qualname__", "?"),
-                              error_type=type(exc).__name__, error=str(exc)[:300])
+            return exc
+        return None
 
     def _insert(self, items: list[_Prepared]) -> list[Event]:
         encoded = self._encode(items)
         need = sum(ROW_OVERHEAD + len(row[5]) for row, _ in encoded)
-        if self._used + need <= self.settings.max_bytes:
+        if self._used + need <= self._cap:
             if self._full and min(item[4] for item in items) != _ALARM:
                 self._full = False
             return self._write_encoded(encoded)  # the hot path: room to spare
@@ -231,11 +260,13 @@ class Store(StoreReader):
         before = self._next_seq
         if not self._make_room(need, top):
             self._counters["refused_total"] += len(items)
+            if self._disk.limited:
+                self._pressure.note("refused", PRIORITY_NAME[top], len(items), self._dropped_now())
             self._enter_full(top, refused=True)
-            raise StoreFull(f"store is full ({self._used} of {self.settings.max_bytes} bytes, "
+            raise StoreFull(f"store is full ({self._used} of {self._cap} bytes, "
                             f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
                             "are refused until the uplink drains it")
-        if top == _ALARM and self._used + need > self.settings.max_bytes:
+        if top == _ALARM and self._used + need > self._cap:
             self._enter_full(_NORMAL, refused=False)  # nothing left to evict: alarms go past the cap
         elif top >= self._full_prio:
             self._full = False
@@ -302,7 +333,7 @@ class Store(StoreReader):
 
     def _make_room(self, need: int, priority: int) -> bool:
         """Free space for ``need`` bytes, evicting only what ``priority`` may evict."""
-        excess = self._used + need - self.settings.max_bytes
+        excess = self._used + need - self._cap
         if excess <= 0:
             return True
         self._acks.fold(None)  # "acked history goes first" must see every ack
@@ -319,12 +350,15 @@ class Store(StoreReader):
         if freeable < excess and priority != _ALARM:
             return False
         dropped: list[tuple] = []
-        goal = excess + int(self.settings.max_bytes * _EVICT_HEADROOM)
+        before = self._dropped_now()
+        goal = excess + int(self._cap * _EVICT_HEADROOM)
         for where, label in classes:
             if goal <= 0:
                 break
             goal -= self._evict(where, label, goal, dropped)
         if dropped:
+            if self._disk.limited:
+                self._pressure.note_dropped(before)
             report = self._unreported
             for _seq, prio in dropped:
                 report["by_priority"][prio] = report["by_priority"].get(prio, 0) + 1
@@ -355,10 +389,10 @@ class Store(StoreReader):
         if self._full:
             return
         self._full = True
-        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes,
+        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes, cap_bytes=self._cap,
                   refused_priority=PRIORITY_NAME[priority] if refused else None)
         self._write_rows([self._system_event("system.store_full", {
-            "max_bytes": self.settings.max_bytes, "used_bytes": self._used,
+            "max_bytes": self.settings.max_bytes, "cap_bytes": self._cap, "used_bytes": self._used,
             "refused_priority": PRIORITY_NAME[priority] if refused else None,
             "alarms_past_cap": not refused})])
 
