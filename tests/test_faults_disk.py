@@ -119,3 +119,96 @@ def test_a_disk_filled_by_someone_else_keeps_alarms_in_memory_until_room_returns
     assert report["failed_commits"]["alarm"] == len(kept)
     assert report["failed_commits"]["normal"] == sum(1 for p, _e in errors if p == "normal")
     assert report["alarms_kept_in_memory"] == 0
+
+
+# -- the daemon on a full disk, with a real broker -------------------------------------------
+
+
+def _status(daemon) -> dict:
+    out = daemon.cli("status", "--json")
+    return json.loads(out.stdout)
+
+
+def _drivers(daemon) -> dict:
+    return _status(daemon)["daemon"]["drivers"]
+
+
+def _head(state_dir: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state_dir / 'events.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _dropped(collector) -> set[int]:
+    return {seq for e in collector.events("system.events_dropped")
+            for lo, hi in e["payload"]["seqs"] for seq in range(lo, hi + 1)}
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)  # polling a condition with a deadline
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, base_config, mosquitto,
+                                                                       edge_daemon, mqtt_collector):
+    cfg = {**base_config, "state_dir": str(tmpfs / "state"),
+           "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.2, "backoff_max_s": 2.0},
+           "drivers": [{"name": "tele", "kind": "sim.heartbeat", "rate": 200, "payload_bytes": 100},
+                       {"name": "alarm", "kind": "sim.heartbeat", "rate": 4, "priority": "alarm",
+                        "event_type": "sim.alarm"}]}
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/events/#", session=True)
+    mosquitto.stop()  # a backlog first, so that many acks arrive while the disk is full
+    daemon = edge_daemon(cfg)
+    backlog = _wait(lambda: (h := _head(daemon.state_dir)) >= 800 and h, 30, "a backlog of 800 events")
+
+    fill(tmpfs / "filler")
+    mosquitto.start()
+    # Acked by the broker, not recordable on this disk: kept in memory, not re-sent.
+    live = _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"].get("acks_kept_in_memory")
+                 and s, 20, "acks kept in memory")
+    assert live["daemon"]["source"] == "control_socket"
+    assert "not written" in _wait(lambda: _status(daemon)["daemon"].get("stale", {}).get("why"), 20,
+                                  "the status to say status.json is not being written")
+    before = {n: d["sent"] + d["refused"] for n, d in _drivers(daemon).items()}
+    mosquitto.stop()  # a reconnect while full: the uplink re-reads the outbox
+    mosquitto.start()
+    time.sleep(3)  # the disk stays full a little longer, under load
+    during = _drivers(daemon)
+    assert all(d["restarts"] == 0 and d["status"] == "ok" for d in during.values()), during
+    assert during["tele"]["sent"] + during["tele"]["refused"] - before["tele"] >= 200, "the driver kept producing"
+
+    (tmpfs / "filler").unlink()  # room again: everything catches up with no manual step
+    ended = _wait(lambda: [e for e in collector.events("system.store_pressure")
+                           if e["payload"]["state"] == "ended"], 30, "the store_pressure report")
+    report = ended[-1]["payload"]
+    assert report["failed_commits"]["telemetry"] > 0 and report["alarms_kept_in_memory"] == 0
+    # Every ack recorded with no manual drain: nothing kept in memory, the outbox keeps up
+    # (under 200 events/s some are always in flight).
+    _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"]["acks_kept_in_memory"] == 0
+          and s["outbox"]["pending"] < 500, 30, "every ack recorded")
+    # Every backlog event reaches the broker but those the store reported dropped, by seq.
+    missing = lambda: set(range(1, backlog + 1)) - _dropped(collector) - {e["seq"] for e in collector.events()}  # noqa: E731
+    try:
+        _wait(lambda: not missing(), 10, "the backlog at the broker")
+    except AssertionError:
+        raise AssertionError(f"not delivered: {sorted(missing())[:20]}... of {backlog}; dropped {sorted(_dropped(collector))}") from None
+
+    final = _drivers(daemon)["alarm"]
+    made = final["sent"] + final["refused"]  # refused alarms were kept in memory, then stored
+    alarms = {e["id"] for e in collector.events("sim.alarm")}
+    assert len(alarms) >= made - 4, (len(alarms), made)  # at most one second still being sent
+    received = {e["seq"] for e in collector.events()}
+    assert not _dropped(collector) & received, "a seq reported dropped was delivered"
+    copies = sum(1 for e in collector.events() if e["seq"] <= backlog)
+    again = copies - len({seq for seq in received if seq <= backlog})
+    assert again < backlog // 4, f"{again} of {backlog} backlog events sent again (a re-send storm)"

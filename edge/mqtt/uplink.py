@@ -25,9 +25,9 @@ import structlog
 from edge.config import Settings
 from edge.errors import StoreClosed, StoreError
 from edge.mqtt import topics
-from edge.mqtt._ackmem import SeqRanges
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
+from edge.seqranges import SeqRanges
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
@@ -97,6 +97,7 @@ class Acker:
         self.last_acked_seq = 0
         # Acks the store could not record (full disk): kept, skipped by the uplink, retried.
         self.unrecorded = SeqRanges()
+        self._failing = False
         self._thread = threading.Thread(target=self._run, name="mqtt-acker", daemon=True)
 
     def start(self) -> None:
@@ -135,20 +136,24 @@ class Acker:
             self._wake.clear()
             with self._lock:
                 seqs, self._buf = self._buf, []
-                if self.unrecorded and not self._stop:  # retry what the store could not take
-                    seqs += self.unrecorded.take()
+                retried = bool(self.unrecorded) and not self._stop  # retry what the store could not take;
+                if retried:
+                    seqs += self.unrecorded.seqs()  # they stay in the set (uplink, store) until written
                 self._busy = bool(seqs)
             if seqs:
-                self._commit(seqs)
+                self._commit(seqs, retried)
             with self._lock:
                 self._busy = False
                 self._idle.notify_all()
                 if self._stop and not self._buf:
                     return
 
-    def _commit(self, seqs: list[int]) -> None:
+    def _commit(self, seqs: list[int], retried: bool = False) -> None:
         try:
             self.committed += self.store.mark_acked(seqs)
+            if retried:
+                with self._lock:
+                    self.unrecorded.clear()  # only this thread adds to it: all of it is written now
             self.last_acked_seq = max(self.last_acked_seq, max(seqs))
         except StoreClosed:
             log.warning("uplink_acks_not_recorded_store_closed", count=len(seqs))
@@ -156,12 +161,15 @@ class Acker:
             # The broker has them; keep the acks in memory (the uplink skips those events)
             # and write them when the store takes writes again: no re-send storm.
             with self._lock:
-                first = not self.unrecorded
                 self.unrecorded.add(seqs)
                 kept = self.unrecorded.count
-            if first:
+            if not self._failing:  # once per episode: the retry runs every second
+                self._failing = True
                 log.error("uplink_ack_commit_failed", count=len(seqs), kept_in_memory=kept, error=str(exc))
             return
+        if self._failing:
+            self._failing = False
+            log.info("uplink_acks_recorded_again", count=len(seqs))
         if self.unrecorded.forgotten:
             log.warning("uplink_acks_forgotten", count=self.unrecorded.forgotten)
             self.unrecorded.forgotten = 0
@@ -190,6 +198,8 @@ class Uplink:
         self.last_refusal: dict | None = None
         self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
         store.add_listener(self._on_append)
+        if hasattr(store, "protected"):
+            store.protected = self.protected_ranges
         link.add_connection_listener(self._on_connection)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -212,6 +222,24 @@ class Uplink:
                 "last_acked_seq": self.acker.last_acked_seq or None,
                 "paused_s": round(max(0.0, self._paused_until - time.monotonic()), 3) or None,
                 "last_refusal": self.last_refusal}
+
+    def protected_ranges(self) -> list[tuple[int, int]]:
+        """Seqs the store must not drop as never sent (called on the store's writer thread):
+        those whose acks are kept in memory (delivered), and from the first event in flight
+        or read for sending up to the read cursor (they may be delivered any moment)."""
+        with self.acker._lock:
+            out = self.acker.unrecorded.ranges()
+        for _attempt in range(3):  # the uplink thread may change these while we look
+            try:
+                firsts = [b.seqs[0] for b in list(self._inflight.values())] + [b.seqs[0] for b in list(self._ready)]
+                break
+            except RuntimeError:
+                continue
+        else:
+            firsts = [0]  # could not look: keep everything up to the cursor
+        if firsts:
+            out.append((min(firsts), max(self._cursor, max(firsts))))
+        return out
 
     # -- wake-ups from other threads (never block) --------------------------------
 

@@ -2,10 +2,10 @@
 
 ``store.max_bytes`` alone is a promise the disk may not keep: another file can fill
 the file system first, and every commit then fails with "database or disk is full".
-The effective cap is therefore the smaller of ``max_bytes`` and what the file
-system can still hold (``statvfs``, plus pages free inside the database) minus a
-margin: room for the write-ahead log to grow to its checkpoint size and
-``reserve_bytes`` kept for alarms, which may pass the cap. As the cap falls, the
+The effective cap is therefore the smaller of ``max_bytes`` and what the store can
+still write: the pages free inside the database, plus the file system's free space
+(``statvfs``) beyond a margin, which is room for the write-ahead log to grow to its
+checkpoint size and ``reserve_bytes`` kept for alarms (alarms may pass the cap). As the cap falls, the
 store's usual priority rule applies: telemetry goes first, then normal events.
 
 A file of ``reserve_bytes`` is also pre-allocated beside the database. When a commit
@@ -73,7 +73,10 @@ class DiskRoom:
             log.warning("store_disk_check_failed", error=str(exc))
             self._cap, self.limited = max_bytes, False
             return self._cap
-        room = self.free_bytes + freelist - self.margin()
+        # Pages free inside the file take new rows whatever the disk says; the disk's free
+        # space only beyond the margin. Dropping rows frees pages, not disk space: a full
+        # disk must not make the store drop more than the rows it writes need.
+        room = max(0, self.free_bytes - self.margin()) + freelist
         self._cap = min(max_bytes, max(0, used + room))
         self.limited = self._cap < max_bytes
         self._hold_reserve()

@@ -21,6 +21,7 @@ from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event, new_event_id
+from edge.seqranges import merge
 from edge.store import _chain
 from edge.store._acks import AckRanges
 from edge.store._disk import DiskRoom, no_space
@@ -39,7 +40,8 @@ ROW_OVERHEAD = 190
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
 # At most one system.events_dropped report per interval: each report is an alarm that is
 # never evicted, so one per drop would fill a full store with its own reports.
-DROP_REPORT_INTERVAL_S = 60.0
+DROP_REPORT_INTERVAL_S = 10.0
+_REPORT_RANGES_MAX = 1000  # a report naming this many seq ranges goes out at once, interval or not
 _EVICT_HEADROOM = 0.01  # evict 1% of max_bytes beyond the need, so a full store is not evicting per append
 _COLS = 7  # seq, id, type, priority, ts, body, hash
 _MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
@@ -64,6 +66,9 @@ class Store(SpaceMixin, StoreReader):
         self.settings = settings or StoreSettings()
         self.clock = clock or ClockMonitor()
         self._listeners: list[Callable[[list[Event]], None]] = []
+        # Seq ranges the uplink has in flight or knows delivered (acks not yet recorded):
+        # never dropped as "never left the device" (set by the uplink; writer thread calls it).
+        self.protected: Callable[[], list[tuple[int, int]]] = list
         self._pending_rows: list = []  # flat row values of the batch, not yet inserted
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
         self._dir_lock = StoreLock(state_dir)  # before anything is read or moved
@@ -130,7 +135,7 @@ class Store(SpaceMixin, StoreReader):
         # The least important priority refused while full; an append of it (or a less
         # important one) succeeding again ends the full episode.
         self._full_prio = _NORMAL
-        self._unreported: dict = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
+        self._unreported: dict = _empty_report()
         self._last_drop_report = float("-inf")
         # Drops counted but never reported (the process died inside the rate limit): report them.
         for prio in ("normal", "telemetry"):
@@ -232,6 +237,8 @@ class Store(SpaceMixin, StoreReader):
                         job.result = job.fn()
                 except StoreFull as exc:
                     job.error = exc
+            if self._unreported["count"]:
+                self._report_drops()  # a report held back by its interval, now due
             self._report_pressure()
             self._flush_rows()
             self._seqfile.ensure(self._next_seq)
@@ -363,22 +370,27 @@ class Store(SpaceMixin, StoreReader):
             for _seq, prio in dropped:
                 report["by_priority"][prio] = report["by_priority"].get(prio, 0) + 1
             report["count"] += len(dropped)
-            report["seq_from"] = report["seq_from"] or dropped[0][0]
-            report["seq_to"] = dropped[-1][0]
-            self._report_drops()
+            report["seqs"] = merge(report["seqs"], [seq for seq, _prio in dropped])
+            report["seq_from"], report["seq_to"] = report["seqs"][0][0], report["seqs"][-1][1]
+            self._report_drops(force=len(report["seqs"]) >= _REPORT_RANGES_MAX)
         return True  # alarms are written even past the cap
 
     def _report_drops(self, force: bool = False) -> None:
-        """Write one system.events_dropped alarm for the drops since the last report."""
+        """Write one system.events_dropped alarm for the drops since the last report: the first
+        at once, later ones at most every DROP_REPORT_INTERVAL_S (the writer is woken for it).
+        ``seqs`` names exactly the seqs that never left the device, as [lo, hi] ranges."""
         report = self._unreported
-        if not report["count"] or (not force and
-                                   time.monotonic() - self._last_drop_report < DROP_REPORT_INTERVAL_S):
+        if not report["count"]:
+            return
+        wait = self._last_drop_report + DROP_REPORT_INTERVAL_S - time.monotonic()
+        if not force and wait > 0:
+            self._schedule_retry(wait)
             return
         log.warning("store_dropped_pending", count=report["count"], by_priority=report["by_priority"])
         self._write_rows([self._system_event("system.events_dropped", {
-            "reason": "store_full", **report,
+            "reason": "store_full", **report, "seqs": [list(r) for r in report["seqs"]],
             "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
-        self._unreported = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
+        self._unreported = _empty_report()
         self._last_drop_report = time.monotonic()
         for prio in ("normal", "telemetry"):
             self._counters[f"reported_{prio}"] = self._counters[f"dropped_{prio}"]
@@ -398,9 +410,10 @@ class Store(SpaceMixin, StoreReader):
 
     def _evict(self, where: str, label: str | None, excess: int, dropped: list) -> int:
         freed = 0
+        keep = _protected_sql(self.protected()) if label else ""  # acked history may always go
         while freed < excess:
             rows = self._w.execute(
-                f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where} "
+                f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where}{keep} "
                 "ORDER BY seq LIMIT 500").fetchall()
             if not rows:
                 break
@@ -513,4 +526,19 @@ def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
 
 
 def _copy_report(report: dict) -> dict:
-    return {**report, "by_priority": dict(report["by_priority"])}
+    return {**report, "by_priority": dict(report["by_priority"])}  # "seqs" is a tuple: shared
+
+
+def _protected_sql(ranges: list[tuple[int, int]], most: int = 32) -> str:
+    """`` AND seq NOT BETWEEN ..`` for ``ranges``, merged into ``most`` clauses at most (merging
+    protects the gaps too: safe, as protected rows are only kept longer)."""
+    ranges = sorted(ranges)
+    while len(ranges) > most:
+        gaps = sorted(range(len(ranges) - 1), key=lambda i: ranges[i + 1][0] - ranges[i][1])[:len(ranges) - most]
+        for i in sorted(gaps, reverse=True):
+            ranges[i:i + 2] = [(ranges[i][0], max(ranges[i][1], ranges[i + 1][1]))]
+    return "".join(f" AND seq NOT BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in ranges)
+
+
+def _empty_report() -> dict:
+    return {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None, "seqs": ()}

@@ -1,11 +1,10 @@
-"""Acknowledgements the store could not record yet (a full disk), kept in memory.
+"""Sets of seqs kept as sorted ``[lo, hi]`` ranges: seqs come in runs.
 
-The broker has the events; only our note of it is missing. Forgetting the acks
-would make the uplink send every one of those events again once it rewinds (the
-issue saw 10 491 re-sent after a manual drain); so they are kept here as seq
-ranges, the uplink skips them when it reads the outbox, and the acker writes
-them as soon as the store takes writes again. Bounded: beyond ``MAX_SEQS`` the
-oldest are forgotten, which costs duplicates (central de-duplicates), never loss.
+Used for acknowledgements the store could not record yet (a full disk): the
+broker has the events, only our note of it is missing, and forgetting it would
+make the uplink send them all again. Bounded: beyond ``max_seqs`` the oldest are
+forgotten, which costs duplicates (central de-duplicates), never loss. Also
+``merge`` for the exact seq ranges of a drop report.
 """
 
 from __future__ import annotations
@@ -50,11 +49,26 @@ class SeqRanges:
         i = bisect.bisect_left(self._his, seq)
         return i < len(self._los) and self._los[i] <= seq
 
-    def take(self) -> list[int]:
-        """Every seq, emptying the set (the caller adds back what it could not write)."""
-        out = [s for lo, hi in zip(self._los, self._his, strict=True) for s in range(lo, hi + 1)]
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._los, self._his, strict=True))
+
+    def seqs(self) -> list[int]:
+        return [s for lo, hi in zip(self._los, self._his, strict=True) for s in range(lo, hi + 1)]
+
+    def clear(self) -> None:
         self._los, self._his, self.count = [], [], 0
-        return out
+
+
+def merge(ranges: tuple, seqs: list[int]) -> tuple:
+    """``ranges`` ((lo, hi) pairs, sorted) with ``seqs`` added, as a new sorted, merged tuple."""
+    both = sorted([*ranges, *_runs(sorted(set(seqs)))])
+    out: list[list[int]] = []
+    for lo, hi in both:
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
 
 
 def _runs(sorted_seqs: list[int]):
