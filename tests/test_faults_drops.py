@@ -13,11 +13,12 @@ import time
 
 import pytest
 
-import edge.store.store as store_module
+import edge.store._space as space_module
 from edge.config import StoreSettings
 from edge.errors import StoreFull
 from edge.events import make_event
 from edge.store import Store
+from edge.store._space import protected_sql
 
 MAX = 64 * 1024
 
@@ -70,7 +71,7 @@ def test_the_report_names_exactly_the_seqs_never_sent(tmp_path):
 
 
 def test_a_drop_is_reported_within_the_interval_without_another_append_or_a_stop(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "DROP_REPORT_INTERVAL_S", 1.0)
+    monkeypatch.setattr(space_module, "DROP_REPORT_INTERVAL_S", 1.0)
     store = Store(tmp_path / "state", device="d", site="s", settings=StoreSettings(max_bytes=MAX))
     try:
         i = 0
@@ -96,7 +97,7 @@ def test_a_drop_is_reported_within_the_interval_without_another_append_or_a_stop
 
 @pytest.mark.parametrize("ranges, clauses", [([], 0), ([(1, 2)], 1), ([(i * 10, i * 10 + 1) for i in range(100)], 32)])
 def test_protected_ranges_become_a_bounded_number_of_sql_clauses(ranges, clauses):
-    sql = store_module._protected_sql(ranges)
+    sql = protected_sql(ranges)
     assert sql.count("NOT BETWEEN") == clauses
     if ranges:  # merging only widens: every protected seq is still protected
         kept = [tuple(map(int, part.split(" AND ")[0:2])) for part in sql.split(" AND seq NOT BETWEEN ")[1:]]

@@ -195,6 +195,10 @@ def _counts(conn: sqlite3.Connection, meta: dict) -> tuple[int, int]:
         return 0, 0
     hi = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
     holes = conn.execute("SELECT COUNT(*) FROM dropped WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+    if absent := meta.get("absent_ranges"):  # seqs lost to corruption or skipped after it (_salvage)
+        import json
+
+        holes += sum(max(0, min(hi, b) - max(lo, a) + 1) for a, b in json.loads(absent))
     stored = hi - lo + 1 - holes
     acked = meta.get("acked_total", 0) - meta.get("purged_acked", 0)
     return stored, min(stored, max(0, stored - acked))

@@ -11,6 +11,7 @@ be committed (see ``_pressure``).
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
@@ -20,6 +21,10 @@ from edge.store._schema import PRIORITY_NAME
 from edge.store._writer import Job
 
 log = structlog.get_logger("edge.store")
+# At most one system.events_dropped report per interval (the first at once): each report is
+# an alarm that is never evicted, so one per drop would fill a full store with its reports.
+DROP_REPORT_INTERVAL_S = 10.0
+FULL_ALARM_INTERVAL_S = 60.0
 _ALARM = 0
 
 
@@ -86,3 +91,56 @@ class SpaceMixin:
         self._flush_rows()
         self._write_rows([self._system_event("system.store_pressure", payload)])
         self._reporting = payload  # logged once committed
+
+    def _report_drops(self, force: bool = False) -> None:
+        """Write one system.events_dropped alarm for the drops since the last report: the first
+        at once, later ones at most every DROP_REPORT_INTERVAL_S (the writer is woken for it).
+        ``seqs`` names exactly the seqs that never left the device, as [lo, hi] ranges."""
+        report = self._unreported
+        if not report["count"]:
+            return
+        wait = self._last_drop_report + DROP_REPORT_INTERVAL_S - time.monotonic()
+        if not force and wait > 0:
+            self._schedule_retry(wait)
+            return
+        log.warning("store_dropped_pending", count=report["count"], by_priority=report["by_priority"])
+        self._write_rows([self._system_event("system.events_dropped", {
+            "reason": "store_full", **report, "seqs": [list(r) for r in report["seqs"]],
+            "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
+        self._unreported = empty_report()
+        self._last_drop_report = time.monotonic()
+        for prio in ("normal", "telemetry"):
+            self._counters[f"reported_{prio}"] = self._counters[f"dropped_{prio}"]
+
+    def _enter_full(self, priority: int, *, refused: bool) -> None:
+        """Start (or widen) a full episode; the system.store_full alarm is raised once per episode."""
+        self._full_prio = max(self._full_prio, priority) if self._full else priority
+        if self._full:
+            return
+        self._full = True
+        # A cap that follows the disk can end and restart episodes often: one alarm (and log
+        # line) per interval at most; system.store_pressure carries the counts meanwhile.
+        if time.monotonic() - getattr(self, "_full_alarm_at", float("-inf")) < FULL_ALARM_INTERVAL_S:
+            return
+        self._full_alarm_at = time.monotonic()  # not rolled back: a failed commit retries quietly
+        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes, cap_bytes=self._cap,
+                  refused_priority=PRIORITY_NAME[priority] if refused else None)
+        self._write_rows([self._system_event("system.store_full", {
+            "max_bytes": self.settings.max_bytes, "cap_bytes": self._cap, "used_bytes": self._used,
+            "refused_priority": PRIORITY_NAME[priority] if refused else None,
+            "alarms_past_cap": not refused})])
+
+
+def protected_sql(ranges: list[tuple[int, int]], most: int = 32) -> str:
+    """`` AND seq NOT BETWEEN ..`` for ``ranges``, merged into ``most`` clauses at most (merging
+    protects the gaps too: safe, as protected rows are only kept longer)."""
+    ranges = sorted(ranges)
+    while len(ranges) > most:
+        gaps = sorted(range(len(ranges) - 1), key=lambda i: ranges[i + 1][0] - ranges[i][1])[:len(ranges) - most]
+        for i in sorted(gaps, reverse=True):
+            ranges[i:i + 2] = [(ranges[i][0], max(ranges[i][1], ranges[i + 1][1]))]
+    return "".join(f" AND seq NOT BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in ranges)
+
+
+def empty_report() -> dict:
+    return {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None, "seqs": ()}

@@ -31,16 +31,13 @@ from edge.store._reader import KEY_NAME, StoreReader, connect
 from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
-from edge.store._space import SpaceMixin
+from edge.store._space import SpaceMixin, empty_report, protected_sql
 from edge.store._writer import GroupCommitWriter, Job
 
 # Bytes per row beyond the body: hash, id, type, ts, b-tree cell and index entries. Measured:
 # 20 000 turnstile passages with 283-byte bodies take 467 bytes a row in the file.
 ROW_OVERHEAD = 190
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
-# At most one system.events_dropped report per interval: each report is an alarm that is
-# never evicted, so one per drop would fill a full store with its own reports.
-DROP_REPORT_INTERVAL_S = 10.0
 _REPORT_RANGES_MAX = 1000  # a report naming this many seq ranges goes out at once, interval or not
 _EVICT_HEADROOM = 0.01  # evict 1% of max_bytes beyond the need, so a full store is not evicting per append
 _COLS = 7  # seq, id, type, priority, ts, body, hash
@@ -56,6 +53,8 @@ log = structlog.get_logger("edge.store")
 
 class Store(SpaceMixin, StoreReader):
     """Durable, ordered, tamper-evident event log with an outbox for the uplink."""
+
+    ROW_OVERHEAD = ROW_OVERHEAD
 
     def __init__(self, state_dir: Path, *, device: str, site: str,
                  settings: StoreSettings | None = None, clock: ClockMonitor | None = None):
@@ -93,6 +92,10 @@ class Store(SpaceMixin, StoreReader):
         self._cap = self._disk.refresh(self.settings.max_bytes, self._used)
         self._pressure = Pressure()
         self._retry_timer: threading.Timer | None = None
+        if recovered:
+            from edge.store._salvage import salvage_store
+
+            salvage_store(self, state_dir, recovered)
         self._writer = GroupCommitWriter(
             self._run_batch, self._maintenance,
             batch_max=self.settings.batch_max, idle_interval=self.settings.maintenance_interval_s,
@@ -135,7 +138,7 @@ class Store(SpaceMixin, StoreReader):
         # The least important priority refused while full; an append of it (or a less
         # important one) succeeding again ends the full episode.
         self._full_prio = _NORMAL
-        self._unreported: dict = _empty_report()
+        self._unreported: dict = empty_report()
         self._last_drop_report = float("-inf")
         # Drops counted but never reported (the process died inside the rate limit): report them.
         for prio in ("normal", "telemetry"):
@@ -375,42 +378,9 @@ class Store(SpaceMixin, StoreReader):
             self._report_drops(force=len(report["seqs"]) >= _REPORT_RANGES_MAX)
         return True  # alarms are written even past the cap
 
-    def _report_drops(self, force: bool = False) -> None:
-        """Write one system.events_dropped alarm for the drops since the last report: the first
-        at once, later ones at most every DROP_REPORT_INTERVAL_S (the writer is woken for it).
-        ``seqs`` names exactly the seqs that never left the device, as [lo, hi] ranges."""
-        report = self._unreported
-        if not report["count"]:
-            return
-        wait = self._last_drop_report + DROP_REPORT_INTERVAL_S - time.monotonic()
-        if not force and wait > 0:
-            self._schedule_retry(wait)
-            return
-        log.warning("store_dropped_pending", count=report["count"], by_priority=report["by_priority"])
-        self._write_rows([self._system_event("system.events_dropped", {
-            "reason": "store_full", **report, "seqs": [list(r) for r in report["seqs"]],
-            "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
-        self._unreported = _empty_report()
-        self._last_drop_report = time.monotonic()
-        for prio in ("normal", "telemetry"):
-            self._counters[f"reported_{prio}"] = self._counters[f"dropped_{prio}"]
-
-    def _enter_full(self, priority: int, *, refused: bool) -> None:
-        """Start (or widen) a full episode; the system.store_full alarm is raised once per episode."""
-        self._full_prio = max(self._full_prio, priority) if self._full else priority
-        if self._full:
-            return
-        self._full = True
-        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes, cap_bytes=self._cap,
-                  refused_priority=PRIORITY_NAME[priority] if refused else None)
-        self._write_rows([self._system_event("system.store_full", {
-            "max_bytes": self.settings.max_bytes, "cap_bytes": self._cap, "used_bytes": self._used,
-            "refused_priority": PRIORITY_NAME[priority] if refused else None,
-            "alarms_past_cap": not refused})])
-
     def _evict(self, where: str, label: str | None, excess: int, dropped: list) -> int:
         freed = 0
-        keep = _protected_sql(self.protected()) if label else ""  # acked history may always go
+        keep = protected_sql(self.protected()) if label else ""  # acked history may always go
         while freed < excess:
             rows = self._w.execute(
                 f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where}{keep} "
@@ -527,18 +497,3 @@ def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
 
 def _copy_report(report: dict) -> dict:
     return {**report, "by_priority": dict(report["by_priority"])}  # "seqs" is a tuple: shared
-
-
-def _protected_sql(ranges: list[tuple[int, int]], most: int = 32) -> str:
-    """`` AND seq NOT BETWEEN ..`` for ``ranges``, merged into ``most`` clauses at most (merging
-    protects the gaps too: safe, as protected rows are only kept longer)."""
-    ranges = sorted(ranges)
-    while len(ranges) > most:
-        gaps = sorted(range(len(ranges) - 1), key=lambda i: ranges[i + 1][0] - ranges[i][1])[:len(ranges) - most]
-        for i in sorted(gaps, reverse=True):
-            ranges[i:i + 2] = [(ranges[i][0], max(ranges[i][1], ranges[i + 1][1]))]
-    return "".join(f" AND seq NOT BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in ranges)
-
-
-def _empty_report() -> dict:
-    return {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None, "seqs": ()}
