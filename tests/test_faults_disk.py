@@ -46,11 +46,10 @@ def system(store: Store, type_: str) -> list[dict]:
 
 def fill(path: Path) -> None:
     """Write zeros until the file system refuses (ENOSPC)."""
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
         try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+            while f.write(b"\0" * 65536):
+                pass
         except OSError:
             pass
 
@@ -212,3 +211,38 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
     copies = sum(1 for e in collector.events() if e["seq"] <= backlog)
     again = copies - len({seq for seq in received if seq <= backlog})
     assert again < backlog // 4, f"{again} of {backlog} backlog events sent again (a re-send storm)"
+
+
+def test_status_says_it_is_stale_because_the_disk_is_full(tmpfs):
+    """No control socket to ask (an older daemon, no permission): the old status.json is shown
+    as stale, with the reason, never as the present."""
+    from edge.cli._views import LightSettings, status_report, status_text
+
+    state = tmpfs / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({
+        "running": True, "pid": os.getpid(), "started_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:05:00+00:00", "drivers": {}, "components": {}}))
+    fill(tmpfs / "filler")
+    settings = LightSettings()
+    settings.device_id, settings.site, settings.role, settings.state_dir = "d", "s", "gate", state
+    report = status_report(settings)
+    assert report["daemon"]["source"] == "status_file"
+    assert "disk is full" in report["daemon"]["stale"]["why"]
+    assert "(stale): the daemon could not rewrite status.json: the disk is full" in status_text(report)
+
+
+def test_the_control_socket_answers_status_from_memory(tmp_path):
+    from edge.cli._state import live_status
+    from edge.commands.local import ControlServer
+
+    live = {"running": True, "pid": os.getpid(), "status_file": {"written": False, "error": "No space left",
+                                                                 "since": "2026-12-07T05:00:00+00:00"}}
+    server = ControlServer(tmp_path, submit=None, status=lambda: dict(live))
+    server.start()
+    try:
+        got = live_status(tmp_path)
+    finally:
+        server.stop()
+    assert got == {**live, "source": "control_socket"}
+    assert live_status(tmp_path) is None, "no daemon: the caller falls back to status.json"
