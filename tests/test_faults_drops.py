@@ -102,3 +102,35 @@ def test_protected_ranges_become_a_bounded_number_of_sql_clauses(ranges, clauses
     if ranges:  # merging only widens: every protected seq is still protected
         kept = [tuple(map(int, part.split(" AND ")[0:2])) for part in sql.split(" AND seq NOT BETWEEN ")[1:]]
         assert all(any(lo <= a and b <= hi for lo, hi in kept) for a, b in ranges)
+
+
+def test_consecutive_drops_are_one_signed_record_and_the_chain_still_verifies(tmp_path):
+    """One drop record per event grew without bound while the broker was away (on an 8 MiB
+    disk they alone filled it in about a minute); a run of drops is now one row."""
+    import sqlite3
+
+    store = Store(tmp_path / "state", device="d", site="s", settings=StoreSettings(max_bytes=MAX))
+    try:
+        for i in range(600):  # an alarm now and then splits the telemetry into runs
+            store.append(ev(i, "alarm" if i % 100 == 0 else "telemetry"))
+        dropped = store.stats()["dropped"]["telemetry"]
+        assert dropped > 300
+        assert store.verify().ok
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "state" / "events.db")
+    try:
+        records = db.execute("SELECT seq, last FROM dropped ORDER BY seq").fetchall()
+        assert len(records) <= 8, f"{len(records)} records for {dropped} drops"
+        assert sum((last or seq) - seq + 1 for seq, last in records) == dropped
+        seq, last = next(r for r in records if r[1])
+        db.execute("UPDATE dropped SET last = ? WHERE seq = ?", (last - 1, seq))  # hide a seq in a run
+        db.commit()
+    finally:
+        db.close()
+    store = Store(tmp_path / "state", device="d", site="s", settings=StoreSettings(max_bytes=MAX))
+    try:
+        report = store.verify()
+    finally:
+        store.close()
+    assert not report.ok and report.break_seq == seq and "drop record" in report.problem

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.store import _acks
+from edge.store import _acks, _dropruns
 from edge.store._schema import PRIORITY_NAME
 
 if TYPE_CHECKING:  # hashlib/hmac only when verifying: status and tail start faster
@@ -194,7 +194,7 @@ def _counts(conn: sqlite3.Connection, meta: dict) -> tuple[int, int]:
     if lo is None:
         return 0, 0
     hi = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-    holes = conn.execute("SELECT COUNT(*) FROM dropped WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+    holes = _dropruns.holes(conn, lo, hi)
     if absent := meta.get("absent_ranges"):  # seqs lost to corruption or skipped after it (_salvage)
         import json
 

@@ -22,7 +22,7 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event, new_event_id
 from edge.seqranges import merge
-from edge.store import _chain
+from edge.store import _chain, _dropruns
 from edge.store._acks import AckRanges
 from edge.store._disk import DiskRoom, no_space
 from edge.store._lock import StoreLock
@@ -403,10 +403,7 @@ class Store(SpaceMixin, StoreReader):
 
     def _remove_rows(self, rows: list[tuple], reason: str) -> None:
         """Delete rows anywhere in the chain, leaving a signed hash so the walk continues."""
-        now = time.time()
-        self._w.executemany(
-            "INSERT INTO dropped (seq, hash, type, priority, reason, at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(s, h, t, p, reason, now, _chain.mac(self._key, reason.encode(), s, h)) for s, h, t, p, _ in rows])
+        _dropruns.record(self._w, self._key, sorted(rows), reason, time.time())
         self._w.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
         self._used -= sum(ROW_OVERHEAD + r[4] for r in rows)
 
@@ -417,7 +414,7 @@ class Store(SpaceMixin, StoreReader):
     def _purge_prefix(self, upto: int) -> int:
         """Fold every chain entry with seq <= upto into a signed checkpoint."""
         row = (self._w.execute("SELECT hash FROM events WHERE seq = ?", (upto,)).fetchone()
-               or self._w.execute("SELECT hash FROM dropped WHERE seq = ?", (upto,)).fetchone())
+               or _dropruns.hash_ending_at(self._w, upto))
         if row is None:
             return 0
         size, count = self._w.execute(
