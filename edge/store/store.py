@@ -4,7 +4,9 @@
 single writer thread folds concurrent appends into one transaction (group
 commit), assigns ``seq``, extends the audit chain and enforces the size cap by
 priority: acked history goes first, then pending telemetry, then pending
-normal events; alarms are never dropped.
+normal events; alarms are never dropped. The cap also follows the free space of
+the disk (``_disk``); what a short disk costs is counted and reported
+(``_pressure``, ``_space``); a corrupt file is moved aside and salvaged (``_salvage``).
 """
 
 from __future__ import annotations
