@@ -246,3 +246,39 @@ def test_the_control_socket_answers_status_from_memory(tmp_path):
         server.stop()
     assert got == {**live, "source": "control_socket"}
     assert live_status(tmp_path) is None, "no daemon: the caller falls back to status.json"
+
+
+@pytest.mark.slow
+def test_the_issues_full_disk_store_fills_its_own_small_disk_with_no_broker(tmpfs, base_config, edge_daemon):
+    """The set-up the issue measured: state on an 8 MiB tmpfs, broker down, telemetry flat out
+    plus alarms. Before: each failed append crashed the driver (back-off up to 54 s), no alarm
+    was kept, no drop counted. Now the cap follows the disk: telemetry goes, alarms stay."""
+    cfg = {**base_config, "state_dir": str(tmpfs / "state"),
+           "mqtt": {"brokers": ["mqtt://127.0.0.1:1"], "backoff_max_s": 2.0},  # nothing listens
+           "drivers": [{"name": "tele", "kind": "sim.heartbeat", "rate": 600, "payload_bytes": 100},
+                       {"name": "alarm", "kind": "sim.heartbeat", "rate": 4, "priority": "alarm",
+                        "event_type": "sim.alarm"}]}
+    daemon = edge_daemon(cfg)
+    _wait(lambda: _status(daemon)["outbox"]["dropped"]["telemetry"] > 2000, 60, "the disk to run short")
+    time.sleep(3)  # and some more under pressure
+    status = _status(daemon)
+    drivers = status["daemon"]["drivers"]
+    assert all(d["restarts"] == 0 for d in drivers.values()), drivers
+    daemon.stop()
+    log = daemon.log_path.read_text()
+    assert "store_commit_failed" not in log, "the cap must keep the store off a full disk"
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{daemon.state_dir / 'events.db'}?mode=ro", uri=True)
+    try:
+        alarms = db.execute("SELECT COUNT(*) FROM events WHERE type = 'sim.alarm'").fetchone()[0]
+        reports = [json.loads(b)["payload"] for (b,) in db.execute(
+            "SELECT body FROM events WHERE type = 'system.store_pressure' ORDER BY seq")]
+        drop_records = db.execute("SELECT COUNT(*) FROM dropped").fetchone()[0]
+    finally:
+        db.close()
+    final = json.loads(daemon.cli("status", "--json").stdout)["outbox"]
+    assert drivers["alarm"]["refused"] == 0, "no alarm refused"
+    assert alarms >= drivers["alarm"]["sent"], "every alarm made is stored (more came after the sample)"
+    assert reports and reports[0]["reason"] == "disk" and reports[-1]["dropped"]["telemetry"] > 0
+    assert drop_records < final["dropped"]["telemetry"] // 20, "drops are recorded as runs"
