@@ -115,3 +115,18 @@ def test_salvaged_pending_events_reach_the_broker(tmp_path, base_config, mosquit
         assert db.execute("SELECT COUNT(*) FROM events WHERE seq <= ?", (EVENTS,)).fetchone()[0] == EVENTS - len(lost)
     finally:
         db.close()
+
+
+def test_a_file_that_cannot_be_read_at_all_says_so_instead_of_naming_seqs(tmp_path):
+    state = tmp_path / "state"
+    _fill(state)
+    (state / "events.db").write_bytes(os.urandom(64 * PAGE))
+    for extra in state.glob("events.db-*"):
+        extra.unlink()
+    store = Store(state, device="dev-1", site="site-1")
+    try:
+        report = _recovered(store)
+    finally:
+        store.close()
+    assert report["salvaged_rows"] == 0 and report["lost_seqs"] == []
+    assert "cannot be read at all" in report["salvage"]

@@ -33,8 +33,8 @@ _CHUNK = 5000  # rows per read while nothing fails
 def read_rows(path: Path, seq_hi: int) -> tuple[list[tuple], list[tuple[int, int]]]:
     """(readable rows, unreadable seq ranges) of the damaged store at ``path``."""
     conn = _open(path)
-    if conn is None:
-        return [], [(1, seq_hi)] if seq_hi >= 1 else []
+    if conn is None:  # not even the schema is readable: nothing to salvage, no seq known
+        return [], []
     try:
         lo, hi = _bounds(conn, seq_hi)
         rows: list[tuple] = []
@@ -61,6 +61,14 @@ def _open(path: Path) -> sqlite3.Connection | None:
         except sqlite3.DatabaseError:
             continue
     return None
+
+
+def _open_check(path: Path) -> bool:
+    conn = _open(path)
+    if conn is None:
+        return False
+    conn.close()
+    return True
 
 
 def _bounds(conn: sqlite3.Connection, seq_hi: int) -> tuple[int, int]:
@@ -138,6 +146,11 @@ def _with_ack(row: tuple, acked: list[tuple[int, int, float]]) -> tuple:
 def salvage_into(conn: sqlite3.Connection, moved: Path, start_seq: int, row_overhead: int) -> dict:
     """Copy the readable rows of ``moved`` into the store open on ``conn`` (in one
     transaction) below ``start_seq``; returns what the system.store_recovered alarm says."""
+    if _open_check(moved) is False:
+        log.error("store_salvage_impossible", from_file=moved.name)
+        return {"salvaged_rows": 0, "salvaged_pending": 0, "salvaged_pending_seqs": [], "lost_seqs": [],
+                "salvage": "the moved-aside file cannot be read at all; its pending events are lost",
+                "_bytes": 0, "_acked": 0}
     rows, lost = read_rows(moved, start_seq - 1)
     rows = [r for r in rows if r[0] < start_seq]
     pending = [r[0] for r in rows if r[7] is None]
