@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import StoreSettings
+from edge.contract import EVENT_PAYLOADS
 from edge.errors import StoreFull, StoreNoSpace
 from edge.events import make_event
 from edge.store import Store
@@ -191,6 +192,9 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
                            if e["payload"]["state"] == "ended"], 30, "the store_pressure report")
     report = ended[-1]["payload"]
     assert report["failed_commits"]["telemetry"] > 0 and report["alarms_kept_in_memory"] == 0
+    for e in collector.events("system."):  # what central receives matches the published contract
+        if e["type"] in EVENT_PAYLOADS:
+            EVENT_PAYLOADS[e["type"]].model_validate(e["payload"])
     # Every ack recorded with no manual drain: nothing kept in memory, the outbox keeps up
     # (under 200 events/s some are always in flight).
     _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"]["acks_kept_in_memory"] == 0

@@ -15,6 +15,7 @@ import pytest
 
 import edge.store._space as space_module
 from edge.config import StoreSettings
+from edge.contract import EventsDroppedPayload
 from edge.errors import StoreFull
 from edge.events import make_event
 from edge.store import Store
@@ -65,7 +66,8 @@ def test_the_report_names_exactly_the_seqs_never_sent(tmp_path):
     assert sum(p["count"] for p in payloads) == len(never_sent) == stats["dropped"]["telemetry"] + stats["dropped"]["normal"]
     assert not named(payloads) & set(range(in_flight[0], in_flight[1] + 1)), "in flight is not 'never sent'"
     assert all(s in stored for s in range(in_flight[0], in_flight[1] + 1) if s not in acked)
-    for p in payloads:  # ranges are sorted, disjoint, and agree with seq_from/seq_to
+    for p in payloads:  # ranges are sorted, disjoint, agree with seq_from/seq_to, match the contract
+        EventsDroppedPayload.model_validate(p)
         flat = [x for r in p["seqs"] for x in r]
         assert flat == sorted(flat) and p["seq_from"] == flat[0] and p["seq_to"] == flat[-1]
 

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from edge.contract import StoreRecoveredPayload
 from edge.events import make_event
 from edge.store import Store
 
@@ -104,6 +105,7 @@ def test_salvaged_pending_events_reach_the_broker(tmp_path, base_config, mosquit
     daemon = edge_daemon({**base_config, "state_dir": str(state), "mqtt": {"brokers": [mosquitto.uri]}})
     alarm = collector.wait_for(lambda c: c.events("system.store_recovered"), timeout=30,
                                what="the store_recovered alarm")[0]["payload"]
+    StoreRecoveredPayload.model_validate(alarm)
     lost = _expand(alarm["lost_seqs"])
     want = set(range(ACKED + 1, EVENTS + 1)) - lost
     got = collector.wait_for(lambda c: (seen := {e["seq"]: e["id"] for e in c.events("sim.")}).keys() >= want
