@@ -56,6 +56,8 @@ def _summary(s: dict[str, Any]) -> str:
     text += f"; last PUBACK {s['last_puback_at'] or 'never'}"
     if "inflight_events" in s:
         text += f"; {s['inflight_events']} events in flight, {s['acked_events']} acked since start"
+    if s.get("acks_kept_in_memory"):
+        text += f"; {s['acks_kept_in_memory']} acks KEPT IN MEMORY (the store cannot record them: disk full?)"
     if s["refusals"]:
         ref = s.get("last_refusal") or {}
         text += f"; {s['refusals']} publishes REFUSED, last {ref.get('code')} {ref.get('reason')}"
