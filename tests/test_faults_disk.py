@@ -286,3 +286,18 @@ def test_the_issues_full_disk_store_fills_its_own_small_disk_with_no_broker(tmpf
     assert alarms >= drivers["alarm"]["sent"], "every alarm made is stored (more came after the sample)"
     assert reports and reports[0]["reason"] == "disk" and reports[-1]["dropped"]["telemetry"] > 0
     assert drop_records < final["dropped"]["telemetry"] // 20, "drops are recorded as runs"
+
+
+def test_stats_and_status_show_the_cap_the_disk_sets(tmpfs):
+    from edge.cli._views import LightSettings, status_report, status_text
+
+    store = Store(tmpfs / "state", device="d", site="s", settings=StoreSettings())  # max_bytes 256 MiB
+    try:
+        store.append(ev(0, "normal"))
+        stats = store.stats()
+    finally:
+        store.close()
+    assert stats["cap_bytes"] < 8 * 1024 * 1024 < stats["max_bytes"]
+    settings = LightSettings()
+    settings.device_id, settings.site, settings.role, settings.state_dir = "d", "s", "gate", tmpfs / "state"
+    assert "free disk space caps it at" in status_text(status_report(settings))

@@ -170,6 +170,8 @@ def status_text(r: dict) -> str:
     else:
         lines.append(f"outbox  {o['pending']} pending, oldest {human_age(o['oldest_pending_age_s'])}, "
                      f"{human_bytes(o['bytes_used'])} of {human_bytes(o['max_bytes'])}"
+                     + (f" (free disk space caps it at {human_bytes(o['cap_bytes'])})"
+                        if (o.get("cap_bytes") or 0) < (o.get("max_bytes") or 0) else "")
                      + (", FULL" if o["full"] else ""))
         dropped = sum(o["dropped"].values())
         if dropped:

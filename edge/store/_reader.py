@@ -141,6 +141,7 @@ class StoreReader:
             "bytes_used": meta.get("used_bytes", 0),
             "file_bytes": file_bytes,
             "max_bytes": meta.get("max_bytes"),
+            "cap_bytes": meta.get("cap_bytes", meta.get("max_bytes")),  # lower when the disk is short
             "acked_total": meta.get("acked_total", 0),
             "last_ack_at": last_ack,
             "last_ack_age_s": round(time.time() - last_ack, 3) if last_ack else None,

@@ -334,7 +334,7 @@ class Store(SpaceMixin, StoreReader):
             "next_seq", self._next_seq, "head_seq", head_seq, "head_hash", self._prev_hash,
             "head_mac", _chain.mac(self._key, b"head", head_seq, self._prev_hash),
             "used_bytes", self._used))
-        cold = {"max_bytes": self.settings.max_bytes, "full": int(self._full),
+        cold = {"max_bytes": self.settings.max_bytes, "cap_bytes": self._cap, "full": int(self._full),
                 "last_ack_at": self._last_ack_at, **self._counters}
         changed = [(k, v) for k, v in cold.items() if self._meta_written.get(k, _UNSET) != v]
         if changed:
