@@ -21,6 +21,7 @@ from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.gate.settings import GateField, GateSettings
 from edge.learning.settings import LearningSettings
+from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
 from edge.update.settings import RemoteConfigSettings, UpdateSettings
@@ -43,11 +44,14 @@ class LoggingSettings(_Section):
 
 
 class StoreSettings(_Section):
-    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, description="Size cap of stored events.")
-    retention_hours: float = Field(default=72.0, ge=0, description="How long acked events stay for tail/audit.")
-    retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="Acked events kept at most.")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=2**40,
+                           description="Size cap of stored events (the disk's free space caps it too).")
+    reserve_bytes: int = Field(default=1024 * 1024, ge=0, le=2**30,
+                               description="Disk space kept free for alarms when the disk fills up.")
+    retention_hours: float = Field(default=72.0, ge=0, le=24 * 3650, description="How long acked events stay for tail/audit.")
+    retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0, le=2**40, description="Acked events kept at most.")
     batch_max: int = Field(default=2000, ge=1, le=100_000, description="Events per group commit at most.")
-    maintenance_interval_s: float = Field(default=60.0, gt=0)
+    maintenance_interval_s: float = Field(default=60.0, gt=0, le=86400)
 
 
 class MqttSettings(_Section):
@@ -61,12 +65,15 @@ class MqttSettings(_Section):
     username: str | None = None
     password_file: InputFile | None = Field(default=None, description="Password is read from this file, never from TOML.")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=SESSION_EXPIRY_MAX_S,
+                                  description="MQTT 5 session expiry: a 32-bit number of seconds.")
     batch_max_events: int = Field(default=500, ge=1, le=100_000)
-    batch_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    batch_max_bytes: int = Field(default=256 * 1024, ge=1024, le=MQTT_PACKET_MAX,
+                                 description="Lowered to the broker's maximum packet size when it announces one.")
     inflight: int = Field(default=32, ge=1, le=65535)
-    backoff_min_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
+    backoff_min_s: float = Field(default=0.5, gt=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600,
+                                 description="After refusals; an unreachable broker is retried within 10 s.")
 
     @field_validator("brokers", mode="after")
     @classmethod
@@ -101,13 +108,13 @@ class TrustSettings(_Section):
     """Central's signing keys: commands, galleries, catalogs and contact lists must verify."""
 
     central_keys: list[InputFile] = Field(default_factory=list, description="PEM Ed25519 public keys of central.")
-    clock_skew_s: float = Field(default=120.0, ge=0, description="Allowance for issued_at in the future.")
+    clock_skew_s: float = Field(default=120.0, ge=0, le=86400, description="Allowance for issued_at in the future.")
 
 
 class SupervisorSettings(_Section):
-    backoff_initial_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
-    stop_timeout_s: float = Field(default=5.0, gt=0, description="Wait this long for a driver to stop.")
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    stop_timeout_s: float = Field(default=5.0, gt=0, le=600, description="Wait this long for a driver to stop.")
 
 
 class DriverEntry(BaseModel):
@@ -197,7 +204,8 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         if check_drivers:  # report the drivers' own options too, so one run shows everything
             lines += _driver_option_errors(_parsable_entries(data.get("drivers")))
         raise ConfigError([f"{path}: {line}" for line in lines]) from None
-    lines = _driver_option_errors(list(enumerate(settings.drivers))) if check_drivers else []
+    lines = non_finite(settings.model_copy(update={"drivers": []}))
+    lines += _driver_option_errors(list(enumerate(settings.drivers))) if check_drivers else []
     if check_files and not lines:
         lines = missing_inputs(settings) + (_driver_input_errors(settings) if check_drivers else [])
     if lines:
@@ -251,7 +259,7 @@ def _driver_option_errors(entries: list[tuple[int, DriverEntry]]) -> list[str]:
     for i, entry in entries:
         where = f"drivers[{i}] ({entry.name})"
         try:
-            driver_config(entry)
+            lines.extend(f"{where}.{line}" for line in non_finite(driver_config(entry)))
         except UnknownDriverKind as exc:
             lines.append(f"{where}.kind: {exc}")
         except ValidationError as exc:

@@ -98,6 +98,10 @@ class EventsDroppedPayload(BaseModel):
     by_priority: dict[Literal["normal", "telemetry"], int]
     seq_from: int | None = Field(description="Lowest dropped seq in this report: these seqs are gaps forever.")
     seq_to: int | None
+    seqs: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="Exactly the seqs dropped before they left the device, as [lo, hi] ranges "
+                    "(seq_from..seq_to may also span seqs that were delivered).")
     dropped_total: dict[Literal["normal", "telemetry"], int]
 
 
@@ -106,6 +110,7 @@ class StoreFullPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_bytes: int
+    cap_bytes: int | None = Field(default=None, description="The cap in force: max_bytes, or less when the disk is short.")
     used_bytes: int
     refused_priority: Literal["alarm", "normal", "telemetry"] | None
     alarms_past_cap: bool
@@ -118,6 +123,32 @@ class StoreRecoveredPayload(BaseModel):
     problem: str
     seq_resumes_at: int | None = None
     moved_to: list[str] = Field(default_factory=list)
+    salvaged_rows: int | None = Field(default=None, description="Rows of the damaged file copied back.")
+    salvaged_pending: int | None = Field(default=None, description="Of those, not yet delivered: sent again.")
+    salvaged_pending_seqs: list[tuple[int, int]] | None = Field(default=None, description="Their seqs, [lo, hi] ranges.")
+    lost_seqs: list[tuple[int, int]] | None = Field(
+        default=None, description="Seqs on damaged pages, [lo, hi] ranges: gaps forever (some may have been delivered).")
+    salvage: str | None = Field(default=None, description="Set when nothing could be read from the damaged file.")
+
+
+class StorePressurePayload(BaseModel):
+    """Payload of ``system.store_pressure`` (alarm): what a short disk cost, by priority; at the
+    start of an episode, every 10 s while it lasts, and at its end."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["ongoing", "ended"]
+    since: str = Field(description="When the episode started (UTC, ISO 8601).")
+    reason: Literal["disk", "max_bytes"] = Field(description="disk: the file system's free space set the cap.")
+    refused: dict[Literal["alarm", "normal", "telemetry"], int] = Field(description="Appends refused (StoreFull).")
+    failed_commits: dict[Literal["alarm", "normal", "telemetry"], int] = Field(
+        description="Events whose commit failed for want of space (alarms among them are kept and written later).")
+    dropped: dict[Literal["alarm", "normal", "telemetry"], int] = Field(description="Pending events dropped to make room.")
+    alarms_kept_in_memory: int = Field(ge=0)
+    alarms_lost: int = Field(ge=0, description="Alarms beyond the in-memory bound: lost.")
+    cap_bytes: int
+    max_bytes: int
+    used_bytes: int
+    free_bytes: int = Field(description="Free bytes of the file system at the last look.")
 
 
 class DriverHealth(BaseModel):
@@ -242,6 +273,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "system.events_dropped": EventsDroppedPayload,
     "system.store_full": StoreFullPayload,
     "system.store_recovered": StoreRecoveredPayload,
+    "system.store_pressure": StorePressurePayload,
 }
 
 

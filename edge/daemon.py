@@ -61,6 +61,8 @@ class Daemon:
         self.trust = None  # edge.trust.TrustStore: checked before anything starts
         self.exit_code = 0
         self.config_path: Path | None = None  # set by `edge run`: remote config is written beside it
+        # Why status.json could not be written (a full disk), since when; None when it was.
+        self.status_file_error: dict[str, str] | None = None
 
     def emit(self, type: str, payload: dict, priority: str, source: str):
         """What drivers' ``ctx.emit`` calls: build, validate, store durably."""
@@ -198,6 +200,8 @@ class Daemon:
             "updated_at": datetime.now(UTC).isoformat(),
             "drivers": self.supervisor.health() if self.supervisor else {},
             "components": {c.name: _component_status(c) for c in self.components},
+            "status_file": ({"written": True} if self.status_file_error is None
+                            else {"written": False, **self.status_file_error}),
         }
 
     def write_status(self, running: bool = True) -> None:
@@ -212,7 +216,15 @@ class Daemon:
             tmp.write_text(json.dumps(self.status(running), indent=1, default=str))
             os.replace(tmp, path)
         except OSError as exc:
-            log.error("status_write_failed", path=str(path), error=str(exc))
+            tmp.unlink(missing_ok=True)  # a half-written temporary file only takes more space
+            if self.status_file_error is None:  # once per episode: the loop retries every 10 s
+                log.error("status_write_failed", path=str(path), error=str(exc))
+                self.status_file_error = {"error": exc.strerror or str(exc),
+                                          "since": datetime.now(UTC).isoformat(timespec="seconds")}
+            return
+        if self.status_file_error is not None:
+            log.info("status_write_recovered", path=str(path), failing_since=self.status_file_error["since"])
+            self.status_file_error = None
 
 
 def _component_status(component) -> dict[str, Any]:

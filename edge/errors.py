@@ -47,3 +47,7 @@ class CommandError(EdgeError):
 
 class AuditError(EdgeError):
     """The audit chain is broken; the message names the first break."""
+
+
+class StoreNoSpace(StoreFull):
+    """The disk itself is full: the commit failed for space (alarms are kept in memory)."""

@@ -18,11 +18,14 @@ import structlog
 
 from edge.config import DriverEntry, SupervisorSettings, driver_config
 from edge.driver import Driver, DriverContext
-from edge.errors import CommandError, StoreError
+from edge.errors import CommandError, StoreError, StoreFull
 from edge.registry import driver_class
 
 log = structlog.get_logger("edge.supervisor")
 _STABLE_AFTER_S = 30.0  # a run this long resets the backoff and clears "degraded"
+# A driver that let StoreFull (a full store or disk) escape is restarted within this long,
+# whatever its back-off: its device keeps working and the store may have room again.
+_STORE_FULL_BACKOFF_S = 1.0
 
 
 class DriverRunner:
@@ -60,6 +63,7 @@ class DriverRunner:
         while not self.stopping.is_set():
             ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change)
             started = self._started = time.monotonic()
+            full = False
             try:
                 self._driver = self._cls(self._config, ctx)
                 self._set_status("ok" if self._restarts == 0 else self._status)
@@ -71,12 +75,15 @@ class DriverRunner:
                 if self.stopping.is_set():
                     break
                 self._fault(exc, bound)
+                full = isinstance(exc, StoreFull)  # the disk, not the driver: retry soon
             finally:
                 self._close_driver(bound)
             if time.monotonic() - started > _STABLE_AFTER_S:
                 delay = self._settings.backoff_initial_s
             # Full jitter keeps many failing drivers from restarting in lockstep.
             wait = random.uniform(delay / 2, delay)
+            if full:
+                wait = min(wait, random.uniform(_STORE_FULL_BACKOFF_S / 2, _STORE_FULL_BACKOFF_S))
             bound.info("driver_restart_scheduled", in_s=round(wait, 3), restarts=self._restarts)
             if self.stopping.wait(wait):
                 break

@@ -36,3 +36,17 @@ def test_delay_never_negative_and_bad_attempt_rejected():
     assert full_jitter(3, 0.5, 60.0, lambda: 0.0) == 0.0
     with pytest.raises(ValueError, match="attempt"):
         full_jitter(-1, 0.5, 60.0)
+
+
+def test_an_unreachable_broker_is_retried_within_ten_seconds_a_refusing_one_backs_off_long():
+    from edge.mqtt.backoff import UNREACHABLE_CAP_S, reconnect_delay
+
+    top = lambda attempt, refused: reconnect_delay(attempt, refused=refused, base=0.5, cap=60.0,  # noqa: E731
+                                                   rand=lambda: 1.0)
+    assert UNREACHABLE_CAP_S == 10.0
+    assert [top(a, False) for a in (0, 3, 5, 20, 10_000)] == [0.5, 4.0, 10.0, 10.0, 10.0]
+    assert [top(a, True) for a in (0, 3, 5, 20)] == [0.5, 4.0, 16.0, 60.0]
+    # Still full jitter under the short cap: a fleet's reconnects are spread, not in lockstep.
+    rng = random.Random(7)
+    delays = [reconnect_delay(20, refused=False, base=0.5, cap=60.0, rand=rng.random) for _ in range(1000)]
+    assert max(delays) <= 10.0 and min(delays) < 1.0 and sum(delays) / len(delays) == pytest.approx(5.0, abs=0.5)

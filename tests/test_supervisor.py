@@ -14,7 +14,7 @@ import pytest
 from edge import registry
 from edge.config import DriverEntry, SupervisorSettings
 from edge.driver import Driver
-from edge.errors import CommandError
+from edge.errors import CommandError, StoreNoSpace
 from edge.events import make_event
 from edge.store import Store
 from edge.supervisor import Supervisor
@@ -58,6 +58,16 @@ class FlappingDriver(Driver):
         return {"status": "ok" if getattr(self, "online", True) else "degraded"}
 
 
+class FullDiskDriver(Driver):
+    """Lets StoreFull escape on every run, as a driver written without catching it would."""
+
+    starts = 0
+
+    def run(self):
+        FullDiskDriver.starts += 1
+        raise StoreNoSpace("the disk is full; the event was not stored")
+
+
 class BadHealthDriver(Driver):
     """Runs fine, but its health() has a bug."""
 
@@ -71,7 +81,8 @@ def test_kinds(monkeypatch):
     real = dict(registry._entry_points())
     extra = {kind: EntryPoint(kind, f"{__name__}:{cls}", registry.GROUP)
              for kind, cls in (("test.stuck", "StuckDriver"), ("test.badclose", "BadCloseDriver"),
-                               ("test.badhealth", "BadHealthDriver"), ("test.flapping", "FlappingDriver"))}
+                               ("test.badhealth", "BadHealthDriver"), ("test.flapping", "FlappingDriver"),
+                               ("test.fulldisk", "FullDiskDriver"))}
     monkeypatch.setattr(registry, "_entry_points", lambda: {**real, **extra})
 
 
@@ -249,3 +260,17 @@ def test_a_driver_reports_a_health_change_at_once(store, test_kinds):
     finally:
         sup.stop()
     assert health["status"] == "degraded"
+
+
+def test_a_driver_stopped_by_a_full_disk_restarts_within_a_second_whatever_its_backoff(store, test_kinds):
+    """Issue 18: each failed append crashed the driver and the back-off grew to 54 s."""
+    FullDiskDriver.starts = 0
+    settings = SupervisorSettings(backoff_initial_s=30.0, backoff_max_s=60.0)
+    sup = Supervisor([DriverEntry(name="full", kind="test.fulldisk")], emitter(store), settings)
+    began = time.monotonic()
+    sup.start()
+    try:
+        wait_for(lambda: FullDiskDriver.starts >= 5, timeout=10)
+    finally:
+        assert sup.stop() == []
+    assert time.monotonic() - began < 6.0  # four restarts, each within a second

@@ -13,7 +13,7 @@ from edge.errors import CommandError, StoreFull
 
 
 class HeartbeatConfig(DriverConfig):
-    rate: float = Field(default=1.0, ge=0, description="Events per second; 0 means as fast as possible.")
+    rate: float = Field(default=1.0, ge=0, le=1_000_000, description="Events per second; 0 means as fast as possible.")
     event_type: str = Field(default="sim.heartbeat", pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")
     priority: str = Field(default="telemetry", pattern="^(alarm|normal|telemetry)$")
     payload_bytes: int = Field(default=0, ge=0, le=1_000_000, description="Padding to make events bigger.")

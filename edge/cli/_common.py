@@ -20,13 +20,18 @@ def json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
-def settings_from(ctx: click.Context, *, check_drivers: bool = False):
+def settings_from(ctx: click.Context, *, check_drivers: bool = False, check_state_dir: bool = False):
     """Load the config named by --config; on error print each problem and exit 78."""
-    from edge.config import load_settings
+    from edge.config import config_path, load_settings
     from edge.errors import ConfigError
 
     try:
-        return load_settings(ctx.find_root().obj.get("config_path"), check_drivers=check_drivers)
+        settings = load_settings(ctx.find_root().obj.get("config_path"), check_drivers=check_drivers)
+        if check_state_dir:  # only where the daemon will write: not for read-only tools
+            from edge.limits import check_state_dir as check
+
+            check(settings, config_path(ctx.find_root().obj.get("config_path")))
+        return settings
     except ConfigError as exc:
         for line in exc.lines:
             click.echo(f"config error: {line}", err=True)

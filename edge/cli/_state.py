@@ -34,6 +34,28 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     return status
 
 
+def live_status(state_dir: Path, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The running daemon's status from memory, through its control socket; None when it
+    cannot be asked (not running, no permission, an older daemon): use status.json then."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(state_dir / "control.sock"))
+        sock.sendall(b'{"op": "status"}\n')
+        reply = json.loads(sock.makefile("rb").readline(4 * 1024 * 1024) or b"{}")
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+    daemon = reply.get("daemon") if isinstance(reply, dict) else None
+    if not isinstance(daemon, dict) or reply.get("status") != "ok":
+        return None
+    daemon["source"] = "control_socket"
+    return daemon
+
+
 def open_reader(state_dir: Path):
     """A read-only store view; StoreError when there is no store yet."""
     from edge.store import StoreReader

@@ -77,11 +77,12 @@ def human_age(seconds: float | None) -> str:
 
 def status_report(settings) -> dict[str, Any]:
     """Daemon (from its status file), outbox (from the store) and disk, as one dict."""
-    from edge.cli._state import open_reader, read_status
+    from edge.cli._state import live_status, open_reader, read_status
     from edge.errors import StoreError
 
     state_dir = settings.state_dir
-    daemon = read_status(state_dir) or {"running": False}
+    daemon = live_status(state_dir) or read_status(state_dir) or {"running": False}
+    daemon.setdefault("source", "status_file")
     if daemon.get("updated_at"):  # the daemon rewrites its figures every few seconds: say how old they are
         daemon["figures_age_s"] = figures_age_s(daemon)
     try:
@@ -97,6 +98,7 @@ def status_report(settings) -> dict[str, Any]:
         disk_info = {"free_bytes": disk.free, "total_bytes": disk.total}
     except FileNotFoundError:
         disk_info = {"error": f"{state_dir} does not exist"}
+    _mark_stale(daemon, disk_info)
     return {"device_id": settings.device_id, "site": settings.site, "role": settings.role,
             "daemon": daemon, "outbox": outbox, "disk": disk_info}
 
@@ -116,6 +118,25 @@ def _age_of(iso_ts: str | None) -> float | None:
         return None
 
 
+def _mark_stale(daemon: dict, disk: dict) -> None:
+    """Say when the status shown is old, and why: it must never pass for the present."""
+    if not daemon.get("running"):
+        return
+    written = daemon.get("status_file") or {}
+    if daemon["source"] == "control_socket":
+        if written.get("written") is False:
+            daemon["stale"] = {"why": f"status.json not written since {written.get('since')}: "
+                                      f"{written.get('error')} (this status is live, from the daemon)"}
+        return
+    age = _age_of(daemon.get("updated_at"))
+    if age is None or age <= STALE_STATUS_S:
+        return
+    why = ("the daemon could not rewrite status.json: the disk is full" if disk.get("free_bytes") == 0
+           else "the daemon did not rewrite status.json and did not answer on its control socket; "
+                "it may be hung (journalctl -u edge; systemctl restart edge)")
+    daemon["stale"] = {"age_s": round(age, 1), "why": why}
+
+
 def status_exit_code(report: dict) -> int:
     return 0 if report["daemon"].get("running") else EX_NOT_RUNNING
 
@@ -126,10 +147,12 @@ def status_text(r: dict) -> str:
     if d.get("running"):
         lines.append(f"daemon  running, pid {d['pid']}, since {d.get('started_at', '?')}; "
                      f"figures below are {human_age(d.get('figures_age_s'))} old")
-        stale = _age_of(d.get("updated_at"))
-        if stale is not None and stale > STALE_STATUS_S:
-            lines.append(f"        WARNING: status last updated {human_age(stale)} ago; the daemon may be "
-                         "hung (journalctl -u edge; systemctl restart edge)")
+        stale = d.get("stale")
+        if stale and "age_s" in stale:
+            lines.append(f"        WARNING: status last updated {human_age(stale['age_s'])} ago (stale): "
+                         f"{stale['why']}")
+        elif stale:
+            lines.append(f"        WARNING: {stale['why']}")
     else:
         lines.append("daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
     for name, h in (d.get("drivers") or {}).items():
@@ -147,6 +170,8 @@ def status_text(r: dict) -> str:
     else:
         lines.append(f"outbox  {o['pending']} pending, oldest {human_age(o['oldest_pending_age_s'])}, "
                      f"{human_bytes(o['bytes_used'])} of {human_bytes(o['max_bytes'])}"
+                     + (f" (free disk space caps it at {human_bytes(o['cap_bytes'])})"
+                        if (o.get("cap_bytes") or 0) < (o.get("max_bytes") or 0) else "")
                      + (", FULL" if o["full"] else ""))
         dropped = sum(o["dropped"].values())
         if dropped:

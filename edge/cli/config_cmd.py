@@ -22,10 +22,12 @@ def check(ctx: click.Context, path: str | None, as_json: bool) -> None:
     """Validate PATH (default: --config) including every driver's options. Exit 78 when bad."""
     from edge.config import config_path, load_settings
     from edge.errors import ConfigError
+    from edge.limits import check_state_dir
 
     target = config_path(path or ctx.find_root().obj.get("config_path"))
     try:
         settings = load_settings(target)
+        check_state_dir(settings, target)
         from edge.trust import load_anchors
 
         load_anchors(settings.trust.central_keys)  # public keys only, roles, modes: as `edge run` checks

@@ -14,7 +14,7 @@ from edge.cli._common import EX_CONFIG, edge_errors, settings_from
 @edge_errors
 def run(ctx: click.Context) -> None:
     """Run the daemon until SIGTERM (exit 0) — a bad config exits 78, a store in use 1."""
-    settings = settings_from(ctx, check_drivers=True)
+    settings = settings_from(ctx, check_drivers=True, check_state_dir=True)
     from edge import logs
 
     logs.configure(settings.logging.level, settings.logging.format)

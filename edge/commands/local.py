@@ -8,6 +8,10 @@ The peer's uid (SO_PEERCRED) names the operator in the recorded result.
 Request:  {"target": "lane1", "name": "grant", "args": {...}, "reason": "...", "id": optional}
 Response: the command.result payload ({"id", "status": ok|failed|rejected, ...}),
           or {"status": "error", "detail": ...} when the daemon could not take it.
+
+``{"op": "status"}`` instead returns ``{"status": "ok", "daemon": {...}}``: the daemon's
+live status from memory, which `edge status` prefers to status.json (that file cannot
+be rewritten on a full disk).
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ def peer_user(conn: socket.socket) -> str:
 class ControlServer:
     """Accepts local clients on a thread; each request goes to ``submit(request, operator)``."""
 
-    def __init__(self, state_dir: Path, submit, *, group: str | None = None):
+    def __init__(self, state_dir: Path, submit, *, group: str | None = None, status=None):
         self.path = Path(state_dir) / SOCKET_NAME
         self._submit = submit
+        self._status = status  # () -> the daemon's live status, for {"op": "status"}
         self._group = group
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -139,6 +144,9 @@ class ControlServer:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return {"status": "error", "detail": f"request is not valid JSON: {exc}"}
+        if isinstance(request, dict) and request.get("op") == "status" and self._status is not None:
+            # Read-only, from memory: `edge status` works when status.json cannot be written.
+            return {"status": "ok", "daemon": self._status()}
         future = self._submit(request, operator)
         try:
             return future.result(_RESULT_TIMEOUT_S)

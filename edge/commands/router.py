@@ -104,7 +104,8 @@ class CommandRouter:
                      **{name: effects for name, (_, effects) in self._components.items()}})
         self._thread.start()
         link = self._daemon.link
-        control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group)
+        control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group,
+                                status=getattr(self._daemon, "status", None))
         try:
             control.start()
             self._control = control

@@ -21,7 +21,7 @@ class CommandsSettings(BaseModel):
         description="Extra command names that need two people even where the target calls them "
                     "observe/operate. Barrier and erase commands need two whatever this says.")
     max_ttl_s: float = Field(
-        default=24 * 3600, gt=0,
+        default=24 * 3600, gt=0, le=30 * 86400,
         description="A command valid for longer than this (expires_at - issued_at) is rejected.")
     barrier_ttl_s: float = Field(
         default=600.0, gt=0, le=3600,
@@ -40,7 +40,7 @@ class CommandsSettings(BaseModel):
         default=None,
         description="Group that owns state_dir/control.sock (mode 0660); default: the daemon's group.")
     rejections_per_minute: int = Field(
-        default=60, ge=1,
+        default=60, ge=1, le=100_000,
         description="Rejection alarms recorded per minute at most; the rest are counted in one summary.")
 
     @model_validator(mode="before")

@@ -14,7 +14,7 @@ class LocalApiSettings(BaseModel):
         default=None, description="Unix socket of the UI API; default state_dir/api.sock.")
     mode: int = Field(default=0o660, description="Socket permissions, e.g. \"0660\" (owner and group only).")
     group: str | None = Field(default=None, description="Group of the UI app's user; the socket is chown'ed to it.")
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=2**30, description="Largest request body accepted.")
 
     @field_validator("mode", mode="before")
     @classmethod

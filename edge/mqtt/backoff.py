@@ -20,3 +20,16 @@ def full_jitter(attempt: int, base: float, cap: float,
     # Bound the exponent so a device offline for months does not overflow a float.
     ceiling = min(cap, base * (2 ** min(attempt, 62)))
     return rand() * ceiling
+
+
+# A broker that was only unreachable (down, restarting, network cut) is retried within
+# this many seconds: a site's gates must look online again seconds after a broker restart.
+# A broker that refused us (bad credentials, not authorised, closed before CONNACK) keeps
+# the configured long back-off: retrying it fast only loads it.
+UNREACHABLE_CAP_S = 10.0
+
+
+def reconnect_delay(attempt: int, *, refused: bool, base: float, cap: float,
+                    rand: Callable[[], float] = random.random) -> float:
+    """Seconds before reconnect ``attempt`` (0 = first retry), full jitter in both cases."""
+    return full_jitter(attempt, base, cap if refused else min(cap, UNREACHABLE_CAP_S), rand)

@@ -9,6 +9,7 @@ reason codes are turned into our errors and log entries here and nowhere else.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from edge.mqtt._client import (
     make_client,
     parse_broker,
 )
-from edge.mqtt.backoff import full_jitter
+from edge.mqtt.backoff import reconnect_delay
 from edge.mqtt.errors import MqttConfigError, MqttError, MqttUnavailable
 
 log = structlog.get_logger("edge.mqtt")
@@ -37,6 +38,9 @@ _STABLE_S = 10.0  # a connection that lasted this long resets the backoff
 _CONNACK_WAIT_S = 10.0
 _WATCH_IDLE_S = 5.0  # connected and healthy: how often _watch checks that paho's thread still runs
 _UNCLAIMED_MAX = 1000  # messages kept for a subscriber that has not subscribed yet
+# PUBLISH bytes beyond the payload: fixed header, topic (edge/v1/site/device/events/family
+# fits in 200 bytes), packet id and properties.
+_PACKET_OVERHEAD = 256
 
 
 def _now_iso() -> str:
@@ -52,6 +56,8 @@ def _summary(s: dict[str, Any]) -> str:
     text += f"; last PUBACK {s['last_puback_at'] or 'never'}"
     if "inflight_events" in s:
         text += f"; {s['inflight_events']} events in flight, {s['acked_events']} acked since start"
+    if s.get("acks_kept_in_memory"):
+        text += f"; {s['acks_kept_in_memory']} acks KEPT IN MEMORY (the store cannot record them: disk full?)"
     if s["refusals"]:
         ref = s.get("last_refusal") or {}
         text += f"; {s['refusals']} publishes REFUSED, last {ref.get('code')} {ref.get('reason')}"
@@ -109,6 +115,7 @@ class MqttLink:
             raise MqttConfigError("mqtt.brokers is empty; configure at least one broker URI")
         self.brokers: list[Broker] = [parse_broker(u) for u in self.cfg.brokers]
         self.client_id = self.cfg.client_id or settings.device_id
+        self.batch_max_bytes = self.cfg.batch_max_bytes  # lowered to what the broker accepts
         self._subs: dict[str, tuple[Handler, int]] = {}
         self._subs_lock = threading.Lock()
         self._unclaimed: deque = deque(maxlen=_UNCLAIMED_MAX)
@@ -126,6 +133,7 @@ class MqttLink:
         self._up = threading.Event()
         self._thread: threading.Thread | None = None
         self._reached = self._reported = False  # this session: CONNACK ok / its failure already reported
+        self._refused = False  # this session: the broker refused us (long back-off), not just unreachable
         self._will: tuple[str, bytes] | None = None
         self._stats: dict[str, Any] = {
             "broker": None, "connected_since": None, "session_present": None, "last_puback_at": None,
@@ -269,24 +277,27 @@ class MqttLink:
                 attempt += 1
                 if not reached:
                     index = (index + 1) % len(self.brokers)  # fail over to the next broker
-            delay = full_jitter(attempt - 1 if attempt else 0, self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+            delay = reconnect_delay(attempt - 1 if attempt else 0, refused=self._refused,
+                                    base=self.cfg.backoff_min_s, cap=self.cfg.backoff_max_s)
             log.debug("mqtt_retry_scheduled", delay_s=round(delay, 3), attempt=attempt,
-                      next_broker=self.brokers[index].uri)
+                      refused=self._refused, next_broker=self.brokers[index].uri)
             self._stopping.wait(delay)
 
     def _session(self, broker: Broker) -> bool:
         """Connect to ``broker`` and stay until the connection ends. True if CONNACK succeeded."""
         self._ended.clear()
         self._wake.clear()
-        self._reached = self._reported = False
+        self._reached = self._reported = self._refused = False
         client = self._new_client(broker)
         if client is None:
+            self._refused = True  # a config problem: retrying fast cannot help
             return False
         try:
             kwargs = {"clean_start": False, "properties": connect_properties(self.cfg)} \
                 if self.cfg.protocol == "5" else {}
             client.connect(broker.host, broker.port, keepalive=self.cfg.keepalive_s, **kwargs)
         except (OSError, ValueError) as exc:  # ssl.SSLError and socket errors are OSErrors
+            self._refused = isinstance(exc, ssl.SSLError)  # a TLS refusal is no outage
             self._error(broker, *classify_connect_error(exc, broker))
             self._stats["connect_failures"] += 1
             self._client = None
@@ -304,7 +315,7 @@ class MqttLink:
         except MqttConfigError as exc:
             self._error(broker, "config", str(exc))
             return None
-        client.on_connect = lambda c, u, flags, rc, props: self._on_connect(broker, flags, rc)
+        client.on_connect = lambda c, u, flags, rc, props: self._on_connect(broker, flags, rc, props)
         client.on_disconnect = lambda c, u, flags, rc, props: self._on_disconnect(broker, rc)
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -348,13 +359,14 @@ class MqttLink:
 
     # -- paho callbacks (network thread: never block) -------------------------------
 
-    def _on_connect(self, broker: Broker, flags, rc) -> None:
+    def _on_connect(self, broker: Broker, flags, rc, props=None) -> None:
         if rc.is_failure:
-            self._reported = True
+            self._reported = self._refused = True
             self._stats["connect_failures"] += 1
             self._error(broker, "mqtt", f"broker refused the connection: {rc.getName()}", code=rc.value)
             return
         self._reached = True
+        self._limit_batch_bytes(broker, getattr(props, "MaximumPacketSize", None))
         self._stats.update(broker=broker.uri, connected_since=_now_iso(), connects=self._stats["connects"] + 1,
                            session_present=bool(flags.session_present))
         log.info("mqtt_connected", broker=broker.uri, session_present=bool(flags.session_present),
@@ -375,6 +387,7 @@ class MqttLink:
             if was_up:
                 self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
             elif not self._reached and not self._reported:
+                self._refused = True  # it answered, then closed: a refusal (TLS, ACL), not an outage
                 self._stats["connect_failures"] += 1
                 hint = " (over TLS: the broker may have refused the client certificate)" if broker.tls else ""
                 self._error(broker, "tls" if broker.tls else "mqtt",
@@ -437,6 +450,16 @@ class MqttLink:
                 self._error(None, "mqtt", f"broker refused a subscription: {rc.getName()}", code=rc.value)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _limit_batch_bytes(self, broker: Broker, max_packet: int | None) -> None:
+        """Batches must fit the broker's maximum packet size (MQTT 5 CONNACK): a bigger one
+        is refused by closing the connection, so nothing would ever be delivered."""
+        configured = self.cfg.batch_max_bytes
+        limit = configured if not max_packet else min(configured, max(256, max_packet - _PACKET_OVERHEAD))
+        if limit != self.batch_max_bytes and limit < configured:
+            log.warning("mqtt_batch_bytes_clamped", broker=broker.uri, configured=configured,
+                        broker_max_packet=max_packet, batch_max_bytes=limit)
+        self.batch_max_bytes = limit
 
     def _send_subscribe(self, client, subs: list[tuple[str, int]]) -> None:
         if client is None:

@@ -27,12 +27,14 @@ from edge.errors import StoreClosed, StoreError
 from edge.mqtt import topics
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
+from edge.seqranges import SeqRanges
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
 _HEAD, _SEP, _TAIL = b'{"events":[', b",", b"]}"
 RESULT_FAMILY = "command"  # command.result events go to cmd/result, not events/command
 _SAFETY_WAKE_S = 5.0
+_ACK_RETRY_S = 1.0  # acks the store could not record are retried this often
 
 
 class Batch:
@@ -93,6 +95,9 @@ class Acker:
         self._stop = False
         self.committed = 0
         self.last_acked_seq = 0
+        # Acks the store could not record (full disk): kept, skipped by the uplink, retried.
+        self.unrecorded = SeqRanges()
+        self._failing = False
         self._thread = threading.Thread(target=self._run, name="mqtt-acker", daemon=True)
 
     def start(self) -> None:
@@ -121,30 +126,53 @@ class Acker:
         self._wake.set()
         self._thread.join(timeout)
 
+    def is_unrecorded(self, seq: int) -> bool:
+        with self._lock:
+            return seq in self.unrecorded
+
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(_ACK_RETRY_S if self.unrecorded else None)
             self._wake.clear()
             with self._lock:
                 seqs, self._buf = self._buf, []
+                retried = bool(self.unrecorded) and not self._stop  # retry what the store could not take;
+                if retried:
+                    seqs += self.unrecorded.seqs()  # they stay in the set (uplink, store) until written
                 self._busy = bool(seqs)
             if seqs:
-                self._commit(seqs)
+                self._commit(seqs, retried)
             with self._lock:
                 self._busy = False
                 self._idle.notify_all()
                 if self._stop and not self._buf:
                     return
 
-    def _commit(self, seqs: list[int]) -> None:
+    def _commit(self, seqs: list[int], retried: bool = False) -> None:
         try:
             self.committed += self.store.mark_acked(seqs)
+            if retried:
+                with self._lock:
+                    self.unrecorded.clear()  # only this thread adds to it: all of it is written now
             self.last_acked_seq = max(self.last_acked_seq, max(seqs))
         except StoreClosed:
             log.warning("uplink_acks_not_recorded_store_closed", count=len(seqs))
         except StoreError as exc:
-            # Not recorded: the events stay pending and go again (duplicates, never loss).
-            log.error("uplink_ack_commit_failed", count=len(seqs), error=str(exc))
+            # The broker has them; keep the acks in memory (the uplink skips those events)
+            # and write them when the store takes writes again: no re-send storm.
+            with self._lock:
+                self.unrecorded.add(seqs)
+                kept = self.unrecorded.count
+            if not self._failing:  # once per episode: the retry runs every second
+                self._failing = True
+                log.error("uplink_ack_commit_failed", count=len(seqs), kept_in_memory=kept, error=str(exc))
+            return
+        if self._failing:
+            self._failing = False
+            log.info("uplink_acks_recorded_again", count=len(seqs))
+        if self.unrecorded.forgotten:
+            log.warning("uplink_acks_forgotten", count=self.unrecorded.forgotten)
+            self.unrecorded.forgotten = 0
 
 
 class Uplink:
@@ -170,6 +198,8 @@ class Uplink:
         self.last_refusal: dict | None = None
         self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
         store.add_listener(self._on_append)
+        if hasattr(store, "protected"):
+            store.protected = self.protected_ranges
         link.add_connection_listener(self._on_connection)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -186,11 +216,30 @@ class Uplink:
         self.acker.stop(timeout)
 
     def status(self) -> dict[str, Any]:
-        return {**self.counters, "inflight_messages": len(self._inflight),
+        return {**self.counters, "acks_kept_in_memory": self.acker.unrecorded.count,
+                "inflight_messages": len(self._inflight),
                 "inflight_events": self._inflight_events, "acked_events": self.acker.committed,
                 "last_acked_seq": self.acker.last_acked_seq or None,
                 "paused_s": round(max(0.0, self._paused_until - time.monotonic()), 3) or None,
                 "last_refusal": self.last_refusal}
+
+    def protected_ranges(self) -> list[tuple[int, int]]:
+        """Seqs the store must not drop as never sent (called on the store's writer thread):
+        those whose acks are kept in memory (delivered), and from the first event in flight
+        or read for sending up to the read cursor (they may be delivered any moment)."""
+        with self.acker._lock:
+            out = self.acker.unrecorded.ranges()
+        for _attempt in range(3):  # the uplink thread may change these while we look
+            try:
+                firsts = [b.seqs[0] for b in list(self._inflight.values())] + [b.seqs[0] for b in list(self._ready)]
+                break
+            except RuntimeError:
+                continue
+        else:
+            firsts = [0]  # could not look: keep everything up to the cursor
+        if firsts:
+            out.append((min(firsts), max(self._cursor, max(firsts))))
+        return out
 
     # -- wake-ups from other threads (never block) --------------------------------
 
@@ -257,22 +306,29 @@ class Uplink:
             self.counters["sent_events"] += len(batch.seqs)
 
     def _read(self) -> bool:
+        """Read and pack the next pending events; False when there are none (or reading failed)."""
         limit = max(self.cfg.batch_max_events * 4, 1000)
-        try:
-            rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
-        except (sqlite3.Error, StoreError) as exc:
-            # A busy or failing disk must not end the uplink: try again after a pause.
-            self._read_failures += 1
-            delay = full_jitter(min(self._read_failures, 8), self.cfg.backoff_min_s, self.cfg.backoff_max_s)
-            self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
-            log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
-            return False
-        self._read_failures = 0
-        if not rows:
-            return False
-        self._cursor = rows[-1][0]
+        while True:
+            try:
+                rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
+            except (sqlite3.Error, StoreError) as exc:
+                # A busy or failing disk must not end the uplink: try again after a pause.
+                self._read_failures += 1
+                delay = full_jitter(min(self._read_failures, 8), self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+                self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
+                log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
+                return False
+            self._read_failures = 0
+            if not rows:
+                return False
+            self._cursor = rows[-1][0]
+            if self.acker.unrecorded:  # acked by the broker, not yet recorded: not sent again
+                rows = [row for row in rows if not self.acker.is_unrecorded(row[0])]
+            if rows:
+                break
         self._ready.extend(pack(rows, site=self.site, device=self.device,
-                                max_events=self.cfg.batch_max_events, max_bytes=self.cfg.batch_max_bytes,
+                                max_events=self.cfg.batch_max_events,
+                                max_bytes=getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes),
                                 store_id=getattr(self.store, "store_id", None)))
         return True
 

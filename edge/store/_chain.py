@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge._fs import secret_key
+from edge.store import _dropruns
 
 GENESIS = bytes(32)
+_LAST = "last"  # drop runs (schema v3); older stores have single drop records only
+
+
+def _has_last(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == _LAST for row in conn.execute("PRAGMA table_info(dropped)"))
 
 
 def chain_hash(prev: bytes, body: bytes) -> bytes:
@@ -65,6 +71,10 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
     first = expected
     dropped = {
         row[0]: row[1:]
+        for row in conn.execute(f"SELECT seq, hash, reason, mac, {_LAST} FROM dropped "
+                                "WHERE COALESCE(last, seq) >= ?", (expected,))
+    } if _has_last(conn) else {
+        row[0]: (*row[1:], None)
         for row in conn.execute("SELECT seq, hash, reason, mac FROM dropped WHERE seq >= ?", (expected,))
     }
     checked = 0
@@ -76,10 +86,13 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
     def skip_dropped_until(limit: int) -> VerifyReport | None:
         nonlocal prev, expected
         while expected < limit and expected in dropped:
-            digest, reason, tag = dropped.pop(expected)
-            if not isinstance(reason, str) or not _signed(key, reason.encode(), expected, digest, tag):
+            digest, reason, tag, last = dropped.pop(expected)
+            if not isinstance(reason, str) or not (isinstance(last, int) or last is None):
                 return fail(f"seq {expected}: drop record has a bad signature", expected)
-            prev, expected = digest, expected + 1
+            label, tag_seq = _dropruns.label(reason, expected, last)
+            if not _signed(key, label, tag_seq, digest, tag):
+                return fail(f"seq {expected}: drop record has a bad signature", expected)
+            prev, expected = digest, (last or expected) + 1
         return None
 
     for seq, body, digest in rows:

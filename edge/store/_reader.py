@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.store import _acks
+from edge.store import _acks, _dropruns
 from edge.store._schema import PRIORITY_NAME
 
 if TYPE_CHECKING:  # hashlib/hmac only when verifying: status and tail start faster
@@ -141,6 +141,7 @@ class StoreReader:
             "bytes_used": meta.get("used_bytes", 0),
             "file_bytes": file_bytes,
             "max_bytes": meta.get("max_bytes"),
+            "cap_bytes": meta.get("cap_bytes", meta.get("max_bytes")),  # lower when the disk is short
             "acked_total": meta.get("acked_total", 0),
             "last_ack_at": last_ack,
             "last_ack_age_s": round(time.time() - last_ack, 3) if last_ack else None,
@@ -194,7 +195,11 @@ def _counts(conn: sqlite3.Connection, meta: dict) -> tuple[int, int]:
     if lo is None:
         return 0, 0
     hi = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-    holes = conn.execute("SELECT COUNT(*) FROM dropped WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+    holes = _dropruns.holes(conn, lo, hi)
+    if absent := meta.get("absent_ranges"):  # seqs lost to corruption or skipped after it (_salvage)
+        import json
+
+        holes += sum(max(0, min(hi, b) - max(lo, a) + 1) for a, b in json.loads(absent))
     stored = hi - lo + 1 - holes
     acked = meta.get("acked_total", 0) - meta.get("purged_acked", 0)
     return stored, min(stored, max(0, stored - acked))

@@ -39,7 +39,14 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute(SCHEMA)
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    # Drop records of consecutive seqs folded into one row (see _dropruns.py).
+    from edge.store._dropruns import SCHEMA
+
+    conn.execute(SCHEMA)
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -4,12 +4,15 @@
 single writer thread folds concurrent appends into one transaction (group
 commit), assigns ``seq``, extends the audit chain and enforces the size cap by
 priority: acked history goes first, then pending telemetry, then pending
-normal events; alarms are never dropped.
+normal events; alarms are never dropped. The cap also follows the free space of
+the disk (``_disk``); what a short disk costs is counted and reported
+(``_pressure``, ``_space``); a corrupt file is moved aside and salvaged (``_salvage``).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,22 +23,24 @@ from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, make_event, new_event_id
-from edge.store import _chain
+from edge.seqranges import merge
+from edge.store import _chain, _dropruns
 from edge.store._acks import AckRanges
+from edge.store._disk import DiskRoom, no_space
 from edge.store._lock import StoreLock
+from edge.store._pressure import Pressure
 from edge.store._reader import KEY_NAME, StoreReader, connect
 from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
+from edge.store._space import SpaceMixin, empty_report, protected_sql
 from edge.store._writer import GroupCommitWriter, Job
 
 # Bytes per row beyond the body: hash, id, type, ts, b-tree cell and index entries. Measured:
 # 20 000 turnstile passages with 283-byte bodies take 467 bytes a row in the file.
 ROW_OVERHEAD = 190
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
-# At most one system.events_dropped report per interval: each report is an alarm that is
-# never evicted, so one per drop would fill a full store with its own reports.
-DROP_REPORT_INTERVAL_S = 60.0
+_REPORT_RANGES_MAX = 1000  # a report naming this many seq ranges goes out at once, interval or not
 _EVICT_HEADROOM = 0.01  # evict 1% of max_bytes beyond the need, so a full store is not evicting per append
 _COLS = 7  # seq, id, type, priority, ts, body, hash
 _MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
@@ -48,8 +53,10 @@ _Prepared = tuple[Event, bytes, bytes, str, int]
 log = structlog.get_logger("edge.store")
 
 
-class Store(StoreReader):
+class Store(SpaceMixin, StoreReader):
     """Durable, ordered, tamper-evident event log with an outbox for the uplink."""
+
+    ROW_OVERHEAD = ROW_OVERHEAD
 
     def __init__(self, state_dir: Path, *, device: str, site: str,
                  settings: StoreSettings | None = None, clock: ClockMonitor | None = None):
@@ -60,6 +67,9 @@ class Store(StoreReader):
         self.settings = settings or StoreSettings()
         self.clock = clock or ClockMonitor()
         self._listeners: list[Callable[[list[Event]], None]] = []
+        # Seq ranges the uplink has in flight or knows delivered (acks not yet recorded):
+        # never dropped as "never left the device" (set by the uplink; writer thread calls it).
+        self.protected: Callable[[], list[tuple[int, int]]] = list
         self._pending_rows: list = []  # flat row values of the batch, not yet inserted
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
         self._dir_lock = StoreLock(state_dir)  # before anything is read or moved
@@ -79,6 +89,15 @@ class Store(StoreReader):
         self._w.execute("PRAGMA synchronous = FULL")
         migrate(self._w)
         self._load_state()
+        self._disk = DiskRoom(self.path, self._w, self.settings.reserve_bytes)
+        self._w.execute(f"PRAGMA journal_size_limit = {self._disk.wal_limit}")  # a grown WAL shrinks back
+        self._cap = self._disk.refresh(self.settings.max_bytes, self._used)
+        self._pressure = Pressure()
+        self._retry_timer: threading.Timer | None = None
+        if recovered:
+            from edge.store._salvage import salvage_store
+
+            salvage_store(self, state_dir, recovered)
         self._writer = GroupCommitWriter(
             self._run_batch, self._maintenance,
             batch_max=self.settings.batch_max, idle_interval=self.settings.maintenance_interval_s,
@@ -121,7 +140,7 @@ class Store(StoreReader):
         # The least important priority refused while full; an append of it (or a less
         # important one) succeeding again ends the full episode.
         self._full_prio = _NORMAL
-        self._unreported: dict = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
+        self._unreported: dict = empty_report()
         self._last_drop_report = float("-inf")
         # Drops counted but never reported (the process died inside the rate limit): report them.
         for prio in ("normal", "telemetry"):
@@ -165,6 +184,8 @@ class Store(StoreReader):
         return self.append(self._system_event(type, payload, priority))
 
     def close(self) -> None:
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
         try:  # drops not yet reported (rate limit) are reported before the store closes
             self._writer.submit(Job(lambda: self._report_drops(force=True))).wait()
         except StoreError:
@@ -181,12 +202,38 @@ class Store(StoreReader):
                           payload=payload, priority=priority, clock=self.clock.state())
 
     def _run_batch(self, jobs: list[Job], before_commit: Callable[[], None] = lambda: None) -> None:
+        self._retried = None
+        if self._pressure.parked:  # alarms whose commit failed for space: try them first
+            self._retried = Job(items=self._pressure.take_parked())
+            jobs = [self._retried, *jobs]
+        error = self._attempt(jobs, before_commit)
+        if error is not None and no_space(error) and self._disk.release_reserve():
+            error = self._attempt(jobs, before_commit)  # the reserve's room is for this batch
+        if error is not None:
+            self._failed(jobs, error)
+            return
+        if self._reporting:
+            log.warning("store_pressure", **self._reporting)
+            self._pressure.reported()
+        if self._batch_events:
+            for listener in self._listeners:
+                try:
+                    listener(self._batch_events)
+                except Exception as exc:  # a consumer's bug must never stop durable storage
+                    log.error("store_listener_failed", listener=getattr(listener, "__qualname__", "?"),
+                              error_type=type(exc).__name__, error=str(exc)[:300])
+
+    def _attempt(self, jobs: list[Job], before_commit: Callable[[], None]) -> Exception | None:
+        """Run the jobs in one transaction; None when committed, else the error (rolled back)."""
         self._batch_events: list[Event] = []
+        self._reporting: dict | None = None
         saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
                  self._last_ack_at, self._full, self._full_prio, _copy_report(self._unreported))
         try:
+            self._cap = self._disk.cap(self.settings.max_bytes, self._used)
             self._w.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                job.result, job.error = None, None
                 try:
                     if job.items is not None:
                         job.result = self._insert(job.items)
@@ -195,6 +242,9 @@ class Store(StoreReader):
                         job.result = job.fn()
                 except StoreFull as exc:
                     job.error = exc
+            if self._unreported["count"]:
+                self._report_drops()  # a report held back by its interval, now due
+            self._report_pressure()
             self._flush_rows()
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
@@ -207,22 +257,13 @@ class Store(StoreReader):
             (self._next_seq, self._prev_hash, self._used, self._counters,
              self._last_ack_at, self._full, self._full_prio, self._unreported) = saved
             self._acks.reload()
-            log.error("store_commit_failed", error=str(exc))
-            for job in jobs:
-                job.result, job.error = None, StoreError(f"could not write to the store: {exc}")
-            return
-        if self._batch_events:
-            for listener in self._listeners:
-                try:
-                    listener(self._batch_events)
-                except Exception as exc:  # a consumer's bug must never stop durable storage
-                    log.error("store_listener_failed", listener=getattr(listener, "__qualname__", "?"),
-                              error_type=type(exc).__name__, error=str(exc)[:300])
+            return exc
+        return None
 
     def _insert(self, items: list[_Prepared]) -> list[Event]:
         encoded = self._encode(items)
         need = sum(ROW_OVERHEAD + len(row[5]) for row, _ in encoded)
-        if self._used + need <= self.settings.max_bytes:
+        if self._used + need <= self._cap:
             if self._full and min(item[4] for item in items) != _ALARM:
                 self._full = False
             return self._write_encoded(encoded)  # the hot path: room to spare
@@ -231,11 +272,13 @@ class Store(StoreReader):
         before = self._next_seq
         if not self._make_room(need, top):
             self._counters["refused_total"] += len(items)
+            if self._disk.limited:
+                self._pressure.note("refused", PRIORITY_NAME[top], len(items), self._dropped_now())
             self._enter_full(top, refused=True)
-            raise StoreFull(f"store is full ({self._used} of {self.settings.max_bytes} bytes, "
+            raise StoreFull(f"store is full ({self._used} of {self._cap} bytes, "
                             f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
                             "are refused until the uplink drains it")
-        if top == _ALARM and self._used + need > self.settings.max_bytes:
+        if top == _ALARM and self._used + need > self._cap:
             self._enter_full(_NORMAL, refused=False)  # nothing left to evict: alarms go past the cap
         elif top >= self._full_prio:
             self._full = False
@@ -291,7 +334,7 @@ class Store(StoreReader):
             "next_seq", self._next_seq, "head_seq", head_seq, "head_hash", self._prev_hash,
             "head_mac", _chain.mac(self._key, b"head", head_seq, self._prev_hash),
             "used_bytes", self._used))
-        cold = {"max_bytes": self.settings.max_bytes, "full": int(self._full),
+        cold = {"max_bytes": self.settings.max_bytes, "cap_bytes": self._cap, "full": int(self._full),
                 "last_ack_at": self._last_ack_at, **self._counters}
         changed = [(k, v) for k, v in cold.items() if self._meta_written.get(k, _UNSET) != v]
         if changed:
@@ -302,7 +345,7 @@ class Store(StoreReader):
 
     def _make_room(self, need: int, priority: int) -> bool:
         """Free space for ``need`` bytes, evicting only what ``priority`` may evict."""
-        excess = self._used + need - self.settings.max_bytes
+        excess = self._used + need - self._cap
         if excess <= 0:
             return True
         self._acks.fold(None)  # "acked history goes first" must see every ack
@@ -319,54 +362,30 @@ class Store(StoreReader):
         if freeable < excess and priority != _ALARM:
             return False
         dropped: list[tuple] = []
-        goal = excess + int(self.settings.max_bytes * _EVICT_HEADROOM)
+        before = self._dropped_now()
+        goal = excess + int(self._cap * _EVICT_HEADROOM)
         for where, label in classes:
             if goal <= 0:
                 break
             goal -= self._evict(where, label, goal, dropped)
         if dropped:
+            if self._disk.limited:
+                self._pressure.note_dropped(before)
             report = self._unreported
             for _seq, prio in dropped:
                 report["by_priority"][prio] = report["by_priority"].get(prio, 0) + 1
             report["count"] += len(dropped)
-            report["seq_from"] = report["seq_from"] or dropped[0][0]
-            report["seq_to"] = dropped[-1][0]
-            self._report_drops()
+            report["seqs"] = merge(report["seqs"], [seq for seq, _prio in dropped])
+            report["seq_from"], report["seq_to"] = report["seqs"][0][0], report["seqs"][-1][1]
+            self._report_drops(force=len(report["seqs"]) >= _REPORT_RANGES_MAX)
         return True  # alarms are written even past the cap
-
-    def _report_drops(self, force: bool = False) -> None:
-        """Write one system.events_dropped alarm for the drops since the last report."""
-        report = self._unreported
-        if not report["count"] or (not force and
-                                   time.monotonic() - self._last_drop_report < DROP_REPORT_INTERVAL_S):
-            return
-        log.warning("store_dropped_pending", count=report["count"], by_priority=report["by_priority"])
-        self._write_rows([self._system_event("system.events_dropped", {
-            "reason": "store_full", **report,
-            "dropped_total": {p: self._counters[f"dropped_{p}"] for p in ("normal", "telemetry")}})])
-        self._unreported = {"count": 0, "by_priority": {}, "seq_from": None, "seq_to": None}
-        self._last_drop_report = time.monotonic()
-        for prio in ("normal", "telemetry"):
-            self._counters[f"reported_{prio}"] = self._counters[f"dropped_{prio}"]
-
-    def _enter_full(self, priority: int, *, refused: bool) -> None:
-        """Start (or widen) a full episode; the system.store_full alarm is raised once per episode."""
-        self._full_prio = max(self._full_prio, priority) if self._full else priority
-        if self._full:
-            return
-        self._full = True
-        log.error("store_full", used_bytes=self._used, max_bytes=self.settings.max_bytes,
-                  refused_priority=PRIORITY_NAME[priority] if refused else None)
-        self._write_rows([self._system_event("system.store_full", {
-            "max_bytes": self.settings.max_bytes, "used_bytes": self._used,
-            "refused_priority": PRIORITY_NAME[priority] if refused else None,
-            "alarms_past_cap": not refused})])
 
     def _evict(self, where: str, label: str | None, excess: int, dropped: list) -> int:
         freed = 0
+        keep = protected_sql(self.protected()) if label else ""  # acked history may always go
         while freed < excess:
             rows = self._w.execute(
-                f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where} "
+                f"SELECT seq, hash, type, priority, length(body) FROM events WHERE {where}{keep} "
                 "ORDER BY seq LIMIT 500").fetchall()
             if not rows:
                 break
@@ -386,10 +405,7 @@ class Store(StoreReader):
 
     def _remove_rows(self, rows: list[tuple], reason: str) -> None:
         """Delete rows anywhere in the chain, leaving a signed hash so the walk continues."""
-        now = time.time()
-        self._w.executemany(
-            "INSERT INTO dropped (seq, hash, type, priority, reason, at, mac) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(s, h, t, p, reason, now, _chain.mac(self._key, reason.encode(), s, h)) for s, h, t, p, _ in rows])
+        _dropruns.record(self._w, self._key, sorted(rows), reason, time.time())
         self._w.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
         self._used -= sum(ROW_OVERHEAD + r[4] for r in rows)
 
@@ -400,7 +416,7 @@ class Store(StoreReader):
     def _purge_prefix(self, upto: int) -> int:
         """Fold every chain entry with seq <= upto into a signed checkpoint."""
         row = (self._w.execute("SELECT hash FROM events WHERE seq = ?", (upto,)).fetchone()
-               or self._w.execute("SELECT hash FROM dropped WHERE seq = ?", (upto,)).fetchone())
+               or _dropruns.hash_ending_at(self._w, upto))
         if row is None:
             return 0
         size, count = self._w.execute(
@@ -479,4 +495,4 @@ def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
 
 
 def _copy_report(report: dict) -> dict:
-    return {**report, "by_priority": dict(report["by_priority"])}
+    return {**report, "by_priority": dict(report["by_priority"])}  # "seqs" is a tuple: shared

@@ -13,8 +13,8 @@ class XraySettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    limit_usv: float = Field(default=250.0, gt=0, description="Rolling 12-month dose limit per person (µSv).")
-    warning_usv: float = Field(default=200.0, gt=0, description="A scan crossing this total raises an alarm (µSv).")
+    limit_usv: float = Field(default=250.0, gt=0, le=1_000_000, description="Rolling 12-month dose limit per person (µSv).")
+    warning_usv: float = Field(default=200.0, gt=0, le=1_000_000, description="A scan crossing this total raises an alarm (µSv).")
     window_months: int = Field(default=12, ge=1, le=120, description="Length of the rolling window.")
     allowed_reasons: list[str] = Field(
         default_factory=lambda: ["intelligence_led", "authorised_cohort"],
