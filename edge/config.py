@@ -24,6 +24,7 @@ from edge.learning.settings import LearningSettings
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
+from edge.residents.settings import ResidentSettings
 from edge.update.settings import RemoteConfigSettings, UpdateSettings
 from edge.xray.settings import XraySettings
 
@@ -145,6 +146,7 @@ class Settings(BaseSettings):
     localapi: LocalApiSettings = Field(default_factory=LocalApiSettings)
     learning: LearningSettings = Field(default_factory=LearningSettings)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
+    residents: ResidentSettings = Field(default_factory=ResidentSettings)
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)

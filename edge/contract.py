@@ -284,10 +284,11 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from edge.gate.contract import EVENT_PAYLOADS as gate
     from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
+    from edge.residents.contract import EVENT_PAYLOADS as residents
     from edge.trust.contract import EVENT_PAYLOADS as trust
     from edge.update.contract import EVENT_PAYLOADS as update
 
-    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update}
+    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update, **residents}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
@@ -297,10 +298,12 @@ def _driver_channels() -> list[Channel]:
     from drivers.camera.contract import channels as gallery_channels
     from edge.learning.contract import channels as learning_channels
     from edge.messaging.contract import channels as messaging_channels
+    from edge.residents.contract import channels as resident_channels
     from edge.trust.contract import channels as trust_channels
     from edge.update.contract import channels as update_channels
 
-    return gallery_channels() + learning_channels() + messaging_channels() + trust_channels() + update_channels()
+    return (gallery_channels() + learning_channels() + messaging_channels() + trust_channels()
+            + update_channels() + resident_channels())
 
 
 CHANNELS.extend(_driver_channels())

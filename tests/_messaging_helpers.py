@@ -10,9 +10,11 @@ from pathlib import Path
 
 from edge import signing
 from edge.messaging._crypto import generate_seal_keypair, load_seal_private_key, open_sealed
+from edge.residents.directory import make_verifier
 
 SITE, DEVICE = "site-1", "tab-1"
 RESIDENT, OTHER = "res-7f3k9q", "res-2b8w1z"
+PINS = {RESIDENT: "482193", OTHER: "773051"}
 
 
 class Central:
@@ -36,6 +38,15 @@ class Central:
                "residents": [{"resident": r, "contacts": cs} for r, cs in residents.items()]}
         return json.dumps(signing.sign(doc, self.key)).encode()
 
+    def directory(self, version: int = 1, residents: dict | None = None, device: str = DEVICE) -> bytes:
+        """The signed resident directory: {pseudonym: (pin, status)}; default both residents active."""
+        residents = residents or {name: (pin, "active") for name, pin in PINS.items()}
+        doc = {"type": "residents.directory", "site": SITE, "device": device, "version": version,
+               "issued_at": self.now(),
+               "residents": [{"pseudonym": name, "status": status, "verifier": make_verifier(pin)}
+                             for name, (pin, status) in residents.items()]}
+        return json.dumps(signing.sign(doc, self.key)).encode()
+
     def status(self, message_id: str, state: str, reason: str | None = None, sign: bool = True) -> bytes:
         doc = {"type": "messaging.status", "device": DEVICE, "message_id": message_id, "state": state,
                "at": self.now()}
@@ -44,10 +55,10 @@ class Central:
         return json.dumps(signing.sign(doc, self.key) if sign else doc).encode()
 
     def inbound(self, body: str, resident: str = RESIDENT, contact: str = "c-mum", msg_id: str | None = None,
-                attachments: list[tuple[str, bytes]] = ()) -> tuple[str, bytes]:
+                attachments: list[tuple[str, bytes]] = (), privileged: bool = False) -> tuple[str, bytes]:
         msg_id = msg_id or str(uuid.uuid4())
         doc = {"type": "messaging.in", "id": msg_id, "device": DEVICE, "resident": resident, "contact": contact,
-               "body": body, "sent_at": self.now(),
+               "body": body, "sent_at": self.now(), "privileged": privileged,
                "attachments": [{"media_type": t, "data": base64.b64encode(d).decode()} for t, d in attachments]}
         return msg_id, json.dumps(signing.sign(doc, self.key)).encode()
 
@@ -58,3 +69,6 @@ class Central:
 
 def topic(leaf: str) -> str:
     return f"edge/v1/{SITE}/{DEVICE}/msg/{leaf}"
+
+
+DIRECTORY_TOPIC = f"edge/v1/{SITE}/{DEVICE}/residents/directory"

@@ -13,7 +13,16 @@ from edge.commands.publish import publish_command
 from edge.learning._link import StandaloneLink
 from edge.localapi.client import ApiUnavailable, call, call_json
 from edge.messaging.contract import CentralRefused, MessageOut, MessageRead, SealedContent
-from tests._messaging_helpers import DEVICE, OTHER, RESIDENT, SITE, Central, topic
+from tests._messaging_helpers import (
+    DEVICE,
+    DIRECTORY_TOPIC,
+    OTHER,
+    PINS,
+    RESIDENT,
+    SITE,
+    Central,
+    topic,
+)
 from tests.conftest import FACES
 from tests.test_learning_daemon import wait_until
 
@@ -33,16 +42,30 @@ class Tablet:
 
     def __init__(self, daemon):
         self.daemon, self.sock = daemon, daemon.state_dir / "api.sock"
+        self.tokens: dict[str, str] = {}
+        self.ready_as = RESIDENT
+
+    def headers(self, resident=RESIDENT) -> dict:
+        if resident not in self.tokens:
+            code, body = call_json(self.sock, "POST", "/v1/session", {"pseudonym": resident, "pin": PINS[resident]})
+            assert code == 201, body
+            self.tokens[resident] = body["token"]
+        return {"Authorization": f"Bearer {self.tokens[resident]}"}
 
     def api(self, method, url, body=None, resident=RESIDENT):
-        return call_json(self.sock, method, url, body, headers={"X-Resident": resident})
+        return call_json(self.sock, method, url, body, headers=self.headers(resident))
 
     def message(self, msg_id, resident=RESIDENT):
         return self.api("GET", f"/v1/messaging/messages/{msg_id}", resident=resident)[1]
 
     def ready(self) -> bool:
+        # The directory is applied once per start (from disk, or the retained one on first start);
+        # logging in before then would count as a wrong PIN.
+        if self.daemon.log_tail(10**7).count("residents_directory_applied") < self.daemon.starts:
+            return False
         try:
-            return self.api("GET", "/v1/messaging/contacts")[0] == 200
+            self.tokens.clear()  # a restarted daemon has forgotten every session
+            return self.api("GET", "/v1/messaging/contacts", resident=self.ready_as)[1]["contacts"] != []
         except ApiUnavailable:
             return False
 
@@ -61,6 +84,7 @@ def publisher(mosquitto):
 
 def _start(edge_daemon, mosquitto, central, publisher) -> Tablet:
     publisher.publish(topic("contacts"), central.contacts(), retain=True)
+    publisher.publish(DIRECTORY_TOPIC, central.directory(), retain=True)
     tablet = Tablet(edge_daemon(_config(mosquitto, central)))
     wait_until(tablet.ready, what="contacts allowlist applied")
     return tablet
@@ -151,8 +175,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt
         got = tablet.api("POST", "/v1/messaging/messages", body)
         assert got[0] == status and got[1]["error"]["code"] == code, (body.get("contact"), got)
     assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
-    assert tablet.api("GET", "/v1/messaging/contacts", resident="res-nobody")[0] == 404
-    assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 400  # no resident named
+    assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 401  # nobody logged in
 
     publisher.publish(topic("status"), central.status("0d1e2f", "approved", sign=False))
     publisher.publish(topic("in"), b"{not json")
@@ -191,7 +214,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert code == 201
     att = tablet.message(sent["id"])["attachments"][0]
     status, _, got = call(tablet.sock, "GET", f"/v1/messaging/attachments/{att['id']}",
-                          headers={"X-Resident": RESIDENT})
+                          headers=tablet.headers())
     assert status == 200 and got == photo
     in_id, doc = central.inbound("Inbound secret: grandma's recipe", attachments=[("image/jpeg", photo)])
     publisher.publish(topic("in"), doc)
@@ -220,6 +243,10 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
         return [e.get("payload", e) for e in events if e.get("payload", e).get("id") == cmd["id"]]
     result = collector.wait_for(results, what="purge result", timeout=45)[0]
     assert result["status"] == "ok" and result["result"]["purged"]["messages"] == 2
-    assert tablet.api("GET", "/v1/messaging/messages")[0] == 404  # no mailbox any more
+    assert tablet.api("GET", "/v1/messaging/messages")[0] == 401  # the purge ended their session
     assert tablet.api("GET", "/v1/messaging/contacts", resident=OTHER)[0] == 200  # others untouched
+    # Central's directory drops a released resident: then nothing on the tablet names them.
+    publisher.publish(DIRECTORY_TOPIC, central.directory(2, {OTHER: (PINS[OTHER], "active")}), retain=True)
+    wait_until(lambda: tablet.daemon.log_tail(10**7).count("residents_directory_applied") >= 3,
+               what="directory without the released resident")
     assert _files_containing(state, [RESIDENT.encode()]) == []
