@@ -154,6 +154,16 @@ class Settings(BaseSettings):
     drivers: list[DriverEntry] = Field(default_factory=list)
     gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
+    @field_validator("device_id")
+    @classmethod
+    def _not_a_site_topic(cls, device_id: str) -> str:
+        from edge.mqtt.topics import SITE_LEVEL_NAMES
+
+        if device_id in SITE_LEVEL_NAMES:
+            raise ValueError(f"{device_id!r} collides with the site-level topic edge/v1/<site>/{device_id}; "
+                             f"a device id must not be one of {', '.join(sorted(SITE_LEVEL_NAMES))}")
+        return device_id
+
     @field_validator("drivers")
     @classmethod
     def _unique_names(cls, drivers: list[DriverEntry]) -> list[DriverEntry]:
