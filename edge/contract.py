@@ -184,6 +184,10 @@ class DeviceStateMessage(BaseModel):
     ts: datetime | None = Field(default=None, description="Birth only: when it was published.")
     drivers: dict[str, DriverHealth] | None = Field(default=None, description="Birth only: health per driver.")
     outbox: OutboxSummary | None = Field(default=None, description="Birth only: pending events, oldest age.")
+    seal_key: str | None = Field(
+        default=None, description="Birth only: the device's X25519 public key (base64, 32 bytes). Central "
+                                  "seals what it sends this device (messages, gallery templates) to it; see "
+                                  "edge/sealing.py for the envelope.")
     reason: Literal["shutdown", "connection_lost"] | None = Field(
         default=None, description="Death only: graceful shutdown, or the broker's last will.")
     store_id: str | None = Field(default=None, description=_STORE)

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from edge import sealing
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
 from edge.learning._link import StandaloneLink
@@ -83,10 +84,13 @@ def publisher(mosquitto):
 
 
 def _start(edge_daemon, mosquitto, central, publisher) -> Tablet:
+    daemon = edge_daemon(_config(mosquitto, central), start=False)
+    central.provision(daemon)
     publisher.publish(topic("contacts"), central.contacts(), retain=True)
     publisher.publish(DIRECTORY_TOPIC, central.directory(), retain=True)
-    tablet = Tablet(edge_daemon(_config(mosquitto, central)))
+    tablet = Tablet(daemon.start())
     wait_until(tablet.ready, what="contacts allowlist applied")
+    central.learn_device_key(mosquitto)
     return tablet
 
 
@@ -178,17 +182,24 @@ def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt
     assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 401  # nobody logged in
 
     publisher.publish(topic("status"), central.status("0d1e2f", "approved", sign=False))
-    publisher.publish(topic("in"), b"{not json")
-    msg_id, doc = central.inbound("forged")
+    to_tablet = {DEVICE: central.device_keys[DEVICE]}
+    publisher.publish(topic("in"), sealing.sealed_message(b"{not json", to_tablet))
+    msg_id, doc = central.inbound("forged", seal=False)
     forged = json.loads(doc)
     forged["body"] = "changed in transit"
-    publisher.publish(topic("in"), json.dumps(forged).encode())
+    publisher.publish(topic("in"), sealing.sealed_message(json.dumps(forged).encode(), to_tablet))
     _, wrong_type = central.inbound("pic", attachments=[("image/png", PHOTO.read_bytes())])
     publisher.publish(topic("in"), wrong_type)
-    refused = collector.wait_for(lambda c: len(c.events("message.central_refused")) >= 4
-                                 and c.events("message.central_refused"), what="four refusals", timeout=45)
+    _, in_clear = central.inbound("signed but not sealed", seal=False)
+    publisher.publish(topic("in"), in_clear)
+    _, other_tablet = central.inbound("for another tablet")
+    publisher.publish(topic("in"), sealing.sealed_message(json.loads(other_tablet)["sealed"]["box"].encode(),
+                                                          {"tab-9": central.device_keys[DEVICE]}))
+    refused = collector.wait_for(lambda c: len(c.events("message.central_refused")) >= 6
+                                 and c.events("message.central_refused"), what="six refusals", timeout=45)
     reasons = " | ".join(CentralRefused.model_validate(e["payload"]).reason for e in refused)
     assert "not signed" in reasons and "not JSON" in reasons and "bad signature" in reasons
+    assert "messaging.in: not sealed" in reasons and "not sealed to this device" in reasons
     assert "declared image/png but the content is image/jpeg" in reasons
     assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
 

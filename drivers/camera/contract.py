@@ -176,7 +176,9 @@ class GalleryRequest(_Strict):
 
 
 _GALLERY_RULES = (
-    "Signed with a key in the device's [trust].central_keys (edge/signing.py: Ed25519 over canonical "
+    "Sealed to every device of the site ({\"sealed\": envelope}, edge/sealing.py: one document, the "
+    "key sealed to each device's birth-message seal_key); a document in clear is refused. Inside, "
+    "signed with a key in the device's [trust].central_keys (edge/signing.py: Ed25519 over canonical "
     "JSON). Updates apply strictly in version order within an epoch: a version already applied is "
     "dropped; a later one is held and a snapshot requested on gallery/request. A snapshot applies "
     "when its (epoch, version) is newer than the device's; held updates after it then apply. "

@@ -1,6 +1,7 @@
 """Gallery sync from central: a versioned snapshot plus signed upserts and revokes.
 
-Topics (site-wide, every document signed with a [trust].central_keys key holding the gallery role):
+Topics (site-wide, every document signed with a [trust].central_keys key holding the gallery role,
+then sealed to the site's devices, edge/sealing.py: the broker never sees a template):
 
 - ``edge/v1/{site}/gallery/snapshot`` (retained): the whole central gallery at
   ``(epoch, version)``.
@@ -29,11 +30,13 @@ import queue
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from drivers.camera.gallery import Gallery, GalleryError, Subject
+from edge import sealing
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
 from edge.signing import DocumentRejected, open_signed
@@ -93,6 +96,7 @@ class GallerySync:
     def __init__(self, state_dir, site: str, device: str, link, trusted: dict, emit=None):
         self.state_dir, self.site, self.device = state_dir, site, device
         self.link, self.trusted, self._emit = link, trusted, emit
+        self._key = sealing.device_key(Path(state_dir))  # templates cross the broker sealed to it
         self.prefix = f"{topics.site_prefix(site)}/gallery"
         self._inbox: queue.Queue = queue.Queue()
         self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
@@ -151,9 +155,10 @@ class GallerySync:
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
-        try:  # no model: the fields are checked below, per kind
-            doc = open_signed(payload, self.trusted, None, f"gallery {kind}", site=self.site)
-        except DocumentRejected as exc:
+        try:  # sealed to this device (and others of the site), signed inside; no model: checked per kind
+            inner = sealing.unseal(payload, self._key, self.device, f"gallery {kind}")
+            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site)
+        except (DocumentRejected, sealing.SealError) as exc:
             raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")
         if kind == "snapshot":

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from edge import signing
+from edge import sealing, signing
 from edge._fs import atomic_write
 from edge.localapi.server import ApiError
 from edge.messaging._docs import PSEUDONYM
@@ -57,6 +57,7 @@ class ResidentsComponent:
         self.trusted = signing.load_public_keys(s.trust.central_keys)
         self.guard = LoginGuard(s.residents, root / "logins.json", root / "login.salt")
         self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s)
+        self.device_key = sealing.device_key(s.state_dir)
         self._lock = threading.Lock()
         self._entries: dict[str, ResidentEntry] = {}
         self._version = 0
@@ -83,16 +84,17 @@ class ResidentsComponent:
                 log.error("residents_saved_directory_refused", reason=str(exc))
 
     def _on_directory(self, topic_: str, payload: bytes, props) -> None:
-        try:
-            doc = parse_directory(bytes(payload), self.trusted, self.site, self.device)
-        except DirectoryRefused as exc:
+        try:  # sealed: PIN verifiers on the broker would invite an offline PIN search
+            raw = sealing.unseal(bytes(payload), self.device_key, self.device, "residents.directory")
+            doc = parse_directory(raw, self.trusted, self.site, self.device)
+        except (DirectoryRefused, sealing.SealError) as exc:
             self.refused += 1
             self.last_refusal = str(exc)
             log.error("residents_directory_refused", reason=str(exc))
             self.daemon.emit("resident.directory_refused", {"reason": str(exc)}, "alarm", "residents")
             return
         if doc.version > self._version:  # kept before it is applied: a restart finds what was in use
-            atomic_write(self._saved, bytes(payload), mode=0o600)
+            atomic_write(self._saved, raw, mode=0o600)
             self._apply(doc)
 
     def _apply(self, doc: DirectoryDoc) -> bool:

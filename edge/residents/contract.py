@@ -37,7 +37,9 @@ def channels():
     return [
         Channel("tabletResidentDirectory", "edge/v1/{site}/{device}/residents/directory", "receive",
                 DirectoryDoc, "The signed directory of residents who may log in on the tablet (retained).",
-                "Ed25519-signed by a key with the `directory` role. Replaces the held directory when its "
+                "Ed25519-signed by a key with the `directory` role, then sealed to the tablet "
+                "({\"sealed\": envelope}, edge/sealing.py; refused in clear: verifiers on the broker would "
+                "invite an offline PIN search). Replaces the held directory when its "
                 "version is higher; kept on the tablet for offline logins. Each resident has a scrypt PIN "
                 "verifier with their own random salt (never the PIN) and a status: only `active` residents "
                 "log in; suspending, releasing or re-keying a resident ends their sessions, and a new "

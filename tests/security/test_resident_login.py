@@ -45,12 +45,15 @@ def publisher(mosquitto):
 
 
 def _tablet(edge_daemon, mosquitto, central, publisher, directory=None, **residents) -> Tablet:
-    publisher.publish(topic("contacts"), central.contacts(), retain=True)
-    publisher.publish(DIRECTORY_TOPIC, directory or central.directory(), retain=True)
     config = _config(mosquitto, central)
     config["residents"] = {"min_answer_s": 0.0, "backoff_base_s": 0.01, "backoff_max_s": 0.05, **residents}
-    tablet = Tablet(edge_daemon(config))
+    daemon = edge_daemon(config, start=False)
+    central.provision(daemon)
+    publisher.publish(topic("contacts"), central.contacts(), retain=True)
+    publisher.publish(DIRECTORY_TOPIC, directory(central) if directory else central.directory(), retain=True)
+    tablet = Tablet(daemon.start())
     wait_until(tablet.ready, what="directory and contacts applied")
+    central.learn_device_key(mosquitto)
     return tablet
 
 
@@ -106,8 +109,9 @@ def test_cellmate_without_the_pin_reads_nothing(mosquitto, edge_daemon, central,
 def test_wrong_pin_answers_are_identical_for_existing_and_unknown_pseudonyms(
         mosquitto, edge_daemon, central, publisher):
     suspended = "res-susp3nd"
-    directory = central.directory(residents={RESIDENT: (PINS[RESIDENT], "active"), OTHER: (PINS[OTHER], "active"),
-                                             suspended: ("111111", "suspended")})
+    def directory(central):
+        return central.directory(residents={RESIDENT: (PINS[RESIDENT], "active"), OTHER: (PINS[OTHER], "active"),
+                                            suspended: ("111111", "suspended")})
     # min_answer_s = 0: the decoy check alone must make the times alike, without padding.
     tablet = _tablet(edge_daemon, mosquitto, central, publisher, directory=directory,
                      max_failures=100, tablet_free_failures=100)
