@@ -40,12 +40,24 @@ class SentEvent(Event):
                     "cmd/result, so a gap is only real across both.")
 
 
+class ChainHead(BaseModel):
+    """The device's audit chain at the batch's last event: record it, to anchor the chain off the device."""
+
+    model_config = ConfigDict(extra="forbid")
+    seq: int = Field(description="seq of the batch's last event.")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description=(
+        "hex SHA-256 chain hash at that seq: hash(n) = sha256(hash(n-1) || the event's bytes exactly as "
+        "sent), hash before the first event = 32 zero bytes. Keep (seq, hash) pairs; `edge audit verify "
+        "--heads FILE` on the device proves its chain was not rewritten, even by someone with its key."))
+
+
 class EventBatch(BaseModel):
     """``edge/v1/{site}/{device}/events/{family}``: one or more events of one family, in seq order."""
 
     model_config = ConfigDict(extra="forbid")
     store: str | None = Field(default=None, description=_STORE)
     events: list[SentEvent] = Field(min_length=1)
+    chain: ChainHead | None = None
 
 
 class CommandResultEvent(SentEvent):
@@ -61,6 +73,7 @@ class CommandResultBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     store: str | None = Field(default=None, description=_STORE)
     events: list[CommandResultEvent] = Field(min_length=1)
+    chain: ChainHead | None = None
 
 
 class CommandRejectedPayload(BaseModel):

@@ -25,7 +25,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from edge._fs import secret_key
 from edge.errors import EdgeError
 
 ALG = "x25519-sealedbox+xsalsa20poly1305"
@@ -80,10 +79,10 @@ def key_path(state_dir: str | os.PathLike) -> Path:
 
 @cache
 def device_key(state_dir: Path) -> DeviceKey:
-    """The device's key pair, made on first use (one per state folder)."""
-    path = key_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return DeviceKey(secret_key(path, 32))
+    """The device's key pair, made on first use (one per state folder), in edge.secrets."""
+    from edge import secrets
+
+    return DeviceKey(secrets.key(state_dir, KEY_FILE))
 
 
 def seal(plaintext: bytes, recipients: dict[str, bytes]) -> dict[str, Any]:

@@ -48,8 +48,8 @@ def test_template_bytes_are_nowhere_in_plain_form_under_state_dir(tmp_path):
 
 def test_key_file_is_private_and_a_readable_key_is_refused(tmp_path):
     g = Gallery(tmp_path / "s")
-    key = tmp_path / "s" / "biometrics" / "gallery.key"
-    assert key.stat().st_mode & 0o777 == 0o600
+    key = tmp_path / "s" / "secrets" / "gallery.key"  # apart from the gallery it protects
+    assert key.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "s" / "biometrics" / "gallery.key").exists()
     assert (tmp_path / "s" / "biometrics").stat().st_mode & 0o077 == 0
     g.close()
     os.chmod(key, 0o644)
@@ -158,10 +158,9 @@ def test_processes_starting_together_agree_on_one_key(tmp_path):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    folder = tmp_path / "k"
-    folder.mkdir(mode=0o700)
+    folder = tmp_path / "k" / "secrets"
     with ctx.Pool(4) as pool:
-        keys = pool.map(_key_of, [str(folder / "gallery.key")] * 8)
+        keys = pool.map(_key_of, [str(tmp_path / "k")] * 8)
     assert len(set(keys)) == 1 and len(keys[0]) == 32
     assert [p.name for p in folder.iterdir()] == ["gallery.key"]  # no temporary file left
 

@@ -238,7 +238,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert _files_containing(state, needles) == []  # running: db, WAL, shm, event store
     assert tablet.daemon.stop() == 0, tablet.daemon.log_tail()
     assert _files_containing(state, needles) == []  # and after the WAL is checkpointed
-    assert (state / "messaging" / "mailbox.key").stat().st_mode & 0o777 == 0o600
+    assert (state / "secrets" / "mailbox.key").stat().st_mode & 0o777 == 0o600
     logged = tablet.daemon.log_path.read_text()
     assert secret not in logged and "grandma" not in logged and RESIDENT not in logged  # nothing of it in logs
     tablet.daemon.start()

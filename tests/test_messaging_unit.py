@@ -32,7 +32,7 @@ def central(tmp_path):
 
 @pytest.fixture
 def db(tmp_path, central):
-    box = MailboxDB(tmp_path / "m" / "mailbox.db", AtRest(load_or_create_key(tmp_path / "m" / "mailbox.key")))
+    box = MailboxDB(tmp_path / "m" / "mailbox.db", AtRest(load_or_create_key(tmp_path / "m")))
     box.replace_contacts(parse_central(central.contacts(seal=False), ContactsDoc, _trusted(central), DEVICE, SITE))
     yield box
     box.close()
@@ -43,13 +43,13 @@ def _trusted(central):
 
 
 def test_key_file_is_private_and_refused_when_readable(tmp_path):
-    path = tmp_path / "k"
-    key = load_or_create_key(path)
+    path = tmp_path / "secrets" / "mailbox.key"  # in the secrets folder, not beside the mailbox
+    key = load_or_create_key(tmp_path)
     assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(path) == key
+    assert load_or_create_key(tmp_path) == key
     path.chmod(0o644)
     with pytest.raises(CryptoError, match="chmod 600"):
-        load_or_create_key(path)
+        load_or_create_key(tmp_path)
 
 
 def test_ciphertext_is_bound_to_its_record():

@@ -42,7 +42,7 @@ def test_directory_refused_when_forged_for_another_tablet_or_too_cheap(tmp_path)
 
 def test_guard_backs_off_per_name_and_per_tablet_and_locks_out(tmp_path):
     s = ResidentSettings(backoff_base_s=1, backoff_max_s=8, max_failures=4, lockout_s=100, tablet_free_failures=2)
-    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path / "salt")
+    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path)
     a, b, c = guard.key("res-a"), guard.key("res-b"), guard.key("res-c")
     assert guard.verdict(a, 0).wait_s == 0
     guard.failure(a, 10)
@@ -53,14 +53,14 @@ def test_guard_backs_off_per_name_and_per_tablet_and_locks_out(tmp_path):
     assert guard.verdict(c, 11).wait_s == 1
     assert guard.failure(a, 20) == (3, None)
     assert guard.failure(a, 40) == (4, 140)
-    again = LoginGuard(s, tmp_path / "logins.json", tmp_path / "salt")  # a restart
+    again = LoginGuard(s, tmp_path / "logins.json", tmp_path)  # a restart
     assert again.verdict(a, 50).locked and again.verdict(a, 50).wait_s == 90
     again.forget(a)
     assert not again.verdict(a, 50).locked
 
 
 def test_only_one_pin_check_at_a_time(tmp_path):
-    guard = LoginGuard(ResidentSettings(), tmp_path / "logins.json", tmp_path / "salt")
+    guard = LoginGuard(ResidentSettings(), tmp_path / "logins.json", tmp_path)
     assert guard.begin() and not guard.begin()
     guard.end()
     assert guard.begin()

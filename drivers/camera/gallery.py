@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge._fs import KeyFileError, secret_key
+from edge._fs import KeyFileError
 from edge.errors import EdgeError
 
 DIMS = 128
@@ -99,10 +99,13 @@ def check_template(raw: bytes, where: str) -> None:
         raise GalleryError(f"{where}: norm {norm:.3f} is not that of a face encoding")
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The gallery's AES-256 key: created 0600 on first use, refused if others can read it."""
+def load_or_create_key(state_dir: Path, legacy: Path | None = None) -> bytes:
+    """The gallery's AES-256 key, in the secrets folder (edge.secrets): created 0600 on first use,
+    refused if others can read it, moved there from ``legacy`` (beside the gallery) once."""
+    from edge import secrets
+
     try:
-        return secret_key(path)
+        return secrets.key(state_dir, "gallery.key", legacy=legacy)
     except KeyFileError as exc:
         raise GalleryError(str(exc)) from None
 
@@ -117,7 +120,7 @@ class Gallery:
         elif not (self.folder / "gallery.db").exists():
             raise GalleryError(f"no gallery at {self.folder}; enroll someone or let central sync first")
         self.path = self.folder / "gallery.db"
-        self._aead = AESGCM(load_or_create_key(self.folder / "gallery.key"))
+        self._aead = AESGCM(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -61,7 +61,7 @@ class MessagingComponent:
         self.site, self.device = s.site, s.device_id
         root = s.state_dir / "messaging"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = MailboxDB(root / "mailbox.db", AtRest(load_or_create_key(root / "mailbox.key")))
+        self.db = MailboxDB(root / "mailbox.db", AtRest(load_or_create_key(s.state_dir, root / "mailbox.key")))
         # Contacts, statuses and inbound messages: keys holding the 'directory' role only.
         self.trusted = daemon_keys_for(daemon, "messaging")
         self.seal_key = load_seal_public_key(s.messaging.central_seal_key) if s.messaging.central_seal_key else None

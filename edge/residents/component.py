@@ -55,7 +55,7 @@ class ResidentsComponent:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._saved = root / "directory.json"
         self.trusted = signing.load_public_keys(s.trust.central_keys)
-        self.guard = LoginGuard(s.residents, root / "logins.json", root / "login.salt")
+        self.guard = LoginGuard(s.residents, root / "logins.json", s.state_dir)
         self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s)
         self.device_key = sealing.device_key(s.state_dir)
         self._lock = threading.Lock()

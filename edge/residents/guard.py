@@ -19,7 +19,8 @@ from pathlib import Path
 
 import structlog
 
-from edge._fs import atomic_write, secret_key
+from edge import secrets
+from edge._fs import atomic_write
 from edge.residents.settings import ResidentSettings
 
 log = structlog.get_logger("edge.residents")
@@ -33,9 +34,9 @@ class Verdict:
 
 
 class LoginGuard:
-    def __init__(self, settings: ResidentSettings, path: Path, salt_path: Path):
+    def __init__(self, settings: ResidentSettings, path: Path, state_dir: Path):
         self.s, self.path = settings, Path(path)
-        self._salt = secret_key(salt_path, 16)
+        self._salt = secrets.key(state_dir, "login.salt", 16)
         self._lock = threading.Lock()
         self._busy = threading.Lock()
         self._names: dict[str, list[float]] = {}   # key -> [failures, last failure, locked until]
