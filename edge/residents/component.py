@@ -96,6 +96,7 @@ class ResidentsComponent:
         if doc.version > self._version:  # kept before it is applied: a restart finds what was in use
             atomic_write(self._saved, raw, mode=0o600)
             self._apply(doc)
+            self.daemon.notify_health_changed()  # status.json shows the new directory version at once
 
     def _apply(self, doc: DirectoryDoc) -> bool:
         with self._lock:
