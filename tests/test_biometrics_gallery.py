@@ -101,11 +101,11 @@ def test_cli_runs_as_a_real_process_too(tmp_path):
 
 
 def test_cli_enroll_verify_identify_gallery(cli):
-    r = cli("enroll", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
             "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["templates"] == 2
-    r = cli("enroll", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
+    r = cli("enroll", "--reason", "test", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
             str(photo("biden_1")), "--json")
     assert r.returncode == 0, r.stderr
     r = cli("verify", "--subject", "obama", "--booking", "BK-1", str(photo("obama-720p")), "--json")
@@ -126,11 +126,11 @@ def test_cli_enroll_verify_identify_gallery(cli):
 
 
 def test_cli_refuses_to_enroll_a_bad_photo_with_a_readable_reason(cli):
-    r = cli("enroll", "--subject", "x", "--role", "staff", str(photo("two_people")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "staff", str(photo("two_people")))
     assert r.returncode == 1 and "exactly one face" in r.stderr
-    r = cli("enroll", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
     assert r.returncode == 2 and "ISO 8601" in r.stderr
-    r = cli("enroll", "--subject", "x", "--role", "visitor", str(photo("obama_1")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "visitor", str(photo("obama_1")))
     assert r.returncode == 2 and "--valid-until" in r.stderr
 
 

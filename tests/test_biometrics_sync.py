@@ -63,9 +63,10 @@ class Central:
                  if (p / "secrets" / sealing.KEY_FILE).exists()}
         return {**found, **self.extra_recipients}
 
-    def snapshot(self, epoch: int, version: int, subjects: list[dict]) -> None:
+    def snapshot(self, epoch: int, version: int, subjects: list[dict], vouched: list[dict] = ()) -> None:
         self.publish("snapshot", {"site": SITE, "epoch": epoch, "version": version,
-                                  "issued_at": datetime.now(UTC).isoformat(), "subjects": subjects}, retain=True)
+                                  "issued_at": datetime.now(UTC).isoformat(), "subjects": subjects,
+                                  "local_enrollments": list(vouched)}, retain=True)
 
     def upsert(self, epoch: int, version: int, subject: dict, **kw) -> None:
         self.publish("update", {"site": SITE, "epoch": epoch, "version": version, "op": "upsert",
@@ -254,20 +255,55 @@ def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto,
         central.stop()
 
 
-def test_a_new_epoch_snapshot_replaces_central_subjects_but_keeps_local_enrollments(device, mosquitto,
-                                                                                      central_key, tmp_path):
+def test_a_local_enrollment_is_reported_and_kept_only_while_central_vouches_for_it(device, mosquitto,
+                                                                                       central_key, tmp_path):
     from drivers.camera.gallery import Subject
 
     g = Gallery(device.state_dir)
-    g.upsert(Subject("local-guard", "staff", [template("kit_harington_1")]), source="local")
+    digest = g.enroll_local(Subject("local-guard", "staff", [template("kit_harington_1")]), "j.smith",
+                            "new starter, central down")
     central = Central(mosquitto, central_key[0], tmp_path)
     try:
-        central.snapshot(1, 50, [subject_doc("obama", "obama_1")])
+        deadline = time.monotonic() + 10
+        while not [p for t, p in device.events if t == "biometric.local_enrollment"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reported = [p for t, p in device.events if t == "biometric.local_enrollment"]
+        assert reported == [{"subject_id": "local-guard", "role": "staff", "operator": "j.smith",
+                             "reason": "new starter, central down", "template_sha256": digest,
+                             "enrolled_at": reported[0]["enrolled_at"]}]
+        vouch = [{"subject_id": "local-guard", "template_sha256": digest}]
+        central.snapshot(1, 50, [subject_doc("obama", "obama_1")], vouched=vouch)
         device.wait_version(50)
-        central.snapshot(2, 1, [subject_doc("biden", "biden_1")])
+        assert ids(device.state_dir) == {"obama", "local-guard"}  # confirmed: kept
+        central.snapshot(2, 1, [subject_doc("biden", "biden_1")], vouched=vouch)  # a new epoch still vouches
         device.wait_version(1)
-        assert device.sync.state["epoch"] == 2
         assert ids(device.state_dir) == {"biden", "local-guard"}
+        central.snapshot(2, 2, [subject_doc("biden", "biden_1")])  # central withdrew it
+        device.wait_version(2)
+        assert ids(device.state_dir) == {"biden"}
+        settled = [p for t, p in device.events if t == "biometric.local_enrollment_settled"]
+        assert [(p["outcome"], p["version"]) for p in settled] == [("confirmed", 50), ("removed", 2)]
+        assert "never confirmed" in settled[-1]["reason"]
+        for t, p in device.events:
+            conforms(t, p)
+    finally:
+        central.stop()
+        g.close()
+
+
+def test_a_snapshot_that_does_not_vouch_for_a_local_enrollment_removes_it(device, mosquitto, central_key,
+                                                                         tmp_path):
+    from drivers.camera.gallery import Subject
+
+    g = Gallery(device.state_dir)
+    g.enroll_local(Subject("smuggled", "staff", [template("kit_harington_1")]), "root", "just because")
+    central = Central(mosquitto, central_key[0], tmp_path)
+    try:  # a vouch for other templates under the same name does not count
+        central.snapshot(1, 5, [subject_doc("obama", "obama_1")],
+                         vouched=[{"subject_id": "smuggled", "template_sha256": "0" * 64}])
+        device.wait_version(5)
+        assert ids(device.state_dir) == {"obama"}
+        assert [p["outcome"] for t, p in device.events if t == "biometric.local_enrollment_settled"] == ["removed"]
     finally:
         central.stop()
         g.close()

@@ -29,7 +29,7 @@ import json
 import queue
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from edge.trust import daemon_keys_for
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
 _HELD_MAX = 10_000  # out-of-order updates kept in memory while waiting for a snapshot
+_REPORT_EVERY_S = 2.0  # how soon a local enrollment made by the CLI is reported as an event
 
 
 class SyncError(GalleryError):
@@ -139,9 +140,13 @@ class GallerySync:
     # -- sync thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            self._report_local()
             if self._inbox.empty():
                 self.idle.set()
-            item = self._inbox.get()
+            try:
+                item = self._inbox.get(timeout=_REPORT_EVERY_S)
+            except queue.Empty:
+                continue
             if item is None:
                 self._gallery.close()
                 return
@@ -179,9 +184,35 @@ class GallerySync:
         if not isinstance(subjects, list):
             raise SyncError("gallery snapshot: 'subjects' must be a list")
         count = self._gallery.replace_central([subject_from_doc(s) for s in subjects], epoch, version)
+        self._settle_local(doc, epoch, version)
         self._applied("snapshot", epoch, version, subjects=count)
         self._held = {v: d for v, d in self._held.items() if d["epoch"] == epoch and v > version}
         self._drain()
+
+    def _report_local(self) -> None:
+        """Local enrollments (made by `edge biometrics enroll`) become events in the audit chain."""
+        for e in self._gallery.unreported_enrollments():
+            when = datetime.fromtimestamp(e.pop("enrolled_at"), UTC).isoformat()
+            log.warning("gallery_local_enrollment", subject_id=e["subject_id"], operator=e["operator"])
+            self._event("biometric.local_enrollment", {**e, "enrolled_at": when}, "alarm")
+            self._gallery.mark_reported(e["subject_id"])
+
+    def _settle_local(self, doc: dict[str, Any], epoch: int, version: int) -> None:
+        self._report_local()  # a snapshot never settles an enrollment central has not been told of
+        vouched = doc.get("local_enrollments") or []
+        if not isinstance(vouched, list) or not all(isinstance(v, dict) for v in vouched):
+            raise SyncError("gallery snapshot: 'local_enrollments' must be a list of {subject_id, template_sha256}")
+        issued = _when(doc.get("issued_at"), "gallery snapshot: issued_at") or time.time()
+        outcomes = self._gallery.settle_local({v.get("subject_id"): v.get("template_sha256") for v in vouched},
+                                              issued)
+        for sid, outcome in outcomes:
+            why = ("central's snapshot lists it with the same templates" if outcome == "confirmed" else
+                   "central's snapshot does not list it (or lists other templates): enrolled locally, "
+                   "never confirmed")
+            log.warning("gallery_local_enrollment_settled", subject_id=sid, outcome=outcome)
+            self._event("biometric.local_enrollment_settled", {"subject_id": sid, "outcome": outcome,
+                                                                "reason": why, "epoch": epoch, "version": version},
+                        "alarm" if outcome == "removed" else "normal")
 
     def _update(self, doc: dict[str, Any], epoch: int, version: int) -> None:
         cur_epoch, cur_version = self._current()
