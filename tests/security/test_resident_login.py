@@ -6,6 +6,7 @@ socket), guess pseudonyms and PINs, and restart the tablet.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
@@ -130,8 +131,12 @@ def test_wrong_pin_answers_are_identical_for_existing_and_unknown_pseudonyms(
     assert answers[RESIDENT] == answers["res-n0b0dy"] == answers[suspended]
     medians = {name: statistics.median(t) for name, t in times.items()}
     assert max(medians.values()) < 1.6 * min(medians.values()), medians
+    # A 10 000-deep JSON body is a clear 400 from the real daemon, not a dropped connection.
+    status, _, raw = call(tablet.sock, "POST", "/v1/session", b"[" * 10_000 + b"]" * 10_000)
+    assert status == 400 and json.loads(raw)["error"]["code"] == "too_deep"
     # Positive control: the right PIN logs in.
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 201
+    assert "Traceback" not in tablet.daemon.log_tail(10**7)
 
 
 def _timed(tablet, name, pin, answers, times) -> bool:
