@@ -36,7 +36,7 @@ def tablet_components(daemon) -> list:
     return components
 
 
-def _register_purge(messaging, residents) -> None:
+def _register_purge(messaging, residents=None) -> None:
     """``purge_resident`` is a command to target ``edge``: the command router verifies it
     (an ``erase``: two signatures, or two local operators; expiry, replay) and records the
     result; here is only what it does."""
@@ -48,7 +48,8 @@ def _register_purge(messaging, residents) -> None:
         resident = args.get("resident")
         if not isinstance(resident, str) or not re.match(PSEUDONYM, resident):
             raise CommandError("args.resident must be the resident's pseudonym")
-        residents.purged(resident)
+        if residents is not None:
+            residents.purged(resident)  # their sessions end with their mailbox
         return {"purged": messaging.purge_resident(resident)}
 
     BUILTINS["purge_resident"] = purge_resident

@@ -81,7 +81,7 @@ class Serve:
         self._wake_r, self._wake_w = socket.socketpair()
         self._returned: queue.SimpleQueue = queue.SimpleQueue()
         self._jobs: queue.Queue = queue.Queue(maxsize=limits.queue)
-        self._conns: set[Conn] = set()
+        self._conns: dict[Conn, None] = {}  # insertion order: the oldest first (eviction is O(1))
         self._buffered = 0
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._work, name=f"localapi-{i}", daemon=True)
@@ -129,17 +129,17 @@ class Serve:
                 continue
             sock.setblocking(False)
             conn = Conn(sock, deadline=time.monotonic() + self.limits.idle_timeout_s)
-            self._conns.add(conn)
+            self._conns[conn] = None
             self.sel.register(sock, selectors.EVENT_READ, conn)
 
     def _evict_idle(self) -> bool:
         """At the connection cap, the connection idle longest makes room: a flood of idle
         connections then costs the flooder its own oldest ones, never a new client."""
-        idle = [c for c in self._conns if not c.reading]
-        if not idle:
+        oldest = next((c for c in self._conns if not c.reading), None)
+        if oldest is None:
             return False
         self.refused["connections"] += 1
-        self._drop(min(idle, key=lambda c: c.deadline))
+        self._drop(oldest)
         return True
 
     def _read(self, conn: Conn) -> None:
@@ -185,7 +185,7 @@ class Serve:
         del conn.buf[:size]
         self._buffered -= size
         self.sel.unregister(conn.sock)
-        self._conns.discard(conn)
+        self._conns.pop(conn, None)
         try:
             self._jobs.put_nowait((conn, request))
         except queue.Full:
@@ -202,7 +202,7 @@ class Serve:
             conn.reading = bool(conn.buf)
             conn.deadline = time.monotonic() + (self.limits.request_timeout_s if conn.reading
                                                 else self.limits.idle_timeout_s)
-            self._conns.add(conn)
+            self._conns[conn] = None
             self.sel.register(conn.sock, selectors.EVENT_READ, conn)
             self._dispatch(conn)  # a pipelined request may already be complete
 
@@ -226,7 +226,7 @@ class Serve:
     def _forget(self, conn: Conn) -> None:
         self._buffered -= len(conn.buf)
         conn.buf.clear()
-        self._conns.discard(conn)
+        self._conns.pop(conn, None)
         try:
             self.sel.unregister(conn.sock)
         except (KeyError, ValueError):

@@ -21,12 +21,13 @@ from typing import Any
 
 import structlog
 
-from edge import sealing, signing
+from edge import sealing
 from edge._fs import atomic_write
 from edge.localapi.server import ApiError
 from edge.messaging._docs import PSEUDONYM
 from edge.mqtt import topics
 from edge.residents.directory import (
+    DIRECTORY_ROLE,
     DirectoryDoc,
     DirectoryRefused,
     ResidentEntry,
@@ -35,6 +36,7 @@ from edge.residents.directory import (
 )
 from edge.residents.guard import LoginGuard
 from edge.residents.sessions import Sessions
+from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.residents")
 _FAILED = "pseudonym or PIN not accepted"
@@ -54,7 +56,8 @@ class ResidentsComponent:
         root = s.state_dir / "residents"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._saved = root / "directory.json"
-        self.trusted = signing.load_public_keys(s.trust.central_keys)
+        # Only keys holding the directory role (edge.trust, issue 16) may sign a directory.
+        self.trusted = daemon_keys_for(daemon, DIRECTORY_ROLE)
         self.guard = LoginGuard(s.residents, root / "logins.json", s.state_dir)
         self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s)
         self.device_key = sealing.device_key(s.state_dir)

@@ -22,8 +22,8 @@ from edge import signing
 from edge.errors import EdgeError
 from edge.messaging._docs import PSEUDONYM
 
-#: The one place that names what a directory is. ``DIRECTORY_ROLE`` is the key role a
-#: signer must hold once key roles exist (issue 16); until then any trusted central key signs.
+#: The one place that names what a directory is. ``DIRECTORY_ROLE`` is the key role its
+#: signers must hold (edge.trust.DOCUMENT_ROLES maps the document type "directory" to it).
 DIRECTORY_TYPE: Final = "residents.directory"
 DIRECTORY_ROLE = "directory"
 
