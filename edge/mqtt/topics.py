@@ -53,4 +53,4 @@ def family_of_event_topic(topic: str) -> str | None:
 #: First topic levels after ``edge/v1/{site}/`` that site-wide channels use. A device id equal
 #: to one would make its device topics overlap the site's (``edge/v1/s/cmd/...``), so such ids
 #: are refused at start and by the broker ACL generator. A test keeps this in step with the contract.
-SITE_LEVEL_NAMES = frozenset({"cmd", "gallery", "learning", "trust", "xray"})
+SITE_LEVEL_NAMES = frozenset({"cmd", "config", "gallery", "learning", "trust", "xray"})
