@@ -25,7 +25,7 @@ def tablet_components(daemon) -> list:
     components: list = [residents]
     if s.learning.enabled:
         learning = LearningComponent(daemon)
-        learning_routes(api, learning)
+        learning_routes(api, learning, residents.sessions)
         components.append(learning)
     if s.messaging.enabled:
         messaging = MessagingComponent(daemon)

@@ -101,6 +101,15 @@ def test_cellmate_without_the_pin_reads_nothing(mosquitto, edge_daemon, central,
     assert tablet.api("GET", f"/v1/messaging/attachments/{att_id}", resident=OTHER)[0] == 404
     assert tablet.api("POST", f"/v1/messaging/messages/{msg_id}/read", resident=OTHER)[0] == 404
     assert tablet.message(msg_id)["read_at"] is None  # no false read receipt either
+    # Learning: the victim's assignments and learning record are theirs too.
+    theirs = f"/v1/learning/assignments?resident={RESIDENT}"
+    assert call_json(tablet.sock, "GET", theirs)[0] == 401
+    assert tablet.api("GET", theirs, resident=OTHER)[0] == 403
+    statement = {"actor": {"account": {"homePage": "https://c.example", "name": RESIDENT}},
+                 "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"}, "object": {"id": "urn:edge:course:x"}}
+    assert call_json(tablet.sock, "POST", "/v1/learning/statements", statement)[0] == 401
+    assert tablet.api("POST", "/v1/learning/statements", statement, resident=OTHER)[0] == 403
+    assert tablet.api("POST", "/v1/learning/statements", statement, resident=RESIDENT)[0] == 201
     # Logging out ends the victim's token for whoever picks the tablet up next.
     victim = tablet.headers(RESIDENT)
     assert call_json(tablet.sock, "DELETE", "/v1/session", headers=victim) == (200, {"ended": True})
