@@ -50,7 +50,13 @@ def call(path: Path, method: str, url: str, body: Any = None, headers: dict | No
     data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     try:
-        conn.request(method, url, body=data, headers=hdrs)
+        try:
+            conn.request(method, url, body=data, headers=hdrs)
+        except BrokenPipeError:
+            if conn.sock is None:
+                raise
+            # The server refused before reading (503 at its connection cap, 413): its answer
+            # is already in our receive buffer.
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     except FileNotFoundError:
