@@ -21,7 +21,7 @@ class LocalApiSettings(BaseModel):
     idle_timeout_s: float = Field(default=60.0, gt=0, le=86400, description="A kept-alive connection with no "
                                                                             "request for this long is closed.")
     max_connections: int = Field(default=256, ge=1, le=65536, description="Open connections at most (503 beyond).")
-    workers: int = Field(default=8, ge=1, le=64, description="Requests handled at once.")
+    workers: int = Field(default=4, ge=1, le=64, description="Requests handled at once (one UI: a few).")
     backlog: int = Field(default=1024, ge=16, le=65535, description="Listen backlog: connects waiting to be "
                                                                     "accepted (the kernel caps it at net.core.somaxconn).")
 
