@@ -24,6 +24,7 @@ from edge.learning.settings import LearningSettings
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
 from edge.messaging.settings import MessagingSettings
+from edge.residents.settings import ResidentSettings
 from edge.update.settings import RemoteConfigSettings, UpdateSettings
 from edge.xray.settings import XraySettings
 
@@ -145,12 +146,23 @@ class Settings(BaseSettings):
     localapi: LocalApiSettings = Field(default_factory=LocalApiSettings)
     learning: LearningSettings = Field(default_factory=LearningSettings)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
+    residents: ResidentSettings = Field(default_factory=ResidentSettings)
     xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
     remote_config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
     gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
+
+    @field_validator("device_id")
+    @classmethod
+    def _not_a_site_topic(cls, device_id: str) -> str:
+        from edge.mqtt.topics import SITE_LEVEL_NAMES
+
+        if device_id in SITE_LEVEL_NAMES:
+            raise ValueError(f"{device_id!r} collides with the site-level topic edge/v1/<site>/{device_id}; "
+                             f"a device id must not be one of {', '.join(sorted(SITE_LEVEL_NAMES))}")
+        return device_id
 
     @field_validator("drivers")
     @classmethod

@@ -40,12 +40,24 @@ class SentEvent(Event):
                     "cmd/result, so a gap is only real across both.")
 
 
+class ChainHead(BaseModel):
+    """The device's audit chain at the batch's last event: record it, to anchor the chain off the device."""
+
+    model_config = ConfigDict(extra="forbid")
+    seq: int = Field(description="seq of the batch's last event.")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description=(
+        "hex SHA-256 chain hash at that seq: hash(n) = sha256(hash(n-1) || the event's bytes exactly as "
+        "sent), hash before the first event = 32 zero bytes. Keep (seq, hash) pairs; `edge audit verify "
+        "--heads FILE` on the device proves its chain was not rewritten, even by someone with its key."))
+
+
 class EventBatch(BaseModel):
     """``edge/v1/{site}/{device}/events/{family}``: one or more events of one family, in seq order."""
 
     model_config = ConfigDict(extra="forbid")
     store: str | None = Field(default=None, description=_STORE)
     events: list[SentEvent] = Field(min_length=1)
+    chain: ChainHead | None = None
 
 
 class CommandResultEvent(SentEvent):
@@ -61,6 +73,7 @@ class CommandResultBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     store: str | None = Field(default=None, description=_STORE)
     events: list[CommandResultEvent] = Field(min_length=1)
+    chain: ChainHead | None = None
 
 
 class CommandRejectedPayload(BaseModel):
@@ -184,6 +197,10 @@ class DeviceStateMessage(BaseModel):
     ts: datetime | None = Field(default=None, description="Birth only: when it was published.")
     drivers: dict[str, DriverHealth] | None = Field(default=None, description="Birth only: health per driver.")
     outbox: OutboxSummary | None = Field(default=None, description="Birth only: pending events, oldest age.")
+    seal_key: str | None = Field(
+        default=None, description="Birth only: the device's X25519 public key (base64, 32 bytes). Central "
+                                  "seals what it sends this device (messages, gallery templates) to it; see "
+                                  "edge/sealing.py for the envelope.")
     reason: Literal["shutdown", "connection_lost"] | None = Field(
         default=None, description="Death only: graceful shutdown, or the broker's last will.")
     store_id: str | None = Field(default=None, description=_STORE)
@@ -284,10 +301,11 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from edge.gate.contract import EVENT_PAYLOADS as gate
     from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
+    from edge.residents.contract import EVENT_PAYLOADS as residents
     from edge.trust.contract import EVENT_PAYLOADS as trust
     from edge.update.contract import EVENT_PAYLOADS as update
 
-    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update}
+    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update, **residents}
 
 
 EVENT_PAYLOADS.update(_driver_payloads())
@@ -297,10 +315,12 @@ def _driver_channels() -> list[Channel]:
     from drivers.camera.contract import channels as gallery_channels
     from edge.learning.contract import channels as learning_channels
     from edge.messaging.contract import channels as messaging_channels
+    from edge.residents.contract import channels as resident_channels
     from edge.trust.contract import channels as trust_channels
     from edge.update.contract import channels as update_channels
 
-    return gallery_channels() + learning_channels() + messaging_channels() + trust_channels() + update_channels()
+    return (gallery_channels() + learning_channels() + messaging_channels() + trust_channels()
+            + update_channels() + resident_channels())
 
 
 CHANNELS.extend(_driver_channels())

@@ -2,10 +2,15 @@
 
 Every event dict passes ``redact`` before it is rendered, so secrets and
 biometric data never reach a log, whatever key or nesting they arrive under.
+One list (``SECRET_WORDS``) names what is secret: a value under such a key is
+dropped at any depth, including inside a string that holds JSON; free text
+loses ``word=value`` and ``"word": "value"`` forms; and a long base64 run (a
+template, a key, a sealed blob) is replaced by its length.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -14,24 +19,46 @@ from typing import Any
 import structlog
 
 REDACTED = "[redacted]"
-# Keys whose values are secret or biometric, wherever they appear.
+#: The one list of what is secret: a key containing one of these (as a word, ``_``-separated)
+#: has its value dropped wherever it appears. Extend it here, nowhere else.
+SECRET_WORDS = ("pin", "psk", "passcode", "otp", "password", "passwd", "passphrase", "pass", "secret",
+                "token", "key", "apikey", "credential", "credentials", "salt", "verifier", "template",
+                "templates", "encoding", "embedding", "biometric", "descriptor", "authorization", "cookie",
+                "bearer")
+_WORDS = "|".join(sorted(SECRET_WORDS, key=len, reverse=True))
+_WORD_SET = frozenset(SECRET_WORDS)
+# Secret words run into others (``password``, ``face_vector``, ``privatekey``, ``client_secret``).
 _SECRET_KEY = re.compile(
-    r"(pass(word|wd|phrase)?(?![a-z])|secret|token|api_?key|private_?key|(^|_)key(_|$)|credential"
-    r"|template|encoding|embedding|biometric|face_?vector|descriptor|authorization|cookie)",
+    r"pass(word|wd|phrase|code)|secret|token|api_?key|private_?key|credential|template|encoding|embedding"
+    r"|biometric|face_?vector|descriptor|authorization|cookie",
     re.IGNORECASE,
 )
+_KEY_SPLIT = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
 # Keys that merely name a file or a count of secrets are safe to show.
 _SAFE_KEY = re.compile(r"(_file|_path|_count|_id|_ids|_fingerprint|_version|_kind|_name)$", re.IGNORECASE)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL)
-# Secrets inside free text (exception messages, URLs): "password=x", "token: x", "//user:x@".
-_INLINE = re.compile(r"(?i)\b(pass(?:word|wd|phrase)?|secret|token|api_?key)(\s*[=:]\s*)[^\s,;&\"']+")
+# Secrets inside free text (exception messages, URLs, JSON fragments): "password=x", "token: x",
+# '"pin": "1234"', "//user:x@".
+# Only keys holding a secret word are candidates (``_inline`` then applies the key rules), so that
+# "refused: pin=1234" is read as the key pin, not as the value of "refused".
+_INLINE = re.compile(rf"""(?i)(?<![A-Za-z0-9_-])([a-z0-9_-]{{0,40}}?(?:{_WORDS}|pass(?:word|wd|phrase)|api_?key)"""
+                     r"""[a-z0-9_-]{0,40})(\\*["']?\s*[=:]\s*\\*["']?)([^\s,;&"'}\]\\=]+)""")
+# A base64 run this long with upper case, lower case and digits is a key, a template or a sealed
+# blob, not prose or a path (hex hashes, all lower case, stay readable).
+_B64 = re.compile(r"[A-Za-z0-9+/_-]{48,}={0,2}")
+_MAX_JSON_TEXT = 1 << 20
 _URL_CREDENTIALS = re.compile(r"(//[^/\s:@]+:)[^/\s@]+@")
 _VECTOR_LEN = 64  # a float list this long is treated as a biometric template
 _MAX_DEPTH = 8  # deeper than this, nothing is shown: a secret must not hide below the limit
 
 
 def _is_secret_key(key: Any) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key)) and not _SAFE_KEY.search(key)
+    """A secret word as a whole word of the key (``pin``, ``user_pin``, ``apiKey``, ``otp-code``),
+    or run into another; unless the key only names a file, a count or an id."""
+    if not isinstance(key, str) or _SAFE_KEY.search(key):
+        return False
+    words = {w.lower().removesuffix("s") if len(w) > 4 else w.lower() for w in _KEY_SPLIT.split(key) if w}
+    return bool(words & _WORD_SET) or bool(_SECRET_KEY.search(key))
 
 
 def _looks_like_template(value: Any) -> bool:
@@ -60,11 +87,35 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytes | bytearray | memoryview) and len(value) >= 32:
         return f"<{len(value)} bytes>"
     if isinstance(value, str):
-        if "PRIVATE KEY" in value:
-            value = _PEM.sub(REDACTED, value)
-        value = _INLINE.sub(rf"\1\2{REDACTED}", value)
-        return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", value)
+        return _scrub_text(value, depth)
     return value
+
+
+def _scrub_text(value: str, depth: int) -> str:
+    stripped = value.strip()
+    if stripped[:1] in ("{", "[") and len(stripped) < _MAX_JSON_TEXT:
+        try:  # a JSON document logged as a string: scrub it as data, then write it back
+            return json.dumps(_scrub(json.loads(stripped), depth + 1), separators=(",", ":"))
+        except (ValueError, RecursionError):
+            pass
+    if "PRIVATE KEY" in value:
+        value = _PEM.sub(REDACTED, value)
+    value = _B64.sub(_blob, value)  # first: a long blob is one token, not thousands of start points
+    value = _INLINE.sub(_inline, value)
+    return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", value)
+
+
+def _inline(match: re.Match) -> str:
+    """``key=value`` / ``"key": "value"`` in text: the value goes when the key is a secret's."""
+    key, sep, _value = match.groups()
+    return f"{key}{sep}{REDACTED}" if _is_secret_key(key) else match.group(0)
+
+
+def _blob(match: re.Match) -> str:
+    run = match.group(0)
+    if any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run):
+        return f"[{len(run)} chars of base64]"
+    return run
 
 
 def redact(_logger, _method: str, event_dict: dict) -> dict:

@@ -71,7 +71,7 @@ class GateLane:
                 gallery.upsert(Subject(subject, "visitor", [a.encoding.astype("<f4").tobytes()],
                                        valid_until=time.time() + 86400))
                 print(f"demo: booking {booking} for visitor {subject}, enrolled from {enrolled}_1.jpg "
-                      f"(like `edge biometrics enroll --subject {subject} --role visitor --valid-until ...`)")
+                      f"(like `edge biometrics enroll --reason ... --subject {subject} --role visitor --valid-until ...`)")
         finally:
             gallery.close()
 

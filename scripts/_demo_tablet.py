@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 
 SITE, TABLET, RESIDENT, COURSE = "hmp-demo", "tablet-a-101", "res-demo1", "intro-literacy"
+PIN = "2468"  # the demo resident's PIN; central keeps only its scrypt verifier
 
 
-def central_for_tablet(work: Path, broker):
-    """A content server with one course assigned to the tablet, and its contacts allowlist."""
-    from edge import signing
+def central_for_tablet(work: Path, broker, tablet_state: Path):
+    """A content server with one course assigned to the tablet, its contacts allowlist and resident
+    directory, sealed to the tablet's key (made here, as provisioning does, before its first start)."""
+    from edge import sealing, signing
     from edge.learning._link import StandaloneLink
     from edge.learning.server import ContentServer
     from edge.messaging._crypto import generate_seal_keypair
+    from edge.residents.directory import make_verifier
 
     key_path, pub, _ = signing.generate_keypair(work / "keys", "central")
     _, seal_pub = generate_seal_keypair(work / "keys", "central")
@@ -32,8 +35,13 @@ def central_for_tablet(work: Path, broker):
     contacts = {"type": "messaging.contacts", "site": SITE, "device": TABLET, "version": 1,
                 "issued_at": "2026-01-01T00:00:00+00:00",
                 "residents": [{"resident": RESIDENT, "contacts": [{"id": "c-1", "name": "Family"}]}]}
-    link.publish(f"edge/v1/{SITE}/{TABLET}/msg/contacts", json.dumps(signing.sign(contacts, key)).encode(),
-                 retain=True)
+    to_tablet = {TABLET: sealing.device_key(tablet_state).public_raw}
+    directory = {"type": "residents.directory", "site": SITE, "device": TABLET, "version": 1,
+                 "issued_at": "2026-01-01T00:00:00+00:00",
+                 "residents": [{"pseudonym": RESIDENT, "status": "active", "verifier": make_verifier(PIN)}]}
+    for leaf, doc in (("msg/contacts", contacts), ("residents/directory", directory)):
+        link.publish(f"edge/v1/{SITE}/{TABLET}/{leaf}",
+                     sealing.sealed_message(json.dumps(signing.sign(doc, key)).encode(), to_tablet), retain=True)
     print(f"demo: central's content server offers course {COURSE} to {TABLET}")
     return server, {"trust": {"central_keys": [str(pub)]}, "messaging": {"central_seal_key": str(seal_pub)}}
 
@@ -44,6 +52,7 @@ class Resident(threading.Thread):
     def __init__(self, state_dir: Path, stop: threading.Event):
         super().__init__(daemon=True, name="demo-resident")
         self.sock, self.halt = state_dir / "api.sock", stop
+        self.token: str | None = None
         self.message_id: str | None = None
         self.course_bytes: int | None = None
         self.error: str | None = None
@@ -52,7 +61,14 @@ class Resident(threading.Thread):
         from edge.localapi.client import ApiUnavailable, call_json
 
         try:
-            return call_json(self.sock, method, url, body, headers={"X-Resident": RESIDENT}, timeout=5)
+            if self.token is None:  # the resident logs in with their PIN, as at the tablet's login screen
+                code, got = call_json(self.sock, "POST", "/v1/session", {"pseudonym": RESIDENT, "pin": PIN},
+                                      timeout=5)
+                if code != 201:
+                    return code, got
+                self.token = got["token"]
+            return call_json(self.sock, method, url, body, headers={"Authorization": f"Bearer {self.token}"},
+                             timeout=5)
         except ApiUnavailable:
             return None, None
 
@@ -71,8 +87,17 @@ class Resident(threading.Thread):
             self.halt.wait(0.25)
         return None
 
+    def _directory_applied(self) -> bool:
+        """A login before the tablet holds the directory would count as a wrong PIN."""
+        try:
+            status = json.loads((self.sock.parent / "status.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return status.get("components", {}).get("residents", {}).get("directory_version", 0) >= 1
+
     def _compose(self) -> None:
-        if not self._until(lambda: self.api("GET", "/v1/messaging/contacts")[0] == 200):
+        if not self._until(self._directory_applied) or \
+                not self._until(lambda: self.api("GET", "/v1/messaging/contacts")[0] == 200):
             return
         code, msg = self.api("POST", "/v1/messaging/messages", {"contact": "c-1", "body": "See you on Sunday."})
         if code != 201:

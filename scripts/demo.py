@@ -45,7 +45,7 @@ def main() -> int:
     broker = Mosquitto(work / "broker").start()
     print(f"demo: mosquitto on {broker.uri} stands in for central")
     lane = GateLane(work / "gate-lane")
-    content, tablet_extra = central_for_tablet(work, broker)
+    content, tablet_extra = central_for_tablet(work, broker, work / "tablet" / "state")
     gate = DaemonProcess(work / "gate", {"device_id": "gate-north-1", "site": SITE, "role": "gate",
                                          "mqtt": {"brokers": [broker.uri]}, **lane.config()})
     tablet = DaemonProcess(work / "tablet", {"device_id": TABLET, "site": SITE, "role": "tablet",

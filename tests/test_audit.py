@@ -155,3 +155,40 @@ def test_fresh_store_without_events_passes(tmp_path):
     config.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(state)}))
     code, report = verify_json(config)
     assert code == 0 and report["ok"] and report["checked"] == 0
+
+
+def test_a_rewrite_by_someone_with_the_key_is_caught_by_centrals_heads(device, tmp_path):
+    """The key holder re-hashes and re-signs the whole chain: the local walk passes, but the
+    heads central recorded from earlier synced batches no longer match."""
+    from edge.store._chain import mac
+
+    config, db = device
+    with sqlite3.connect(db) as conn:  # what central recorded: the chain head of each synced batch
+        recorded = [{"seq": s, "hash": bytes(h).hex()} for s, h in
+                    conn.execute("SELECT seq, hash FROM events WHERE seq IN (5, 10, 20)").fetchall()]
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps(recorded))
+    code, out = verify(config, "--heads", str(heads))
+    assert code == 0 and out.strip().endswith("central's heads: 3 of 3 match, 0 no longer stored"), out
+
+    key = (db.parent / "secrets" / "audit.key").read_bytes()
+    with sqlite3.connect(db) as conn:
+        prev = bytes(32)
+        for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq").fetchall():
+            if seq == 4:
+                body = body.replace(b'"card":"c3"', b'"card":"cX"')
+            prev = chain_hash(prev, body)
+            conn.execute("UPDATE events SET body = ?, hash = ? WHERE seq = ?", (body, prev, seq))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (prev,))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'head_mac'", (mac(key, b"head", N, prev),))
+    code, report = verify_json(config)
+    assert code == 0 and report["ok"]  # the local walk alone is fooled
+    code, out = verify(config, "--heads", str(heads), subprocess_=True)
+    assert code == 1 and "REWRITTEN: at seq 5" in out and "3 head(s) differ" in out, out
+    batches = tmp_path / "batches.jsonl"  # the batches themselves, one per line, work too
+    batches.write_text("\n".join(json.dumps({"events": [], "chain": h}) for h in recorded))
+    code, report = verify(config, "--heads", str(batches), "--json")
+    assert code == 1 and len(json.loads(report)["heads"]["mismatches"]) == 3
+    heads.write_text("not json")
+    code, out = verify(config, "--heads", str(heads))
+    assert code == 2 and "expected" in out

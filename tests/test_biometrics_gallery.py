@@ -48,8 +48,8 @@ def test_template_bytes_are_nowhere_in_plain_form_under_state_dir(tmp_path):
 
 def test_key_file_is_private_and_a_readable_key_is_refused(tmp_path):
     g = Gallery(tmp_path / "s")
-    key = tmp_path / "s" / "biometrics" / "gallery.key"
-    assert key.stat().st_mode & 0o777 == 0o600
+    key = tmp_path / "s" / "secrets" / "gallery.key"  # apart from the gallery it protects
+    assert key.stat().st_mode & 0o777 == 0o600 and not (tmp_path / "s" / "biometrics" / "gallery.key").exists()
     assert (tmp_path / "s" / "biometrics").stat().st_mode & 0o077 == 0
     g.close()
     os.chmod(key, 0o644)
@@ -101,11 +101,11 @@ def test_cli_runs_as_a_real_process_too(tmp_path):
 
 
 def test_cli_enroll_verify_identify_gallery(cli):
-    r = cli("enroll", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
             "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["templates"] == 2
-    r = cli("enroll", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
+    r = cli("enroll", "--reason", "test", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
             str(photo("biden_1")), "--json")
     assert r.returncode == 0, r.stderr
     r = cli("verify", "--subject", "obama", "--booking", "BK-1", str(photo("obama-720p")), "--json")
@@ -126,11 +126,11 @@ def test_cli_enroll_verify_identify_gallery(cli):
 
 
 def test_cli_refuses_to_enroll_a_bad_photo_with_a_readable_reason(cli):
-    r = cli("enroll", "--subject", "x", "--role", "staff", str(photo("two_people")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "staff", str(photo("two_people")))
     assert r.returncode == 1 and "exactly one face" in r.stderr
-    r = cli("enroll", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "staff", "--valid-from", "tomorrow", str(photo("obama_1")))
     assert r.returncode == 2 and "ISO 8601" in r.stderr
-    r = cli("enroll", "--subject", "x", "--role", "visitor", str(photo("obama_1")))
+    r = cli("enroll", "--reason", "test", "--subject", "x", "--role", "visitor", str(photo("obama_1")))
     assert r.returncode == 2 and "--valid-until" in r.stderr
 
 
@@ -158,10 +158,9 @@ def test_processes_starting_together_agree_on_one_key(tmp_path):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    folder = tmp_path / "k"
-    folder.mkdir(mode=0o700)
+    folder = tmp_path / "k" / "secrets"
     with ctx.Pool(4) as pool:
-        keys = pool.map(_key_of, [str(folder / "gallery.key")] * 8)
+        keys = pool.map(_key_of, [str(tmp_path / "k")] * 8)
     assert len(set(keys)) == 1 and len(keys[0]) == 32
     assert [p.name for p in folder.iterdir()] == ["gallery.key"]  # no temporary file left
 

@@ -267,7 +267,7 @@ def _mixed(tmp_path):
 
 
 def test_verify_decides_the_good_photos_and_gives_one_error_line_per_bad_file(cli, tmp_path):
-    assert cli("enroll", "--subject", "obama", "--role", "staff", photo("obama_1")).exit_code == 0
+    assert cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", photo("obama_1")).exit_code == 0
     images, bad = _mixed(tmp_path)
     r = cli("verify", "--subject", "obama", *images)
     assert r.exit_code == 1
@@ -290,7 +290,7 @@ def test_verify_decides_the_good_photos_and_gives_one_error_line_per_bad_file(cl
 
 
 def test_identify_exits_1_only_for_unreadable_files_and_says_what_to_do_about_no_face(cli, tmp_path):
-    assert cli("enroll", "--subject", "obama", "--role", "staff", photo("obama_1")).exit_code == 0
+    assert cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", photo("obama_1")).exit_code == 0
     small = tmp_path / "far_away.jpg"
     cv2.imwrite(str(small), _on_noise(cv2.resize(frame("obama-720p"), None, fx=0.15, fy=0.15), 4000, 3000))
     r = cli("identify", photo("obama_2"), small, photo("rose_leslie_1"))
@@ -305,19 +305,19 @@ def test_identify_exits_1_only_for_unreadable_files_and_says_what_to_do_about_no
 
 def test_enroll_checks_every_photo_and_enrolls_nothing_unless_all_can_be_used(cli, tmp_path):
     images, bad = _mixed(tmp_path)
-    r = cli("enroll", "--subject", "obama", "--role", "staff", *images)
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", *images)
     assert r.exit_code == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert [e.split(": ")[1] for e in errors[:-1]] == [str(p) for p in bad]
     assert errors[-1].startswith(f"error: nothing enrolled: {len(bad)} of {len(images)} photos")
     assert json.loads(cli("gallery", "--json").stdout)["subjects"] == 0  # nothing was written
 
-    r = cli("enroll", "--subject", "obama", "--role", "staff", *images, "--json")
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", *images, "--json")
     out = json.loads(r.stdout)
     assert out["ok"] is False and len(out["images"]) == len(images)
     assert [i["error"]["code"] for i in out["images"] if not i["ok"]] == [BAD[p.name][1] for p in bad]
 
-    r = cli("enroll", "--subject", "obama", "--role", "staff", images[0], images[4], "--json")
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", images[0], images[4], "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["templates"] == 2
 
 
@@ -327,7 +327,7 @@ def test_a_real_process_prints_nothing_but_json_on_stdout(tmp_path):
     config.write_text(dump_toml({"device_id": "gate-1", "site": "site-1", "role": "gate",
                                  "state_dir": str(tmp_path / "state")}))
     empty = _make_bad(tmp_path, "empty.jpg")
-    r = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "biometrics", "enroll",
+    r = subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "biometrics", "enroll", "--reason", "test",
                         "--subject", "obama", "--role", "staff", str(photo("obama_2")), str(empty), "--json"],
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 1, r.stderr[-2000:]

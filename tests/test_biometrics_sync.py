@@ -17,7 +17,7 @@ from drivers.camera.contract import GallerySnapshot, GalleryUpdate
 from drivers.camera.decide import Decider
 from drivers.camera.gallery import Gallery
 from drivers.camera.sync import GallerySync
-from edge import signing
+from edge import sealing, signing
 from edge.config import Settings
 from edge.mqtt import MqttLink
 from tests._face_helpers import conforms, encoding, template
@@ -34,8 +34,10 @@ def subject_doc(sid: str, photo: str, role: str = "staff", **window) -> dict:
 class Central:
     """Central's side: signs gallery documents and publishes them (QoS 1, waits for PUBACK)."""
 
-    def __init__(self, broker, key):
+    def __init__(self, broker, key, root=None):
         self.key = key
+        self.root = root
+        self.extra_recipients: dict[str, bytes] = {}
         self.requests: list[dict] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv5)
@@ -49,12 +51,22 @@ class Central:
         if sign:  # what central sends is what the contract documents
             model = GallerySnapshot if kind == "snapshot" else GalleryUpdate
             model.model_validate(body)
-        info = self.client.publish(f"{PREFIX}/{kind}", json.dumps(body).encode(), qos=1, retain=retain)
+        # Sealed to every device of the site (central's registry: their birth messages' seal_key).
+        wire = sealing.sealed_message(json.dumps(body).encode(), self.recipients)
+        info = self.client.publish(f"{PREFIX}/{kind}", wire, qos=1, retain=retain)
         info.wait_for_publish(10)
 
-    def snapshot(self, epoch: int, version: int, subjects: list[dict]) -> None:
+    @property
+    def recipients(self) -> dict[str, bytes]:
+        """Every device folder under the test's root: their keys, as central's registry holds them."""
+        found = {p.name: sealing.device_key(p).public_raw for p in sorted(self.root.iterdir())
+                 if (p / "secrets" / sealing.KEY_FILE).exists()}
+        return {**found, **self.extra_recipients}
+
+    def snapshot(self, epoch: int, version: int, subjects: list[dict], vouched: list[dict] = ()) -> None:
         self.publish("snapshot", {"site": SITE, "epoch": epoch, "version": version,
-                                  "issued_at": datetime.now(UTC).isoformat(), "subjects": subjects}, retain=True)
+                                  "issued_at": datetime.now(UTC).isoformat(), "subjects": subjects,
+                                  "local_enrollments": list(vouched)}, retain=True)
 
     def upsert(self, epoch: int, version: int, subject: dict, **kw) -> None:
         self.publish("update", {"site": SITE, "epoch": epoch, "version": version, "op": "upsert",
@@ -146,8 +158,8 @@ def ids(state_dir) -> set[str]:
         g.close()
 
 
-def test_snapshot_upsert_revoke_and_a_revoke_wins_before_the_next_decision(device, mosquitto, central_key):
-    central = Central(mosquitto, central_key[0])
+def test_snapshot_upsert_revoke_and_a_revoke_wins_before_the_next_decision(device, mosquitto, central_key, tmp_path):
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
         central.snapshot(1, 10, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
         device.wait_version(10)
@@ -174,7 +186,7 @@ def test_snapshot_upsert_revoke_and_a_revoke_wins_before_the_next_decision(devic
 
 
 def test_forged_and_foreign_documents_are_rejected(device, mosquitto, central_key, tmp_path):
-    central = Central(mosquitto, central_key[0])
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
         central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
         device.wait_version(1)
@@ -182,21 +194,26 @@ def test_forged_and_foreign_documents_are_rejected(device, mosquitto, central_ke
         other_key = signing.load_private_key(signing.generate_keypair(tmp_path / "k2", "evil")[0])
         forged = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "obama"},
                               other_key)
-        central.client.publish(f"{PREFIX}/update", json.dumps(forged).encode(), qos=1).wait_for_publish(10)
+        central.client.publish(f"{PREFIX}/update", sealing.sealed_message(json.dumps(forged).encode(),
+                               central.recipients), qos=1).wait_for_publish(10)
         tampered = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "x"},
                                 central_key[0])
         tampered["subject_id"] = "obama"  # signature no longer covers the content
-        central.client.publish(f"{PREFIX}/update", json.dumps(tampered).encode(), qos=1).wait_for_publish(10)
-        device.wait_rejected(3)
+        central.client.publish(f"{PREFIX}/update", sealing.sealed_message(json.dumps(tampered).encode(),
+                               central.recipients), qos=1).wait_for_publish(10)
+        in_clear = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "obama"},
+                                central_key[0])  # rightly signed, but templates must never cross in clear
+        central.client.publish(f"{PREFIX}/update", json.dumps(in_clear).encode(), qos=1).wait_for_publish(10)
+        device.wait_rejected(4)
         assert ids(device.state_dir) == {"obama"} and device.sync.state["version"] == 1
         rejected = [p for t, p in device.events if t == "biometric.gallery_rejected"]
-        assert len(rejected) == 3 and "not signed" in rejected[0]["error"]
+        assert len(rejected) == 4 and "not signed" in rejected[0]["error"] and "not sealed" in rejected[3]["error"]
     finally:
         central.stop()
 
 
-def test_catch_up_after_being_offline_while_updates_were_published(device, mosquitto, central_key):
-    central = Central(mosquitto, central_key[0])
+def test_catch_up_after_being_offline_while_updates_were_published(device, mosquitto, central_key, tmp_path):
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
         central.snapshot(1, 1, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
         device.wait_version(1)
@@ -215,8 +232,8 @@ def test_catch_up_after_being_offline_while_updates_were_published(device, mosqu
         central.stop()
 
 
-def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto, central_key):
-    central = Central(mosquitto, central_key[0])
+def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto, central_key, tmp_path):
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
         central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
         device.wait_version(1)
@@ -238,20 +255,55 @@ def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto,
         central.stop()
 
 
-def test_a_new_epoch_snapshot_replaces_central_subjects_but_keeps_local_enrollments(device, mosquitto,
-                                                                                      central_key):
+def test_a_local_enrollment_is_reported_and_kept_only_while_central_vouches_for_it(device, mosquitto,
+                                                                                       central_key, tmp_path):
     from drivers.camera.gallery import Subject
 
     g = Gallery(device.state_dir)
-    g.upsert(Subject("local-guard", "staff", [template("kit_harington_1")]), source="local")
-    central = Central(mosquitto, central_key[0])
+    digest = g.enroll_local(Subject("local-guard", "staff", [template("kit_harington_1")]), "j.smith",
+                            "new starter, central down")
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
-        central.snapshot(1, 50, [subject_doc("obama", "obama_1")])
+        deadline = time.monotonic() + 10
+        while not [p for t, p in device.events if t == "biometric.local_enrollment"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        reported = [p for t, p in device.events if t == "biometric.local_enrollment"]
+        assert reported == [{"subject_id": "local-guard", "role": "staff", "operator": "j.smith",
+                             "reason": "new starter, central down", "template_sha256": digest,
+                             "enrolled_at": reported[0]["enrolled_at"]}]
+        vouch = [{"subject_id": "local-guard", "template_sha256": digest}]
+        central.snapshot(1, 50, [subject_doc("obama", "obama_1")], vouched=vouch)
         device.wait_version(50)
-        central.snapshot(2, 1, [subject_doc("biden", "biden_1")])
+        assert ids(device.state_dir) == {"obama", "local-guard"}  # confirmed: kept
+        central.snapshot(2, 1, [subject_doc("biden", "biden_1")], vouched=vouch)  # a new epoch still vouches
         device.wait_version(1)
-        assert device.sync.state["epoch"] == 2
         assert ids(device.state_dir) == {"biden", "local-guard"}
+        central.snapshot(2, 2, [subject_doc("biden", "biden_1")])  # central withdrew it
+        device.wait_version(2)
+        assert ids(device.state_dir) == {"biden"}
+        settled = [p for t, p in device.events if t == "biometric.local_enrollment_settled"]
+        assert [(p["outcome"], p["version"]) for p in settled] == [("confirmed", 50), ("removed", 2)]
+        assert "never confirmed" in settled[-1]["reason"]
+        for t, p in device.events:
+            conforms(t, p)
+    finally:
+        central.stop()
+        g.close()
+
+
+def test_a_snapshot_that_does_not_vouch_for_a_local_enrollment_removes_it(device, mosquitto, central_key,
+                                                                         tmp_path):
+    from drivers.camera.gallery import Subject
+
+    g = Gallery(device.state_dir)
+    g.enroll_local(Subject("smuggled", "staff", [template("kit_harington_1")]), "root", "just because")
+    central = Central(mosquitto, central_key[0], tmp_path)
+    try:  # a vouch for other templates under the same name does not count
+        central.snapshot(1, 5, [subject_doc("obama", "obama_1")],
+                         vouched=[{"subject_id": "smuggled", "template_sha256": "0" * 64}])
+        device.wait_version(5)
+        assert ids(device.state_dir) == {"obama"}
+        assert [p["outcome"] for t, p in device.events if t == "biometric.local_enrollment_settled"] == ["removed"]
     finally:
         central.stop()
         g.close()
@@ -266,9 +318,11 @@ def test_updates_wait_on_their_thread_never_on_the_network_thread(device):
     assert threading.current_thread() is threading.main_thread()
 
 
-def test_a_new_device_starts_from_the_retained_snapshot(make_device, mosquitto, central_key):
-    central = Central(mosquitto, central_key[0])
+def test_a_new_device_starts_from_the_retained_snapshot(make_device, mosquitto, central_key, tmp_path):
+    central = Central(mosquitto, central_key[0], tmp_path)
     try:
+        # Provisioning makes the device's seal key and registers its public half with central.
+        sealing.device_key(tmp_path / "gate-new")
         central.snapshot(3, 40, [subject_doc("obama", "obama_1"), subject_doc("rose", "rose_leslie_1")])
         fresh = make_device("gate-new")  # no session, no gallery: only the retained snapshot
         fresh.wait_version(40)
@@ -295,14 +349,18 @@ def test_central_to_camera_to_central_through_the_daemon(edge_daemon, base_confi
     for i in (1, 2):  # the person leaves: a new approach each time round the loop
         cv2.imwrite(str(lane / f"{i}.jpg"), np.zeros((480, 640, 3), np.uint8))
     collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/dev-1/events/biometric")
-    central = Central(mosquitto, central_key[0])
+    central = Central(mosquitto, central_key[0], tmp_path)
+    births = mqtt_collector(mosquitto, f"edge/v1/{SITE}/dev-1/state")
     try:
-        central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
         base_config["mqtt"] = {"brokers": [mosquitto.uri]}
         base_config["trust"] = {"central_keys": [str(central_key[1])]}
         base_config["drivers"] = [{"name": "cam", "kind": "camera.face", "source": str(lane), "loop": True,
                                    "liveness": "none", "max_fps": 4}]
         edge_daemon(base_config)
+        birth = births.wait_for(lambda c: [m.json() for m in c.on_topic("state") if m.json().get("online")],
+                                what="the daemon's birth message")[-1]
+        central.extra_recipients["dev-1"] = base64.b64decode(birth["seal_key"])  # central's device registry
+        central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
         collector.wait_for(lambda c: any(e["type"] == "biometric.identified" for e in c.events()), 60,
                            "an identification published by the daemon")
         central.revoke(1, 2, "obama")

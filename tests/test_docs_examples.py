@@ -87,7 +87,7 @@ def site(tmp_path_factory, request):
         "--valid-until T": (now + timedelta(days=1)).isoformat(),
         "IMAGE...": str(FACES / "obama_1.jpg"), "--booking B": "booking-1", "PAIRS.csv": str(pairs),
         "--target-far F": "0.01", "COURSE": "algebra-1", "FOLDER": str(content), "--broker URI": broker.uri,
-        "--site S": SITE, "--chunk-size N": "65536", "--reason ...": "docs example",
+        "--site S": SITE, "--chunk-size N": "65536", "--reason ...": "docs example", "--reason WHY": "docs example",
     }
     rewrites = {
         "mqtts://broker.example:8883 --ca-file ca.pem --cert-file ops.pem --key-file ops.key": broker.uri,

@@ -174,9 +174,11 @@ def test_every_route_is_in_the_openapi_document(tmp_path):
     doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     from edge.messaging.api import register as messaging_routes
+    from edge.residents.api import register as session_routes
     api = LocalApi(LocalApiSettings(), tmp_path)
     register(api, None)  # routes only; nothing is called
-    messaging_routes(api, None)
+    messaging_routes(api, None, None)
+    session_routes(api, None)
     assert set(api.router.patterns) == documented
 
 

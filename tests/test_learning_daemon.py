@@ -28,6 +28,19 @@ def _config(mosquitto, pub, **learning) -> dict:
             "learning": {"chunk_timeout_s": 3.0, **learning}, "drivers": []}
 
 
+def _publish_directory(link, key, daemon, pins: dict[str, str]) -> None:
+    """Central's side: a signed resident directory, sealed to the tablet (provisioned here)."""
+    from edge import sealing
+    from edge.residents.directory import make_verifier
+
+    doc = {"type": "residents.directory", "site": SITE, "device": DEVICE, "version": 1,
+           "issued_at": "2026-01-01T00:00:00+00:00",
+           "residents": [{"pseudonym": r, "status": "active", "verifier": make_verifier(p)} for r, p in pins.items()]}
+    sealed = sealing.sealed_message(json.dumps(signing.sign(doc, key)).encode(),
+                                    {DEVICE: sealing.device_key(daemon.state_dir).public_raw})
+    link.publish(f"edge/v1/{SITE}/{DEVICE}/residents/directory", sealed, retain=True)
+
+
 def _api(daemon):
     return daemon.state_dir / "api.sock"
 
@@ -139,7 +152,9 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
     try:
         doc = server.publish_catalog(version=1, assignments=[{"course": "pinned", "device": DEVICE}])
         daemon = edge_daemon(_config(mosquitto, pub, quota_bytes=1024 * 1024 + CHUNK,
-                                     rate_limit_bytes_s=0))
+                                     rate_limit_bytes_s=0), start=False)
+        _publish_directory(server.link, key, daemon, {"r-7": "5150"})
+        daemon.start()
         pinned, x, y = (next(iter(_items(doc, c))) for c in ("pinned", "extra1", "extra2"))
         wait_until(lambda: _cached(daemon, [pinned]), what="pinned course cached")
         assert daemon.cli("learning", "fetch", "extra1", "--json").returncode == 0
@@ -158,7 +173,14 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
         statement = {"id": sid, "actor": {"account": {"homePage": "https://c.example", "name": "r-7"}},
                      "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
                      "object": {"id": "urn:edge:course:pinned"}, "result": {"score": {"scaled": 0.9}}}
-        assert call_json(_api(daemon), "POST", "/v1/learning/statements", statement)[0] == 201
+        assert call_json(_api(daemon), "POST", "/v1/learning/statements", statement)[0] == 401  # nobody logged in
+        wait_until(lambda: "residents_directory_applied" in daemon.log_tail(10**7), what="directory applied")
+        code, session = call_json(_api(daemon), "POST", "/v1/session", {"pseudonym": "r-7", "pin": "5150"})
+        assert code == 201, session
+        bearer = {"Authorization": f"Bearer {session['token']}"}
+        other = {**statement, "actor": {"account": {"homePage": "https://c.example", "name": "r-8"}}}
+        assert call_json(_api(daemon), "POST", "/v1/learning/statements", other, headers=bearer)[0] == 403
+        assert call_json(_api(daemon), "POST", "/v1/learning/statements", statement, headers=bearer)[0] == 201
         assert not collector.events("learning.statement")
         mosquitto.start()
         try:

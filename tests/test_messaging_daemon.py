@@ -8,12 +8,22 @@ import os
 
 import pytest
 
+from edge import sealing
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
 from edge.learning._link import StandaloneLink
 from edge.localapi.client import ApiUnavailable, call, call_json
 from edge.messaging.contract import CentralRefused, MessageOut, MessageRead, SealedContent
-from tests._messaging_helpers import DEVICE, OTHER, RESIDENT, SITE, Central, topic
+from tests._messaging_helpers import (
+    DEVICE,
+    DIRECTORY_TOPIC,
+    OTHER,
+    PINS,
+    RESIDENT,
+    SITE,
+    Central,
+    topic,
+)
 from tests.conftest import FACES
 from tests.test_learning_daemon import wait_until
 
@@ -33,16 +43,30 @@ class Tablet:
 
     def __init__(self, daemon):
         self.daemon, self.sock = daemon, daemon.state_dir / "api.sock"
+        self.tokens: dict[str, str] = {}
+        self.ready_as = RESIDENT
+
+    def headers(self, resident=RESIDENT) -> dict:
+        if resident not in self.tokens:
+            code, body = call_json(self.sock, "POST", "/v1/session", {"pseudonym": resident, "pin": PINS[resident]})
+            assert code == 201, body
+            self.tokens[resident] = body["token"]
+        return {"Authorization": f"Bearer {self.tokens[resident]}"}
 
     def api(self, method, url, body=None, resident=RESIDENT):
-        return call_json(self.sock, method, url, body, headers={"X-Resident": resident})
+        return call_json(self.sock, method, url, body, headers=self.headers(resident))
 
     def message(self, msg_id, resident=RESIDENT):
         return self.api("GET", f"/v1/messaging/messages/{msg_id}", resident=resident)[1]
 
     def ready(self) -> bool:
+        # The directory is applied once per start (from disk, or the retained one on first start);
+        # logging in before then would count as a wrong PIN.
+        if self.daemon.log_tail(10**7).count("residents_directory_applied") < self.daemon.starts:
+            return False
         try:
-            return self.api("GET", "/v1/messaging/contacts")[0] == 200
+            self.tokens.clear()  # a restarted daemon has forgotten every session
+            return self.api("GET", "/v1/messaging/contacts", resident=self.ready_as)[1]["contacts"] != []
         except ApiUnavailable:
             return False
 
@@ -60,9 +84,13 @@ def publisher(mosquitto):
 
 
 def _start(edge_daemon, mosquitto, central, publisher) -> Tablet:
+    daemon = edge_daemon(_config(mosquitto, central), start=False)
+    central.provision(daemon)
     publisher.publish(topic("contacts"), central.contacts(), retain=True)
-    tablet = Tablet(edge_daemon(_config(mosquitto, central)))
+    publisher.publish(DIRECTORY_TOPIC, central.directory(), retain=True)
+    tablet = Tablet(daemon.start())
     wait_until(tablet.ready, what="contacts allowlist applied")
+    central.learn_device_key(mosquitto)
     return tablet
 
 
@@ -151,21 +179,27 @@ def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt
         got = tablet.api("POST", "/v1/messaging/messages", body)
         assert got[0] == status and got[1]["error"]["code"] == code, (body.get("contact"), got)
     assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
-    assert tablet.api("GET", "/v1/messaging/contacts", resident="res-nobody")[0] == 404
-    assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 400  # no resident named
+    assert call_json(tablet.sock, "GET", "/v1/messaging/messages")[0] == 401  # nobody logged in
 
     publisher.publish(topic("status"), central.status("0d1e2f", "approved", sign=False))
-    publisher.publish(topic("in"), b"{not json")
-    msg_id, doc = central.inbound("forged")
+    to_tablet = {DEVICE: central.device_keys[DEVICE]}
+    publisher.publish(topic("in"), sealing.sealed_message(b"{not json", to_tablet))
+    msg_id, doc = central.inbound("forged", seal=False)
     forged = json.loads(doc)
     forged["body"] = "changed in transit"
-    publisher.publish(topic("in"), json.dumps(forged).encode())
+    publisher.publish(topic("in"), sealing.sealed_message(json.dumps(forged).encode(), to_tablet))
     _, wrong_type = central.inbound("pic", attachments=[("image/png", PHOTO.read_bytes())])
     publisher.publish(topic("in"), wrong_type)
-    refused = collector.wait_for(lambda c: len(c.events("message.central_refused")) >= 4
-                                 and c.events("message.central_refused"), what="four refusals", timeout=45)
+    _, in_clear = central.inbound("signed but not sealed", seal=False)
+    publisher.publish(topic("in"), in_clear)
+    _, other_tablet = central.inbound("for another tablet")
+    publisher.publish(topic("in"), sealing.sealed_message(json.loads(other_tablet)["sealed"]["box"].encode(),
+                                                          {"tab-9": central.device_keys[DEVICE]}))
+    refused = collector.wait_for(lambda c: len(c.events("message.central_refused")) >= 6
+                                 and c.events("message.central_refused"), what="six refusals", timeout=45)
     reasons = " | ".join(CentralRefused.model_validate(e["payload"]).reason for e in refused)
     assert "not signed" in reasons and "not JSON" in reasons and "bad signature" in reasons
+    assert "messaging.in: not sealed" in reasons and "not sealed to this device" in reasons
     assert "declared image/png but the content is image/jpeg" in reasons
     assert tablet.api("GET", "/v1/messaging/messages")[1]["messages"] == []
 
@@ -191,7 +225,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert code == 201
     att = tablet.message(sent["id"])["attachments"][0]
     status, _, got = call(tablet.sock, "GET", f"/v1/messaging/attachments/{att['id']}",
-                          headers={"X-Resident": RESIDENT})
+                          headers=tablet.headers())
     assert status == 200 and got == photo
     in_id, doc = central.inbound("Inbound secret: grandma's recipe", attachments=[("image/jpeg", photo)])
     publisher.publish(topic("in"), doc)
@@ -204,7 +238,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert _files_containing(state, needles) == []  # running: db, WAL, shm, event store
     assert tablet.daemon.stop() == 0, tablet.daemon.log_tail()
     assert _files_containing(state, needles) == []  # and after the WAL is checkpointed
-    assert (state / "messaging" / "mailbox.key").stat().st_mode & 0o777 == 0o600
+    assert (state / "secrets" / "mailbox.key").stat().st_mode & 0o777 == 0o600
     logged = tablet.daemon.log_path.read_text()
     assert secret not in logged and "grandma" not in logged and RESIDENT not in logged  # nothing of it in logs
     tablet.daemon.start()
@@ -220,6 +254,10 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
         return [e.get("payload", e) for e in events if e.get("payload", e).get("id") == cmd["id"]]
     result = collector.wait_for(results, what="purge result", timeout=45)[0]
     assert result["status"] == "ok" and result["result"]["purged"]["messages"] == 2
-    assert tablet.api("GET", "/v1/messaging/messages")[0] == 404  # no mailbox any more
+    assert tablet.api("GET", "/v1/messaging/messages")[0] == 401  # the purge ended their session
     assert tablet.api("GET", "/v1/messaging/contacts", resident=OTHER)[0] == 200  # others untouched
+    # Central's directory drops a released resident: then nothing on the tablet names them.
+    publisher.publish(DIRECTORY_TOPIC, central.directory(2, {OTHER: (PINS[OTHER], "active")}), retain=True)
+    wait_until(lambda: tablet.daemon.log_tail(10**7).count("residents_directory_applied") >= 3,
+               what="directory without the released resident")
     assert _files_containing(state, [RESIDENT.encode()]) == []

@@ -32,8 +32,8 @@ def central(tmp_path):
 
 @pytest.fixture
 def db(tmp_path, central):
-    box = MailboxDB(tmp_path / "m" / "mailbox.db", AtRest(load_or_create_key(tmp_path / "m" / "mailbox.key")))
-    box.replace_contacts(parse_central(central.contacts(), ContactsDoc, _trusted(central), DEVICE, SITE))
+    box = MailboxDB(tmp_path / "m" / "mailbox.db", AtRest(load_or_create_key(tmp_path / "m")))
+    box.replace_contacts(parse_central(central.contacts(seal=False), ContactsDoc, _trusted(central), DEVICE, SITE))
     yield box
     box.close()
 
@@ -43,13 +43,13 @@ def _trusted(central):
 
 
 def test_key_file_is_private_and_refused_when_readable(tmp_path):
-    path = tmp_path / "k"
-    key = load_or_create_key(path)
+    path = tmp_path / "secrets" / "mailbox.key"  # in the secrets folder, not beside the mailbox
+    key = load_or_create_key(tmp_path)
     assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
-    assert load_or_create_key(path) == key
+    assert load_or_create_key(tmp_path) == key
     path.chmod(0o644)
     with pytest.raises(CryptoError, match="chmod 600"):
-        load_or_create_key(path)
+        load_or_create_key(tmp_path)
 
 
 def test_ciphertext_is_bound_to_its_record():
@@ -115,12 +115,12 @@ def test_retention_purges_old_messages_only(db):
 
 def test_contacts_documents_are_verified(central):
     trusted = _trusted(central)
-    doc = json.loads(central.contacts())
+    doc = json.loads(central.contacts(seal=False))
     doc["residents"][0]["contacts"].append({"id": "c-evil", "name": "Added later"})
     with pytest.raises(CentralMessageRefused, match="bad signature"):
         parse_central(json.dumps(doc).encode(), ContactsDoc, trusted, DEVICE, SITE)
     with pytest.raises(CentralMessageRefused, match="addressed to device"):
-        parse_central(central.contacts(), ContactsDoc, trusted, "tab-other", SITE)
+        parse_central(central.contacts(seal=False), ContactsDoc, trusted, "tab-other", SITE)
     unsigned = {k: v for k, v in json.loads(central.status("m", "approved")).items() if k != "signatures"}
     with pytest.raises(CentralMessageRefused, match="not signed"):
         parse_central(json.dumps(unsigned).encode(), StatusDoc, trusted, DEVICE)

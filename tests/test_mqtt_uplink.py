@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ def rig(base_config, tmp_path, mosquitto):
 
 def test_pack_joins_stored_bytes_per_family_in_seq_order():
     def Row(seq, type_, body):  # noqa: N802 - reads like the row it stands for
-        return (seq, type_, body)
+        return (seq, type_, body, bytes([seq]) * 32)
 
     rows = [Row(1, "a.x", b'{"seq":1}'), Row(2, "b.x", b'{"seq":2}'), Row(3, "a.y", b'{"seq":3}'),
             Row(4, "command.result", b'{"seq":4}'), Row(5, "a.x", b'{"seq":5}')]
@@ -54,11 +55,13 @@ def test_pack_joins_stored_bytes_per_family_in_seq_order():
     by_topic = [(b.topic, b.seqs) for b in batches]
     assert by_topic == [("edge/v1/s/d/events/a", [1, 3]), ("edge/v1/s/d/events/b", [2]),
                         ("edge/v1/s/d/cmd/result", [4]), ("edge/v1/s/d/events/a", [5])]
-    assert batches[0].payload == b'{"events":[{"seq":1},{"seq":3}]}'
+    assert batches[0].payload == (b'{"events":[{"seq":1},{"seq":3}],"chain":{"seq":3,"hash":"'
+                                  + (b"03" * 32) + b'"}}')
     # Byte cap: each batch fits, and an event bigger than the cap still goes, alone.
     big = [Row(i, "a.x", b"{" + b"x" * 40 + b"}") for i in range(1, 6)]
-    sized = pack(big, site="s", device="d", max_events=100, max_bytes=100)
-    assert all(len(b.payload) <= 100 for b in sized) and sum(len(b.seqs) for b in sized) == 5
+    sized = pack(big, site="s", device="d", max_events=100, max_bytes=250)
+    assert all(len(b.payload) <= 250 for b in sized) and sum(len(b.seqs) for b in sized) == 5
+    assert len(sized) > 1
     assert [len(b.seqs) for b in pack(big, site="s", device="d", max_events=100, max_bytes=10)] == [1] * 5
 
 
@@ -85,8 +88,19 @@ def test_delivers_every_event_in_seq_order_in_family_batches(rig, mosquitto, mqt
         last_seq[msg.topic] = seqs[-1]
     # The payload is the stored canonical bytes, joined: nothing re-serialised.
     first = collector.messages[0]
-    assert first.payload == b'{"store":"%s","events":[' % store.store_id.encode() + b",".join(
-        canonical_json(e) for e in first.json()["events"]) + b"]}"
+    assert first.payload.startswith(b'{"store":"%s","events":[' % store.store_id.encode() + b",".join(
+        canonical_json(e) for e in first.json()["events"]) + b'],"chain":{')
+    # Central can check the chain from what it received: every batch's head is the hash chain
+    # over every event's bytes, in seq order across families.
+    bodies = {e["seq"]: canonical_json(e) for m in collector.messages for e in m.json()["events"]}
+    heads = {m.json()["chain"]["seq"]: m.json()["chain"]["hash"] for m in collector.messages}
+    prev, checked = bytes(32), 0
+    for seq in sorted(bodies):
+        prev = hashlib.sha256(prev + bodies[seq]).digest()
+        if seq in heads:
+            assert heads[seq] == prev.hex(), seq
+            checked += 1
+    assert checked == len(heads) > 1
     link.uplink.acker.flush()
     assert store.stats()["pending"] == 0
 

@@ -122,12 +122,35 @@ class GalleryRejected(_Strict):
     error: str
 
 
+class LocalEnrollment(_Strict):
+    """biometric.local_enrollment (alarm): someone enrolled a face at the gate, not through central.
+    It is kept only while central's snapshots vouch for it (GallerySnapshot.local_enrollments)."""
+
+    subject_id: str
+    role: Literal["visitor", "staff"]
+    operator: str = Field(description="Who ran `edge biometrics enroll` (their login).")
+    reason: str
+    template_sha256: str = Field(description="sha256 of the templates, in order, concatenated.")
+    enrolled_at: datetime
+
+
+class LocalEnrollmentSettled(_Strict):
+    """biometric.local_enrollment_settled (normal, alarm when removed): what a snapshot decided."""
+
+    subject_id: str
+    outcome: Literal["confirmed", "removed"]
+    reason: str
+    epoch: int
+    version: int
+
+
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "biometric.verified": Verified, "biometric.verify_failed": VerifyFailed,
     "biometric.identified": Identified, "biometric.unknown": Unknown,
     "biometric.multiple_faces": MultipleFaces, "biometric.quality_low": QualityLow,
     "biometric.liveness_failed": LivenessFailed,
     "biometric.gallery_updated": GalleryUpdated, "biometric.gallery_rejected": GalleryRejected,
+    "biometric.local_enrollment": LocalEnrollment, "biometric.local_enrollment_settled": LocalEnrollmentSettled,
 }
 
 
@@ -142,6 +165,11 @@ class GallerySubject(_Strict):
         default=None, description="With a timezone; refused after, then purged. Required for visitors.")
 
 
+class VouchedEnrollment(_Strict):
+    subject_id: str
+    template_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class GallerySnapshot(_Strict):
     """The whole central gallery of a site at (epoch, version). Publish retained, QoS 1."""
 
@@ -150,6 +178,10 @@ class GallerySnapshot(_Strict):
     version: int = Field(ge=0, description="Version of the last update included.")
     issued_at: datetime | None = None
     subjects: list[GallerySubject]
+    local_enrollments: list[VouchedEnrollment] = Field(default_factory=list, description=(
+        "Local enrollments (biometric.local_enrollment events) central accepts. A device keeps a local "
+        "enrollment made before `issued_at` only while each snapshot lists it with the same hash; "
+        "otherwise it removes it and says so (biometric.local_enrollment_settled)."))
     signatures: list[Signature] = Field(min_length=1)
 
 
@@ -176,7 +208,9 @@ class GalleryRequest(_Strict):
 
 
 _GALLERY_RULES = (
-    "Signed with a key in the device's [trust].central_keys (edge/signing.py: Ed25519 over canonical "
+    "Sealed to every device of the site ({\"sealed\": envelope}, edge/sealing.py: one document, the "
+    "key sealed to each device's birth-message seal_key); a document in clear is refused. Inside, "
+    "signed with a key in the device's [trust].central_keys (edge/signing.py: Ed25519 over canonical "
     "JSON). Updates apply strictly in version order within an epoch: a version already applied is "
     "dropped; a later one is held and a snapshot requested on gallery/request. A snapshot applies "
     "when its (epoch, version) is newer than the device's; held updates after it then apply. "

@@ -14,6 +14,7 @@ does not import numpy: the daemon process writes templates without it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edge._fs import KeyFileError, secret_key
+from edge._fs import KeyFileError
 from edge.errors import EdgeError
 
 DIMS = 128
@@ -50,7 +51,25 @@ CREATE TABLE IF NOT EXISTS templates (
     sealed BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS templates_subject ON templates(subject_id);
+-- Local enrollments at the gate: who, why, which templates (hash); reported to central as an
+-- event and kept only while central's snapshots vouch for them (state pending -> confirmed,
+-- or removed). The row outlives a removed subject: it is the record of what happened.
+CREATE TABLE IF NOT EXISTS local_enrollments (
+    subject_id TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    template_sha256 TEXT NOT NULL,
+    enrolled_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'confirmed', 'removed')),
+    reported INTEGER NOT NULL DEFAULT 0
+);
 """
+
+
+def templates_sha256(templates: list[bytes]) -> str:
+    """The hash a local enrollment is reported and confirmed by (templates in order, concatenated)."""
+    return hashlib.sha256(b"".join(templates)).hexdigest()
 
 
 class GalleryError(EdgeError):
@@ -99,10 +118,13 @@ def check_template(raw: bytes, where: str) -> None:
         raise GalleryError(f"{where}: norm {norm:.3f} is not that of a face encoding")
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The gallery's AES-256 key: created 0600 on first use, refused if others can read it."""
+def load_or_create_key(state_dir: Path, legacy: Path | None = None) -> bytes:
+    """The gallery's AES-256 key, in the secrets folder (edge.secrets): created 0600 on first use,
+    refused if others can read it, moved there from ``legacy`` (beside the gallery) once."""
+    from edge import secrets
+
     try:
-        return secret_key(path)
+        return secrets.key(state_dir, "gallery.key", legacy=legacy)
     except KeyFileError as exc:
         raise GalleryError(str(exc)) from None
 
@@ -117,7 +139,7 @@ class Gallery:
         elif not (self.folder / "gallery.db").exists():
             raise GalleryError(f"no gallery at {self.folder}; enroll someone or let central sync first")
         self.path = self.folder / "gallery.db"
-        self._aead = AESGCM(load_or_create_key(self.folder / "gallery.key"))
+        self._aead = AESGCM(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -174,6 +196,44 @@ class Gallery:
         db.executemany("INSERT INTO templates (subject_id, sealed) VALUES (?, ?)",
                        [(subject.subject_id, self._seal(subject.subject_id, t)) for t in subject.templates])
 
+    def enroll_local(self, subject: Subject, operator: str, reason: str) -> str:
+        """Enroll at the gate, with its record (pending until a snapshot confirms it); returns the hash."""
+        digest = templates_sha256(subject.validate().templates)
+        with self._tx() as db:
+            self._write_subject(db, subject, "local")
+            db.execute("INSERT OR REPLACE INTO local_enrollments (subject_id, role, operator, reason,"
+                       " template_sha256, enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (subject.subject_id, subject.role, operator, reason, digest, time.time()))
+        return digest
+
+    def unreported_enrollments(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT subject_id, role, operator, reason, template_sha256, enrolled_at FROM "
+                                "local_enrollments WHERE reported = 0 ORDER BY enrolled_at").fetchall()
+        keys = ("subject_id", "role", "operator", "reason", "template_sha256", "enrolled_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def mark_reported(self, subject_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE local_enrollments SET reported = 1 WHERE subject_id = ?", (subject_id,))
+
+    def settle_local(self, vouched: dict[str, str], issued_at: float) -> list[tuple[str, str]]:
+        """After a snapshot: a local enrollment made before it stays only if the snapshot vouches for
+        it (same subject, same template hash); otherwise it is removed. Returns (subject, outcome)."""
+        out = []
+        with self._tx() as db:
+            rows = db.execute("SELECT subject_id, template_sha256, state FROM local_enrollments "
+                              "WHERE state != 'removed' AND enrolled_at <= ?", (issued_at,)).fetchall()
+            for sid, digest, state in rows:
+                if vouched.get(sid) == digest:
+                    if state == "pending":
+                        db.execute("UPDATE local_enrollments SET state = 'confirmed' WHERE subject_id = ?", (sid,))
+                        out.append((sid, "confirmed"))
+                    continue
+                db.execute("DELETE FROM subjects WHERE subject_id = ? AND source = 'local'", (sid,))
+                db.execute("UPDATE local_enrollments SET state = 'removed' WHERE subject_id = ?", (sid,))
+                out.append((sid, "removed"))
+        return out
+
     def revoke(self, subject_id: str, *, sync: tuple[int, int] | None = None) -> bool:
         """Remove a subject and its templates; True if it was there."""
         with self._tx() as db:
@@ -183,7 +243,8 @@ class Gallery:
         return gone
 
     def replace_central(self, subjects: Iterable[Subject], epoch: int, version: int) -> int:
-        """Apply a snapshot: central's subjects become exactly these; local enrollments stay."""
+        """Apply a snapshot: central's subjects become exactly these; local enrollments stay
+        (``settle_local`` then keeps only those the snapshot vouches for)."""
         subjects = [s.validate() for s in subjects]
         with self._tx() as db:
             db.execute("DELETE FROM subjects WHERE source = 'central'")

@@ -1,6 +1,7 @@
 """Gallery sync from central: a versioned snapshot plus signed upserts and revokes.
 
-Topics (site-wide, every document signed with a [trust].central_keys key holding the gallery role):
+Topics (site-wide, every document signed with a [trust].central_keys key holding the gallery role,
+then sealed to the site's devices, edge/sealing.py: the broker never sees a template):
 
 - ``edge/v1/{site}/gallery/snapshot`` (retained): the whole central gallery at
   ``(epoch, version)``.
@@ -28,12 +29,14 @@ import json
 import queue
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from drivers.camera.gallery import Gallery, GalleryError, Subject
+from edge import sealing
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
 from edge.signing import DocumentRejected, open_signed
@@ -42,6 +45,7 @@ from edge.trust import daemon_keys_for
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
 _HELD_MAX = 10_000  # out-of-order updates kept in memory while waiting for a snapshot
+_REPORT_EVERY_S = 2.0  # how soon a local enrollment made by the CLI is reported as an event
 
 
 class SyncError(GalleryError):
@@ -93,6 +97,7 @@ class GallerySync:
     def __init__(self, state_dir, site: str, device: str, link, trusted: dict, emit=None):
         self.state_dir, self.site, self.device = state_dir, site, device
         self.link, self.trusted, self._emit = link, trusted, emit
+        self._key = sealing.device_key(Path(state_dir))  # templates cross the broker sealed to it
         self.prefix = f"{topics.site_prefix(site)}/gallery"
         self._inbox: queue.Queue = queue.Queue()
         self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
@@ -135,9 +140,13 @@ class GallerySync:
     # -- sync thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            self._report_local()
             if self._inbox.empty():
                 self.idle.set()
-            item = self._inbox.get()
+            try:
+                item = self._inbox.get(timeout=_REPORT_EVERY_S)
+            except queue.Empty:
+                continue
             if item is None:
                 self._gallery.close()
                 return
@@ -151,9 +160,10 @@ class GallerySync:
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
-        try:  # no model: the fields are checked below, per kind
-            doc = open_signed(payload, self.trusted, None, f"gallery {kind}", site=self.site)
-        except DocumentRejected as exc:
+        try:  # sealed to this device (and others of the site), signed inside; no model: checked per kind
+            inner = sealing.unseal(payload, self._key, self.device, f"gallery {kind}")
+            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site)
+        except (DocumentRejected, sealing.SealError) as exc:
             raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")
         if kind == "snapshot":
@@ -174,9 +184,35 @@ class GallerySync:
         if not isinstance(subjects, list):
             raise SyncError("gallery snapshot: 'subjects' must be a list")
         count = self._gallery.replace_central([subject_from_doc(s) for s in subjects], epoch, version)
+        self._settle_local(doc, epoch, version)
         self._applied("snapshot", epoch, version, subjects=count)
         self._held = {v: d for v, d in self._held.items() if d["epoch"] == epoch and v > version}
         self._drain()
+
+    def _report_local(self) -> None:
+        """Local enrollments (made by `edge biometrics enroll`) become events in the audit chain."""
+        for e in self._gallery.unreported_enrollments():
+            when = datetime.fromtimestamp(e.pop("enrolled_at"), UTC).isoformat()
+            log.warning("gallery_local_enrollment", subject_id=e["subject_id"], operator=e["operator"])
+            self._event("biometric.local_enrollment", {**e, "enrolled_at": when}, "alarm")
+            self._gallery.mark_reported(e["subject_id"])
+
+    def _settle_local(self, doc: dict[str, Any], epoch: int, version: int) -> None:
+        self._report_local()  # a snapshot never settles an enrollment central has not been told of
+        vouched = doc.get("local_enrollments") or []
+        if not isinstance(vouched, list) or not all(isinstance(v, dict) for v in vouched):
+            raise SyncError("gallery snapshot: 'local_enrollments' must be a list of {subject_id, template_sha256}")
+        issued = _when(doc.get("issued_at"), "gallery snapshot: issued_at") or time.time()
+        outcomes = self._gallery.settle_local({v.get("subject_id"): v.get("template_sha256") for v in vouched},
+                                              issued)
+        for sid, outcome in outcomes:
+            why = ("central's snapshot lists it with the same templates" if outcome == "confirmed" else
+                   "central's snapshot does not list it (or lists other templates): enrolled locally, "
+                   "never confirmed")
+            log.warning("gallery_local_enrollment_settled", subject_id=sid, outcome=outcome)
+            self._event("biometric.local_enrollment_settled", {"subject_id": sid, "outcome": outcome,
+                                                                "reason": why, "epoch": epoch, "version": version},
+                        "alarm" if outcome == "removed" else "normal")
 
     def _update(self, doc: dict[str, Any], epoch: int, version: int) -> None:
         cur_epoch, cur_version = self._current()

@@ -15,6 +15,8 @@ asked for.
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,12 +123,17 @@ def biometrics() -> None:
 @click.option("--role", type=click.Choice(["visitor", "staff"]), required=True)
 @click.option("--valid-from", help="Start of the validity window (ISO 8601, UTC if no zone).")
 @click.option("--valid-until", help="End of the validity window (ISO 8601, UTC if no zone); required for visitors.")
+@click.option("--reason", required=True, help="Why this person is enrolled here and not through central.")
+@click.option("--operator", default=None, help="Who enrolls (default: your login, or sudo's caller).")
 @click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @json_option
 @click.pass_context
 @edge_errors
-def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
-    """Enroll SUBJECT from one or more photos (one face each, good quality)."""
+def enroll(ctx, subject_id, role, valid_from, valid_until, reason, operator, images, as_json):
+    """Enroll SUBJECT from one or more photos (one face each, good quality).
+
+    A local enrollment is reported to central as a biometric.local_enrollment event (operator,
+    reason, template hash) and kept only while central's gallery snapshots vouch for it."""
     from drivers.camera.gallery import Subject
 
     if role == "visitor" and not valid_until:
@@ -166,10 +173,13 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, images, as_json):
         ctx.exit(EX_FAIL)
     subject = Subject(subject_id, role, templates, _when(valid_from, "--valid-from"),
                       _when(valid_until, "--valid-until"))
-    engine.gallery.upsert(subject, source="local")
+    operator = operator or os.environ.get("SUDO_USER") or getpass.getuser()
+    digest = engine.gallery.enroll_local(subject, operator, reason)
     result = {"ok": True, "subject_id": subject_id, "role": role, "templates": len(templates),
+              "operator": operator, "template_sha256": digest, "state": "local-pending",
               "valid_from": _iso(subject.valid_from), "valid_until": _iso(subject.valid_until), "images": faces}
-    output(result, as_json, lambda r: f"enrolled {r['subject_id']} ({r['role']}) with {r['templates']} template(s)")
+    output(result, as_json, lambda r: f"enrolled {r['subject_id']} ({r['role']}) with {r['templates']} template(s); "
+                                      "local-pending: reported to central, kept only if central confirms it")
 
 
 def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:

@@ -16,8 +16,16 @@ RETRY_AFTER_S = "30"
 class _Routes:
     """The handlers; each takes a Request and returns a Response or raises ApiError."""
 
-    def __init__(self, learning):
-        self.learning = learning
+    def __init__(self, learning, sessions=None):
+        self.learning, self.sessions = learning, sessions
+
+    def _own(self, req: Request, resident: str) -> None:
+        """On a tablet with resident login, a route about a resident answers only to that
+        resident's session (edge.residents): 401 without one, 403 for another resident's."""
+        if self.sessions is None:
+            return
+        if self.sessions.current(req).resident != resident:
+            raise ApiError(403, "not_your_resident", "a session answers only for its own resident")
 
     def catalog(self) -> object:
         try:
@@ -35,10 +43,12 @@ class _Routes:
         return json_response(doc)
 
     def get_assignments(self, req: Request) -> Response:
-        cat = self.catalog()
         resident = req.query.get("resident")
         if resident is not None and not re.match(PSEUDONYM, resident):
             raise ApiError(400, "bad_resident", f"resident {resident!r} is not a pseudonym")
+        if resident is not None:
+            self._own(req, resident)
+        cat = self.catalog()
         out = []
         for a in cat.assigned(self.learning.device, {resident} if resident else set()):
             if a.resident not in (None, resident):
@@ -71,6 +81,12 @@ class _Routes:
         return file_response(path, path.stat().st_size, media, req.headers.get("Range"))
 
     def post_statement(self, req: Request) -> Response:
+        if self.sessions is not None:  # a statement is made by the logged-in resident, never for another
+            doc = req.json()
+            actor = doc.get("actor", {}).get("account", {}).get("name") if isinstance(doc, dict) else None
+            session = self.sessions.current(req)
+            if isinstance(actor, str) and actor != session.resident:
+                raise ApiError(403, "not_your_resident", "a statement's actor must be the logged-in resident")
         try:
             payload = self.learning.record_statement(req.json())
         except StatementInvalid as exc:
@@ -103,9 +119,10 @@ class _Routes:
         return json_response({"sha256": sha, "queued": self.learning.refetch(sha)}, 202)
 
 
-def register(api, learning) -> None:
-    """Add the /v1/learning/… routes for ``learning`` (a LearningComponent) to ``api``."""
-    r = _Routes(learning)
+def register(api, learning, sessions=None) -> None:
+    """Add the /v1/learning/… routes for ``learning`` (a LearningComponent) to ``api``; with
+    ``sessions`` (edge.residents), resident-specific routes need that resident's session."""
+    r = _Routes(learning, sessions)
     api.add_route("GET", "/v1/learning/catalog", r.get_catalog)
     api.add_route("GET", "/v1/learning/assignments", r.get_assignments)
     api.add_route("GET", "/v1/learning/content/{sha256}", r.get_content)

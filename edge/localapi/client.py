@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,18 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        # A unix socket with a timeout fails at once (EAGAIN) while the listen backlog is full
+        # (a burst): wait for room, up to the timeout, as a TCP connect would.
+        deadline = time.monotonic() + (self.timeout or 0)
+        while True:
+            try:
+                sock.connect(self._path)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    sock.close()
+                    raise TimeoutError(f"{self._path}: listen backlog full") from None
+                time.sleep(0.002)
         self.sock = sock
 
 
@@ -38,7 +50,13 @@ def call(path: Path, method: str, url: str, body: Any = None, headers: dict | No
     data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     try:
-        conn.request(method, url, body=data, headers=hdrs)
+        try:
+            conn.request(method, url, body=data, headers=hdrs)
+        except BrokenPipeError:
+            if conn.sock is None:
+                raise
+            # The server refused before reading (503 at its connection cap, 413): its answer
+            # is already in our receive buffer.
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     except FileNotFoundError:

@@ -1,11 +1,13 @@
 """HTTP over a unix socket for the tablet UI, on the standard library.
 
-Why the standard library (``http.server`` + ``ThreadingMixIn`` over AF_UNIX):
-the API is a handful of JSON routes and one file route for a single local
-client; a framework would add an ASGI server, an event loop beside our
-threads, and a larger attack surface on a device that must stay small. The
-socket's file permissions (mode 0660 and the UI's group) are the access
-control: only the UI app's user can open it.
+Why the standard library (``http.server``'s request parsing over AF_UNIX, with
+our own connection handling in ``_serve``): the API is a handful of JSON routes
+and one file route for a single local client; a framework would add an ASGI
+server, an event loop beside our threads, and a larger attack surface on a
+device that must stay small. The socket's file permissions (mode 0660 and the
+UI's group) let only the UI app's user open it; resident routes also need a
+session (edge.residents). Limits: body (413), headers (431), JSON depth (400),
+request and idle timeouts (408), connections and workers (503): see ``_serve``.
 
 Routes are registered by the tablet components (learning, messaging) with
 ``add_route``; a handler takes a ``Request`` and returns a ``Response`` or
@@ -15,11 +17,11 @@ raises ``ApiError``.
 from __future__ import annotations
 
 import grp
+import io
 import json
 import os
 import re
 import socket
-import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import structlog
 
 from edge.errors import EdgeError
+from edge.localapi._serve import Limits, Serve
 from edge.localapi.settings import LocalApiSettings
 
 log = structlog.get_logger("edge.localapi")
@@ -55,11 +58,34 @@ class Request:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
 
+    max_depth: int = 32
+
     def json(self) -> Any:
         try:
-            return json.loads(self.body or b"null")
+            doc = json.loads(self.body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            doc = None
+            depth = self.max_depth + 1
+        else:
+            depth = _depth(doc, self.max_depth + 1)
+        if depth > self.max_depth:
+            raise ApiError(400, "too_deep", f"request JSON is nested deeper than {self.max_depth} levels")
+        return doc
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counted without recursion, stopping at ``limit``."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if deepest >= limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 @dataclass
@@ -102,27 +128,33 @@ class Router:
         raise ApiError(404, "not_found", f"no such endpoint: {path} (see docs/openapi.json)")
 
 
-_IDLE_POLL_S = 3600.0
+@dataclass
+class _Server:
+    """What a handler needs from the server: the routes and the limits."""
 
-
-def _poke(path: Path) -> None:
-    """Connect and hang up, to wake the server's select()."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            pass  # already closed: nothing to wake
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
     router: Router
     max_body: int
+    max_depth: int
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    @classmethod
+    def serve_one(cls, server: _Server, sock: socket.socket, request: bytes) -> bool:
+        """Answer one complete request read by ``_serve``; True to keep the connection."""
+        handler = cls.__new__(cls)
+        handler.server, handler.connection, handler.request, handler.client_address = server, sock, sock, ""
+        handler.rfile = io.BytesIO(request)
+        handler.wfile = sock.makefile("wb")
+        handler.close_connection = True
+        try:
+            handler.handle_one_request()
+            handler.wfile.flush()
+        finally:
+            handler.wfile.close()
+        return not handler.close_connection
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         pass  # request lines may carry resident pseudonyms; we log outcomes below instead
@@ -159,6 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         handler, params = self.server.router.resolve(method, url.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         request = Request(self.command, url.path, query, self.headers, body, params)
+        request.max_depth = self.server.max_depth
         response = handler(request)
         log.debug("api_request", method=self.command, route=url.path.split("/")[2:4],
                   status=response.status)
@@ -200,7 +233,7 @@ class LocalApi:
         self.settings = settings
         self.path = Path(settings.socket_path or Path(state_dir) / "api.sock")
         self.router = Router()
-        self._server: _Server | None = None
+        self._serve: Serve | None = None
         self._thread: threading.Thread | None = None
 
     def add_route(self, method: str, pattern: str, handler: Handler) -> None:
@@ -209,42 +242,59 @@ class LocalApi:
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a stale socket from a killed daemon
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # never world-accessible, not even between bind and chmod
         try:
-            server = _Server(str(self.path), _Handler)
+            listener.bind(str(self.path))
         finally:
             os.umask(old)
-        server.router, server.max_body = self.router, self.settings.max_body_bytes
         os.chmod(self.path, self.settings.mode)
         if self.settings.group:
             try:
                 os.chown(self.path, -1, grp.getgrnam(self.settings.group).gr_gid)
             except (KeyError, PermissionError) as exc:
-                server.server_close()
+                listener.close()
                 self.path.unlink(missing_ok=True)
                 raise EdgeError(f"localapi.group: cannot give the socket to group "
                                 f"{self.settings.group!r}: {exc}") from None
-        self._server = server
-        # No periodic wake-ups while idle (a tablet spends its life idle): stop() pokes
-        # the loop with a connection instead of the loop polling for the stop flag.
-        self._thread = threading.Thread(target=server.serve_forever, args=(_IDLE_POLL_S,),
-                                        name="localapi", daemon=True)
+        s = self.settings
+        _raise_fd_limit(s.max_connections * 2 + 256)
+        server = _Server(self.router, s.max_body_bytes, s.max_json_depth)
+        limits = Limits(max_connections=s.max_connections, workers=s.workers, queue=s.max_connections,
+                        backlog=s.backlog, request_timeout_s=s.request_timeout_s, idle_timeout_s=s.idle_timeout_s,
+                        max_body=s.max_body_bytes)
+        self._serve = Serve(listener, limits, lambda sock, req: _Handler.serve_one(server, sock, req))
+        # No periodic wake-ups while idle (a tablet spends its life idle): the selector sleeps
+        # until a connection, a deadline, or stop() writes to its wake-up socket.
+        self._thread = threading.Thread(target=self._serve.run, name="localapi", daemon=True)
         self._thread.start()
-        log.info("localapi_listening", socket_path=str(self.path), mode=oct(self.settings.mode))
+        log.info("localapi_listening", socket_path=str(self.path), mode=oct(self.settings.mode),
+                 max_connections=s.max_connections, workers=s.workers)
 
     def stop(self) -> None:
-        if self._server:
-            stopper = threading.Thread(target=self._server.shutdown, name="localapi-stop")
-            stopper.start()
-            while stopper.is_alive():  # serve_forever sees the flag once select() returns
-                _poke(self.path)
-                stopper.join(0.05)
-            self._server.server_close()
+        if self._serve:
+            self._serve.stop()
+            if self._thread:
+                self._thread.join(timeout=5)
+            self._serve.listener.close()
             self.path.unlink(missing_ok=True)
-            self._server = None
+            self._serve = None
 
     def status(self) -> dict[str, Any]:
-        return {"socket": str(self.path), "listening": self._server is not None}
+        out = {"socket": str(self.path), "listening": self._serve is not None}
+        if self._serve is not None:
+            out.update(self._serve.stats())
+        return out
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Room for the connection cap (systemd's default soft limit is 1024); never above the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge._fs import KeyFileError, secret_key
+from edge._fs import KeyFileError
 from edge.errors import EdgeError
 from edge.pem import raw_public_key
 
@@ -35,10 +35,13 @@ class CryptoError(EdgeError):
     """A key is missing, unsafe, or a ciphertext does not authenticate."""
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The at-rest key; created 0600 if missing; refused if group or others can read it."""
+def load_or_create_key(state_dir: Path, legacy: Path | None = None) -> bytes:
+    """The at-rest key, in the secrets folder (edge.secrets): created 0600 if missing; refused if
+    group or others can read it; moved there from ``legacy`` (beside the mailbox) once."""
+    from edge import secrets
+
     try:
-        return secret_key(path)
+        return secrets.key(state_dir, "mailbox.key", legacy=legacy)
     except KeyFileError as exc:
         raise CryptoError(str(exc)) from None
 

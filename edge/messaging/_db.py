@@ -173,11 +173,13 @@ class MailboxDB:
                 "attachments": [{"id": a, "media_type": t, "size": s} for a, t, s in atts],
                 "history": [{"state": s, "reason": r, "at": at} for s, r, at in hist]}
 
-    def attachment(self, resident: str, att_id: str) -> tuple[str, bytes] | None:
-        row = self._q("SELECT media_type, data FROM attachments WHERE id = ? AND resident = ?", (att_id, resident))
+    def attachment(self, resident: str, att_id: str) -> tuple[str, bytes, bool] | None:
+        """(media type, bytes, whether its message is privileged), or None."""
+        row = self._q("SELECT a.media_type, a.data, m.privileged FROM attachments a JOIN messages m"
+                      " ON m.id = a.message_id WHERE a.id = ? AND a.resident = ?", (att_id, resident))
         if not row:
             return None
-        return row[0][0], self.crypto.open(row[0][1], f"att:{resident}:{att_id}")
+        return row[0][0], self.crypto.open(row[0][1], f"att:{resident}:{att_id}"), bool(row[0][2])
 
     # -- purges and counts ----------------------------------------------------
 

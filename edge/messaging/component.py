@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from edge import sealing
 from edge.errors import EdgeError
 from edge.events import canonical_json
 from edge.messaging import _docs
@@ -60,10 +61,11 @@ class MessagingComponent:
         self.site, self.device = s.site, s.device_id
         root = s.state_dir / "messaging"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = MailboxDB(root / "mailbox.db", AtRest(load_or_create_key(root / "mailbox.key")))
+        self.db = MailboxDB(root / "mailbox.db", AtRest(load_or_create_key(s.state_dir, root / "mailbox.key")))
         # Contacts, statuses and inbound messages: keys holding the 'directory' role only.
         self.trusted = daemon_keys_for(daemon, "messaging")
         self.seal_key = load_seal_public_key(s.messaging.central_seal_key) if s.messaging.central_seal_key else None
+        self.device_key = sealing.device_key(s.state_dir)  # inbound messages are sealed to it
         self._events_db = s.state_dir / "events.db"
         self._inbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -124,10 +126,12 @@ class MessagingComponent:
     def _handle(self, leaf: str, raw: bytes) -> None:
         model = {"contacts": _docs.ContactsDoc, "status": _docs.StatusDoc, "in": _docs.InboundDoc}[leaf]
         try:
+            if leaf in ("in", "contacts"):  # mail and who residents write to cross the broker sealed
+                raw = sealing.unseal(raw, self.device_key, self.device, f"messaging.{leaf}")
             doc = _docs.parse_central(raw, model, self.trusted, self.device,
                                       self.site if leaf == "contacts" else None)
             getattr(self, f"_apply_{leaf}")(doc)
-        except (_docs.CentralMessageRefused, AttachmentRefused) as exc:
+        except (_docs.CentralMessageRefused, AttachmentRefused, sealing.SealError) as exc:
             self.refused[leaf] += 1
             self.last_refusal = str(exc)
             log.error("messaging_central_document_refused", kind=leaf, reason=str(exc))

@@ -68,7 +68,8 @@ def channels():
     return [
         Channel("tabletContacts", "edge/v1/{site}/{device}/msg/contacts", "receive", ContactsDoc,
                 "The signed contacts allowlist of every resident on the tablet (retained).",
-                "Ed25519-signed; replaces the held list when its version is higher. A message to a "
+                "Ed25519-signed, then sealed to the tablet ({\"sealed\": envelope}, edge/sealing.py, to the "
+                "`seal_key` of its birth message; refused in clear). Replaces the held list when its version is higher. A message to a "
                 "contact not listed for that resident is refused on the tablet before it is stored. "
                 "`privileged` marks legal counsel.", retain=True, parameters=dev),
         Channel("tabletMessageStatus", "edge/v1/{site}/{device}/msg/status", "receive", StatusDoc,
@@ -78,6 +79,8 @@ def channels():
                 "read. A status that would move a message back is ignored.", parameters=dev),
         Channel("tabletMessageIn", "edge/v1/{site}/{device}/msg/in", "receive", InboundDoc,
                 "A signed, approved message for a resident on the tablet.",
+                "Signed, then sealed to the tablet ({\"sealed\": envelope}, edge/sealing.py, to the `seal_key` "
+                "of its birth message; refused in clear): the broker never sees a body or an attachment. "
                 "Publish with QoS 1; the tablet keeps a persistent session, so messages published "
                 "while it is off arrive on return. Stored once by `id` (redelivery is harmless). "
                 "Attachments must be an allowed image type whose bytes match it.", parameters=dev),

@@ -84,8 +84,13 @@ class DeviceState:
 
     def birth(self) -> bytes:
         doc = {"online": True, **self._identity(), "ts": _iso(), "drivers": self.health(),
-               "outbox": self._outbox()}
+               "outbox": self._outbox(), "seal_key": self._seal_key()}
         return json.dumps(doc, separators=(",", ":"), default=str).encode()
+
+    def _seal_key(self) -> str:
+        from edge.sealing import device_key
+
+        return device_key(self.settings.state_dir).public_b64
 
     def death(self, reason: str) -> bytes:
         doc = {"online": False, **self._identity(), "reason": reason}

@@ -48,3 +48,9 @@ def family_of_event_topic(topic: str) -> str | None:
     if len(parts) == 6 and parts[0] == "edge" and parts[1] == "v1" and parts[4] == "events":
         return parts[5]
     return None
+
+
+#: First topic levels after ``edge/v1/{site}/`` that site-wide channels use. A device id equal
+#: to one would make its device topics overlap the site's (``edge/v1/s/cmd/...``), so such ids
+#: are refused at start and by the broker ACL generator. A test keeps this in step with the contract.
+SITE_LEVEL_NAMES = frozenset({"cmd", "config", "gallery", "learning", "trust", "xray"})

@@ -31,7 +31,10 @@ from edge.seqranges import SeqRanges
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
-_HEAD, _SEP, _TAIL = b'{"events":[', b",", b"]}"
+_HEAD, _SEP = b'{"events":[', b","
+# Each batch ends with the audit chain's head at its last event: central records the heads it
+# received, and `edge audit verify --heads` later proves the local chain was not rewritten.
+_CHAIN = b'],"chain":{"seq":%d,"hash":"%s"}}'
 RESULT_FAMILY = "command"  # command.result events go to cmd/result, not events/command
 _SAFETY_WAKE_S = 5.0
 _ACK_RETRY_S = 1.0  # acks the store could not record are retried this often
@@ -48,37 +51,39 @@ class Batch:
 
 def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int,
          store_id: str | None = None) -> list[Batch]:
-    """Group (seq, type, body) rows in seq order into per-family batches, each in seq order.
+    """Group (seq, type, body, chain hash) rows in seq order into per-family batches, each in seq order.
 
     A family's batch closes when it reaches ``max_events`` or would pass
     ``max_bytes`` (a single event larger than that still goes, alone). ``store_id``
     goes in each envelope (``{"store": ..., "events": [...]}``).
     """
     head = b'{"store":"%s",%s' % (store_id.encode(), _HEAD[1:]) if store_id else _HEAD
-    envelope = len(head) + len(_TAIL)
-    open_: dict[str, list] = {}  # family -> [bodies, seqs, size]
+    envelope = len(head) + len(_CHAIN) + 20 + 64
+    open_: dict[str, list] = {}  # family -> [bodies, seqs, size, chain hash of the last]
     closed: list[tuple[int, str, list]] = []
     last_type = family = cur = None
-    for seq, type_, body in rows:
+    for seq, type_, body, digest in rows:
         if type_ != last_type:  # runs of one type are the common case: look up once per run
             last_type, family = type_, type_[:type_.index(".")]
             cur = open_.get(family)
             if cur is None:
-                cur = open_[family] = [[], [], envelope]
+                cur = open_[family] = [[], [], envelope, None]
         size = len(body) + 1
         if cur[1] and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
             closed.append((cur[1][0], family, cur))
-            cur = open_[family] = [[], [], envelope]
+            cur = open_[family] = [[], [], envelope, None]
         cur[0].append(body)
         cur[1].append(seq)
         cur[2] += size
+        cur[3] = digest
     closed.extend((cur[1][0], family, cur) for family, cur in open_.items())
     closed.sort(key=lambda item: item[0])  # each family's batches stay in seq order
     out = []
-    for _first, family, (bodies, seqs, _size) in closed:
+    for _first, family, (bodies, seqs, _size, digest) in closed:
         topic = (topics.cmd_result(site, device) if family == RESULT_FAMILY
                  else topics.events(site, device, family))
-        out.append(Batch(topic, head + _SEP.join(bodies) + _TAIL, seqs))
+        tail = _CHAIN % (seqs[-1], digest.hex().encode())
+        out.append(Batch(topic, head + _SEP.join(bodies) + tail, seqs))
     return out
 
 

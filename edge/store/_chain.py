@@ -14,7 +14,6 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge._fs import secret_key
 from edge.store import _dropruns
 
 GENESIS = bytes(32)
@@ -29,9 +28,11 @@ def chain_hash(prev: bytes, body: bytes) -> bytes:
     return hashlib.sha256(prev + body).digest()
 
 
-def load_key(path: Path) -> bytes:
-    """The audit key; created (0600) on first use."""
-    return secret_key(path)
+def load_key(state_dir: Path, legacy: Path | None = None) -> bytes:
+    """The audit key, in the secrets folder (edge.secrets); created (0600) on first use."""
+    from edge import secrets
+
+    return secrets.key(state_dir, "audit.key", legacy=legacy)
 
 
 def mac(key: bytes, label: bytes, seq: int, digest: bytes) -> bytes:

@@ -77,12 +77,12 @@ class StoreReader:
         rows = self._pending("seq, type, priority, body", limit, after_seq)
         return [OutboxRow(s, t, PRIORITY_NAME[p], b) for s, t, p, b in rows]
 
-    def outbox_bodies(self, limit: int, after_seq: int = 0) -> list[tuple[int, str, bytes]]:
-        """(seq, type, body) of up to ``limit`` pending events after ``after_seq``, in seq order.
+    def outbox_bodies(self, limit: int, after_seq: int = 0) -> list[tuple[int, str, bytes, bytes]]:
+        """(seq, type, body, chain hash) of up to ``limit`` pending events after ``after_seq``, in seq order.
 
         The uplink's hot path: plain tuples, no per-row objects (draining a month
         of backlog reads hundreds of thousands of rows)."""
-        return self._pending("seq, type, body", limit, after_seq)
+        return self._pending("seq, type, body, hash", limit, after_seq)
 
     def _pending(self, columns: str, limit: int, after_seq: int) -> list[tuple]:
         """Rows with acked_at NULL that no unfolded ack range covers (see _acks).
@@ -170,10 +170,33 @@ class StoreReader:
                      (r[2] if (r := _acks.covering(ranges, seq)) else None)) for seq, body, acked_at in rows]
         return rows
 
+    def check_heads(self, heads: list[tuple[int, bytes]]) -> dict:
+        """Compare the local chain with heads central recorded from synced batches.
+
+        A rewrite of history, even by someone holding the audit key (who can re-MAC
+        the local chain), changes the hash at every later seq and cannot change what
+        central already holds. A head whose seq is no longer stored (purged after a
+        checkpoint) is counted as unverifiable, not as a match."""
+        conn = self._conn()
+        matched, unverifiable, mismatches = 0, 0, []
+        for seq, want in heads:
+            row = (conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+                   or conn.execute("SELECT hash FROM dropped WHERE seq = ?", (seq,)).fetchone()
+                   or conn.execute("SELECT hash FROM checkpoints WHERE seq = ?", (seq,)).fetchone())
+            if row is None:
+                unverifiable += 1
+            elif row[0] == want:
+                matched += 1
+            else:
+                mismatches.append({"seq": seq, "central": want.hex(), "local": bytes(row[0]).hex()})
+        return {"checked": len(heads), "matched": matched, "unverifiable": unverifiable,
+                "mismatches": mismatches}
+
     def verify(self, progress=None) -> _chain.VerifyReport:
+        from edge import secrets
         from edge.store import _chain
 
-        key = (self.state_dir / KEY_NAME).read_bytes()
+        key = secrets.read(self.state_dir, KEY_NAME, legacy=self.state_dir / KEY_NAME)
         conn = self._conn()
         conn.execute("BEGIN")  # one consistent snapshot while the daemon keeps writing
         try:

@@ -80,7 +80,7 @@ class Store(SpaceMixin, StoreReader):
             raise
 
     def _open(self, state_dir: Path) -> None:
-        self._key = _chain.load_key(state_dir / KEY_NAME)
+        self._key = _chain.load_key(state_dir, state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
         recovered = recover(self.path, self._seqfile.limit + 1)
         self._w = connect(self.path, readonly=False)

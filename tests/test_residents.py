@@ -1,0 +1,66 @@
+"""Resident login pieces without a daemon: the directory's checks and the wrong-PIN guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge import signing
+from edge.residents.directory import DirectoryRefused, make_verifier, parse_directory
+from edge.residents.guard import LoginGuard
+from edge.residents.settings import ResidentSettings
+from tests._messaging_helpers import DEVICE, RESIDENT, SITE, Central
+
+
+def test_a_verifier_matches_its_pin_only_and_salts_differ():
+    a, b = make_verifier("4821"), make_verifier("4821")
+    assert a["salt"] != b["salt"] and a["hash"] != b["hash"]  # per-resident salt
+    from edge.residents.directory import PinVerifier
+
+    v = PinVerifier.model_validate(a)
+    assert v.matches("4821") and not v.matches("4822") and "4821" not in json.dumps(a)
+
+
+def test_directory_refused_when_forged_for_another_tablet_or_too_cheap(tmp_path):
+    central = Central(tmp_path)
+    trusted = signing.load_public_keys([central.pub])
+    assert parse_directory(central.directory(seal=False), trusted, SITE, DEVICE).residents[0].pseudonym == RESIDENT
+    with pytest.raises(DirectoryRefused, match="addressed to device"):
+        parse_directory(central.directory(device="tab-9", seal=False), trusted, SITE, DEVICE)
+    forged = json.loads(central.directory(seal=False))
+    forged["residents"][0]["status"] = "active"
+    forged["residents"].append({**forged["residents"][0], "pseudonym": "res-intruder"})
+    with pytest.raises(DirectoryRefused, match="bad signature"):
+        parse_directory(json.dumps(forged).encode(), trusted, SITE, DEVICE)
+    cheap = json.loads(central.directory(seal=False))
+    cheap.pop("signatures")
+    cheap["residents"][0]["verifier"]["n"] = 1024
+    with pytest.raises(DirectoryRefused, match="verifier.n: must be a power of two"):
+        parse_directory(json.dumps(signing.sign(cheap, central.key)).encode(), trusted, SITE, DEVICE)
+
+
+def test_guard_backs_off_per_name_and_per_tablet_and_locks_out(tmp_path):
+    s = ResidentSettings(backoff_base_s=1, backoff_max_s=8, max_failures=4, lockout_s=100, tablet_free_failures=2)
+    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path)
+    a, b, c = guard.key("res-a"), guard.key("res-b"), guard.key("res-c")
+    assert guard.verdict(a, 0).wait_s == 0
+    guard.failure(a, 10)
+    assert guard.verdict(a, 10).wait_s == 1 and guard.verdict(b, 10).wait_s == 0  # per name
+    guard.failure(a, 11)
+    assert guard.verdict(a, 11).wait_s == 2
+    guard.failure(b, 11)  # the tablet's third failure: everyone waits now
+    assert guard.verdict(c, 11).wait_s == 1
+    assert guard.failure(a, 20) == (3, None)
+    assert guard.failure(a, 40) == (4, 140)
+    again = LoginGuard(s, tmp_path / "logins.json", tmp_path)  # a restart
+    assert again.verdict(a, 50).locked and again.verdict(a, 50).wait_s == 90
+    again.forget(a)
+    assert not again.verdict(a, 50).locked
+
+
+def test_only_one_pin_check_at_a_time(tmp_path):
+    guard = LoginGuard(ResidentSettings(), tmp_path / "logins.json", tmp_path)
+    assert guard.begin() and not guard.begin()
+    guard.end()
+    assert guard.begin()
