@@ -7,9 +7,12 @@ SHA-256 of the raw public key, so a key can be named without trusting a label.
 ``open_signed`` is the one way in for a signed document from central: every
 subsystem that receives one refuses it for the same reasons, in the same words.
 
-``cryptography`` is imported on first use, not at start-up: trusted keys are
-read as raw bytes (``edge.pem``), so a device pays for the library only once a
-signed document actually arrives.
+Verification runs in libsodium (PyNaCl), which the device already loads for sealed
+payloads: ``cryptography``'s native module costs about 9 MB resident, and a tablet
+receives a signed document as soon as it connects (a retained catalog or contact
+list), so verifying with it would put every tablet in service over its memory
+budget. Trusted keys are read as raw bytes (``edge.pem``); ``cryptography`` is
+loaded only to sign (central's tools, tests) and to read keys in other formats.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,8 +56,12 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", floa
                bool: "boolean", type(None): "null"}
 
 
+class InvalidSignatureError(EdgeError):
+    """An Ed25519 signature that does not verify for the data and key it was checked with."""
+
+
 class TrustedKey:
-    """An Ed25519 public key held as its 32 raw bytes; verifies like cryptography's key."""
+    """An Ed25519 public key held as its 32 raw bytes, verified with libsodium."""
 
     __slots__ = ("raw", "_key")
 
@@ -61,18 +69,33 @@ class TrustedKey:
         self.raw, self._key = raw, None
 
     def verify(self, signature: bytes, data: bytes) -> None:
-        """Raise cryptography's InvalidSignature when ``signature`` is not valid for ``data``."""
-        if self._key is None:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        """Raise InvalidSignatureError when ``signature`` is not valid for ``data``."""
+        from nacl.exceptions import BadSignatureError
 
-            self._key = Ed25519PublicKey.from_public_bytes(self.raw)
-        self._key.verify(signature, data)
+        if self._key is None:
+            from nacl.signing import VerifyKey
+
+            self._key = VerifyKey(self.raw)
+        if len(signature) != 64:
+            raise InvalidSignatureError(f"an Ed25519 signature is 64 bytes, not {len(signature)}")
+        try:
+            self._key.verify(data, signature)
+        except BadSignatureError:
+            raise InvalidSignatureError("signature does not verify") from None
+
+
+def signature_errors() -> tuple[type[BaseException], ...]:
+    """What a public key's ``verify`` raises for a bad signature: ours (TrustedKey), and
+    cryptography's when the caller holds its keys (it is then already imported)."""
+    errors: tuple[type[BaseException], ...] = (InvalidSignatureError, ValueError, TypeError)
+    if (crypto := sys.modules.get("cryptography.exceptions")) is not None:
+        errors += (crypto.InvalidSignature,)
+    return errors
 
 
 def preload() -> None:
     """Import the verifier now: on a gate, the first grant should not wait for the import."""
-    from cryptography.exceptions import InvalidSignature  # noqa: F401
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: F401
+    import nacl.signing  # noqa: F401
 
 
 def _raw(public_key: Ed25519PublicKey | TrustedKey) -> bytes:
@@ -101,8 +124,6 @@ def sign(doc: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, An
 def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | TrustedKey],
            required: int = 1) -> list[str]:
     """Return the distinct trusted key ids with a valid signature; raise if fewer than ``required``."""
-    from cryptography.exceptions import InvalidSignature
-
     signatures = doc.get("signatures")
     if not signatures or not isinstance(signatures, list):
         raise SignatureError("not signed (no 'signatures' list)")
@@ -120,7 +141,7 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | Trus
             continue
         try:
             key.verify(base64.b64decode(entry.get("sig", ""), validate=True), payload)
-        except (InvalidSignature, ValueError, TypeError):
+        except signature_errors():
             problems.append(f"bad signature from key {kid}")
             continue
         if kid not in good:

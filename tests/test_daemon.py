@@ -244,10 +244,11 @@ def test_systemd_notify_ready_watchdog_and_stopping(base_config, tmp_path):
         sock.close()
 
 
-@pytest.mark.parametrize("role, loads_cryptography", [("tablet", False), ("gate", True)])
-def test_cryptography_loads_at_start_only_on_a_gate(edge_daemon, base_config, tmp_path, role, loads_cryptography):
-    """A tablet reads its trusted keys without cryptography (about 9 MB resident) and loads it
-    when a signed document arrives; a gate loads the verifier at start so a grant never waits."""
+@pytest.mark.parametrize("role, loads_verifier", [("tablet", False), ("gate", True)])
+def test_the_verifier_loads_at_start_only_on_a_gate_and_cryptography_on_neither(
+        edge_daemon, base_config, tmp_path, role, loads_verifier):
+    """Signatures are verified with libsodium: a tablet loads it when a signed document arrives,
+    a gate at start so that a grant never waits; neither loads cryptography (about 9 MB resident)."""
     from edge import signing
 
     _, pub, _ = signing.generate_keypair(tmp_path / "keys", "central")
@@ -257,4 +258,5 @@ def test_cryptography_loads_at_start_only_on_a_gate(edge_daemon, base_config, tm
     imported = {line.split("|")[-1].strip() for line in daemon.log_tail(10**7).splitlines()
                 if line.startswith("import time:")}
     assert "edge.daemon" in imported  # the import log was captured
-    assert ("cryptography" in imported) is loads_cryptography
+    assert ("nacl.signing" in imported) is loads_verifier
+    assert "cryptography" not in imported

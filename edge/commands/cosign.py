@@ -47,9 +47,7 @@ def cosign_file(path: str | os.PathLike, private_key_path: str | os.PathLike,
 
 
 def _check_existing(doc: dict[str, Any], path, signer_pubs) -> None:
-    from cryptography.exceptions import InvalidSignature
-
-    from edge.signing import load_public_keys
+    from edge.signing import load_public_keys, signature_errors
 
     known = load_public_keys(signer_pubs) if signer_pubs else {}
     payload = signed_bytes(doc)
@@ -64,6 +62,6 @@ def _check_existing(doc: dict[str, Any], path, signer_pubs) -> None:
         if kid in known:
             try:
                 known[kid].verify(raw, payload)
-            except InvalidSignature:
+            except signature_errors():
                 raise CosignRefused(f"{path}: the signature of key {kid} does not cover this content: the "
                                     "file changed after it was signed; do not sign it") from None

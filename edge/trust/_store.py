@@ -185,11 +185,11 @@ def _shortfall(good: list[str], refused: list[tuple[str, str]], required: int, d
 
 
 def _valid(anchor: Anchor, sig: Any, payload: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
+    from edge.signing import signature_errors
 
     try:
         anchor.key.verify(base64.b64decode(sig if isinstance(sig, str) else "", validate=True), payload)
-    except (InvalidSignature, binascii.Error, ValueError):
+    except (*signature_errors(), binascii.Error):
         return False
     return True
 
