@@ -72,7 +72,7 @@ def test_every_row_outside_the_damaged_page_is_salvaged_with_its_id_and_seq(tmp_
         report = _recovered(store)
         lost = _expand(report["lost_seqs"])
         rows = {seq: json.loads(body)["id"] for seq, body, _a in store.tail(100_000, type_glob="sim.*")}
-        pending = {seq for seq, _t, _b in store.outbox_bodies(100_000) if seq in ids}
+        pending = {row[0] for row in store.outbox_bodies(100_000) if row[0] in ids}
         stats = store.stats()
         assert store.verify().ok, "the fresh chain is intact"
     finally:
