@@ -24,6 +24,7 @@ import structlog
 from edge.errors import CommandError, EdgeError, StoreError
 from edge.gate import commands
 from edge.gate.approach import Approach, decision_payload
+from edge.gate.perimeter import READER_EVENTS, Perimeter
 from edge.gate.settings import GateSettings
 from edge.gate.state import GateState
 
@@ -58,8 +59,9 @@ class GateEngine:
         self.last_decision: dict[str, Any] | None = None
         self._results: dict[str, str] = {}  # command id -> id of its command.result event
         self._drivers: dict[str, str] = {}  # driver name -> lane
+        self.perimeter = Perimeter(self, daemon)
         for lane_name, lane in self.lanes.items():
-            for name in [lane.turnstile, lane.camera, *lane.scanners]:
+            for name in [lane.turnstile, lane.camera, lane.reader, *lane.scanners]:
                 if name:
                     self._drivers[name] = lane_name
         router.register_target("gate", self._submit, commands.EFFECTS)
@@ -72,6 +74,7 @@ class GateEngine:
             self.mode = saved
         self._daemon.store.add_listener(self._on_commit)
         recovered = self._recover()
+        self.perimeter.start()
         if self.state_problem:
             log.error("gate_state_unreadable", error=self.state_problem)
             self.emit("gate.state_lost", {"problem": self.state_problem, "mode": self.mode["mode"],
@@ -90,6 +93,7 @@ class GateEngine:
         for ap in list(self.approaches.values()):
             self.decide(ap, "deny", "stopping", "the daemon stopped during this approach")
         self.state.close()
+        self.perimeter.stop()
 
     def status(self) -> dict[str, Any]:
         lanes = {}
@@ -113,7 +117,7 @@ class GateEngine:
     def _on_commit(self, events) -> None:
         for event in events:
             if event.source in self._drivers and (event.type in _CAMERA or event.type in _TURNSTILE
-                                                  or event.type == "xray.scan"):
+                                                  or event.type in READER_EVENTS or event.type == "xray.scan"):
                 self._queue.put(("event", event))
             elif event.type == "command.result" and event.payload.get("operator") == OPERATOR:
                 self._queue.put(("result", event))
@@ -122,6 +126,10 @@ class GateEngine:
         future: Future = Future()
         self._queue.put(("command", name, args, accepted, future))
         return future
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the engine thread (from any thread)."""
+        self._queue.put(("call", fn))
 
     def send(self, target: str, name: str, args: dict[str, Any], reason: str,
              then: Callable[[dict[str, Any]], None]) -> None:
@@ -218,6 +226,11 @@ class GateEngine:
         elif t == "turnstile.granted":
             if ap is not None and ap.state == "granting" and ap.record is not None:
                 ap.record.evidence.append(event.id)
+        elif t == "reader.card" and event.source == lane.reader:
+            self.perimeter.on_card(lane_name, event)
+        elif t == "reader.pin_entered" and event.source == lane.reader:
+            if ap is not None and ap.state == "running" and ap.step is not None and ap.step.kind == "pin":
+                self.perimeter.pin_entered(ap, event)
         elif t == "biometric.identified" and event.source == lane.camera:
             if ap is None and lane.flow(lane.camera_direction, "staff") is not None:
                 self.begin(Approach(lane_name, lane.camera_direction, "staff",
@@ -228,7 +241,7 @@ class GateEngine:
 
     def _step_event(self, ap: Approach, event) -> None:
         kind, t, p = ap.step.kind, event.type, event.payload
-        if kind == "verify" and event.source == self.lanes[ap.lane].camera:
+        if kind in ("verify", "face") and event.source == self.lanes[ap.lane].camera:
             if t in ("biometric.verified", "biometric.verify_failed"):
                 if p.get("booking_id") != ap.booking_id or p.get("subject_id") != ap.subject:
                     return  # another presentation's result
@@ -286,6 +299,8 @@ class GateEngine:
         self.emit("gate.passage", {"approach_id": p["approach_id"], "lane": lane_name, "direction": p["direction"],
                                    "passed": passed, "evidence": [event.id] if event is not None else [],
                                    "detail": detail or "went through"}, "normal")
+        if passed:
+            self.perimeter.passed(lane_name, p, event)
 
     # -- approaches -----------------------------------------------------------------------------
 
@@ -300,7 +315,7 @@ class GateEngine:
             self.decide(ap, "deny", mode, f"the gate is in {mode} mode ({self.mode.get('reason') or 'no reason'})")
         elif mode == "free_passage":
             self.decide(ap, "grant", "free_passage", "free passage mode: the lane is open, no steps taken")
-        else:
+        elif self.perimeter.passback_ok(ap):
             self.advance(ap)
         return ap
 
@@ -315,8 +330,15 @@ class GateEngine:
                 if not self._dose_check(ap):
                     return
                 ap.index += 1
-            elif step.kind == "verify":
+            elif step.kind == "card":
+                self.perimeter.card_step(ap, step)
+                ap.index += 1
+            elif step.kind in ("verify", "face"):
                 self._verify(ap, step)
+                return
+            elif step.kind == "pin":
+                ap.begin(step, step.timeout_s)
+                self.save(ap)
                 return
             elif step.kind == "xray":
                 ap.begin(step, step.timeout_s)
@@ -396,6 +418,7 @@ class GateEngine:
                 if ap.lane in self.passing:  # the controller now holds this grant, not the earlier one
                     self.passed(ap.lane, None, "superseded by the next grant before a passage was seen")
                 self.passing[ap.lane] = {"approach_id": ap.id, "direction": ap.direction,
+                                         "subject": ap.subject, "role": ap.role,
                                          "deadline": time.monotonic() + timeout_s + _PASSAGE_GRACE_S}
             else:
                 rec.end("failed", str(result.get("detail")), self.result_event(result))
@@ -429,6 +452,7 @@ class GateEngine:
         log.info("gate_decision", lane=ap.lane, approach=ap.id, outcome=outcome, reason=reason,
                  direction=ap.direction, role=ap.role)
         self.emit("gate.decision", payload, "alarm" if outcome == "hold" else priority)
+        self.perimeter.decided(ap, outcome)
 
     def save(self, ap: Approach) -> None:
         self.state.save(ap.id, ap.lane, ap.state, ap.body())
