@@ -38,7 +38,7 @@ class Perimeter:
         self.readers = {d: OsdpReaderSim(tmp_path / f"tty-reader-{d}", address=1, key=KEY).start()
                         for d in ("in", "out")}
         self.turnstiles = {d: TurnstileSim("rs485-bus", tmp_path / f"tty-ts-{d}", baudrate=115200,
-                                           auto_pass=True).start() for d in ("in", "out")}
+                                           auto_pass=True, auto_pass_delay_s=0.01).start() for d in ("in", "out")}
         key, pub, _ = generate_keypair(tmp_path / "keys", "central")
         self.central_key = load_private_key(key)
         rkey = key_file(tmp_path)
@@ -48,7 +48,8 @@ class Perimeter:
                             "baudrate": 115200, "address": 1, "key_file": str(rkey),
                             "reconnect_max_s": 0.5})
             drivers.append({"name": f"ts-{d}", "kind": "turnstile.serial", "codec": "rs485-bus",
-                            "port": str(self.turnstiles[d].path), "baudrate": 115200, "reconnect_max_s": 0.5})
+                            "port": str(self.turnstiles[d].path), "baudrate": 115200, "reconnect_max_s": 0.5,
+                            "poll_interval_s": 0.01})
         lanes = {f"lane-{d}": {"turnstile": f"ts-{d}", "reader": f"reader-{d}", "reader_direction": d,
                                "zones": ["outside", "inside"], **lane_opts,
                                "flows": [{"direction": d, "role": "card",

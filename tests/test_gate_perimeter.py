@@ -68,3 +68,74 @@ def test_card_grant_green_wrong_card_red_and_anti_passback(perimeter, edge_daemo
     assert count["zones"] == {"outside": 1, "inside": 0}
     for e in events(state, "gate.*"):
         conforms(e)
+
+
+@pytest.mark.slow
+def test_gate_count_after_200_random_moves_and_a_kill_with_the_broker_down(tmp_path, base_config, edge_daemon,
+                                                                           mosquitto):
+    import random
+
+    from tests._perimeter_helpers import PEOPLE
+
+    p = Perimeter(tmp_path, base_config)
+    try:
+        p.config["mqtt"] = {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5}
+        daemon = edge_daemon(p.config)
+        state = daemon.state_dir
+        for d in ("in", "out"):
+            wait_event(state, "reader.online", lambda e, d=d: e["source"] == f"reader-{d}", what="readers online")
+        rng, where, passbacks = random.Random(21), {}, 0  # the test's own model of the ledger
+        for step in range(200):
+            person = rng.choice(PEOPLE)
+            direction = "out" if where.get(person) == "inside" else "in"
+            if step % 10 == 9:  # now and then the card is used the wrong way: anti-passback
+                direction = "in" if direction == "out" else "out"
+            start, end = ("outside", "inside") if direction == "in" else ("inside", "outside")
+            mark = last_seq(state)
+            p.present(direction, person)
+            d, moved = _outcome(state, mark, step)
+            want_grant = where.get(person) in (None, start)  # never seen: the first move places them
+            assert d["outcome"] == ("grant" if want_grant else "deny"), (step, person, direction, d)
+            if not want_grant:
+                assert d["reason"] == "anti_passback"
+                passbacks += 1
+                continue
+            assert (moved["person"], moved["to_zone"]) == (person, end)
+            where[person] = end
+        inside = {k for k, v in where.items() if v == "inside"}
+        want = {"outside": len(where) - len(inside), "inside": len(inside)}
+        got = gate_count(daemon)
+        assert got["zones"] == want and {x["person"] for x in got["people"] if x["zone"] == "inside"} == inside
+        assert passbacks >= 10
+
+        mosquitto.stop()
+        daemon.kill()
+        assert gate_count(daemon) == got  # daemon dead, network down: the roll-call still answers
+        (state / "gate-occupancy.db").unlink()  # even the ledger's table lost: rebuilt from the store
+        assert gate_count(daemon)["zones"] == want
+        daemon.start(timeout=60)
+        assert gate_count(daemon)["zones"] == want
+        mark = last_seq(state)
+        someone = sorted(inside)[0] if inside else PEOPLE[0]
+        p.present("out" if someone in inside else "in", someone)  # the restarted gate knows where they are
+        assert _decision(state, mark, "after the restart")["payload"]["outcome"] == "grant"
+    finally:
+        p.stop()
+
+
+
+def _outcome(state, after: int, step: int, timeout: float = 30.0) -> tuple[dict, dict | None]:
+    """(decision payload, occupancy payload or None): a denial, or a grant once it is counted."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = events(state, "gate.*", after)
+        decision = next((e["payload"] for e in got if e["type"] == "gate.decision"), None)
+        if decision is not None and decision["outcome"] != "grant":
+            return decision, None
+        moved = next((e["payload"] for e in got if e["type"] == "gate.occupancy"), None)
+        if decision is not None and moved is not None:
+            return decision, moved
+        time.sleep(0.01)
+    raise AssertionError(f"move {step}: no decision (and count) within {timeout}s")

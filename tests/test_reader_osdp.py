@@ -151,3 +151,19 @@ def test_h10301_round_trip_and_other_formats():
     assert cards.decode("wiegand", b"\xab\xcd\xef\x01\x80", 35).credential == "raw35:abcdef0180"
     assert cards.decode("ascii", b"VIS-2041", None).credential == "VIS-2041"
     assert cards.decode("wiegand", b"\x01", 26).credential is None
+
+
+def test_a_reader_plugged_back_in_comes_online_again(tmp_path):
+    from drivers.sim.osdp_pd import OsdpReaderSim
+
+    lane = ReaderLane(tmp_path).start()
+    try:
+        lane.wait("reader.online")
+        lane.sim.stop()  # cable pulled
+        lane.wait("reader.offline")
+        lane.sim = OsdpReaderSim(lane.path, address=5, key=KEY).start()  # a reader on the same port again
+        lane.wait("reader.online", count=2, timeout=15)
+        lane.sim.card(1, 2)
+        assert lane.wait("reader.card")[0]["payload"]["credential"] == "1:2"
+    finally:
+        lane.stop()

@@ -28,6 +28,9 @@ class OsdpReaderConfig(DriverConfig):
                              description="An entered PIN not checked within this is forgotten.")
     command_timeout_s: float = Field(default=2.0, gt=0, le=30,
                                      description="A reader command (LED, buzzer) not confirmed within this fails.")
+    offline_retry_s: float = Field(default=2.0, gt=0, le=600,
+                                   description="A reader offline this long is contacted afresh (new secure "
+                                               "channel); libosdp alone would wait minutes.")
     reconnect_initial_s: float = Field(default=0.2, gt=0, le=60)
     reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
 

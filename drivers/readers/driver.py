@@ -51,6 +51,7 @@ class OsdpReaderDriver(Driver):
                       "commands_ok": 0, "commands_failed": 0, "sc_failures": 0}
         self._cp: osdp.ControlPanel | None = None
         self._sc_alarmed = False
+        self._sc_up = False  # the secure channel was up during this contact
         self._waiters: deque = deque()
         self._waiters_lock = threading.Lock()
         if config.allow_plaintext:
@@ -100,13 +101,20 @@ class OsdpReaderDriver(Driver):
         return cp
 
     def _serve(self, cp: osdp.ControlPanel, channel: SerialChannel) -> None:
-        address = self.config.address
+        """Until stopped, the port is lost, or the reader stayed offline ``offline_retry_s`` (start afresh)."""
+        address, down_since = self.config.address, time.monotonic()
+        self._sc_up = False
         while not self.ctx.stopping.is_set() and channel.error is None:
             event = cp.get_event(address, timeout=0.1)
             if event is not None:
                 self._on_event(event)
             self._watch(cp)
             self.pin.forget_expired()
+            if self.online:
+                down_since = time.monotonic()
+            elif time.monotonic() - down_since > self.config.offline_retry_s:
+                self.ctx.log.info("reader_contact_afresh", address=address, after_s=self.config.offline_retry_s)
+                return
 
     def _watch(self, cp: osdp.ControlPanel) -> None:
         """libosdp's own view of the reader: the notifications may be missed, this never is."""
@@ -152,15 +160,17 @@ class OsdpReaderDriver(Driver):
         if ev.get("type") == _NOTE_SC:
             self.secure = bool(ev.get("arg0"))
             if self.secure:
-                self._sc_alarmed = False
+                self._sc_alarmed, self._sc_up = False, True
             elif not self.config.install_mode and not self._sc_alarmed:
-                # once per failure streak: libosdp retries on its own schedule
+                # once per failure streak: the driver keeps trying (offline_retry_s)
                 self._sc_alarmed = True
                 self.stats["sc_failures"] += 1
-                self.ctx.log.warning("reader_secure_channel_failed", reader=self.ctx.name)
-                self._emit("reader.secure_channel_failed",
-                           {"detail": "the reader refused the secure channel: it does not hold this "
-                                      "reader's key (wrong key file, or the reader was swapped)"}, "alarm")
+                detail = ("the secure channel dropped (line noise, a timeout, or someone on the cable); "
+                          "re-establishing it" if self._sc_up else
+                          "the reader refused the secure channel: it does not hold this reader's key "
+                          "(wrong key file, or the reader was swapped)")
+                self.ctx.log.warning("reader_secure_channel_failed", reader=self.ctx.name, was_up=self._sc_up)
+                self._emit("reader.secure_channel_failed", {"detail": detail}, "alarm")
         elif ev.get("type") == _NOTE_PD and self._cp is not None:
             self._watch(self._cp)
 
