@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import osdp
 
-from drivers.readers.cards import encode_h10301  # noqa: F401  (re-exported for tests)
+from drivers.readers._pin import pin_hash
 from drivers.sim.osdp_pd import OsdpReaderSim
 from drivers.sim.turnstile import TurnstileSim
 from edge.signing import generate_keypair, load_private_key, sign
@@ -33,7 +34,8 @@ def signed_directory(private_key, holders: list[dict], issued_at: str | None = N
 class Perimeter:
     """Entry lane (reader + turnstile) and exit lane, the directory signed by central's key."""
 
-    def __init__(self, tmp_path: Path, base_config: dict, **lane_opts):
+    def __init__(self, tmp_path: Path, base_config: dict, *, steps: list[dict] | None = None,
+                 pins: dict[str, str] | None = None, **lane_opts):
         self.tmp_path = tmp_path
         self.readers = {d: OsdpReaderSim(tmp_path / f"tty-reader-{d}", address=1, key=KEY).start()
                         for d in ("in", "out")}
@@ -53,7 +55,7 @@ class Perimeter:
         lanes = {f"lane-{d}": {"turnstile": f"ts-{d}", "reader": f"reader-{d}", "reader_direction": d,
                                "zones": ["outside", "inside"], **lane_opts,
                                "flows": [{"direction": d, "role": "card",
-                                          "steps": [{"kind": "card"}, {"kind": "grant", "timeout_s": 5}]}]}
+                                          "steps": steps or [{"kind": "card"}, {"kind": "grant", "timeout_s": 5}]}]}
                  for d in ("in", "out")}
         base_config.update(drivers=drivers, trust={"central_keys": [str(pub)]},
                            gate={"zones": ["outside", "inside"], "lanes": lanes})
@@ -61,6 +63,12 @@ class Perimeter:
         state = Path(base_config["state_dir"])
         state.mkdir(parents=True, exist_ok=True)
         holders = [{"id": p, "kind": "staff", "credentials": ["{}:{}".format(*card_of(p))]} for p in PEOPLE]
+        for holder in holders:
+            if holder["id"] in (pins or {}):
+                salt = os.urandom(16)
+                holder["pin"] = {"salt": salt.hex(), "hash": pin_hash(pins[holder["id"]], salt, 10_000).hex(),
+                                 "iterations": 10_000}
+        self.holders = holders
         (state / "gate-directory.json").write_text(json.dumps(signed_directory(self.central_key, holders)))
 
     def stop(self) -> None:

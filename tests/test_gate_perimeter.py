@@ -139,3 +139,37 @@ def _outcome(state, after: int, step: int, timeout: float = 30.0) -> tuple[dict,
             return decision, moved
         time.sleep(0.01)
     raise AssertionError(f"move {step}: no decision (and count) within {timeout}s")
+
+
+def test_card_and_pin(tmp_path, base_config, edge_daemon):
+    p = Perimeter(tmp_path, base_config, pins={"P-1": "97531", "P-2": "86420"},
+                  steps=[{"kind": "card"}, {"kind": "pin", "timeout_s": 10}, {"kind": "grant", "timeout_s": 5}])
+    try:
+        daemon = edge_daemon(p.config)
+        state = daemon.state_dir
+        wait_event(state, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
+        mark = last_seq(state)
+        p.present("in", "P-1")
+        wait_event(state, "reader.card", after=mark, what="the card read")
+        p.readers["in"].keys("97531#")
+        d = _decision(state, mark, "P-1 with the right PIN")["payload"]
+        assert (d["outcome"], [s["kind"] for s in d["steps"]]) == ("grant", ["card", "pin", "grant"])
+        assert led_color(p.leds("in")) == GREEN
+
+        mark = last_seq(state)
+        p.present("in", "P-2")
+        wait_event(state, "reader.card", after=mark, what="the card read")
+        p.readers["in"].keys("11111#")  # someone else's card, a guessed PIN
+        d = _decision(state, mark, "P-2 with a wrong PIN")["payload"]
+        assert (d["outcome"], d["reason"]) == ("deny", "pin_wrong")
+        assert led_color(p.leds("in")) == RED
+
+        mark = last_seq(state)
+        p.present("in", "P-3")  # no PIN enrolled: a card alone is not enough on this lane
+        wait_event(state, "reader.card", after=mark, what="the card read")
+        p.readers["in"].keys("0000#")
+        assert _decision(state, mark, "P-3")["payload"]["reason"] == "no_pin_enrolled"
+        raw = b"".join(path.read_bytes() for path in state.glob("*.db*")) + daemon.log_path.read_bytes()
+        assert b"97531" not in raw and b"11111" not in raw  # typed PINs are never stored nor logged
+    finally:
+        p.stop()
