@@ -176,7 +176,38 @@ class GateDirectory(_Strict):
     detail: str
 
 
+class GateSwapSuspected(_Strict):
+    """gate.swap_suspected (alarm): a visitor's face at the exit is not the face verified at their entry.
+
+    The lane is held for an officer (a gate.decision ``hold`` follows); nothing is granted.
+    """
+
+    approach_id: str
+    lane: str
+    booking_id: str | None
+    subject: str | None
+    distance: float | None
+    threshold: float | None
+    evidence: list[str] = Field(description="The biometric.verify_failed event (against: entry).")
+    detail: str
+
+
+class GateSession(_Strict):
+    """gate.session_unbalanced (alarm) / gate.session_closed: a visiting session ended.
+
+    ``still_inside``: every visitor who entered and has not left (from the occupancy ledger).
+    Every visitor's entry face is destroyed at this moment.
+    """
+
+    session: str
+    ended_at: datetime
+    still_inside: list[dict[str, Any]]
+    detail: str
+
+
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "gate.swap_suspected": GateSwapSuspected, "gate.session_unbalanced": GateSession,
+    "gate.session_closed": GateSession,
     "gate.occupancy": GateOccupancy, "gate.anti_passback": GateAntiPassback,
     "gate.directory_applied": GateDirectory, "gate.directory_rejected": GateDirectory,
     "gate.decision": GateDecision, "gate.passage": GatePassage, "gate.dose_check": GateDoseCheck,

@@ -27,6 +27,7 @@ from edge.gate.approach import Approach, decision_payload
 from edge.gate.perimeter import READER_EVENTS, Perimeter
 from edge.gate.settings import GateSettings
 from edge.gate.state import GateState
+from edge.gate.visits import Visits
 
 log = structlog.get_logger("edge.gate")
 SOURCE = "gate"
@@ -60,6 +61,7 @@ class GateEngine:
         self._results: dict[str, str] = {}  # command id -> id of its command.result event
         self._drivers: dict[str, str] = {}  # driver name -> lane
         self.perimeter = Perimeter(self, daemon)
+        self.visits = Visits(self, daemon.settings.state_dir)
         for lane_name, lane in self.lanes.items():
             for name in [lane.turnstile, lane.camera, lane.reader, *lane.scanners]:
                 if name:
@@ -212,6 +214,7 @@ class GateEngine:
         for lane, p in list(self.passing.items()):
             if p["deadline"] <= now:
                 self.passed(lane, None, "no passage seen before the grant ran out")
+        self.visits.tick()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -245,6 +248,9 @@ class GateEngine:
             if t in ("biometric.verified", "biometric.verify_failed"):
                 if p.get("booking_id") != ap.booking_id or p.get("subject_id") != ap.subject:
                     return  # another presentation's result
+                if t == "biometric.verify_failed" and p.get("reason") == "not_the_entry_face":
+                    self.visits.swap_suspected(ap, event)
+                    return
                 if t == "biometric.verified":
                     self.step_ok(ap, [event.id], f"distance {p.get('distance')} <= {p.get('threshold')}")
                 else:
@@ -301,6 +307,7 @@ class GateEngine:
                                    "detail": detail or "went through"}, "normal")
         if passed:
             self.perimeter.passed(lane_name, p, event)
+            self.visits.left(lane_name, p)
 
     # -- approaches -----------------------------------------------------------------------------
 
@@ -359,7 +366,8 @@ class GateEngine:
             if result.get("status") != "ok" and ap.record is rec:
                 self.fail(ap, "camera_unavailable", f"verify not taken: {result.get('detail')}")
         self.send(camera, "verify", {"subject_id": ap.subject, "booking_id": ap.booking_id,
-                                     "ttl_s": step.timeout_s}, f"gate approach {ap.id}", done)
+                                     "ttl_s": step.timeout_s, **self.visits.verify_args(ap)},
+                  f"gate approach {ap.id}", done)
 
     def _dose_check(self, ap: Approach) -> bool:
         from edge.xray import check_subject
@@ -418,7 +426,7 @@ class GateEngine:
                 if ap.lane in self.passing:  # the controller now holds this grant, not the earlier one
                     self.passed(ap.lane, None, "superseded by the next grant before a passage was seen")
                 self.passing[ap.lane] = {"approach_id": ap.id, "direction": ap.direction,
-                                         "subject": ap.subject, "role": ap.role,
+                                         "subject": ap.subject, "role": ap.role, "booking_id": ap.booking_id,
                                          "deadline": time.monotonic() + timeout_s + _PASSAGE_GRACE_S}
             else:
                 rec.end("failed", str(result.get("detail")), self.result_event(result))

@@ -10,6 +10,7 @@ scanner), and driver names that are not configured or of the wrong kind.
 
 from __future__ import annotations
 
+from datetime import time as time_of_day
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -145,6 +146,13 @@ class Lane(_Strict):
         return None
 
 
+class VisitingSession(_Strict):
+    """A visiting session that ends every day at ``ends`` (the device's local time)."""
+
+    name: str = Field(pattern=_NAME)
+    ends: time_of_day = Field(description="HH:MM: everyone who entered must have left by then.")
+
+
 class GateSettings(_Strict):
     """The gate policy of this device; no lanes means no policy engine."""
 
@@ -159,7 +167,11 @@ class GateSettings(_Strict):
                                     description="An x-ray result taken longer ago than this is refused "
                                                 "(scan_stale): an old clear scan must not let a person through.")
     zones: list[Annotated[str, Field(pattern=_NAME)]] = Field(
-        default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside.")
+        default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside; "
+                                          "the first is outside the prison.")
+    visiting_sessions: list[VisitingSession] = Field(
+        default_factory=list, description="At each session's end, visitors still inside are an alarm "
+                                          "(gate.session_unbalanced) and every entry face is destroyed.")
 
     @model_validator(mode="after")
     def _zones_known(self) -> GateSettings:
@@ -167,6 +179,8 @@ class GateSettings(_Strict):
                     for n, lane in self.lanes.items() for z in (lane.zones or []) if z not in self.zones]
         problems += [f"lanes.{n}.zones: a lane moves people between two different zones"
                      for n, lane in self.lanes.items() if lane.zones and lane.zones[0] == lane.zones[1]]
+        if self.visiting_sessions and not self.zones:
+            problems.append("visiting_sessions need [gate].zones (who is inside is read from the occupancy)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
