@@ -12,7 +12,7 @@ import logging
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.io.config import ModbusTurnstileConfig
+from drivers.io.config import ModbusLink
 from edge.errors import DriverError
 
 # pymodbus logs every timeout at ERROR with packet dumps; our events and logs say it once.
@@ -24,7 +24,7 @@ class ModuleSilent(DriverError):
 
 
 class Module:
-    def __init__(self, cfg: ModbusTurnstileConfig):
+    def __init__(self, cfg: ModbusLink):
         self.cfg = cfg
         if cfg.transport == "tcp":
             self._client = ModbusTcpClient(cfg.host, port=cfg.tcp_port, timeout=cfg.reply_timeout_s, retries=0)
@@ -36,7 +36,7 @@ class Module:
         self._span = self._input_span()
 
     def _input_span(self) -> tuple[int, int]:
-        addresses = self.cfg.inputs.used().values()
+        addresses = self.cfg.input_map().values()
         return min(addresses), max(addresses) - min(addresses) + 1
 
     def connect(self) -> None:
@@ -58,7 +58,7 @@ class Module:
         start, count = self._span
         bits = self._call("read inputs", self._client.read_discrete_inputs, start, count=count,
                           device_id=self.cfg.unit).bits
-        return {name: bool(bits[addr - start]) for name, addr in self.cfg.inputs.used().items()}
+        return {name: bool(bits[addr - start]) for name, addr in self.cfg.input_map().items()}
 
     def set_coil(self, coil: int, on: bool) -> None:
         self._call(f"set coil {coil}", self._client.write_coil, coil, on, device_id=self.cfg.unit)

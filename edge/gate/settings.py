@@ -189,7 +189,7 @@ class GateSettings(_Strict):
         return f"the [gate] section ({len(self.lanes)} lanes)"
 
 
-_KINDS = {"turnstile": ("turnstile.serial", "turnstile.modbus"), "reader": ("reader.osdp",), "camera": ("camera.face",), "scanners": ("xray.folder", "xray.stream")}
+_KINDS = {"turnstile": ("turnstile.serial", "turnstile.modbus", "sallyport.modbus"), "reader": ("reader.osdp",), "camera": ("camera.face",), "scanners": ("xray.folder", "xray.stream")}
 
 
 def _against_drivers(gate: GateSettings, info: ValidationInfo) -> GateSettings:
