@@ -127,6 +127,7 @@ def test_unplugged_reader_goes_offline_and_commands_fail(lane):
     lane.wait("reader.online")
     lane.sim.unplug()
     offline = lane.wait("reader.offline")[0]
+    assert offline["priority"] == "alarm"  # a cut cable is not a quiet event
     assert "port" in offline["payload"]["reason"] or "answering" in offline["payload"]["reason"]
     with pytest.raises(Exception, match="offline"):
         lane.driver.handle("feedback", {"outcome": "deny"})

@@ -52,7 +52,7 @@ class ReaderOnline(_Payload):
 
 
 class ReaderOffline(_Payload):
-    """reader.offline: the reader stopped answering, or its serial port is gone."""
+    """reader.offline (alarm): the reader stopped answering, or its serial port is gone (a cut cable?)."""
 
     reason: str
 

@@ -183,7 +183,8 @@ class OsdpReaderDriver(Driver):
             self._emit("reader.online", {"secure": self._key is not None})
         else:
             self.ctx.log.warning("reader_offline", address=self.config.address, reason=reason)
-            self._emit("reader.offline", {"reason": reason or "not answering"})
+            # an alarm: a cut cable or a reader pulled off the wall must not go unnoticed
+            self._emit("reader.offline", {"reason": reason or "not answering"}, "alarm")
         self.ctx.health_changed()
 
     def _port_down(self, reason: str) -> None:

@@ -107,7 +107,9 @@ class GateEngine:
                            "passing": dict(passing) if (passing := self.passing.get(name)) else None}
         return {"status": "ok" if self._thread.is_alive() else "down", "mode": self.mode["mode"],
                 "mode_set_by": self.mode.get("set_by"), "mode_reason": self.mode.get("reason"),
-                "online": self.online, "lanes": lanes, "decisions": dict(self.counts)}
+                "online": self.online, "lanes": lanes, "decisions": dict(self.counts),
+                "directory": self.perimeter.directory.summary(),
+                "occupancy": self.perimeter.occupancy.count(self.settings.zones)["zones"]}
 
     @property
     def online(self) -> bool:
