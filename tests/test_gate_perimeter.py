@@ -173,3 +173,23 @@ def test_card_and_pin(tmp_path, base_config, edge_daemon):
         assert b"97531" not in raw and b"11111" not in raw  # typed PINs are never stored nor logged
     finally:
         p.stop()
+
+
+def test_soft_anti_passback_grants_and_raises_the_alarm(tmp_path, base_config, edge_daemon):
+    p = Perimeter(tmp_path, base_config, anti_passback="soft")
+    try:
+        daemon = edge_daemon(p.config)
+        state = daemon.state_dir
+        wait_event(state, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
+        mark = last_seq(state)
+        p.present("in", "P-4")
+        assert _decision(state, mark, "P-4's entry")["payload"]["outcome"] == "grant"
+        wait_event(state, "gate.occupancy", after=mark, what="P-4 counted inside")
+        mark = last_seq(state)
+        p.present("in", "P-4")  # inside already: soft anti-passback lets them through, loudly
+        d = _decision(state, mark, "the second inward use")["payload"]
+        assert d["outcome"] == "grant"
+        alarm = wait_event(state, "gate.anti_passback", after=mark, what="the anti-passback alarm")
+        assert alarm["priority"] == "alarm" and alarm["payload"]["action"] == "grant"
+    finally:
+        p.stop()
