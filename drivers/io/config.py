@@ -96,8 +96,6 @@ class SallyPortConfig(ModbusLink):
     inner: Door
     fire_alarm: int | None = Field(default=None, ge=0, le=65535, description="Fire-alarm release input.")
     release_s: float = Field(default=5.0, ge=0.2, le=60, description="How long a door stays unlocked.")
-    cycle_timeout_s: float = Field(default=120.0, ge=5, le=3600,
-                                   description="A passage through both doors not done within this times out.")
 
     def input_map(self) -> dict[str, int]:
         used = {"outer": self.outer.closed, "inner": self.inner.closed}

@@ -36,7 +36,7 @@ class _Args(BaseModel):
 class _Grant(_Args):
     direction: Literal["in", "out"] = "in"
     passes: int = Field(default=1, ge=1, le=1, description="A sally port takes one person per cycle.")
-    timeout_s: int = Field(default=10, ge=1, le=255, description="To open the first door.")
+    timeout_s: int = Field(default=60, ge=1, le=255, description="For the whole passage through both doors.")
 
 
 class _Door(_Args):
@@ -211,7 +211,7 @@ class SallyPortDriver(Driver):
             refusal = lock.release(FIRST[a.direction], now)
             if refusal:
                 raise CommandError(f"grant refused by the interlock: {refusal}")
-            lock.cycle = Cycle(a.direction, now + self.config.cycle_timeout_s)
+            lock.cycle = Cycle(a.direction, now + a.timeout_s)  # the gate waits as long for the passage
             self._emit("turnstile.granted", {"address": self.config.address, "direction": a.direction,
                                              "passes": 1, "timeout_s": a.timeout_s})
         elif name == "release_door":
