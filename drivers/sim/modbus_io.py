@@ -9,11 +9,13 @@ stays up: the hardest failure for a poller to notice.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import socket
 import threading
 import time
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 _BITS = 64
@@ -25,10 +27,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _PtyBridge:
+    """Two ptys joined back to back: a serial cable between two named ports, without socat."""
+
+    def __init__(self):
+        import tty
+
+        self.fds = []
+        self.paths = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            self.fds.append((master, slave))
+            self.paths.append(os.ttyname(slave))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="pty-bridge", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        (a, _), (b, _) = self.fds
+        other = {a: b, b: a}
+        while not self._stop.is_set():
+            ready, _, _ = select.select([a, b], [], [], 0.05)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 4096)
+                    os.write(other[fd], data)
+                except (BlockingIOError, OSError):
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for pair in self.fds:
+            for fd in pair:
+                os.close(fd)
+
+
 class ModbusIoSim:
-    def __init__(self, port: int | None = None, unit: int = 1):
+    """The module on TCP (default), or on a serial line (``rtu=True``: ``serial_path`` is the
+    driver's end of a pty cable, the server holds the other end)."""
+
+    def __init__(self, port: int | None = None, unit: int = 1, rtu: bool = False, baudrate: int = 115200):
         self.port = port or free_port()
         self.unit = unit
+        self.bridge = _PtyBridge() if rtu else None
+        self.serial_path = self.bridge.paths[1] if self.bridge else None
+        self.baudrate = baudrate
         self.inputs = [False] * _BITS
         self.coils = [False] * _BITS
         self.coil_log: list[tuple[float, int, bool]] = []  # (monotonic time, coil, level)
@@ -64,7 +110,11 @@ class ModbusIoSim:
         device = SimDevice(id=self.unit, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
 
         async def serve():
-            self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port), trace_packet=self._trace)
+            if self.bridge is not None:
+                self._server = ModbusSerialServer(device, port=self.bridge.paths[0], baudrate=self.baudrate,
+                                                  trace_packet=self._trace)
+            else:
+                self._server = ModbusTcpServer(device, address=("127.0.0.1", self.port), trace_packet=self._trace)
             self._ready.set()
             await self._server.serve_forever()
         self._loop.run_until_complete(serve())
@@ -72,6 +122,8 @@ class ModbusIoSim:
     def start(self) -> ModbusIoSim:
         self._thread.start()
         self._ready.wait(5)
+        if self.bridge is not None:
+            return self
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # listening once a connect succeeds
             try:
@@ -85,6 +137,8 @@ class ModbusIoSim:
         if self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
         self._thread.join(5)
+        if self.bridge is not None:
+            self.bridge.close()
 
     def set_input(self, address: int, level: bool) -> None:
         with self._cond:
