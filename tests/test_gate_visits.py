@@ -124,3 +124,42 @@ def _until_no_entry_faces(daemon, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while _entry_faces(daemon) != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def test_booking_code_at_the_reader_starts_the_visitor_flow(tmp_path, sim, base_config, edge_daemon):
+    import json
+    from datetime import UTC
+
+    from drivers.sim.osdp_pd import OsdpReaderSim
+    from edge.signing import generate_keypair, load_private_key, sign
+    from tests._reader_helpers import KEY, key_file
+
+    reader = OsdpReaderSim(tmp_path / "tty-reader", address=1, key=KEY).start()
+    try:
+        config = _config(tmp_path, sim, base_config)
+        key, pub, _ = generate_keypair(tmp_path / "keys", "central")
+        config["trust"] = {"central_keys": [str(pub)]}
+        config["drivers"].append({"name": "reader", "kind": "reader.osdp", "port": str(reader.line.path),
+                                  "baudrate": 115200, "address": 1, "key_file": str(key_file(tmp_path)),
+                                  "raw_as_text": True})
+        config["gate"]["lanes"]["lane1"]["reader"] = "reader"
+        doc = sign({"type": "gate.directory", "site": "site-1", "issued_at": datetime.now(UTC).isoformat(),
+                    "holders": [{"id": "booking-42", "kind": "visitor", "credentials": ["BK-42"],
+                                 "subject_id": "V-1"}]}, load_private_key(key))
+        (tmp_path / "state" / "gate-directory.json").write_text(json.dumps(doc))
+        daemon = edge_daemon(config)
+        state = daemon.state_dir
+        wait_event(state, "reader.online", what="the reader online")
+        show(tmp_path, VISITOR)
+        mark = last_seq(state)
+        reader.code("BK-42")  # the QR code of the booking, at the reader
+        d = wait_event(state, "gate.decision", after=mark, what="the visitor's entry", timeout=90)["payload"]
+        assert (d["outcome"], d["role"], d["booking_id"], d["subject"], d["started_by"]) == \
+            ("grant", "visitor", "BK-42", "V-1", "reader")
+        wait_event(state, "gate.occupancy", after=mark, what="counted in")
+        assert _entry_faces(daemon) == 1
+        show(tmp_path, OTHER)
+        mark = _present(daemon, "BK-42", "V-1", "out")
+        wait_event(state, "gate.swap_suspected", after=mark, what="the swap at the exit", timeout=60)
+    finally:
+        reader.stop()

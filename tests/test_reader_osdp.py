@@ -152,6 +152,20 @@ def test_h10301_round_trip_and_other_formats():
     assert cards.decode("wiegand", b"\xab\xcd\xef\x01\x80", 35).credential == "raw35:abcdef0180"
     assert cards.decode("ascii", b"VIS-2041", None).credential == "VIS-2041"
     assert cards.decode("wiegand", b"\x01", 26).credential is None
+    assert cards.decode("raw", b"BK-42", 40).credential == "raw40:424b2d3432"  # a card's raw bits
+    assert cards.decode("raw", b"BK-42", 40, raw_as_text=True).credential == "BK-42"  # a QR reader's code
+    assert cards.decode("raw", b"BK\x07", 24, raw_as_text=True).credential is None
+
+
+def test_qr_reader_code_over_osdp(tmp_path):
+    lane = ReaderLane(tmp_path, raw_as_text=True).start()
+    try:
+        lane.wait("reader.online")
+        lane.sim.code("BK-42")
+        card = lane.wait("reader.card")[0]["payload"]
+        assert (card["format"], card["credential"]) == ("ascii", "BK-42")
+    finally:
+        lane.stop()
 
 
 def test_a_reader_plugged_back_in_comes_online_again(tmp_path):

@@ -57,13 +57,21 @@ def encode_h10301(facility: int, number: int) -> bytes:
     return bytes(_value(bits[i:i + 8]) for i in range(0, 32, 8))
 
 
-def decode(fmt: str, data: bytes, length: int | None) -> Card:
-    """``fmt``: wiegand | raw | ascii (the OSDP card format), ``length`` in bits for the raw ones."""
+def decode(fmt: str, data: bytes, length: int | None, *, raw_as_text: bool = False) -> Card:
+    """``fmt``: wiegand | raw | ascii (the OSDP card format), ``length`` in bits for the raw ones.
+
+    ``raw_as_text``: the reader is a QR/barcode reader that sends a code's characters as
+    unspecified-format raw bytes; they are taken as text.
+    """
+    if fmt == "raw" and raw_as_text and length and length % 8 == 0:
+        fmt, data = "ascii", data[: length // 8]
     if fmt == "ascii":
         try:
             text = data.decode("ascii").strip()
         except UnicodeDecodeError:
             return Card("ascii", len(data) * 8, None, "not ASCII text")
+        if not text.isprintable():
+            return Card("ascii", len(data) * 8, None, "control characters in the text")
         return Card("ascii", len(data) * 8, text or None, None if text else "empty read")
     bits = int(length or 0)
     if bits <= 0 or (bits + 7) // 8 > len(data):

@@ -20,6 +20,8 @@ class OsdpReaderConfig(DriverConfig):
     install_mode: bool = Field(default=False, description="Give `key_file`'s key to a reader still on its "
                                "install (default) key, over a channel secured with that default key. "
                                "Set it for the install visit only, then remove it.")
+    raw_as_text: bool = Field(default=False, description="A QR/barcode reader: its unspecified-format reads "
+                              "are a code's characters (a booking reference), taken as text.")
     pin_terminator: str = Field(default="#", min_length=1, max_length=1)
     pin_max_digits: int = Field(default=12, ge=4, le=32)
     pin_timeout_s: float = Field(default=10.0, gt=0, le=120,

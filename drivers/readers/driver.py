@@ -137,7 +137,8 @@ class OsdpReaderDriver(Driver):
             self._notification(ev)
 
     def _card(self, ev: dict[str, Any]) -> None:
-        card = cards.decode(_FORMATS.get(ev.get("format"), "raw"), ev.get("data") or b"", ev.get("length"))
+        card = cards.decode(_FORMATS.get(ev.get("format"), "raw"), ev.get("data") or b"", ev.get("length"),
+                            raw_as_text=self.config.raw_as_text)
         self.stats["cards" if card.credential else "unreadable_cards"] += 1
         self._emit("reader.card", {"reader_no": ev.get("reader_no", 0), "format": card.format, "bits": card.bits,
                                    "credential": card.credential, "problem": card.problem})

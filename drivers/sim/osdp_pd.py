@@ -93,6 +93,12 @@ class OsdpReaderSim:
         self.pd.submit_event({"event": osdp.Event.CardRead, "reader_no": 0, "direction": 0,
                               "format": osdp.CardFormat.Wiegand, "length": bits, "data": data})
 
+    def code(self, text: str) -> None:
+        """A QR code or barcode: the reader sends its characters as raw, unspecified-format bits."""
+        data = text.encode("ascii")
+        self.pd.submit_event({"event": osdp.Event.CardRead, "reader_no": 0, "direction": 0,
+                              "format": osdp.CardFormat.Unspecified, "length": len(data) * 8, "data": data})
+
     def keys(self, typed: str) -> None:
         self.pd.submit_event({"event": osdp.Event.KeyPress, "reader_no": 0, "data": typed.encode()})
 

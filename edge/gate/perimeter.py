@@ -74,31 +74,43 @@ class Perimeter:
     # -- card approaches -----------------------------------------------------------------------
 
     def on_card(self, lane_name: str, event) -> None:
+        """A card (or a booking code) at the lane's reader: start its approach, or deny it at once."""
         engine, lane, p = self.engine, self.engine.lanes[lane_name], event.payload
         if engine.approaches.get(lane_name) is not None:
             log.info("gate_card_ignored_lane_busy", lane=lane_name)
             self.feedback(lane_name, "deny")
             return
-        direction = lane.reader_direction
-        flow = lane.flow(direction, "card")
-        credential = p.get("credential")
+        direction, credential = lane.reader_direction, p.get("credential")
         holder = self.directory.holder(credential, datetime.now(UTC)) if credential else None
         subject = (holder.subject_id or holder.id) if holder else None
+        if holder is not None and holder.kind == "visitor" and lane.flow(direction, "visitor") is not None:
+            # a booking reference (a QR code on an ASCII reader, a visitor card): the visitor flow,
+            # booking + face, with the entry/exit face check of edge.gate.visits
+            engine.begin(Approach(lane_name, direction, "visitor", lane.flow(direction, "visitor"), subject=subject,
+                                  booking_id=credential, started_by="reader"), event.id)
+            return
+        flow = lane.flow(direction, "card")
         ap = Approach(lane_name, direction, "card", flow, subject=subject, started_by="reader")
         ap.start_event = event.id
+        refusal = self._card_refusal(lane_name, flow, credential, holder, p)
+        if refusal is not None:
+            engine.approaches[lane_name] = ap
+            engine.decide(ap, "deny", *refusal)
+            return
+        self.holders[ap.id] = holder
+        engine.begin(ap, event.id)
+
+    @staticmethod
+    def _card_refusal(lane_name: str, flow, credential, holder, p) -> tuple[str, str, str] | None:
+        """(reason, detail, priority) when the card cannot even start an approach."""
         if flow is None:
-            engine.approaches[lane_name] = ap
-            engine.decide(ap, "deny", "unknown_credential", f"lane {lane_name} has no card flow for {direction}")
-        elif credential is None:
-            engine.approaches[lane_name] = ap
-            engine.decide(ap, "deny", "card_unreadable", f"the card was misread: {p.get('problem')}")
-        elif holder is None:
-            engine.approaches[lane_name] = ap
-            engine.decide(ap, "deny", "unknown_credential",
-                          "no holder in the directory for this card (or the holder's validity ended)", "alarm")
-        else:
-            self.holders[ap.id] = holder
-            engine.begin(ap, event.id)
+            return "unknown_credential", f"lane {lane_name} has no card flow for this direction", "normal"
+        if credential is None:
+            return "card_unreadable", f"the card was misread: {p.get('problem')}", "normal"
+        if holder is None:
+            return ("unknown_credential", "no holder in the directory for this card (or the holder's validity "
+                    "ended)", "alarm")
+        return None
 
     def card_step(self, ap: Approach, step) -> None:
         holder = self.holders.get(ap.id)
