@@ -60,6 +60,7 @@ class GateEngine:
         self.last_decision: dict[str, Any] | None = None
         self._results: dict[str, str] = {}  # command id -> id of its command.result event
         self._drivers: dict[str, str] = {}  # driver name -> lane
+        self._early: dict[str, Any] = {}  # lane -> passage stored before its grant's result arrived
         self.perimeter = Perimeter(self, daemon)
         self.visits = Visits(self, daemon.settings.state_dir)
         for lane_name, lane in self.lanes.items():
@@ -228,6 +229,8 @@ class GateEngine:
         elif t in ("turnstile.passage", "turnstile.grant_timeout"):
             if lane_name in self.passing and event.payload.get("direction") == self.passing[lane_name]["direction"]:
                 self.passed(lane_name, event, "" if t == "turnstile.passage" else "nobody passed: grant timed out")
+            elif ap is not None and ap.state == "granting" and event.payload.get("direction") == ap.direction:
+                self._early[lane_name] = event  # it overtook the grant's result on the way here
         elif t == "turnstile.granted":
             if ap is not None and ap.state == "granting" and ap.record is not None:
                 ap.record.evidence.append(event.id)
@@ -411,6 +414,7 @@ class GateEngine:
         if ap.record is not None:  # an officer cut the step short
             ap.record.end("skipped", "officer override" if override else "granted")
         ap.state = "granting"
+        self._early.pop(ap.lane, None)
         rec = ap.begin(Step(kind="grant", timeout_s=timeout_s, passes=passes), self.settings.command_timeout_s)
         self.save(ap)  # on disk before the turnstile may open: a crash from here on ends as denied
         args = {"direction": ap.direction, "passes": passes, "timeout_s": timeout_s, **self.address(ap.lane)}
@@ -430,6 +434,9 @@ class GateEngine:
                 self.passing[ap.lane] = {"approach_id": ap.id, "direction": ap.direction,
                                          "subject": ap.subject, "role": ap.role, "booking_id": ap.booking_id,
                                          "deadline": time.monotonic() + timeout_s + _PASSAGE_GRACE_S}
+                if (early := self._early.pop(ap.lane, None)) is not None:
+                    self.passed(ap.lane, early, "" if early.type == "turnstile.passage"
+                                else "nobody passed: grant timed out")
             else:
                 rec.end("failed", str(result.get("detail")), self.result_event(result))
                 self.decide(ap, "deny", "turnstile_refused", str(result.get("detail")), override=override)
