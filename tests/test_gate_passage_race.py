@@ -27,6 +27,8 @@ class SlowGrantRouter(FakeRouter):
         self.pending.append(future)
         return future
 
+    submit_policy = submit_local  # the engine's own driver commands
+
 
 def test_a_passage_overtaking_the_grant_result_is_counted(tmp_path):
     h = Harness(tmp_path / "state")

@@ -101,7 +101,9 @@ class FaceCameraDriver(Driver):
     """Runs the face worker process and emits its decisions as ``biometric.*`` events."""
 
     Config = FaceCameraConfig
-    command_effects = {"verify": "operate", "status": "observe"}  # verify only starts a check
+    # verify only starts a check; forget_entry destroys a visitor's entry face (the exit check
+    # needs it): a person asking needs a second one, the gate policy's own call does not
+    command_effects = {"verify": "operate", "forget_entry": "erase", "status": "observe"}
 
     def __init__(self, config: FaceCameraConfig, ctx):
         super().__init__(config, ctx)

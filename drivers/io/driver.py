@@ -20,6 +20,7 @@ from typing import Any
 from drivers.io._lane import LaneLogic
 from drivers.io._module import Module, ModuleSilent
 from drivers.io.config import ModbusTurnstileConfig
+from drivers.turnstile._commands import EFFECTS as TURNSTILE_EFFECTS
 from drivers.turnstile._commands import parse as parse_command
 from edge.driver import Driver
 from edge.errors import CommandError, StoreFull
@@ -39,7 +40,8 @@ class ModbusTurnstileDriver(Driver):
     """One lane: two release relays and the lane's contacts on one Modbus module."""
 
     Config = ModbusTurnstileConfig
-    physical_commands = frozenset({"grant", "unlock", "release"})
+    # the serial turnstile's vocabulary, and its effect classes (edge.commands.effects)
+    command_effects = TURNSTILE_EFFECTS
 
     def __init__(self, config: ModbusTurnstileConfig, ctx):
         super().__init__(config, ctx)

@@ -49,7 +49,11 @@ _ARGS = {"grant": _Grant, "release_door": _Door, "deny": _Args, "lock": _Args, "
 
 class SallyPortDriver(Driver):
     Config = SallyPortConfig
-    physical_commands = frozenset({"grant", "release_door", "release"})
+    #: Effect classes (edge.commands.effects): opening a door is a barrier command (two people
+    #: when a person asks; the gate policy's own grants are its decisions), closing is not.
+    command_effects = {"grant": "barrier", "release_door": "barrier", "release": "barrier",
+                       "deny": "operate", "lock": "operate", "lockdown": "operate",
+                       "read_counters": "observe", "status": "observe", "ping": "observe"}
 
     def __init__(self, config: SallyPortConfig, ctx):
         super().__init__(config, ctx)

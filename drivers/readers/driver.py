@@ -34,6 +34,9 @@ class OsdpReaderDriver(Driver):
     """An OSDP reader (card, keypad, LED, buzzer, tamper) at one address on a serial line."""
 
     Config = OsdpReaderConfig
+    #: Effect classes (edge.commands.effects): the reader opens nothing. check_pin uses up the
+    #: PIN held for the gate's check, so it is not a mere observation.
+    command_effects = {"feedback": "operate", "check_pin": "operate", "status": "observe"}
 
     def __init__(self, config: OsdpReaderConfig, ctx):
         super().__init__(config, ctx)
