@@ -43,6 +43,7 @@ class Perimeter:
                                            auto_pass=True, auto_pass_delay_s=0.01).start() for d in ("in", "out")}
         key, pub, _ = generate_keypair(tmp_path / "keys", "central")
         self.central_key = load_private_key(key)
+        self.catalog_key, catalog_pub, _ = generate_keypair(tmp_path / "keys", "catalogs", roles=["catalog"])
         rkey = key_file(tmp_path)
         drivers = []
         for d in ("in", "out"):
@@ -57,7 +58,7 @@ class Perimeter:
                                "flows": [{"direction": d, "role": "card",
                                           "steps": steps or [{"kind": "card"}, {"kind": "grant", "timeout_s": 5}]}]}
                  for d in ("in", "out")}
-        base_config.update(drivers=drivers, trust={"central_keys": [str(pub)]},
+        base_config.update(drivers=drivers, trust={"central_keys": [str(pub), str(catalog_pub)]},
                            gate={"zones": ["outside", "inside"], "lanes": lanes})
         self.config = base_config
         state = Path(base_config["state_dir"])

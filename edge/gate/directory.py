@@ -31,8 +31,8 @@ from edge.signing import DocumentRejected, open_signed
 #: The one place the document's type is named: a document of another type is refused
 #: even when it is validly signed (a gallery or a catalog cannot pass for a directory).
 DOCUMENT_TYPE = "gate.directory"
-#: The signing-key role a directory must carry once keys have roles (see docs/drivers.md).
-ROLE = "directory"
+#: How edge.trust names it: its signers need the 'directory' role (edge.trust.DOCUMENT_ROLES).
+TRUST_DOCUMENT = "directory"
 FILE = "gate-directory.json"
 MAX_BYTES = 8 * 1024 * 1024
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"

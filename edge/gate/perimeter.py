@@ -16,7 +16,7 @@ import structlog
 
 from edge.errors import StoreError
 from edge.gate.approach import Approach
-from edge.gate.directory import Directory, DocumentRejected
+from edge.gate.directory import TRUST_DOCUMENT, Directory, DocumentRejected
 from edge.gate.occupancy import EVENT as OCCUPANCY
 from edge.gate.occupancy import Occupancy
 
@@ -28,12 +28,13 @@ _FEEDBACK = {"grant": "grant", "deny": "deny", "hold": "hold"}
 
 class Perimeter:
     def __init__(self, engine, daemon):
-        from edge.signing import load_public_keys
+        from edge.trust import daemon_keys_for
 
         s = daemon.settings
         self.engine = engine
         self._daemon = daemon
-        self.directory = Directory(s.state_dir, load_public_keys(s.trust.central_keys), s.site)
+        # only anchors holding the 'directory' role (edge.trust.DOCUMENT_ROLES), revocations live
+        self.directory = Directory(s.state_dir, daemon_keys_for(daemon, TRUST_DOCUMENT), s.site)
         self.occupancy = Occupancy(s.state_dir)
         self.holders: dict[str, Any] = {}  # approach id -> directory holder (card flows)
 

@@ -58,10 +58,12 @@ def test_forged_retyped_replayed_unsigned_directories_are_refused(site, tmp_path
     state = daemon.state_dir
     holders = [*p.holders, NEW_HOLDER]
     mallory = load_private_key(generate_keypair(tmp_path / "mallory", "mallory")[0])
+    catalogs = load_private_key(p.catalog_key)  # trusted by the device, but for catalogs only
     later = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
     retyped = {"type": "xray.dose_records", "site": SITE, "issued_at": later, "holders": holders}
     attacks = {
         "signature": signed_directory(mallory, holders, later),  # someone else's key
+        "wrong_role": signed_directory(catalogs, holders, later),  # a trusted key without the role
         "wrong_type": sign(retyped, p.central_key),  # validly signed by central, but not a directory
         "not_newer": signed_directory(p.central_key, holders, "2020-01-01T00:00:00+00:00"),  # a replay
     }
@@ -70,7 +72,12 @@ def test_forged_retyped_replayed_unsigned_directories_are_refused(site, tmp_path
         mark = last_seq(state)
         _publish(broker, doc)
         rejected = wait_event(state, "gate.directory_rejected", after=mark, what=f"the {problem} refusal")
-        assert rejected["priority"] == "alarm" and rejected["payload"]["problem"] == problem, rejected
+        assert rejected["priority"] == "alarm", rejected
+        if problem == "wrong_role":  # the signature is refused: its key may not sign directories
+            assert rejected["payload"]["problem"] == "signature", rejected
+            assert "not trusted" in rejected["payload"]["detail"], rejected
+        else:
+            assert rejected["payload"]["problem"] == problem, rejected
         d = _card_decision(p, state, NEW_CARD)
         assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), problem
 
