@@ -308,7 +308,19 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update, **residents}
 
 
+def _registered_payloads() -> dict[str, type[BaseModel]]:
+    """Payload models a driver family registers under the ``edge.event_payloads`` entry point
+    (``"name" = "package.contract:EVENT_PAYLOADS"``): documented without the core importing it."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, type[BaseModel]] = {}
+    for ep in sorted(entry_points(group="edge.event_payloads"), key=lambda e: e.name):
+        found.update(ep.load())
+    return found
+
+
 EVENT_PAYLOADS.update(_driver_payloads())
+EVENT_PAYLOADS.update(_registered_payloads())
 
 
 def _driver_channels() -> list[Channel]:

@@ -58,12 +58,15 @@ class Verified(_Decision):
     mode: Literal["verify"]
     subject_id: str
     booking_id: str | None
+    against: Literal["entry"] | None = Field(default=None, description="entry: a visitor leaving, compared "
+                                             "with the face kept at their entry (not the gallery).")
 
 
 class VerifyFailed(Verified):
     """biometric.verify_failed (normal): 1:1 refused; ``reason`` says why."""
 
-    reason: Literal["no_match", "expired", "not_yet_valid", "not_enrolled"]
+    reason: Literal["no_match", "expired", "not_yet_valid", "not_enrolled", "not_the_entry_face",
+                    "no_entry_template"]
 
 
 class Identified(_Decision):

@@ -101,7 +101,9 @@ class FaceCameraDriver(Driver):
     """Runs the face worker process and emits its decisions as ``biometric.*`` events."""
 
     Config = FaceCameraConfig
-    command_effects = {"verify": "operate", "status": "observe"}  # verify only starts a check
+    # verify only starts a check; forget_entry destroys a visitor's entry face (the exit check
+    # needs it): a person asking needs a second one, the gate policy's own call does not
+    command_effects = {"verify": "operate", "forget_entry": "erase", "status": "observe"}
 
     def __init__(self, config: FaceCameraConfig, ctx):
         super().__init__(config, ctx)
@@ -188,12 +190,21 @@ class FaceCameraDriver(Driver):
             subject = args.get("subject_id")
             if not isinstance(subject, str) or not subject:
                 raise CommandError("verify needs 'subject_id' (the subject of the presented booking)")
+            entry = args.get("entry")
+            if entry not in (None, "keep", "compare"):
+                raise CommandError("verify: 'entry' is keep (visitor entering) or compare (visitor leaving)")
             self._send({"op": "claim", "subject_id": subject, "booking_id": args.get("booking_id"),
-                        "ttl_s": args.get("ttl_s")})
+                        "ttl_s": args.get("ttl_s"), "entry": entry})
             return {"accepted": True, "subject_id": subject, "booking_id": args.get("booking_id")}
+        if name == "forget_entry":
+            key = args.get("key")
+            if not args.get("all") and not (isinstance(key, str) and key):
+                raise CommandError("forget_entry needs 'key' (the booking id) or 'all': true")
+            self._send({"op": "forget_entry", "key": key, "all": bool(args.get("all"))})
+            return {"forgotten": "all" if args.get("all") else key}
         if name == "status":
             return {"worker_pid": self.worker_pid, **self.worker_status}
-        raise CommandError(f"camera.face does not support {name!r}; supported: verify, status")
+        raise CommandError(f"camera.face does not support {name!r}; supported: verify, forget_entry, status")
 
     def health(self) -> dict[str, Any]:
         source = self.worker_status.get("source", {})
@@ -202,7 +213,8 @@ class FaceCameraDriver(Driver):
                 "encoder": self.worker_encoder, "events": self.events, "frames": self.worker_status.get("frames", 0),
                 "worker_peak_rss_mb": self.worker_status.get("peak_rss_mb"),
                 "over_budget": self.worker_status.get("lane", {}).get("over_budget", {}),
-                "source": source, "gallery": self.worker_status.get("gallery", {})}
+                "source": source, "gallery": self.worker_status.get("gallery", {}),
+                "entry_templates": self.worker_status.get("lane", {}).get("entry_templates", 0)}
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

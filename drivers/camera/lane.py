@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 
 from drivers.camera.decide import Decider, Decision
+from drivers.camera.entries import EntryTemplates
 from drivers.camera.pipeline import Analysis, Pipeline
 
 
@@ -51,10 +52,16 @@ class Lane:
         self._absent = self._bad = 0
         self.approaches = self.decisions = 0
         self.over_budget: dict[str, int] = {}  # stage -> decisions where it ran over its budget
+        self.entries = EntryTemplates()
 
-    def claim(self, subject_id: str, booking_id: str | None, ttl_s: float | None = None) -> None:
-        """A booking was presented: verify the next face 1:1 against ``subject_id``."""
-        self._claim = {"subject_id": subject_id, "booking_id": booking_id,
+    def claim(self, subject_id: str, booking_id: str | None, ttl_s: float | None = None,
+              entry: str | None = None) -> None:
+        """A booking was presented: verify the next face 1:1 against ``subject_id``.
+
+        ``entry``: ``keep`` (a visitor entering: keep the verified face for the exit) or
+        ``compare`` (a visitor leaving: compare with the face kept at entry, not the gallery).
+        """
+        self._claim = {"subject_id": subject_id, "booking_id": booking_id, "entry": entry,
                        "expires": time.monotonic() + (ttl_s or self.config.claim_ttl_s)}
         self.decided = False
 
@@ -109,11 +116,29 @@ class Lane:
         started = time.perf_counter()
         if claim is not None:
             self._claim = None
-            decision = self.decider.verify(claim["subject_id"], a.encoding, booking_id=claim["booking_id"])
+            decision = self._verify(claim, a.encoding)
         else:
             decision = self.decider.identify(a.encoding)
         a.timings_ms["search"] = round((time.perf_counter() - started) * 1000, 2)
         return [self._event(decision.type, {**decision.payload, "liveness": live}, a, decision.priority)]
+
+    def _verify(self, claim: dict[str, Any], encoding) -> Decision:
+        key = claim["booking_id"] or claim["subject_id"]
+        if claim.get("entry") != "compare":
+            decision = self.decider.verify(claim["subject_id"], encoding, booking_id=claim["booking_id"])
+            if claim.get("entry") == "keep" and decision.type == "biometric.verified":
+                self.entries.keep(key, encoding)
+            return decision
+        threshold = self.decider.thresholds.verify
+        payload = {"mode": "verify", "subject_id": claim["subject_id"], "booking_id": claim["booking_id"],
+                   "threshold": threshold, "against": "entry", **self.decider._common()}
+        distance = self.entries.distance(key, encoding)
+        payload["distance"] = None if distance is None else round(distance, 4)
+        if distance is None:
+            return Decision("biometric.verify_failed", {**payload, "reason": "no_entry_template"})
+        if distance > threshold:
+            return Decision("biometric.verify_failed", {**payload, "reason": "not_the_entry_face"}, "alarm")
+        return Decision("biometric.verified", payload)
 
     def _event(self, type: str, payload: dict[str, Any], a: Analysis, priority: str) -> Decision:
         self.decisions += 1
@@ -155,4 +180,5 @@ class Lane:
 
     def status(self) -> dict[str, Any]:
         return {"approaches": self.approaches, "decisions": self.decisions, "active": self.active,
-                "claim_pending": self._pending_claim() is not None, "over_budget": dict(self.over_budget)}
+                "claim_pending": self._pending_claim() is not None, "over_budget": dict(self.over_budget),
+                "entry_templates": len(self.entries)}

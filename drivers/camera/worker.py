@@ -99,7 +99,13 @@ class Worker:
         if op == "stop":
             return False
         if op == "claim":
-            self.lane.claim(str(cmd["subject_id"]), cmd.get("booking_id"), cmd.get("ttl_s"))
+            self.lane.claim(str(cmd["subject_id"]), cmd.get("booking_id"), cmd.get("ttl_s"), cmd.get("entry"))
+        elif op == "forget_entry":
+            if cmd.get("all"):
+                self.lane.entries.forget_all()
+            else:
+                self.lane.entries.forget(str(cmd.get("key")))
+            send(self.status())  # the driver (and `edge status`) see the count drop at once
         elif op == "status":
             send(self.status())
         return True
@@ -130,9 +136,12 @@ class Worker:
                 continue
             next_frame = time.monotonic() + self.interval
             self.frames += 1
+            kept = len(self.lane.entries)
             for decision in self.lane.process(frame):
                 send({"op": "event", "type": decision.type, "payload": decision.payload,
                       "priority": decision.priority})
+            if len(self.lane.entries) != kept:
+                send(self.status())  # entry faces held: visible in the driver's status at once
 
     def _idle(self, inbox: queue.Queue) -> None:
         """The source played to its end (a folder or file): report it and wait for stop."""

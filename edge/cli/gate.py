@@ -120,3 +120,37 @@ def mode(ctx, mode, reason, as_json) -> None:
                           for n, v in r["lanes"].items())
         return f"mode {r['mode']} (was {r['previous']}); {lanes}"
     output(result, as_json, text)
+
+
+@gate.command("count")
+@json_option
+@click.pass_context
+@edge_errors
+def count(ctx, as_json) -> None:
+    """Roll-call: people per zone and who is where, from this device's own files.
+
+    Works with the daemon stopped and the network down (an evacuation): it
+    reads the occupancy ledger and the event store directly.
+    """
+    from edge.errors import StoreError
+    from edge.gate.occupancy import Occupancy
+
+    settings = settings_from(ctx)
+    if not settings.gate.zones:
+        fail("no [gate].zones in the config: this gate counts nobody", as_json=as_json)
+    try:
+        occupancy = Occupancy(settings.state_dir, readonly=True)
+        occupancy.catch_up()
+    except StoreError as exc:
+        fail(f"cannot read the occupancy ledger: {exc}", as_json=as_json)
+    result = occupancy.count(settings.gate.zones)
+
+    def text(r: dict[str, Any]) -> str:
+        lines = [f"{zone}: {n}" for zone, n in r["zones"].items()]
+        for zone in r["zones"]:
+            people = [p for p in r["people"] if p["zone"] == zone]
+            if people and zone != settings.gate.zones[0]:
+                lines.append(f"in {zone}:")
+                lines += [f"  {p['person']} ({p['role']}) since {p['since']} via {p['lane']}" for p in people]
+        return "\n".join(lines)
+    output(result, as_json, text)

@@ -21,7 +21,7 @@ class _Strict(BaseModel):
 
 
 class StepTaken(_Strict):
-    kind: Literal["verify", "identify", "dose_check", "xray", "grant"]
+    kind: Literal["verify", "identify", "dose_check", "xray", "grant", "card", "pin", "face"]
     result: Literal["pending", "ok", "failed", "timeout", "skipped"] = Field(
         description="skipped: the approach was decided (override, mode, stop) before the step ended.")
     evidence: list[str] = Field(description="Ids of the events that prove the result.")
@@ -49,17 +49,19 @@ class GateDecision(_Strict):
     approach_id: str
     lane: str
     direction: Literal["in", "out"]
-    role: Literal["visitor", "staff", "any", "officer"]
+    role: Literal["visitor", "staff", "any", "officer", "card"]
     subject: str | None
     booking_id: str | None
-    started_by: Literal["present", "camera", "override"] | None
+    started_by: Literal["present", "camera", "override", "reader"] | None
     started_at: datetime | None
     decided_at: datetime
     outcome: Literal["grant", "deny", "hold"]
     reason: str = Field(description="flow_complete, officer_override, free_passage, face_not_verified, "
                                     "liveness_failed, multiple_faces, dose_limit, scan_not_clear, scan_stale, scan_wrong_lane, step_timeout, "
                                     "camera_unavailable, turnstile_refused, grant_unconfirmed, hold_timeout, "
-                                    "lockdown, out_of_service, emergency, interrupted, stopping.")
+                                    "lockdown, out_of_service, emergency, interrupted, stopping, card_unreadable, "
+                                    "unknown_credential, no_pin_enrolled, pin_wrong, reader_unavailable, "
+                                    "anti_passback.")
     detail: str
     mode: Mode
     online: bool = Field(description="The MQTT link was connected when the decision was taken.")
@@ -134,7 +136,80 @@ class GateStateLost(_Strict):
     detail: str
 
 
+class GateOccupancy(_Strict):
+    """gate.occupancy: a counted person moved from one zone to another (the roll-call's ledger)."""
+
+    person: str = Field(description="The subject of the approach (card holder, visitor, staff member).")
+    role: str
+    lane: str
+    direction: Literal["in", "out"]
+    from_zone: str
+    to_zone: str
+    approach_id: str
+    at: datetime
+    evidence: list[str] = Field(description="The turnstile.passage event.")
+
+
+class GateAntiPassback(_Strict):
+    """gate.anti_passback (alarm): a person used a lane from a zone they are not recorded in.
+
+    ``action: deny`` (hard anti-passback: the approach is denied) or ``grant`` (soft: the flow goes on).
+    """
+
+    approach_id: str
+    lane: str
+    person: str
+    direction: Literal["in", "out"]
+    expected_zone: str
+    recorded_zone: str
+    recorded_since: datetime
+    action: Literal["deny", "grant"]
+
+
+class GateDirectory(_Strict):
+    """gate.directory_applied / gate.directory_rejected (alarm): a credential directory from central."""
+
+    issued_at: datetime | None
+    holders: int | None
+    problem: str | None = Field(description="Why it was refused: signature, wrong_type, schema, wrong_site, "
+                                            "not_newer, too_big, ...")
+    detail: str
+
+
+class GateSwapSuspected(_Strict):
+    """gate.swap_suspected (alarm): a visitor's face at the exit is not the face verified at their entry.
+
+    The lane is held for an officer (a gate.decision ``hold`` follows); nothing is granted.
+    """
+
+    approach_id: str
+    lane: str
+    booking_id: str | None
+    subject: str | None
+    distance: float | None
+    threshold: float | None
+    evidence: list[str] = Field(description="The biometric.verify_failed event (against: entry).")
+    detail: str
+
+
+class GateSession(_Strict):
+    """gate.session_unbalanced (alarm) / gate.session_closed: a visiting session ended.
+
+    ``still_inside``: every visitor who entered and has not left (from the occupancy ledger).
+    Every visitor's entry face is destroyed at this moment.
+    """
+
+    session: str
+    ended_at: datetime
+    still_inside: list[dict[str, Any]]
+    detail: str
+
+
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "gate.swap_suspected": GateSwapSuspected, "gate.session_unbalanced": GateSession,
+    "gate.session_closed": GateSession,
+    "gate.occupancy": GateOccupancy, "gate.anti_passback": GateAntiPassback,
+    "gate.directory_applied": GateDirectory, "gate.directory_rejected": GateDirectory,
     "gate.decision": GateDecision, "gate.passage": GatePassage, "gate.dose_check": GateDoseCheck,
     "gate.emergency": GateEmergency, "gate.mode": GateMode, "gate.state_lost": GateStateLost,
 }

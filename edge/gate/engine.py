@@ -24,8 +24,10 @@ import structlog
 from edge.errors import CommandError, EdgeError, StoreError
 from edge.gate import commands
 from edge.gate.approach import Approach, decision_payload
+from edge.gate.perimeter import READER_EVENTS, Perimeter
 from edge.gate.settings import GateSettings
 from edge.gate.state import GateState
+from edge.gate.visits import Visits
 
 log = structlog.get_logger("edge.gate")
 SOURCE = "gate"
@@ -58,8 +60,11 @@ class GateEngine:
         self.last_decision: dict[str, Any] | None = None
         self._results: dict[str, str] = {}  # command id -> id of its command.result event
         self._drivers: dict[str, str] = {}  # driver name -> lane
+        self._early: dict[str, Any] = {}  # lane -> passage stored before its grant's result arrived
+        self.perimeter = Perimeter(self, daemon)
+        self.visits = Visits(self, daemon.settings.state_dir)
         for lane_name, lane in self.lanes.items():
-            for name in [lane.turnstile, lane.camera, *lane.scanners]:
+            for name in [lane.turnstile, lane.camera, lane.reader, *lane.scanners]:
                 if name:
                     self._drivers[name] = lane_name
         router.register_target("gate", self._submit, commands.EFFECTS)
@@ -72,6 +77,7 @@ class GateEngine:
             self.mode = saved
         self._daemon.store.add_listener(self._on_commit)
         recovered = self._recover()
+        self.perimeter.start()
         if self.state_problem:
             log.error("gate_state_unreadable", error=self.state_problem)
             self.emit("gate.state_lost", {"problem": self.state_problem, "mode": self.mode["mode"],
@@ -90,6 +96,7 @@ class GateEngine:
         for ap in list(self.approaches.values()):
             self.decide(ap, "deny", "stopping", "the daemon stopped during this approach")
         self.state.close()
+        self.perimeter.stop()
 
     def status(self) -> dict[str, Any]:
         lanes = {}
@@ -101,7 +108,9 @@ class GateEngine:
                            "passing": dict(passing) if (passing := self.passing.get(name)) else None}
         return {"status": "ok" if self._thread.is_alive() else "down", "mode": self.mode["mode"],
                 "mode_set_by": self.mode.get("set_by"), "mode_reason": self.mode.get("reason"),
-                "online": self.online, "lanes": lanes, "decisions": dict(self.counts)}
+                "online": self.online, "lanes": lanes, "decisions": dict(self.counts),
+                "directory": self.perimeter.directory.summary(),
+                "occupancy": self.perimeter.occupancy.count(self.settings.zones)["zones"]}
 
     @property
     def online(self) -> bool:
@@ -113,7 +122,7 @@ class GateEngine:
     def _on_commit(self, events) -> None:
         for event in events:
             if event.source in self._drivers and (event.type in _CAMERA or event.type in _TURNSTILE
-                                                  or event.type == "xray.scan"):
+                                                  or event.type in READER_EVENTS or event.type == "xray.scan"):
                 self._queue.put(("event", event))
             elif event.type == "command.result" and event.payload.get("operator") == OPERATOR:
                 self._queue.put(("result", event))
@@ -122,6 +131,10 @@ class GateEngine:
         future: Future = Future()
         self._queue.put(("command", name, args, accepted, future))
         return future
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the engine thread (from any thread)."""
+        self._queue.put(("call", fn))
 
     def send(self, target: str, name: str, args: dict[str, Any], reason: str,
              then: Callable[[dict[str, Any]], None]) -> None:
@@ -204,6 +217,7 @@ class GateEngine:
         for lane, p in list(self.passing.items()):
             if p["deadline"] <= now:
                 self.passed(lane, None, "no passage seen before the grant ran out")
+        self.visits.tick()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -215,9 +229,16 @@ class GateEngine:
         elif t in ("turnstile.passage", "turnstile.grant_timeout"):
             if lane_name in self.passing and event.payload.get("direction") == self.passing[lane_name]["direction"]:
                 self.passed(lane_name, event, "" if t == "turnstile.passage" else "nobody passed: grant timed out")
+            elif ap is not None and ap.state == "granting" and event.payload.get("direction") == ap.direction:
+                self._early[lane_name] = event  # it overtook the grant's result on the way here
         elif t == "turnstile.granted":
             if ap is not None and ap.state == "granting" and ap.record is not None:
                 ap.record.evidence.append(event.id)
+        elif t == "reader.card" and event.source == lane.reader:
+            self.perimeter.on_card(lane_name, event)
+        elif t == "reader.pin_entered" and event.source == lane.reader:
+            if ap is not None and ap.state == "running" and ap.step is not None and ap.step.kind == "pin":
+                self.perimeter.pin_entered(ap, event)
         elif t == "biometric.identified" and event.source == lane.camera:
             if ap is None and lane.flow(lane.camera_direction, "staff") is not None:
                 self.begin(Approach(lane_name, lane.camera_direction, "staff",
@@ -228,10 +249,13 @@ class GateEngine:
 
     def _step_event(self, ap: Approach, event) -> None:
         kind, t, p = ap.step.kind, event.type, event.payload
-        if kind == "verify" and event.source == self.lanes[ap.lane].camera:
+        if kind in ("verify", "face") and event.source == self.lanes[ap.lane].camera:
             if t in ("biometric.verified", "biometric.verify_failed"):
                 if p.get("booking_id") != ap.booking_id or p.get("subject_id") != ap.subject:
                     return  # another presentation's result
+                if t == "biometric.verify_failed" and p.get("reason") == "not_the_entry_face":
+                    self.visits.swap_suspected(ap, event)
+                    return
                 if t == "biometric.verified":
                     self.step_ok(ap, [event.id], f"distance {p.get('distance')} <= {p.get('threshold')}")
                 else:
@@ -286,6 +310,9 @@ class GateEngine:
         self.emit("gate.passage", {"approach_id": p["approach_id"], "lane": lane_name, "direction": p["direction"],
                                    "passed": passed, "evidence": [event.id] if event is not None else [],
                                    "detail": detail or "went through"}, "normal")
+        if passed:
+            self.perimeter.passed(lane_name, p, event)
+            self.visits.left(lane_name, p)
 
     # -- approaches -----------------------------------------------------------------------------
 
@@ -300,7 +327,7 @@ class GateEngine:
             self.decide(ap, "deny", mode, f"the gate is in {mode} mode ({self.mode.get('reason') or 'no reason'})")
         elif mode == "free_passage":
             self.decide(ap, "grant", "free_passage", "free passage mode: the lane is open, no steps taken")
-        else:
+        elif self.perimeter.passback_ok(ap):
             self.advance(ap)
         return ap
 
@@ -315,8 +342,15 @@ class GateEngine:
                 if not self._dose_check(ap):
                     return
                 ap.index += 1
-            elif step.kind == "verify":
+            elif step.kind == "card":
+                self.perimeter.card_step(ap, step)
+                ap.index += 1
+            elif step.kind in ("verify", "face"):
                 self._verify(ap, step)
+                return
+            elif step.kind == "pin":
+                ap.begin(step, step.timeout_s)
+                self.save(ap)
                 return
             elif step.kind == "xray":
                 ap.begin(step, step.timeout_s)
@@ -337,7 +371,8 @@ class GateEngine:
             if result.get("status") != "ok" and ap.record is rec:
                 self.fail(ap, "camera_unavailable", f"verify not taken: {result.get('detail')}")
         self.send(camera, "verify", {"subject_id": ap.subject, "booking_id": ap.booking_id,
-                                     "ttl_s": step.timeout_s}, f"gate approach {ap.id}", done)
+                                     "ttl_s": step.timeout_s, **self.visits.verify_args(ap)},
+                  f"gate approach {ap.id}", done)
 
     def _dose_check(self, ap: Approach) -> bool:
         from edge.xray import check_subject
@@ -379,6 +414,7 @@ class GateEngine:
         if ap.record is not None:  # an officer cut the step short
             ap.record.end("skipped", "officer override" if override else "granted")
         ap.state = "granting"
+        self._early.pop(ap.lane, None)
         rec = ap.begin(Step(kind="grant", timeout_s=timeout_s, passes=passes), self.settings.command_timeout_s)
         self.save(ap)  # on disk before the turnstile may open: a crash from here on ends as denied
         args = {"direction": ap.direction, "passes": passes, "timeout_s": timeout_s, **self.address(ap.lane)}
@@ -396,7 +432,11 @@ class GateEngine:
                 if ap.lane in self.passing:  # the controller now holds this grant, not the earlier one
                     self.passed(ap.lane, None, "superseded by the next grant before a passage was seen")
                 self.passing[ap.lane] = {"approach_id": ap.id, "direction": ap.direction,
+                                         "subject": ap.subject, "role": ap.role, "booking_id": ap.booking_id,
                                          "deadline": time.monotonic() + timeout_s + _PASSAGE_GRACE_S}
+                if (early := self._early.pop(ap.lane, None)) is not None:
+                    self.passed(ap.lane, early, "" if early.type == "turnstile.passage"
+                                else "nobody passed: grant timed out")
             else:
                 rec.end("failed", str(result.get("detail")), self.result_event(result))
                 self.decide(ap, "deny", "turnstile_refused", str(result.get("detail")), override=override)
@@ -429,6 +469,7 @@ class GateEngine:
         log.info("gate_decision", lane=ap.lane, approach=ap.id, outcome=outcome, reason=reason,
                  direction=ap.direction, role=ap.role)
         self.emit("gate.decision", payload, "alarm" if outcome == "hold" else priority)
+        self.perimeter.decided(ap, outcome)
 
     def save(self, ap: Approach) -> None:
         self.state.save(ap.id, ap.lane, ap.state, ap.body())

@@ -10,6 +10,7 @@ scanner), and driver names that are not configured or of the wrong kind.
 
 from __future__ import annotations
 
+from datetime import time as time_of_day
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -17,13 +18,15 @@ from pydantic_core import PydanticCustomError
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Direction = Literal["in", "out"]
-Role = Literal["visitor", "staff", "any"]
+Role = Literal["visitor", "staff", "any", "card"]
 OnFail = Literal["deny", "hold", "alarm"]
-StepKind = Literal["verify", "identify", "dose_check", "xray", "grant"]
+StepKind = Literal["verify", "identify", "dose_check", "xray", "grant", "card", "pin", "face"]
 MODES = ("normal", "lockdown", "free_passage", "out_of_service")
 Mode = Literal["normal", "lockdown", "free_passage", "out_of_service"]
 #: Step kinds that wait for something to happen at the lane (they need a timeout).
-WAITING = frozenset({"verify", "xray"})
+WAITING = frozenset({"verify", "xray", "pin", "face"})
+#: Step kinds of a card flow (a credential from the directory; see edge.gate.credentials).
+CARD_STEPS = frozenset({"card", "pin", "face"})
 
 
 class _Strict(BaseModel):
@@ -80,9 +83,19 @@ class Flow(_Strict):
             problems.append("'dose_check' must come before 'xray' (a check after the scan cannot prevent it)")
         if len(set(kinds)) != len(kinds):
             problems.append("each step kind appears at most once")
+        problems += _card_problems(self.role, kinds)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _card_problems(role: str, kinds: list[str]) -> list[str]:
+    if role == "card":
+        return [] if kinds[0] == "card" and "card" not in kinds[1:] else \
+            ["a card flow starts with 'card' (the reader's card read starts it), and has it once"]
+    if CARD_STEPS & set(kinds):
+        return ["'card', 'pin' and 'face' need a card holder: only card flows (role = \"card\") have them"]
+    return []
 
 
 class Lane(_Strict):
@@ -93,6 +106,15 @@ class Lane(_Strict):
     camera: str | None = Field(default=None, pattern=_NAME, description="camera.face driver name.")
     camera_direction: Direction = Field(default="in", description="Direction of a staff approach the camera starts.")
     scanners: list[str] = Field(default_factory=list, description="xray.* driver names of the lane's scanner.")
+    reader: str | None = Field(default=None, pattern=_NAME, description="reader.osdp driver: card flows, feedback.")
+    reader_direction: Direction = Field(default="in", description="Direction of a card approach the reader starts.")
+    zones: list[Annotated[str, Field(pattern=_NAME)]] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="[zone before 'in', zone after 'in']: a passage in moves a person from the first to the "
+                    "second, out the other way (occupancy, anti-passback).")
+    anti_passback: Literal["hard", "soft", "off"] = Field(
+        default="hard", description="A known person not in the zone this passage starts from: hard = deny, "
+                                    "soft = grant and raise gate.anti_passback, off = no check.")
     flows: list[Flow] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -109,6 +131,10 @@ class Lane(_Strict):
                 problems.append(f"flows[{i}]: verify/identify need the lane's 'camera'")
             if kinds & {"xray", "dose_check"} and not self.scanners:
                 problems.append(f"flows[{i}]: xray/dose_check need the lane's 'scanners'")
+            if kinds & {"card", "pin"} and self.reader is None:
+                problems.append(f"flows[{i}]: card/pin need the lane's 'reader'")
+            if "face" in kinds and self.camera is None:
+                problems.append(f"flows[{i}]: face needs the lane's 'camera'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -118,6 +144,13 @@ class Lane(_Strict):
             if flow.direction == direction and flow.role == role:
                 return flow
         return None
+
+
+class VisitingSession(_Strict):
+    """A visiting session that ends every day at ``ends`` (the device's local time)."""
+
+    name: str = Field(pattern=_NAME)
+    ends: time_of_day = Field(description="HH:MM: everyone who entered must have left by then.")
 
 
 class GateSettings(_Strict):
@@ -133,12 +166,30 @@ class GateSettings(_Strict):
     scan_freshness_s: float = Field(default=120.0, gt=0, le=3600,
                                     description="An x-ray result taken longer ago than this is refused "
                                                 "(scan_stale): an old clear scan must not let a person through.")
+    zones: list[Annotated[str, Field(pattern=_NAME)]] = Field(
+        default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside; "
+                                          "the first is outside the prison.")
+    visiting_sessions: list[VisitingSession] = Field(
+        default_factory=list, description="At each session's end, visitors still inside are an alarm "
+                                          "(gate.session_unbalanced) and every entry face is destroyed.")
+
+    @model_validator(mode="after")
+    def _zones_known(self) -> GateSettings:
+        problems = [f"lanes.{n}.zones: {z!r} is not in [gate].zones ({', '.join(self.zones) or 'none'})"
+                    for n, lane in self.lanes.items() for z in (lane.zones or []) if z not in self.zones]
+        problems += [f"lanes.{n}.zones: a lane moves people between two different zones"
+                     for n, lane in self.lanes.items() if lane.zones and lane.zones[0] == lane.zones[1]]
+        if self.visiting_sessions and not self.zones:
+            problems.append("visiting_sessions need [gate].zones (who is inside is read from the occupancy)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def __repr__(self) -> str:  # config errors print the section, not its whole contents
         return f"the [gate] section ({len(self.lanes)} lanes)"
 
 
-_KINDS = {"turnstile": ("turnstile.serial",), "camera": ("camera.face",), "scanners": ("xray.folder", "xray.stream")}
+_KINDS = {"turnstile": ("turnstile.serial", "turnstile.modbus", "sallyport.modbus"), "reader": ("reader.osdp",), "camera": ("camera.face",), "scanners": ("xray.folder", "xray.stream")}
 
 
 def _against_drivers(gate: GateSettings, info: ValidationInfo) -> GateSettings:

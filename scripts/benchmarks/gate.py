@@ -39,6 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runs", type=int, default=10, help="Approaches timed (after one warm-up).")
     parser.add_argument("--faces", default=str(FACES), help="Folder of the shared photos.")
     parser.add_argument("--baudrate", type=int, default=115200)
+    parser.add_argument("--no-card", action="store_true", help="Skip the OSDP card -> relay pulse chain.")
 
 
 def _ts(event: dict) -> float:
@@ -188,10 +189,12 @@ def run(args) -> dict:
     chain_p50 = statistics.median(chains)
     after_face = [c - f for c, f in zip(chains, faces_in_chain, strict=True)]
     after_alone = stages["store_append_ms"] + stages["grant_to_ack_ms"]
+    from benchmarks import _card_pulse
     return {"approaches": runs, "frame_to_grant_ack_ms_p50": round(chain_p50, 2),
             "frame_to_grant_ack_ms_p95": _pct(chains, 0.95), "frame_to_grant_ack_ms_max": round(max(chains), 2),
             "stages_alone_ms": stages, "stages_sum_ms": round(total, 2), "ratio": round(chain_p50 / total, 3),
             "after_face_ms_p50": round(statistics.median(after_face), 2),
             "after_face_alone_ms": round(after_alone, 2),
             "after_face_ratio": round(statistics.median(after_face) / after_alone, 3),
-            "baudrate": args.baudrate}
+            "baudrate": args.baudrate,
+            **({} if args.no_card else {"card_to_pulse": _card_pulse.run(runs, append_ms)})}

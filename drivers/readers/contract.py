@@ -1,0 +1,74 @@
+"""Payloads of the ``reader.*`` events (OSDP readers), as central receives them.
+
+A PIN never appears in an event or a log: ``reader.pin_entered`` says that one
+was typed, and the gate asks the driver to check it (``check_pin``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    address: int = Field(ge=0, le=126, description="The reader's OSDP address.")
+
+
+class ReaderCard(_Payload):
+    """reader.card: a card was read; ``credential`` is what the directory knows it by."""
+
+    reader_no: int = Field(ge=0, le=255)
+    format: Literal["h10301", "raw", "ascii"]
+    bits: int = Field(ge=0)
+    credential: str | None = Field(description="None when the read is unusable (see `problem`).")
+    problem: str | None = None
+
+
+class ReaderPinEntered(_Payload):
+    """reader.pin_entered: a PIN was typed (held in the driver's memory only, for `check_pin`)."""
+
+    reader_no: int = Field(ge=0, le=255)
+    digits: int = Field(ge=0)
+
+
+class ReaderTamper(_Payload):
+    """reader.tamper (alarm): the reader's case or mounting switch opened (active) or closed again."""
+
+    active: bool
+
+
+class ReaderPower(_Payload):
+    """reader.power (alarm): the reader reports a power failure (failed) or its return."""
+
+    failed: bool
+
+
+class ReaderOnline(_Payload):
+    """reader.online: the reader answers (with the secure channel up, unless plaintext is allowed)."""
+
+    secure: bool
+
+
+class ReaderOffline(_Payload):
+    """reader.offline (alarm): the reader stopped answering, or its serial port is gone (a cut cable?)."""
+
+    reason: str
+
+
+class ReaderSecureChannelFailed(_Payload):
+    """reader.secure_channel_failed (alarm): the reader does not hold our key (wrong key, or a swapped reader)."""
+
+    detail: str
+
+
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "reader.card": ReaderCard,
+    "reader.pin_entered": ReaderPinEntered,
+    "reader.tamper": ReaderTamper,
+    "reader.power": ReaderPower,
+    "reader.online": ReaderOnline,
+    "reader.offline": ReaderOffline,
+    "reader.secure_channel_failed": ReaderSecureChannelFailed,
+}

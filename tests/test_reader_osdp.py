@@ -1,0 +1,184 @@
+"""``reader.osdp`` against libosdp's own peripheral device (PD) on a pty: a second implementation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import osdp
+import pytest
+
+from drivers.readers import cards
+from drivers.readers.config import OsdpReaderConfig, read_key
+from tests._reader_helpers import KEY, ReaderLane, key_file
+
+GREEN, RED, AMBER = osdp.CommandLEDColor.Green, osdp.CommandLEDColor.Red, osdp.CommandLEDColor.Amber
+
+
+@pytest.fixture
+def lane(tmp_path):
+    lane = ReaderLane(tmp_path).start()
+    yield lane
+    lane.stop()
+
+
+def test_card_read_becomes_a_credential_over_the_secure_channel(lane):
+    online = lane.wait("reader.online")[0]
+    assert online["payload"] == {"address": 5, "secure": True}
+    assert lane.sim.secure and lane.driver.health()["secure"]
+    lane.sim.card(12, 3456)
+    card = lane.wait("reader.card")[0]
+    assert card["payload"] == {"address": 5, "reader_no": 0, "format": "h10301", "bits": 26,
+                               "credential": "12:3456", "problem": None}
+
+
+def test_a_misread_card_is_never_a_credential(lane):
+    lane.wait("reader.online")
+    data = bytearray(cards.encode_h10301(12, 3456))
+    data[1] ^= 0x10  # one bit flipped on the wire: parity catches it
+    lane.sim.raw_card(bytes(data), 26)
+    card = lane.wait("reader.card")[0]["payload"]
+    assert card["credential"] is None and "parity" in card["problem"]
+
+
+def test_grant_feedback_lights_the_reader_green(lane):
+    lane.wait("reader.online")
+    result = lane.driver.handle("feedback", {"outcome": "grant"})
+    assert result["outcome"] == "grant"
+    led = [c for c in lane.pd_commands(2) if c["command"] == osdp.Command.LED]
+    assert led and led[0]["on_color"] == GREEN and led[0]["temporary"] is True
+
+
+def test_deny_feedback_is_red_with_a_beep(lane):
+    lane.wait("reader.online")
+    lane.driver.handle("feedback", {"outcome": "deny"})
+    got = {c["command"]: c for c in lane.pd_commands(2)}
+    assert got[osdp.Command.LED]["on_color"] == RED
+    assert got[osdp.Command.Buzzer]["rep_count"] == 2
+
+
+def test_hold_feedback_flashes_amber(lane):
+    lane.wait("reader.online")
+    lane.driver.handle("feedback", {"outcome": "hold"})
+    led = [c for c in lane.pd_commands(2) if c["command"] == osdp.Command.LED][0]
+    assert led["on_color"] == AMBER and led["off_color"] == osdp.CommandLEDColor.Black
+
+
+def test_tamper_and_power_are_alarms_once_per_change(lane):
+    lane.wait("reader.online")
+    lane.sim.local_status(tamper=True)
+    tamper = lane.wait("reader.tamper")[0]
+    assert tamper["priority"] == "alarm" and tamper["payload"]["active"] is True
+    lane.sim.local_status(tamper=True, power_failed=True)
+    power = lane.wait("reader.power")[0]
+    assert power["priority"] == "alarm" and power["payload"]["failed"] is True
+    assert len(lane.of("reader.tamper")) == 1  # unchanged: no second alarm
+    assert lane.driver.health()["status"] == "degraded"
+    lane.sim.local_status(tamper=False)
+    lane.wait("reader.tamper", active=False)
+
+
+def test_pin_is_checked_in_the_driver_and_never_leaves_it(lane):
+    lane.wait("reader.online")
+    lane.sim.keys("4711#")
+    entered = lane.wait("reader.pin_entered")[0]
+    assert entered["payload"]["digits"] == 4
+    salt = os.urandom(16)
+    right = hashlib.pbkdf2_hmac("sha256", b"4711", salt, 10_000)
+    wrong = hashlib.pbkdf2_hmac("sha256", b"4712", salt, 10_000)
+    assert lane.driver.handle("check_pin", {"salt": salt.hex(), "hash": wrong.hex(),
+                                            "iterations": 10_000})["match"] is False
+    lane.sim.keys("4711#")
+    lane.wait("reader.pin_entered", count=2)
+    assert lane.driver.handle("check_pin", {"salt": salt.hex(), "hash": right.hex(),
+                                            "iterations": 10_000})["match"] is True
+    # checked once, then forgotten: a replayed check finds nothing
+    assert lane.driver.handle("check_pin", {"salt": salt.hex(), "hash": right.hex(),
+                                            "iterations": 10_000})["match"] is False
+    assert "4711" not in repr(lane.events)
+
+
+def test_wrong_secure_channel_key_is_refused(tmp_path):
+    lane = ReaderLane(tmp_path, pd_key=bytes(16)).start()
+    try:
+        alarm = lane.wait("reader.secure_channel_failed")[0]
+        assert alarm["priority"] == "alarm"
+        lane.sim.card(12, 3456)
+        with pytest.raises(AssertionError):
+            lane.wait("reader.card", timeout=1.5)
+        assert not lane.of("reader.online") and not lane.sim.secure
+        with pytest.raises(Exception, match="offline"):
+            lane.driver.handle("feedback", {"outcome": "grant"})
+    finally:
+        lane.stop()
+
+
+def test_install_mode_hands_the_reader_its_own_key(tmp_path):
+    lane = ReaderLane(tmp_path, pd_key=None, pd_install_mode=True, install_mode=True).start()
+    try:
+        lane.wait("reader.online")
+        keyset = [c for c in lane.pd_commands(3) if c["command"] == osdp.Command.Keyset]
+        assert keyset and keyset[0]["data"] == KEY
+    finally:
+        lane.stop()
+
+
+def test_unplugged_reader_goes_offline_and_commands_fail(lane):
+    lane.wait("reader.online")
+    lane.sim.unplug()
+    offline = lane.wait("reader.offline")[0]
+    assert offline["priority"] == "alarm"  # a cut cable is not a quiet event
+    assert "port" in offline["payload"]["reason"] or "answering" in offline["payload"]["reason"]
+    with pytest.raises(Exception, match="offline"):
+        lane.driver.handle("feedback", {"outcome": "deny"})
+
+
+def test_config_needs_a_private_key_file(tmp_path):
+    with pytest.raises(ValueError, match="key_file is required"):
+        OsdpReaderConfig(name="r", kind="reader.osdp", port="/dev/null")
+    loose = key_file(tmp_path, mode=0o644)
+    with pytest.raises(ValueError, match="group or others"):
+        read_key(loose)
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    short.chmod(0o600)
+    with pytest.raises(ValueError, match="16-byte"):
+        read_key(short)
+    assert read_key(key_file(tmp_path)) == KEY
+
+
+def test_h10301_round_trip_and_other_formats():
+    assert cards.h10301(cards.encode_h10301(255, 65535)).credential == "255:65535"
+    assert cards.decode("wiegand", b"\xab\xcd\xef\x01\x80", 35).credential == "raw35:abcdef0180"
+    assert cards.decode("ascii", b"VIS-2041", None).credential == "VIS-2041"
+    assert cards.decode("wiegand", b"\x01", 26).credential is None
+    assert cards.decode("raw", b"BK-42", 40).credential == "raw40:424b2d3432"  # a card's raw bits
+    assert cards.decode("raw", b"BK-42", 40, raw_as_text=True).credential == "BK-42"  # a QR reader's code
+    assert cards.decode("raw", b"BK\x07", 24, raw_as_text=True).credential is None
+
+
+def test_qr_reader_code_over_osdp(tmp_path):
+    lane = ReaderLane(tmp_path, raw_as_text=True).start()
+    try:
+        lane.wait("reader.online")
+        lane.sim.code("BK-42")
+        card = lane.wait("reader.card")[0]["payload"]
+        assert (card["format"], card["credential"]) == ("ascii", "BK-42")
+    finally:
+        lane.stop()
+
+
+def test_a_reader_plugged_back_in_comes_online_again(tmp_path):
+    from drivers.sim.osdp_pd import OsdpReaderSim
+
+    lane = ReaderLane(tmp_path).start()
+    try:
+        lane.wait("reader.online")
+        lane.sim.stop()  # cable pulled
+        lane.wait("reader.offline")
+        lane.sim = OsdpReaderSim(lane.path, address=5, key=KEY).start()  # a reader on the same port again
+        lane.wait("reader.online", count=2, timeout=15)
+        lane.sim.card(1, 2)
+        assert lane.wait("reader.card")[0]["payload"]["credential"] == "1:2"
+    finally:
+        lane.stop()
