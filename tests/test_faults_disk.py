@@ -175,7 +175,7 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
     mosquitto.start()
     # Acked by the broker, not recordable on this disk: kept in memory, not re-sent.
     live = _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"].get("acks_kept_in_memory")
-                 and s, 20, "acks kept in memory")
+                 and s, 45, "acks kept in memory")
     assert live["daemon"]["source"] == "control_socket"
     assert "not written" in _wait(lambda: _status(daemon)["daemon"].get("stale", {}).get("why"), 20,
                                   "the status to say status.json is not being written")
