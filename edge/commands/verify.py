@@ -27,6 +27,7 @@ from edge.commands.model import EDGE_TARGET, MAX_COMMAND_BYTES, Command, iso
 from edge.commands.seen import SeenIds
 from edge.commands.settings import CommandsSettings
 from edge.errors import CommandError
+from edge.events import printable
 from edge.trust import TrustRefused, TrustStore
 
 
@@ -249,4 +250,4 @@ def _validate(doc: Any) -> Command:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return value[:128] if isinstance(value, str) else None
+    return printable(value, 128) if isinstance(value, str) else None

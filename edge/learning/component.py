@@ -22,6 +22,7 @@ from edge.learning._cache import ContentCache
 from edge.learning._catalog import Catalog, CatalogKeeper, CatalogRejected
 from edge.learning._transfer import Downloader, Job
 from edge.learning.statements import parse_statement
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.learning")
@@ -69,13 +70,15 @@ class LearningComponent:
             self.downloader.start()
         if self.keeper.load_problem:
             log.warning("learning_saved_catalog_unusable", reason=self.keeper.load_problem)
-        self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
+        self._thread = SupervisedThread(self._run, name="learning", emit=self.daemon.emit,
+                                        on_change=getattr(self.daemon, "notify_health_changed", None))
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(None)
         if self._thread:
+            self._thread.stop()
             self._thread.join(timeout=5)
         if self.downloader:
             self.downloader.stop()
@@ -203,6 +206,7 @@ class LearningComponent:
         pinned = self.pinned()
         d = self.downloader
         return {
+            **(self._thread.status() if self._thread else {"status": "starting"}),
             "catalog_version": catalog.version if catalog else None,
             "courses": len(catalog.courses) if catalog else 0,
             "cached_items": len(self.cache.hashes()),

@@ -33,6 +33,7 @@ from edge.messaging._attachments import AttachmentRefused, check_attachments, ch
 from edge.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
 from edge.messaging._db import MailboxDB
 from edge.mqtt import topics
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.messaging")
@@ -84,13 +85,15 @@ class MessagingComponent:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="messaging", daemon=True)
+        self._thread = SupervisedThread(self._run, name="messaging", emit=self.daemon.emit,
+                                        on_change=getattr(self.daemon, "notify_health_changed", None))
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(None)
         if self._thread:
+            self._thread.stop()
             self._thread.join(timeout=5)
         self._final_status = self.status()  # the daemon writes status.json once more after stops
         self.db.close()
@@ -238,7 +241,8 @@ class MessagingComponent:
         if self._final_status is not None:
             return self._final_status
         stats = self.db.stats()
-        return {"messages": stats["messages"], "residents": stats["residents"],
+        return {**(self._thread.status() if self._thread else {"status": "starting"}),
+                "messages": stats["messages"], "residents": stats["residents"],
                 "contacts_version": stats["contacts_version"], "unread": stats["unread"],
                 "refused": dict(self.refused), "duplicates": self.duplicates,
                 "sealing": self.seal_key is not None}
