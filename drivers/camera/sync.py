@@ -44,6 +44,8 @@ from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
+# Checked before a document is parsed: an update is one subject; a snapshot the whole gallery.
+_MAX_DOC_BYTES = {"snapshot": 64 * 1024 * 1024, "update": 256 * 1024}
 _HELD_MAX = 10_000  # out-of-order updates kept in memory while waiting for a snapshot
 _REPORT_EVERY_S = 2.0  # how soon a local enrollment made by the CLI is reported as an event
 
@@ -160,9 +162,13 @@ class GallerySync:
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
+        limit = _MAX_DOC_BYTES.get(kind, 0)
         try:  # sealed to this device (and others of the site), signed inside; no model: checked per kind
+            if len(payload) > 2 * limit + 4096:  # sealing adds base64 and a header: far less than this
+                raise DocumentRejected(f"gallery {kind}", "too_large", f"{len(payload)} bytes is over the "
+                                       f"limit for a sealed gallery {kind}; not read")
             inner = sealing.unseal(payload, self._key, self.device, f"gallery {kind}")
-            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site)
+            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site, max_bytes=limit)
         except (DocumentRejected, sealing.SealError) as exc:
             raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")

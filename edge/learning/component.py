@@ -59,7 +59,7 @@ class LearningComponent:
                 link=link, site=self.site, device=self.device, cache=self.cache,
                 concurrency=self.settings.concurrency, rate_limit_bytes_s=self.settings.rate_limit_bytes_s,
                 chunk_timeout_s=self.settings.chunk_timeout_s, may_proceed=self._may_proceed,
-                pinned=self.pinned, on_failed=self._on_failed)
+                pinned=self.pinned, on_failed=self._on_failed, emit=getattr(daemon, "emit", None))
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -222,4 +222,6 @@ class LearningComponent:
             "downloads": d.in_flight() if d else [],
             "transfer": dict(d.counters) if d else {},
             "last_error": d.last_error if d else None,
+            "failed_items": {sha[:12]: {"reason": f["reason"], "failures": f["failures"]}
+                             for sha, f in list(d.failed.items())[:20]} if d else {},
         }

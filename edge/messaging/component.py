@@ -126,13 +126,20 @@ class MessagingComponent:
 
     # -- from central ---------------------------------------------------------
 
+    def _max_bytes(self, leaf: str) -> int:
+        """Largest document of this kind worth parsing: checked before JSON and signatures."""
+        if leaf == "in":  # the body, plus the attachments base64-encoded, plus the envelope
+            per = (self.settings.max_attachment_bytes + 2) // 3 * 4 + 1024
+            return 512 * 1024 + self.settings.max_attachments * per
+        return {"contacts": 4 * 1024 * 1024, "status": 64 * 1024}[leaf]
+
     def _handle(self, leaf: str, raw: bytes) -> None:
         model = {"contacts": _docs.ContactsDoc, "status": _docs.StatusDoc, "in": _docs.InboundDoc}[leaf]
         try:
             if leaf in ("in", "contacts"):  # mail and who residents write to cross the broker sealed
                 raw = sealing.unseal(raw, self.device_key, self.device, f"messaging.{leaf}")
             doc = _docs.parse_central(raw, model, self.trusted, self.device,
-                                      self.site if leaf == "contacts" else None)
+                                      self.site if leaf == "contacts" else None, self._max_bytes(leaf))
             getattr(self, f"_apply_{leaf}")(doc)
         except (_docs.CentralMessageRefused, AttachmentRefused, sealing.SealError) as exc:
             self.refused[leaf] += 1
