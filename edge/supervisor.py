@@ -214,7 +214,7 @@ class SupervisedThread:
     """
 
     def __init__(self, target: Callable[[], None], *, name: str, emit: Callable | None,
-                 backoff_initial_s: float = 0.2, backoff_max_s: float = 30.0,
+                 backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
                  on_change: Callable[[], None] | None = None):
         self.name, self._target, self._emit = name, target, emit
         self._initial, self._max = backoff_initial_s, backoff_max_s

@@ -234,8 +234,8 @@ def _parse(payload: bytes) -> Any:
                               f"{MAX_COMMAND_BYTES} bytes")
     try:
         return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandRejected("malformed", f"not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit number, deep nesting
+        raise CommandRejected("malformed", f"not valid JSON: {str(exc)[:120]}") from None
 
 
 def _validate(doc: Any) -> Command:
