@@ -17,7 +17,7 @@ Mode = Literal["normal", "lockdown", "free_passage", "out_of_service"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StepTaken(_Strict):
