@@ -40,6 +40,7 @@ from edge import sealing
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
 from edge.signing import DocumentRejected, open_signed
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.biometrics.sync")
@@ -103,7 +104,7 @@ class GallerySync:
         self.prefix = f"{topics.site_prefix(site)}/gallery"
         self._inbox: queue.Queue = queue.Queue()
         self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
         self._last_request = 0.0
         self.applied = self.rejected = self.duplicates = 0
         self.state: dict[str, Any] = {}
@@ -119,7 +120,7 @@ class GallerySync:
     def start(self) -> None:
         self._gallery = Gallery(self.state_dir)
         self.state = self._gallery.sync_state()
-        self._thread = threading.Thread(target=self._loop, name="gallery-sync", daemon=True)
+        self._thread = SupervisedThread(self._loop, name="gallery-sync", emit=self._emit)
         self._thread.start()
         self.link.subscribe(f"{self.prefix}/snapshot", self._on_message, qos=1)
         self.link.subscribe(f"{self.prefix}/update", self._on_message, qos=1)
@@ -127,10 +128,12 @@ class GallerySync:
     def stop(self) -> None:
         self._inbox.put(None)
         if self._thread is not None:
+            self._thread.stop()
             self._thread.join(timeout=5.0)
 
     def status(self) -> dict[str, Any]:
-        return {"epoch": self.state.get("epoch", 0), "version": self.state.get("version", 0),
+        return {**(self._thread.status() if self._thread else {"status": "starting"}),
+                "epoch": self.state.get("epoch", 0), "version": self.state.get("version", 0),
                 "applied": self.applied, "rejected": self.rejected, "duplicates": self.duplicates,
                 "held": len(self._held)}
 
