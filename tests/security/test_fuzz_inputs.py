@@ -76,6 +76,33 @@ def test_fuzz_codec_driver_over_a_pty(tmp_path, codec_name):
         lane.stop()
 
 
+_EVENTS = st.builds(m.DeviceEvent, seq=st.integers(0, 2**16 - 1), kind=st.sampled_from(list(m.EventKind)),
+                    direction=st.sampled_from([None, "in", "out"]), arg=st.integers(0, 255),
+                    counter=st.integers(0, 2**32 - 1), device_time=st.integers(0, 2**32 - 1))
+_REPLIES = st.one_of(_EVENTS, st.builds(m.Counters, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+                     st.builds(m.Status, st.sampled_from(list(m.Mode)), st.booleans(), st.booleans(),
+                               st.booleans(), st.booleans(), st.integers(0, 255)))
+
+
+@pytest.mark.parametrize("codec_name", sorted(CODECS))
+def test_fuzz_well_formed_frames_with_extreme_values(tmp_path, codec_name):
+    """Frames that pass every check but carry absurd values, unasked for: taken or ignored, never a crash."""
+    lane = Lane(codec_name, tmp_path).start()
+    try:
+        lane.online()
+        codec = CODECS[codec_name]
+
+        @_settings(25)
+        @given(st.lists(_REPLIES, min_size=1, max_size=4))
+        def case(messages):
+            lane.sim._send(b"".join(codec.encode(msg, 1) for msg in messages))
+            assert lane.driver.handle("ping", {})["ok"]  # positive control
+            assert lane.driver.health()["status"] == "ok" and lane.driver.health()["devices"]["1"]["online"]
+        case()
+    finally:
+        lane.stop()
+
+
 def test_fuzz_signed_documents_are_accepted_or_refused_with_a_reason(tmp_path):
     key_path, pub, _ = generate_keypair(tmp_path, "central")
     trusted = load_public_keys([pub])

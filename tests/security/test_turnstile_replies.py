@@ -91,3 +91,27 @@ def test_the_simulator_hook_really_withholds_the_command(tmp_path):
         assert sim._stray == b"\x06"
     finally:
         sim.stop()
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+def test_an_impossible_device_event_is_refused_and_the_lane_keeps_counting(tmp_path, codec_name):
+    """A well-framed passage without a direction killed the driver (KeyError) on every resend."""
+    lane = Lane(codec_name, tmp_path).start()
+    try:
+        lane.online()
+        codec = lane.driver.codec
+        for bad in (m.DeviceEvent(seq=900, kind=m.EventKind.PASSAGE, direction=None, counter=5),
+                    m.DeviceEvent(seq=0, kind=m.EventKind.EMERGENCY, arg=1)):
+            lane.sim._send(codec.encode(bad, 1))
+        if codec.polled:  # rs485-bus: unsolicited frames are never taken as events, only polled ones
+            lane.driver.handle("ping", {})
+        else:
+            refused = lane.wait("turnstile.event_refused", count=2)
+            assert {e["priority"] for e in refused} == {"alarm"}
+            assert "direction" in refused[0]["payload"]["reason"]
+        assert not lane.of("turnstile.emergency")  # a forged seq-0 fire alarm changes nothing
+        lane.sim.passage("in")  # positive control: the next real passage is counted
+        assert lane.wait("turnstile.passage", count=1)[0]["payload"]["direction"] == "in"
+        assert lane.driver.health()["status"] == "ok"
+    finally:
+        lane.stop()
