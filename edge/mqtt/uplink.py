@@ -188,7 +188,7 @@ class Uplink:
     def __init__(self, link, store, settings: Settings):
         self.link, self.store, self.cfg = link, store, settings.mqtt
         self.site, self.device = settings.site, settings.device_id
-        emit = functools.partial(_emit_fault, store, settings)
+        emit = self.fault_emit = functools.partial(_emit_fault, store, settings)
         self.acker = Acker(store, emit)
         self._wake = threading.Event()
         self._stopping = threading.Event()

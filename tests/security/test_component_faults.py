@@ -113,3 +113,39 @@ def test_cli_check_and_doctor_report_components_the_daemon_says_are_down(tmp_pat
     check = _cli(config, "xray", "check", "A1234BC", "--json")
     assert check.returncode == 0 and json.loads(check.stdout)["decided"] is True
     assert _cli(config, "doctor", "--only", "components").returncode == 0
+
+
+def test_the_uplink_sender_restarts_after_a_fault_and_delivers_everything(base_config, mosquitto, mqtt_collector):
+    from edge.config import Settings
+    from edge.events import make_event
+    from edge.mqtt import MqttLink
+    from edge.store import Store
+
+    settings = Settings(**{**base_config, "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.05,
+                                                   "backoff_max_s": 0.5}})
+    store = Store(settings.state_dir, device="dev-1", site="site-1", settings=settings.store)
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/events/#")
+    link = MqttLink(settings, store, device_state=False)
+    uplink, real_fill, failed = link.uplink, link.uplink._fill, threading.Event()
+    uplink._thread._initial = 1.0
+
+    def broken_fill():
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in the sender")
+        real_fill()
+    uplink._fill = broken_fill
+    try:
+        link.start()
+        assert link.wait_connected(10)
+        store.append(make_event(device="dev-1", site="site-1", type="test.one", source="t", payload={"n": 1}))
+        assert failed.wait(10)
+        _until(lambda: link.status().get("status") == "down", what="the uplink shown down")
+        assert "mqtt-uplink" in link.status()["down"]
+        # Positive control: it restarts, re-reads what was pending, and everything arrives, with the alarm.
+        collector.wait_for(lambda c: c.events("test.one") and c.events("system.component_fault"), 20,
+                           "the event and the fault alarm delivered")
+        assert link.status().get("status") != "down"
+    finally:
+        link.stop()
+        store.close()
