@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECEIVED = {op["channel"]["$ref"].rsplit("/", 1)[-1]
             for op in json.loads((REPO / "docs" / "asyncapi.json").read_text())["operations"].values()
             if op["action"] == "receive"}
-FUZZED_HERE = {"deviceCommands", "siteCommands", "siteXrayDose", "siteLearningCatalog", "tabletChunkResponse",
+FUZZED_HERE = {"deviceCommands", "siteCommands", "siteXrayDose", "siteRevocations", "siteLearningCatalog", "tabletChunkResponse",
                "tabletContacts", "tabletMessageIn", "tabletMessageStatus"}
 IN_PROCESS = {"siteGallerySnapshot", "siteGalleryUpdate"}
 
@@ -75,15 +75,18 @@ def publisher(mosquitto):
 def test_fuzz_gate_topics(tmp_path, mosquitto, mqtt_collector, edge_daemon, base_config, publisher):
     key_path, pub, _ = signing.generate_keypair(tmp_path / "keys", "central")
     key = signing.load_private_key(key_path)
+    trustee_path, trustee_pub, _ = signing.generate_keypair(tmp_path / "keys", "trustee", ["config"])
+    trustee = signing.load_private_key(trustee_path)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     base_config.update(
         mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-        trust={"central_keys": [str(pub)], "clock_skew_s": 60},
+        trust={"central_keys": [str(pub), str(trustee_pub)], "clock_skew_s": 60},
         commands={"rejections_per_minute": 100_000},
         drivers=[{"name": "hb", "kind": "sim.heartbeat", "rate": 1.0},
                  {"name": "xr", "kind": "xray.folder", "path": str(inbox)}])
-    collector = mqtt_collector(mosquitto, [f"edge/v1/{SITE}/dev-1/cmd/result", f"edge/v1/{SITE}/dev-1/events/xray"])
+    collector = mqtt_collector(mosquitto, [f"edge/v1/{SITE}/dev-1/cmd/result", f"edge/v1/{SITE}/dev-1/events/xray",
+                                           f"edge/v1/{SITE}/dev-1/events/trust"])
     daemon = edge_daemon(base_config)
 
     def command() -> dict:
@@ -122,6 +125,22 @@ def test_fuzz_gate_topics(tmp_path, mosquitto, mqtt_collector, edge_daemon, base
         collector.wait_for(lambda c: len(c.events("xray.dose_records_applied")) >= n, 20, "valid dose records")
         _healthy(daemon)
     dose_case()
+
+    serials = itertools.count(1)
+
+    def revocations(serial: int) -> dict:
+        return signing.sign({"type": "trust.revocations", "site": SITE, "serial": serial,
+                             "issued_at": datetime.now(UTC).isoformat(), "revoked": []}, trustee)
+
+    @_settings(15)
+    @given(hostile_json(revocations(10**6)))
+    def revocation_case(raw: bytes):
+        publisher.publish(f"edge/v1/{SITE}/trust/revocations", raw)
+        n = next(serials)
+        publisher.publish(f"edge/v1/{SITE}/trust/revocations", json.dumps(revocations(n)).encode())
+        collector.wait_for(lambda c: len(c.events("trust.revocations_applied")) >= n, 20, "valid revocation list")
+        _healthy(daemon)
+    revocation_case()
 
 
 def _catalog(central: Central, version: int) -> bytes:
