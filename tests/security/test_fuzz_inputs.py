@@ -157,3 +157,25 @@ def test_fuzz_scanner_files_never_stop_the_inbox(tmp_path, fmt):
         assert n_valid == next(counter)  # every valid file was processed
     finally:
         harness.close()
+
+
+@pytest.mark.parametrize("form", ["json", "kv"])
+def test_fuzz_scanner_stream_lines_are_scans_or_refusals(form):
+    """The x-ray stream adapter's line formats: every line is a scan or a ScanRejected, nothing else."""
+    from drivers.xray import line_source
+    from drivers.xray.scan import ScanRejected, build_scan
+
+    sim = ScannerSim(dose_usv=0.5)
+    rec = sim.record("suspicious")
+    valid = (sim.line_json if form == "json" else sim.line_kv)(rec).rstrip(b"\n")
+    strategy = hostile_json(rec) if form == "json" else hostile_bytes(valid)
+
+    @_settings(400)
+    @given(strategy)
+    def case(line: bytes):
+        try:
+            build_scan(line_source.parse(line.replace(b"\n", b" "), "line 1"), "line 1")
+        except ScanRejected as exc:
+            assert exc.reason.startswith("line 1")
+    case()
+    assert build_scan(line_source.parse(valid, "line 1"), "line 1").scan_id == rec["scan_id"]
