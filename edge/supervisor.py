@@ -23,6 +23,7 @@ import structlog
 from edge.config import DriverEntry, SupervisorSettings, driver_config
 from edge.driver import Driver, DriverContext
 from edge.errors import CommandError, EdgeError, StoreError, StoreFull
+from edge.events import printable
 from edge.registry import driver_class
 
 log = structlog.get_logger("edge.supervisor")
@@ -250,6 +251,9 @@ class SupervisedThread:
         while True:
             started = time.monotonic()
             self._running.set()
+            if delay is not None:
+                bound.info("component_restarted", faults=self.faults)
+                self._on_change()  # status says ok again
             try:
                 self._target()
                 return  # asked to stop
@@ -263,20 +267,19 @@ class SupervisedThread:
             bound.info("component_restart_scheduled", in_s=round(delay, 3), faults=self.faults)
             if self._stopping.wait(delay):
                 return
-            bound.info("component_restarting", faults=self.faults)
-            self._on_change()
 
     def _fault(self, exc: BaseException, bound) -> None:
         self.faults += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-        bound.error("component_fault", error_type=type(exc).__name__, error=str(exc)[:300],
+        error = printable(str(exc))  # an error may quote hostile input: stored, it must be storable
+        self.last_error = f"{type(exc).__name__}: {error}"[:300]
+        bound.error("component_fault", error_type=type(exc).__name__, error=error,
                     faults=self.faults, exc_info=exc)
         self._on_change()
         if self._emit is None:
             return
         try:
             self._emit("system.component_fault", {
-                "component": self.name, "error_type": type(exc).__name__, "error": str(exc)[:300],
+                "component": self.name, "error_type": type(exc).__name__, "error": error,
                 "faults": self.faults, "detail": "the component stopped on an unexpected error; it is "
                 "down until it restarts; check `edge status`"}, "alarm", "supervisor")
         except EdgeError as store_exc:
