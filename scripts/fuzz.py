@@ -36,7 +36,9 @@ def main() -> int:
     report = {"examples_per_surface": args.examples, "files": files, "ok": proc.returncode == 0,
               "took_s": round(time.monotonic() - started, 1)}
     if args.json:
-        report["summary"] = (proc.stdout.strip().splitlines() or [""])[-1]
+        lines = proc.stdout.strip().splitlines()
+        report["summary"] = (lines or [""])[-1]
+        report["failed"] = [line.split()[1] for line in lines if line.startswith("FAILED ")]
         print(json.dumps(report))
     else:
         print(f"fuzz: {'nothing found' if report['ok'] else 'FAILURES (see above)'} "

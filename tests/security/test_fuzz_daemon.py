@@ -133,7 +133,7 @@ def test_fuzz_gate_topics(tmp_path, mosquitto, mqtt_collector, edge_daemon, base
                              "issued_at": datetime.now(UTC).isoformat(), "revoked": []}, trustee)
 
     @_settings(15)
-    @given(hostile_json(revocations(10**6)))
+    @given(hostile_json(revocations(0)))  # serial 0: a damage that leaves it valid changes nothing
     def revocation_case(raw: bytes):
         publisher.publish(f"edge/v1/{SITE}/trust/revocations", raw)
         n = next(serials)
