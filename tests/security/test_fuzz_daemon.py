@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from edge import signing
 from edge.commands.build import build_command
 from edge.learning._link import StandaloneLink
-from edge.localapi.client import ApiUnavailable, call_json
+from edge.localapi.client import ApiUnavailable
 from edge.testing.hostile import RAW_VALUES, example_count, hostile_json
-from tests._messaging_helpers import RESIDENT, Central
+from tests._messaging_helpers import Central
 from tests._messaging_helpers import topic as msg_topic
 
 SITE = "site-1"
@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 RECEIVED = {op["channel"]["$ref"].rsplit("/", 1)[-1]
             for op in json.loads((REPO / "docs" / "asyncapi.json").read_text())["operations"].values()
             if op["action"] == "receive"}
-FUZZED_HERE = {"deviceCommands", "siteCommands", "siteXrayDose", "siteRevocations", "siteLearningCatalog", "tabletChunkResponse",
+FUZZED_HERE = {"deviceCommands", "siteCommands", "siteXrayDose", "siteRevocations", "deviceConfig", "siteConfig",
+               "tabletResidentDirectory", "siteLearningCatalog", "tabletChunkResponse",
                "tabletContacts", "tabletMessageIn", "tabletMessageStatus"}
 IN_PROCESS = {"siteGallerySnapshot", "siteGalleryUpdate"}
 
@@ -82,7 +83,7 @@ def test_fuzz_gate_topics(tmp_path, mosquitto, mqtt_collector, edge_daemon, base
     base_config.update(
         mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
         trust={"central_keys": [str(pub), str(trustee_pub)], "clock_skew_s": 60},
-        commands={"rejections_per_minute": 100_000},
+        commands={"rejections_per_minute": 100_000}, remote_config={"enabled": True},
         drivers=[{"name": "hb", "kind": "sim.heartbeat", "rate": 1.0},
                  {"name": "xr", "kind": "xray.folder", "path": str(inbox)}])
     collector = mqtt_collector(mosquitto, [f"edge/v1/{SITE}/dev-1/cmd/result", f"edge/v1/{SITE}/dev-1/events/xray",
@@ -109,6 +110,23 @@ def test_fuzz_gate_topics(tmp_path, mosquitto, mqtt_collector, edge_daemon, base
 
     for topic in (f"edge/v1/{SITE}/dev-1/cmd", f"edge/v1/{SITE}/cmd"):
         fuzz_commands(topic)
+
+    config = signing.sign({"type": "edge.config", "site": SITE, "device": "dev-1", "version": 1,
+                           "issued_at": datetime.now(UTC).isoformat(), "settings": {"logging.level": "info"}}, trustee)
+
+    def fuzz_config(topic: str):  # refused with a reason; the daemon still runs commands
+        @_settings(15)
+        @given(hostile_json(config))
+        def case(raw: bytes):
+            publisher.publish(topic, raw)
+            valid = command()
+            publisher.publish(f"edge/v1/{SITE}/dev-1/cmd", json.dumps(valid).encode())
+            collector.wait_for(result_of(valid), 20, "a valid command after a hostile config")
+            _healthy(daemon)
+        case()
+
+    for topic in (f"edge/v1/{SITE}/dev-1/config", f"edge/v1/{SITE}/config"):
+        fuzz_config(topic)
 
     def dose() -> dict:
         now = datetime.now(UTC).isoformat()
@@ -152,27 +170,22 @@ def _catalog(central: Central, version: int) -> bytes:
 
 
 @pytest.fixture
-def tablet(tmp_path, mosquitto, edge_daemon, publisher):
+def tablet(mosquitto, edge_daemon, publisher, tmp_path):
+    from tests.test_messaging_daemon import _start
+
     central = Central(tmp_path)
-    publisher.publish(msg_topic("contacts"), central.contacts(), retain=True)
-    daemon = edge_daemon({"device_id": "tab-1", "site": SITE, "role": "tablet",
-                          "logging": {"level": "info", "format": "json"},
-                          "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-                          "trust": {"central_keys": [str(central.pub)]},
-                          "messaging": {"central_seal_key": str(central.seal_pub)}, "drivers": []})
-    sock = daemon.state_dir / "api.sock"
+    ui = _start(edge_daemon, mosquitto, central, publisher)
 
     def api(method, url, body=None):
         try:
-            return call_json(sock, method, url, body, headers={"X-Resident": RESIDENT}, timeout=10)
+            return ui.api(method, url, body)
         except ApiUnavailable:
             return 0, None
-    _until(lambda: api("GET", "/v1/messaging/contacts")[0] == 200, 30, "contacts applied")
-    return daemon, central, api
+    return ui.daemon, central, api, ui
 
 
 def test_fuzz_tablet_topics(tablet, publisher):
-    daemon, central, api = tablet
+    daemon, central, api, _ = tablet
     versions = itertools.count(2)
 
     def catalog_ok(raw: bytes, topic: str) -> None:
@@ -184,6 +197,7 @@ def test_fuzz_tablet_topics(tablet, publisher):
 
     def inbound_ok(raw: bytes, topic: str) -> None:
         publisher.publish(topic, raw)
+        publisher.publish(topic, central._sealed(raw))  # and sealed to the tablet: past the envelope
         msg_id, doc = central.inbound("hello")
         publisher.publish(msg_topic("in"), doc)
         _until(lambda: api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, 20, "inbound message")
@@ -192,10 +206,13 @@ def test_fuzz_tablet_topics(tablet, publisher):
     cases = [
         (f"edge/v1/{SITE}/learning/catalog", json.loads(_catalog(central, 1)), catalog_ok),
         (f"edge/v1/{SITE}/tab-1/learning/res", {"status": "ok"}, catalog_ok),
-        (msg_topic("contacts"), json.loads(central.contacts(version=1)), inbound_ok),
+        (msg_topic("contacts"), json.loads(central.contacts(version=1, seal=False)), inbound_ok),
         (msg_topic("status"), json.loads(central.status(str(uuid.uuid4()), "approved")), inbound_ok),
-        (msg_topic("in"), json.loads(central.inbound("hi")[1]), inbound_ok),
+        (msg_topic("in"), json.loads(central.inbound("hi", seal=False)[1]), inbound_ok),
+        (f"edge/v1/{SITE}/tab-1/residents/directory", json.loads(central.directory(version=1, seal=False)),
+         inbound_ok),
     ]
+
     def fuzz(topic, valid, check):
         @_settings(12)
         @given(hostile_json(valid))
@@ -234,7 +251,8 @@ _SEGMENT = st.one_of(st.sampled_from(["..", "%00", "%ff%fe", "%2e%2e%2f", "a" * 
 
 
 def test_fuzz_local_api_routes(tablet):
-    daemon, central, api = tablet
+    daemon, central, api, ui = tablet
+    auth = ui.headers()["Authorization"]  # a logged-in resident: the handlers behind the login are reached
     spec = json.loads((REPO / "docs" / "openapi.json").read_text())
     routes = [(method.upper(), path) for path, ops in spec["paths"].items() for method in ops
               if method in ("get", "post", "put", "delete")]
@@ -242,12 +260,12 @@ def test_fuzz_local_api_routes(tablet):
 
     @_settings(60)
     @given(st.sampled_from(routes), _SEGMENT, st.sampled_from(["", "?limit=NaN", "?before=1e999", "?x=%ff"]),
-           hostile_json(body), st.sampled_from([RESIDENT, "\\ud800", "x" * 300, "../etc", ""]))
-    def case(route, segment, query, raw_body, resident):
+           hostile_json(body), st.sampled_from([auth, auth, "Bearer \\ud800", "Bearer " + "x" * 300, "Basic ..", ""]))
+    def case(route, segment, query, raw_body, authorization):
         method, pattern = route
         import re
         path = re.sub(r"\{\w+\}", lambda _m: segment, pattern)
-        request = (f"{method} {path}{query} HTTP/1.1\r\nHost: edge\r\nX-Resident: {resident}\r\n"
+        request = (f"{method} {path}{query} HTTP/1.1\r\nHost: edge\r\nAuthorization: {authorization}\r\n"
                    f"Content-Type: application/json\r\nContent-Length: {len(raw_body)}\r\n"
                    f"Connection: close\r\n\r\n").encode() + raw_body
         status = _raw_http(daemon.state_dir / "api.sock", request)
