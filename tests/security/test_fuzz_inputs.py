@@ -179,3 +179,17 @@ def test_fuzz_scanner_stream_lines_are_scans_or_refusals(form):
             assert exc.reason.startswith("line 1")
     case()
     assert build_scan(line_source.parse(valid, "line 1"), "line 1").scan_id == rec["scan_id"]
+
+
+def test_fuzz_card_reads_are_a_card_or_a_reason():
+    """OSDP card data as a reader (or someone on its wire) sends it: decoded, or refused with a reason."""
+    from drivers.readers.cards import decode, encode_h10301
+
+    @_settings(500)
+    @given(st.sampled_from(["wiegand", "raw", "ascii", "bogus"]), st.binary(max_size=64),
+           st.one_of(st.none(), st.integers(-10, 600)), st.booleans())
+    def case(fmt, data, length, as_text):
+        card = decode(fmt, data, length, raw_as_text=as_text)
+        assert card.credential is not None or card.problem  # unusable reads always say why
+    case()
+    assert decode("raw", encode_h10301(12, 3456), 26).credential == "12:3456"  # positive control
