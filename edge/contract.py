@@ -183,6 +183,17 @@ class OutboxSummary(BaseModel):
     error: str | None = None
 
 
+class ComponentFaultPayload(BaseModel):
+    """Payload of a ``system.component_fault`` alarm: a daemon component's thread stopped on an error."""
+
+    model_config = ConfigDict(extra="forbid")
+    component: str = Field(description="Thread name: xray-ledger, commands, learning, messaging, gate, ...")
+    error_type: str
+    error: str
+    faults: int = Field(ge=1, description="Faults of this component since the daemon started.")
+    detail: str
+
+
 class DeviceStateMessage(BaseModel):
     """``edge/v1/{site}/{device}/state`` (retained): birth (online) or death (offline) of the device."""
 
@@ -291,6 +302,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "system.store_full": StoreFullPayload,
     "system.store_recovered": StoreRecoveredPayload,
     "system.store_pressure": StorePressurePayload,
+    "system.component_fault": ComponentFaultPayload,
 }
 
 

@@ -87,6 +87,15 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode()
 
 
+def printable(value: str, limit: int = 300) -> str:
+    """``value`` cut to ``limit`` and safe to store: lone surrogates become ``\\udXXX`` escapes.
+
+    For text taken from hostile input (an id, a file name) and put into an event:
+    canonical JSON refuses lone surrogates, and one must not cost the whole event.
+    """
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _RandomPool:
     """The kernel's CSPRNG drawn 4 KiB at a time, handed out 16 bytes per event id.
 

@@ -52,6 +52,10 @@ class DocumentRejected(SignatureError):
 
 
 M = TypeVar("M", bound=BaseModel)
+MAX_SIGNATURES = 16  # more is an attempt to make the device spend time verifying
+# A signed document from central larger than this is refused before it is parsed;
+# callers with a smaller per-type limit pass ``max_bytes``.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
                bool: "boolean", type(None): "null"}
 
@@ -111,7 +115,26 @@ def key_id(public_key: Ed25519PublicKey | TrustedKey) -> str:
 
 
 def signed_bytes(doc: Mapping[str, Any]) -> bytes:
-    return canonical_json({k: v for k, v in doc.items() if k != "signatures"})
+    """The canonical bytes a signature covers; SignatureError when the document has none.
+
+    NaN, Infinity (also what a huge number like 1e999 parses to) and lone UTF-16
+    surrogates have no canonical form: nobody can have signed such a document, so
+    it is refused as a signature failure, never as an exception that escapes.
+    """
+    try:
+        return canonical_json({k: v for k, v in doc.items() if k != "signatures"})
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise SignatureError(f"no canonical form, so no valid signature ({_no_canonical(exc)})") from None
+
+
+def _no_canonical(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeError):
+        return "a string holds a lone UTF-16 surrogate"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, TypeError):
+        return "a value is not JSON"
+    return "a number is not finite (NaN or Infinity)"
 
 
 def sign(doc: Mapping[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -127,6 +150,8 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | Trus
     signatures = doc.get("signatures")
     if not signatures or not isinstance(signatures, list):
         raise SignatureError("not signed (no 'signatures' list)")
+    if len(signatures) > MAX_SIGNATURES:
+        raise SignatureError(f"{len(signatures)} signatures; at most {MAX_SIGNATURES} are read")
     payload = signed_bytes(doc)
     good: list[str] = []
     problems: list[str] = []
@@ -141,7 +166,7 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | Trus
             continue
         try:
             key.verify(base64.b64decode(entry.get("sig", ""), validate=True), payload)
-        except signature_errors():
+        except (*signature_errors(), AttributeError):
             problems.append(f"bad signature from key {kid}")
             continue
         if kid not in good:
@@ -155,7 +180,7 @@ def verify(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | Trus
 
 def open_signed(raw: bytes | str | Mapping[str, Any], trusted: Mapping[str, Ed25519PublicKey | TrustedKey],
                 model: type[M] | None, what: str, *, site: str | None = None,
-                device: str | None = None) -> M | dict[str, Any]:
+                device: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES) -> M | dict[str, Any]:
     """Decode, verify, validate and check the addressee of one signed document from central.
 
     The checks run in this order so that an unauthenticated document learns
@@ -163,8 +188,11 @@ def open_signed(raw: bytes | str | Mapping[str, Any], trusted: Mapping[str, Ed25
     (skipped when None: the caller checks the fields itself), then ``site`` and
     ``device`` when given. Raises DocumentRejected whose message starts with
     ``what``; ``problem`` is one of not_json | not_object | signature | schema |
-    wrong_site | wrong_device.
+    wrong_site | wrong_device | too_large (checked first, before anything is parsed).
     """
+    if isinstance(raw, bytes | bytearray | str) and len(raw) > max_bytes:
+        raise DocumentRejected(what, "too_large", f"{len(raw)} bytes is over the {max_bytes}-byte limit "
+                               "for this document; not read")
     try:
         doc = json.loads(raw) if isinstance(raw, bytes | bytearray | str) else raw
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -1,8 +1,12 @@
-"""The supervisor owns every driver thread: starts, restarts with backoff, stops.
+"""The supervisor owns every driver thread and every component thread: starts, restarts, stops.
 
 This is the one place with a catch-all handler: a driver that raises is
 recorded as a ``system.driver_fault`` event, marked degraded and restarted
-after an exponentially growing delay; the other drivers never notice.
+after an exponentially growing delay; the other drivers never notice. A
+component's long-lived thread (dose ledger, command router, learning,
+messaging, uplink) runs as a ``SupervisedThread``: an unexpected exception is a
+``system.component_fault`` alarm, the thread is ``down`` until it is restarted
+after a bounded back-off, and no thread ever dies quietly.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import structlog
 
 from edge.config import DriverEntry, SupervisorSettings, driver_config
 from edge.driver import Driver, DriverContext
-from edge.errors import CommandError, StoreError, StoreFull
+from edge.errors import CommandError, EdgeError, StoreError, StoreFull
+from edge.events import printable
 from edge.registry import driver_class
 
 log = structlog.get_logger("edge.supervisor")
@@ -197,3 +202,85 @@ class Supervisor:
                 stuck.append(name)
                 log.error("driver_stuck_on_stop", driver=name, timeout_s=self._settings.stop_timeout_s)
         return stuck
+
+
+class SupervisedThread:
+    """A component's long-lived thread, restarted after an unexpected exception.
+
+    Drop-in for the ``threading.Thread`` a component used to own: ``start``,
+    ``join``, ``is_alive``. ``is_alive()`` is False while the thread is down
+    (between a fault and its restart), so a component's status says ``down``
+    and a safety component (the dose ledger) refuses to decide meanwhile.
+    ``target`` returning normally ends the thread (an orderly stop).
+    """
+
+    def __init__(self, target: Callable[[], None], *, name: str, emit: Callable | None,
+                 backoff_initial_s: float = 0.2, backoff_max_s: float = 5.0,
+                 on_change: Callable[[], None] | None = None):
+        self.name, self._target, self._emit = name, target, emit
+        self._initial, self._max = backoff_initial_s, backoff_max_s
+        self._on_change = on_change or (lambda: None)
+        self._stopping = threading.Event()
+        self._running = threading.Event()
+        self.faults, self.last_error = 0, None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        """True while ``target`` is running (False while down, awaiting a restart)."""
+        return self._running.is_set() and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop restarting (the component still tells ``target`` to return)."""
+        self._stopping.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"status": "ok" if self.is_alive() else "down", "faults": self.faults}
+        if self.last_error:
+            report["last_error"] = self.last_error
+        return report
+
+    def _loop(self) -> None:
+        delay, bound = None, log.bind(component=self.name)
+        while True:
+            started = time.monotonic()
+            self._running.set()
+            if delay is not None:
+                bound.info("component_restarted", faults=self.faults)
+                self._on_change()  # status says ok again
+            try:
+                self._target()
+                return  # asked to stop
+            except Exception as exc:  # the one catch-all for components: record, back off, restart
+                self._running.clear()
+                if self._stopping.is_set():
+                    return
+                self._fault(exc, bound)
+            stable = time.monotonic() - started > _STABLE_AFTER_S
+            delay = self._initial if delay is None or stable else min(delay * 2, self._max)
+            bound.info("component_restart_scheduled", in_s=round(delay, 3), faults=self.faults)
+            if self._stopping.wait(delay):
+                return
+
+    def _fault(self, exc: BaseException, bound) -> None:
+        self.faults += 1
+        error = printable(str(exc))  # an error may quote hostile input: stored, it must be storable
+        self.last_error = f"{type(exc).__name__}: {error}"[:300]
+        bound.error("component_fault", error_type=type(exc).__name__, error=error,
+                    faults=self.faults, exc_info=exc)
+        self._on_change()
+        if self._emit is None:
+            return
+        try:
+            self._emit("system.component_fault", {
+                "component": self.name, "error_type": type(exc).__name__, "error": error,
+                "faults": self.faults, "detail": "the component stopped on an unexpected error; it is "
+                "down until it restarts; check `edge status`"}, "alarm", "supervisor")
+        except EdgeError as store_exc:
+            bound.error("component_fault_not_recorded", error=str(store_exc))

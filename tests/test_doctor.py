@@ -35,7 +35,7 @@ def test_good_broker_and_running_daemon(tmp_path, mosquitto, edge_daemon, base_c
     assert list(steps) == ["dns", "tcp", "mqtt", "roundtrip"]
     assert "dev-1-doctor" in steps["mqtt"]["detail"]
     names = {c["check"] for c in report["checks"]}
-    assert names == {"config", "store", "audit", "disk", "trust", "packages", "broker", "devices"}
+    assert names == {"config", "store", "audit", "disk", "trust", "packages", "broker", "devices", "components"}
     # Text form: one line per check, and the daemon kept its own session meanwhile.
     path = tmp_path / "doctor.toml"
     text = subprocess.run([sys.executable, "-m", "edge", "--config", str(path), "doctor", "--only", "broker"],

@@ -40,10 +40,13 @@ from edge import sealing
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
 from edge.signing import DocumentRejected, open_signed
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.biometrics.sync")
 _REQUEST_EVERY_S = 30.0
+# Checked before a document is parsed: an update is one subject; a snapshot the whole gallery.
+_MAX_DOC_BYTES = {"snapshot": 64 * 1024 * 1024, "update": 256 * 1024}
 _HELD_MAX = 10_000  # out-of-order updates kept in memory while waiting for a snapshot
 _REPORT_EVERY_S = 2.0  # how soon a local enrollment made by the CLI is reported as an event
 
@@ -101,7 +104,7 @@ class GallerySync:
         self.prefix = f"{topics.site_prefix(site)}/gallery"
         self._inbox: queue.Queue = queue.Queue()
         self._held: dict[int, dict[str, Any]] = {}  # version -> update waiting for a gap to fill
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
         self._last_request = 0.0
         self.applied = self.rejected = self.duplicates = 0
         self.state: dict[str, Any] = {}
@@ -117,7 +120,7 @@ class GallerySync:
     def start(self) -> None:
         self._gallery = Gallery(self.state_dir)
         self.state = self._gallery.sync_state()
-        self._thread = threading.Thread(target=self._loop, name="gallery-sync", daemon=True)
+        self._thread = SupervisedThread(self._loop, name="gallery-sync", emit=self._emit)
         self._thread.start()
         self.link.subscribe(f"{self.prefix}/snapshot", self._on_message, qos=1)
         self.link.subscribe(f"{self.prefix}/update", self._on_message, qos=1)
@@ -125,10 +128,12 @@ class GallerySync:
     def stop(self) -> None:
         self._inbox.put(None)
         if self._thread is not None:
+            self._thread.stop()
             self._thread.join(timeout=5.0)
 
     def status(self) -> dict[str, Any]:
-        return {"epoch": self.state.get("epoch", 0), "version": self.state.get("version", 0),
+        return {**(self._thread.status() if self._thread else {"status": "starting"}),
+                "epoch": self.state.get("epoch", 0), "version": self.state.get("version", 0),
                 "applied": self.applied, "rejected": self.rejected, "duplicates": self.duplicates,
                 "held": len(self._held)}
 
@@ -160,9 +165,13 @@ class GallerySync:
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
+        limit = _MAX_DOC_BYTES.get(kind, 0)
         try:  # sealed to this device (and others of the site), signed inside; no model: checked per kind
+            if len(payload) > 2 * limit + 4096:  # sealing adds base64 and a header: far less than this
+                raise DocumentRejected(f"gallery {kind}", "too_large", f"{len(payload)} bytes is over the "
+                                       f"limit for a sealed gallery {kind}; not read")
             inner = sealing.unseal(payload, self._key, self.device, f"gallery {kind}")
-            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site)
+            doc = open_signed(inner, self.trusted, None, f"gallery {kind}", site=self.site, max_bytes=limit)
         except (DocumentRejected, sealing.SealError) as exc:
             raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")

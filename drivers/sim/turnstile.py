@@ -51,6 +51,7 @@ class TurnstileSim:
         self._tx_free = self._rx_done = 0.0
         self._tx_lock = threading.Lock()
         self._drop = self._nak = 0
+        self._stray = b""
         self._muted = False
         self.slow_s = 0.0
         self._pending_passes: list[tuple[float, int, str]] = []
@@ -102,6 +103,12 @@ class TurnstileSim:
         """Ignore the next ``count`` commands (not polls/status): the driver must retry."""
         with self.changed:
             self._drop += count
+
+    def stray_next(self, data: bytes = b"\x06") -> None:
+        """The next command never reaches the controller, and ``data`` (a stray ACK byte, say)
+        appears on the line in its reply window: noise, or someone on the wire."""
+        with self.changed:
+            self._stray = data
 
     def nak_next(self, count: int = 1) -> None:
         """Refuse the next ``count`` commands with NAK (busy)."""
@@ -178,6 +185,10 @@ class TurnstileSim:
                 if self._outstanding:
                     device.ack_event(self._outstanding[0])
                     self._outstanding = None
+                return
+            if not isinstance(msg, _UNFILTERED) and self._stray:
+                stray, self._stray = self._stray, b""
+                self._send(stray)
                 return
             if not isinstance(msg, _UNFILTERED) and self._drop:
                 self._drop -= 1

@@ -38,6 +38,7 @@ class DeviceState:
     offline_reason: str | None = None
     events: int = 0
     duplicates: int = 0
+    refused: int = 0  # well-framed events that cannot be true (see _impossible)
     gaps: int = 0
 
     def set_online(self, online: bool, emit: Emit, reason: str | None = None) -> None:
@@ -53,7 +54,18 @@ class DeviceState:
             emit("turnstile.offline", {**payload, "reason": reason}, "normal")
 
     def on_event(self, ev: m.DeviceEvent, emit: Emit) -> bool:
-        """Turn one device event into edge events; False when it is a retransmission."""
+        """Turn one device event into edge events; False when it is a retransmission or refused.
+
+        A well-framed event that cannot be true (seq 0, a passage without a direction)
+        is refused with an alarm, never raised: the caller confirms it all the same, so a
+        controller does not resend it forever in front of every later event.
+        """
+        problem = _impossible(ev)
+        if problem is not None:
+            self.refused += 1
+            emit("turnstile.event_refused", {"address": self.address, "device_seq": ev.seq,
+                                             "kind": ev.kind.name.lower(), "reason": problem}, "alarm")
+            return False
         if ev.seq == self.last_seq:
             self.duplicates += 1
             return False
@@ -123,9 +135,18 @@ class DeviceState:
     def health(self) -> dict:
         h = {"online": self.online, "rtt_ms": self.rtt_ms,
              "counters": dict(self.counters) if self.counters else None,
-             "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps}
+             "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps,
+             "events_refused": self.refused}
         if self.offline_reason:
             h["offline_reason"] = self.offline_reason
         if self.status is not None:
             h["mode"] = self.status.mode.name.lower()
         return h
+
+
+def _impossible(ev: m.DeviceEvent) -> str | None:
+    if ev.seq == 0:
+        return "event number 0 (a controller numbers its events from 1)"
+    if ev.kind == K.PASSAGE and ev.direction is None:
+        return "a passage without a direction cannot be counted"
+    return None

@@ -82,6 +82,15 @@ class TurnstileOffline(_Payload):
     reason: str
 
 
+class TurnstileEventRefused(_Payload):
+    """turnstile.event_refused (alarm): a well-framed device event that cannot be true (event number 0,
+    a passage without a direction): not counted, confirmed so the controller sends the next one."""
+
+    device_seq: int = Field(ge=0, le=65535)
+    kind: str
+    reason: str
+
+
 class TurnstileCounterGap(_Payload):
     """turnstile.counter_gap: passages the controller counted that were never reported one by one."""
 
@@ -104,6 +113,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "turnstile.fault": TurnstileFault,
     "turnstile.granted": TurnstileGranted,
     "turnstile.online": TurnstileOnline,
+    "turnstile.event_refused": TurnstileEventRefused,
     "turnstile.offline": TurnstileOffline,
     "turnstile.counter_gap": TurnstileCounterGap,
 }

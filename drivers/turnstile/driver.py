@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drivers.turnstile import _commands, _payload, _persist
+from drivers.turnstile import _commands, _confirm, _payload, _persist
 from drivers.turnstile import messages as m
 from drivers.turnstile._line import Line, LineLost
 from drivers.turnstile._state import DeviceState
@@ -86,7 +86,7 @@ class TurnstileDriver(Driver):
         self.devices = {a: DeviceState(a) for a in config.addresses}
         self.stats = {"timeouts": 0, "retries": 0, "reconnects": 0, "late_replies": 0,
                       "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0,
-                      "refused_polls": 0}
+                      "refused_polls": 0, "unconfirmed": 0}
         self._jobs: queue.Queue[_Job] = queue.Queue()
         self._due = dict.fromkeys(config.addresses, 0.0)
         self._port_error: str | None = "not opened yet"
@@ -385,14 +385,18 @@ class TurnstileDriver(Driver):
         except _Refused as exc:
             reply = exc.nak
         except _NoReply as exc:
-            self._offline(job.address, str(exc))
-            raise CommandError(f"{job.name} NOT confirmed: {exc}; the controller is reported offline. "
+            state = _confirm.describe(self._read_status(job.address))  # the outcome is unknown: ask
+            if "could not" in state:
+                self._offline(job.address, str(exc))
+            raise CommandError(f"{job.name} NOT confirmed: {exc}; {state}. "
                                "Treat the lane as unchanged and check it on site") from None
         if isinstance(reply, m.Nak):
             reason = reply.reason.name.lower() if reply.reason is not None else "no reason given"
             raise CommandError(f"{job.name} refused by the controller at address {job.address} (NAK: {reason})")
         result: dict[str, Any] = {"ok": True, "command": job.name, "address": job.address,
                                   "rtt_ms": round((time.monotonic() - started) * 1000, 2)}
+        if (want := _confirm.expected_mode(job.request)) is not None:
+            result["mode"] = self._confirm_mode(job, want)
         if isinstance(job.request, m.Grant):
             # Emitted here, on the thread that reads the line, so it is stored before the
             # passage that follows it: central sees granted, then passage, in seq order.
@@ -409,6 +413,26 @@ class TurnstileDriver(Driver):
                                 "tamper": reply.tamper, "held_open": reply.held_open,
                                 "fault": reply.fault, "queued": reply.queued}
         return result
+
+    def _read_status(self, address: int, attempts: int | None = None) -> m.Status | None:
+        try:
+            status = self._transact(address, m.GetStatus(), m.Status, attempts)
+        except (_NoReply, _Refused):
+            return None
+        self.devices[address].on_status(status, self._emit)
+        return status
+
+    def _confirm_mode(self, job: _Job, want: m.Mode) -> str:
+        """The mode read back after an ACKed barrier command; CommandError unless it is ``want``."""
+        status = self._read_status(job.address)
+        if status is None:
+            raise CommandError(f"{job.name} NOT confirmed: acknowledged, but the controller's state could "
+                               "not be read back; treat the lane as unchanged and check it on site")
+        problem = _confirm.mismatch(job.name, job.address, want, status)
+        if problem is not None:
+            self.stats["unconfirmed"] += 1
+            raise CommandError(problem)
+        return status.mode.name.lower()
 
     def _fail_jobs(self, reason: str) -> None:
         while True:

@@ -4,12 +4,66 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from edge._fs import fsync_dir
+from edge.errors import DriverError
+
+_NAME_MAX = 255  # bytes, per path component (ext4, xfs, tmpfs)
+_NOTE = ".reason.json"
+
+
+class NotRegular(OSError):
+    """The path is not a regular file (a FIFO, a device, a folder, a symlink) and was not read."""
+
+
+def open_regular(path: Path):
+    """Open ``path`` for reading only if it is a regular file; returns (binary file, size).
+
+    Non-blocking and without following a link, and the *opened descriptor* is
+    checked: a FIFO swapped in after a check of the path cannot hang the driver.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file (FIFO, device or folder); not read", str(path))
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_output_folder(folder: Path, inbox: Path) -> None:
+    """processed/ and quarantine/ must be real folders on the inbox's filesystem (never a link).
+
+    A link would carry scans out of the inbox; another filesystem makes a rename a copy.
+    """
+    try:
+        st, home = os.lstat(folder), os.stat(inbox)
+    except OSError as exc:
+        raise DriverError(f"{folder}: cannot check the output folder: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise DriverError(f"{folder}: must be a real folder, not a symbolic link or a file; "
+                          "scans are not moved until it is")
+    if st.st_dev != home.st_dev:
+        raise DriverError(f"{folder}: is on another filesystem than the inbox {inbox}; "
+                          "it must be on the same one (moves are renames)")
+
+
+def stored_name(name: str) -> str:
+    """A name that fits beside its reason note and a .N suffix; long names keep a hash of the rest."""
+    room = _NAME_MAX - len(_NOTE) - 6
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return os.fsdecode(raw[:room - 17]) + "~" + digest
 
 
 def being_written(path: Path) -> bool:
@@ -37,9 +91,10 @@ def being_written(path: Path) -> bool:
 
 def free_name(folder: Path, name: str) -> Path:
     """``folder/name``, or ``name.1``, ``name.2``… if taken: nothing is ever overwritten."""
+    name = stored_name(name)
     target = folder / name
     n = 0
-    while target.exists() or target.with_name(target.name + ".reason.json").exists():
+    while target.exists() or target.with_name(target.name + _NOTE).exists():
         n += 1
         target = folder / f"{name}.{n}"
     return target

@@ -25,7 +25,7 @@ class XrayScan(ScanFields):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class XrayRejected(_Strict):

@@ -31,13 +31,14 @@ from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
 
-from drivers.xray.scan import ScanRejected
+from drivers.xray.scan import ScanIncomplete, ScanRejected
 
 FORMAT = "dicos"
 SUFFIXES = (".dcm", ".dicos")
 _REQUIRED = ("SOPInstanceUID", "AcquisitionDateTime", "OperatorsName", "AlarmDecision", "EntranceDoseInmGy")
 _DT_RE = re.compile(r"^\d{14}(\.\d{1,6})?([+-]\d{4})?$")
 _OUTCOME = {"ALARM": "suspicious", "CLEAR": "clear"}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def parse(data: bytes, where: str) -> tuple[dict[str, Any], str | None]:
@@ -51,12 +52,29 @@ def parse(data: bytes, where: str) -> tuple[dict[str, Any], str | None]:
         raise ScanRejected(f"{where}: not a DICOS/DICOM file (no DICM preamble)") from None
     except Exception as exc:  # pydicom raises many types on corrupt input; convert at our boundary
         raise ScanRejected(f"{where}: unreadable DICOS file: {type(exc).__name__}: {str(exc)[:120]}") from None
+    _check_complete(ds, len(data), where)
     try:
         return _fields(ds, where), None
     except ScanRejected:
         raise
     except Exception as exc:  # a value of the wrong VR or shape deep in a sequence
         raise ScanRejected(f"{where}: DICOS attribute unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+
+
+def _check_complete(ds, size: int, where: str) -> None:
+    """Raise ScanIncomplete when the file ends before its last element does (cut short, or still
+    being written): pydicom reads a short value without complaint, and a partial image would be
+    hashed and recorded as the scan's."""
+    raws = [e for e in (ds.get_item(tag) for tag in ds.keys()) if hasattr(e, "value_tell")]
+    if not raws:
+        return
+    last = max(raws, key=lambda e: e.value_tell)
+    if last.length == _UNDEFINED_LENGTH:
+        return  # a sequence or encapsulated pixels: its delimiter, not its length, ends it
+    got = len(last.value) if last.value is not None else 0
+    if got < last.length or last.value_tell + last.length != size:
+        raise ScanIncomplete(f"{where}: truncated DICOS file: element {last.tag} declares {last.length} bytes, "
+                             f"{got} present, file is {size} bytes; waiting for the rest")
 
 
 def _fields(ds, where: str) -> dict[str, Any]:

@@ -27,10 +27,11 @@ from typing import Any
 from pydantic import Field
 
 from drivers.xray import _files, dicos_source, json_source, xml_source
-from drivers.xray.scan import ImageRef, ScanRejected, build_scan
+from drivers.xray.scan import ImageRef, ScanIncomplete, ScanRejected, build_scan
 from edge.config_files import WorkDir
 from edge.driver import Driver, DriverConfig
 from edge.errors import DriverError
+from edge.events import printable
 
 SOURCES = {suffix: mod for mod in (json_source, xml_source, dicos_source) for suffix in mod.SUFFIXES}
 _PARTIAL = (".tmp", ".part", ".partial", ".reason.json")
@@ -48,6 +49,9 @@ class FolderConfig(DriverConfig):
     image_suffixes: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".raw"])
     image_wait_s: float = Field(default=30.0, ge=0, description="Wait this long for a referenced image.")
     scanner: str | None = Field(default=None, description="Scanner id for records that do not name one.")
+    incomplete_wait_s: float = Field(default=60.0, ge=0, le=86400,
+                                     description="A DICOS file cut short waits this long for the rest, then "
+                                                 "is quarantined as truncated.")
 
 
 class XrayFolderDriver(Driver):
@@ -62,6 +66,8 @@ class XrayFolderDriver(Driver):
         self.quarantine = config.quarantine_dir or config.path / "quarantine"
         self._watch: dict[str, tuple[tuple[int, int], float]] = {}  # name -> (size, mtime_ns), since
         self._stuck: set[str] = set()
+        self._incomplete_since: dict[str, float] = {}
+        self._folder_problem: str | None = None
         # Our own output folders inside the inbox are never input, even if replaced by a file.
         self._own = {p.name for p in (self.processed, self.quarantine) if p.parent == self.inbox}
         self.counts = {"emitted": 0, "duplicates": 0, "quarantined": 0, "polls": 0, "busy": 0}
@@ -74,6 +80,7 @@ class XrayFolderDriver(Driver):
             raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
         for folder in (self.inbox, self.processed, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)
+        self._outputs_ok()  # at start: a link or a foreign filesystem is reported before any scan
         while not self.ctx.stopping.is_set():
             self.poll()
             if self.ctx.wait(self.config.poll_s):
@@ -129,19 +136,36 @@ class XrayFolderDriver(Driver):
         return True
 
     def _take(self, path: Path) -> None:
+        """Take one file: an event, or quarantine with the reason; never an exception for a bad file."""
         try:
             self._accept(path)
+        except ScanIncomplete as exc:
+            self._incomplete(path, exc.reason)
         except ScanRejected as exc:
             self._quarantine(path, exc.reason)
         except FileNotFoundError:
             self._watch.pop(path.name, None)  # removed by someone else meanwhile: nothing to do
         except OSError as exc:
-            self._quarantine(path, f"{path.name}: cannot read: {exc.strerror or exc}")
+            self._quarantine(path, f"{printable(path.name)}: cannot read: {exc.strerror or exc}")
+        except (ValueError, ArithmeticError, LookupError, TypeError, RecursionError) as exc:
+            # A parser tripped on this file's content: the file is refused, the inbox keeps flowing.
+            self._quarantine(path, f"{printable(path.name)}: refused: {type(exc).__name__}: {str(exc)[:200]}")
+
+    def _incomplete(self, path: Path, reason: str) -> None:
+        seen = self._incomplete_since.setdefault(path.name, time.monotonic())
+        if time.monotonic() - seen < self.config.incomplete_wait_s:
+            self._watch.pop(path.name, None)  # look again once it has settled anew
+            return
+        self._incomplete_since.pop(path.name, None)
+        self._quarantine(path, reason.replace("; waiting for the rest", f"; nothing more came in "
+                                              f"{self.config.incomplete_wait_s:g}s"))
 
     def _accept(self, path: Path) -> None:
-        name, size = path.name, path.lstat().st_size
+        name, size = printable(path.name), path.lstat().st_size
         if path.is_symlink():
             raise ScanRejected(f"{name}: symbolic links are not accepted; the scanner must write real files")
+        if name != path.name:
+            raise ScanRejected(f"{name}: the file name is not valid UTF-8; rename it on the scanner")
         source = SOURCES.get(path.suffix.lower())
         if source is None:
             raise ScanRejected(f"{name}: unsupported file type {path.suffix or '(none)'!r}; "
@@ -152,7 +176,8 @@ class XrayFolderDriver(Driver):
                                f"{source.FORMAT} files; not read")
         if size == 0:
             raise ScanRejected(f"{name}: empty file")
-        with open(path, "rb") as f:
+        f, _ = _files.open_regular(path)
+        with f:
             data = f.read(limit + 1)
         if len(data) > limit:
             raise ScanRejected(f"{name}: grew past the {limit}-byte limit while being read; not accepted")
@@ -199,43 +224,82 @@ class XrayFolderDriver(Driver):
         return None
 
     def _hash_image(self, image: Path, where: str) -> dict[str, Any]:
-        size = image.stat().st_size
-        if size > self.config.max_image_bytes:
-            raise ScanRejected(f"{where}: image {image.name} is {size} bytes, over the "
-                               f"{self.config.max_image_bytes}-byte limit")
-        digest = hashlib.sha256()
-        with open(image, "rb") as f:
-            while chunk := f.read(1024 * 1024):
+        f, size = _files.open_regular(image)  # the descriptor is checked: a FIFO cannot hang us
+        with f:
+            if size > self.config.max_image_bytes:
+                raise ScanRejected(f"{where}: image {printable(image.name)} is {size} bytes, over the "
+                                   f"{self.config.max_image_bytes}-byte limit")
+            digest, read = hashlib.sha256(), 0
+            while read < size and (chunk := f.read(min(1024 * 1024, size - read))):
                 digest.update(chunk)
-        return ImageRef(sha256=digest.hexdigest(), bytes=size).model_dump()
+                read += len(chunk)
+        return ImageRef(sha256=digest.hexdigest(), bytes=read).model_dump()
 
     def _finish(self, path: Path, image: Path | None, *, duplicate: bool, key: str) -> None:
         if duplicate:
             self.counts["duplicates"] += 1
             self.ctx.log.info("xray_scan_already_stored", file=path.name, key=key)
+        if not self._outputs_ok():
+            return  # left in place until the folders are fixed; its key keeps it from counting twice
         try:
             if image is not None:
                 _files.move(image, self.processed)
             _files.move(path, self.processed)
         except OSError as exc:
-            # Emitted already; the key check keeps a retry from emitting twice.
-            self.ctx.log.error("xray_move_failed", file=path.name, to=str(self.processed), error=str(exc))
+            # Emitted already; left in place and skipped from now on, reported once and in health.
+            self._stuck.add(path.name)
+            self.ctx.log.error("xray_move_failed", file=printable(path.name), to=str(self.processed),
+                               error=str(exc))
 
     def _quarantine(self, path: Path, reason: str) -> None:
-        size = path.lstat().st_size
+        """Move a refused file to quarantine/ with its reason; if it cannot move, skip it from now on."""
+        name, reason = printable(path.name), printable(reason, 500)
+        try:
+            size = path.lstat().st_size
+        except FileNotFoundError:
+            return
+        if not self._outputs_ok():
+            return  # refused again, and recorded once, when quarantine/ is a real folder again
         try:
             target = _files.move(path, self.quarantine)
-            _files.write_reason(target, reason, driver=self.ctx.name, size=size)
         except OSError as exc:
-            self._stuck.add(path.name)  # left in place, never deleted; reported in health
-            self.ctx.log.error("xray_quarantine_failed", file=path.name, error=str(exc), reason=reason)
+            self._stuck.add(path.name)  # left in place, never deleted; reported once and in health
+            self.ctx.log.error("xray_quarantine_failed", file=name, error=str(exc), reason=reason)
             target = path
+        else:
+            try:
+                _files.write_reason(target, reason, driver=self.ctx.name, size=size)
+            except OSError as exc:  # moved, so never read again; the event still carries the reason
+                self.ctx.log.error("xray_reason_not_written", file=name, error=str(exc))
         self.counts["quarantined"] += 1
-        self.ctx.log.warning("xray_file_quarantined", file=path.name, reason=reason[:300])
-        self.ctx.emit("xray.rejected", {"file": path.name, "bytes": size, "reason": reason[:500],
-                                        "quarantined_to": str(target)}, "normal")
+        self.ctx.log.warning("xray_file_quarantined", file=name, reason=reason[:300])
+        self.ctx.emit("xray.rejected", {"file": name, "bytes": size, "reason": reason,
+                                        "quarantined_to": printable(str(target), 1000)}, "normal")
+
+    def _outputs_ok(self) -> bool:
+        """processed/ and quarantine/ are real folders on the inbox's filesystem (checked before each move)."""
+        try:
+            for folder in (self.processed, self.quarantine):
+                try:
+                    folder.mkdir(exist_ok=True)  # removed by someone: made again, as at start
+                except OSError:
+                    pass  # a file or a dangling link in its place: the check below says which
+                _files.check_output_folder(folder, self.inbox)
+        except DriverError as exc:
+            if self._folder_problem != str(exc):
+                self.ctx.log.error("xray_output_folder_unsafe", problem=str(exc))
+                self._folder_problem = str(exc)
+                self.ctx.health_changed()
+            return False
+        if self._folder_problem is not None:
+            self.ctx.log.info("xray_output_folder_ok_again")
+            self._folder_problem = None
+            self.ctx.health_changed()
+        return True
 
     def health(self) -> dict[str, Any]:
-        status = "degraded" if self._stuck else "ok"
+        status = "degraded" if self._stuck or self._folder_problem else "ok"
+        if self._folder_problem:
+            return {"status": status, "problem": self._folder_problem, **self.counts}
         return {"status": status, "inbox": str(self.inbox), **self.counts,
-                "stuck": sorted(self._stuck)[:10]}
+                "stuck": [printable(n, 120) for n in sorted(self._stuck)[:10]]}

@@ -20,6 +20,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
 # Far above any body scanner's single-scan dose (typically 0.1-10 µSv): a bigger
 # number is a unit mix-up (mSv or nSv) and must not silently fill a ledger.
 MAX_SCAN_DOSE_USV = 1000.0
+MAX_PIXELS = 1_000_000.0  # far beyond any scanner image side; a bigger coordinate is garbage
 
 
 class ScanRejected(DriverError):
@@ -30,14 +31,19 @@ class ScanRejected(DriverError):
         super().__init__(reason)
 
 
+class ScanIncomplete(ScanRejected):
+    """The file ends before its own structure says it does: still being written, or truncated."""
+
+
 class Region(BaseModel):
     """A suspicious area on the image, in image pixels."""
 
     model_config = ConfigDict(extra="forbid")
-    x: float = Field(ge=0)
-    y: float = Field(ge=0)
-    w: float = Field(gt=0)
-    h: float = Field(gt=0)
+    # Finite and bounded: Infinity would be published as null and break the contract.
+    x: float = Field(ge=0, le=MAX_PIXELS, allow_inf_nan=False)
+    y: float = Field(ge=0, le=MAX_PIXELS, allow_inf_nan=False)
+    w: float = Field(gt=0, le=MAX_PIXELS, allow_inf_nan=False)
+    h: float = Field(gt=0, le=MAX_PIXELS, allow_inf_nan=False)
     label: str | None = Field(default=None, max_length=64)
 
 
@@ -46,7 +52,7 @@ class ImageRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    bytes: int = Field(ge=0)
+    bytes: int = Field(ge=0, le=2**53)
 
     @classmethod
     def of(cls, data: bytes) -> ImageRef:
@@ -67,7 +73,7 @@ class ScanFields(BaseModel):
     regions: list[Region] = Field(default_factory=list, max_length=64)
     decision: Literal["clear", "search", "rescan", "refer"] = Field(
         description="What the operator decided, whatever the scanner said.")
-    dose_usv: float = Field(ge=0, le=MAX_SCAN_DOSE_USV, description="Effective dose in µSv.")
+    dose_usv: float = Field(ge=0, le=MAX_SCAN_DOSE_USV, allow_inf_nan=False, description="Effective dose in µSv.")
     image: ImageRef | None = None
 
     @field_validator("time")
@@ -75,7 +81,10 @@ class ScanFields(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone, e.g. 2026-01-31T09:15:00Z")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+            raise ValueError("out of range (past year 9999 in UTC); check the scanner's clock") from None
 
     @field_validator("reason", mode="before")
     @classmethod
@@ -129,6 +138,6 @@ def parse_time(value: Any, where: str) -> datetime:
         raise ScanRejected(f"{where}: time: expected an ISO 8601 string, got {type(value).__name__}")
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ScanRejected(f"{where}: time: {value[:40]!r} is not ISO 8601 "
                            "(expected e.g. 2026-01-31T09:15:00Z)") from None

@@ -9,7 +9,7 @@ import click
 
 from edge.cli._common import EX_FAIL, json_option
 
-_CHECKS = ("config", "store", "audit", "disk", "clock", "trust", "packages", "broker", "devices")
+_CHECKS = ("config", "store", "audit", "disk", "clock", "trust", "packages", "broker", "devices", "components")
 
 
 @click.command()

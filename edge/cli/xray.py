@@ -31,12 +31,14 @@ def _ledger(settings):
 @click.pass_context
 @edge_errors
 def check(ctx: click.Context, subject: str, as_json: bool) -> None:
-    """May SUBJECT be scanned now? Exit 0 yes, exit 1 no (at or over the dose limit)."""
+    """May SUBJECT be scanned now? Exit 0 yes, exit 1 no (at or over the limit, or cannot decide)."""
     from edge.xray import check_subject
 
     result = check_subject(settings_from(ctx), subject)
     if as_json:
         output(result.as_dict(), True, "")
+    elif not result.decided:
+        click.echo(f"refused: cannot decide whether {subject} may be scanned: {result.reason}", err=True)
     elif result.allowed:
         click.echo(f"ok: {subject} may be scanned: {result.reason}; "
                    f"{result.remaining_usv:g} µSv remaining")

@@ -69,7 +69,10 @@ class Command(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("must carry a timezone, e.g. 2026-01-01T12:00:00Z")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+            raise ValueError("out of range (past year 9999 in UTC)") from None
 
 
 class CommandResult(BaseModel):

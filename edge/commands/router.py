@@ -24,8 +24,9 @@ from edge.commands.builtin import run_builtin
 from edge.commands.model import EDGE_TARGET, CommandResult
 from edge.commands.seen import SeenIds
 from edge.commands.verify import Accepted, CommandRejected, Verifier
-from edge.errors import CommandError, EdgeError, StoreError
+from edge.errors import CommandError, EdgeError, EventInvalid, StoreError
 from edge.mqtt import topics
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.commands")
 SOURCE = "commands"
@@ -67,7 +68,8 @@ class CommandRouter:
         self._settings = s.commands
         self._queue: queue.Queue = queue.Queue(maxsize=_QUEUE_MAX)
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
+        self._thread = SupervisedThread(self._work, name="commands", emit=daemon.emit,
+                                        on_change=getattr(daemon, "notify_health_changed", None))
         self._counts: Counter = Counter()
         self._counts_lock = threading.Lock()  # bumped from the worker, paho's and drivers' threads
         self._rejected: Counter = Counter()
@@ -123,14 +125,16 @@ class CommandRouter:
         if self._control is not None:
             self._control.stop()
         self._stopping.set()
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(10)
+        self._thread.stop()
+        self._queue.put(None)
+        self._thread.join(10)
         if self._verifier is not None:
             self._verifier.seen.close()
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = {
+            # down: commands are queued but none is verified or run until it restarts
+            **self._thread.status(),
             **{k: self._counts[k] for k in ("received", "executed", "failed", "ignored", "dropped")},
             "rejected": sum(self._rejected.values()), "rejected_by_reason": dict(self._rejected),
             "queued": self._queue.qsize(),
@@ -342,5 +346,5 @@ class CommandRouter:
     def _record(self, type: str, payload: dict, priority: str) -> None:
         try:
             self._daemon.emit(type, payload, priority, SOURCE)
-        except StoreError as exc:  # full (non-alarm) or closed during shutdown
+        except (StoreError, EventInvalid) as exc:  # full (non-alarm), closed, or not storable
             log.error("command_outcome_not_recorded", type=type, id=payload.get("id"), error=str(exc))

@@ -27,6 +27,7 @@ from edge.commands.model import EDGE_TARGET, MAX_COMMAND_BYTES, Command, iso
 from edge.commands.seen import SeenIds
 from edge.commands.settings import CommandsSettings
 from edge.errors import CommandError
+from edge.events import printable
 from edge.trust import TrustRefused, TrustStore
 
 
@@ -233,8 +234,8 @@ def _parse(payload: bytes) -> Any:
                               f"{MAX_COMMAND_BYTES} bytes")
     try:
         return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandRejected("malformed", f"not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit number, deep nesting
+        raise CommandRejected("malformed", f"not valid JSON: {str(exc)[:120]}") from None
 
 
 def _validate(doc: Any) -> Command:
@@ -249,4 +250,4 @@ def _validate(doc: Any) -> Command:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return value[:128] if isinstance(value, str) else None
+    return printable(value, 128) if isinstance(value, str) else None

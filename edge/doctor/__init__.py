@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-CHECK_NAMES = ("config", "store", "audit", "disk", "clock", "trust", "packages", "broker", "devices")
+CHECK_NAMES = ("config", "store", "audit", "disk", "clock", "trust", "packages", "broker", "devices", "components")
 
 
 @dataclass

@@ -149,3 +149,25 @@ def _open_device(driver: str, key: str, value) -> Check:
         return Check("devices", False, f"{path}: cannot open: {exc.strerror}",
                      "is another program holding it? fuser -v " + str(path), where)
     return Check("devices", True, f"{path} opens ({kind})", target=where)
+
+
+def check_components(settings) -> list[Check]:
+    """Every component thread of the running daemon is up (a down router runs no command)."""
+    import json
+
+    path = settings.state_dir / "status.json"
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [Check("components", True, "daemon not running: nothing to check", target=str(path))]
+    if not isinstance(status, dict) or not status.get("running"):
+        return [Check("components", True, "daemon not running: nothing to check", target=str(path))]
+    checks = []
+    for name, report in sorted((status.get("components") or {}).items()):
+        state = report.get("status") if isinstance(report, dict) else None
+        if state == "down":
+            error = report.get("last_error") or "stopped"
+            checks.append(Check("components", False, f"{name} is down ({error})",
+                                "it restarts by itself; if it stays down: journalctl -u edge, "
+                                "then systemctl restart edge", name))
+    return checks or [Check("components", True, "every component is running", target=str(path))]

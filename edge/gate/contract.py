@@ -17,7 +17,7 @@ Mode = Literal["normal", "lockdown", "free_passage", "out_of_service"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StepTaken(_Strict):
@@ -57,7 +57,7 @@ class GateDecision(_Strict):
     decided_at: datetime
     outcome: Literal["grant", "deny", "hold"]
     reason: str = Field(description="flow_complete, officer_override, free_passage, face_not_verified, "
-                                    "liveness_failed, multiple_faces, dose_limit, scan_not_clear, scan_stale, scan_wrong_lane, step_timeout, "
+                                    "liveness_failed, multiple_faces, dose_limit, dose_check_unavailable, scan_not_clear, scan_stale, scan_wrong_lane, step_timeout, "
                                     "camera_unavailable, turnstile_refused, grant_unconfirmed, hold_timeout, "
                                     "lockdown, out_of_service, emergency, interrupted, stopping, card_unreadable, "
                                     "unknown_credential, no_pin_enrolled, pin_wrong, reader_unavailable, "
@@ -96,6 +96,8 @@ class GateDoseCheck(_Strict):
     warning: bool
     window_start: datetime
     reason: str
+    decided: bool = Field(default=True, description="False: the dose ledger could not answer (it was "
+                          "down), so the scan is refused without a total.")
 
 
 class GateEmergency(_Strict):

@@ -12,7 +12,6 @@ as denied (see ``state``).
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from edge.gate.perimeter import READER_EVENTS, Perimeter
 from edge.gate.settings import GateSettings
 from edge.gate.state import GateState
 from edge.gate.visits import Visits
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.gate")
 SOURCE = "gate"
@@ -50,7 +50,8 @@ class GateEngine:
         self.lanes = self.settings.lanes
         self._router = router
         self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="gate", daemon=True)
+        self._thread = SupervisedThread(self._work, name="gate", emit=daemon.emit,
+                                        on_change=getattr(daemon, "notify_health_changed", None))
         self.state, self.state_problem = GateState.open(daemon.settings.state_dir)
         self.mode: dict[str, Any] = {"mode": self.settings.initial_mode, "set_by": "config", "reason": None}
         self.approaches: dict[str, Approach] = {}
@@ -90,9 +91,9 @@ class GateEngine:
         log.info("gate_started", mode=self.mode["mode"], lanes=list(self.lanes), interrupted=recovered)
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(10)
+        self._thread.stop()
+        self._queue.put(_STOP)
+        self._thread.join(10)
         for ap in list(self.approaches.values()):
             self.decide(ap, "deny", "stopping", "the daemon stopped during this approach")
         self.state.close()
@@ -383,7 +384,8 @@ class GateEngine:
         if check["allowed"]:
             rec.end("ok", check["reason"], [event.id] if event else [])
             return True
-        self.fail(ap, "dose_limit", check["reason"], evidence=[event.id] if event else [])
+        reason = "dose_limit" if check.get("decided", True) else "dose_check_unavailable"
+        self.fail(ap, reason, check["reason"], evidence=[event.id] if event else [])
         return False
 
     def step_ok(self, ap: Approach, evidence: list[str], detail: str) -> None:

@@ -10,11 +10,11 @@ rename), so the tablet always works from the last catalog it verified.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from edge import signing
 from edge._fs import atomic_write
@@ -24,6 +24,9 @@ from edge.events import canonical_json
 _HEX64 = r"^[0-9a-f]{64}$"
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MIN_CHUNK, MAX_CHUNK = 4 * 1024, 8 * 1024 * 1024
+MAX_CATALOG_BYTES = 8 * 1024 * 1024  # refused unread above this: checked before JSON and signature
+MAX_VALIDITY_DAYS = 400  # a catalog valid for longer is a mistake (or an attempt to outlive a key)
+CLOCK_SKEW_S = 300
 
 
 class CatalogRejected(EdgeError):
@@ -73,7 +76,8 @@ class Catalog(_M):
     type: Literal["learning.catalog"]
     site: str
     version: int = Field(ge=1, description="Strictly increasing; a tablet ignores older or equal ones.")
-    issued_at: datetime
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime = Field(description="Signed; the tablet refuses the catalog after this.")
     chunk_size: int = Field(ge=MIN_CHUNK, le=MAX_CHUNK)
     courses: list[Course]
     assignments: list[Assignment] = Field(default_factory=list)
@@ -113,9 +117,26 @@ class Catalog(_M):
 def parse_catalog(raw: bytes | dict, trusted: dict, site: str) -> Catalog:
     """Verify and validate one catalog document; raise CatalogRejected saying why."""
     try:
-        return signing.open_signed(raw, trusted, Catalog, "catalog", site=site)
+        catalog = signing.open_signed(raw, trusted, Catalog, "catalog", site=site, max_bytes=MAX_CATALOG_BYTES)
     except signing.DocumentRejected as exc:
         raise CatalogRejected(str(exc)) from None
+    return catalog
+
+
+def check_validity(catalog: Catalog, now: datetime | None = None) -> None:
+    """Refuse a catalog outside its signed validity: expired, issued in the future, or too long-lived."""
+    now = now or datetime.now(UTC)
+    issued, expires = catalog.issued_at, catalog.expires_at
+    if expires <= issued:
+        raise CatalogRejected(f"catalog: expires_at {expires.isoformat()} is not after issued_at")
+    if expires - issued > timedelta(days=MAX_VALIDITY_DAYS):
+        raise CatalogRejected(f"catalog: valid for {(expires - issued).days} days; at most "
+                              f"{MAX_VALIDITY_DAYS} are accepted")
+    if now > expires:
+        raise CatalogRejected(f"catalog: expired at {expires.isoformat()} (device clock {now.isoformat()})")
+    if issued > now + timedelta(seconds=CLOCK_SKEW_S):
+        raise CatalogRejected(f"catalog: issued_at {issued.isoformat()} is in the future "
+                              f"(device clock {now.isoformat()}); check the clocks")
 
 
 class CatalogKeeper:
@@ -135,6 +156,7 @@ class CatalogKeeper:
     def offer(self, raw: bytes | dict) -> Catalog | None:
         """Accept a newer verified catalog (returned) or None if not newer; raise if bad."""
         catalog = parse_catalog(raw, self.trusted, self.site)
+        check_validity(catalog)
         with self._lock:
             if self.current and catalog.version <= self.current.version:
                 return None

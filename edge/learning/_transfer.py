@@ -28,9 +28,21 @@ from edge.errors import EdgeError
 from edge.learning import protocol
 from edge.learning._cache import ContentCache, CorruptContent, QuotaExceeded
 from edge.learning._catalog import Item
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.learning.transfer")
 _POLL_S = 0.2
+# Bounded transfer: a chunk that keeps arriving corrupt (or not at all) is asked for at
+# most this often, with a growing pause; an item spends at most ITEM_RETRIES retries in
+# all, then fails with its reason and is not queued again before its back-off ends.
+CHUNK_ATTEMPTS = 5
+ITEM_RETRIES = 20
+RETRY_PAUSE_S, RETRY_PAUSE_MAX_S = 0.2, 10.0
+FAILED_BACKOFF_S, FAILED_BACKOFF_MAX_S = 60.0, 3600.0
+
+
+class TransferFailed(EdgeError):
+    """An item's retry budget is spent (corrupt chunks, timeouts); it is marked failed."""
 
 
 class TokenBucket:
@@ -82,7 +94,8 @@ class Downloader:
     def __init__(self, *, link, site: str, device: str, cache: ContentCache, concurrency: int,
                  rate_limit_bytes_s: int, chunk_timeout_s: float,
                  may_proceed: Callable[[], bool] = lambda: True,
-                 pinned: Callable[[], set[str]] = set, on_failed: Callable[[Job, str], None] | None = None):
+                 pinned: Callable[[], set[str]] = set, on_failed: Callable[[Job, str], None] | None = None,
+                 emit: Callable | None = None):
         self.link, self.site, self.device, self.cache = link, site, device, cache
         self.concurrency, self.timeout = concurrency, chunk_timeout_s
         self.may_proceed, self.pinned, self.on_failed = may_proceed, pinned, on_failed
@@ -93,21 +106,25 @@ class Downloader:
         self._lock = threading.Lock()
         self._pending: dict[bytes, _Pending] = {}
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[SupervisedThread] = []
+        self._emit = emit
         self.paused = False
         self.counters = {"chunks_fetched": 0, "bytes_fetched": 0, "chunks_corrupt": 0,
                          "chunk_timeouts": 0, "items_completed": 0, "items_failed": 0}
         self.last_error: str | None = None
+        self.failed: dict[str, dict[str, Any]] = {}  # sha256 -> reason, failures, retry_at (monotonic)
 
     def start(self) -> None:
         self.link.subscribe(protocol.response_topic(self.site, self.device), self._on_response, qos=1)
         for n in range(self.concurrency):
-            t = threading.Thread(target=self._work, name=f"learning-dl-{n}", daemon=True)
+            t = SupervisedThread(self._work, name=f"learning-dl-{n}", emit=self._emit)
             t.start()
             self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
+        for t in self._threads:
+            t.stop()
         for _ in self._threads:
             self._queue.put(None)  # wakes idle workers at once
         for t in self._threads:
@@ -118,6 +135,9 @@ class Downloader:
         with self._lock:
             if self.cache.has(item.sha256) or item.sha256 in self._jobs:
                 return False
+            failed = self.failed.get(item.sha256)
+            if failed is not None and time.monotonic() < failed["retry_at"]:
+                return False  # failed recently: its back-off bounds how often it is tried
             job = Job(item, chunk_size, course)
             self._jobs[item.sha256] = job
         self._queue.put(job)
@@ -149,6 +169,11 @@ class Downloader:
     def _fail(self, job: Job, reason: str) -> None:
         self.counters["items_failed"] += 1
         self.last_error = reason
+        with self._lock:
+            n = self.failed.get(job.item.sha256, {}).get("failures", 0) + 1
+            pause = min(FAILED_BACKOFF_S * 2 ** (n - 1), FAILED_BACKOFF_MAX_S)
+            self.failed[job.item.sha256] = {"reason": reason[:300], "failures": n,
+                                            "retry_at": time.monotonic() + pause}
         self.cache.release(job.item.sha256)
         log.warning("learning_download_failed", sha256=job.item.sha256, course=job.course, reason=reason)
         if self.on_failed:
@@ -178,6 +203,7 @@ class Downloader:
                 self.cache.reserve(item.sha256, item.size, self.pinned())
                 continue
             self.counters["items_completed"] += 1
+            self.failed.pop(item.sha256, None)
             log.info("learning_item_cached", sha256=item.sha256, course=job.course, size=item.size,
                      took_s=round(time.monotonic() - job.started, 3))
             return
@@ -198,10 +224,16 @@ class Downloader:
     def _fetch(self, job: Job, index: int) -> bytes | None:
         want = job.item.chunks[index]
         req = protocol.ChunkRequest(job.item.sha256, index, want)
+        attempts, problem = 0, ""
         while self._wait_turn() and self.bucket.take(self._chunk_len(job, index), self._stop):
+            if attempts:
+                if not self._retry(job, index, attempts, problem):
+                    return None
+            attempts += 1
             reply = self._request(req)
             if reply is None:
                 self.counters["chunk_timeouts"] += 1
+                problem = "no answer in time"
                 continue
             if reply.status != "ok":
                 raise EdgeError(f"content server refused chunk {index} of {job.item.sha256[:12]}…: "
@@ -211,9 +243,20 @@ class Downloader:
             if hashlib.sha256(reply.payload).hexdigest() != want:
                 self.counters["chunks_corrupt"] += 1
                 log.warning("learning_chunk_corrupt", sha256=job.item.sha256, index=index)
+                problem = "its sha256 does not match the catalog"
                 continue
             return reply.payload
         return None
+
+    def _retry(self, job: Job, index: int, attempts: int, problem: str) -> bool:
+        """Spend one retry of the chunk's and the item's budget, pause; False when stopping."""
+        job.attempts += 1
+        where = f"chunk {index} of {job.item.sha256[:12]}…"
+        if attempts >= CHUNK_ATTEMPTS:
+            raise TransferFailed(f"{where}: {attempts} attempts, each failed ({problem}); item failed")
+        if job.attempts > ITEM_RETRIES:
+            raise TransferFailed(f"{where}: the item used its {ITEM_RETRIES} retries (last: {problem}); item failed")
+        return not self._stop.wait(min(RETRY_PAUSE_S * 2 ** (attempts - 1), RETRY_PAUSE_MAX_S))
 
     def _request(self, req: protocol.ChunkRequest) -> _Pending | None:
         from paho.mqtt.packettypes import PacketTypes

@@ -81,14 +81,16 @@ class _Routes:
         return file_response(path, path.stat().st_size, media, req.headers.get("Range"))
 
     def post_statement(self, req: Request) -> Response:
+        body = req.json()  # ApiError 400 for a body that is not JSON: not the store's fault
         if self.sessions is not None:  # a statement is made by the logged-in resident, never for another
-            doc = req.json()
-            actor = doc.get("actor", {}).get("account", {}).get("name") if isinstance(doc, dict) else None
+            actor = body.get("actor") if isinstance(body, dict) else None
+            account = actor.get("account") if isinstance(actor, dict) else None
+            name = account.get("name") if isinstance(account, dict) else None
             session = self.sessions.current(req)
-            if isinstance(actor, str) and actor != session.resident:
+            if isinstance(name, str) and name != session.resident:
                 raise ApiError(403, "not_your_resident", "a statement's actor must be the logged-in resident")
         try:
-            payload = self.learning.record_statement(req.json())
+            payload = self.learning.record_statement(body)
         except StatementInvalid as exc:
             raise ApiError(400, "bad_statement", str(exc)) from None
         except EdgeError as exc:  # the store refused it (full of alarms): say so, keep nothing

@@ -22,6 +22,7 @@ from edge.learning._cache import ContentCache
 from edge.learning._catalog import Catalog, CatalogKeeper, CatalogRejected
 from edge.learning._transfer import Downloader, Job
 from edge.learning.statements import parse_statement
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.learning")
@@ -58,7 +59,7 @@ class LearningComponent:
                 link=link, site=self.site, device=self.device, cache=self.cache,
                 concurrency=self.settings.concurrency, rate_limit_bytes_s=self.settings.rate_limit_bytes_s,
                 chunk_timeout_s=self.settings.chunk_timeout_s, may_proceed=self._may_proceed,
-                pinned=self.pinned, on_failed=self._on_failed)
+                pinned=self.pinned, on_failed=self._on_failed, emit=getattr(daemon, "emit", None))
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -69,13 +70,15 @@ class LearningComponent:
             self.downloader.start()
         if self.keeper.load_problem:
             log.warning("learning_saved_catalog_unusable", reason=self.keeper.load_problem)
-        self._thread = threading.Thread(target=self._run, name="learning", daemon=True)
+        self._thread = SupervisedThread(self._run, name="learning", emit=self.daemon.emit,
+                                        on_change=getattr(self.daemon, "notify_health_changed", None))
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(None)
         if self._thread:
+            self._thread.stop()
             self._thread.join(timeout=5)
         if self.downloader:
             self.downloader.stop()
@@ -203,6 +206,7 @@ class LearningComponent:
         pinned = self.pinned()
         d = self.downloader
         return {
+            **(self._thread.status() if self._thread else {"status": "starting"}),
             "catalog_version": catalog.version if catalog else None,
             "courses": len(catalog.courses) if catalog else 0,
             "cached_items": len(self.cache.hashes()),
@@ -218,4 +222,6 @@ class LearningComponent:
             "downloads": d.in_flight() if d else [],
             "transfer": dict(d.counters) if d else {},
             "last_error": d.last_error if d else None,
+            "failed_items": {sha[:12]: {"reason": f["reason"], "failures": f["failures"]}
+                             for sha, f in list(d.failed.items())[:20]} if d else {},
         }

@@ -16,7 +16,7 @@ import mimetypes
 import queue
 import threading
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,8 @@ class ContentServer:
             assignments = json.loads(path.read_text()) if path.exists() else []
         doc = {"type": "learning.catalog", "site": self.site,
                "version": version or _folder_version(self.folder),
-               "issued_at": datetime.now(UTC).isoformat(), "chunk_size": self.chunk_size,
+               "issued_at": datetime.now(UTC).isoformat(),
+               "expires_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(), "chunk_size": self.chunk_size,
                "courses": courses, "assignments": assignments}
         with self._lock:
             self.index = index

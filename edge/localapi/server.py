@@ -62,12 +62,12 @@ class Request:
 
     def json(self) -> Any:
         try:
-            doc = json.loads(self.body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+            doc = json.loads(self.body or b"null", parse_constant=_no_constant, parse_float=_finite)
         except RecursionError:
             doc = None
             depth = self.max_depth + 1
+        except ValueError as exc:  # bad JSON or UTF-8, NaN/Infinity, a number of over 4300 digits
+            raise ApiError(400, "bad_json", f"request body is not valid JSON: {str(exc)[:200]}") from None
         else:
             depth = _depth(doc, self.max_depth + 1)
         if depth > self.max_depth:
@@ -86,6 +86,17 @@ def _depth(doc: Any, limit: int) -> int:
                 return deepest
             stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
     return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of range for a number")
+    return value
 
 
 @dataclass

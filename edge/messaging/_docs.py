@@ -105,10 +105,11 @@ class InboundDoc(_M):
     signatures: list[dict[str, Any]]
 
 
-def parse_central(raw: bytes, model: type[_M], trusted: dict, device: str, site: str | None = None):
-    """Verify the signature, then the schema, then the audience; raise CentralMessageRefused."""
+def parse_central(raw: bytes, model: type[_M], trusted: dict, device: str, site: str | None = None,
+                  max_bytes: int = signing.MAX_DOCUMENT_BYTES):
+    """Check the size, verify the signature, then the schema, then the audience; raise CentralMessageRefused."""
     kind = model.model_fields["type"].annotation.__args__[0]
     try:
-        return signing.open_signed(raw, trusted, model, kind, site=site, device=device)
+        return signing.open_signed(raw, trusted, model, kind, site=site, device=device, max_bytes=max_bytes)
     except signing.DocumentRejected as exc:
         raise CentralMessageRefused(str(exc)) from None

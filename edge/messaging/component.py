@@ -33,6 +33,7 @@ from edge.messaging._attachments import AttachmentRefused, check_attachments, ch
 from edge.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
 from edge.messaging._db import MailboxDB
 from edge.mqtt import topics
+from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
 log = structlog.get_logger("edge.messaging")
@@ -84,13 +85,15 @@ class MessagingComponent:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="messaging", daemon=True)
+        self._thread = SupervisedThread(self._run, name="messaging", emit=self.daemon.emit,
+                                        on_change=getattr(self.daemon, "notify_health_changed", None))
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(None)
         if self._thread:
+            self._thread.stop()
             self._thread.join(timeout=5)
         self._final_status = self.status()  # the daemon writes status.json once more after stops
         self.db.close()
@@ -123,13 +126,20 @@ class MessagingComponent:
 
     # -- from central ---------------------------------------------------------
 
+    def _max_bytes(self, leaf: str) -> int:
+        """Largest document of this kind worth parsing: checked before JSON and signatures."""
+        if leaf == "in":  # the body, plus the attachments base64-encoded, plus the envelope
+            per = (self.settings.max_attachment_bytes + 2) // 3 * 4 + 1024
+            return 512 * 1024 + self.settings.max_attachments * per
+        return {"contacts": 4 * 1024 * 1024, "status": 64 * 1024}[leaf]
+
     def _handle(self, leaf: str, raw: bytes) -> None:
         model = {"contacts": _docs.ContactsDoc, "status": _docs.StatusDoc, "in": _docs.InboundDoc}[leaf]
         try:
             if leaf in ("in", "contacts"):  # mail and who residents write to cross the broker sealed
                 raw = sealing.unseal(raw, self.device_key, self.device, f"messaging.{leaf}")
             doc = _docs.parse_central(raw, model, self.trusted, self.device,
-                                      self.site if leaf == "contacts" else None)
+                                      self.site if leaf == "contacts" else None, self._max_bytes(leaf))
             getattr(self, f"_apply_{leaf}")(doc)
         except (_docs.CentralMessageRefused, AttachmentRefused, sealing.SealError) as exc:
             self.refused[leaf] += 1
@@ -238,7 +248,8 @@ class MessagingComponent:
         if self._final_status is not None:
             return self._final_status
         stats = self.db.stats()
-        return {"messages": stats["messages"], "residents": stats["residents"],
+        return {**(self._thread.status() if self._thread else {"status": "starting"}),
+                "messages": stats["messages"], "residents": stats["residents"],
                 "contacts_version": stats["contacts_version"], "unread": stats["unread"],
                 "refused": dict(self.refused), "duplicates": self.duplicates,
                 "sealing": self.seal_key is not None}

@@ -29,6 +29,7 @@ from edge.mqtt._client import (
 )
 from edge.mqtt.backoff import reconnect_delay
 from edge.mqtt.errors import MqttConfigError, MqttError, MqttUnavailable
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt")
 
@@ -131,7 +132,8 @@ class MqttLink:
         self._ended = threading.Event()
         self._wake = threading.Event()  # _watch: set with _ended, and by stop()
         self._up = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: SupervisedThread | None = None
+        self._fault_emit = None  # how a thread fault is recorded (needs the store)
         self._reached = self._reported = False  # this session: CONNACK ok / its failure already reported
         self._refused = False  # this session: the broker refused us (long back-off), not just unreachable
         self._will: tuple[str, bytes] | None = None
@@ -145,6 +147,7 @@ class MqttLink:
             from edge.mqtt.uplink import Uplink  # imported here: it builds on this module
 
             self.uplink = Uplink(self, store, settings)
+            self._fault_emit = self.uplink.fault_emit
         if device_state:
             from edge.mqtt.state import DeviceState
 
@@ -230,7 +233,7 @@ class MqttLink:
             self.state.start()
         if self.uplink is not None:
             self.uplink.start()
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread = SupervisedThread(self._run, name="mqtt-link", emit=self._fault_emit)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -241,6 +244,8 @@ class MqttLink:
         if self.state is not None:
             self.state.stop(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
         self._stopping.set()
+        if self._thread is not None:
+            self._thread.stop()
         client = self._client
         if client is not None:
             client.disconnect()
@@ -256,6 +261,10 @@ class MqttLink:
             if uplink["last_refusal"] is None:  # the link's own record stands until the uplink's
                 del uplink["last_refusal"]
             out.update(uplink)
+        threads = [t for t in (self._thread, self.state and self.state._thread) if t is not None]
+        down = [t.name for t in threads if t.faults and not t.is_alive()]
+        if down:
+            out.update(status="down", down=[*out.get("down", []), *down])
         if self.state is not None:
             out["boot_seq"] = self.state.boot_seq
         out["summary"] = _summary(out)

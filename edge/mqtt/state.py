@@ -27,6 +27,7 @@ from edge.config import Settings
 from edge.errors import StoreError
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttUnavailable
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt.state")
 
@@ -70,7 +71,8 @@ class DeviceState:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._last_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="mqtt-state", daemon=True)
+        emit = getattr(link.uplink, "fault_emit", None) if getattr(link, "uplink", None) else None
+        self._thread = SupervisedThread(self._run, name="mqtt-state", emit=emit)
         link.set_will(self.topic, self.death(reason="connection_lost"))
         link.add_connection_listener(self._on_connection)
 
@@ -130,6 +132,7 @@ class DeviceState:
     def stop(self, timeout: float = 2.0) -> bool:
         """Publish ``offline`` ourselves and wait (bounded) for its PUBACK; True if acked."""
         self._stopping.set()
+        self._thread.stop()
         self._wake.set()
         self._thread.join(timeout)
         try:

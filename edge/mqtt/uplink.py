@@ -28,6 +28,7 @@ from edge.mqtt import topics
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
 from edge.seqranges import SeqRanges
+from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
@@ -90,7 +91,7 @@ def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int,
 class Acker:
     """``mqtt-acker``: commits acknowledged seqs through the store's writer, many per commit."""
 
-    def __init__(self, store):
+    def __init__(self, store, emit=None):
         self.store = store
         self._buf: list[int] = []
         self._lock = threading.Lock()
@@ -103,7 +104,7 @@ class Acker:
         # Acks the store could not record (full disk): kept, skipped by the uplink, retried.
         self.unrecorded = SeqRanges()
         self._failing = False
-        self._thread = threading.Thread(target=self._run, name="mqtt-acker", daemon=True)
+        self._thread = SupervisedThread(self._run, name="mqtt-acker", emit=emit)
 
     def start(self) -> None:
         self._thread.start()
@@ -128,6 +129,7 @@ class Acker:
     def stop(self, timeout: float = 5.0) -> None:
         self.flush(timeout)
         self._stop = True
+        self._thread.stop()
         self._wake.set()
         self._thread.join(timeout)
 
@@ -186,7 +188,8 @@ class Uplink:
     def __init__(self, link, store, settings: Settings):
         self.link, self.store, self.cfg = link, store, settings.mqtt
         self.site, self.device = settings.site, settings.device_id
-        self.acker = Acker(store)
+        emit = self.fault_emit = functools.partial(_emit_fault, store, settings)
+        self.acker = Acker(store, emit)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._rewind = threading.Event()
@@ -201,7 +204,8 @@ class Uplink:
         self._refused_topics: dict[str, int] = {}  # topic -> consecutive refusals
         self.counters = {"sent_messages": 0, "sent_events": 0, "acked_messages": 0, "refused_messages": 0}
         self.last_refusal: dict | None = None
-        self._thread = threading.Thread(target=self._run, name="mqtt-uplink", daemon=True)
+        self._thread = SupervisedThread(self._run_supervised, name="mqtt-uplink", emit=emit)
+        self._runs = 0
         store.add_listener(self._on_append)
         if hasattr(store, "protected"):
             store.protected = self.protected_ranges
@@ -216,12 +220,15 @@ class Uplink:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop sending; wait (bounded) for in-flight PUBACKs so their acks are recorded."""
         self._stopping.set()
+        self._thread.stop()
         self._wake.set()
         self._thread.join(timeout)
         self.acker.stop(timeout)
 
     def status(self) -> dict[str, Any]:
-        return {**self.counters, "acks_kept_in_memory": self.acker.unrecorded.count,
+        down = [t.name for t in (self._thread, self.acker._thread) if t.faults and not t.is_alive()]
+        return {**({"status": "down", "down": down} if down else {}), **self.counters,
+                "acks_kept_in_memory": self.acker.unrecorded.count,
                 "inflight_messages": len(self._inflight),
                 "inflight_events": self._inflight_events, "acked_events": self.acker.committed,
                 "last_acked_seq": self.acker.last_acked_seq or None,
@@ -260,6 +267,12 @@ class Uplink:
         self._wake.set()
 
     # -- the loop ------------------------------------------------------------------
+
+    def _run_supervised(self) -> None:
+        self._runs += 1
+        if self._runs > 1:  # restarted after a fault: what was in flight is unknown, send it again
+            self._rewind.set()
+        self._run()
 
     def _run(self) -> None:
         while True:
@@ -364,3 +377,11 @@ class Uplink:
                              "events": len(batch.seqs), "first_seq": batch.seqs[0]}
         log.warning("uplink_publish_refused", topic=batch.topic, code=f"0x{code:02x}", reason=reason,
                     events=len(batch.seqs), first_seq=batch.seqs[0], retry_in_s=round(delay, 3))
+
+
+def _emit_fault(store, settings: Settings, type: str, payload: dict, priority: str, source: str):
+    """How the uplink's threads record a ``system.component_fault``: stored like any event."""
+    from edge.events import make_event
+
+    return store.append(make_event(device=settings.device_id, site=settings.site, type=type, source=source,
+                                   payload=payload, priority=priority))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.signing import signed_bytes
+from edge.signing import SignatureError, signed_bytes
 from edge.trust._anchors import ROLES, Anchor
 
 #: Document type -> the role its signers must hold. Other subsystems add their types here.
@@ -149,7 +149,10 @@ class TrustStore:
         signatures = doc.get("signatures")
         if not signatures or not isinstance(signatures, list):
             raise TrustRefused("bad_signature", "not signed (no 'signatures' list)")
-        payload = signed_bytes(doc)
+        try:
+            payload = signed_bytes(doc)
+        except SignatureError as exc:  # NaN, Infinity, a lone surrogate: nobody signed this
+            raise TrustRefused("bad_signature", str(exc)) from None
         good: list[str] = []
         refused: list[tuple[str, str]] = []
         for entry in signatures:

@@ -42,7 +42,7 @@ class RemoteConfigAgent:
         self._local = tomllib.loads(self.config_path.read_text())  # the base, without the overlay
         self._inbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = None  # a SupervisedThread once started
         self._last: dict[str, Any] = {"refusal": None}
         for topic in (f"edge/v1/{s.site}/{s.device_id}/config", f"edge/v1/{s.site}/config"):
             daemon.link.subscribe(topic, lambda _t, payload, _p: self._inbox.put(bytes(payload)), qos=1)
@@ -51,18 +51,23 @@ class RemoteConfigAgent:
         self._daemon.emit(f"config.{name}", payload, priority, "remote_config")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="remote-config", daemon=True)
+        from edge.supervisor import SupervisedThread
+
+        self._thread = SupervisedThread(self._run, name="remote-config", emit=self._daemon.emit,
+                                        on_change=getattr(self._daemon, "notify_health_changed", None))
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._inbox.put(None)
         if self._thread:
+            self._thread.stop()
             self._thread.join(10)
 
     def status(self) -> dict[str, Any]:
         record = rc.read_record(self.state_dir)
-        return {"status": "ok", "applied": record.get("applied", 0), "pending": record.get("pending"),
+        state = self._thread.status() if self._thread else {"status": "starting"}
+        return {**state, "applied": record.get("applied", 0), "pending": record.get("pending"),
                 "failed": record.get("failed", []), "last_result": record.get("last_result"), **self._last}
 
     def _run(self) -> None:

@@ -20,18 +20,51 @@ def check_subject(settings, subject: str) -> DoseCheck:
 
     ``DoseCheck.allowed`` is False at or over the site's limit (``reason`` says
     why, for the operator). Works offline and without the daemon: inside it,
-    the running x-ray service answers; elsewhere the ledger file is read.
+    the running x-ray service answers; elsewhere the ledger file is read, unless
+    the running daemon says its ledger worker is down: then the answer is
+    "cannot decide" (``decided`` False, refused), never a total that may miss scans.
     """
     import sys
 
-    from edge.xray.ledger import DoseLedger
+    from edge.xray.ledger import DoseLedger, cannot_decide
 
     service_module = sys.modules.get("edge.xray.service")  # not loaded: no service in this process
     service = service_module.current() if service_module else None
     if service is not None:
         return service.check(subject)
+    down = _daemon_ledger_down(settings.state_dir)
+    if down is not None:
+        return cannot_decide(subject, down)
     ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, readonly=True)
     try:
         return ledger.check(subject)
     finally:
         ledger.close()
+
+
+def _daemon_ledger_down(state_dir) -> str | None:
+    """Why the running daemon's dose ledger cannot be trusted now, or None (running, or no daemon)."""
+    import json
+
+    try:
+        status = json.loads((state_dir / "status.json").read_text())
+        pid = int(status["pid"])
+        if not status.get("running"):
+            return None
+        _alive(pid)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no daemon running: the ledger file is the whole truth
+    xray = (status.get("components") or {}).get("xray")
+    if isinstance(xray, dict) and xray.get("status") == "down":
+        return "the daemon's dose ledger is not running (edge status: xray down)"
+    return None
+
+
+def _alive(pid: int) -> None:
+    """Raise ProcessLookupError unless the daemon that wrote the status file still runs."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return  # alive, under another user

@@ -61,6 +61,7 @@ class DoseCheck:
     warning: bool
     window_start: str
     reason: str
+    decided: bool = True  # False: the ledger could not answer, so the scan is refused
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +75,15 @@ class Recorded:
     before_usv: float
     after_usv: float
     time_replaced: bool = False  # the scanner's clock was implausible; the store's time was used
+
+
+def cannot_decide(subject: str, why: str) -> DoseCheck:
+    """The fail-closed answer when the ledger cannot be trusted to be complete: refused."""
+    return DoseCheck(subject=subject, allowed=False, total_usv=0.0, limit_usv=0.0,
+                     warning_usv=0.0, remaining_usv=0.0, warning=False,
+                     window_start=datetime.now(UTC).isoformat(),
+                     reason=f"cannot decide: {why}; do not scan until it is back (edge status)",
+                     decided=False)
 
 
 def set_aside(state_dir: Path) -> str:

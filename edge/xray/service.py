@@ -22,7 +22,15 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
-from edge.xray.ledger import DoseCheck, DoseLedger, LedgerCorrupt, Recorded, set_aside
+from edge.supervisor import SupervisedThread
+from edge.xray.ledger import (
+    DoseCheck,
+    DoseLedger,
+    LedgerCorrupt,
+    Recorded,
+    cannot_decide,
+    set_aside,
+)
 from edge.xray.rules import alarms
 from edge.xray.totals import MAX_DOC_BYTES, DoseRecordsRejected, apply, parse_verified
 
@@ -42,7 +50,7 @@ class XrayService:
 
     name = "xray"
 
-    def __init__(self, settings, store, emit, link=None):
+    def __init__(self, settings, store, emit, link=None, on_change=None):
         self.settings, self.store, self._emit, self.link = settings, store, emit, link
         self._recovered: dict[str, Any] | None = None
         try:
@@ -56,14 +64,15 @@ class XrayService:
             self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
         self._queue: queue.Queue = queue.Queue()
         self._emitted: dict[str, str] = {}
-        self._thread = threading.Thread(target=self._work, name="xray-ledger", daemon=True)
+        self._thread = SupervisedThread(self._run, name="xray-ledger", emit=emit, on_change=on_change)
+        self._running = False
         self._trusted: dict | None = None
         self.counts = {"scans": 0, "duplicates": 0, "alarms": 0, "dose_docs_applied": 0,
                        "dose_docs_rejected": 0, "errors": 0}
 
     @classmethod
     def from_daemon(cls, daemon) -> XrayService:
-        return cls(daemon.settings, daemon.store, daemon.emit, daemon.link)
+        return cls(daemon.settings, daemon.store, daemon.emit, daemon.link, daemon.notify_health_changed)
 
     # -- component -----------------------------------------------------------
 
@@ -90,16 +99,16 @@ class XrayService:
         with _current_lock:
             if _current is self:
                 _current = None
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(10)
+        self._thread.stop()
+        self._queue.put(None)
+        self._thread.join(10)
         self.ledger.close()
 
     def status(self) -> dict[str, Any]:
         state = "ok" if not self.counts["errors"] else "degraded"
         if not self._thread.is_alive():
-            state = "down"
-        return {"status": state,
+            state = "down"  # fail closed: check() refuses to decide meanwhile
+        return {"status": state, "faults": self._thread.faults,
                 "ledger_seq": self.ledger.last_seq() if self.ledger.is_open else None,
                 "backlog": self._queue.qsize(), **self.counts}
 
@@ -125,7 +134,12 @@ class XrayService:
         Waits (briefly) until every scan already stored is in the ledger, so the
         answer counts the scan that just happened. Call it from your own thread,
         never from a store listener (the ledger worker may be waiting on the store).
+        While the ledger worker is down the answer is "cannot decide" (refused):
+        a scan it has not counted must not make the total look lower than it is.
         """
+        if not self._thread.is_alive():
+            return cannot_decide(subject, "the dose ledger is not running in the daemon "
+                                 f"({self._thread.last_error or 'stopped'}); it restarts by itself")
         if not self.wait_idle(timeout=2.0):
             log.warning("xray_check_with_backlog", backlog=self._queue.qsize())
         return self.ledger.check(subject)
@@ -160,6 +174,12 @@ class XrayService:
                 event = json.loads(body)
                 self._record(seq, event["payload"], datetime.fromisoformat(event["ts"]))
                 after, count = seq, count + 1
+
+    def _run(self) -> None:
+        if self._running:  # a restart after a fault: count what was stored while we were down
+            self._catch_up()
+        self._running = True
+        self._work()
 
     def _work(self) -> None:
         while True:

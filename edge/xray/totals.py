@@ -35,7 +35,7 @@ class DoseRecordsRejected(EdgeError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RemoteScan(_Strict):
