@@ -1,0 +1,76 @@
+"""Group commit: the producers of one batch are committed together in the next, the
+writer never waits long for a producer that does not come back, and close() still
+finishes or refuses everything queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edge.errors import StoreClosed
+from edge.store._writer import GroupCommitWriter, Job
+
+
+def _writer(sizes: list[int], linger: float) -> GroupCommitWriter:
+    def run_batch(jobs, before_commit):
+        sizes.append(len(jobs))
+        before_commit()
+        for job in jobs:
+            job.result = job.items
+
+    writer = GroupCommitWriter(run_batch, lambda: None, batch_max=1000, idle_interval=60, linger=linger)
+    writer.start()
+    return writer
+
+
+def test_every_batch_after_the_first_holds_every_waiting_producer():
+    sizes: list[int] = []
+    writer = _writer(sizes, linger=30.0)  # long: only "all came back" ends the wait
+    producers, rounds = 8, 25
+    gate = threading.Barrier(producers)
+    got: list[list] = [[] for _ in range(producers)]
+
+    def produce(i):
+        gate.wait()
+        for n in range(rounds):
+            got[i].append(writer.submit(Job(items=[(i, n)])).wait())
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    writer.close()
+    assert got == [[[(i, n)] for n in range(rounds)] for i in range(producers)]
+    assert sum(sizes) == producers * rounds
+    # The first batches may catch the producers arriving one by one; once they are all
+    # in one batch, they stay together: every later batch is all of them.
+    first_full = sizes.index(producers)
+    assert all(size == producers for size in sizes[first_full:]), sizes
+
+
+def test_a_producer_that_does_not_come_back_delays_the_others_by_the_linger_at_most():
+    sizes: list[int] = []
+    writer = _writer(sizes, linger=0.05)
+    one, two = Job(items=[1]), Job(items=[2])
+    writer.submit(one)
+    writer.submit(two)
+    assert one.wait() == [1] and two.wait() == [2]
+    started = time.monotonic()
+    assert writer.submit(Job(items=[3])).wait() == [3]  # the other producer is gone
+    assert time.monotonic() - started < 5  # bounded by the linger (0.05 s), with slack for load
+    writer.close()
+
+
+def test_close_finishes_what_was_queued_and_refuses_what_came_after():
+    sizes: list[int] = []
+    writer = _writer(sizes, linger=0.001)
+    jobs = [writer.submit(Job(items=[n])) for n in range(50)]
+    writer.close()
+    assert [job.wait() for job in jobs] == [[n] for n in range(50)]
+    try:
+        writer.submit(Job(items=[99]))
+    except StoreClosed:
+        pass
+    else:
+        raise AssertionError("a closed writer accepted a job")
