@@ -248,7 +248,7 @@ class Store(SpaceMixin, StoreReader):
             self._flush_rows()
             self._seqfile.ensure(self._next_seq)
             self._write_meta()
-            before_commit()  # wakes the previous batch's callers (see GroupCommitWriter)
+            before_commit()  # the writer's hook right before COMMIT (see GroupCommitWriter)
             self._w.execute("COMMIT")
         except Exception as exc:  # sqlite, disk, or a bug: the batch fails whole, the writer lives on
             self._pending_rows, self._meta_written = [], {}
