@@ -126,3 +126,14 @@ def test_the_payload_is_copied_and_the_event_is_frozen():
         event.site = "elsewhere"
     assert json.loads(event.canonical_bytes())["payload"] == {"n": 1}
     assert Event.from_bytes(event.canonical_bytes()) == event
+
+
+def test_copies_never_change_the_fields_set_events_share():
+    from edge import events
+
+    before = (set(events._FIELDS_SET), set(events._FIELDS_SET_SEQ))
+    event = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload={"n": 1})
+    event.model_copy(update={"seq": 4})
+    with_seq(event, 3).model_copy(update={"payload": {}}, deep=True)
+    assert (events._FIELDS_SET, events._FIELDS_SET_SEQ) == before
+    assert with_seq(event, 3).model_fields_set == before[0] | {"seq"}
