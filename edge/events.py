@@ -142,7 +142,7 @@ _FIELDS_SET_SEQ = {*_FIELDS_SET, "seq"}
 _new_object, _set, _now = object.__new__, object.__setattr__, datetime.now
 # Envelope fields (device, site, type, source, priority, clock) already validated once, with
 # their JSON fragments; bounded, so a flood of distinct types cannot grow it without limit.
-_KNOWN: dict[tuple, tuple[str, str]] = {}
+_KNOWN: dict[tuple, tuple[str, str, str, str]] = {}
 _KNOWN_MAX = 4096
 _PRIORITIES, _CLOCKS = frozenset(PRIORITIES), frozenset(("synced", "unsynced", "stepped_back", "unknown"))
 
@@ -195,8 +195,10 @@ def _known(key: tuple) -> bool:
         return False
     if len(_KNOWN) >= _KNOWN_MAX:
         _KNOWN.clear()
-    _KNOWN[key] = (f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":"',
-                   f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"')
+    _KNOWN[key] = (f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":',
+                   f',"priority":"{priority}","seq":',
+                   f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"',
+                   f'","type":"{type}","v":{SCHEMA_VERSION}}}')
     return True
 
 
@@ -281,14 +283,16 @@ def envelope_parts(event: Event) -> tuple[str, str, str] | None:
     key = (d["device"], d["site"], d["type"], d["source"], d["priority"], d["clock"])
     fragments = _KNOWN.get(key)
     payload = d["payload"]
-    if fragments is None or not _plain(payload):
+    if fragments is None:
         return None
+    for k, v in payload.items():  # flat payloads: checked here; anything nested: _plain
+        if k.__class__ is not str or (v.__class__ not in _SCALARS and not _plain(v, 1)):
+            return None
     try:
         payload_json = "".join(_encode_plain(payload, 0))
     except ValueError:  # NaN or Infinity: pydantic's JSON mode makes them null
         return None
     ts = _ts_text(d["ts"])
-    head, site_source_ts = fragments
-    return (f'{head}{encode_basestring(d["id"])[1:]},"payload":{payload_json},'
-            f'"priority":"{d["priority"]}","seq":',
-            f'{site_source_ts}{ts}","type":"{d["type"]}","v":{SCHEMA_VERSION}}}', ts)
+    clock_device_id, priority_seq, site_source_ts, type_v = fragments
+    return (f'{clock_device_id}{encode_basestring(d["id"])},"payload":{payload_json}{priority_seq}',
+            f'{site_source_ts}{ts}{type_v}', ts)
