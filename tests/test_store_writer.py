@@ -78,3 +78,38 @@ def test_close_finishes_what_was_queued_and_refuses_what_came_after():
         pass
     else:
         raise AssertionError("a closed writer accepted a job")
+
+
+def test_a_job_racing_close_is_refused_without_refusing_what_came_before():
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def run_batch(jobs, before_commit):
+        sizes.append(len(jobs))
+        release.wait(30)
+        for job in jobs:
+            job.result = job.items
+
+    writer = GroupCommitWriter(run_batch, lambda: None, batch_max=1000, idle_interval=60, linger=0.001)
+    writer.start()
+    busy = writer.submit(Job(items=["busy"]))
+    while not sizes:  # the writer is inside the first batch
+        time.sleep(0.001)
+    before = writer.submit(Job(items=["before"]))
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    while not writer._closed.is_set():
+        time.sleep(0.001)
+    late = Job(items=["late"])  # what submit() does when close() wins the race after its check
+    writer._put(late)
+    writer._refuse_queued(after_stop=True)
+    release.set()
+    closing.join(30)
+    assert busy.wait() == ["busy"] and before.wait() == ["before"]
+    try:
+        late.wait()
+    except StoreClosed:
+        pass
+    else:
+        raise AssertionError("a job queued after close() was written")
+    assert not writer._thread.is_alive()

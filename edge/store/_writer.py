@@ -82,7 +82,7 @@ class GroupCommitWriter:
             raise self._failure or StoreClosed("the store is closed")
         self._put(job)
         if self._closed.is_set():  # closed (or died) while we queued: never leave it waiting
-            self._refuse_queued()
+            self._refuse_queued(after_stop=True)
         return job
 
     def close(self, timeout: float = 10.0) -> None:
@@ -137,10 +137,16 @@ class GroupCommitWriter:
             self._closed.set()
             self._refuse_queued()
 
-    def _refuse_queued(self) -> None:
-        """Anything queued after the stop marker (or after a failure) is refused, never dropped."""
+    def _refuse_queued(self, after_stop: bool = False) -> None:
+        """Anything queued after the stop marker (or after a failure) is refused, never dropped.
+        ``after_stop``: a job queued as the store closed; what came before the marker is
+        still the writer's to finish (and the marker its signal to stop)."""
         with self._mutex:
-            items, self._items = self._items, []
+            if after_stop and _STOP in self._items:
+                keep = self._items.index(_STOP) + 1
+                items, self._items = self._items[keep:], self._items[:keep]
+            else:
+                items, self._items = self._items, []
         for job in items:
             if job is not _STOP:
                 job.error = self._failure or StoreClosed("the store closed before this was written")
