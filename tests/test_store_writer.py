@@ -113,3 +113,32 @@ def test_a_job_racing_close_is_refused_without_refusing_what_came_before():
     else:
         raise AssertionError("a job queued after close() was written")
     assert not writer._thread.is_alive()
+
+
+def test_a_caller_that_never_waits_does_not_hold_up_the_next_caller_of_its_batch():
+    """The writer wakes a batch's first caller and each wakes the next; a caller that
+    never calls wait() breaks that chain, and the writer wakes the rest after the linger."""
+    release, inside = threading.Event(), threading.Event()
+    batches: list[list] = []
+
+    def run_batch(jobs, before_commit):
+        batches.append([job.items[0] for job in jobs])
+        inside.set()
+        release.wait(30)
+        for job in jobs:
+            job.result = job.items
+
+    writer = GroupCommitWriter(run_batch, lambda: None, batch_max=1000, idle_interval=60, linger=0.05)
+    writer.start()
+    first = writer.submit(Job(items=["first"]))
+    assert inside.wait(10)  # the writer is inside the first batch: the next two queue up
+    writer.submit(Job(items=["ignored"]))  # its caller never waits
+    waiting = writer.submit(Job(items=["waiting"]))
+    release.set()
+    assert first.wait() == ["first"]
+    started = time.monotonic()
+    assert waiting.wait() == ["waiting"]
+    assert time.monotonic() - started < 10
+    assert batches == [["first"], ["ignored", "waiting"]]
+    writer.close()
+    assert not writer._thread.is_alive()

@@ -24,7 +24,7 @@ class Job:
     into as few statements as possible).
     """
 
-    __slots__ = ("fn", "items", "size", "_done", "result", "error")
+    __slots__ = ("fn", "items", "size", "_done", "_next", "result", "error")
 
     def __init__(self, fn: Callable[[], Any] | None = None, size: int = 1, items: list | None = None):
         self.fn, self.items = fn, items
@@ -33,15 +33,24 @@ class Job:
         # threading.Event, and the hot path creates one per append.
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        self._next: Job | None = None  # the next caller of the same batch (see wait)
         self.result: Any = None
         self.error: BaseException | None = None
 
     def finish(self) -> None:
-        self._done.release()
+        try:
+            self._done.release()
+        except RuntimeError:
+            pass  # already finished: by the caller before it in the batch and the writer both
 
     def wait(self) -> Any:
         self._done.acquire()
-        self._done.release()  # wait() stays callable more than once
+        # Pass the baton: wake the next caller of this batch, so the callers of a batch run
+        # one after another instead of all contending for the GIL at once.
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            nxt.finish()
+        self.finish()  # wait() stays callable more than once
         if self.error is not None:
             raise self.error
         return self.result
@@ -70,6 +79,7 @@ class GroupCommitWriter:
         self._batch_max, self._idle_interval, self._linger = batch_max, idle_interval, linger
         self._closed = threading.Event()
         self._failure: StoreError | None = None  # why the writer thread died, if it did
+        self._unwoken: list[Job] = []  # the last batch, until every caller surely woke
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self.batches = 0  # transactions committed (or rolled back); jobs / batches = fold factor
         self.jobs = 0
@@ -135,6 +145,7 @@ class GroupCommitWriter:
             raise
         finally:
             self._closed.set()
+            self._wake_all()
             self._refuse_queued()
 
     def _refuse_queued(self, after_stop: bool = False) -> None:
@@ -166,6 +177,7 @@ class GroupCommitWriter:
             if want > 1:  # the last batch's producers are coming back: commit them together
                 self._wait_for(want, linger_until - now)
                 want = 1
+            self._wake_all()  # any caller the baton did not reach by now (see Job.wait)
             self._wait_for(1, idle_due - time.monotonic())
             jobs = self._take()
             if not jobs:
@@ -177,6 +189,7 @@ class GroupCommitWriter:
                 self._commit(jobs)
                 want, linger_until = len(jobs), time.monotonic() + self._linger
             if stopping:
+                self._wake_all()
                 return
 
     def _commit(self, jobs: list[Job]) -> None:
@@ -186,12 +199,21 @@ class GroupCommitWriter:
             for job in jobs:
                 job.result = None
                 job.error = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc})")
-            raise
-        finally:
-            for job in jobs:
                 job.finish()
+            raise
+        # Wake the first caller only; each wakes the next (Job.wait). _wake_all is the
+        # safety net for a caller that never waits: nobody waits longer than the linger.
+        for job, nxt in zip(jobs, jobs[1:], strict=False):
+            job._next = nxt
+        jobs[0].finish()
+        self._unwoken = jobs
         self.batches += 1
         self.jobs += len(jobs)
+
+    def _wake_all(self) -> None:
+        jobs, self._unwoken = self._unwoken, []
+        for job in jobs:
+            job.finish()
 
 
 def _nothing() -> None:
