@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +11,9 @@ from typing import Any
 from edge.errors import StoreClosed, StoreError
 
 _STOP = object()
+# How long the writer waits, after a commit, for the producers it just woke to queue their
+# next event before it commits without the stragglers: a bound on the latency it adds.
+LINGER_S = 0.001
 
 
 class Job:
@@ -22,7 +24,7 @@ class Job:
     into as few statements as possible).
     """
 
-    __slots__ = ("fn", "items", "size", "_done", "result", "error")
+    __slots__ = ("fn", "items", "size", "_done", "_next", "result", "error")
 
     def __init__(self, fn: Callable[[], Any] | None = None, size: int = 1, items: list | None = None):
         self.fn, self.items = fn, items
@@ -31,15 +33,24 @@ class Job:
         # threading.Event, and the hot path creates one per append.
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        self._next: Job | None = None  # the next caller of the same batch (see wait)
         self.result: Any = None
         self.error: BaseException | None = None
 
     def finish(self) -> None:
-        self._done.release()
+        try:
+            self._done.release()
+        except RuntimeError:
+            pass  # already finished: by the caller before it in the batch and the writer both
 
     def wait(self) -> Any:
         self._done.acquire()
-        self._done.release()  # wait() stays callable more than once
+        # Pass the baton: wake the next caller of this batch, so the callers of a batch run
+        # one after another instead of all contending for the GIL at once.
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            nxt.finish()
+        self.finish()  # wait() stays callable more than once
         if self.error is not None:
             raise self.error
         return self.result
@@ -49,15 +60,26 @@ class GroupCommitWriter:
     """Owns the writer thread. ``run_batch(jobs, before_commit)`` is called with as many
     queued jobs as fit in ``batch_max``; it must run them in one transaction, call
     ``before_commit()`` right before COMMIT, and set each job's result or error.
-    ``idle()`` runs when nothing arrived for ``idle_interval`` seconds."""
+    ``idle()`` runs when nothing arrived for ``idle_interval`` seconds.
 
-    def __init__(self, run_batch, idle, *, batch_max: int, idle_interval: float):
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+    Each producer waits for its own commit, so the producers of one batch are the ones
+    that make the next: after a commit the writer wakes them at once and waits (at most
+    ``linger`` seconds) until as many jobs are queued as it just finished, then commits
+    them together. Producers only append to a list; the one that completes the count
+    wakes the writer: one wake-up per batch, not one per job, and a batch holds every
+    producer instead of half of them."""
+
+    def __init__(self, run_batch, idle, *, batch_max: int, idle_interval: float,
+                 linger: float = LINGER_S):
+        self._mutex = _thread.allocate_lock()  # guards _items, _waiter, _want
+        self._items: list = []  # queued jobs (and the stop marker), oldest first
+        self._waiter: Any = None  # the lock the writer sleeps on, released to wake it
+        self._want = 1
         self._run_batch, self._idle = run_batch, idle
-        self._batch_max, self._idle_interval = batch_max, idle_interval
+        self._batch_max, self._idle_interval, self._linger = batch_max, idle_interval, linger
         self._closed = threading.Event()
         self._failure: StoreError | None = None  # why the writer thread died, if it did
-        self._committed: list[Job] = []  # committed, callers not yet woken (see _loop)
+        self._unwoken: list[Job] = []  # the last batch, until every caller surely woke
         self._thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
         self.batches = 0  # transactions committed (or rolled back); jobs / batches = fold factor
         self.jobs = 0
@@ -68,17 +90,49 @@ class GroupCommitWriter:
     def submit(self, job: Job) -> Job:
         if self._closed.is_set():
             raise self._failure or StoreClosed("the store is closed")
-        self._queue.put(job)
+        self._put(job)
         if self._closed.is_set():  # closed (or died) while we queued: never leave it waiting
-            self._refuse_queued()
+            self._refuse_queued(after_stop=True)
         return job
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish every job already submitted, then stop the thread."""
         if not self._closed.is_set():
             self._closed.set()
-            self._queue.put(_STOP)
+            self._put(_STOP)
         self._thread.join(timeout)
+
+    def _put(self, job: Any) -> None:
+        with self._mutex:
+            self._items.append(job)
+            if self._waiter is not None and (len(self._items) >= self._want or job is _STOP):
+                self._waiter.release()
+                self._waiter = None
+
+    def _wait_for(self, want: int, timeout: float) -> None:
+        """Sleep until ``want`` items are queued or ``timeout`` seconds passed."""
+        with self._mutex:
+            if len(self._items) >= want or timeout <= 0:
+                return
+            waiter = _thread.allocate_lock()
+            waiter.acquire()
+            self._waiter, self._want = waiter, want
+        waiter.acquire(timeout=timeout)
+        with self._mutex:
+            self._waiter = None
+
+    def _take(self) -> list:
+        """The oldest queued items, up to ``batch_max`` events or the stop marker."""
+        with self._mutex:
+            items, size, n = self._items, 0, 0
+            while n < len(items) and size < self._batch_max:
+                job = items[n]
+                n += 1
+                if job is _STOP:
+                    break
+                size += job.size
+            taken, self._items = items[:n], items[n:]
+            return taken
 
     def _loop(self) -> None:
         try:
@@ -91,74 +145,76 @@ class GroupCommitWriter:
             raise
         finally:
             self._closed.set()
-            for job in self._committed:
-                job.finish()
-            self._committed = []
+            self._wake_all()
             self._refuse_queued()
 
-    def _refuse_queued(self) -> None:
-        """Anything queued after the stop marker (or after a failure) is refused, never dropped."""
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
+    def _refuse_queued(self, after_stop: bool = False) -> None:
+        """Anything queued after the stop marker (or after a failure) is refused, never dropped.
+        ``after_stop``: a job queued as the store closed; what came before the marker is
+        still the writer's to finish (and the marker its signal to stop)."""
+        with self._mutex:
+            if after_stop and _STOP in self._items:
+                keep = self._items.index(_STOP) + 1
+                items, self._items = self._items[keep:], self._items[:keep]
+            else:
+                items, self._items = self._items, []
+        for job in items:
             if job is not _STOP:
                 job.error = self._failure or StoreClosed("the store closed before this was written")
                 job.finish()
 
     def _serve(self) -> None:
-        stopping = False
-
-        # self._committed: jobs whose batch is committed but whose callers are not yet woken.
-        # They are woken right before the next batch's COMMIT (or at once when nothing else is
-        # queued): the writer then does all of a batch's Python work while no producer is
-        # runnable, and the producers run during the next fsync, when the writer needs no GIL.
-        def wake_committed() -> None:
-            committed, self._committed = self._committed, []
-            for job in committed:
-                job.finish()
-
         # Maintenance is due by the clock, not only when idle: a device appending once a
         # second is never idle for a whole interval, and retention must still run.
         idle_due = time.monotonic() + self._idle_interval
-        while not stopping:
-            if time.monotonic() >= idle_due:
-                wake_committed()
+        want, linger_until = 1, 0.0
+        while True:
+            now = time.monotonic()
+            if now >= idle_due:
                 self._idle()
                 idle_due = time.monotonic() + self._idle_interval
-            try:
-                if self._committed:
-                    first = self._queue.get_nowait()
-                else:
-                    first = self._queue.get(timeout=max(0.0, idle_due - time.monotonic()))
-            except queue.Empty:
-                wake_committed()
                 continue
-            if first is _STOP:
-                break
-            jobs, size = [first], first.size
-            while size < self._batch_max:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stopping = True
-                    break
-                jobs.append(job)
-                size += job.size
-            try:
-                self._run_batch(jobs, wake_committed)
-            except BaseException as exc:  # not the batch's own errors: it reports those per job
-                for job in jobs:
-                    job.result = None
-                    job.error = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc})")
-                    job.finish()
-                raise
-            finally:
-                wake_committed()  # no-op when run_batch already did, as it should
-            self.batches += 1
-            self.jobs += len(jobs)
-            self._committed = jobs
-        wake_committed()
+            if want > 1:  # the last batch's producers are coming back: commit them together
+                self._wait_for(want, linger_until - now)
+                want = 1
+            self._wake_all()  # any caller the baton did not reach by now (see Job.wait)
+            self._wait_for(1, idle_due - time.monotonic())
+            jobs = self._take()
+            if not jobs:
+                continue
+            stopping = jobs[-1] is _STOP
+            if stopping:
+                jobs.pop()
+            if jobs:
+                self._commit(jobs)
+                want, linger_until = len(jobs), time.monotonic() + self._linger
+            if stopping:
+                self._wake_all()
+                return
+
+    def _commit(self, jobs: list[Job]) -> None:
+        try:
+            self._run_batch(jobs, _nothing)
+        except BaseException as exc:  # not the batch's own errors: it reports those per job
+            for job in jobs:
+                job.result = None
+                job.error = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc})")
+                job.finish()
+            raise
+        # Wake the first caller only; each wakes the next (Job.wait). _wake_all is the
+        # safety net for a caller that never waits: nobody waits longer than the linger.
+        for job, nxt in zip(jobs, jobs[1:], strict=False):
+            job._next = nxt
+        jobs[0].finish()
+        self._unwoken = jobs
+        self.batches += 1
+        self.jobs += len(jobs)
+
+    def _wake_all(self) -> None:
+        jobs, self._unwoken = self._unwoken, []
+        for job in jobs:
+            job.finish()
+
+
+def _nothing() -> None:
+    pass
