@@ -306,10 +306,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
 }
 
 
-def _driver_payloads() -> dict[str, type[BaseModel]]:
-    from drivers.camera.contract import EVENT_PAYLOADS as biometric
-    from drivers.turnstile.contract import EVENT_PAYLOADS as turnstile
-    from drivers.xray.contract import EVENT_PAYLOADS as xray
+def _service_payloads() -> dict[str, type[BaseModel]]:
     from edge.gate.contract import EVENT_PAYLOADS as gate
     from edge.learning.contract import EVENT_PAYLOADS as learning
     from edge.messaging.contract import EVENT_PAYLOADS as messaging
@@ -317,7 +314,7 @@ def _driver_payloads() -> dict[str, type[BaseModel]]:
     from edge.trust.contract import EVENT_PAYLOADS as trust
     from edge.update.contract import EVENT_PAYLOADS as update
 
-    return {**turnstile, **xray, **biometric, **learning, **messaging, **gate, **trust, **update, **residents}
+    return {**learning, **messaging, **gate, **trust, **update, **residents}
 
 
 def _registered_payloads() -> dict[str, type[BaseModel]]:
@@ -331,20 +328,27 @@ def _registered_payloads() -> dict[str, type[BaseModel]]:
     return found
 
 
-EVENT_PAYLOADS.update(_driver_payloads())
+EVENT_PAYLOADS.update(_service_payloads())
 EVENT_PAYLOADS.update(_registered_payloads())
 
 
-def _driver_channels() -> list[Channel]:
-    from drivers.camera.contract import channels as gallery_channels
+def _service_channels() -> list[Channel]:
     from edge.learning.contract import channels as learning_channels
     from edge.messaging.contract import channels as messaging_channels
     from edge.residents.contract import channels as resident_channels
     from edge.trust.contract import channels as trust_channels
     from edge.update.contract import channels as update_channels
 
-    return (gallery_channels() + learning_channels() + messaging_channels() + trust_channels()
+    return (learning_channels() + messaging_channels() + trust_channels()
             + update_channels() + resident_channels())
 
 
-CHANNELS.extend(_driver_channels())
+def _registered_channels() -> list[Channel]:
+    """Channels a driver family registers under the ``edge.channels`` entry point."""
+    from importlib.metadata import entry_points
+
+    return [channel for ep in sorted(entry_points(group="edge.channels"), key=lambda e: e.name)
+            for channel in ep.load()()]
+
+
+CHANNELS.extend(_registered_channels() + _service_channels())

@@ -114,10 +114,7 @@ class Daemon:
             from edge.tablet import tablet_components  # after the link: they subscribe on it
 
             components += tablet_components(self)
-        if any(d.kind == "camera.face" for d in self.settings.drivers):
-            from drivers.camera.component import biometrics_components
-
-            components += biometrics_components(self)
+        components += _registered_components(self)  # driver families' own (a face camera's gallery sync)
         if any(d.kind.startswith("xray.") for d in self.settings.drivers):
             from edge.xray.service import XrayService  # before drivers start: catches up the ledger
 
@@ -225,6 +222,17 @@ class Daemon:
         if self.status_file_error is not None:
             log.info("status_write_recovered", path=str(path), failing_since=self.status_file_error["since"])
             self.status_file_error = None
+
+
+def _registered_components(daemon) -> list:
+    """What each driver family registers under the ``edge.components`` entry point adds to this
+    daemon (each factory returns nothing when none of its drivers is configured)."""
+    from importlib.metadata import entry_points
+
+    found: list = []
+    for ep in sorted(entry_points(group="edge.components"), key=lambda e: e.name):
+        found += ep.load()(daemon)
+    return found
 
 
 def _component_status(component) -> dict[str, Any]:

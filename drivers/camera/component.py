@@ -7,8 +7,11 @@ import structlog
 log = structlog.get_logger("edge.biometrics")
 
 
-def biometrics_components(daemon) -> list:
-    """Point face drivers at the device's gallery; sync it from central when a broker is set."""
+def components(daemon) -> list:
+    """Point face drivers at the device's gallery; sync it from central when a broker is set.
+    Nothing when no ``camera.face`` driver is configured."""
+    if not any(d.kind == "camera.face" for d in daemon.settings.drivers):
+        return []
     from drivers.camera import driver
 
     driver.DEFAULT_STATE_DIR = daemon.settings.state_dir

@@ -9,7 +9,8 @@ and ``edge events tail`` take a click-free fast path (``_fast``).
 
 from __future__ import annotations
 
-# name -> "module:attribute"; nothing is imported until the command runs.
+# name -> "module:attribute"; nothing is imported until the command runs. Driver families add
+# their own groups (turnstile, biometrics, sim, ...) under the ``edge.cli`` entry point.
 COMMANDS = {
     "run": "edge.cli.run:run",
     "status": "edge.cli.status:status",
@@ -18,20 +19,24 @@ COMMANDS = {
     "audit": "edge.cli.audit:audit",
     "config": "edge.cli.config_cmd:config",
     "drivers": "edge.cli.drivers:drivers",
-    "turnstile": "edge.cli.turnstile:turnstile",
-    "sim": "edge.cli.sim:sim",
     "xray": "edge.cli.xray:xray",
     "gate": "edge.cli.gate:gate",
     "learning": "edge.cli.learning:learning",
     "content-serve": "edge.cli.content_serve:content_serve",
     "messages": "edge.cli.messages:messages",
-    "biometrics": "edge.cli.biometrics:biometrics",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",
     "doctor": "edge.cli.doctor:doctor",
     "central": "edge.cli.central:central",
     "update": "edge.cli.update:update",
 }
+
+
+def plugin_commands() -> dict[str, str]:
+    """Command groups that installed packages register under the ``edge.cli`` entry point."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="edge.cli") if ep.name not in COMMANDS}
 
 
 def __getattr__(name: str):

@@ -14,21 +14,32 @@ from edge.cli import COMMANDS
 
 
 class LazyGroup(click.Group):
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+    """Sub-commands imported when they run: the core's (``lazy``), then the plug-ins' (entry
+    points, looked up only for a name the core does not have)."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, plugins: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
+        self.plugins = plugins
+
+    def _plugin_commands(self) -> dict[str, str]:
+        from edge.cli import plugin_commands
+
+        return plugin_commands() if self.plugins else {}
 
     def list_commands(self, ctx):
-        return sorted({*super().list_commands(ctx), *self.lazy})
+        return sorted({*super().list_commands(ctx), *self.lazy, *self._plugin_commands()})
 
     def get_command(self, ctx, name):
-        if name in self.lazy:
-            module, attr = self.lazy[name].split(":")
+        target = self.lazy.get(name) or (None if super().get_command(ctx, name) else
+                                         self._plugin_commands().get(name))
+        if target:
+            module, attr = target.split(":")
             return getattr(importlib.import_module(module), attr)
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, plugins=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", envvar="EDGE_CONFIG", type=click.Path(dir_okay=False),
               help="Config file (default /etc/edge/edge.toml, or $EDGE_CONFIG).")
 @click.version_option(package_name="edge")

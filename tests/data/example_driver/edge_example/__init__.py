@@ -1,0 +1,1 @@
+"""A door bell: the smallest useful driver family, written against edge's public interface."""
