@@ -94,8 +94,17 @@ def test_kill_9_between_emit_and_move_still_emits_each_file_once(tmp_path, edge_
     base_config.update(drivers=[{**FOLDER, "path": str(inbox)}])
     daemon = edge_daemon(base_config)
     _until(lambda: (inbox / "processed").is_dir(), what="folders created")
-    (inbox / "processed").rmdir()
-    (inbox / "processed").write_text("a file where the folder should be: every move fails")
+    # The driver re-makes a missing processed/ before each move: swap in the file atomically.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be: every move fails")
+    for _ in range(100):
+        try:
+            (inbox / "processed").rmdir()
+            os.link(blocker, inbox / "processed")
+            break
+        except (FileNotFoundError, FileExistsError):
+            continue  # the driver made the folder again in between: try again
+    assert (inbox / "processed").is_file()
     first = sim.record("clear")
     sim.write_json(inbox, first)
     _until(lambda: _store_events(daemon, "xray.scan"), what="the scan stored")

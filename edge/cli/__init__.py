@@ -36,7 +36,16 @@ def plugin_commands() -> dict[str, str]:
     """Command groups that installed packages register under the ``edge.cli`` entry point."""
     from importlib.metadata import entry_points
 
-    return {ep.name: ep.value for ep in entry_points(group="edge.cli") if ep.name not in COMMANDS}
+    return {ep.name: ep.value for ep in entry_points(group="edge.cli")
+            if ep.name not in COMMANDS and "." not in ep.name}
+
+
+def plugin_subcommands(group: str) -> dict[str, str]:
+    """Sub-commands a package adds to one of the core's groups: entry point ``GROUP.NAME``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name.split(".", 1)[1]: ep.value for ep in entry_points(group="edge.cli")
+            if ep.name.startswith(f"{group}.")}
 
 
 def __getattr__(name: str):

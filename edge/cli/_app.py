@@ -33,10 +33,20 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         target = self.lazy.get(name) or (None if super().get_command(ctx, name) else
                                          self._plugin_commands().get(name))
-        if target:
-            module, attr = target.split(":")
-            return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name)
+        if not target:
+            return super().get_command(ctx, name)
+        command = _load(target)
+        if self.plugins and name in self.lazy and isinstance(command, click.Group):
+            from edge.cli import plugin_subcommands
+
+            for sub, where in plugin_subcommands(name).items():  # e.g. a driver's `xray quarantine`
+                command.commands.setdefault(sub, _load(where))
+        return command
+
+
+def _load(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, plugins=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,4 +1,4 @@
-"""``edge xray``: dose ledger, may-this-person-be-scanned check, quarantined scanner files.
+"""``edge xray``: dose ledger, may-this-person-be-scanned check (``quarantine`` is the driver's).
 
 Exit codes: 0 ok (check: may be scanned), 1 refused or failed, 78 bad config.
 Everything works with the daemon stopped and the network down.
@@ -75,34 +75,6 @@ def _ledger_text(result, rows) -> str:
         lines.append(f"  {r['time'][:19]}  {r['site']:<16} {r['dose_usv']:>8.3f} µSv  {r['scan_id']}"
                      f"  {r['reason'] or '-'}{mark}")
     return "\n".join(lines)
-
-
-@xray.command("quarantine")
-@json_option
-@click.pass_context
-@edge_errors
-def quarantine(ctx: click.Context, as_json: bool) -> None:
-    """Result files the watch folders refused, with the reason for each."""
-    from drivers.xray._files import read_reasons
-    from edge.config import driver_config
-
-    settings = settings_from(ctx)
-    items = []
-    for entry in settings.drivers:
-        if entry.kind != "xray.folder":
-            continue
-        cfg = driver_config(entry)
-        folder = cfg.quarantine_dir or cfg.path / "quarantine"
-        if folder.is_dir():
-            items += [{"driver": entry.name, **note} for note in read_reasons(folder)]
-    output(items, as_json, lambda _: _quarantine_text(items))
-
-
-def _quarantine_text(items) -> str:
-    if not items:
-        return "no quarantined files"
-    return "\n".join(f"{i.get('quarantined_at', '?')}  {i['driver']}  {i['path']}\n    {i.get('reason')}"
-                     for i in items)
 
 
 @xray.command("import")
