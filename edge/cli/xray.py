@@ -84,7 +84,7 @@ def _ledger_text(result, rows) -> str:
 @edge_errors
 def import_cmd(ctx: click.Context, file: Path, as_json: bool) -> None:
     """Apply a signed dose-records file from central (offline reconciliation)."""
-    from edge.signing import load_public_keys
+    from edge.trust import keys_for
     from edge.xray.ledger import DoseLedger
     from edge.xray.totals import MAX_DOC_BYTES, apply, parse_verified
 
@@ -95,7 +95,7 @@ def import_cmd(ctx: click.Context, file: Path, as_json: bool) -> None:
         doc = json.loads(file.read_bytes())
     except ValueError as exc:
         fail(f"{file}: not valid JSON: {exc}", as_json=as_json)
-    records = parse_verified(doc, site=settings.site, trusted=load_public_keys(settings.trust.central_keys),
+    records = parse_verified(doc, site=settings.site, trusted=keys_for(settings, "dose_records"),
                              clock_skew_s=settings.trust.clock_skew_s)
     ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
     try:

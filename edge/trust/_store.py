@@ -34,6 +34,7 @@ DOCUMENT_ROLES: dict[str, str] = {
     "config": "config",
     "update": "update",
     "revocations": "config",
+    "dose_records": "directory",  # other sites' x-ray doses: records about people, like the directory
 }
 
 

@@ -235,12 +235,13 @@ class XrayService:
         self._emit("xray.dose_records_applied", {"issued_at": records.issued_at.isoformat(), **counts},
                    "normal", SOURCE)
 
-    def _trusted_keys(self) -> dict:
+    def _trusted_keys(self):
+        """The keys that may sign dose records (role ``directory``), judged live (revocation)."""
         if self._trusted is None:
-            from edge.signing import SignatureError, load_public_keys
+            from edge.trust import TrustAnchorError, keys_for
 
             try:
-                self._trusted = load_public_keys(self.settings.trust.central_keys)
-            except (OSError, SignatureError) as exc:
+                self._trusted = keys_for(self.settings, "dose_records")
+            except (OSError, TrustAnchorError) as exc:
                 raise DoseRecordsRejected(f"dose records: cannot load [trust].central_keys: {exc}") from None
         return self._trusted
