@@ -8,6 +8,7 @@ handle: the module did not do what we asked.
 from __future__ import annotations
 
 import logging
+import random
 
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -71,3 +72,23 @@ class Module:
         if reply is None or reply.isError():
             raise ModuleSilent(f"{what} on {self.where}: error response {reply!r}")
         return reply
+
+
+def serve_module(cfg, ctx, serve, faulted) -> None:
+    """A driver's run loop for one I/O module: connect, ``serve(module)`` until the module falls
+    silent, report it with ``faulted(reason)``, then reconnect with jittered exponential back-off
+    (``reconnect_initial_s`` .. ``reconnect_max_s``) until the driver is stopped."""
+    delay = cfg.reconnect_initial_s
+    while not ctx.stopping.is_set():
+        module = Module(cfg)
+        try:
+            module.connect()
+            serve(module)
+            delay = cfg.reconnect_initial_s
+        except ModuleSilent as exc:
+            faulted(str(exc))
+        finally:
+            module.close()
+        if ctx.wait(random.uniform(delay / 2, delay)):
+            return
+        delay = min(delay * 2, cfg.reconnect_max_s)

@@ -12,13 +12,12 @@ both release coils are switched off first, so no relay is left closed.
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from typing import Any
 
 from drivers.io._lane import LaneLogic
-from drivers.io._module import Module, ModuleSilent
+from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import ModbusTurnstileConfig
 from drivers.turnstile._commands import EFFECTS as TURNSTILE_EFFECTS
 from drivers.turnstile._commands import parse as parse_command
@@ -58,20 +57,7 @@ class ModbusTurnstileDriver(Driver):
     # --- run thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, delay = self.config, self.config.reconnect_initial_s
-        while not self.ctx.stopping.is_set():
-            module = Module(cfg)
-            try:
-                module.connect()
-                self._serve(module)
-                delay = cfg.reconnect_initial_s
-            except ModuleSilent as exc:
-                self._faulted(str(exc))
-            finally:
-                module.close()
-            if self.ctx.wait(random.uniform(delay / 2, delay)):
-                return
-            delay = min(delay * 2, cfg.reconnect_max_s)
+        serve_module(self.config, self.ctx, self._serve, self._faulted)
 
     def _serve(self, module: Module) -> None:
         cfg, failures = self.config, 0

@@ -14,7 +14,6 @@ person. A door opening without a release is ``sallyport.forced`` (alarm).
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from drivers.io._interlock import FIRST, Cycle, Interlock
-from drivers.io._module import Module, ModuleSilent
+from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import SallyPortConfig
 from edge.driver import Driver
 from edge.errors import CommandError, StoreFull
@@ -71,20 +70,7 @@ class SallyPortDriver(Driver):
     # --- run thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, delay = self.config, self.config.reconnect_initial_s
-        while not self.ctx.stopping.is_set():
-            module = Module(cfg)
-            try:
-                module.connect()
-                self._serve(module)
-                delay = cfg.reconnect_initial_s
-            except ModuleSilent as exc:
-                self._faulted(str(exc))
-            finally:
-                module.close()
-            if self.ctx.wait(random.uniform(delay / 2, delay)):
-                return
-            delay = min(delay * 2, cfg.reconnect_max_s)
+        serve_module(self.config, self.ctx, self._serve, self._faulted)
 
     def _serve(self, module: Module) -> None:
         self.lock.unknown()
