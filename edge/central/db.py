@@ -9,6 +9,7 @@ event id and on (device, store, seq); a duplicate is counted, never an error.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -98,6 +99,32 @@ class CentralDb:
         rows = self.query(f"SELECT id, device, site, store, seq, type, priority, ts, received_at, body "
                           f"FROM events {where} ORDER BY ts, device, seq LIMIT %s", (*params, limit))
         return [dict(zip(EVENT_COLUMNS, (_iso(v) for v in r), strict=True)) for r in rows]
+
+    # -- commands waiting for a second signature ---------------------------------
+
+    def propose(self, doc: dict[str, Any]) -> None:
+        """Keep a signed command for its second signer; the same id with other content is refused."""
+        body, now = json.dumps(doc, sort_keys=True), self._ts(datetime.now(UTC))
+        known = self.query("SELECT doc FROM proposals WHERE id = %s", (doc["id"],))
+        if known and json.loads(known[0][0]) != doc:
+            raise DbError(f"a different command with id {doc['id']} is already proposed")
+        if not known:
+            self.query("INSERT INTO proposals (id, doc, signatures, proposed_at, updated_at) "
+                       "VALUES (%s, %s, %s, %s, %s) RETURNING id", (doc["id"], body, len(doc["signatures"]), now, now))
+
+    def cosigned(self, doc: dict[str, Any]) -> None:
+        """Store the command with its added signature (same id, same content underneath)."""
+        self.query("UPDATE proposals SET doc = %s, signatures = %s, updated_at = %s WHERE id = %s RETURNING id",
+                   (json.dumps(doc, sort_keys=True), len(doc["signatures"]), self._ts(datetime.now(UTC)), doc["id"]))
+
+    def proposals(self) -> list[dict[str, Any]]:
+        rows = self.query("SELECT doc, signatures, proposed_at, updated_at FROM proposals ORDER BY proposed_at")
+        return [{**json.loads(doc), "_signatures": n, "_proposed_at": _iso(p), "_updated_at": _iso(u)}
+                for doc, n, p, u in rows]
+
+    def proposal(self, command_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT doc FROM proposals WHERE id = %s", (command_id,))
+        return json.loads(rows[0][0]) if rows else None
 
     def totals(self) -> dict[str, int]:
         events, devices = self.query("SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM devices)")[0]

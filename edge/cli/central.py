@@ -155,3 +155,80 @@ def events(db_url, device, since, limit, as_json) -> None:
     rows = _open(db_url, as_json).events(device, _since(since), limit)
     output(rows, as_json, lambda rs: "\n".join(
         f"{e['ts']} {e['device']} #{e['seq']} {e['type']} {e['priority']}" for e in rs) if rs else "no events")
+
+
+# -- two people, two machines: a command waits here for its second signature ----------------
+
+@central.command("propose")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_db_option
+@json_option
+def propose(file, db_url, as_json) -> None:
+    """Keep a command signed by a first person (FILE, from `edge cmd sign --out`) for a second.
+
+    The second person sees it with `edge central proposals` and adds their signature with
+    `edge central cosign ID --key THEIRS.key --publish …`, from their own machine.
+    """
+    import json as _json
+
+    from edge.central.db import DbError
+    from edge.commands.cosign import CosignRefused, cosign_check
+
+    try:
+        doc = _json.loads(open(file, encoding="utf-8").read())
+        cosign_check(doc, where=file)
+        _open(db_url, as_json).propose(doc)
+    except (ValueError, CosignRefused, DbError) as exc:
+        fail(f"{exc}", as_json=as_json)
+    output({"ok": True, "id": doc["id"], "signatures": len(doc["signatures"])}, as_json,
+           f"proposed {doc['id']}: {_describe(doc)}; waiting for a second signature")
+
+
+@central.command("proposals")
+@_db_option
+@json_option
+def proposals(db_url, as_json) -> None:
+    """Commands waiting for (or given) their second signature: what each would do, and who signed."""
+    rows = _open(db_url, as_json).proposals()
+    output(rows, as_json, lambda rs: "\n".join(
+        f"{d['id']}  {d['_signatures']} signature(s)  {_describe(d)}  proposed {d['_proposed_at']}"
+        for d in rs) if rs else "no proposals")
+
+
+@central.command("cosign")
+@click.argument("command_id")
+@_db_option
+@click.option("--key", "key_file_", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Your private key (NAME.key): a second person's, not the proposer's.")
+@click.option("--signer-pub", "signer_pubs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="The first signer's public key: check their signature covers this content.")
+@click.option("--publish", "publish_uri", help="Then publish it: mqtt://host:port or mqtts://host:port.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
+@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
+@json_option
+def cosign(command_id, db_url, key_file_, signer_pubs, publish_uri, ca_file, cert_file, key_file, as_json) -> None:
+    """Add your signature to proposal COMMAND_ID, store it, and (with --publish) send it."""
+    from edge.cli.cmd import _publish_and_print
+    from edge.commands.cosign import CosignRefused
+    from edge.commands.cosign import cosign as add_signature
+
+    db = _open(db_url, as_json)
+    doc = db.proposal(command_id)
+    if doc is None:
+        fail(f"no proposal {command_id!r}; `edge central proposals` lists them", as_json=as_json)
+    try:
+        signed = add_signature(doc, key_file_, signer_pubs, where=f"proposal {command_id}")
+    except CosignRefused as exc:
+        fail(str(exc), as_json=as_json)
+    db.cosigned(signed)
+    click.echo(f"signed {_describe(signed)}; {len(signed['signatures'])} signatures", err=True)
+    _publish_and_print(signed, signed.get("site"), signed.get("device"), publish_uri, ca_file, cert_file,
+                       key_file, as_json)
+
+
+def _describe(doc: dict) -> str:
+    import json as _json
+
+    return (f"{doc.get('target')} {doc.get('name')} {_json.dumps(doc.get('args', {}))} for "
+            f"{doc.get('device') or doc.get('site')}, expires {doc.get('expires_at')}")

@@ -32,18 +32,41 @@ def cosign_file(path: str | os.PathLike, private_key_path: str | os.PathLike,
     signatures must verify over this content (else the file changed after signing).
     Without them the device does that check, and refuses such a command.
     """
-    doc = json.loads(Path(path).read_text())
-    if not isinstance(doc, dict) or not isinstance(doc.get("signatures"), list) or not doc["signatures"]:
-        raise CosignRefused(f"{path}: not a signed command (no 'signatures'); sign it with `edge cmd sign`")
-    _check_existing(doc, path, signer_pubs)
+    try:
+        doc = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise CosignRefused(f"{path}: not JSON ({exc}); expected a command from `edge cmd sign --out`") from None
+    signed = cosign(doc, private_key_path, signer_pubs, where=str(path))
+    Path(path).write_text(json.dumps(signed, indent=2) + "\n")
+    return signed
+
+
+def cosign(doc: Any, private_key_path: str | os.PathLike, signer_pubs=(), *, where: str) -> dict[str, Any]:
+    """``doc`` with our signature added, after the checks ``cosign_file`` describes (``where``
+    names the command in errors: a file, or a proposal in central's database)."""
+    cosign_check(doc, where=where, signer_pubs=signer_pubs)
     private = load_private_key(private_key_path)
     mine = key_id(private.public_key())
     if any(isinstance(e, dict) and e.get("key_id") == mine for e in doc["signatures"]):
-        raise CosignRefused(f"{path}: key {mine} already signed this command; the second signature must "
+        raise CosignRefused(f"{where}: key {mine} already signed this command; the second signature must "
                             "come from a second person's key")
-    signed = sign(doc, private)
-    Path(path).write_text(json.dumps(signed, indent=2) + "\n")
-    return signed
+    return sign(doc, private)
+
+
+def cosign_check(doc: Any, *, where: str, signer_pubs=()) -> None:
+    """Refuse what is not a signed command, or whose signatures do not cover its content (when the
+    signers' public keys are given; a device refuses such a command anyway)."""
+    from pydantic import ValidationError
+
+    from edge.commands.model import Command
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("signatures"), list) or not doc["signatures"]:
+        raise CosignRefused(f"{where}: not a signed command (no 'signatures'); sign it with `edge cmd sign`")
+    try:
+        Command.model_validate(doc)
+    except ValidationError as exc:
+        raise CosignRefused(f"{where}: not a command devices would accept: {exc.errors()[0]['msg']}") from None
+    _check_existing(doc, where, signer_pubs)
 
 
 def _check_existing(doc: dict[str, Any], path, signer_pubs) -> None:
