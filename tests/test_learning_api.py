@@ -217,3 +217,14 @@ def test_socket_group_is_set_and_a_missing_group_is_a_clear_error(tmp_path):
     assert not (tmp_path / "b.sock").exists()
     with pytest.raises(ValueError, match="other"):
         LocalApiSettings(mode="0666")
+
+
+def test_every_operation_documents_the_local_apis_limits():
+    """A UI developer reads from the document what the socket's limits answer (issue 17)."""
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"400", "408", "503"} <= set(op["responses"]), f"{method.upper()} {path}"
+    assert "too_deep" in doc["components"]["responses"]["BadRequest"]["description"]
