@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from types import SimpleNamespace
 
 import structlog
 
@@ -12,6 +11,7 @@ from drivers.readers.contract import EVENT_PAYLOADS
 from drivers.readers.driver import OsdpReaderConfig, OsdpReaderDriver
 from drivers.sim.osdp_pd import OsdpReaderSim
 from edge.driver import DriverContext
+from tests._driver_events import EventRecorder
 
 KEY = bytes(range(16))
 FAST = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.4, "command_timeout_s": 3.0}
@@ -24,7 +24,7 @@ def key_file(tmp_path, key: bytes = KEY, mode: int = 0o600):
     return path
 
 
-class ReaderLane:
+class ReaderLane(EventRecorder):
     """A libosdp PD (``sim``) on a pty and our driver (``driver``); events collected in order."""
 
     def __init__(self, tmp_path, *, pd_key: bytes | None = KEY, cp_key: bytes | None = KEY,
@@ -36,20 +36,12 @@ class ReaderLane:
             options["key_file"] = key_file(tmp_path, cp_key)
         self.config = OsdpReaderConfig(name="reader1", kind="reader.osdp", port=str(self.path),
                                        baudrate=115200, address=5, **options)
-        self.events: list[dict] = []
-        self._cond = threading.Condition()
+        EventRecorder.__init__(self, EVENT_PAYLOADS)
         self.stopping = threading.Event()
         ctx = DriverContext("reader1", self._emit, structlog.get_logger("test"), self.stopping)
         self.driver = OsdpReaderDriver(self.config, ctx)
         self._thread = threading.Thread(target=self.driver.run, daemon=True)
 
-    def _emit(self, type, payload, priority, source):
-        EVENT_PAYLOADS[type].model_validate(payload)  # the published contract holds for every event
-        with self._cond:
-            event = {"type": type, "payload": payload, "priority": priority}
-            self.events.append(event)
-            self._cond.notify_all()
-            return SimpleNamespace(id=f"ev-{len(self.events)}", **event)
 
     def start(self) -> ReaderLane:
         self._thread.start()
@@ -64,18 +56,6 @@ class ReaderLane:
         except RuntimeError:
             pass  # already stopped by the test
 
-    def of(self, type: str) -> list[dict]:
-        with self._cond:
-            return [e for e in self.events if e["type"] == type]
-
-    def wait(self, type: str, count: int = 1, timeout: float = 10.0, **match) -> list[dict]:
-        def found():
-            return [e for e in self.events if e["type"] == type
-                    and all(e["payload"].get(k) == v for k, v in match.items())]
-        with self._cond:
-            ok = self._cond.wait_for(lambda: len(found()) >= count, timeout)
-            assert ok, f"no {count}x {type} {match} within {timeout}s; got {[e['type'] for e in self.events]}"
-            return found()[:count]
 
     def pd_commands(self, count: int, timeout: float = 5.0) -> list[dict]:
         got = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import structlog
 
@@ -12,12 +11,13 @@ from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile.contract import EVENT_PAYLOADS
 from drivers.turnstile.driver import TurnstileConfig, TurnstileDriver
 from edge.driver import DriverContext
+from tests._driver_events import EventRecorder
 
 FAST = {"reply_timeout_s": 0.2, "retries": 1, "reconnect_initial_s": 0.05, "reconnect_max_s": 0.4,
         "offline_retry_s": 0.2, "status_interval_s": 0.3, "poll_interval_s": 0.02}
 
 
-class Lane:
+class Lane(EventRecorder):
     """A simulated controller on a pty and the driver talking to it; events collected in order."""
 
     def __init__(self, codec: str, tmp_path, *, addresses=(1,), baudrate=115200, sim_opts=None, **cfg):
@@ -29,8 +29,7 @@ class Lane:
             options["addresses"] = list(addresses)
         self.config = TurnstileConfig(name="lane1", kind="turnstile.serial", codec=codec,
                                       port=str(self.path), baudrate=baudrate, **options)
-        self.events: list[dict] = []
-        self._cond = threading.Condition()
+        EventRecorder.__init__(self, EVENT_PAYLOADS)
         self._new_driver()
 
     def _new_driver(self) -> None:
@@ -39,13 +38,6 @@ class Lane:
         self.driver = TurnstileDriver(self.config, ctx)
         self._thread = threading.Thread(target=self.driver.run, daemon=True)
 
-    def _emit(self, type, payload, priority, source):
-        EVENT_PAYLOADS[type].model_validate(payload)  # the published contract holds for every event
-        with self._cond:
-            event = {"type": type, "payload": payload, "priority": priority, "seq": len(self.events) + 1}
-            self.events.append(event)
-            self._cond.notify_all()
-            return SimpleNamespace(**event)
 
     def start(self) -> Lane:
         self._thread.start()
@@ -66,19 +58,6 @@ class Lane:
         self.stop_driver()
         self.sim.stop()
 
-    def of(self, type: str) -> list[dict]:
-        with self._cond:
-            return [e for e in self.events if e["type"] == type]
-
-    def wait(self, type: str, count: int = 1, timeout: float = 10.0, **match) -> list[dict]:
-        """The first ``count`` events of ``type`` whose payload matches ``match``."""
-        def found():
-            return [e for e in self.events if e["type"] == type
-                    and all(e["payload"].get(k) == v for k, v in match.items())]
-        with self._cond:
-            ok = self._cond.wait_for(lambda: len(found()) >= count, timeout)
-            assert ok, f"no {count}x {type} {match} within {timeout}s; got {[e['type'] for e in self.events]}"
-            return found()[:count]
 
     def online(self, address: int = 1, count: int = 1) -> None:
         self.wait("turnstile.online", count=count, address=address)

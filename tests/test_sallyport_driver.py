@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 import structlog
@@ -15,11 +14,12 @@ from drivers.sim.modbus_io import ModbusIoSim
 from drivers.turnstile.contract import EVENT_PAYLOADS as TURNSTILE
 from edge.driver import DriverContext
 from edge.errors import CommandError
+from tests._driver_events import EventRecorder
 
 OUTER_COIL, INNER_COIL, OUTER_CLOSED, INNER_CLOSED = 0, 1, 0, 1
 
 
-class Port:
+class Port(EventRecorder):
     def __init__(self, sim: ModbusIoSim | None = None):
         self.sim = sim or ModbusIoSim().start()
         self.sim.set_input(OUTER_CLOSED, True)
@@ -28,8 +28,7 @@ class Port:
                                       tcp_port=self.sim.port, outer={"release": OUTER_COIL, "closed": OUTER_CLOSED},
                                       inner={"release": INNER_COIL, "closed": INNER_CLOSED}, release_s=0.6,
                                       poll_interval_s=0.02, reconnect_initial_s=0.05, reconnect_max_s=0.3)
-        self.events: list[dict] = []
-        self._cond = threading.Condition()
+        EventRecorder.__init__(self, {**SALLY, **TURNSTILE})
         self.start_driver()
 
     def start_driver(self) -> None:
@@ -44,21 +43,7 @@ class Port:
         self.driver._wake.set()
         self._thread.join(10)
 
-    def _emit(self, type, payload, priority, source):
-        {**SALLY, **TURNSTILE}[type].model_validate(payload)
-        with self._cond:
-            self.events.append({"type": type, "payload": payload, "priority": priority})
-            self._cond.notify_all()
-            return SimpleNamespace(id=str(len(self.events)))
 
-    def wait(self, type: str, count: int = 1, timeout: float = 10.0, **match) -> list[dict]:
-        def found():
-            return [e for e in self.events if e["type"] == type
-                    and all(e["payload"].get(k) == v for k, v in match.items())]
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(found()) >= count, timeout), \
-                f"no {count}x {type} {match}; got {[e['type'] for e in self.events]}"
-            return found()[:count]
 
     def door(self, door: str, open_: bool) -> None:
         self.sim.set_input(OUTER_CLOSED if door == "outer" else INNER_CLOSED, not open_)

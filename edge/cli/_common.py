@@ -20,6 +20,21 @@ def json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
+def publish_options(verb: str) -> Callable[[Callable], Callable]:
+    """``--publish URI`` and the TLS files to publish a signed command with (``verb``: how the help
+    starts, e.g. "Then publish it"); one set for every command that can send one."""
+    def add(fn: Callable) -> Callable:
+        file = click.Path(exists=True, dir_okay=False)
+        for option in reversed([
+                click.option("--publish", "publish_uri", help=f"{verb}: mqtt://host:port or mqtts://host:port."),
+                click.option("--ca-file", type=file, help="CA for --publish over mqtts."),
+                click.option("--cert-file", type=file, help="Client certificate for --publish."),
+                click.option("--key-file", type=file, help="Client key for --publish.")]):
+            fn = option(fn)
+        return fn
+    return add
+
+
 def settings_from(ctx: click.Context, *, check_drivers: bool = False, check_state_dir: bool = False):
     """Load the config named by --config; on error print each problem and exit 78."""
     from edge.config import config_path, load_settings

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from edge.cli._common import EX_UNAVAILABLE, EX_USAGE, fail, json_option, output
+from edge.cli._common import EX_UNAVAILABLE, EX_USAGE, fail, json_option, output, publish_options
 
 _DB_HELP = ("Database: a SQLite file path (default kind, no server) or postgresql://user@host/db. "
             "Env: EDGE_CENTRAL_DB.")
@@ -202,10 +202,7 @@ def proposals(db_url, as_json) -> None:
               help="Your private key (NAME.key): a second person's, not the proposer's.")
 @click.option("--signer-pub", "signer_pubs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="The first signer's public key: check their signature covers this content.")
-@click.option("--publish", "publish_uri", help="Then publish it: mqtt://host:port or mqtts://host:port.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
-@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
+@publish_options("Then publish it")
 @json_option
 def cosign(command_id, db_url, key_file_, signer_pubs, publish_uri, ca_file, cert_file, key_file, as_json) -> None:
     """Add your signature to proposal COMMAND_ID, store it, and (with --publish) send it."""

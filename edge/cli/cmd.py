@@ -15,6 +15,7 @@ from edge.cli._common import (
     fail,
     json_option,
     output,
+    publish_options,
     settings_from,
 )
 
@@ -53,10 +54,7 @@ def cmd() -> None:
 @click.option("--id", "command_id", help="Command id (default: a new UUID).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False),
               help="Write the command to this file for a second signer (`edge cmd cosign FILE`).")
-@click.option("--publish", "publish_uri", help="Also publish it: mqtt://host:port or mqtts://host:port.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
-@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
+@publish_options("Also publish it")
 @json_option
 @edge_errors
 def sign(key_files, target, name, arg_pairs, ttl_s, device, site, reason, command_id, out_file, publish_uri,
@@ -108,10 +106,7 @@ def _publish_and_print(doc, site, device, publish_uri, ca_file, cert_file, key_f
               help="Your private key (NAME.key).")
 @click.option("--signer-pub", "signer_pubs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="The first signer's public key: check their signature covers this content.")
-@click.option("--publish", "publish_uri", help="Then publish it: mqtt://host:port or mqtts://host:port.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="CA for --publish over mqtts.")
-@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), help="Client certificate for --publish.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Client key for --publish.")
+@publish_options("Then publish it")
 @json_option
 @edge_errors
 def cosign(file, key_file_, signer_pubs, publish_uri, ca_file, cert_file, key_file, as_json) -> None:
