@@ -28,7 +28,7 @@ class SeqRanges:
         return self.count > 0
 
     def add(self, seqs: list[int]) -> None:
-        for lo, hi in _runs(sorted(set(seqs))):
+        for lo, hi in runs(sorted(set(seqs))):
             self._add(lo, hi)
         while self.count > self.max_seqs:
             lo, hi = self._los.pop(0), self._his.pop(0)
@@ -61,7 +61,7 @@ class SeqRanges:
 
 def merge(ranges: tuple, seqs: list[int]) -> tuple:
     """``ranges`` ((lo, hi) pairs, sorted) with ``seqs`` added, as a new sorted, merged tuple."""
-    both = sorted([*ranges, *_runs(sorted(set(seqs)))])
+    both = sorted([*ranges, *runs(sorted(set(seqs)))])
     out: list[list[int]] = []
     for lo, hi in both:
         if out and lo <= out[-1][1] + 1:
@@ -71,7 +71,8 @@ def merge(ranges: tuple, seqs: list[int]) -> tuple:
     return tuple((lo, hi) for lo, hi in out)
 
 
-def _runs(sorted_seqs: list[int]):
+def runs(sorted_seqs: list[int]):
+    """(lo, hi) of each run of consecutive seqs in a sorted list."""
     if not sorted_seqs:
         return
     lo = prev = sorted_seqs[0]

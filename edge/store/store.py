@@ -23,7 +23,7 @@ from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, envelope_parts, make_event, new_event_id, with_seq
-from edge.seqranges import merge
+from edge.seqranges import merge, runs
 from edge.store import _chain, _dropruns
 from edge.store._acks import AckRanges
 from edge.store._disk import DiskRoom, no_space
@@ -322,7 +322,7 @@ class Store(SpaceMixin, StoreReader):
 
     def _ack(self, seqs: list[int]) -> int:
         now = time.time()
-        changed = self._acks.ack(list(_ranges(seqs)), now)  # big acks: as ranges (see _acks)
+        changed = self._acks.ack(list(runs(seqs)), now)  # big acks: as ranges (see _acks)
         self._counters["acked_total"] += changed
         self._last_ack_at = now
         return changed
@@ -490,16 +490,6 @@ def _chunks(rows: int) -> Iterable[int]:
 def _insert_sql(rows: int) -> str:
     return ("INSERT INTO events (seq, id, type, priority, ts, body, hash) VALUES "
             + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
-
-
-def _ranges(sorted_seqs: list[int]) -> Iterable[tuple[int, int]]:
-    lo = prev = sorted_seqs[0]
-    for seq in sorted_seqs[1:]:
-        if seq != prev + 1:
-            yield lo, prev
-            lo = seq
-        prev = seq
-    yield lo, prev
 
 
 def _copy_report(report: dict) -> dict:
