@@ -27,6 +27,7 @@ from edge.mqtt._client import (
     make_client,
     parse_broker,
 )
+from edge.mqtt._summary import summary
 from edge.mqtt.backoff import reconnect_delay
 from edge.mqtt.errors import MqttConfigError, MqttError, MqttUnavailable
 from edge.supervisor import SupervisedThread
@@ -46,27 +47,6 @@ _PACKET_OVERHEAD = 256
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _summary(s: dict[str, Any]) -> str:
-    """One line for ``edge status``: where we are connected, whether acks flow, what went wrong."""
-    if s["connected"]:
-        text = f"connected to {s['broker']} since {s['connected_since']}"
-    else:
-        text = f"NOT CONNECTED (brokers: {', '.join(s['brokers'])})"
-    text += f"; last PUBACK {s['last_puback_at'] or 'never'}"
-    if "inflight_events" in s:
-        text += f"; {s['inflight_events']} events in flight, {s['acked_events']} acked since start"
-    if s.get("acks_kept_in_memory"):
-        text += f"; {s['acks_kept_in_memory']} acks KEPT IN MEMORY (the store cannot record them: disk full?)"
-    if s["refusals"]:
-        ref = s.get("last_refusal") or {}
-        text += f"; {s['refusals']} publishes REFUSED, last {ref.get('code')} {ref.get('reason')}"
-    err = s["last_error"]
-    if err:
-        code = f" {err['code']}" if err.get("code") else ""
-        text += f"; last error at {err['at']} ({err['layer']}{code}): {err['message']}"
-    return text
 
 
 def _stop_loop(client) -> None:
@@ -267,7 +247,7 @@ class MqttLink:
             out.update(status="down", down=[*out.get("down", []), *down])
         if self.state is not None:
             out["boot_seq"] = self.state.boot_seq
-        out["summary"] = _summary(out)
+        out["summary"] = summary(out)
         return out
 
     # -- reconnection -------------------------------------------------------------
