@@ -22,6 +22,7 @@ import structlog
 
 from edge.errors import CommandError, EdgeError, StoreError
 from edge.gate import commands
+from edge.gate._scans import scan_problem
 from edge.gate.approach import Approach, decision_payload
 from edge.gate.perimeter import READER_EVENTS, Perimeter
 from edge.gate.settings import GateSettings
@@ -266,7 +267,9 @@ class GateEngine:
             elif t == "biometric.multiple_faces":
                 self.fail(ap, "multiple_faces", f"{p.get('faces')} faces in a one-person lane", evidence=[event.id])
         elif kind == "xray" and t == "xray.scan" and p.get("subject") == ap.subject:
-            stale = self._scan_problem(ap, event)
+            stale = scan_problem(event, lane=ap.lane, scanners=self.lanes[ap.lane].scanners,
+                                 freshness_s=self.settings.scan_freshness_s,
+                                 skew_s=self._daemon.settings.trust.clock_skew_s)
             if stale is not None:
                 self.fail(ap, stale[0], stale[1], evidence=[event.id])
             elif p.get("decision") == "clear":
@@ -274,25 +277,6 @@ class GateEngine:
             else:
                 self.fail(ap, "scan_not_clear", f"scan {p.get('scan_id')}: {p.get('outcome')}, "
                           f"operator: {p.get('decision')}", evidence=[event.id])
-
-    def _scan_problem(self, ap: Approach, event) -> tuple[str, str] | None:
-        """Why a scan result cannot count for this approach: another lane's scanner, or too old."""
-        from datetime import datetime
-
-        if event.source not in self.lanes[ap.lane].scanners:
-            return "scan_wrong_lane", f"scan from {event.source}, which is not a scanner of lane {ap.lane}"
-        try:
-            taken = datetime.fromisoformat(str(event.payload.get("time")).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return "scan_stale", f"scan time {event.payload.get('time')!r} is unreadable"
-        age, limit = time.time() - taken, self.settings.scan_freshness_s
-        skew = self._daemon.settings.trust.clock_skew_s
-        if age > limit:
-            return "scan_stale", (f"scan {event.payload.get('scan_id')} was taken {age:.0f}s ago; results older "
-                                  f"than {limit:g}s are refused (gate.scan_freshness_s)")
-        if age < -skew:
-            return "scan_stale", f"scan {event.payload.get('scan_id')} is dated {-age:.0f}s in the future"
-        return None
 
     def _on_emergency(self, lane_name: str, event) -> None:
         active = bool(event.payload.get("active"))
