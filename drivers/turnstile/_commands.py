@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Literal
 
@@ -61,3 +62,34 @@ def parse(name: str, args: dict[str, Any]):
                            f"{', '.join(COMMANDS)}") from None
     parsed = parse_command_args(model, name, args)
     return parsed, build(parsed), expect
+
+
+class Job:
+    """A command handed from the command thread to the run thread."""
+
+    def __init__(self, name: str, address: int, request, expect):
+        self.name, self.address, self.request, self.expect = name, address, request, expect
+        self.done = threading.Event()
+        self.result: dict | None = None
+        self.error: CommandError | None = None
+        self._state = "pending"
+        self._lock = threading.Lock()
+
+    def start(self) -> bool:
+        with self._lock:
+            if self._state != "pending":
+                return False
+            self._state = "running"
+            return True
+
+    def cancel(self) -> bool:
+        """True when it had not started (and now never will)."""
+        with self._lock:
+            if self._state != "pending":
+                return False
+            self._state = "cancelled"
+            return True
+
+    def finish(self, result: dict | None = None, error: CommandError | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()

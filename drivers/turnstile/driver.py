@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import queue
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,37 +38,6 @@ class _Refused(Exception):
         self.nak = nak
 
 
-class _Job:
-    """A command handed from the command thread to the run thread."""
-
-    def __init__(self, name: str, address: int, request, expect):
-        self.name, self.address, self.request, self.expect = name, address, request, expect
-        self.done = threading.Event()
-        self.result: dict | None = None
-        self.error: CommandError | None = None
-        self._state = "pending"
-        self._lock = threading.Lock()
-
-    def start(self) -> bool:
-        with self._lock:
-            if self._state != "pending":
-                return False
-            self._state = "running"
-            return True
-
-    def cancel(self) -> bool:
-        """True when it had not started (and now never will)."""
-        with self._lock:
-            if self._state != "pending":
-                return False
-            self._state = "cancelled"
-            return True
-
-    def finish(self, result: dict | None = None, error: CommandError | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-
-
 class TurnstileDriver(Driver):
     """A serial line with one (bcc-p2p) or up to 32 (rs485-bus) turnstile controllers."""
 
@@ -87,7 +55,7 @@ class TurnstileDriver(Driver):
         self.stats = {"timeouts": 0, "retries": 0, "reconnects": 0, "late_replies": 0,
                       "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0,
                       "refused_polls": 0, "unconfirmed": 0}
-        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._jobs: queue.Queue[_commands.Job] = queue.Queue()
         self._due = dict.fromkeys(config.addresses, 0.0)
         self._port_error: str | None = "not opened yet"
         self._last_rx = 0.0
@@ -340,7 +308,7 @@ class TurnstileDriver(Driver):
         if self._port_error is not None:
             raise CommandError(f"{name} not sent: the serial port {self.config.port} is not available "
                                f"({self._port_error}); check the cable/adapter, then `edge status`")
-        job = _Job(name, address, request, expect)
+        job = _commands.Job(name, address, request, expect)
         self._jobs.put(job)
         self.line.wake()
         if not job.done.wait(self.config.command_queue_timeout_s) and job.cancel():
@@ -374,7 +342,7 @@ class TurnstileDriver(Driver):
                 job.finish(error=CommandError(f"{job.name} failed: driver fault {type(exc).__name__}: {exc}"))
                 raise
 
-    def _execute(self, job: _Job) -> dict[str, Any]:
+    def _execute(self, job: _commands.Job) -> dict[str, Any]:
         dev = self.devices[job.address]
         if job.name in _commands.LOCKING and dev.emergency:
             raise CommandError(f"{job.name} refused: the fire-alarm free swing is active on address "
@@ -422,7 +390,7 @@ class TurnstileDriver(Driver):
         self.devices[address].on_status(status, self._emit)
         return status
 
-    def _confirm_mode(self, job: _Job, want: m.Mode) -> str:
+    def _confirm_mode(self, job: _commands.Job, want: m.Mode) -> str:
         """The mode read back after an ACKed barrier command; CommandError unless it is ``want``."""
         status = self._read_status(job.address)
         if status is None:
