@@ -10,23 +10,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.commands.settings import CommandsSettings
 from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
-from edge.gate.settings import GateField, GateSettings
-from edge.learning.settings import LearningSettings
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
-from edge.messaging.settings import MessagingSettings
-from edge.residents.settings import ResidentSettings
 from edge.update.settings import RemoteConfigSettings, UpdateSettings
-from edge.xray.settings import XraySettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
 EX_CONFIG = 78
@@ -129,8 +124,8 @@ class DriverEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
-class Settings(BaseSettings):
-    """The whole configuration of one device."""
+class CoreSettings(BaseSettings):
+    """The core's part of a device's configuration; ``Settings`` adds the services' sections."""
 
     model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
@@ -144,15 +139,10 @@ class Settings(BaseSettings):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     trust: TrustSettings = Field(default_factory=TrustSettings)
     localapi: LocalApiSettings = Field(default_factory=LocalApiSettings)
-    learning: LearningSettings = Field(default_factory=LearningSettings)
-    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
-    residents: ResidentSettings = Field(default_factory=ResidentSettings)
-    xray: XraySettings = Field(default_factory=XraySettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     update: UpdateSettings = Field(default_factory=UpdateSettings)
     remote_config: RemoteConfigSettings = Field(default_factory=RemoteConfigSettings)
     drivers: list[DriverEntry] = Field(default_factory=list)
-    gate: GateField = Field(default_factory=GateSettings)  # after drivers: it checks names against them
 
     @field_validator("device_id")
     @classmethod
@@ -186,6 +176,24 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init kwargs; environment variables override it.
         return (env_settings, init_settings)
+
+
+def _service_sections() -> dict[str, Any]:
+    """The sections services register under ``edge.settings`` (``gate = "pkg.settings:Model"``),
+    after [[drivers]] so that their validators can check driver names."""
+    from edge.registry import registered
+
+    sections: dict[str, Any] = {}
+    for ep in registered("edge.settings"):
+        annotation = ep.load()
+        model = get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+        sections[ep.name] = (annotation, Field(default_factory=model))
+    return sections
+
+
+#: The whole configuration of one device: the core's sections and every registered service's.
+Settings = create_model("Settings", __base__=CoreSettings, __module__=__name__, **_service_sections())
+Settings.__doc__ = "The whole configuration of one device."
 
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path:

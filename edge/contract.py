@@ -2,10 +2,10 @@
 
 ``scripts/gen_asyncapi.py`` turns ``CHANNELS`` into docs/asyncapi.json
 (AsyncAPI 3.0) and a test fails when the committed document drifts from the
-models. **Extension point:** a subsystem with its own topics (galleries,
-learning catalog, message delivery, ...) adds one ``Channel`` to ``CHANNELS``
-and, for new event types, its payload model to ``EVENT_PAYLOADS``; nothing
-else needs to change.
+models. The core's own topics are listed here; a service or driver family with
+topics or event types of its own registers them under the ``edge.channels`` and
+``edge.event_payloads`` entry points, and they join ``CHANNELS`` and
+``EVENT_PAYLOADS`` without the core importing it.
 
 Directions are from the device's point of view, as AsyncAPI 3.0 describes one
 application: ``send`` = the device publishes (central subscribes), ``receive``
@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Command, CommandResult
 from edge.events import MAX_SEQ, Event
-from edge.xray.totals import DoseRecords
 
 CONTRACT_VERSION = "1.0.0"
 
@@ -232,7 +231,7 @@ class Channel:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-_SITE = "Site id, e.g. hmp-example."
+SITE_PARAMETER = _SITE = "Site id, e.g. hmp-example."
 _DEVICE = "Device id (also the MQTT client id and the certificate's CN)."
 
 CHANNELS: list[Channel] = [
@@ -282,15 +281,6 @@ CHANNELS: list[Channel] = [
         "by `payload.id` (the command id). Every rejection is also a `system.command_rejected` "
         "alarm event on events/system.",
         parameters={"site": _SITE, "device": _DEVICE}),
-    Channel(
-        "siteXrayDose", "edge/v1/{site}/xray/dose", "receive", DoseRecords,
-        "Signed dose records of people scanned at other sites (body-scanner dose ledger).",
-        "Ed25519-signed like commands. Each origin entry replaces what the device holds for that "
-        "person at that site (newest `issued_at` wins), so re-sending never double counts; entries "
-        "for the device's own site are ignored. Give per-scan records where known (they leave the "
-        "rolling window on time) or a bare `total_usv` with `as_of`. Publish with QoS 1; the "
-        "device answers with an xray.dose_records_applied or xray.dose_records_rejected event.",
-        parameters={"site": _SITE}),
 ]
 
 #: Schemas of event payloads by event type, published in the document for central teams.
@@ -306,49 +296,41 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
 }
 
 
-def _service_payloads() -> dict[str, type[BaseModel]]:
-    from edge.gate.contract import EVENT_PAYLOADS as gate
-    from edge.learning.contract import EVENT_PAYLOADS as learning
-    from edge.messaging.contract import EVENT_PAYLOADS as messaging
-    from edge.residents.contract import EVENT_PAYLOADS as residents
+def _core_payloads() -> dict[str, type[BaseModel]]:
     from edge.trust.contract import EVENT_PAYLOADS as trust
     from edge.update.contract import EVENT_PAYLOADS as update
 
-    return {**learning, **messaging, **gate, **trust, **update, **residents}
+    return {**trust, **update}
 
 
 def _registered_payloads() -> dict[str, type[BaseModel]]:
-    """Payload models a driver family registers under the ``edge.event_payloads`` entry point
-    (``"name" = "package.contract:EVENT_PAYLOADS"``): documented without the core importing it."""
-    from importlib.metadata import entry_points
+    """Payload models a service or driver family registers under the ``edge.event_payloads`` entry
+    point (``"name" = "package.contract:EVENT_PAYLOADS"``): documented without the core importing it."""
+    from edge.registry import registered
 
     found: dict[str, type[BaseModel]] = {}
-    for ep in sorted(entry_points(group="edge.event_payloads"), key=lambda e: e.name):
+    for ep in registered("edge.event_payloads"):
         found.update(ep.load())
     return found
 
 
-EVENT_PAYLOADS.update(_service_payloads())
+EVENT_PAYLOADS.update(_core_payloads())
 EVENT_PAYLOADS.update(_registered_payloads())
 
 
-def _service_channels() -> list[Channel]:
-    from edge.learning.contract import channels as learning_channels
-    from edge.messaging.contract import channels as messaging_channels
-    from edge.residents.contract import channels as resident_channels
+def _core_channels() -> list[Channel]:
     from edge.trust.contract import channels as trust_channels
     from edge.update.contract import channels as update_channels
 
-    return (learning_channels() + messaging_channels() + trust_channels()
-            + update_channels() + resident_channels())
+    return trust_channels() + update_channels()
 
 
 def _registered_channels() -> list[Channel]:
-    """Channels a driver family registers under the ``edge.channels`` entry point."""
-    from importlib.metadata import entry_points
+    """Channels a service or driver family registers under the ``edge.channels`` entry point."""
+    from edge.registry import registered
 
-    return [channel for ep in sorted(entry_points(group="edge.channels"), key=lambda e: e.name)
+    return [channel for ep in registered("edge.channels")
             for channel in ep.load()()]
 
 
-CHANNELS.extend(_registered_channels() + _service_channels())
+CHANNELS.extend(_core_channels() + _registered_channels())

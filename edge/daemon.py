@@ -88,14 +88,21 @@ class Daemon:
         if self.link is not None:
             self.link.notify_health_changed()  # re-publishes the retained state (rate-limited)
 
-    def _build_components(self) -> list[Component]:
+    def component(self, name: str) -> Component | None:
+        """A component already built, by name (``commands``, ``xray``...): how a service or a
+        driver reaches another without importing it."""
+        return next((c for c in self.components if c.name == name), None)
+
+    def _build_components(self) -> None:
         """Components that exist for this config, in start order (stopped in reverse).
 
-        Each subsystem adds itself here with one small block; a component gets the
-        daemon and uses only ``settings``, ``store``, ``supervisor``, ``emit`` and
-        the MQTT ``link`` (None when no broker is configured).
+        The core's own come first (the MQTT link, revocations, the command router); then what
+        services and driver families register under ``edge.components`` (a tablet's learning
+        and messaging, the x-ray ledger, the gate engine, a camera's gallery sync), each of which
+        gets the daemon and uses only ``settings``, ``store``, ``supervisor``, ``emit``, ``link``
+        and ``component(name)``; the update agents last.
         """
-        components: list[Component] = []
+        components = self.components
         if self.settings.mqtt.brokers:
             from edge.mqtt import MqttLink  # first: everything after it may use daemon.link
 
@@ -110,24 +117,12 @@ class Daemon:
         from edge.commands.router import CommandRouter  # after the link: it subscribes on it
 
         components.append(CommandRouter(self))
-        if self.settings.role == "tablet":
-            from edge.tablet import tablet_components  # after the link: they subscribe on it
-
-            components += tablet_components(self)
-        components += _registered_components(self)  # driver families' own (a face camera's gallery sync)
-        if any(d.kind.startswith("xray.") for d in self.settings.drivers):
-            from edge.xray.service import XrayService  # before drivers start: catches up the ledger
-
-            components.append(XrayService.from_daemon(self))
         if self.settings.role == "gate":
             from edge.signing import preload
 
             preload()  # tablets load it on first use (footprint); a gate's first grant should not wait
-        if self.settings.role == "gate" and self.settings.gate.lanes:
-            # After the router: the engine registers the 'gate' command target there.
-            from edge.gate.engine import GateEngine
-
-            components.append(GateEngine(self, next(c for c in components if c.name == "commands")))
+        for factory in _registered_factories():
+            components += factory(self)
         if self.settings.update.metadata_url:
             # Last: it judges the health of all the others.
             from edge.update.agent import UpdateAgent
@@ -137,7 +132,6 @@ class Daemon:
             from edge.update.config_agent import RemoteConfigAgent
 
             components.append(RemoteConfigAgent(self, self.config_path))
-        return components
 
     def run(self) -> int:
         s = self.settings
@@ -149,8 +143,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.store = Store(s.state_dir, device=s.device_id, site=s.site, settings=s.store, clock=self.clock)
-        self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed)
-        self.components = self._build_components()
+        self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed,
+                                     services=self.component)
+        self._build_components()
         for component in self.components:
             component.start()
         self.supervisor.start()
@@ -224,15 +219,13 @@ class Daemon:
             self.status_file_error = None
 
 
-def _registered_components(daemon) -> list:
-    """What each driver family registers under the ``edge.components`` entry point adds to this
-    daemon (each factory returns nothing when none of its drivers is configured)."""
-    from importlib.metadata import entry_points
+def _registered_factories() -> list:
+    """The component factories services and driver families register under ``edge.components``
+    (each returns nothing when it has nothing to do in this config), by their ``order``."""
+    from edge.registry import registered
 
-    found: list = []
-    for ep in sorted(entry_points(group="edge.components"), key=lambda e: e.name):
-        found += ep.load()(daemon)
-    return found
+    factories = [ep.load() for ep in registered("edge.components")]
+    return sorted(factories, key=lambda f: getattr(f, "order", 50))  # stable: then by name
 
 
 def _component_status(component) -> dict[str, Any]:

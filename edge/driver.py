@@ -59,8 +59,10 @@ class DriverContext:
     """What a driver may use: emit events, log, wait, and notice that it must stop."""
 
     def __init__(self, name: str, emit, log, stopping: threading.Event,
-                 health_changed: Callable[[], None] = lambda: None):
+                 health_changed: Callable[[], None] = lambda: None,
+                 services: Callable[[str], Any] = lambda _name: None):
         self.name = name
+        self._services = services
         self.log = log
         self.stopping = stopping
         self._emit = emit
@@ -76,6 +78,11 @@ class DriverContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True means the driver is being stopped."""
         return self.stopping.wait(seconds)
+
+    def service(self, name: str) -> Any:
+        """The daemon's component called ``name`` (the x-ray ledger ``xray``, say), or None when
+        this daemon runs none: a driver uses a service without importing it."""
+        return self._services(name)
 
     def health_changed(self) -> None:
         """Say that ``health()`` now answers differently (a device went offline, say):

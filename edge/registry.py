@@ -1,7 +1,8 @@
-"""Driver kinds, found through the ``edge.drivers`` entry-point group.
+"""Plug-ins, found through entry-point groups: driver kinds (``edge.drivers``) and what services
+and driver families add to the core (settings sections, payloads, channels, components, CLI).
 
-Built-in drivers are declared in pyproject.toml exactly as a third party's
-would be; nothing is imported until a kind is used.
+Built-in services and drivers are declared in pyproject.toml exactly as a third party's would
+be; nothing is imported until it is used.
 """
 
 from __future__ import annotations
@@ -30,3 +31,8 @@ def driver_class(kind: str):
         known = ", ".join(sorted(_entry_points())) or "none installed"
         raise UnknownDriverKind(f"unknown driver kind {kind!r}; registered kinds: {known}")
     return ep.load()
+
+
+def registered(group: str) -> list[EntryPoint]:
+    """Every entry point of ``group`` (``edge.settings``, ``edge.components``, ...), by name."""
+    return sorted(entry_points(group=group), key=lambda ep: ep.name)

@@ -37,8 +37,9 @@ class DriverRunner:
     """One driver: its run thread, its command thread, its health."""
 
     def __init__(self, entry: DriverEntry, emit: Callable, settings: SupervisorSettings,
-                 on_health_change: Callable[[], None]):
+                 on_health_change: Callable[[], None], services: Callable[[str], Any] = lambda _name: None):
         self.name, self.kind = entry.name, entry.kind
+        self._services = services
         self._cls = driver_class(entry.kind)
         self._config = driver_config(entry)
         self._emit, self._settings = emit, settings
@@ -66,7 +67,8 @@ class DriverRunner:
         delay = self._settings.backoff_initial_s
         bound = log.bind(driver=self.name, kind=self.kind)
         while not self.stopping.is_set():
-            ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change)
+            ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change,
+                                self._services)
             started = self._started = time.monotonic()
             full = False
             try:
@@ -165,9 +167,10 @@ class Supervisor:
     """Starts every configured driver and stops them all within a deadline."""
 
     def __init__(self, entries: list[DriverEntry], emit: Callable, settings: SupervisorSettings,
-                 on_health_change: Callable[[], None] = lambda: None):
+                 on_health_change: Callable[[], None] = lambda: None,
+                 services: Callable[[str], Any] = lambda _name: None):
         self._settings = settings
-        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change) for e in entries}
+        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change, services) for e in entries}
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -181,7 +184,7 @@ class Supervisor:
         old = self.runners[entry.name]
         old.stop()
         old.join(self._settings.stop_timeout_s)
-        new = DriverRunner(entry, old._emit, self._settings, old._on_health_change)
+        new = DriverRunner(entry, old._emit, self._settings, old._on_health_change, old._services)
         self.runners[entry.name] = new
         new.start()
 

@@ -17,10 +17,10 @@ def central_for_tablet(work: Path, broker, tablet_state: Path):
     """A content server with one course assigned to the tablet, its contacts allowlist and resident
     directory, sealed to the tablet's key (made here, as provisioning does, before its first start)."""
     from edge import sealing, signing
-    from edge.learning._link import StandaloneLink
-    from edge.learning.server import ContentServer
-    from edge.messaging._crypto import generate_seal_keypair
-    from edge.residents.directory import make_verifier
+    from services.learning._link import StandaloneLink
+    from services.learning.server import ContentServer
+    from services.messaging._crypto import generate_seal_keypair
+    from services.residents.directory import make_verifier
 
     key_path, pub, _ = signing.generate_keypair(work / "keys", "central")
     _, seal_pub = generate_seal_keypair(work / "keys", "central")

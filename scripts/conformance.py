@@ -66,7 +66,7 @@ def play(pub: Publisher, tag: str) -> dict:
 
 
 def _edge_central_report(db_url: str) -> dict:
-    from edge.central.db import open_db
+    from services.central.db import open_db
 
     db = open_db(db_url)
     rows = db.query("SELECT device, store, seq, id FROM events WHERE site = %s", (SITE,))

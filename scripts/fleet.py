@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edge.testing.fleet_run import SCENARIOS, run_scenario
+from services.central.fleet_run import SCENARIOS, run_scenario
 
 
 def main() -> int:

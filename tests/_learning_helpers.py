@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from edge import signing
-from edge.learning._link import StandaloneLink
-from edge.learning.server import ContentServer
+from services.learning._link import StandaloneLink
+from services.learning.server import ContentServer
 
 CHUNK = 64 * 1024
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge import sealing, signing
-from edge.messaging._crypto import generate_seal_keypair, load_seal_private_key, open_sealed
-from edge.residents.directory import make_verifier
+from services.messaging._crypto import generate_seal_keypair, load_seal_private_key, open_sealed
+from services.residents.directory import make_verifier
 
 SITE, DEVICE = "site-1", "tab-1"
 RESIDENT, OTHER = "res-7f3k9q", "res-2b8w1z"

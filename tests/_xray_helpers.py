@@ -12,7 +12,7 @@ from edge.config import Settings
 from edge.driver import DriverContext
 from edge.events import make_event
 from edge.store import Store
-from edge.xray.service import XrayService
+from services.xray.service import XrayService
 
 
 class XrayHarness:
@@ -36,7 +36,8 @@ class XrayHarness:
 
     def start_driver(self, cls, name: str = "xr", **options):
         stopping = threading.Event()
-        ctx = DriverContext(name, self.emit, structlog.get_logger("test").bind(driver=name), stopping)
+        ctx = DriverContext(name, self.emit, structlog.get_logger("test").bind(driver=name), stopping,
+                            services={"xray": self.service}.get)
         driver = cls(cls.Config(name=name, kind="test", **options), ctx)
         errors: list[BaseException] = []
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.central.db import open_db
 from edge.contract import CHANNELS
 from edge.testing.central import IngestProcess, Publisher, event, wait_for
 from edge.testing.certs import issue
 from edge.testing.netcut import NetCut
+from services.central.db import open_db
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config" / "mosquitto-site-bridge.conf"

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from edge.central._migrate import MigrationError, migration_files, statements
-from edge.central.db import open_db
 from edge.testing.broker import free_port
+from services.central._migrate import MigrationError, migration_files, statements
+from services.central.db import open_db
 
 
 def central(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -75,7 +75,7 @@ def test_store_id_is_kept_across_restarts_new_for_a_new_store_and_in_births(tmp_
 
 def test_the_daemon_does_not_load_the_central_ingest():
     code = ("import sys, edge.daemon, edge.cli.run; "
-            "print(sorted(m for m in sys.modules if m.startswith(('edge.central', 'psycopg'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('services.central', 'psycopg'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-from edge.central.db import open_db
 from edge.testing.broker import free_port
 from edge.testing.central import IngestProcess, Publisher, event, wait_for
+from services.central.db import open_db
 
 SITE = "site-1"
 

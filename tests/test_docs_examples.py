@@ -45,8 +45,8 @@ def _wait(predicate, timeout: float, what: str):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, request):
     from drivers.sim.turnstile import TurnstileSim
-    from edge.messaging._crypto import generate_seal_keypair
     from edge.testing.broker import Mosquitto
+    from services.messaging._crypto import generate_seal_keypair
 
     work = tmp_path_factory.mktemp("docs-site")
     broker = Mosquitto(work / "broker").start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.testing.fleet_run import run_scenario
+from services.central.fleet_run import run_scenario
 
 
 @pytest.mark.parametrize("scenario, shared", [

@@ -15,8 +15,8 @@ from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile import messages as m
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
-from edge.gate.contract import conforms
 from edge.signing import generate_keypair, load_private_key
+from services.gate.contract import conforms
 from tests._gate_helpers import (
     OVER,
     STAFF,

@@ -17,10 +17,10 @@ from edge.commands.verify import Accepted
 from edge.config import Settings
 from edge.errors import CommandError
 from edge.events import make_event
-from edge.gate.contract import conforms
-from edge.gate.engine import GateEngine
-from edge.gate.state import GateState
 from edge.store import Store
+from services.gate.contract import conforms
+from services.gate.engine import GateEngine
+from services.gate.state import GateState
 
 LANE = {"turnstile": "ts", "camera": "cam", "flows": [
     {"direction": "in", "role": "visitor", "steps": [{"kind": "verify", "timeout_s": 5}, {"kind": "grant"}]},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import osdp
 import pytest
 
-from edge.gate.contract import conforms
+from services.gate.contract import conforms
 from tests._gate_helpers import events, last_seq, wait_event
 from tests._perimeter_helpers import Perimeter, beeped, gate_count, led_color
 

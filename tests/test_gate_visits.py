@@ -12,7 +12,7 @@ import pytest
 from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile import messages as m
 from edge.commands.local import send
-from edge.gate.contract import conforms
+from services.gate.contract import conforms
 from tests._gate_helpers import OTHER, VISITOR, enroll, events, last_seq, show, wait_event
 
 

@@ -11,12 +11,12 @@ import pytest
 
 from edge.config import Settings
 from edge.events import make_event
-from edge.learning.api import register
-from edge.learning.component import LearningComponent
-from edge.learning.server import ContentServer
 from edge.localapi.client import call, call_json
 from edge.localapi.server import LocalApi
 from edge.store import Store
+from services.learning.api import register
+from services.learning.component import LearningComponent
+from services.learning.server import ContentServer
 from tests._learning_helpers import CHUNK, central_key, make_folder
 
 SITE, DEVICE = "site-1", "tab-1"
@@ -173,8 +173,8 @@ def test_every_route_is_in_the_openapi_document(tmp_path):
     from edge.localapi.settings import LocalApiSettings
     doc = json.loads((Path(__file__).resolve().parent.parent / "docs" / "openapi.json").read_text())
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    from edge.messaging.api import register as messaging_routes
-    from edge.residents.api import register as session_routes
+    from services.messaging.api import register as messaging_routes
+    from services.residents.api import register as session_routes
     api = LocalApi(LocalApiSettings(), tmp_path)
     register(api, None)  # routes only; nothing is called
     messaging_routes(api, None, None)

@@ -10,9 +10,9 @@ import os
 import pytest
 
 from edge import signing
-from edge.learning._cache import ContentCache, CorruptContent, QuotaExceeded
-from edge.learning._catalog import CatalogKeeper, CatalogRejected
-from edge.learning.server import ContentServer
+from services.learning._cache import ContentCache, CorruptContent, QuotaExceeded
+from services.learning._catalog import CatalogKeeper, CatalogRejected
+from services.learning.server import ContentServer
 from tests._learning_helpers import CHUNK, central_key, make_folder
 
 SITE = "site-1"

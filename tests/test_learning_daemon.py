@@ -10,11 +10,11 @@ import threading
 import time
 
 from edge import signing
-from edge.learning._link import StandaloneLink
-from edge.learning.contract import CatalogRejected
-from edge.learning.protocol import catalog_topic
-from edge.learning.statements import Statement
 from edge.localapi.client import ApiUnavailable, call, call_json
+from services.learning._link import StandaloneLink
+from services.learning.contract import CatalogRejected
+from services.learning.protocol import catalog_topic
+from services.learning.statements import Statement
 from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 SITE, DEVICE = "site-1", "tab-1"
@@ -31,7 +31,7 @@ def _config(mosquitto, pub, **learning) -> dict:
 def _publish_directory(link, key, daemon, pins: dict[str, str]) -> None:
     """Central's side: a signed resident directory, sealed to the tablet (provisioned here)."""
     from edge import sealing
-    from edge.residents.directory import make_verifier
+    from services.residents.directory import make_verifier
 
     doc = {"type": "residents.directory", "site": SITE, "device": DEVICE, "version": 1,
            "issued_at": "2026-01-01T00:00:00+00:00",

@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from edge import signing
-from edge.learning._cache import ContentCache
-from edge.learning._catalog import parse_catalog
-from edge.learning._link import StandaloneLink
-from edge.learning._transfer import Downloader, TokenBucket
+from services.learning._cache import ContentCache
+from services.learning._catalog import parse_catalog
+from services.learning._link import StandaloneLink
+from services.learning._transfer import Downloader, TokenBucket
 from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 SITE, DEVICE = "site-1", "tab-1"

@@ -11,9 +11,9 @@ import pytest
 from edge import sealing
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
-from edge.learning._link import StandaloneLink
 from edge.localapi.client import ApiUnavailable, call, call_json
-from edge.messaging.contract import CentralRefused, MessageOut, MessageRead, SealedContent
+from services.learning._link import StandaloneLink
+from services.messaging.contract import CentralRefused, MessageOut, MessageRead, SealedContent
 from tests._messaging_helpers import (
     DEVICE,
     DIRECTORY_TOPIC,

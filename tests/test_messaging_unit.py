@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge import signing
-from edge.messaging._attachments import AttachmentRefused, check_one, sniff
-from edge.messaging._crypto import (
+from services.messaging._attachments import AttachmentRefused, check_one, sniff
+from services.messaging._crypto import (
     AtRest,
     CryptoError,
     load_or_create_key,
@@ -19,8 +19,8 @@ from edge.messaging._crypto import (
     open_sealed,
     seal_to,
 )
-from edge.messaging._db import MailboxDB
-from edge.messaging._docs import CentralMessageRefused, ContactsDoc, StatusDoc, parse_central
+from services.messaging._db import MailboxDB
+from services.messaging._docs import CentralMessageRefused, ContactsDoc, StatusDoc, parse_central
 from tests._messaging_helpers import DEVICE, RESIDENT, SITE, Central
 from tests.conftest import FACES
 

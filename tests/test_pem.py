@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge import signing
-from edge.messaging._crypto import CryptoError, load_seal_public_key
 from edge.pem import raw_public_key
+from services.messaging._crypto import CryptoError, load_seal_public_key
 
 
 def _pem(key) -> bytes:
@@ -66,7 +66,7 @@ def test_loading_trusted_keys_does_not_load_cryptography(tmp_path):
     _, pub_path, _ = signing.generate_keypair(tmp_path, "central")
     x = X25519PrivateKey.generate()
     (tmp_path / "seal.pub").write_bytes(_pem(x))
-    code = ("import sys; from edge import signing; from edge.messaging import _crypto; "
+    code = ("import sys; from edge import signing; from services.messaging import _crypto; "
             f"signing.load_public_keys([{str(pub_path)!r}]); _crypto.load_seal_public_key({str(tmp_path / 'seal.pub')!r}); "
             "_crypto.AtRest(bytes(32)); print(sorted(m for m in sys.modules if m.startswith('cryptography')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -7,16 +7,16 @@ import json
 import pytest
 
 from edge import signing
-from edge.residents.directory import DirectoryRefused, make_verifier, parse_directory
-from edge.residents.guard import LoginGuard
-from edge.residents.settings import ResidentSettings
+from services.residents.directory import DirectoryRefused, make_verifier, parse_directory
+from services.residents.guard import LoginGuard
+from services.residents.settings import ResidentSettings
 from tests._messaging_helpers import DEVICE, RESIDENT, SITE, Central
 
 
 def test_a_verifier_matches_its_pin_only_and_salts_differ():
     a, b = make_verifier("4821"), make_verifier("4821")
     assert a["salt"] != b["salt"] and a["hash"] != b["hash"]  # per-resident salt
-    from edge.residents.directory import PinVerifier
+    from services.residents.directory import PinVerifier
 
     v = PinVerifier.model_validate(a)
     assert v.matches("4821") and not v.matches("4822") and "4821" not in json.dumps(a)

@@ -91,8 +91,8 @@ def test_two_people_sign_on_two_machines(tmp_path, anchors):
 
 
 def test_a_command_key_cannot_publish_a_catalog_and_a_catalog_key_can(tmp_path):
-    from edge.learning._catalog import CatalogKeeper, CatalogRejected
-    from edge.learning.server import ContentServer
+    from services.learning._catalog import CatalogKeeper, CatalogRejected
+    from services.learning.server import ContentServer
     from tests._learning_helpers import CHUNK, make_folder
 
     class _NoLink:

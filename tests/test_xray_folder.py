@@ -10,7 +10,7 @@ import pytest
 
 from drivers.sim.xray import MALFORMED, ScannerSim
 from drivers.xray.folder import XrayFolderDriver
-from edge.xray import check_subject
+from services.xray import check_subject
 from tests._xray_helpers import XrayHarness
 
 FAST = {"poll_s": 0.05, "settle_s": 0.05}
@@ -123,11 +123,11 @@ def test_a_scan_whose_file_cannot_be_moved_is_emitted_once(tmp_path, harness):
     assert len(harness.events("xray.scan")) == 1
     harness.wait(lambda: harness.events("xray.dose_warning"), what="dose warning (5 > 4)")
     assert harness.service.ledger.total("A1234BC") == 5.0
-    decision = check_subject(harness.settings, "A1234BC")  # what the gate policy asks (limit 10)
+    decision = check_subject(harness.settings, "A1234BC", harness.service)  # what the gate policy asks (limit 10)
     assert decision.allowed and decision.warning and decision.remaining_usv == 5.0
     sim.write_json(inbox, sim.record("clear"))
     harness.wait(lambda: harness.events("xray.dose_limit"), what="limit reached at the 2nd scan")
-    assert check_subject(harness.settings, "A1234BC").allowed is False
+    assert check_subject(harness.settings, "A1234BC", harness.service).allowed is False
 
 
 def test_a_scanner_with_a_reset_clock_is_reported_and_its_dose_still_counts(tmp_path, harness):
@@ -137,7 +137,7 @@ def test_a_scanner_with_a_reset_clock_is_reported_and_its_dose_still_counts(tmp_
     harness.start_driver(XrayFolderDriver, path=inbox, **FAST)
     event = harness.wait(lambda: harness.events("xray.scanner_clock"), what="clock warning")[0]
     assert event["payload"]["scan_time"].startswith("1970") and event["priority"] == "normal"
-    assert check_subject(harness.settings, "A1234BC").total_usv == 2.0
+    assert check_subject(harness.settings, "A1234BC", harness.service).total_usv == 2.0
 
 
 def test_a_damaged_ledger_is_set_aside_rebuilt_from_the_store_and_reported(tmp_path):
@@ -155,7 +155,7 @@ def test_a_damaged_ledger_is_set_aside_rebuilt_from_the_store_and_reported(tmp_p
         event = second.wait(lambda: second.events("xray.ledger_recovered"), what="recovery alarm")[0]
         assert event["priority"] == "alarm" and event["payload"]["rebuilt_scans"] == 1
         assert Path(event["payload"]["moved_to"]).read_bytes().startswith(b"\x00garbage")
-        assert check_subject(second.settings, "A1234BC").total_usv == 3.0  # rebuilt from the store
+        assert check_subject(second.settings, "A1234BC", second.service).total_usv == 3.0  # rebuilt from the store
     finally:
         second.close()
 

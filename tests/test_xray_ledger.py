@@ -13,10 +13,10 @@ from drivers.xray.scan import build_scan
 from edge.cli import cli
 from edge.signing import generate_keypair, load_private_key, load_public_keys, sign
 from edge.testing.daemon import dump_toml
-from edge.xray.ledger import DoseLedger, window_start
-from edge.xray.rules import alarms
-from edge.xray.settings import XraySettings
-from edge.xray.totals import DoseRecordsRejected, apply, parse_verified
+from services.xray.ledger import DoseLedger, window_start
+from services.xray.rules import alarms
+from services.xray.settings import XraySettings
+from services.xray.totals import DoseRecordsRejected, apply, parse_verified
 
 POLICY = XraySettings(limit_usv=10.0, warning_usv=8.0, allowed_reasons=["intelligence_led"])
 NOW = datetime.now(UTC)

@@ -73,9 +73,7 @@ class XrayFolderDriver(Driver):
         self.counts = {"emitted": 0, "duplicates": 0, "quarantined": 0, "polls": 0, "busy": 0}
 
     def run(self) -> None:
-        from edge.xray.service import current
-
-        self.service = current()
+        self.service = self.ctx.service("xray")  # the daemon's dose ledger (services/xray)
         if self.service is None:
             raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
         for folder in (self.inbox, self.processed, self.quarantine):

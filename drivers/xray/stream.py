@@ -103,14 +103,12 @@ class XrayStreamDriver(Driver):
         self._secret: bytes | None = None
 
     def run(self) -> None:
-        from edge.xray.service import current
-
         if self.config.secret_file is not None:
             self._secret = read_secret(self.config.secret_file)
         else:
             self.ctx.log.warning("xray_stream_unauthenticated", url=self.config.url,
                                  detail="allow_unauthenticated = true: anyone reaching the port can forge scans")
-        self.service = current()
+        self.service = self.ctx.service("xray")  # the daemon's dose ledger (services/xray)
         if self.service is None:
             raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
         delay = self.config.reconnect_min_s

@@ -9,8 +9,9 @@ and ``edge events tail`` take a click-free fast path (``_fast``).
 
 from __future__ import annotations
 
-# name -> "module:attribute"; nothing is imported until the command runs. Driver families add
-# their own groups (turnstile, biometrics, sim, ...) under the ``edge.cli`` entry point.
+# name -> "module:attribute"; nothing is imported until the command runs. Services and driver
+# families add their own groups (gate, xray, messages, turnstile, biometrics, ...) under the
+# ``edge.cli`` entry point: the core names none of them.
 COMMANDS = {
     "run": "edge.cli.run:run",
     "status": "edge.cli.status:status",
@@ -19,15 +20,9 @@ COMMANDS = {
     "audit": "edge.cli.audit:audit",
     "config": "edge.cli.config_cmd:config",
     "drivers": "edge.cli.drivers:drivers",
-    "xray": "edge.cli.xray:xray",
-    "gate": "edge.cli.gate:gate",
-    "learning": "edge.cli.learning:learning",
-    "content-serve": "edge.cli.content_serve:content_serve",
-    "messages": "edge.cli.messages:messages",
     "keys": "edge.cli.keys:keys",
     "cmd": "edge.cli.cmd:cmd",
     "doctor": "edge.cli.doctor:doctor",
-    "central": "edge.cli.central:central",
     "update": "edge.cli.update:update",
 }
 

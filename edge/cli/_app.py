@@ -36,10 +36,10 @@ class LazyGroup(click.Group):
         if not target:
             return super().get_command(ctx, name)
         command = _load(target)
-        if self.plugins and name in self.lazy and isinstance(command, click.Group):
+        if self.plugins and isinstance(command, click.Group):
             from edge.cli import plugin_subcommands
 
-            for sub, where in plugin_subcommands(name).items():  # e.g. a driver's `xray quarantine`
+            for sub, where in plugin_subcommands(name).items():  # e.g. a driver's `xray quarantine` in a service's group
                 command.commands.setdefault(sub, _load(where))
         return command
 

@@ -43,6 +43,8 @@ def _set_log_level(daemon, args: dict[str, Any]) -> dict[str, Any]:
     return {"level": level}
 
 
+#: The core's own commands to target ``edge``; each CommandRouter starts from a copy, and a
+#: service adds its own to that router with ``CommandRouter.add_builtin`` (nothing is shared).
 BUILTINS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
     "ping": _ping,
     "status": _status,
@@ -51,13 +53,13 @@ BUILTINS: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {
 }
 
 
-#: Effect class of each builtin (edge.commands.effects); a subsystem adding a builtin adds its effect.
+#: Effect class of each builtin (edge.commands.effects).
 BUILTIN_EFFECTS: dict[str, str] = {"ping": "observe", "status": "observe", "rebirth": "operate",
                                    "set-log-level": "operate"}
 
 
-def run_builtin(daemon, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    fn = BUILTINS.get(name)
+def run_builtin(daemon, name: str, args: dict[str, Any], builtins=BUILTINS) -> dict[str, Any]:
+    fn = builtins.get(name)
     if fn is None:
-        raise CommandError(f"target 'edge' has no command {name!r}; it has: {', '.join(BUILTINS)}")
+        raise CommandError(f"target 'edge' has no command {name!r}; it has: {', '.join(builtins)}")
     return fn(daemon, args)

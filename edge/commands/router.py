@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from edge.commands.builtin import run_builtin
+from edge.commands.builtin import BUILTIN_EFFECTS, BUILTINS, run_builtin
 from edge.commands.model import EDGE_TARGET, CommandResult
 from edge.commands.seen import SeenIds
 from edge.commands.verify import Accepted, CommandRejected, Verifier
@@ -73,6 +73,7 @@ class CommandRouter:
         self._counts: Counter = Counter()
         self._counts_lock = threading.Lock()  # bumped from the worker, paho's and drivers' threads
         self._rejected: Counter = Counter()
+        self._builtins, self._builtin_effects = dict(BUILTINS), dict(BUILTIN_EFFECTS)  # this daemon's
         self._limiter = _AlarmLimiter(s.commands.rejections_per_minute)
         self._device_topic = topics.cmd(s.site, s.device_id)
         self._site_topic = topics.site_cmd(s.site)
@@ -101,7 +102,7 @@ class CommandRouter:
         seen = SeenIds(s.state_dir, skew_s=s.trust.clock_skew_s, on_clock_back=self._clock_went_back)
         self._verifier = Verifier(
             device=s.device_id, site=s.site, trust=trust, clock_skew_s=s.trust.clock_skew_s,
-            settings=self._settings, seen=seen,
+            settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,
             targets={**{name: r.command_effects for name, r in runners.items()},
                      **{name: effects for name, (_, effects) in self._components.items()}})
         self._thread.start()
@@ -145,6 +146,12 @@ class CommandRouter:
         if self._last_rejection:
             report["last_rejection"] = dict(self._last_rejection)
         return report
+
+    def add_builtin(self, name: str, fn, effect: str) -> None:
+        """A command to target ``edge`` that a service adds to this daemon (a tablet's
+        ``purge_resident``): ``fn(daemon, args) -> dict``; ``effect`` its effect class. Before start()."""
+        self._builtins[name] = fn
+        self._builtin_effects[name] = effect
 
     def register_target(self, name: str, submit, effects=None) -> None:
         """A daemon component that takes commands (the gate policy): before start().
@@ -256,7 +263,7 @@ class CommandRouter:
         started = time.monotonic()
         if cmd.target == EDGE_TARGET:
             try:
-                result = run_builtin(self._daemon, cmd.name, dict(cmd.args))
+                result = run_builtin(self._daemon, cmd.name, dict(cmd.args), self._builtins)
             except CommandError as exc:
                 self._finish(accepted, future, started, error=str(exc))
             else:

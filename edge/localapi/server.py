@@ -6,7 +6,7 @@ and one file route for a single local client; a framework would add an ASGI
 server, an event loop beside our threads, and a larger attack surface on a
 device that must stay small. The socket's file permissions (mode 0660 and the
 UI's group) let only the UI app's user open it; resident routes also need a
-session (edge.residents). Limits: body (413), headers (431), JSON depth (400),
+session (services.residents). Limits: body (413), headers (431), JSON depth (400),
 request and idle timeouts (408), connections and workers (503): see ``_serve``.
 
 Routes are registered by the tablet components (learning, messaging) with

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from edge.testing.fleet_run import run_scenario
+from services.central.fleet_run import run_scenario
 
 
 def add_arguments(parser) -> None:

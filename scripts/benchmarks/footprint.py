@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
 
 
 def _config(root: Path, broker: Mosquitto | None, rate: float) -> dict:
-    from edge.messaging._crypto import generate_seal_keypair
+    from services.messaging._crypto import generate_seal_keypair
 
     _, central_pub, _ = signing.generate_keypair(root / "keys", "central")
     _, seal_pub = generate_seal_keypair(root / "keys", "central-seal")

@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.central._parse import Parsed, parse_into
-from edge.central.db import open_db
 from edge.testing.broker import Mosquitto
 from edge.testing.central import IngestProcess, Publisher, event
+from services.central._parse import Parsed, parse_into
+from services.central.db import open_db
 
 
 def add_arguments(parser) -> None:

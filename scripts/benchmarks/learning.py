@@ -34,7 +34,7 @@ def _bare(uri_port: int, catalog: dict, site: str, nodelay: bool = False) -> flo
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from edge.learning import protocol
+    from services.learning import protocol
 
     got = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-bench", protocol=mqtt.MQTTv5)
@@ -70,10 +70,10 @@ def _bare(uri_port: int, catalog: dict, site: str, nodelay: bool = False) -> flo
 
 def _ours(tmp: Path, port: int, catalog: dict, site: str, concurrency: int) -> float:
     from edge.config import Settings
-    from edge.learning._cache import ContentCache
-    from edge.learning._catalog import Catalog
-    from edge.learning._transfer import Downloader
     from edge.mqtt import MqttLink
+    from services.learning._cache import ContentCache
+    from services.learning._catalog import Catalog
+    from services.learning._transfer import Downloader
 
     settings = Settings(device_id=f"tab-bench-{concurrency}", site=site, role="tablet", state_dir=tmp / "st",
                         mqtt={"brokers": [f"mqtt://127.0.0.1:{port}"]})
@@ -106,9 +106,9 @@ def run(args) -> dict:
     import sys
 
     from edge import logs, signing
-    from edge.learning._link import StandaloneLink
-    from edge.learning.server import ContentServer
     from edge.testing.broker import Mosquitto
+    from services.learning._link import StandaloneLink
+    from services.learning.server import ContentServer
 
     logs.configure("warning", "json", stream=sys.stderr)  # stdout is the one JSON result
     site = "bench"

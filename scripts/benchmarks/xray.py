@@ -33,7 +33,7 @@ class _Rig:
         from edge.config import Settings
         from edge.events import make_event
         from edge.store import Store
-        from edge.xray.service import XrayService
+        from services.xray.service import XrayService
 
         self.settings = Settings(device_id="bench-1", site="bench", role="gate", state_dir=root / "state")
         self.store = Store(self.settings.state_dir, device="bench-1", site="bench")

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from edge import signing
 from edge.commands.build import build_command
-from edge.learning._link import StandaloneLink
 from edge.localapi.client import ApiUnavailable
 from edge.testing.hostile import RAW_VALUES, example_count, hostile_json
+from services.learning._link import StandaloneLink
 from tests._messaging_helpers import Central
 from tests._messaging_helpers import topic as msg_topic
 

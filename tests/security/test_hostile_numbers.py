@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from drivers.xray.contract import EVENT_PAYLOADS as XRAY_PAYLOADS
 from edge.localapi.client import call_json
-from edge.xray.totals import Origin
+from services.xray.totals import Origin
 from tests.test_learning_api import _statement, tablet  # noqa: F401 - the fixture, reused
 
 

@@ -16,12 +16,17 @@ import paho.mqtt.publish as publish
 import pytest
 
 from edge import signing
-from edge.learning import _transfer
-from edge.learning._cache import ContentCache
-from edge.learning._catalog import MAX_CATALOG_BYTES, CatalogKeeper, CatalogRejected, parse_catalog
-from edge.learning._link import StandaloneLink
-from edge.learning.protocol import catalog_topic
 from edge.localapi.client import ApiUnavailable, call_json
+from services.learning import _transfer
+from services.learning._cache import ContentCache
+from services.learning._catalog import (
+    MAX_CATALOG_BYTES,
+    CatalogKeeper,
+    CatalogRejected,
+    parse_catalog,
+)
+from services.learning._link import StandaloneLink
+from services.learning.protocol import catalog_topic
 from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 SITE, DEVICE = "site-1", "tab-1"

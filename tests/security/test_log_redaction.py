@@ -71,7 +71,7 @@ def test_every_secret_kind_in_every_logging_shape_is_redacted(fmt):
 
 
 def test_a_real_tablet_daemon_logs_none_of_the_planted_secrets(mosquitto, edge_daemon, tmp_path):
-    from edge.learning._link import StandaloneLink
+    from services.learning._link import StandaloneLink
 
     central = Central(tmp_path)
     publisher = StandaloneLink(mosquitto.uri, client_id="central").start()

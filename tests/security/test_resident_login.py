@@ -38,7 +38,7 @@ def central(tmp_path):
 
 @pytest.fixture
 def publisher(mosquitto):
-    from edge.learning._link import StandaloneLink
+    from services.learning._link import StandaloneLink
 
     link = StandaloneLink(mosquitto.uri, client_id="central").start()
     yield link

@@ -15,9 +15,9 @@ from drivers.camera.gallery import Gallery
 from drivers.camera.sync import GallerySync
 from edge import sealing, signing
 from edge.config import Settings
-from edge.learning._link import StandaloneLink
 from edge.mqtt import MqttLink
 from edge.testing.collector import Received
+from services.learning._link import StandaloneLink
 from tests._face_helpers import template
 from tests._messaging_helpers import RESIDENT, SITE, Central, topic
 from tests.conftest import FACES

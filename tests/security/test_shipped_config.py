@@ -13,7 +13,7 @@ def _example(role: str):
 
 def test_gate_example_is_safe_as_shipped():
     from drivers.turnstile._commands import EFFECTS as TURNSTILE
-    from edge.gate.commands import EFFECTS as GATE
+    from services.gate.commands import EFFECTS as GATE
 
     s = _example("gate")
     assert s.commands.allow_single_person_override is False
@@ -29,7 +29,7 @@ def test_gate_example_is_safe_as_shipped():
 
 def test_tablet_example_keeps_erase_two_person():
     from edge.commands.builtin import BUILTIN_EFFECTS
-    from edge.tablet import _register_purge
+    from services.tablet import _register_purge
 
     s = _example("tablet")
     assert s.commands.allow_single_person_override is False

@@ -1,0 +1,174 @@
+"""Commands of the ``gate`` target: present, override, mode, status.
+
+They arrive through the command router, signed from central or from the
+local control socket (operator = the peer's user name), and run on the
+engine thread. Arguments are checked with pydantic; a bad one is a
+CommandError naming it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.commands.effects import ByArg
+from edge.driver import parse_command_args
+from edge.errors import CommandError
+from services.gate.approach import Approach
+from services.gate.settings import Direction, Mode
+
+#: Effect class of each gate command (edge.commands.effects). Closing stays one person:
+#: deny, lockdown, out_of_service. Granting, free passage and leaving lockdown need two.
+EFFECTS = {
+    "status": "observe",
+    "present": "operate",  # starts a person's approach: every step of the flow still applies
+    "override": ByArg("action", {"deny": "operate"}),
+    "mode": ByArg("mode", {"lockdown": "operate", "out_of_service": "operate"}),
+}
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
+# What each mode asks of every lane's turnstile. Locking commands are refused by the
+# driver during a fire alarm (the hardware's fail-safe wins); the refusal is recorded.
+_MODE_COMMAND = {"lockdown": "lockdown", "free_passage": "unlock", "out_of_service": "lock", "normal": "lock"}
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PresentArgs(_Args):
+    lane: str
+    booking_id: str | None = Field(default=None, pattern=_ID, description="The presented booking.")
+    subject_id: str | None = Field(default=None, pattern=_ID,
+                                   description="Gallery subject of the booking; default: the booking id.")
+    direction: Direction = "in"
+
+
+class OverrideArgs(_Args):
+    lane: str
+    direction: Direction
+    action: Literal["grant", "deny"]
+    reason: str = Field(min_length=3, max_length=500, description="Why: mandatory for an override.")
+    passes: int = Field(default=1, ge=1, le=255)
+
+
+class ModeArgs(_Args):
+    mode: Mode
+    reason: str = Field(min_length=3, max_length=500)
+
+
+def _parse(model: type[_Args], name: str, args: dict[str, Any]):
+    return parse_command_args(model, f"gate {name}", args)
+
+
+def _who(accepted) -> str:
+    if accepted.operator:
+        return accepted.operator
+    return "central:" + ",".join(accepted.signed_by) if accepted.signed_by else "unknown"
+
+
+def run(engine, name: str, args: dict[str, Any], accepted, future: Future) -> None:
+    """Run one gate command on the engine thread; resolves ``future`` (maybe later)."""
+    if name == "status":
+        future.set_result(engine.status() | {"approaches": [a.summary() for a in engine.approaches.values()]})
+    elif name == "present":
+        future.set_result(_present(engine, _parse(PresentArgs, name, args)))
+    elif name == "override":
+        _override(engine, _parse(OverrideArgs, name, args), accepted, future)
+    elif name == "mode":
+        a = _parse(ModeArgs, name, args)
+        apply_mode(engine, a.mode, a.reason, _who(accepted), accepted.command.id, future)
+    else:
+        raise CommandError(f"gate has no command {name!r}; it has: present, override, mode, status")
+
+
+def _lane(engine, name: str):
+    if name not in engine.lanes:
+        raise CommandError(f"no gate lane named {name!r}; lanes: {', '.join(engine.lanes) or 'none'}")
+    return engine.lanes[name]
+
+
+def _present(engine, a: PresentArgs) -> dict[str, Any]:
+    lane = _lane(engine, a.lane)
+    role = "visitor" if a.booking_id else "any"
+    flow = lane.flow(a.direction, role)
+    if flow is None:
+        have = ", ".join(f"{f.direction}/{f.role}" for f in lane.flows)
+        raise CommandError(f"lane {a.lane} has no flow for {a.direction}/{role} (it has: {have}); "
+                           + ("present a booking" if role == "any" else "add the flow to [gate.lanes]"))
+    busy = engine.approaches.get(a.lane)
+    if busy is not None:
+        raise CommandError(f"lane {a.lane} is busy with approach {busy.id} ({busy.state}, step "
+                           f"{busy.step.kind if busy.step else '-'}); wait, or decide it with `edge gate override`")
+    ap = engine.begin(Approach(a.lane, a.direction, role, flow, subject=a.subject_id or a.booking_id,
+                               booking_id=a.booking_id, started_by="present"))
+    decided = engine.approaches.get(a.lane) is not ap
+    return {"approach_id": ap.id, "lane": a.lane, "state": "decided" if decided else ap.state,
+            "decision": engine.last_decision if decided else None}
+
+
+def _override(engine, a: OverrideArgs, accepted, future: Future) -> None:
+    _lane(engine, a.lane)
+    override = {"operator": _who(accepted), "reason": a.reason, "origin": accepted.origin,
+                "command_id": accepted.command.id}
+    ap = engine.approaches.get(a.lane)
+    if ap is not None and ap.direction != a.direction:
+        raise CommandError(f"lane {a.lane} has an approach going {ap.direction!r} ({ap.id}); "
+                           f"override it with --dir {ap.direction}")
+    if a.action == "deny":
+        if ap is None:
+            ap = Approach(a.lane, a.direction, "officer", None, started_by="override")
+        engine.decide(ap, "deny", "officer_override", a.reason, override=override)
+        if a.lane in engine.passing:  # a grant is open at the lane: withdraw it
+            engine.send(engine.lanes[a.lane].turnstile, "deny", engine.address(a.lane), "officer withdrew the grant",
+                        lambda r: None)
+            engine.passed(a.lane, None, f"grant withdrawn by {override['operator']}: {a.reason}")
+        future.set_result(engine.last_decision)
+        return
+    if engine.mode["mode"] == "lockdown":
+        raise CommandError("the gate is in lockdown: no grants at all; leave lockdown first "
+                           "(edge gate mode normal --reason ...)")
+    if ap is not None and ap.state == "granting":
+        raise CommandError(f"lane {a.lane} is already opening for approach {ap.id}")
+    if ap is None:
+        ap = Approach(a.lane, a.direction, "officer", None, started_by="override")
+        engine.approaches[a.lane] = ap
+    timeout = _grant_timeout(engine, a.lane, a.direction)
+    engine.grant(ap, a.passes, timeout, override=override, future=future)
+
+
+def _grant_timeout(engine, lane_name: str, direction: str) -> int:
+    for flow in engine.lanes[lane_name].flows:
+        if flow.direction == direction:
+            return int(flow.steps[-1].timeout_s)
+    return 10
+
+
+def apply_mode(engine, mode: str, reason: str | None, set_by: str, command_id: str | None = None,
+               future: Future | None = None) -> None:
+    """Persist the mode, close approaches it forbids, and set every lane's turnstile accordingly."""
+    previous = engine.mode["mode"]
+    if set_by != "restart":
+        engine.state.set_mode(mode, set_by, reason)
+        engine.mode = {"mode": mode, "set_by": set_by, "reason": reason}
+    if mode in ("lockdown", "out_of_service"):
+        for ap in list(engine.approaches.values()):
+            engine.decide(ap, "deny", mode, f"the gate went into {mode}: {reason}")
+    results: dict[str, Any] = {}
+    lanes = list(engine.lanes)
+    command = "release" if previous == "lockdown" and mode == "normal" else _MODE_COMMAND[mode]
+
+    def collect(lane: str, result: dict[str, Any]) -> None:
+        results[lane] = {"command": command, "status": result.get("status"), "detail": result.get("detail"),
+                         "emergency": engine.emergency.get(lane, False)}
+        if len(results) == len(lanes):
+            body = {"mode": mode, "previous": previous, "set_by": set_by, "reason": reason,
+                    "command_id": command_id, "online": engine.online, "lanes": results}
+            engine.emit("gate.mode", body, "alarm" if mode == "lockdown" else "normal")
+            if future is not None and not future.done():
+                future.set_result(body)
+
+    for lane in lanes:
+        engine.send(engine.lanes[lane].turnstile, command, engine.address(lane), f"gate mode {mode}",
+                    lambda r, lane=lane: collect(lane, r))

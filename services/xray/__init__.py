@@ -1,0 +1,66 @@
+"""Body-scanner policy shared by the daemon, the CLI and the gate: dose ledger and lawful-scan rule.
+
+The scanner adapters live in ``drivers/xray``; this package holds what must
+work without a driver running: ``ledger.DoseLedger`` (per-person rolling dose,
+offline, reconciled with central) and ``check_subject`` for the gate policy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.xray.ledger import DoseCheck
+
+__all__ = ["check_subject"]
+
+
+def check_subject(settings, subject: str, service=None) -> DoseCheck:
+    """May ``subject`` be scanned now? What the gate policy asks before a scan.
+
+    ``DoseCheck.allowed`` is False at or over the site's limit (``reason`` says
+    why, for the operator). Works offline and without the daemon: inside it,
+    the running x-ray service (``service``, the daemon's) answers; elsewhere the ledger file is read, unless
+    the running daemon says its ledger worker is down: then the answer is
+    "cannot decide" (``decided`` False, refused), never a total that may miss scans.
+    """
+    from services.xray.ledger import DoseLedger, cannot_decide
+
+    if service is not None:
+        return service.check(subject)
+    down = _daemon_ledger_down(settings.state_dir)
+    if down is not None:
+        return cannot_decide(subject, down)
+    ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, readonly=True)
+    try:
+        return ledger.check(subject)
+    finally:
+        ledger.close()
+
+
+def _daemon_ledger_down(state_dir) -> str | None:
+    """Why the running daemon's dose ledger cannot be trusted now, or None (running, or no daemon)."""
+    import json
+
+    try:
+        status = json.loads((state_dir / "status.json").read_text())
+        pid = int(status["pid"])
+        if not status.get("running"):
+            return None
+        _alive(pid)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no daemon running: the ledger file is the whole truth
+    xray = (status.get("components") or {}).get("xray")
+    if isinstance(xray, dict) and xray.get("status") == "down":
+        return "the daemon's dose ledger is not running (edge status: xray down)"
+    return None
+
+
+def _alive(pid: int) -> None:
+    """Raise ProcessLookupError unless the daemon that wrote the status file still runs."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return  # alive, under another user
