@@ -2,10 +2,11 @@
 
 ``scripts/gen_asyncapi.py`` turns ``CHANNELS`` into docs/asyncapi.json
 (AsyncAPI 3.0) and a test fails when the committed document drifts from the
-models. The core's own topics are listed here; a service or driver family with
-topics or event types of its own registers them under the ``edge.channels`` and
-``edge.event_payloads`` entry points, and they join ``CHANNELS`` and
-``EVENT_PAYLOADS`` without the core importing it.
+models. The events, state and command topics are listed here; whatever has topics
+or event types of its own (a service, a driver family, and the core's trust and
+update parts too, which build on this module) registers them under the
+``edge.channels`` and ``edge.event_payloads`` entry points, and they join
+``CHANNELS`` and ``EVENT_PAYLOADS`` without this module importing them.
 
 Directions are from the device's point of view, as AsyncAPI 3.0 describes one
 application: ``send`` = the device publishes (central subscribes), ``receive``
@@ -296,13 +297,6 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
 }
 
 
-def _core_payloads() -> dict[str, type[BaseModel]]:
-    from edge.trust.contract import EVENT_PAYLOADS as trust
-    from edge.update.contract import EVENT_PAYLOADS as update
-
-    return {**trust, **update}
-
-
 def _registered_payloads() -> dict[str, type[BaseModel]]:
     """Payload models a service or driver family registers under the ``edge.event_payloads`` entry
     point (``"name" = "package.contract:EVENT_PAYLOADS"``): documented without the core importing it."""
@@ -314,15 +308,7 @@ def _registered_payloads() -> dict[str, type[BaseModel]]:
     return found
 
 
-EVENT_PAYLOADS.update(_core_payloads())
 EVENT_PAYLOADS.update(_registered_payloads())
-
-
-def _core_channels() -> list[Channel]:
-    from edge.trust.contract import channels as trust_channels
-    from edge.update.contract import channels as update_channels
-
-    return trust_channels() + update_channels()
 
 
 def _registered_channels() -> list[Channel]:
@@ -333,4 +319,4 @@ def _registered_channels() -> list[Channel]:
             for channel in ep.load()()]
 
 
-CHANNELS.extend(_core_channels() + _registered_channels())
+CHANNELS.extend(_registered_channels())

@@ -2,7 +2,7 @@
 
 A driver owns one device (or one simulated device). It gets a validated config
 and a ``DriverContext``; it reports what happens with ``ctx.emit(...)`` and
-never touches the store, MQTT or other drivers. The supervisor runs ``run()``
+never touches the store, MQTT or any other driver. The supervisor runs ``run()``
 in a thread of its own, restarts it with backoff when it raises, and calls
 ``handle()`` from that driver's command thread.
 
@@ -91,7 +91,7 @@ class DriverContext:
 
 
 class Driver:
-    """Base class of drivers. Override ``run``; optionally ``handle`` and ``health``."""
+    """Base class of every driver. Override ``run``; optionally ``handle`` and ``health``."""
 
     Config: ClassVar[type[DriverConfig]] = DriverConfig
     #: Effect class of each command ``handle`` accepts (edge.commands.effects): observe,

@@ -292,7 +292,7 @@ def generate_keypair(folder: str | os.PathLike, name: str, roles: Iterable[str] 
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edge.trust import ROLES, write_roles
+    from edge.trust.roles import ROLES, write_roles
 
     private = Ed25519PrivateKey.generate()
     key_path, pub_path = write_pem_keypair(folder, name, private)

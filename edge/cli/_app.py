@@ -10,7 +10,7 @@ import importlib
 
 import click
 
-from edge.cli import COMMANDS
+from edge.cli._commands import COMMANDS
 
 
 class LazyGroup(click.Group):
@@ -23,7 +23,7 @@ class LazyGroup(click.Group):
         self.plugins = plugins
 
     def _plugin_commands(self) -> dict[str, str]:
-        from edge.cli import plugin_commands
+        from edge.cli._commands import plugin_commands
 
         return plugin_commands() if self.plugins else {}
 
@@ -37,7 +37,7 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, name)
         command = _load(target)
         if self.plugins and isinstance(command, click.Group):
-            from edge.cli import plugin_subcommands
+            from edge.cli._commands import plugin_subcommands
 
             for sub, where in plugin_subcommands(name).items():  # e.g. a driver's `xray quarantine` in a service's group
                 command.commands.setdefault(sub, _load(where))

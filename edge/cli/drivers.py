@@ -7,12 +7,12 @@ import click
 from edge.cli._common import json_option, output
 
 
-@click.group()
-def drivers() -> None:
+@click.group("drivers")
+def drivers_group() -> None:
     """Installed driver kinds and configured driver instances."""
 
 
-@drivers.command("list")
+@drivers_group.command("list")
 @json_option
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
@@ -48,7 +48,7 @@ def _configured(path):
     return settings.state_dir, [(d.name, d.kind) for d in settings.drivers]
 
 
-@drivers.command("test")
+@drivers_group.command("test")
 @click.argument("name")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the answer.")
 @json_option

@@ -14,7 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from edge.doctor import Check
+from edge.doctor.check import Check
 
 _TIMEOUT_S = 5.0
 _CERT_WARN_DAYS = 7

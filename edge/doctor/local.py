@@ -8,7 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from edge.doctor import Check
+from edge.doctor.check import Check
 from edge.doctor.trust import check_packages, check_trust  # noqa: F401 (run_checks finds them here)
 
 _MIN_FREE_BYTES = 64 * 1024 * 1024

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge.doctor import Check
+from edge.doctor.check import Check
 
 #: Packages whose version decides whether a known vulnerability is present.
 SECURITY_PACKAGES = ("cryptography", "paho-mqtt", "pydantic", "pydicom", "pyserial", "structlog")

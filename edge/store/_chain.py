@@ -14,8 +14,6 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.store import _dropruns
-
 GENESIS = bytes(32)
 _LAST = "last"  # drop runs (schema v3); older stores have single drop records only
 
@@ -37,6 +35,13 @@ def load_key(state_dir: Path, legacy: Path | None = None) -> bytes:
 
 def mac(key: bytes, label: bytes, seq: int, digest: bytes) -> bytes:
     return hmac.new(key, label + seq.to_bytes(8, "big") + digest, hashlib.sha256).digest()
+
+
+def drop_label(reason: str, first: int, last: int | None) -> tuple[bytes, int]:
+    """(MAC label, MAC seq) of a drop record: a run is signed over its first and last seq."""
+    if last is None or last == first:
+        return reason.encode(), first
+    return f"{reason}:{first}".encode(), last
 
 
 def _signed(key: bytes, label: bytes, seq, digest, tag) -> bool:
@@ -90,7 +95,7 @@ def verify(conn: sqlite3.Connection, key: bytes, progress=None) -> VerifyReport:
             digest, reason, tag, last = dropped.pop(expected)
             if not isinstance(reason, str) or not (isinstance(last, int) or last is None):
                 return fail(f"seq {expected}: drop record has a bad signature", expected)
-            label, tag_seq = _dropruns.label(reason, expected, last)
+            label, tag_seq = drop_label(reason, expected, last)
             if not _signed(key, label, tag_seq, digest, tag):
                 return fail(f"seq {expected}: drop record has a bad signature", expected)
             prev, expected = digest, (last or expected) + 1

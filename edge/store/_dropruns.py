@@ -19,13 +19,6 @@ from edge.store import _chain
 SCHEMA = "ALTER TABLE dropped ADD COLUMN last INTEGER"  # migration v3
 
 
-def label(reason: str, first: int, last: int | None) -> tuple[bytes, int]:
-    """(MAC label, MAC seq) of a drop record: a run is signed over its first and last seq."""
-    if last is None or last == first:
-        return reason.encode(), first
-    return f"{reason}:{first}".encode(), last
-
-
 def record(conn: sqlite3.Connection, key: bytes, rows: list[tuple], reason: str, at: float) -> None:
     """Record removed ``rows`` ((seq, hash, type, priority, size), ascending seq) as runs,
     extending a run of the same reason that ends right before."""
@@ -37,7 +30,7 @@ def record(conn: sqlite3.Connection, key: bytes, rows: list[tuple], reason: str,
         if before is not None and before[1] == first - 1 and before[2] == reason:
             first = before[0]
             conn.execute("DELETE FROM dropped WHERE seq = ?", (first,))
-        tag_label, tag_seq = label(reason, first, last)
+        tag_label, tag_seq = _chain.drop_label(reason, first, last)
         conn.execute("INSERT INTO dropped (seq, hash, type, priority, reason, at, mac, last) "
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      (first, digest, type_, priority, reason, at, _chain.mac(key, tag_label, tag_seq, digest),

@@ -16,14 +16,7 @@ roles file (see ``_anchors``).
 
 from __future__ import annotations
 
-from edge.trust._anchors import (
-    ROLES,
-    Anchor,
-    TrustAnchorError,
-    load_anchors,
-    read_anchor,
-    write_roles,
-)
+from edge.trust._anchors import Anchor, TrustAnchorError, load_anchors, read_anchor
 from edge.trust._store import (
     DOCUMENT_ROLES,
     RoleKeys,
@@ -32,6 +25,7 @@ from edge.trust._store import (
     role_for,
     store_for_keys,
 )
+from edge.trust.roles import ROLES, write_roles
 
 REVOCATIONS_FILE = "trust/revocations.json"
 

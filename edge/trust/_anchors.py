@@ -23,9 +23,7 @@ from pathlib import Path
 from edge.errors import ConfigError
 from edge.pem import raw_public_key
 from edge.signing import TrustedKey, key_id
-
-ROLES = ("command", "catalog", "gallery", "directory", "config", "update")
-ROLES_SUFFIX = ".json"
+from edge.trust.roles import ROLES, roles_path
 
 
 class TrustAnchorError(ConfigError):
@@ -46,10 +44,6 @@ class Anchor:
     def as_dict(self) -> dict:
         return {"key_id": self.key_id, "fingerprint": self.fingerprint, "path": self.path,
                 "roles": sorted(self.roles), "expires": self.expires.isoformat() if self.expires else None}
-
-
-def roles_path(key_path: str | os.PathLike) -> Path:
-    return Path(f"{key_path}{ROLES_SUFFIX}")
 
 
 def load_anchors(paths) -> dict[str, Anchor]:
@@ -157,23 +151,3 @@ def _read_roles(key_path: Path, kid: str) -> tuple[frozenset[str], datetime | No
             raise TrustAnchorError([f"roles file {path.name}: expires needs a timezone (…Z)"])
         expires = expires.astimezone(UTC)
     return frozenset(doc["roles"]), expires
-
-
-def write_roles(key_path: str | os.PathLike, roles, *, expires: datetime | None = None,
-                kid: str | None = None) -> Path:
-    """Write the roles file of a public key (mode 0640)."""
-    unknown = [r for r in roles if r not in ROLES]
-    if unknown:
-        raise ValueError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
-    doc: dict = {"roles": sorted(set(roles))}
-    if kid:
-        doc["key_id"] = kid
-    if expires is not None:
-        doc["expires"] = expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    path = roles_path(key_path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-        f.write("\n")
-    os.chmod(path, 0o640)
-    return path

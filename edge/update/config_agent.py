@@ -15,10 +15,12 @@ import shutil
 import threading
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from edge._fs import atomic_write
 from edge.update import health
@@ -85,7 +87,7 @@ class RemoteConfigAgent:
     def _handle(self, raw: bytes) -> None:
         record = rc.read_record(self.state_dir)
         try:
-            doc, new = rc.validate(raw, self.trusted, data=self._local, record=record, skew_s=self.skew_s)
+            doc, new = validate(raw, self.trusted, data=self._local, record=record, skew_s=self.skew_s)
         except rc.ConfigRefused as exc:
             self._refused(exc, raw, record)
             return
@@ -206,3 +208,26 @@ class RemoteConfigAgent:
         log.error("remote_config_rolled_back", version=version, reason=reason)
         if restart:
             self._daemon.request_restart(f"remote config {version} rolled back")
+
+
+def validate(raw: bytes | str, trusted, *, data: dict[str, Any], record: dict, skew_s: float,
+             now: datetime | None = None) -> tuple[rc.ConfigDocument, Any]:
+    """Every check of a new document, in order; returns it and the merged, validated Settings.
+    (Here, not in remote_config: reading the accepted document at load time needs no Settings.)"""
+    from edge.config import Settings, _driver_option_errors, _error_lines
+
+    doc = rc.open_document(raw, trusted, site=data.get("site"), device=data.get("device_id"))
+    rc.check_time(doc, skew_s, now or datetime.now(UTC))
+    if doc.version <= record.get("applied", 0) or doc.version in record.get("failed", []):
+        raise rc.ConfigRefused("replayed", f"version {doc.version} is not newer than the applied "
+                            f"{record.get('applied', 0)} (or was rolled back)")
+    rc.check_allowed(doc)
+    merged = rc.merge(data, doc.settings)
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise rc.ConfigRefused("invalid", "; ".join(_error_lines(exc))[:400]) from None
+    problems = _driver_option_errors(list(enumerate(settings.drivers)))
+    if problems:
+        raise rc.ConfigRefused("invalid", "; ".join(problems)[:400])
+    return doc, settings

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import EdgeError
 
@@ -97,13 +97,14 @@ def write_record(state_dir: Path, record: dict) -> None:
 
 def affected(keys: list[str]) -> tuple[set[str], bool]:
     """(driver names to restart, whether the daemon itself must restart)."""
-    drivers, daemon = set(), False
+    restart, daemon = set(), False
     for key in keys:
-        if key.startswith("drivers."):
-            drivers.add(key.split(".")[1])
+        section, _, rest = key.partition(".")
+        if section == "drivers":
+            restart.add(rest.split(".")[0])
         else:
             daemon = True
-    return drivers, daemon
+    return restart, daemon
 
 
 def merge(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -124,14 +125,14 @@ def merge(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_allowed(doc: ConfigDocument) -> None:
+def check_allowed(doc: ConfigDocument) -> None:
     for key in doc.settings:
         if not any(fnmatch.fnmatchcase(key, pattern) for pattern in REMOTE_KEYS) or key.count(".") > 2:
             raise ConfigRefused("not_allowed", f"{key!r} may not be changed remotely; allowed: "
                                 f"{', '.join(REMOTE_KEYS)}")
 
 
-def _check_time(doc: ConfigDocument, skew_s: float, now: datetime) -> None:
+def check_time(doc: ConfigDocument, skew_s: float, now: datetime) -> None:
     if now > doc.expires_at:
         raise ConfigRefused("expired", f"expired at {doc.expires_at.isoformat()}")
     if doc.issued_at - timedelta(seconds=skew_s) > now:
@@ -149,28 +150,6 @@ def open_document(raw: bytes | str, trusted, *, site: str, device: str) -> Confi
     if doc.device is not None and doc.device != device:
         raise ConfigRefused("wrong_device", f"addressed to device {doc.device!r}, this is {device!r}")
     return doc
-
-
-def validate(raw: bytes | str, trusted, *, data: dict[str, Any], record: dict, skew_s: float,
-             now: datetime | None = None) -> tuple[ConfigDocument, Any]:
-    """Every check, in order; returns the document and the merged, validated Settings."""
-    from edge.config import Settings, _driver_option_errors, _error_lines
-
-    doc = open_document(raw, trusted, site=data.get("site"), device=data.get("device_id"))
-    _check_time(doc, skew_s, now or datetime.now(UTC))
-    if doc.version <= record.get("applied", 0) or doc.version in record.get("failed", []):
-        raise ConfigRefused("replayed", f"version {doc.version} is not newer than the applied "
-                            f"{record.get('applied', 0)} (or was rolled back)")
-    _check_allowed(doc)
-    merged = merge(data, doc.settings)
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        raise ConfigRefused("invalid", "; ".join(_error_lines(exc))[:400]) from None
-    problems = _driver_option_errors(list(enumerate(settings.drivers)))
-    if problems:
-        raise ConfigRefused("invalid", "; ".join(problems)[:400])
-    return doc, settings
 
 
 def overlay(config_path: Path, data: dict[str, Any]) -> dict[str, Any]:

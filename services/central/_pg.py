@@ -17,8 +17,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
 from services.central import _migrate
+from services.central._base import CentralDb, DbError, retrying
 from services.central._parse import EVENT_COLUMNS, Parsed
-from services.central.db import CentralDb, DbError, retrying
 
 _COLS = ", ".join(EVENT_COLUMNS)
 _STAGING = ("CREATE TEMP TABLE IF NOT EXISTS staging_events "

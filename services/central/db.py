@@ -9,9 +9,7 @@ event id and on (device, store, seq); a duplicate is counted, never an error.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,25 +17,12 @@ from typing import Any
 import structlog
 
 from services.central import _migrate
+from services.central._base import DEVICE_COLUMNS, GAPS_SQL, CentralDb, DbError, iso, retrying
 from services.central._parse import EVENT_COLUMNS, Parsed
 
 log = structlog.get_logger("edge.central.db")
 
-GAPS_SQL = """
-SELECT device, store, seq + 1 AS first_missing, next_seq - 1 AS last_missing
-FROM (SELECT device, store, seq,
-             LEAD(seq) OVER (PARTITION BY device, store ORDER BY seq) AS next_seq
-      FROM events {where}) AS t
-WHERE next_seq > seq + 1
-ORDER BY device, store, first_missing
-"""
-DEVICE_COLUMNS = ("device", "site", "role", "version", "store", "online", "boot_seq", "started_at",
-                  "state_at", "offline_reason", "last_seen")
-
-
-class DbError(RuntimeError):
-    """The central database refused or failed a write or a query."""
-
+__all__ = ["DEVICE_COLUMNS", "GAPS_SQL", "CentralDb", "DbError", "SqliteDb", "open_db", "retrying"]
 
 def open_db(url: str, **kwargs) -> CentralDb:
     if url.startswith(("postgresql://", "postgres://")):
@@ -46,92 +31,6 @@ def open_db(url: str, **kwargs) -> CentralDb:
         return PgDb(url, **kwargs)
     path = url.removeprefix("sqlite://") if url.startswith("sqlite://") else url
     return SqliteDb(Path(path))
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat(timespec="microseconds") if isinstance(value, datetime) else value
-
-
-class CentralDb:
-    """What the ingest and the tools need from a database (both dialects)."""
-
-    dialect = "?"
-
-    def migrate(self) -> list[str]:
-        raise NotImplementedError
-
-    def write(self, parsed: Parsed) -> tuple[int, int]:
-        """Store a batch atomically; (events inserted, duplicates ignored)."""
-        raise NotImplementedError
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    # -- reads shared by both dialects -------------------------------------------
-
-    def devices(self) -> list[dict[str, Any]]:
-        rows = self.query(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY site, device")
-        out = []
-        for row in rows:
-            d = dict(zip(DEVICE_COLUMNS, (_iso(v) for v in row), strict=True))
-            d["online"] = None if d["online"] is None else bool(d["online"])
-            out.append(d)
-        return out
-
-    def gaps(self, device: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE device = %s", (device,)) if device else ("", ())
-        rows = self.query(GAPS_SQL.format(where=where), params)
-        return [{"device": r[0], "store": r[1], "first_missing": r[2], "last_missing": r[3],
-                 "missing": r[3] - r[2] + 1} for r in rows]
-
-    def events(self, device: str | None, since: datetime | None, limit: int) -> list[dict[str, Any]]:
-        cond, params = [], []
-        if device:
-            cond.append("device = %s")
-            params.append(device)
-        if since:
-            cond.append("ts >= %s")
-            params.append(self._ts(since))
-        where = f"WHERE {' AND '.join(cond)}" if cond else ""
-        rows = self.query(f"SELECT id, device, site, store, seq, type, priority, ts, received_at, body "
-                          f"FROM events {where} ORDER BY ts, device, seq LIMIT %s", (*params, limit))
-        return [dict(zip(EVENT_COLUMNS, (_iso(v) for v in r), strict=True)) for r in rows]
-
-    # -- commands waiting for a second signature ---------------------------------
-
-    def propose(self, doc: dict[str, Any]) -> None:
-        """Keep a signed command for its second signer; the same id with other content is refused."""
-        body, now = json.dumps(doc, sort_keys=True), self._ts(datetime.now(UTC))
-        known = self.query("SELECT doc FROM proposals WHERE id = %s", (doc["id"],))
-        if known and json.loads(known[0][0]) != doc:
-            raise DbError(f"a different command with id {doc['id']} is already proposed")
-        if not known:
-            self.query("INSERT INTO proposals (id, doc, signatures, proposed_at, updated_at) "
-                       "VALUES (%s, %s, %s, %s, %s) RETURNING id", (doc["id"], body, len(doc["signatures"]), now, now))
-
-    def cosigned(self, doc: dict[str, Any]) -> None:
-        """Store the command with its added signature (same id, same content underneath)."""
-        self.query("UPDATE proposals SET doc = %s, signatures = %s, updated_at = %s WHERE id = %s RETURNING id",
-                   (json.dumps(doc, sort_keys=True), len(doc["signatures"]), self._ts(datetime.now(UTC)), doc["id"]))
-
-    def proposals(self) -> list[dict[str, Any]]:
-        rows = self.query("SELECT doc, signatures, proposed_at, updated_at FROM proposals ORDER BY proposed_at")
-        return [{**json.loads(doc), "_signatures": n, "_proposed_at": _iso(p), "_updated_at": _iso(u)}
-                for doc, n, p, u in rows]
-
-    def proposal(self, command_id: str) -> dict[str, Any] | None:
-        rows = self.query("SELECT doc FROM proposals WHERE id = %s", (command_id,))
-        return json.loads(rows[0][0]) if rows else None
-
-    def totals(self) -> dict[str, int]:
-        events, devices = self.query("SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM devices)")[0]
-        return {"events": events, "devices": devices}
-
-    def _ts(self, value: datetime) -> Any:
-        return value
 
 
 class SqliteDb(CentralDb):
@@ -158,7 +57,7 @@ class SqliteDb(CentralDb):
                 for stmt in _migrate.statements(sql):
                     c.execute(stmt)
                 c.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                          (version, name, _iso(datetime.now(UTC))))
+                          (version, name, iso(datetime.now(UTC))))
                 done.append(name)
             c.execute("COMMIT")
         except BaseException:
@@ -173,11 +72,11 @@ class SqliteDb(CentralDb):
             before = c.total_changes
             c.executemany(f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)}) VALUES "
                           f"({', '.join('?' * len(EVENT_COLUMNS))})",
-                          [(*r[:7], _iso(r[7]), _iso(r[8]), r[9]) for r in parsed.events])
+                          [(*r[:7], iso(r[7]), iso(r[8]), r[9]) for r in parsed.events])
             inserted = c.total_changes - before
             self._devices(parsed)
             c.executemany("INSERT INTO rejects (received_at, topic, reason, payload) VALUES (?, ?, ?, ?)",
-                          [(_iso(datetime.now(UTC)), *r) for r in parsed.rejects])
+                          [(iso(datetime.now(UTC)), *r) for r in parsed.rejects])
             c.execute("COMMIT")
         except sqlite3.Error as exc:
             if c.in_transaction:
@@ -190,7 +89,7 @@ class SqliteDb(CentralDb):
         for device, (site, seen) in sorted(parsed.last_seen.items()):
             c.execute("INSERT INTO devices (device, site, last_seen) VALUES (?, ?, ?) ON CONFLICT (device) "
                       "DO UPDATE SET last_seen = max(COALESCE(devices.last_seen, ''), excluded.last_seen)",
-                      (device, site, _iso(seen)))
+                      (device, site, iso(seen)))
         for s in parsed.states:
             c.execute(
                 "INSERT INTO devices (device, site, role, version, store, online, boot_seq, started_at, "
@@ -202,7 +101,7 @@ class SqliteDb(CentralDb):
                 "WHERE devices.boot_seq IS NULL OR excluded.boot_seq >= devices.boot_seq "
                 "OR excluded.store IS NOT devices.store",
                 (s["device"], s["site"], s["role"], s["version"], s["store"], int(s["online"]), s["boot_seq"],
-                 _iso(s["started_at"]), _iso(s["state_at"]), s["offline_reason"]))
+                 iso(s["started_at"]), iso(s["state_at"]), s["offline_reason"]))
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:
@@ -211,20 +110,7 @@ class SqliteDb(CentralDb):
             raise DbError(f"sqlite {self.path}: {exc}") from exc
 
     def _ts(self, value: datetime) -> Any:
-        return _iso(value.astimezone(UTC))
+        return iso(value.astimezone(UTC))
 
     def close(self) -> None:
         self._conn.close()
-
-
-def retrying(fn, what: str, attempts: int = 5):
-    """Run ``fn`` again after a transient conflict (deadlock between ingest processes)."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except DbError as exc:
-            if not getattr(exc, "transient", False) or attempt == attempts - 1:
-                raise
-            log.warning("central_db_retry", what=what, attempt=attempt + 1, error=str(exc)[:200])
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
