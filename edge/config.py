@@ -33,7 +33,8 @@ class _Section(BaseModel):
 
 
 class LoggingSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log lines written.")
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto: JSON lines unless stdout is a terminal."
     )
@@ -47,27 +48,39 @@ class StoreSettings(_Section):
     retention_hours: float = Field(default=72.0, ge=0, le=24 * 3650, description="How long acked events stay for tail/audit.")
     retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0, le=2**40, description="Acked events kept at most.")
     batch_max: int = Field(default=2000, ge=1, le=100_000, description="Events per group commit at most.")
-    maintenance_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    maintenance_interval_s: float = Field(default=60.0, gt=0, le=86400,
+                                          description="How often acks are folded in, retention applies "
+                                                      "and freed pages go back to the disk.")
 
 
 class MqttSettings(_Section):
     brokers: list[str] = Field(default_factory=list, description="Tried in turn: mqtt://host:port, mqtts://host:port.")
-    protocol: Literal["5", "3.1.1"] = "5"
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version; 5 keeps a persistent "
+                                                                   "session with an expiry.")
     client_id: str | None = Field(default=None, description="Defaults to the device_id.")
-    ca_file: InputFile | None = None
-    cert_file: InputFile | None = None
-    key_file: InputFile | None = None
-    tls_verify_hostname: bool = True
-    username: str | None = None
+    ca_file: InputFile | None = Field(default=None, description="CA certificates (PEM) the broker's "
+                                      "certificate must chain to; default: the system's.")
+    cert_file: InputFile | None = Field(default=None, description="This device's certificate (PEM) for "
+                                        "mutual TLS: its identity at the broker. Set with key_file.")
+    key_file: InputFile | None = Field(default=None, description="The private key of cert_file (PEM).")
+    tls_verify_hostname: bool = Field(
+        default=True, description="The broker's certificate must name the host of its URI. DANGEROUS "
+                                  "when false: any server certificate the CA signed can then stand in "
+                                  "for the broker.")
+    username: str | None = Field(default=None, description="User name at the broker, for password "
+                                                           "login (with password_file).")
     password_file: InputFile | None = Field(default=None, description="Password is read from this file, never from TOML.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive: the broker "
+                             "drops a connection silent for 1.5 times this.")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=SESSION_EXPIRY_MAX_S,
                                   description="MQTT 5 session expiry: a 32-bit number of seconds.")
-    batch_max_events: int = Field(default=500, ge=1, le=100_000)
+    batch_max_events: int = Field(default=500, ge=1, le=100_000, description="Events per published batch at most.")
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024, le=MQTT_PACKET_MAX,
                                  description="Lowered to the broker's maximum packet size when it announces one.")
-    inflight: int = Field(default=32, ge=1, le=65535)
-    backoff_min_s: float = Field(default=0.5, gt=0, le=3600)
+    inflight: int = Field(default=32, ge=1, le=65535, description="Messages (batches) waiting for their "
+                                                                "PUBACK at most.")
+    backoff_min_s: float = Field(default=0.5, gt=0, le=3600, description="First wait before reconnecting "
+                                 "after a refusal; it doubles with each refusal up to backoff_max_s.")
     backoff_max_s: float = Field(default=60.0, gt=0, le=3600,
                                  description="After refusals; an unreachable broker is retried within 10 s.")
 
@@ -108,8 +121,10 @@ class TrustSettings(_Section):
 
 
 class SupervisorSettings(_Section):
-    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
-    backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600, description="A crashed driver is "
+                                     "restarted after up to this; the wait doubles with each crash in a row.")
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600, description="Longest wait before restarting "
+                                                                        "a driver that keeps crashing.")
     stop_timeout_s: float = Field(default=5.0, gt=0, le=600, description="Wait this long for a driver to stop.")
 
 
@@ -117,8 +132,9 @@ class DriverEntry(BaseModel):
     """One [[drivers]] table: name and kind here; the rest is the driver's own options."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=_NAME)
-    kind: str
+    name: str = Field(pattern=_NAME, description="Unique on the device: commands, event sources and "
+                                                 "gate lanes name the driver by it.")
+    kind: str = Field(description="The driver kind (see Driver options; `edge drivers list`).")
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -129,10 +145,13 @@ class CoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
-    device_id: str = Field(pattern=_NAME)
-    site: str = Field(pattern=_NAME)
-    role: Literal["gate", "tablet"]
-    state_dir: Path = Path("/var/lib/edge")
+    device_id: str = Field(pattern=_NAME, description="This device's id, in its MQTT topics "
+                                                      "(`edge/v1/<site>/<device_id>/...`) and every event.")
+    site: str = Field(pattern=_NAME, description="The site (prison) the device belongs to, in its MQTT topics.")
+    role: Literal["gate", "tablet"] = Field(description="gate: the gate policy over its drivers; tablet: "
+                                                        "the learning and messaging caches and the UI's API.")
+    state_dir: Path = Field(default=Path("/var/lib/edge"), description="The event store, keys, caches and "
+                                                                       "sockets; the daemon must be able to write it.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

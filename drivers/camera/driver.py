@@ -36,9 +36,11 @@ class _Options(BaseModel):
 class ThresholdOptions(_Options):
     verify: float = Field(default=0.5, gt=0, le=0.5, description="1:1 distance threshold; 0.5 or stricter.")
     identify: float = Field(default=0.45, gt=0, le=0.5, description="1:N threshold for up to identify_base_size staff.")
-    identify_floor: float = Field(default=0.35, gt=0, le=0.5)
+    identify_floor: float = Field(default=0.35, gt=0, le=0.5, description="The 1:N threshold never "
+                                  "tightens below this, however big the gallery grows.")
     identify_step: float = Field(default=0.03, ge=0, le=0.2, description="Tightening per tenfold gallery growth.")
-    identify_base_size: int = Field(default=100, ge=1)
+    identify_base_size: int = Field(default=100, ge=1, description="Gallery size up to which `identify` "
+                                    "applies as it is; beyond, it tightens by identify_step.")
     min_margin: float = Field(default=0.08, ge=0, le=0.5, description="Distance gap to the runner-up subject.")
 
 
@@ -48,15 +50,21 @@ class PipelineOptions(_Options):
         "Opt-in speed-up (about 3 ms at 720p): HOG runs at this width first, on detect_width only when it "
         "finds no face. It makes the two-faces alarm less sensitive (a second face counts from about "
         "155 px instead of 116 px at 720p), so it is off by default; 480 is the measured setting."))
-    upsample: int = Field(default=0, ge=0, le=2)
-    min_face_px: int = Field(default=80, ge=20)
+    upsample: int = Field(default=0, ge=0, le=2, description="HOG upsampling passes: each finds smaller "
+                          "faces on four times the pixels.")
+    min_face_px: int = Field(default=80, ge=20, description="Narrowest face (px at full resolution) a "
+                             "lane decides on or a photo is enrolled from.")
     min_still_face_px: int = Field(default=40, ge=20, description=(
         "Face width a still photo is decided on (verify, identify, calibrate); enrollment needs min_face_px."))
-    second_face_px: int = Field(default=40, ge=10)
-    min_sharpness: float = Field(default=30.0, ge=0)
-    max_yaw: float = Field(default=0.35, gt=0, le=1)
+    second_face_px: int = Field(default=40, ge=10, description="A second face at least this wide (px) "
+                                "counts as another person.")
+    min_sharpness: float = Field(default=30.0, ge=0, description="Least sharpness (variance of the "
+                                 "Laplacian) of a face decided on.")
+    max_yaw: float = Field(default=0.35, gt=0, le=1, description="Largest head turn: the nose's offset "
+                           "from the eyes' midpoint, in eye distances.")
     max_cut_off: float = Field(default=0.10, ge=0, le=1, description="Share of the face allowed outside the frame.")
-    presence_delta: float = Field(default=3.0, ge=0)
+    presence_delta: float = Field(default=3.0, ge=0, description="Mean grey-level change of a thumbnail "
+                                  "that counts as movement; a frame without is not analysed further.")
     encoder: Literal["auto", "numpy", "dlib"] = Field(
         default="auto", description="ResNet engine: numpy on dlib's weights (verified, falls back to dlib) or dlib's own.")
     budgets_ms: dict[Literal["presence", "detect", "landmarks", "quality", "encode", "search"], float] = Field(
@@ -66,19 +74,25 @@ class PipelineOptions(_Options):
 class FaceCameraConfig(DriverConfig):
     source: str = Field(description="/dev/videoN, rtsp://…, http://…, a video file, or a folder of images.")
     loop: bool = Field(default=False, description="Replay a file or folder when it ends (demos).")
-    max_fps: float = Field(default=10.0, gt=0, le=60)
-    mode: Literal["both", "verify", "identify"] = "both"
+    max_fps: float = Field(default=10.0, gt=0, le=60, description="Frames analysed per second at most.")
+    mode: Literal["both", "verify", "identify"] = Field(
+        default="both", description="verify: 1:1 against a presented booking only; identify: 1:N staff "
+                                    "only; both.")
     single_person: bool = Field(default=True, description="A second face raises biometric.multiple_faces.")
-    liveness: str = Field(default="motion", description="motion | none | package.module:Class")
-    liveness_options: dict[str, Any] = Field(default_factory=dict)
+    liveness: str = Field(default="motion", description="motion; package.module:Class (a check of your "
+                          "own); or none, DANGEROUS: a photo held up to the camera can pass.")
+    liveness_options: dict[str, Any] = Field(default_factory=dict,
+                                             description="Keyword arguments of the liveness check.")
     thresholds: ThresholdOptions = Field(default_factory=ThresholdOptions)
     pipeline: PipelineOptions = Field(default_factory=PipelineOptions)
     rearm_frames: int = Field(default=2, ge=1, description="Frames without a face that end an approach.")
-    quality_frames: int = Field(default=5, ge=1)
-    claim_ttl_s: float = Field(default=60.0, gt=0)
+    quality_frames: int = Field(default=5, ge=1, description="Poor frames in one approach before it "
+                                "reports biometric.quality_low (once).")
+    claim_ttl_s: float = Field(default=60.0, gt=0, description="A presented booking waits this long for "
+                                                               "the face to verify.")
     purge_grace_s: float = Field(default=3600.0, ge=0, description="Expired templates are deleted this long after their window.")
     audit: bool = Field(default=False, description="Keep an encrypted face crop of failed decisions.")
-    audit_retention_days: float = Field(default=30.0, gt=0)
+    audit_retention_days: float = Field(default=30.0, gt=0, description="Audit crops are deleted after this.")
     state_dir: Path | None = Field(default=None, description="Defaults to the daemon's state_dir.")
 
     @field_validator("liveness")

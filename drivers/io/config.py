@@ -16,15 +16,15 @@ class _Strict(BaseModel):
 class Coils(_Strict):
     """Relay outputs (coil addresses, 0-based as on the wire) that release the turnstile one way."""
 
-    release_in: int = Field(ge=0, le=65535)
-    release_out: int = Field(ge=0, le=65535)
+    release_in: int = Field(ge=0, le=65535, description="Coil that releases the turnstile inward.")
+    release_out: int = Field(ge=0, le=65535, description="Coil that releases the turnstile outward.")
 
 
 class Inputs(_Strict):
     """Discrete inputs (0-based addresses); leave one unset when the module has no such contact."""
 
     passage_in: int = Field(ge=0, le=65535, description="Pulses once per person through, inward.")
-    passage_out: int = Field(ge=0, le=65535)
+    passage_out: int = Field(ge=0, le=65535, description="Pulses once per person through, outward.")
     forced: int | None = Field(default=None, ge=0, le=65535, description="Door/arm forced contact.")
     tamper: int | None = Field(default=None, ge=0, le=65535, description="Housing tamper switch.")
     fire_alarm: int | None = Field(default=None, ge=0, le=65535,
@@ -37,22 +37,26 @@ class Inputs(_Strict):
 class ModbusLink(DriverConfig):
     """Where the Modbus module is and how it is polled (shared by the relay-I/O driver kinds)."""
 
-    transport: Literal["tcp", "rtu"] = "tcp"
+    transport: Literal["tcp", "rtu"] = Field(default="tcp", description="tcp: Modbus TCP to `host`; "
+                                             "rtu: Modbus RTU on `serial_port`.")
     host: str | None = Field(default=None, description="tcp: the module's address.")
-    tcp_port: int = Field(default=502, ge=1, le=65535)
+    tcp_port: int = Field(default=502, ge=1, le=65535, description="tcp: the module's TCP port.")
     serial_port: str | None = Field(default=None, description="rtu: serial device of the RS-485 adapter.")
-    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="rtu: serial line speed, bits/s.")
     unit: int = Field(default=1, ge=0, le=247, description="The module's Modbus device id.")
     address: int = Field(default=1, ge=1, le=32, description="The lane's address in turnstile.* events.")
     poll_interval_s: float = Field(default=0.05, ge=0.01, le=1.0,
                                    description="Inputs are read this often (bounded: a passage pulse "
                                                "is at least ~100 ms on such modules).")
-    reply_timeout_s: float = Field(default=0.3, gt=0, le=5)
+    reply_timeout_s: float = Field(default=0.3, gt=0, le=5, description="Wait this long for the module's reply.")
     retries: int = Field(default=1, ge=0, le=5, description="Failed reads in a row before the module is "
                                                            "reported faulty and the lane out of service.")
-    reconnect_initial_s: float = Field(default=0.2, gt=0, le=60)
-    reconnect_max_s: float = Field(default=5.0, gt=0, le=600)
-    command_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    reconnect_initial_s: float = Field(default=0.2, gt=0, le=60, description="First wait before reconnecting "
+                                       "to a silent module; it doubles up to reconnect_max_s.")
+    reconnect_max_s: float = Field(default=5.0, gt=0, le=600, description="Longest wait between two "
+                                                                        "reconnects.")
+    command_timeout_s: float = Field(default=2.0, gt=0, le=30, description="A command (a release) not done "
+                                                                         "within this fails.")
 
     @model_validator(mode="after")
     def _where(self):

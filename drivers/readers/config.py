@@ -11,19 +11,20 @@ from edge.driver import DriverConfig
 
 class OsdpReaderConfig(DriverConfig):
     port: str = Field(description="Serial device of the RS-485 adapter, e.g. /dev/serial/by-id/...")
-    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="Serial line speed, bits/s.")
     address: int = Field(default=0, ge=0, le=126, description="The reader's OSDP address on the bus.")
     key_file: Path | None = Field(default=None, description="The reader's own secure-channel base key "
                                   "(SCBK): 32 hex digits, file readable by the edge user only.")
     allow_plaintext: bool = Field(default=False, description="DANGEROUS: talk to the reader without a "
                                   "secure channel (card numbers readable and forgeable on the cable).")
-    install_mode: bool = Field(default=False, description="Give `key_file`'s key to a reader still on its "
+    install_mode: bool = Field(default=False, description="DANGEROUS outside the install visit: give `key_file`'s key to a reader still on its "
                                "install (default) key, over a channel secured with that default key. "
                                "Set it for the install visit only, then remove it.")
     raw_as_text: bool = Field(default=False, description="A QR/barcode reader: its unspecified-format reads "
                               "are a code's characters (a booking reference), taken as text.")
-    pin_terminator: str = Field(default="#", min_length=1, max_length=1)
-    pin_max_digits: int = Field(default=12, ge=4, le=32)
+    pin_terminator: str = Field(default="#", min_length=1, max_length=1,
+                                description="The key that ends a PIN (the Enter key always does).")
+    pin_max_digits: int = Field(default=12, ge=4, le=32, description="Digits kept at most; more are ignored.")
     pin_timeout_s: float = Field(default=10.0, gt=0, le=120,
                                  description="Keys typed more than this apart start a new PIN.")
     pin_ttl_s: float = Field(default=30.0, gt=0, le=300,
@@ -33,8 +34,10 @@ class OsdpReaderConfig(DriverConfig):
     offline_retry_s: float = Field(default=2.0, gt=0, le=600,
                                    description="A reader offline this long is contacted afresh (new secure "
                                                "channel); libosdp alone would wait minutes.")
-    reconnect_initial_s: float = Field(default=0.2, gt=0, le=60)
-    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)
+    reconnect_initial_s: float = Field(default=0.2, gt=0, le=60, description="First wait before reopening "
+                                       "a lost port; it doubles with each failure up to reconnect_max_s.")
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600, description="Longest wait between two tries "
+                                                                          "to reopen the port.")
 
     @model_validator(mode="after")
     def _keyed(self):

@@ -14,8 +14,10 @@ from edge.errors import CommandError, StoreFull
 
 class HeartbeatConfig(DriverConfig):
     rate: float = Field(default=1.0, ge=0, le=1_000_000, description="Events per second; 0 means as fast as possible.")
-    event_type: str = Field(default="sim.heartbeat", pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$")
-    priority: str = Field(default="telemetry", pattern="^(alarm|normal|telemetry)$")
+    event_type: str = Field(default="sim.heartbeat", pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$",
+                            description="Type of the events emitted.")
+    priority: str = Field(default="telemetry", pattern="^(alarm|normal|telemetry)$",
+                          description="Priority of the events emitted: alarm, normal or telemetry.")
     payload_bytes: int = Field(default=0, ge=0, le=1_000_000, description="Padding to make events bigger.")
     count: int | None = Field(default=None, ge=1, description="Stop emitting after this many (per start).")
     fail_every: int | None = Field(default=None, ge=1, description="Raise after this many events (tests).")

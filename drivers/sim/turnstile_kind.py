@@ -21,10 +21,11 @@ from edge.errors import CommandError
 
 
 class SimTurnstileConfig(DriverConfig):
-    codec: Literal["rs485-bus", "bcc-p2p"]
+    codec: Literal["rs485-bus", "bcc-p2p"] = Field(description="The framing the simulated controllers speak.")
     path: str = Field(description="Where the simulated serial port appears (a symlink to the pty).")
     baudrate: int = Field(default=9600, ge=300, le=4_000_000, description="Bytes are paced at this rate.")
-    addresses: list[int] = Field(default=[1], min_length=1, max_length=32)
+    addresses: list[int] = Field(default=[1], min_length=1, max_length=32,
+                                 description="Bus addresses of the simulated controllers.")
     auto_pass: bool = Field(default=False, description="Someone walks through after every grant.")
     scenario: str = Field(default="", description="Steps played at start (see `edge sim turnstile --help-steps`).")
     repeat: bool = Field(default=False, description="Play the scenario again and again.")

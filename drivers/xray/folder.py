@@ -39,14 +39,18 @@ _PARTIAL = (".tmp", ".part", ".partial", ".reason.json")
 
 class FolderConfig(DriverConfig):
     path: WorkDir = Field(description="The folder the scanner writes result files into.")
-    processed_dir: Path | None = Field(default=None, description="Default: <path>/processed (same filesystem).")
-    quarantine_dir: Path | None = Field(default=None, description="Default: <path>/quarantine (same filesystem).")
-    poll_s: float = Field(default=0.5, gt=0, le=60)
+    processed_dir: Path | None = Field(default=None, description="Default: `<path>/processed` (same filesystem).")
+    quarantine_dir: Path | None = Field(default=None, description="Default: `<path>/quarantine` (same filesystem).")
+    poll_s: float = Field(default=0.5, gt=0, le=60, description="How often the folder is looked at.")
     settle_s: float = Field(default=1.0, ge=0, le=600, description="Size and mtime unchanged this long.")
     max_result_bytes: int = Field(default=1024 * 1024, ge=1024, description="JSON/XML files above are refused unread.")
-    max_dicos_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
-    max_image_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
-    image_suffixes: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".raw"])
+    max_dicos_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="DICOS files above are "
+                                                                                "refused unread.")
+    max_image_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="A referenced image above "
+                                                                                "this is refused.")
+    image_suffixes: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".raw"],
+                                      description="Files with these suffixes are images results refer to, "
+                                                  "never results themselves.")
     image_wait_s: float = Field(default=30.0, ge=0, description="Wait this long for a referenced image.")
     scanner: str | None = Field(default=None, description="Scanner id for records that do not name one.")
     incomplete_wait_s: float = Field(default=60.0, ge=0, le=86400,

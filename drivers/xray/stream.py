@@ -46,15 +46,18 @@ _READ_MAX = 64 * 1024
 
 class StreamConfig(DriverConfig):
     url: str = Field(min_length=1, description="pyserial URL: /dev/ttyUSB0, a pty path, socket://host:port.")
-    baudrate: int = Field(default=9600, gt=0)
-    max_line_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024)
-    read_timeout_s: float = Field(default=0.2, gt=0, le=5)
-    reconnect_min_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
+    baudrate: int = Field(default=9600, gt=0, description="Serial line speed, bits/s (a serial URL only).")
+    max_line_bytes: int = Field(default=64 * 1024, ge=256, le=16 * 1024 * 1024,
+                                description="Longer lines are discarded and reported as xray.rejected.")
+    read_timeout_s: float = Field(default=0.2, gt=0, le=5, description="A read waits at most this long "
+                                                                     "(how soon a stop is noticed).")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="First wait before reopening a lost "
+                                   "connection; it doubles up to reconnect_max_s.")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest wait between two reconnects.")
     scanner: str | None = Field(default=None, description="Scanner id for records that do not name one.")
     secret_file: Path | None = Field(default=None, description="This scanner's shared HMAC secret (at least "
                                      "32 bytes, mode 0600/0640): every line must carry its HMAC-SHA256.")
-    allow_unauthenticated: bool = Field(default=False, description="Accept lines without an HMAC (anyone "
+    allow_unauthenticated: bool = Field(default=False, description="DANGEROUS: accept lines without an HMAC (anyone "
                                         "who can reach the port can then forge scan results).")
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ class CommandsSettings(BaseModel):
         description="How long a local barrier/erase request waits for a second operator's approval.")
     allow_single_person_override: bool = Field(
         default=False,
-        description="Let ONE local operator grant a single passage (passes = 1, reason required); "
+        description="DANGEROUS: let ONE local operator grant a single passage (passes = 1, reason required); "
                     "every use is an alarm event to central. Never a mode change.")
     local_group: str | None = Field(
         default=None,

@@ -12,7 +12,9 @@ class LocalApiSettings(BaseModel):
 
     socket_path: Path | None = Field(
         default=None, description="Unix socket of the UI API; default state_dir/api.sock.")
-    mode: int = Field(default=0o660, description="Socket permissions, e.g. \"0660\" (owner and group only).")
+    mode: int = Field(default="0660", validate_default=True,
+                      description="Socket permissions: an octal string such as \"0660\" (owner and "
+                                  "group only); 'other' must get no access.")
     group: str | None = Field(default=None, description="Group of the UI app's user; the socket is chown'ed to it.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=2**30, description="Largest request body accepted.")
     max_json_depth: int = Field(default=32, ge=2, le=512, description="Deepest JSON nesting accepted (400 beyond).")

@@ -38,7 +38,9 @@ class Step(_Strict):
 
     kind: StepKind = Field(description="verify (1:1 booking on the lane camera), identify (1:N staff, "
                                         "what starts a staff approach), dose_check (x-ray ledger allows a "
-                                        "scan), xray (a clear scan of this person), grant (open the turnstile).")
+                                        "scan), xray (a clear scan of this person), grant (open the turnstile); "
+                                        "card flows: card (whose card it is), pin (the holder's PIN at "
+                                        "the reader), face (1:1 against the holder's gallery subject).")
     timeout_s: float = Field(default=30.0, gt=0, le=3600,
                              description="verify/xray: wait at most this long. grant: seconds the "
                                          "turnstile stays open (1..255).")
@@ -58,9 +60,10 @@ class Step(_Strict):
 class Flow(_Strict):
     """What one kind of person must pass in one direction."""
 
-    direction: Direction
+    direction: Direction = Field(description="Which way through the lane this flow is for.")
     role: Role = Field(description="visitor (starts with a presented booking), staff (starts when the "
-                                   "lane camera identifies a staff member), any (presented without a booking).")
+                                   "lane camera identifies a staff member), any (presented without a booking), "
+                                   "card (starts with a card read on the lane's reader).")
     steps: list[Step] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -101,7 +104,8 @@ def _card_problems(role: str, kinds: list[str]) -> list[str]:
 class Lane(_Strict):
     """One physical lane: the drivers that form it and its flows."""
 
-    turnstile: str = Field(pattern=_NAME, description="turnstile.serial driver name.")
+    turnstile: str = Field(pattern=_NAME, description="The lane's turnstile driver (turnstile.serial, "
+                                                     "turnstile.modbus or sallyport.modbus).")
     turnstile_address: int | None = Field(default=None, ge=1, le=32, description="Bus address on a shared line.")
     camera: str | None = Field(default=None, pattern=_NAME, description="camera.face driver name.")
     camera_direction: Direction = Field(default="in", description="Direction of a staff approach the camera starts.")
@@ -149,7 +153,7 @@ class Lane(_Strict):
 class VisitingSession(_Strict):
     """A visiting session that ends every day at ``ends`` (the device's local time)."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, description="Named in the session's end event and alarm.")
     ends: time_of_day = Field(description="HH:MM: everyone who entered must have left by then.")
 
 
