@@ -64,6 +64,7 @@ def test_driver_runs_the_worker_and_emits_one_decision_per_approach(edge_daemon,
     daemon = edge_daemon(base_config)
     wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions")
     assert daemon.stop() == 0  # the last frame (empty lane) was played: nothing else may come
+    assert "camera_liveness_off" in daemon.log_tail(100_000)  # a dangerous opt-in is logged at start
     got = events(state, "biometric.")
     assert [(e["type"], e["priority"]) for e in got] == [
         ("biometric.identified", "normal"), ("biometric.multiple_faces", "alarm"), ("biometric.unknown", "normal")]

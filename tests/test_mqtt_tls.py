@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.config import Settings
 from edge.events import make_event
@@ -165,5 +166,7 @@ def test_hostname_verification_is_on_by_default(mosquitto_factory, tls_material,
     error = strict.status()["last_error"]
     assert error["layer"] == "tls" and "127.0.0.1" in error["message"], error
     # Switching verification off (a lab with IP-only brokers) connects; the CA is still checked.
-    lax, _ = make_link(broker, cert=dev1, ca=tls_material["ca"], store=False, tls_verify_hostname=False)
-    assert lax.wait_connected(10), lax.status()["last_error"]
+    with capture_logs() as logs:
+        lax, _ = make_link(broker, cert=dev1, ca=tls_material["ca"], store=False, tls_verify_hostname=False)
+        assert lax.wait_connected(10), lax.status()["last_error"]
+    assert any(e["event"] == "mqtt_tls_hostname_not_verified" and e["dangerous"] for e in logs)  # said so

@@ -194,6 +194,9 @@ class FaceCameraDriver(Driver):
             raise DriverError(f"face worker failed: {msg.get('error')}")
 
     def run(self) -> None:
+        if self.config.liveness == "none":  # opt-in and dangerous: logged at every start
+            self.ctx.log.warning("camera_liveness_off", dangerous=True,
+                                 detail="liveness = none: a photo held up to the camera can pass")
         self._start_worker()
         while not self.ctx.stopping.is_set():
             for msg in self._read(0.5):

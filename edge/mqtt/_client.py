@@ -110,6 +110,12 @@ def _set_tls(client: mqtt.Client, settings: MqttSettings) -> None:
     except (ssl.SSLError, OSError) as exc:
         raise MqttConfigError(f"mqtt TLS files (ca_file, cert_file, key_file) are unusable: {exc}") from None
     ctx.check_hostname = settings.tls_verify_hostname
+    if not settings.tls_verify_hostname:  # opt-in and dangerous: say so every time it is used
+        import structlog
+
+        structlog.get_logger("edge.mqtt").warning(
+            "mqtt_tls_hostname_not_verified", dangerous=True,
+            detail="mqtt.tls_verify_hostname = false: any certificate the CA signed can pose as the broker")
     client.tls_set_context(ctx)
 
 
