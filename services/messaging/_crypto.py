@@ -1,9 +1,12 @@
 """Encryption of messages: at rest on the tablet, and sealed to central inside events.
 
-At rest: AES-256-GCM under a key file in state_dir (mode 0600, made on first
+At rest: AES-256-GCM under ``secrets/mailbox.key`` (mode 0600, made on first
 use; refused if anyone else can read it). Each field gets a fresh 96-bit nonce
 and is bound by associated data to its message and resident, so a ciphertext
-cannot be moved to another record.
+cannot be moved to another record. Rows are found by a keyed tag
+(HMAC-SHA256 under a subkey HKDF-derived from the same key), never by the
+pseudonym: without the key the tags name nobody, and one key (or one systemd
+credential) still covers the whole mailbox.
 
 In events: the outbound message is sealed to central's X25519 public key
 (ephemeral X25519, HKDF-SHA256, AES-256-GCM), so the event store, its WAL and
@@ -16,6 +19,9 @@ tablet with an empty mailbox does not carry it.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 
 SEAL_ALG = "X25519-HKDF-SHA256-A256GCM"
 _INFO = b"edge messaging seal v1"
+_INDEX_INFO = b"edge mailbox index v1"
 
 
 class CryptoError(EdgeError):
@@ -52,7 +59,7 @@ class AtRest:
     def __init__(self, key: bytes):
         if len(key) != 32:
             raise CryptoError(f"the at-rest key must be 32 bytes, not {len(key)}")
-        self._key, self._cipher = key, None
+        self._key, self._cipher, self._index_key = key, None, None
 
     @property
     def _aead(self):
@@ -73,6 +80,17 @@ class AtRest:
             return self._aead.decrypt(blob[:12], blob[12:], aad.encode())
         except (InvalidTag, ValueError):
             raise CryptoError("stored message data does not authenticate (damaged or moved)") from None
+
+    def tag(self, *parts: str) -> bytes:
+        """The lookup key of a record named by ``parts`` (kind, resident, ...): same parts, same tag;
+        without the key, no way back to them nor to check a guessed pseudonym."""
+        if self._index_key is None:
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+            self._index_key = HKDF(hashes.SHA256(), 32, salt=None, info=_INDEX_INFO).derive(self._key)
+        # A JSON list is an unambiguous encoding: ("a", "b:c") and ("a:b", "c") differ.
+        return hmac.new(self._index_key, json.dumps(parts).encode(), hashlib.sha256).digest()
 
 
 def _derive(shared: bytes, epk: bytes) -> bytes:

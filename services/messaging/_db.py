@@ -2,13 +2,23 @@
 
 SQLite in WAL mode with ``secure_delete`` on, so purged rows are overwritten
 rather than left in free pages, and a TRUNCATE checkpoint after every purge
-clears the WAL. Bodies, attachment bytes and contact names are stored only as
-AES-GCM ciphertext (``AtRest``); ids, states and times stay readable so the
-mailbox can be listed and counted without decrypting anything.
+clears the WAL. Nothing in the file names a resident or a correspondent:
+
+- rows are found by ``rtag``, a keyed HMAC of the pseudonym (``AtRest.tag``),
+  not by the pseudonym; a contact by ``ctag`` (resident and contact id);
+- bodies, attachment bytes, each contact (id, name, privileged) and each
+  message's ``meta`` (contact id, privileged) are AES-GCM ciphertext, padded to
+  a fixed size so the length does not tell legal mail from other mail;
+- ids (random), directions, states, times and sizes stay readable, so the
+  mailbox can be counted and purged by age without the key.
+
+Schema version 2 (``PRAGMA user_version``); version 1 databases (pseudonym,
+contact and flag in clear) are converted on open by ``_migrate``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -18,23 +28,53 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from edge.errors import EdgeError
+from services.messaging import _migrate
 from services.messaging._crypto import AtRest
 from services.messaging._docs import STATE_RANK, ContactsDoc
 
-_SCHEMA = """
+log = structlog.get_logger("edge.messaging")
+VERSION = 2
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS contacts (resident TEXT NOT NULL, id TEXT NOT NULL, name BLOB NOT NULL,
-    privileged INTEGER NOT NULL, PRIMARY KEY (resident, id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, resident TEXT NOT NULL, direction TEXT NOT NULL,
-    contact TEXT NOT NULL, privileged INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT,
-    body BLOB NOT NULL, created REAL NOT NULL, updated REAL NOT NULL, read_at REAL, event_seq INTEGER);
-CREATE INDEX IF NOT EXISTS messages_resident ON messages(resident, created);
-CREATE TABLE IF NOT EXISTS attachments (id TEXT PRIMARY KEY, message_id TEXT NOT NULL, resident TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS contacts (rtag BLOB NOT NULL, ctag BLOB NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (rtag, ctag)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, rtag BLOB NOT NULL, direction TEXT NOT NULL,
+    state TEXT NOT NULL, reason TEXT, meta BLOB NOT NULL, body BLOB NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, read_at REAL, event_seq INTEGER);
+CREATE INDEX IF NOT EXISTS messages_rtag ON messages(rtag, created);
+CREATE TABLE IF NOT EXISTS attachments (id TEXT PRIMARY KEY, message_id TEXT NOT NULL, rtag BLOB NOT NULL,
     media_type TEXT NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS attachments_message ON attachments(message_id);
 CREATE TABLE IF NOT EXISTS history (message_id TEXT NOT NULL, state TEXT NOT NULL, reason TEXT, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS history_message ON history(message_id);
 """
+# Sealed records are padded to these sizes (ids <= 128, names <= 120 characters: one block in practice).
+_META_BLOCK, _CONTACT_BLOCK = 192, 640
+
+
+class SchemaError(EdgeError):
+    """mailbox.db was written by a newer edge than this one."""
+
+
+def pad(record: dict[str, Any], block: int) -> bytes:
+    """JSON padded with spaces (still valid JSON) to a multiple of ``block`` bytes."""
+    raw = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    return raw + b" " * (-len(raw) % block)
+
+
+def seal_meta(crypto: AtRest, resident: str, msg_id: str, contact: str, privileged: bool) -> bytes:
+    return crypto.seal(pad({"contact": contact, "privileged": int(privileged)}, _META_BLOCK),
+                       f"meta:{resident}:{msg_id}")
+
+
+def seal_contact(crypto: AtRest, resident: str, contact_id: str, name: str, privileged: bool) -> tuple[bytes, bytes]:
+    """(ctag, data) of one contact on one resident's allowlist."""
+    ctag = crypto.tag("contact", resident, contact_id)
+    record = pad({"id": contact_id, "name": name, "privileged": int(privileged)}, _CONTACT_BLOCK)
+    return ctag, crypto.seal(record, f"contact:{resident}:{ctag.hex()}")
 
 
 class MailboxDB:
@@ -48,9 +88,33 @@ class MailboxDB:
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         for pragma in ("journal_mode = WAL", "synchronous = FULL", "secure_delete = ON", "busy_timeout = 5000"):
             self._conn.execute(f"PRAGMA {pragma}")
-        self._conn.executescript(_SCHEMA)
+        self._open_schema()
         for p in self.path.parent.glob(self.path.name + "*"):
             p.chmod(0o600)
+
+    def _open_schema(self) -> None:
+        with self.tx() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > VERSION:
+                raise SchemaError(f"{self.path}: schema {version} is newer than this edge knows ({VERSION}); "
+                                  "install the newer edge again, or restore its backup")
+            if version < VERSION and _migrate.is_v1(c):
+                carried = _migrate.v1_to_v2(c, self.crypto)  # same transaction: old schema or new, never half
+                log.info("mailbox_schema_migrated", to=VERSION, **carried)
+            # executescript would COMMIT the open transaction: one statement at a time instead.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {VERSION}")
+        if self._q("SELECT 1 FROM meta WHERE key = 'vacuum_pending'"):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Rewrite the file without the pages the old schema left (then the WAL that held them)."""
+        with self._lock:
+            self._conn.execute("VACUUM")
+            self._conn.execute("DELETE FROM meta WHERE key = 'vacuum_pending'")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
@@ -72,6 +136,12 @@ class MailboxDB:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
+    def _rtag(self, resident: str) -> bytes:
+        return self.crypto.tag("resident", resident)
+
+    def _open_json(self, blob: bytes, aad: str) -> dict[str, Any]:
+        return json.loads(self.crypto.open(blob, aad))
+
     # -- contacts -------------------------------------------------------------
 
     def contacts_version(self) -> int:
@@ -82,23 +152,28 @@ class MailboxDB:
         with self.tx() as c:
             c.execute("DELETE FROM contacts")
             for entry in doc.residents:
+                rtag = self._rtag(entry.resident)
                 for contact in entry.contacts:
-                    c.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?, ?)", (
-                        entry.resident, contact.id,
-                        self.crypto.seal(contact.name.encode(), f"contact:{entry.resident}:{contact.id}"),
-                        int(contact.privileged)))
+                    ctag, data = seal_contact(self.crypto, entry.resident, contact.id, contact.name,
+                                              contact.privileged)
+                    c.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?)", (rtag, ctag, data))
             c.execute("INSERT OR REPLACE INTO meta VALUES ('contacts_version', ?)", (doc.version,))
 
+    def _contact(self, resident: str, ctag: bytes, data: bytes) -> dict[str, Any]:
+        record = self._open_json(data, f"contact:{resident}:{ctag.hex()}")
+        return {"id": record["id"], "name": record["name"], "privileged": bool(record["privileged"])}
+
     def contacts(self, resident: str) -> list[dict[str, Any]]:
-        rows = self._q("SELECT id, name, privileged FROM contacts WHERE resident = ? ORDER BY id", (resident,))
-        return [{"id": cid, "name": self.crypto.open(name, f"contact:{resident}:{cid}").decode(),
-                 "privileged": bool(priv)} for cid, name, priv in rows]
+        rows = self._q("SELECT ctag, data FROM contacts WHERE rtag = ?", (self._rtag(resident),))
+        return sorted((self._contact(resident, ctag, data) for ctag, data in rows), key=lambda c: c["id"])
 
     def contact(self, resident: str, contact_id: str) -> dict[str, Any] | None:
-        return next((c for c in self.contacts(resident) if c["id"] == contact_id), None)
+        ctag = self.crypto.tag("contact", resident, contact_id)
+        row = self._q("SELECT data FROM contacts WHERE rtag = ? AND ctag = ?", (self._rtag(resident), ctag))
+        return self._contact(resident, ctag, row[0][0]) if row else None
 
     def has_resident(self, resident: str) -> bool:
-        return bool(self._q("SELECT 1 FROM contacts WHERE resident = ? LIMIT 1", (resident,)))
+        return bool(self._q("SELECT 1 FROM contacts WHERE rtag = ? LIMIT 1", (self._rtag(resident),)))
 
     # -- messages -------------------------------------------------------------
 
@@ -106,17 +181,17 @@ class MailboxDB:
                        privileged: bool, state: str, body: str, attachments: list[tuple[str, bytes]],
                        created: float | None = None) -> list[str]:
         """Insert inside ``tx()``; returns the attachment ids."""
-        now = time.time()
-        c.execute("INSERT INTO messages (id, resident, direction, contact, privileged, state, body, created, updated)"
-                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (msg_id, resident, direction, contact, int(privileged), state,
+        now, rtag = time.time(), self._rtag(resident)
+        c.execute("INSERT INTO messages (id, rtag, direction, state, meta, body, created, updated)"
+                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (msg_id, rtag, direction, state, seal_meta(self.crypto, resident, msg_id, contact, privileged),
                    self.crypto.seal(body.encode(), f"body:{resident}:{msg_id}"), created or now, now))
         c.execute("INSERT INTO history VALUES (?, ?, NULL, ?)", (msg_id, state, now))
         ids = []
         for media_type, data in attachments:
             att_id = str(uuid.uuid4())
             c.execute("INSERT INTO attachments VALUES (?, ?, ?, ?, ?, ?)",
-                      (att_id, msg_id, resident, media_type, len(data),
+                      (att_id, msg_id, rtag, media_type, len(data),
                        self.crypto.seal(data, f"att:{resident}:{att_id}")))
             ids.append(att_id)
         return ids
@@ -144,8 +219,8 @@ class MailboxDB:
     def mark_read(self, resident: str, msg_id: str) -> bool | None:
         """True if newly read, False if already, None if no such inbound message for this resident."""
         with self.tx() as c:
-            row = c.execute("SELECT read_at FROM messages WHERE id = ? AND resident = ? AND direction = 'in'",
-                            (msg_id, resident)).fetchone()
+            row = c.execute("SELECT read_at FROM messages WHERE id = ? AND rtag = ? AND direction = 'in'",
+                            (msg_id, self._rtag(resident))).fetchone()
             if row is None:
                 return None
             if row[0] is not None:
@@ -155,18 +230,26 @@ class MailboxDB:
             c.execute("INSERT INTO history VALUES (?, 'read', NULL, ?)", (msg_id, now))
             return True
 
-    def list(self, resident: str) -> list[dict[str, Any]]:
-        rows = self._q("SELECT m.id, m.direction, m.contact, m.privileged, m.state, m.reason, m.created, m.read_at,"
+    def _listing(self, resident: str, where: str, args: tuple) -> list[dict[str, Any]]:
+        rows = self._q("SELECT m.id, m.direction, m.meta, m.state, m.reason, m.created, m.read_at,"
                        " (SELECT COUNT(*) FROM attachments a WHERE a.message_id = m.id)"
-                       " FROM messages m WHERE resident = ? ORDER BY created", (resident,))
-        keys = ("id", "direction", "contact", "privileged", "state", "reason", "created", "read_at", "attachments")
-        return [dict(zip(keys, r, strict=True)) | {"privileged": bool(r[3])} for r in rows]
+                       f" FROM messages m WHERE rtag = ?{where} ORDER BY created", (self._rtag(resident), *args))
+        out = []
+        for msg_id, direction, meta, state, reason, created, read_at, atts in rows:
+            m = self._open_json(meta, f"meta:{resident}:{msg_id}")
+            out.append({"id": msg_id, "direction": direction, "contact": m["contact"],
+                        "privileged": bool(m["privileged"]), "state": state, "reason": reason,
+                        "created": created, "read_at": read_at, "attachments": atts})
+        return out
+
+    def list(self, resident: str) -> list[dict[str, Any]]:
+        return self._listing(resident, "", ())
 
     def get(self, resident: str, msg_id: str) -> dict[str, Any] | None:
-        row = self._q("SELECT body FROM messages WHERE id = ? AND resident = ?", (msg_id, resident))
+        row = self._q("SELECT body FROM messages WHERE id = ? AND rtag = ?", (msg_id, self._rtag(resident)))
         if not row:
             return None
-        meta = next(m for m in self.list(resident) if m["id"] == msg_id)
+        meta = self._listing(resident, " AND id = ?", (msg_id,))[0]
         atts = self._q("SELECT id, media_type, size FROM attachments WHERE message_id = ? ORDER BY rowid", (msg_id,))
         hist = self._q("SELECT state, reason, at FROM history WHERE message_id = ? ORDER BY rowid", (msg_id,))
         return {**meta, "body": self.crypto.open(row[0][0], f"body:{resident}:{msg_id}").decode(),
@@ -175,11 +258,13 @@ class MailboxDB:
 
     def attachment(self, resident: str, att_id: str) -> tuple[str, bytes, bool] | None:
         """(media type, bytes, whether its message is privileged), or None."""
-        row = self._q("SELECT a.media_type, a.data, m.privileged FROM attachments a JOIN messages m"
-                      " ON m.id = a.message_id WHERE a.id = ? AND a.resident = ?", (att_id, resident))
+        row = self._q("SELECT a.media_type, a.data, m.id, m.meta FROM attachments a JOIN messages m"
+                      " ON m.id = a.message_id WHERE a.id = ? AND a.rtag = ?", (att_id, self._rtag(resident)))
         if not row:
             return None
-        return row[0][0], self.crypto.open(row[0][1], f"att:{resident}:{att_id}"), bool(row[0][2])
+        media_type, data, msg_id, meta = row[0]
+        privileged = self._open_json(meta, f"meta:{resident}:{msg_id}")["privileged"]
+        return media_type, self.crypto.open(data, f"att:{resident}:{att_id}"), bool(privileged)
 
     # -- purges and counts ----------------------------------------------------
 
@@ -199,9 +284,10 @@ class MailboxDB:
         return n
 
     def purge_resident(self, resident: str) -> dict[str, int]:
+        rtag = self._rtag(resident)
         with self.tx() as c:
-            messages = self._delete_messages(c, "resident = ?", (resident,))
-            contacts = c.execute("DELETE FROM contacts WHERE resident = ?", (resident,)).rowcount
+            messages = self._delete_messages(c, "rtag = ?", (rtag,))
+            contacts = c.execute("DELETE FROM contacts WHERE rtag = ?", (rtag,)).rowcount
         self._checkpoint()
         return {"messages": messages, "contacts": contacts}
 
@@ -210,13 +296,20 @@ class MailboxDB:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def stats(self) -> dict[str, Any]:
-        by_state = dict(self._q("SELECT direction || '.' || state, COUNT(*) FROM messages GROUP BY 1"))
+        return {**counts(self._conn, self._lock), "contacts_version": self.contacts_version()}
+
+
+def counts(conn: sqlite3.Connection, lock=None) -> dict[str, Any]:
+    """What the mailbox holds, without the key (``edge messages stats`` reads a version 1 file too)."""
+    with lock or threading.Lock():
+        q = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
+        who = "rtag" if q("PRAGMA user_version")[0][0] >= VERSION else "resident"
         return {
-            "residents": self._q("SELECT COUNT(DISTINCT resident) FROM contacts")[0][0],
-            "contacts": self._q("SELECT COUNT(*) FROM contacts")[0][0],
-            "contacts_version": self.contacts_version(),
-            "messages": self._q("SELECT COUNT(*) FROM messages")[0][0],
-            "by_state": by_state,
-            "attachments": self._q("SELECT COUNT(*) FROM attachments")[0][0],
-            "unread": self._q("SELECT COUNT(*) FROM messages WHERE direction = 'in' AND read_at IS NULL")[0][0],
+            "residents": q(f"SELECT COUNT(DISTINCT {who}) FROM contacts")[0][0],
+            "contacts": q("SELECT COUNT(*) FROM contacts")[0][0],
+            "messages": q("SELECT COUNT(*) FROM messages")[0][0],
+            "by_state": dict(q("SELECT direction || '.' || state, COUNT(*) FROM messages GROUP BY 1")),
+            "attachments": q("SELECT COUNT(*) FROM attachments")[0][0],
+            "unread": q("SELECT COUNT(*) FROM messages WHERE direction = 'in' AND read_at IS NULL")[0][0],
+            "oldest_created": q("SELECT MIN(created) FROM messages")[0][0],
         }

@@ -34,7 +34,7 @@ from edge.trust import daemon_keys_for
 from services.messaging import _docs
 from services.messaging._attachments import AttachmentRefused, check_attachments, check_one
 from services.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
-from services.messaging._db import MailboxDB
+from services.messaging._db import MailboxDB, counts
 
 log = structlog.get_logger("edge.messaging")
 _TICK_S = 0.5
@@ -260,24 +260,17 @@ def _b64(data: bytes) -> str:
 
 
 def stats_from_disk(state_dir) -> dict[str, Any]:
-    """Counts for ``edge messages stats`` without decrypting anything (read-only)."""
+    """Counts for ``edge messages stats`` without the key (read-only)."""
     path = state_dir / "messaging" / "mailbox.db"
     if not path.exists():
         raise EdgeError(f"no mailbox at {path}; has the tablet daemon started with messaging enabled?")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        q = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
-        return {
-            "residents": q("SELECT COUNT(DISTINCT resident) FROM contacts")[0][0],
-            "contacts": q("SELECT COUNT(*) FROM contacts")[0][0],
-            "messages": q("SELECT COUNT(*) FROM messages")[0][0],
-            "by_state": dict(q("SELECT direction || '.' || state, COUNT(*) FROM messages GROUP BY 1")),
-            "attachments": q("SELECT COUNT(*) FROM attachments")[0][0],
-            "unread": q("SELECT COUNT(*) FROM messages WHERE direction = 'in' AND read_at IS NULL")[0][0],
-            "oldest_age_days": _age_days(q("SELECT MIN(created) FROM messages")[0][0]),
-        }
+        found = counts(conn)
     finally:
         conn.close()
+    return {**{k: v for k, v in found.items() if k != "oldest_created"},
+            "oldest_age_days": _age_days(found["oldest_created"])}
 
 
 def _age_days(ts: float | None) -> float | None:
