@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edge import secrets
 from edge.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,10 @@ def test_unit_exec_start_is_what_the_install_put_there(tablet):
     done = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
                            "/etc/systemd/system/edge.service"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
+    # The credential lines parsed without a warning (verify names an invalid credential id),
+    # and nothing has to be provisioned for the installed unit: no credential store in the root.
+    unit = (root / "etc/systemd/system/edge.service").read_text()
+    assert unit.count("\nLoadCredentialEncrypted=") == len(secrets.NAMES) and not (root / "etc/credstore.encrypted").exists()
 
 
 def test_privileged_steps_are_printed_not_run_under_root(tablet):

@@ -60,6 +60,32 @@ def test_unit_runs_the_daemon_the_way_it_was_built_for():
     assert service["StateDirectory"] == "edge" and service["ConfigurationDirectory"] == "edge"
 
 
+def _credentials() -> list[tuple[str, str, str]]:
+    """(directive, id, source) of every credential line (configparser keeps only the last of a key)."""
+    out = []
+    for line in UNIT.read_text().splitlines():
+        directive, _, value = line.partition("=")
+        if "Credential" in directive and not line.startswith("#"):
+            cred_id, _, source = value.partition(":")
+            out.append((directive, cred_id, source))
+    return out
+
+
+def test_every_key_is_loaded_as_an_encrypted_credential_that_may_be_absent():
+    from edge import secrets
+
+    creds = _credentials()
+    # Exactly the keys the daemon reads: a key left out would silently stay a plain file.
+    assert sorted(cred_id for _, cred_id, _ in creds) == sorted(secrets.NAMES)
+    for directive, cred_id, source in creds:
+        # Encrypted only: LoadCredential= would take a plaintext file, SetCredential= a fixed key.
+        assert directive == "LoadCredentialEncrypted", directive
+        # A relative source is searched in /etc/credstore.encrypted/ and skipped when absent; an
+        # absolute path that is missing stops the unit (243/CREDENTIALS) on unprovisioned devices.
+        assert source == f"edge.{cred_id}" and not source.startswith("/"), source
+    assert "ImportCredential" not in UNIT.read_text()  # systemd 254+: ignored by Debian 12's 252
+
+
 def _messages(sock: socket.socket, until, timeout: float) -> list[str]:
     got: list[str] = []
     deadline = time.monotonic() + timeout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from edge import secrets
@@ -59,3 +61,50 @@ def test_systemd_credentials_win_and_nothing_is_written(tmp_path, monkeypatch):
     (creds / "audit.key").write_bytes(b"short")
     with pytest.raises(KeyFileError, match="expected 32 bytes"):
         secrets.key(tmp_path / "state", "audit.key")
+
+
+def test_a_key_once_taken_from_a_credential_is_never_silently_replaced(tmp_path, monkeypatch):
+    """The credential store lost (OS reinstalled, TPM reset): refuse, rather than make a new key
+    and lose the mailbox or fork the audit chain; the fix is named."""
+    creds, state = tmp_path / "creds", tmp_path / "state"
+    creds.mkdir()
+    (creds / "mailbox.key").write_bytes(b"m" * 32)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert secrets.key(state, "mailbox.key") == b"m" * 32
+    marker = state / "secrets" / "mailbox.key.credential"
+    assert marker.read_bytes() == b"" and not (state / "secrets" / "mailbox.key").exists()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    with pytest.raises(KeyFileError, match="/etc/credstore.encrypted/edge.mailbox.key") as refused:
+        secrets.key(state, "mailbox.key")
+    assert f"rm {marker}" in str(refused.value) and not (state / "secrets" / "mailbox.key").exists()
+    with pytest.raises(KeyFileError, match="systemd-run .*LoadCredentialEncrypted=mailbox.key:edge.mailbox.key"):
+        secrets.read(state, "mailbox.key")  # a CLI command run beside the service
+    # Positive control: a key that never came from a credential is made as before...
+    assert len(secrets.key(state, "audit.key")) == 32
+    marker.unlink()  # ...and so is this one, once the engineer chose to start over
+    assert len(secrets.key(state, "mailbox.key")) == 32
+    with pytest.raises(ValueError, match="NAMES"):
+        secrets.key(state, "other.key")  # every key is one the unit loads
+
+
+def test_the_daemon_takes_every_key_from_the_credentials_the_unit_loads(edge_daemon, tmp_path):
+    from tests.test_systemd import _credentials
+
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    for _, name, _ in _credentials():  # what systemd decrypts into $CREDENTIALS_DIRECTORY
+        (creds / name).write_bytes(os.urandom(16 if name == "login.salt" else 32))
+    daemon = edge_daemon(_config(tmp_path), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert daemon.stop() == 0, daemon.log_tail()
+    folder = daemon.state_dir / "secrets"
+    taken = sorted(p.name for p in folder.iterdir())
+    assert [n for n in taken if not n.endswith(".credential")] == []  # no key written beside them
+    # A tablet: every key but the gate's gallery.key, each taken from its credential.
+    assert taken == sorted(f"{n}.credential" for n in secrets.NAMES if n != "gallery.key")
+    daemon.env = {}  # the credential store is gone
+    with pytest.raises(RuntimeError) as refused:
+        daemon.start()
+    assert "/etc/credstore.encrypted/edge.audit.key" in str(refused.value), str(refused.value)[-800:]
+    daemon.env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    daemon.start()  # positive control: restored, it starts with the same keys
+    assert daemon.stop() == 0
