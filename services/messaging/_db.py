@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS history (message_id TEXT NOT NULL, state TEXT NOT NUL
 CREATE INDEX IF NOT EXISTS history_message ON history(message_id);
 """
 # Sealed records are padded to these sizes (ids <= 128, names <= 120 characters: one block in practice).
-_META_BLOCK, _CONTACT_BLOCK = 192, 640
+_META_BLOCK, _CONTACT_BLOCK = 192, 768
 
 
 class SchemaError(EdgeError):
