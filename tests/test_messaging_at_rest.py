@@ -226,18 +226,18 @@ def test_a_schema_1_mailbox_is_converted_on_open_and_nothing_is_lost(tmp_path, k
 _CRASHING_OPEN = """
 import os, signal, sys
 from pathlib import Path
-from services.messaging import _db
+from services.messaging import _db, _records
 from services.messaging._crypto import AtRest
 where, path, key = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]).read_bytes()
 calls = []
 if where == "mid":  # the contacts are converted and the old tables renamed when the 2nd message is sealed
-    real = _db.seal_meta
+    real = _records.seal_meta
     def seal_meta(*a):
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*a)
-    _db.seal_meta = seal_meta
+    _records.seal_meta = seal_meta
 else:  # committed, not yet rebuilt
     _db.MailboxDB._rebuild = lambda self: os.kill(os.getpid(), signal.SIGKILL)
 _db.MailboxDB(path, AtRest(key))

@@ -12,8 +12,9 @@ clears the WAL. Nothing in the file names a resident or a correspondent:
 - ids (random), directions, states, times and sizes stay readable, so the
   mailbox can be counted and purged by age without the key.
 
-Schema version 2 (``PRAGMA user_version``); version 1 databases (pseudonym,
-contact and flag in clear) are converted on open by ``_migrate``.
+Schema version 2 (``PRAGMA user_version``, tables and records in
+``_records``); version 1 databases (pseudonym, contact and flag in clear) are
+converted on open by ``_migrate``.
 """
 
 from __future__ import annotations
@@ -34,47 +35,13 @@ from edge.errors import EdgeError
 from services.messaging import _migrate
 from services.messaging._crypto import AtRest
 from services.messaging._docs import STATE_RANK, ContactsDoc
+from services.messaging._records import VERSION, create_tables, seal_contact, seal_meta
 
 log = structlog.get_logger("edge.messaging")
-VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS contacts (rtag BLOB NOT NULL, ctag BLOB NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (rtag, ctag)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages (id TEXT PRIMARY KEY, rtag BLOB NOT NULL, direction TEXT NOT NULL,
-    state TEXT NOT NULL, reason TEXT, meta BLOB NOT NULL, body BLOB NOT NULL, created REAL NOT NULL,
-    updated REAL NOT NULL, read_at REAL, event_seq INTEGER);
-CREATE INDEX IF NOT EXISTS messages_rtag ON messages(rtag, created);
-CREATE TABLE IF NOT EXISTS attachments (id TEXT PRIMARY KEY, message_id TEXT NOT NULL, rtag BLOB NOT NULL,
-    media_type TEXT NOT NULL, size INTEGER NOT NULL, data BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS attachments_message ON attachments(message_id);
-CREATE TABLE IF NOT EXISTS history (message_id TEXT NOT NULL, state TEXT NOT NULL, reason TEXT, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS history_message ON history(message_id);
-"""
-# Sealed records are padded to these sizes (ids <= 128, names <= 120 characters: one block in practice).
-_META_BLOCK, _CONTACT_BLOCK = 192, 768
 
 
 class SchemaError(EdgeError):
     """mailbox.db was written by a newer edge than this one."""
-
-
-def pad(record: dict[str, Any], block: int) -> bytes:
-    """JSON padded with spaces (still valid JSON) to a multiple of ``block`` bytes."""
-    raw = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
-    return raw + b" " * (-len(raw) % block)
-
-
-def seal_meta(crypto: AtRest, resident: str, msg_id: str, contact: str, privileged: bool) -> bytes:
-    return crypto.seal(pad({"contact": contact, "privileged": int(privileged)}, _META_BLOCK),
-                       f"meta:{resident}:{msg_id}")
-
-
-def seal_contact(crypto: AtRest, resident: str, contact_id: str, name: str, privileged: bool) -> tuple[bytes, bytes]:
-    """(ctag, data) of one contact on one resident's allowlist."""
-    ctag = crypto.tag("contact", resident, contact_id)
-    record = pad({"id": contact_id, "name": name, "privileged": int(privileged)}, _CONTACT_BLOCK)
-    return ctag, crypto.seal(record, f"contact:{resident}:{ctag.hex()}")
 
 
 class MailboxDB:
@@ -101,10 +68,7 @@ class MailboxDB:
             if version < VERSION and _migrate.is_v1(c):
                 carried = _migrate.v1_to_v2(c, self.crypto)  # same transaction: old schema or new, never half
                 log.info("mailbox_schema_migrated", to=VERSION, **carried)
-            # executescript would COMMIT the open transaction: one statement at a time instead.
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    c.execute(statement)
+            create_tables(c)
             c.execute(f"PRAGMA user_version = {VERSION}")
         if self._q("SELECT 1 FROM meta WHERE key = 'vacuum_pending'"):
             self._rebuild()

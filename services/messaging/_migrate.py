@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from services.messaging import _records
 from services.messaging._crypto import AtRest
 
 
@@ -23,24 +24,20 @@ def is_v1(c: sqlite3.Connection) -> bool:
 
 def v1_to_v2(c: sqlite3.Connection, crypto: AtRest) -> dict[str, int]:
     """Convert in place, inside the open transaction; returns the rows carried over per table."""
-    from services.messaging import _db
-
     # Row by row through SQL functions: attachments are copied inside SQLite, never all held in memory.
     c.create_function("edge_rtag", 1, lambda resident: crypto.tag("resident", resident))
-    c.create_function("edge_meta", 4, lambda resident, msg_id, contact, privileged: _db.seal_meta(
+    c.create_function("edge_meta", 4, lambda resident, msg_id, contact, privileged: _records.seal_meta(
         crypto, resident, msg_id, contact, bool(privileged)))
     for table in ("contacts", "messages", "attachments"):
         c.execute(f"ALTER TABLE {table} RENAME TO v1_{table}")
     c.execute("DROP INDEX IF EXISTS messages_resident")
     c.execute("DROP INDEX IF EXISTS attachments_message")
-    for statement in _db.SCHEMA.split(";"):
-        if statement.strip():
-            c.execute(statement)
+    _records.create_tables(c)
     # The contact's name is decrypted (its old associated data named the contact id) and sealed
     # again together with the id and the flag.
     for resident, cid, name, privileged in c.execute("SELECT resident, id, name, privileged FROM v1_contacts"):
         plain = crypto.open(name, f"contact:{resident}:{cid}").decode()
-        ctag, data = _db.seal_contact(crypto, resident, cid, plain, bool(privileged))
+        ctag, data = _records.seal_contact(crypto, resident, cid, plain, bool(privileged))
         c.execute("INSERT INTO contacts VALUES (?, ?, ?)", (crypto.tag("resident", resident), ctag, data))
     c.execute("INSERT INTO messages (id, rtag, direction, state, reason, meta, body, created, updated, read_at,"
               " event_seq) SELECT id, edge_rtag(resident), direction, state, reason,"
