@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge._fs import KeyFileError
 from edge.errors import EdgeError
+from edge.sqlite import open_db
 
 DIMS = 128
 TEMPLATE_BYTES = DIMS * 4
@@ -141,10 +142,8 @@ class Gallery:
         self.path = self.folder / "gallery.db"
         self._aead = AESGCM(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
         try:
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA secure_delete=ON")  # revoked templates are overwritten, not left in free pages
+            # secure_delete: revoked templates are overwritten, not left in free pages
+            self._db = open_db(self.path, busy_timeout=10.0, secure_delete=True, foreign_keys=True)
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise GalleryError(f"{self.path}: cannot open the gallery database ({exc})") from None

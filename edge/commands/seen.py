@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import StoreError
+from edge.sqlite import open_db
 
 DB_NAME = "commands.db"
 _PRUNE_EVERY = 256
@@ -47,9 +48,7 @@ class SeenIds:
         self._claims = 0
         self._behind = False
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000"):
-                self._db.execute(f"PRAGMA {pragma}")
+            self._db = open_db(self.path)
             self._schema()
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:

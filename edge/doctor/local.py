@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge.doctor.check import Check
 from edge.doctor.trust import check_packages, check_trust  # noqa: F401 (run_checks finds them here)
+from edge.sqlite import open_db
 
 _MIN_FREE_BYTES = 64 * 1024 * 1024
 _MIN_FREE_FRACTION = 0.05
@@ -42,9 +43,8 @@ def check_store(settings) -> list[Check]:
         return [Check("store", False, f"no event store at {path}", "start the daemon once: systemctl start edge",
                       str(path))]
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = open_db(path, readonly=True)
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
         finally:
             conn.close()

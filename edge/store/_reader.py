@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.sqlite import open_db
 from edge.store import _acks, _dropruns
 from edge.store._schema import PRIORITY_NAME
 
@@ -35,16 +36,6 @@ class OutboxRow:
         return self.type.split(".", 1)[0]
 
 
-def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False,
-                               isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
-
-
 class StoreReader:
     """Queries over the store file; one connection per calling thread."""
 
@@ -59,7 +50,8 @@ class StoreReader:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(self.path, readonly=self._readonly)
+            # Writable ones are the daemon's readers: the store's writer set the file up (WAL).
+            conn = open_db(self.path, readonly=self._readonly, wal=False)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

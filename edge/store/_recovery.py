@@ -9,6 +9,7 @@ from pathlib import Path
 
 from edge._fs import atomic_write, fsync_dir
 from edge.errors import StoreError
+from edge.sqlite import open_db
 
 _CORRUPT = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
@@ -20,7 +21,7 @@ def check_integrity(path: Path) -> str | None:
     try:
         # Read-only: a read-write connection would reset or delete a damaged WAL on close,
         # destroying the very evidence that is about to be moved aside.
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = open_db(path, readonly=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchall()
         finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from edge.seqranges import merge
+from edge.sqlite import open_db
 
 log = structlog.get_logger("edge.store")
 
@@ -53,9 +54,9 @@ def read_rows(path: Path, seq_hi: int) -> tuple[list[tuple], list[tuple[int, int
 
 
 def _open(path: Path) -> sqlite3.Connection | None:
-    for uri in (f"file:{path}?mode=ro", f"file:{path}?mode=ro&immutable=1"):  # immutable: no WAL
+    for immutable in (False, True):  # immutable: no WAL
         try:
-            conn = sqlite3.connect(uri, uri=True)
+            conn = open_db(path, readonly=True, immutable=immutable)
             conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
             return conn
         except sqlite3.DatabaseError:

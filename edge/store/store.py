@@ -24,12 +24,13 @@ from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
 from edge.events import Event, canonical_json, envelope_parts, make_event, new_event_id, with_seq
 from edge.seqranges import merge, runs
+from edge.sqlite import open_db
 from edge.store import _chain, _dropruns
 from edge.store._acks import AckRanges
 from edge.store._disk import DiskRoom, no_space
 from edge.store._lock import StoreLock
 from edge.store._pressure import Pressure
-from edge.store._reader import KEY_NAME, StoreReader, connect
+from edge.store._reader import KEY_NAME, StoreReader
 from edge.store._recovery import recover, recovery_recorded
 from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
@@ -83,10 +84,7 @@ class Store(SpaceMixin, StoreReader):
         self._key = _chain.load_key(state_dir, state_dir / KEY_NAME)
         self._seqfile = SeqReservation(state_dir / "seq.reserved")
         recovered = recover(self.path, self._seqfile.limit + 1)
-        self._w = connect(self.path, readonly=False)
-        self._w.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
-        self._w.execute("PRAGMA journal_mode = WAL")
-        self._w.execute("PRAGMA synchronous = FULL")
+        self._w = open_db(self.path, auto_vacuum="INCREMENTAL")
         migrate(self._w)
         self._load_state()
         self._disk = DiskRoom(self.path, self._w, self.settings.reserve_bytes)

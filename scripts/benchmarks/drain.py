@@ -20,11 +20,12 @@ slower of the two: ``ratio_to_raw_limit`` = ours / that rate.
 from __future__ import annotations
 
 import queue
-import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from edge.sqlite import open_db
 
 
 def add_arguments(parser) -> None:
@@ -69,9 +70,7 @@ def _bare(db_path: Path, port: int, batch: int, window: int, n: int) -> float:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    db = sqlite3.connect(db_path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
+    db = open_db(db_path)  # the store's own settings: WAL, synchronous FULL
     acks: queue.SimpleQueue = queue.SimpleQueue()
     connected = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-drain", protocol=mqtt.MQTTv5)
@@ -112,9 +111,7 @@ def _bare(db_path: Path, port: int, batch: int, window: int, n: int) -> float:
 def _raw_sqlite_read_mark(db_path: Path, batch: int, window: int, n: int) -> float:
     """Read every row in batches and mark it sent, committing once per window of batches. The
     cheapest durable mark there is: one (first, last) seq row per batch, as the store's range acks."""
-    db = sqlite3.connect(db_path, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
+    db = open_db(db_path)  # the store's own settings: WAL, synchronous FULL
     db.execute("CREATE TABLE sent (lo INTEGER NOT NULL, hi INTEGER NOT NULL)")
     started = time.perf_counter()
     cursor, done = 0, 0
@@ -144,7 +141,7 @@ def _raw_paho_publish(db_path: Path, port: int, batch: int, window: int) -> tupl
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    db = sqlite3.connect(db_path)
+    db = open_db(db_path, readonly=True)
     bodies = [r[0] for r in db.execute("SELECT body FROM outbox ORDER BY seq")]
     db.close()
     payloads = [(b'{"events":[' + b",".join(bodies[i:i + batch]) + b"]}", len(bodies[i:i + batch]))
@@ -179,9 +176,8 @@ def _raw_paho_publish(db_path: Path, port: int, batch: int, window: int) -> tupl
 
 
 def _copy_bodies(store_db: Path, bare_db: Path) -> int:
-    src = sqlite3.connect(store_db)
-    dst = sqlite3.connect(bare_db, isolation_level=None)
-    dst.execute("PRAGMA journal_mode = WAL")
+    src = open_db(store_db, readonly=True)
+    dst = open_db(bare_db)
     dst.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
     dst.execute("BEGIN")
     dst.executemany("INSERT INTO outbox VALUES (?, ?)", src.execute("SELECT seq, body FROM events ORDER BY seq"))

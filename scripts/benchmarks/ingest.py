@@ -24,7 +24,6 @@ from __future__ import annotations
 import _thread
 import os
 import queue
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from edge import daemon
 from edge.events import make_event
+from edge.sqlite import open_db
 from edge.store import Store
 from edge.store._chain import GENESIS, chain_hash
 from edge.store._schema import migrate
@@ -68,9 +68,7 @@ def _rows(count: int, pad: str) -> list[tuple]:
 
 def _raw_rows_per_s(rows: list[tuple], per_txn: int) -> float:
     with tempfile.TemporaryDirectory(prefix="edge-bench-raw-") as tmp:
-        conn = sqlite3.connect(Path(tmp) / "raw.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn = open_db(Path(tmp) / "raw.db")  # the store's own settings: WAL, synchronous FULL
         migrate(conn)  # the store's own schema and indexes: same rows, same b-trees
         sql = "INSERT INTO events (seq, id, type, priority, ts, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
         started = time.perf_counter()

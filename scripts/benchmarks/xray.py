@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge.sqlite import open_db
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--files", type=int, default=300)
@@ -72,9 +74,7 @@ class _Rig:
 
 
 def _bare_db(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
+    conn = open_db(path)  # the ledger's own settings: WAL, synchronous FULL
     conn.execute("CREATE TABLE scans (id TEXT PRIMARY KEY, body BLOB)")
     return conn
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from edge.sqlite import open_db as open_sqlite
 from services.central import _migrate
 from services.central._base import DEVICE_COLUMNS, GAPS_SQL, CentralDb, DbError, iso, retrying
 from services.central._parse import EVENT_COLUMNS, Parsed
@@ -41,9 +42,7 @@ class SqliteDb(CentralDb):
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn = open_sqlite(self.path, busy_timeout=30.0)
 
     def migrate(self) -> list[str]:
         c = self._conn

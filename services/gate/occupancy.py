@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import StoreError
+from edge.sqlite import open_db
 
 FILE = "gate-occupancy.db"
 EVENT = "gate.occupancy"
@@ -61,12 +62,11 @@ class Occupancy:
         self._db: sqlite3.Connection | None = None
         try:
             if not readonly:
-                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db = open_db(self.path)
                 self._db.executescript(_SCHEMA)
                 self._read(self._db)
             elif self.path.exists():
-                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                db = open_db(self.path, readonly=True)
                 try:
                     self._read(db)
                 finally:

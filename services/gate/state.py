@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import StoreError
+from edge.sqlite import open_db
 
 FILE = "gate.db"
 _SCHEMA = """
@@ -34,9 +35,7 @@ class GateState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a grant is only sent after its row is on disk
+            self._db = open_db(self.path)  # synchronous FULL: a grant is only sent after its row is on disk
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"gate state {self.path}: {exc}; move the file aside to start afresh "

@@ -9,7 +9,6 @@ cached files whether or not the broker is reachable.
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
+from edge.sqlite import open_db
 from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 from services.learning import protocol
@@ -191,7 +191,7 @@ class LearningComponent:
             return ok
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self._events_db}?mode=ro", uri=True, check_same_thread=False)
+            conn = open_db(self._events_db, readonly=True)
             self._local.conn = conn
         row = conn.execute(
             "SELECT 1 FROM events INDEXED BY events_pending WHERE acked_at IS NULL AND priority <= 1 "

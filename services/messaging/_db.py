@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
+from edge.sqlite import open_db
 from services.messaging import _migrate
 from services.messaging._crypto import AtRest
 from services.messaging._docs import STATE_RANK, ContactsDoc
@@ -52,9 +53,7 @@ class MailboxDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.crypto = crypto
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "secure_delete = ON", "busy_timeout = 5000"):
-            self._conn.execute(f"PRAGMA {pragma}")
+        self._conn = open_db(self.path, secure_delete=True)
         self._open_schema()
         for p in self.path.parent.glob(self.path.name + "*"):
             p.chmod(0o600)

@@ -29,6 +29,7 @@ from edge import sealing
 from edge.errors import EdgeError
 from edge.events import canonical_json
 from edge.mqtt import topics
+from edge.sqlite import open_db
 from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 from services.messaging import _docs
@@ -181,7 +182,7 @@ class MessagingComponent:
         if not queued:
             return False
         if self._events_conn is None:
-            self._events_conn = sqlite3.connect(f"file:{self._events_db}?mode=ro", uri=True)
+            self._events_conn = open_db(self._events_db, readonly=True)
         waiting = len(queued)
         for msg_id, seq in queued:
             row = self._events_conn.execute("SELECT acked_at FROM events WHERE seq = ?", (seq,)).fetchone()
@@ -264,7 +265,7 @@ def stats_from_disk(state_dir) -> dict[str, Any]:
     path = state_dir / "messaging" / "mailbox.db"
     if not path.exists():
         raise EdgeError(f"no mailbox at {path}; has the tablet daemon started with messaging enabled?")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = open_db(path, readonly=True)
     try:
         found = counts(conn)
     finally:

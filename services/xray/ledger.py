@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
+from edge.sqlite import open_db
 from services.xray.settings import XraySettings
 
 DB_NAME = "xray.db"
@@ -126,18 +127,13 @@ class DoseLedger:
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                self._conn.execute("PRAGMA busy_timeout = 5000")
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = FULL")
+                self._conn = open_db(self.path)
                 (state,) = self._conn.execute("PRAGMA quick_check").fetchone()
                 if state != "ok":
                     raise LedgerCorrupt(f"{self.path}: dose ledger damaged: {state}")
                 self._conn.executescript(_SCHEMA)
             if self.path.exists():
-                self._rconn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
-                                              check_same_thread=False, isolation_level=None)
-                self._rconn.execute("PRAGMA busy_timeout = 5000")
+                self._rconn = open_db(self.path, readonly=True)
         except LedgerCorrupt:
             self._close_quietly()
             raise
