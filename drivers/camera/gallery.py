@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from edge._fs import KeyFileError
+from edge.atrest import AtRestCipher, NotAuthentic
 from edge.errors import EdgeError
 from edge.sqlite import open_db
 
@@ -140,7 +138,7 @@ class Gallery:
         elif not (self.folder / "gallery.db").exists():
             raise GalleryError(f"no gallery at {self.folder}; enroll someone or let central sync first")
         self.path = self.folder / "gallery.db"
-        self._aead = AESGCM(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
+        self._aead = AtRestCipher(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
         try:
             # secure_delete: revoked templates are overwritten, not left in free pages
             self._db = open_db(self.path, busy_timeout=10.0, secure_delete=True, foreign_keys=True)
@@ -154,25 +152,23 @@ class Gallery:
 
     # -- sealing ---------------------------------------------------------------------------
     def _seal(self, subject_id: str, raw: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, bytes(raw), _AAD + subject_id.encode())
+        return self._aead.seal(raw, _AAD + subject_id.encode())
 
     def _open(self, subject_id: str, sealed: bytes) -> bytes:
         try:
-            return self._aead.decrypt(sealed[:12], sealed[12:], _AAD + subject_id.encode())
-        except InvalidTag:
+            return self._aead.open(sealed, _AAD + subject_id.encode())
+        except NotAuthentic:
             raise GalleryError(f"template of subject {subject_id} does not decrypt: wrong key "
                                f"or tampered database ({self.path})") from None
 
     def seal_blob(self, data: bytes, context: bytes) -> bytes:
         """Encrypt other biometric data (audit crops) under the gallery key."""
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, data, _AAD + context)
+        return self._aead.seal(data, _AAD + context)
 
     def open_blob(self, sealed: bytes, context: bytes) -> bytes:
         try:
-            return self._aead.decrypt(sealed[:12], sealed[12:], _AAD + context)
-        except InvalidTag:
+            return self._aead.open(sealed, _AAD + context)
+        except NotAuthentic:
             raise GalleryError("sealed blob does not decrypt: wrong key or tampered file") from None
 
     # -- writes ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge._fs import KeyFileError
+from edge.atrest import AtRestCipher, NotAuthentic
 from edge.errors import EdgeError
 from edge.pem import raw_public_key
 
@@ -54,31 +55,20 @@ def load_or_create_key(state_dir: Path, legacy: Path | None = None) -> bytes:
 
 
 class AtRest:
-    """AES-256-GCM for one field of one record: nonce || ciphertext+tag."""
+    """AES-256-GCM for one field of one record: nonce || ciphertext+tag (edge.atrest)."""
 
     def __init__(self, key: bytes):
         if len(key) != 32:
             raise CryptoError(f"the at-rest key must be 32 bytes, not {len(key)}")
-        self._key, self._cipher, self._index_key = key, None, None
-
-    @property
-    def _aead(self):
-        if self._cipher is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            self._cipher = AESGCM(self._key)
-        return self._cipher
+        self._key, self._cipher, self._index_key = key, AtRestCipher(key), None
 
     def seal(self, data: bytes, aad: str) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, data, aad.encode())
+        return self._cipher.seal(data, aad.encode())
 
     def open(self, blob: bytes, aad: str) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
         try:
-            return self._aead.decrypt(blob[:12], blob[12:], aad.encode())
-        except (InvalidTag, ValueError):
+            return self._cipher.open(blob, aad.encode())
+        except NotAuthentic:
             raise CryptoError("stored message data does not authenticate (damaged or moved)") from None
 
     def tag(self, *parts: str) -> bytes:
