@@ -144,7 +144,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         self.store = Store(s.state_dir, device=s.device_id, site=s.site, settings=s.store, clock=self.clock)
         self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed,
-                                     services=self.component)
+                                     services=self.component, state_dir=s.state_dir)
         self._build_components()
         for component in self.components:
             component.start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -60,9 +61,12 @@ class DriverContext:
 
     def __init__(self, name: str, emit, log, stopping: threading.Event,
                  health_changed: Callable[[], None] = lambda: None,
-                 services: Callable[[str], Any] = lambda _name: None):
+                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None):
         self.name = name
         self._services = services
+        #: The daemon's state_dir, for a driver that keeps files (None outside a daemon): given by
+        #: the daemon that runs the driver, so two daemons in one process never share it.
+        self.state_dir = state_dir
         self.log = log
         self.stopping = stopping
         self._emit = emit

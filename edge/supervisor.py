@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -37,9 +38,10 @@ class DriverRunner:
     """One driver: its run thread, its command thread, its health."""
 
     def __init__(self, entry: DriverEntry, emit: Callable, settings: SupervisorSettings,
-                 on_health_change: Callable[[], None], services: Callable[[str], Any] = lambda _name: None):
+                 on_health_change: Callable[[], None], services: Callable[[str], Any] = lambda _name: None,
+                 state_dir: Path | None = None):
         self.name, self.kind = entry.name, entry.kind
-        self._services = services
+        self._services, self._state_dir = services, state_dir
         self._cls = driver_class(entry.kind)
         self._config = driver_config(entry)
         self._emit, self._settings = emit, settings
@@ -68,7 +70,7 @@ class DriverRunner:
         bound = log.bind(driver=self.name, kind=self.kind)
         while not self.stopping.is_set():
             ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change,
-                                self._services)
+                                self._services, state_dir=self._state_dir)
             started = self._started = time.monotonic()
             full = False
             try:
@@ -168,9 +170,10 @@ class Supervisor:
 
     def __init__(self, entries: list[DriverEntry], emit: Callable, settings: SupervisorSettings,
                  on_health_change: Callable[[], None] = lambda: None,
-                 services: Callable[[str], Any] = lambda _name: None):
+                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None):
         self._settings = settings
-        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change, services) for e in entries}
+        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change, services, state_dir)
+                        for e in entries}
 
     def start(self) -> None:
         for runner in self.runners.values():
@@ -184,7 +187,8 @@ class Supervisor:
         old = self.runners[entry.name]
         old.stop()
         old.join(self._settings.stop_timeout_s)
-        new = DriverRunner(entry, old._emit, self._settings, old._on_health_change, old._services)
+        new = DriverRunner(entry, old._emit, self._settings, old._on_health_change, old._services,
+                           old._state_dir)
         self.runners[entry.name] = new
         new.start()
 

@@ -184,3 +184,22 @@ def _child_worker(pid: int, parent: int) -> bool:
             return ppid == parent and b"drivers.camera.worker" in f.read()
     except (OSError, IndexError, ValueError):
         return False
+
+
+def test_each_face_driver_finds_the_gallery_of_the_daemon_that_runs_it(tmp_path):
+    """No module-level state_dir: two daemons in one process (two contexts) never share a gallery."""
+    import threading
+
+    from drivers.camera.driver import FaceCameraDriver
+    from edge.driver import DriverContext
+    from edge.errors import DriverError
+
+    def driver(daemon_dir, **options):
+        ctx = DriverContext("cam", lambda *a: None, None, threading.Event(), state_dir=daemon_dir)
+        return FaceCameraDriver(FaceCameraDriver.Config(name="cam", kind="camera.face", source="x", **options), ctx)
+
+    a, b = driver(tmp_path / "a"), driver(tmp_path / "b")
+    assert (a._state_dir(), b._state_dir()) == (tmp_path / "a", tmp_path / "b")
+    assert driver(tmp_path / "a", state_dir=tmp_path / "own")._state_dir() == tmp_path / "own"  # its option wins
+    with pytest.raises(DriverError, match="no state_dir"):
+        driver(None)._state_dir()

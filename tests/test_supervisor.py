@@ -68,6 +68,14 @@ class FullDiskDriver(Driver):
         raise StoreNoSpace("the disk is full; the event was not stored")
 
 
+class StateDirDriver(Driver):
+    """Keeps a file in the state_dir its daemon gave it."""
+
+    def run(self):
+        (self.ctx.state_dir / f"{self.ctx.name}.seen").write_text(str(self.ctx.state_dir))
+        self.ctx.stopping.wait()
+
+
 class BadHealthDriver(Driver):
     """Runs fine, but its health() has a bug."""
 
@@ -82,7 +90,7 @@ def test_kinds(monkeypatch):
     extra = {kind: EntryPoint(kind, f"{__name__}:{cls}", registry.GROUP)
              for kind, cls in (("test.stuck", "StuckDriver"), ("test.badclose", "BadCloseDriver"),
                                ("test.badhealth", "BadHealthDriver"), ("test.flapping", "FlappingDriver"),
-                               ("test.fulldisk", "FullDiskDriver"))}
+                               ("test.fulldisk", "FullDiskDriver"), ("test.statedir", "StateDirDriver"))}
     monkeypatch.setattr(registry, "_entry_points", lambda: {**real, **extra})
 
 
@@ -274,3 +282,23 @@ def test_a_driver_stopped_by_a_full_disk_restarts_within_a_second_whatever_its_b
     finally:
         assert sup.stop() == []
     assert time.monotonic() - began < 6.0  # four restarts, each within a second
+
+
+def test_two_supervisors_in_one_process_give_their_drivers_their_own_state_dir(store, test_kinds, tmp_path):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    sups = [Supervisor([DriverEntry(name="keeper", kind="test.statedir")], emitter(store), SupervisorSettings(),
+                       state_dir=d) for d in dirs]
+    for sup in sups:
+        sup.start()
+    try:
+        wait_for(lambda: all((d / "keeper.seen").exists() for d in dirs), timeout=10)
+        assert [(d / "keeper.seen").read_text() for d in dirs] == [str(d) for d in dirs]
+        (dirs[1] / "keeper.seen").unlink()
+        sups[1].replace(DriverEntry(name="keeper", kind="test.statedir"))  # a restart keeps its daemon's dir
+        wait_for(lambda: (dirs[1] / "keeper.seen").exists(), timeout=10)
+        assert (dirs[1] / "keeper.seen").read_text() == str(dirs[1])
+    finally:
+        for sup in sups:
+            sup.stop()

@@ -8,13 +8,10 @@ log = structlog.get_logger("edge.biometrics")
 
 
 def components(daemon) -> list:
-    """Point face drivers at the device's gallery; sync it from central when a broker is set.
-    Nothing when no ``camera.face`` driver is configured."""
+    """Sync the device's gallery from central when a broker is set (the face drivers find it
+    through their context's state_dir). Nothing when no ``camera.face`` driver is configured."""
     if not any(d.kind == "camera.face" for d in daemon.settings.drivers):
         return []
-    from drivers.camera import driver
-
-    driver.DEFAULT_STATE_DIR = daemon.settings.state_dir
     if daemon.link is None:
         log.info("gallery_sync_off", reason="no MQTT broker configured; local enrollment only")
         return []

@@ -24,8 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edge.driver import Driver, DriverConfig
 from edge.errors import CommandError, DriverError, StoreFull
 
-# Set by the daemon's biometrics component: the device's state_dir, where the gallery lives.
-DEFAULT_STATE_DIR: Path | None = None
 _STARTUP_TIMEOUT_S = 60.0
 
 
@@ -130,7 +128,7 @@ class FaceCameraDriver(Driver):
         self.worker_encoder: str | None = None  # "numpy", or "dlib" when forced or fallen back to
 
     def _state_dir(self) -> Path:
-        state_dir = self.config.state_dir or DEFAULT_STATE_DIR
+        state_dir = self.config.state_dir or self.ctx.state_dir  # the daemon's: where the gallery lives
         if state_dir is None:
             raise DriverError(f"driver {self.ctx.name}: no state_dir (set state_dir in its [[drivers]] entry)")
         return Path(state_dir)
