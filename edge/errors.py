@@ -45,9 +45,5 @@ class CommandError(EdgeError):
     """A command could not be executed (unknown, refused, or failed)."""
 
 
-class AuditError(EdgeError):
-    """The audit chain is broken; the message names the first break."""
-
-
 class StoreNoSpace(StoreFull):
     """The disk itself is full: the commit failed for space (alarms are kept in memory)."""

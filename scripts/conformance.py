@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.testing.central import Publisher, event  # noqa: E402
+from edge.testing.central import Publisher, event
 
 SITE = "conformance"
 

@@ -46,7 +46,7 @@ def rig(base_config, tmp_path, mosquitto):
 
 
 def test_pack_joins_stored_bytes_per_family_in_seq_order():
-    def Row(seq, type_, body):  # noqa: N802 - reads like the row it stands for
+    def Row(seq, type_, body):
         return (seq, type_, body, bytes([seq]) * 32)
 
     rows = [Row(1, "a.x", b'{"seq":1}'), Row(2, "b.x", b'{"seq":2}'), Row(3, "a.y", b'{"seq":3}'),

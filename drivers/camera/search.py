@@ -82,13 +82,6 @@ class Index:
         shifted += self.sqnorm
         return (shifted if self._one_each else np.minimum.reduceat(shifted, self.starts)), float(q @ q)
 
-    def subject_distances(self, query: np.ndarray) -> np.ndarray:
-        """Best distance per subject, in ``ids`` order."""
-        shifted, qq = self._shifted_sq(query)
-        shifted += qq
-        np.maximum(shifted, 0.0, out=shifted)
-        return np.sqrt(shifted, out=shifted)
-
     def distance_to(self, subject_id: str, query: np.ndarray) -> float | None:
         """1:1: the best distance to one subject's templates, or None if not in the index."""
         i = self._pos.get(subject_id)

@@ -34,7 +34,6 @@ class DeviceModel:
         self.emergency = self.tamper = self.held_open = self.fault = False
         self.counters = {"in": 0, "out": 0}
         self.queue: deque[m.DeviceEvent] = deque(maxlen=queue_max)
-        self.dropped_events = 0
         self.grant: _Grant | None = None
         self.clock_offset = 0.0
         self._seq = 0
@@ -126,7 +125,5 @@ class DeviceModel:
 
     def _event(self, kind, direction=None, arg=0, counter=0) -> None:
         self._seq = self._seq % 0xFFFF + 1   # 1..65535; 0 means "nothing acknowledged yet"
-        if len(self.queue) == self.queue.maxlen:
-            self.dropped_events += 1
         self.queue.append(m.DeviceEvent(self._seq, kind, direction, arg, counter,
                                         int(time.time() + self.clock_offset) % 2**32))

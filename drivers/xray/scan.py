@@ -129,15 +129,3 @@ def build_scan(fields: dict[str, Any], where: str) -> Scan:
             msg = err["msg"].removeprefix("Value error, ")
             problems.append(f"{loc}: missing" if err["type"] == "missing" else f"{loc}: {msg}")
         raise ScanRejected(f"{where}: wrong schema: " + "; ".join(problems)) from None
-
-
-def parse_time(value: Any, where: str) -> datetime:
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise ScanRejected(f"{where}: time: expected an ISO 8601 string, got {type(value).__name__}")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
-        raise ScanRejected(f"{where}: time: {value[:40]!r} is not ISO 8601 "
-                           "(expected e.g. 2026-01-31T09:15:00Z)") from None

@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
             handler.wfile.close()
         return not handler.close_connection
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args) -> None:
         pass  # request lines may carry resident pseudonyms; we log outcomes below instead
 
     def address_string(self) -> str:

@@ -427,7 +427,7 @@ class MqttLink:
     def _call(self, topic_filter: str, handler: Handler, topic: str, payload: bytes, props) -> None:
         try:
             handler(topic, payload, props)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             # A subscriber's bug must not kill the network thread (and with it the
             # uplink); it is counted, logged with its type, and shown in status.
             self._stats["handler_errors"] += 1

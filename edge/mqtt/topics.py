@@ -42,14 +42,6 @@ def cmd_result(site: str, device: str) -> str:
     return f"{ROOT}/{site}/{device}/cmd/result"
 
 
-def family_of_event_topic(topic: str) -> str | None:
-    """``edge/v1/s/d/events/turnstile`` -> ``turnstile``; None for any other topic."""
-    parts = topic.split("/")
-    if len(parts) == 6 and parts[0] == "edge" and parts[1] == "v1" and parts[4] == "events":
-        return parts[5]
-    return None
-
-
 #: First topic levels after ``edge/v1/{site}/`` that site-wide channels use. A device id equal
 #: to one would make its device topics overlap the site's (``edge/v1/s/cmd/...``), so such ids
 #: are refused at start and by the broker ACL generator. A test keeps this in step with the contract.

@@ -67,11 +67,6 @@ def count_pending(conn: sqlite3.Connection, lo: int, hi: int) -> int:
                         "WHERE acked_at IS NULL AND seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
 
 
-def pending_in_ranges(conn: sqlite3.Connection, ranges) -> int:
-    """Rows still NULL in ``acked_at`` that ranges mark acked (to subtract from pending)."""
-    return sum(count_pending(conn, lo, hi) for lo, hi, _ in ranges)
-
-
 def first_pending(conn: sqlite3.Connection, ranges, after: int = 0) -> int | None:
     """Lowest seq > after that is pending and not covered by a range."""
     while True:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 # As the gate's worker runs (see drivers/camera/driver.py): one BLAS thread.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 FACES = REPO / "tests" / "data" / "faces"

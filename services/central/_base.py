@@ -109,10 +109,6 @@ class CentralDb:
         rows = self.query("SELECT doc FROM proposals WHERE id = %s", (command_id,))
         return json.loads(rows[0][0]) if rows else None
 
-    def totals(self) -> dict[str, int]:
-        events, devices = self.query("SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM devices)")[0]
-        return {"events": events, "devices": devices}
-
     def _ts(self, value: datetime) -> Any:
         return value
 

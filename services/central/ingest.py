@@ -69,7 +69,6 @@ class Ingest:
         self.counters = {"messages": 0, "events_ingested": 0, "duplicates": 0, "rejected": 0,
                          "states": 0, "batches": 0, "db_errors": 0, "connects": 0}
         self.lag_s: float | None = None
-        self.last_commit_at: float | None = None
         self.subscribed = threading.Event()
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._gen = 0  # connection generation: a mid is only valid on the connection that gave it
@@ -210,7 +209,6 @@ class Ingest:
         c["rejected"] += len(parsed.rejects)
         c["states"] += len(parsed.states)
         c["batches"] += 1
-        self.last_commit_at = time.time()
         if parsed.newest_ts is not None:
             self.lag_s = max(0.0, (datetime.now(UTC) - parsed.newest_ts).total_seconds())
         for topic, reason, _payload in parsed.rejects:

@@ -75,7 +75,7 @@ def serve(listen: str, status: Callable[[], dict], db_factory: Callable[[], Cent
     db = db_factory()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics is served here")
                 return

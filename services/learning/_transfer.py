@@ -102,7 +102,6 @@ class Downloader:
         self.bucket = TokenBucket(rate_limit_bytes_s, burst_bytes=max(rate_limit_bytes_s // 4, 1))
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: dict[str, Job] = {}  # queued or running, by sha256
-        self._active: set[str] = set()
         self._lock = threading.Lock()
         self._pending: dict[bytes, _Pending] = {}
         self._stop = threading.Event()

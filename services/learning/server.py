@@ -67,7 +67,6 @@ class ContentServer:
         self.index: dict[str, tuple[Path, list[str]]] = {}
         self.catalog: dict[str, Any] | None = None
         self.served: Counter[tuple[str, int]] = Counter()
-        self.bytes_served = 0
         self._corrupt_next: set[tuple[str, int]] = set()
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -159,7 +158,6 @@ class ContentServer:
             data = f.read(self.chunk_size)
         with self._lock:
             self.served[(req.item, req.index)] += 1
-            self.bytes_served += len(data)
         if corrupt and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         return data
