@@ -13,7 +13,7 @@ KEY = bytes(range(32))
 
 
 def _old_seal(key: bytes, data: bytes, aad: bytes) -> bytes:
-    """What drivers/camera/gallery.py and edge/messaging/_crypto.py wrote before edge.atrest."""
+    """What drivers/camera/gallery.py and services/messaging/_crypto.py wrote before edge.atrest."""
     nonce = os.urandom(12)
     return nonce + AESGCM(key).encrypt(nonce, data, aad)
 
@@ -45,7 +45,7 @@ def test_a_blob_opens_only_for_its_own_record_unchanged_under_its_key(tamper):
 
 def test_a_gallery_template_and_a_mailbox_field_written_the_old_way_still_open(tmp_path):
     from drivers.camera.gallery import _AAD, Gallery, load_or_create_key
-    from edge.messaging._crypto import AtRest
+    from services.messaging._crypto import AtRest
 
     gallery = Gallery(tmp_path)
     key = load_or_create_key(tmp_path)

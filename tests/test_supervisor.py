@@ -288,17 +288,20 @@ def test_two_supervisors_in_one_process_give_their_drivers_their_own_state_dir(s
     dirs = [tmp_path / "a", tmp_path / "b"]
     for d in dirs:
         d.mkdir()
+
+    def seen(d):  # what the driver wrote there, once it has written it whole
+        path = d / "keeper.seen"
+        return path.read_text() if path.exists() else None
+
     sups = [Supervisor([DriverEntry(name="keeper", kind="test.statedir")], emitter(store), SupervisorSettings(),
                        state_dir=d) for d in dirs]
     for sup in sups:
         sup.start()
     try:
-        wait_for(lambda: all((d / "keeper.seen").exists() for d in dirs), timeout=10)
-        assert [(d / "keeper.seen").read_text() for d in dirs] == [str(d) for d in dirs]
+        wait_for(lambda: [seen(d) for d in dirs] == [str(d) for d in dirs], timeout=10)
         (dirs[1] / "keeper.seen").unlink()
         sups[1].replace(DriverEntry(name="keeper", kind="test.statedir"))  # a restart keeps its daemon's dir
-        wait_for(lambda: (dirs[1] / "keeper.seen").exists(), timeout=10)
-        assert (dirs[1] / "keeper.seen").read_text() == str(dirs[1])
+        wait_for(lambda: seen(dirs[1]) == str(dirs[1]), timeout=10)
     finally:
         for sup in sups:
             sup.stop()
