@@ -21,11 +21,11 @@ from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
+from edge.schema import NAME
 from edge.update.settings import RemoteConfigSettings, UpdateSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge/edge.toml")
 EX_CONFIG = 78
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
 class _Section(BaseModel):
@@ -132,7 +132,7 @@ class DriverEntry(BaseModel):
     """One [[drivers]] table: name and kind here; the rest is the driver's own options."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(pattern=_NAME, description="Unique on the device: commands, event sources and "
+    name: str = Field(pattern=NAME, description="Unique on the device: commands, event sources and "
                                                  "gate lanes name the driver by it.")
     kind: str = Field(description="The driver kind (see Driver options; `edge drivers list`).")
 
@@ -145,9 +145,9 @@ class CoreSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
-    device_id: str = Field(pattern=_NAME, description="This device's id, in its MQTT topics "
+    device_id: str = Field(pattern=NAME, description="This device's id, in its MQTT topics "
                                                       "(`edge/v1/<site>/<device_id>/...`) and every event.")
-    site: str = Field(pattern=_NAME, description="The site (prison) the device belongs to, in its MQTT topics.")
+    site: str = Field(pattern=NAME, description="The site (prison) the device belongs to, in its MQTT topics.")
     role: Literal["gate", "tablet"] = Field(description="gate: the gate policy over its drivers; tablet: "
                                                         "the learning and messaging caches and the UI's API.")
     state_dir: Path = Field(default=Path("/var/lib/edge"), description="The event store, keys, caches and "
@@ -325,7 +325,7 @@ def _error_lines(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see config/*.example.toml)"
-        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _NAME:
+        elif err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NAME:
             msg = "expected 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
         lines.append(f"{loc}: got {shown}; {msg}")
     return lines

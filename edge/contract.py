@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Command, CommandResult
 from edge.events import MAX_SEQ, Event
+from edge.schema import DEVICE, SHA256_HEX, SITE
 
 CONTRACT_VERSION = "1.0.0"
 
@@ -45,7 +46,7 @@ class ChainHead(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     seq: int = Field(description="seq of the batch's last event.")
-    hash: str = Field(pattern=r"^[0-9a-f]{64}$", description=(
+    hash: str = Field(pattern=SHA256_HEX, description=(
         "hex SHA-256 chain hash at that seq: hash(n) = sha256(hash(n-1) || the event's bytes exactly as "
         "sent), hash before the first event = 32 zero bytes. Keep (seq, hash) pairs; `edge audit verify "
         "--heads FILE` on the device proves its chain was not rewritten, even by someone with its key."))
@@ -232,9 +233,6 @@ class Channel:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
-SITE_PARAMETER = _SITE = "Site id, e.g. hmp-example."
-_DEVICE = "Device id (also the MQTT client id and the certificate's CN)."
-
 CHANNELS: list[Channel] = [
     Channel(
         "deviceEvents", "edge/v1/{site}/{device}/events/{family}", "send", EventBatch,
@@ -248,7 +246,7 @@ CHANNELS: list[Channel] = [
         "MUST accept event types (and payload fields) they do not know: new ones are added without "
         "a new contract version. Scale out with a shared subscription: "
         "`$share/ingest/edge/v1/+/+/events/#` (see docs/fleet.md).",
-        parameters={"site": _SITE, "device": _DEVICE,
+        parameters={"site": SITE, "device": DEVICE,
                     "family": "Event family: the part of `type` before the first dot (turnstile, "
                               "biometric, xray, learning, message, system, ...)."}),
     Channel(
@@ -260,20 +258,20 @@ CHANNELS: list[Channel] = [
         "publishes online=false, reason=shutdown. Match a death to its birth by `boot_seq`. "
         "Subscribe to state WITHOUT `$share`: a shared subscription receives no retained messages, "
         "so a group member would never see the births published before it subscribed.",
-        retain=True, parameters={"site": _SITE, "device": _DEVICE}),
+        retain=True, parameters={"site": SITE, "device": DEVICE}),
     Channel(
         "deviceCommands", "edge/v1/{site}/{device}/cmd", "receive", Command,
         "Signed commands for one device.",
         "Ed25519-signed (see docs/commands.md). The device keeps a persistent session, so "
         "commands published while it is offline are delivered when it returns and run if still "
         "valid. Each id runs at most once. Publish with QoS 1, not retained.",
-        parameters={"site": _SITE, "device": _DEVICE}),
+        parameters={"site": SITE, "device": DEVICE}),
     Channel(
         "siteCommands", "edge/v1/{site}/cmd", "receive", Command,
         "Signed commands for every device of a site.",
         "As deviceCommands. Devices that do not have the target driver, or that the command's "
         "`device` field does not name, ignore it silently.",
-        parameters={"site": _SITE}),
+        parameters={"site": SITE}),
     Channel(
         "commandResults", "edge/v1/{site}/{device}/cmd/result", "send", CommandResultBatch,
         "What became of each command: ok, failed or rejected (with a reason).",
@@ -281,7 +279,7 @@ CHANNELS: list[Channel] = [
         "produced while offline arrives later; at-least-once, dedupe by event `id`, correlate "
         "by `payload.id` (the command id). Every rejection is also a `system.command_rejected` "
         "alarm event on events/system.",
-        parameters={"site": _SITE, "device": _DEVICE}),
+        parameters={"site": SITE, "device": DEVICE}),
 ]
 
 #: Schemas of event payloads by event type, published in the document for central teams.

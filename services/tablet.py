@@ -47,7 +47,7 @@ def _register_purge(router, messaging, residents=None) -> None:
     (an ``erase``: two signatures, or two local operators; expiry, replay) and records the
     result; here is only what it does."""
     from edge.errors import CommandError
-    from services.messaging._docs import PSEUDONYM
+    from edge.schema import PSEUDONYM
 
     def purge_resident(daemon, args: dict) -> dict:
         resident = args.get("resident")

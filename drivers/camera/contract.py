@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Signature  # the one signature shape of every signed document
+from edge.schema import SHA256_HEX, SITE
 
 
 class _Strict(BaseModel):
@@ -170,7 +171,7 @@ class GallerySubject(_Strict):
 
 class VouchedEnrollment(_Strict):
     subject_id: str
-    template_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    template_sha256: str = Field(pattern=SHA256_HEX)
 
 
 class GallerySnapshot(_Strict):
@@ -223,7 +224,7 @@ _GALLERY_RULES = (
 def channels():
     from edge.contract import Channel
 
-    site = {"site": "Site id, e.g. hmp-example."}
+    site = {"site": SITE}
     return [
         Channel("siteGallerySnapshot", "edge/v1/{site}/gallery/snapshot", "receive", GallerySnapshot,
                 "The site's face gallery, whole (retained).",

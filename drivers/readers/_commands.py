@@ -8,6 +8,7 @@ import osdp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.errors import CommandError
+from edge.schema import PIN_HASH_HEX, PIN_SALT_HEX
 
 Outcome = Literal["grant", "deny", "hold"]
 
@@ -23,8 +24,8 @@ class FeedbackArgs(_Args):
 
 
 class CheckPinArgs(_Args):
-    salt: str = Field(pattern=r"^[0-9a-fA-F]{16,128}$", description="PBKDF2 salt, hex.")
-    hash: str = Field(pattern=r"^[0-9a-fA-F]{32,128}$", description="PBKDF2-HMAC-SHA256 of the PIN, hex.")
+    salt: str = Field(pattern=PIN_SALT_HEX, description="PBKDF2 salt, hex.")
+    hash: str = Field(pattern=PIN_HASH_HEX, description="PBKDF2-HMAC-SHA256 of the PIN, hex.")
     iterations: int = Field(default=100_000, ge=10_000, le=10_000_000)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.xray.scan import ScanFields
+from edge.schema import SHA256_HEX
 
 
 class XrayScan(ScanFields):
@@ -20,7 +21,7 @@ class XrayScan(ScanFields):
     key: str = Field(description="scanner/scan_id: the scan's idempotency key (emitted once per key).")
     override: bool = Field(description="The operator decided against the scanner's outcome.")
     format: Literal["json", "xml", "dicos", "line"] = Field(description="Which source produced it.")
-    record_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the raw record.")
+    record_sha256: str = Field(pattern=SHA256_HEX, description="SHA-256 of the raw record.")
     image_missing: str | None = Field(default=None, description="Image file named but never arrived.")
 
 

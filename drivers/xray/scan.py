@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.errors import DriverError
+from edge.schema import EXTERNAL_ID, SHA256_HEX
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
 # Far above any body scanner's single-scan dose (typically 0.1-10 µSv): a bigger
 # number is a unit mix-up (mSv or nSv) and must not silently fill a ledger.
 MAX_SCAN_DOSE_USV = 1000.0
@@ -51,7 +51,7 @@ class ImageRef(BaseModel):
     """Where the image is, without the image: its SHA-256 and size."""
 
     model_config = ConfigDict(extra="forbid")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=SHA256_HEX)
     bytes: int = Field(ge=0, le=2**53)
 
     @classmethod
@@ -63,10 +63,10 @@ class ScanFields(BaseModel):
     """The fields of one body scan, whatever the source (base of Scan and of the event contract)."""
 
     model_config = ConfigDict(extra="forbid")
-    scan_id: str = Field(pattern=_ID, description="The scanner's id of this scan.")
-    scanner: str = Field(pattern=_ID, description="Scanner id (serial number or station name).")
+    scan_id: str = Field(pattern=EXTERNAL_ID, description="The scanner's id of this scan.")
+    scanner: str = Field(pattern=EXTERNAL_ID, description="Scanner id (serial number or station name).")
     time: datetime = Field(description="When the scan was taken (UTC).")
-    subject: str | None = Field(default=None, pattern=_ID, description="Person scanned; null if unknown.")
+    subject: str | None = Field(default=None, pattern=EXTERNAL_ID, description="Person scanned; null if unknown.")
     operator: str = Field(min_length=1, max_length=64)
     reason: str | None = Field(default=None, max_length=64, description="Recorded reason code.")
     outcome: Literal["clear", "suspicious", "inconclusive"]

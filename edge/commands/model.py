@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.schema import NAME
+
 COMMAND_VERSION = 1
 EDGE_TARGET = "edge"
 MAX_COMMAND_BYTES = 64 * 1024
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 _CMD_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 
 #: Machine-readable reasons of a rejected command (the ``reason`` of a result).
@@ -50,11 +51,11 @@ class Command(BaseModel):
     id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
                     description="Unique per command (a UUID); a device executes an id at most once.")
     name: str = Field(pattern=_CMD_NAME, description="What to do, e.g. 'ping', 'unlock'.")
-    target: str = Field(pattern=_NAME, description="A driver instance name, or 'edge' for the daemon.")
+    target: str = Field(pattern=NAME, description="A driver instance name, or 'edge' for the daemon.")
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the command.")
-    device: str | None = Field(default=None, pattern=_NAME,
+    device: str | None = Field(default=None, pattern=NAME,
                                description="The one device this command is for.")
-    site: str | None = Field(default=None, pattern=_NAME,
+    site: str | None = Field(default=None, pattern=NAME,
                              description="The site this command is for (required on site-wide topics "
                                          "unless device is set).")
     reason: str | None = Field(default=None, max_length=500,

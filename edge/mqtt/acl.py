@@ -28,8 +28,9 @@ from typing import Any
 
 from edge.errors import EdgeError
 from edge.mqtt.topics import SITE_LEVEL_NAMES
+from edge.schema import NAME
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_NAME = re.compile(NAME)
 
 
 class InventoryError(EdgeError):

@@ -6,13 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.schema import SHA256_HEX, SITE
+
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Revoked(_M):
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$",
+    fingerprint: str = Field(pattern=SHA256_HEX,
                              description="SHA-256 of the raw 32-byte Ed25519 public key (as `edge keys` shows).")
     reason: str | None = Field(default=None, max_length=500)
 
@@ -82,4 +84,4 @@ def channels():
         "queued command is verified, persists it, and refuses every signature of a revoked key from "
         "then on (commands: reason revoked_key). `serial` must grow; revocations are never undone "
         "(the device keeps the union). Answered by trust.revocations_applied or "
-        "trust.revocations_rejected events.", retain=True, parameters={"site": "Site id, e.g. hmp-example."})]
+        "trust.revocations_rejected events.", retain=True, parameters={"site": SITE})]

@@ -23,11 +23,12 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
+from edge.schema import SHA256_HEX
 from edge.trust._store import TrustRefused, TrustStore
 
 log = structlog.get_logger("edge.trust")
 SOURCE = "trust"
-_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+_FINGERPRINT = re.compile(SHA256_HEX)
 
 
 class RevocationRejected(EdgeError):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.schema import SITE
 from edge.update.remote_config import ConfigDocument
 
 
@@ -84,8 +85,8 @@ def channels():
     return [
         Channel("deviceConfig", "edge/v1/{site}/{device}/config", "receive", ConfigDocument,
                 "A signed config document for one device (retained).", how, retain=True,
-                parameters={"site": "Site id, e.g. hmp-example.", "device": "Device id."}),
+                parameters={"site": SITE, "device": "Device id."}),
         Channel("siteConfig", "edge/v1/{site}/config", "receive", ConfigDocument,
                 "A signed config document for every device of a site (retained).", how, retain=True,
-                parameters={"site": "Site id, e.g. hmp-example."}),
+                parameters={"site": SITE}),
     ]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.commands.effects import ByArg
 from edge.driver import parse_command_args
 from edge.errors import CommandError
+from edge.schema import EXTERNAL_ID
 from services.gate.approach import Approach
 from services.gate.settings import Direction, Mode
 
@@ -27,7 +28,6 @@ EFFECTS = {
     "override": ByArg("action", {"deny": "operate"}),
     "mode": ByArg("mode", {"lockdown": "operate", "out_of_service": "operate"}),
 }
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
 # What each mode asks of every lane's turnstile. Locking commands are refused by the
 # driver during a fire alarm (the hardware's fail-safe wins); the refusal is recorded.
 _MODE_COMMAND = {"lockdown": "lockdown", "free_passage": "unlock", "out_of_service": "lock", "normal": "lock"}
@@ -39,8 +39,8 @@ class _Args(BaseModel):
 
 class PresentArgs(_Args):
     lane: str
-    booking_id: str | None = Field(default=None, pattern=_ID, description="The presented booking.")
-    subject_id: str | None = Field(default=None, pattern=_ID,
+    booking_id: str | None = Field(default=None, pattern=EXTERNAL_ID, description="The presented booking.")
+    subject_id: str | None = Field(default=None, pattern=EXTERNAL_ID,
                                    description="Gallery subject of the booking; default: the booking id.")
     direction: Direction = "in"
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from edge.schema import EXTERNAL_ID, PIN_HASH_HEX, PIN_SALT_HEX
 from edge.signing import DocumentRejected, open_signed
 
 #: The one place the document's type is named: a document of another type is refused
@@ -35,7 +36,6 @@ DOCUMENT_TYPE = "gate.directory"
 TRUST_DOCUMENT = "directory"
 FILE = "gate-directory.json"
 MAX_BYTES = 8 * 1024 * 1024
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$"
 
 
 class _Strict(BaseModel):
@@ -43,17 +43,17 @@ class _Strict(BaseModel):
 
 
 class PinHash(_Strict):
-    salt: str = Field(pattern=r"^[0-9a-fA-F]{16,128}$")
-    hash: str = Field(pattern=r"^[0-9a-fA-F]{32,128}$")
+    salt: str = Field(pattern=PIN_SALT_HEX)
+    hash: str = Field(pattern=PIN_HASH_HEX)
     iterations: int = Field(ge=10_000, le=10_000_000)
 
 
 class Holder(_Strict):
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=EXTERNAL_ID)
     kind: Literal["staff", "visitor", "contractor", "official"]
     credentials: list[str] = Field(default_factory=list, max_length=16)
     pin: PinHash | None = None
-    subject_id: str | None = Field(default=None, pattern=_ID, description="Face in the gallery.")
+    subject_id: str | None = Field(default=None, pattern=EXTERNAL_ID, description="Face in the gallery.")
     valid_until: AwareDatetime | None = None
 
 

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic_core import PydanticCustomError
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+from edge.schema import NAME
+
 Direction = Literal["in", "out"]
 Role = Literal["visitor", "staff", "any", "card"]
 OnFail = Literal["deny", "hold", "alarm"]
@@ -104,15 +105,15 @@ def _card_problems(role: str, kinds: list[str]) -> list[str]:
 class Lane(_Strict):
     """One physical lane: the drivers that form it and its flows."""
 
-    turnstile: str = Field(pattern=_NAME, description="The lane's turnstile driver (turnstile.serial, "
+    turnstile: str = Field(pattern=NAME, description="The lane's turnstile driver (turnstile.serial, "
                                                      "turnstile.modbus or sallyport.modbus).")
     turnstile_address: int | None = Field(default=None, ge=1, le=32, description="Bus address on a shared line.")
-    camera: str | None = Field(default=None, pattern=_NAME, description="camera.face driver name.")
+    camera: str | None = Field(default=None, pattern=NAME, description="camera.face driver name.")
     camera_direction: Direction = Field(default="in", description="Direction of a staff approach the camera starts.")
     scanners: list[str] = Field(default_factory=list, description="xray.* driver names of the lane's scanner.")
-    reader: str | None = Field(default=None, pattern=_NAME, description="reader.osdp driver: card flows, feedback.")
+    reader: str | None = Field(default=None, pattern=NAME, description="reader.osdp driver: card flows, feedback.")
     reader_direction: Direction = Field(default="in", description="Direction of a card approach the reader starts.")
-    zones: list[Annotated[str, Field(pattern=_NAME)]] | None = Field(
+    zones: list[Annotated[str, Field(pattern=NAME)]] | None = Field(
         default=None, min_length=2, max_length=2,
         description="[zone before 'in', zone after 'in']: a passage in moves a person from the first to the "
                     "second, out the other way (occupancy, anti-passback).")
@@ -153,14 +154,14 @@ class Lane(_Strict):
 class VisitingSession(_Strict):
     """A visiting session that ends every day at ``ends`` (the device's local time)."""
 
-    name: str = Field(pattern=_NAME, description="Named in the session's end event and alarm.")
+    name: str = Field(pattern=NAME, description="Named in the session's end event and alarm.")
     ends: time_of_day = Field(description="HH:MM: everyone who entered must have left by then.")
 
 
 class GateSettings(_Strict):
     """The gate policy of this device; no lanes means no policy engine."""
 
-    lanes: dict[Annotated[str, Field(pattern=_NAME)], Lane] = Field(default_factory=dict)
+    lanes: dict[Annotated[str, Field(pattern=NAME)], Lane] = Field(default_factory=dict)
     initial_mode: Mode = Field(default="normal", description="Mode on the very first start; later the "
                                                             "last mode set is kept across restarts.")
     hold_timeout_s: float = Field(default=600.0, gt=0, le=86400,
@@ -170,7 +171,7 @@ class GateSettings(_Strict):
     scan_freshness_s: float = Field(default=120.0, gt=0, le=3600,
                                     description="An x-ray result taken longer ago than this is refused "
                                                 "(scan_stale): an old clear scan must not let a person through.")
-    zones: list[Annotated[str, Field(pattern=_NAME)]] = Field(
+    zones: list[Annotated[str, Field(pattern=NAME)]] = Field(
         default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside; "
                                           "the first is outside the prison.")
     visiting_sessions: list[VisitingSession] = Field(

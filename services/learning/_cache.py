@@ -25,9 +25,10 @@ import structlog
 
 from edge._fs import fsync_dir
 from edge.errors import EdgeError
+from edge.schema import SHA256_HEX
 
 log = structlog.get_logger("edge.learning.cache")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(SHA256_HEX)
 _BLOCK = 1024 * 1024
 _TOUCH_EVERY_S = 60.0
 

@@ -20,9 +20,8 @@ from edge import signing
 from edge._fs import atomic_write
 from edge.errors import EdgeError
 from edge.events import canonical_json
+from edge.schema import ID, SHA256_HEX
 
-_HEX64 = r"^[0-9a-f]{64}$"
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MIN_CHUNK, MAX_CHUNK = 4 * 1024, 8 * 1024 * 1024
 MAX_CATALOG_BYTES = 8 * 1024 * 1024  # refused unread above this: checked before JSON and signature
 MAX_VALIDITY_DAYS = 400  # a catalog valid for longer is a mistake (or an attempt to outlive a key)
@@ -40,7 +39,7 @@ class _M(BaseModel):
 class Item(_M):
     """One file of a course, addressed by its sha256."""
 
-    sha256: str = Field(pattern=_HEX64)
+    sha256: str = Field(pattern=SHA256_HEX)
     size: int = Field(ge=0)
     media_type: str = Field(pattern=r"^[\w.+-]+/[\w.+-]+$")
     name: str = Field(min_length=1, max_length=200)
@@ -50,7 +49,7 @@ class Item(_M):
 class Course(_M):
     """A course: an id, a title, a version and its items."""
 
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID)
     title: str = Field(max_length=300)
     version: int = Field(ge=0)
     items: list[Item]
@@ -59,7 +58,7 @@ class Course(_M):
 class Assignment(_M):
     """A course assigned to one device or to one resident (pseudonym); assigned items are pinned."""
 
-    course: str = Field(pattern=_ID)
+    course: str = Field(pattern=ID)
     device: str | None = None
     resident: str | None = None
 

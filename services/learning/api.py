@@ -6,10 +6,11 @@ import re
 
 from edge.errors import EdgeError
 from edge.localapi.server import ApiError, Request, Response, file_response, json_response
+from edge.schema import PSEUDONYM, SHA256_HEX
 from services.learning._cache import CorruptContent
-from services.learning.statements import PSEUDONYM, StatementInvalid
+from services.learning.statements import StatementInvalid
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(SHA256_HEX)
 RETRY_AFTER_S = "30"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from edge.schema import SHA256_HEX, SITE, TABLET
 from services.learning._catalog import Catalog
 from services.learning.statements import Statement
 
@@ -12,9 +13,9 @@ class ChunkRequestMessage(BaseModel):
     """A tablet asks for one chunk. MQTT 5 properties: ResponseTopic and CorrelationData are required."""
 
     model_config = ConfigDict(extra="forbid")
-    item: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole item.")
+    item: str = Field(pattern=SHA256_HEX, description="sha256 of the whole item.")
     index: int = Field(ge=0, description="Chunk number; the byte offset is index * catalog chunk_size.")
-    chunk: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the chunk, as in the catalog.")
+    chunk: str = Field(pattern=SHA256_HEX, description="sha256 of the chunk, as in the catalog.")
 
 
 class ChunkResponseMessage(RootModel[bytes]):
@@ -36,8 +37,8 @@ EVENT_PAYLOADS = {"learning.statement": Statement, "learning.catalog_rejected": 
 def channels():
     from edge.contract import Channel
 
-    site = {"site": "Site id, e.g. hmp-example."}
-    both = {**site, "device": "Device id of the tablet."}
+    site = {"site": SITE}
+    both = {**site, "device": TABLET}
     return [
         Channel("siteLearningCatalog", "edge/v1/{site}/learning/catalog", "receive", Catalog,
                 "The signed course catalog (retained).",

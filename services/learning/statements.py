@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.errors import EdgeError
-
-PSEUDONYM = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+from edge.schema import PSEUDONYM
 
 
 class StatementInvalid(EdgeError):

@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge import signing
 from edge.errors import EdgeError
+from edge.schema import ID, PSEUDONYM
 
-PSEUDONYM = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 REJECT_REASONS = ("content_policy", "threat_or_harassment", "contact_not_approved", "attachment_not_allowed",
                   "security_concern", "language_not_reviewable", "other")
 # The order a message's state may only move forward in; approved and rejected are alternatives.
@@ -33,7 +32,7 @@ class _M(BaseModel):
 
 
 class Contact(_M):
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID)
     name: str = Field(min_length=1, max_length=120)
     privileged: bool = Field(default=False, description="Legal counsel: routed past content moderation.")
 
@@ -60,7 +59,7 @@ class StatusDoc(_M):
 
     type: Literal["messaging.status"]
     device: str
-    message_id: str = Field(pattern=_ID)
+    message_id: str = Field(pattern=ID)
     state: Literal["received", "approved", "rejected", "held", "delivered", "read"]
     reason: str | None = Field(default=None, description="Required when rejected: one of " + ", ".join(REJECT_REASONS))
     at: datetime
@@ -94,10 +93,10 @@ class InboundDoc(_M):
     """A signed, moderated message from a contact to a resident on this tablet."""
 
     type: Literal["messaging.in"]
-    id: str = Field(pattern=_ID)
+    id: str = Field(pattern=ID)
     device: str
     resident: str = Field(pattern=PSEUDONYM)
-    contact: str = Field(pattern=_ID)
+    contact: str = Field(pattern=ID)
     body: str = Field(max_length=100_000)
     attachments: list[Attachment] = Field(default_factory=list)
     privileged: bool = False

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.schema import SITE, TABLET
 from services.messaging._docs import ContactsDoc, InboundDoc, StatusDoc
 
 
@@ -64,7 +65,7 @@ EVENT_PAYLOADS = {"message.out": MessageOut, "message.read": MessageRead,
 def channels():
     from edge.contract import Channel
 
-    dev = {"site": "Site id, e.g. hmp-example.", "device": "Device id of the tablet."}
+    dev = {"site": SITE, "device": TABLET}
     return [
         Channel("tabletContacts", "edge/v1/{site}/{device}/msg/contacts", "receive", ContactsDoc,
                 "The signed contacts allowlist of every resident on the tablet (retained).",

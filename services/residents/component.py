@@ -25,8 +25,8 @@ from edge import sealing
 from edge._fs import atomic_write
 from edge.localapi.server import ApiError
 from edge.mqtt import topics
+from edge.schema import PSEUDONYM
 from edge.trust import daemon_keys_for
-from services.messaging._docs import PSEUDONYM
 from services.residents.directory import (
     DIRECTORY_ROLE,
     DirectoryDoc,

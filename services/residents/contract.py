@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.schema import SITE, TABLET
 from services.residents.directory import DirectoryDoc
 
 
@@ -44,5 +45,5 @@ def channels():
                 "verifier with their own random salt (never the PIN) and a status: only `active` residents "
                 "log in; suspending, releasing or re-keying a resident ends their sessions, and a new "
                 "verifier ends a lockout.", retain=True,
-                parameters={"site": "Site id, e.g. hmp-example.", "device": "Device id of the tablet."}),
+                parameters={"site": SITE, "device": TABLET}),
     ]

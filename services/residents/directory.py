@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge import signing
 from edge.errors import EdgeError
-from services.messaging._docs import PSEUDONYM
+from edge.schema import PSEUDONYM
 
 #: The one place that names what a directory is. ``DIRECTORY_ROLE`` is the key role its
 #: signers must hold (edge.trust.DOCUMENT_ROLES maps the document type "directory" to it).

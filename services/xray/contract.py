@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from edge.schema import SITE
+
 
 def channels():
-    from edge.contract import SITE_PARAMETER, Channel
+    from edge.contract import Channel
     from services.xray.totals import DoseRecords
 
     return [
@@ -16,5 +18,5 @@ def channels():
             "for the device's own site are ignored. Give per-scan records where known (they leave the "
             "rolling window on time) or a bare `total_usv` with `as_of`. Publish with QoS 1; the "
             "device answers with an xray.dose_records_applied or xray.dose_records_rejected event.",
-            parameters={"site": SITE_PARAMETER}),
+            parameters={"site": SITE}),
     ]
