@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from drivers.camera.capture import FolderSource, LiveSource, open_source
+from edge.testing.wait import wait_for
 
 
 @pytest.fixture
@@ -58,9 +59,7 @@ def test_a_dead_stream_is_retried_with_backoff_and_reported(tmp_path):
         port = s.getsockname()[1]
     source = LiveSource(f"http://127.0.0.1:{port}/camera.mjpg", backoff_max_s=0.5)
     try:
-        deadline = time.monotonic() + 15
-        while source.reconnects < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: source.reconnects >= 2, 15, "two reconnects")
         status = source.status()
         assert status["reconnects"] >= 2 and not status["connected"] and "cannot open" in status["last_error"]
         assert source.read(timeout=0.1) is None

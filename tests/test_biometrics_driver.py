@@ -13,6 +13,7 @@ import pytest
 
 from drivers.camera.gallery import Gallery, Subject
 from edge.store import StoreReader
+from edge.testing.wait import wait_for
 from tests._face_helpers import conforms, photo, template
 
 
@@ -24,16 +25,6 @@ def events(state_dir, prefix: str = "") -> list[dict]:
         reader.close()
     out = [json.loads(body) for _, body, _ in rows]
     return [e for e in out if e["type"].startswith(prefix)]
-
-
-def wait_for(fn, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -62,7 +53,7 @@ def test_driver_runs_the_worker_and_emits_one_decision_per_approach(edge_daemon,
     g.upsert(Subject("obama", "staff", [template("obama_1")]))
     g.close()
     daemon = edge_daemon(base_config)
-    wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions")
+    wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions", timeout=60)
     assert daemon.stop() == 0  # the last frame (empty lane) was played: nothing else may come
     assert "camera_liveness_off" in daemon.log_tail(100_000)  # a dangerous opt-in is logged at start
     got = events(state, "biometric.")
@@ -97,14 +88,14 @@ def test_worker_killed_is_recorded_and_restarted(edge_daemon, base_config, tmp_p
                     pids.append(int(entry))
         return pids
 
-    [first] = wait_for(worker_pids, what="the face worker")
+    [first] = wait_for(worker_pids, what="the face worker", timeout=60)
     os.kill(first, signal.SIGKILL)
     # Under load a frame may find the worker gone first ("not running; being restarted"): the
     # fault that counts is the one that says the worker exited.
     faults = wait_for(lambda: [f for f in events(base_config["state_dir"], "system.driver_fault")
-                               if "exited" in f["payload"]["error"]], what="a fault saying the worker exited")
+                               if "exited" in f["payload"]["error"]], what="a fault saying the worker exited", timeout=60)
     assert faults[0]["payload"]["driver"] == "cam"
-    second = wait_for(lambda: [p for p in worker_pids() if p != first], what="a new worker")
+    second = wait_for(lambda: [p for p in worker_pids() if p != first], what="a new worker", timeout=60)
     assert second and daemon.running
     assert daemon.stop() == 0
     wait_for(lambda: not os.path.exists(f"/proc/{second[0]}") or _zombie(second[0]), 10, "worker to exit")

@@ -20,6 +20,7 @@ from drivers.camera.sync import GallerySync
 from edge import sealing, signing
 from edge.config import Settings
 from edge.mqtt import MqttLink
+from edge.testing.wait import wait_for
 from tests._face_helpers import conforms, encoding, template
 
 SITE = "site-1"
@@ -144,10 +145,7 @@ class Device:
         raise AssertionError(f"gallery at {self.sync.status()}, expected version {version}")
 
     def wait_rejected(self, n: int, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sync.rejected < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.sync.rejected >= n
+        wait_for(lambda: self.sync.rejected >= n, timeout, f"{n} documents rejected")
 
 
 def ids(state_dir) -> set[str]:
@@ -238,10 +236,8 @@ def test_a_gap_asks_for_a_snapshot_and_the_snapshot_closes_it(device, mosquitto,
         central.snapshot(1, 1, [subject_doc("obama", "obama_1")])
         device.wait_version(1)
         central.upsert(1, 3, subject_doc("rose", "rose_leslie_1"))  # version 2 was lost
-        deadline = time.monotonic() + 10
-        while not central.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert central.requests and central.requests[0]["version"] == 1 and "gap" in central.requests[0]["reason"]
+        wait_for(lambda: central.requests, 10, "a snapshot request")
+        assert central.requests[0]["version"] == 1 and "gap" in central.requests[0]["reason"]
         assert device.sync.status()["held"] == 1 and ids(device.state_dir) == {"obama"}
         central.snapshot(1, 2, [subject_doc("obama", "obama_1"), subject_doc("biden", "biden_1")])
         device.wait_version(3)  # snapshot at 2, then the held update 3
@@ -264,10 +260,8 @@ def test_a_local_enrollment_is_reported_and_kept_only_while_central_vouches_for_
                             "new starter, central down")
     central = Central(mosquitto, central_key[0], tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while not [p for t, p in device.events if t == "biometric.local_enrollment"] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        reported = [p for t, p in device.events if t == "biometric.local_enrollment"]
+        reported = wait_for(lambda: [p for t, p in device.events if t == "biometric.local_enrollment"], 10,
+                            "the local enrollment reported")
         assert reported == [{"subject_id": "local-guard", "role": "staff", "operator": "j.smith",
                              "reason": "new starter, central down", "template_sha256": digest,
                              "enrolled_at": reported[0]["enrolled_at"]}]

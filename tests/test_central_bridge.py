@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from edge.contract import CHANNELS
-from edge.testing.central import IngestProcess, Publisher, event, wait_for
+from edge.testing.central import IngestProcess, Publisher, event
 from edge.testing.certs import issue
 from edge.testing.netcut import NetCut
+from edge.testing.wait import wait_for
 from services.central.db import open_db
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import urllib.request
 import pytest
 
 from edge.testing.broker import free_port
-from edge.testing.central import IngestProcess, Publisher, event, wait_for
+from edge.testing.central import IngestProcess, Publisher, event
+from edge.testing.wait import wait_for
 from services.central.db import open_db
 
 SITE = "site-1"

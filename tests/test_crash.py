@@ -15,6 +15,8 @@ import random
 import sqlite3
 import time
 
+from edge.testing.wait import wait_for
+
 KILLS = 20
 
 
@@ -30,13 +32,11 @@ def _confirmed(path) -> dict[str, int]:
 
 def _wait_for_appends(paths, at_least: int, timeout: float = 20.0) -> None:
     """Until the drivers have really started appending in this run (a condition, not a nap)."""
-    start = sum(p.stat().st_size if p.exists() else 0 for p in paths)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum(p.stat().st_size if p.exists() else 0 for p in paths) >= start + at_least:
-            return
-        time.sleep(0.01)
-    raise AssertionError("drivers did not append after start")
+    def size() -> int:
+        return sum(p.stat().st_size if p.exists() else 0 for p in paths)
+
+    start = size()
+    wait_for(lambda: size() >= start + at_least, timeout, "the drivers to append after start", interval=0.01)
 
 
 def test_sigkill_at_random_moments_loses_no_confirmed_event(edge_daemon, base_config, tmp_path):

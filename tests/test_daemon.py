@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from edge.testing.wait import holds_within, wait_for
+
 FULL_RATE = [
     {"name": "fast-a", "kind": "sim.heartbeat", "rate": 0, "event_type": "sim.fast_a"},
     {"name": "fast-b", "kind": "sim.heartbeat", "rate": 0, "priority": "normal", "payload_bytes": 500},
@@ -32,9 +34,7 @@ def test_sigterm_under_full_load_stops_within_10s_and_keeps_every_append(edge_da
     confirm = tmp_path / "confirmed.txt"
     drivers = [dict(FULL_RATE[0], confirm_file=str(confirm)), FULL_RATE[1]]
     daemon = edge_daemon({**base_config, "drivers": drivers})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not confirm.exists() or len(confirm.read_text()) < 5_000):
-        time.sleep(0.05)  # waiting for a condition: a few hundred appends confirmed
+    wait_for(lambda: confirm.exists() and len(confirm.read_text()) >= 5_000, 30, "a few hundred appends confirmed")
     started = time.monotonic()
     code = daemon.stop(timeout=15)
     took = time.monotonic() - started
@@ -158,9 +158,8 @@ def test_sigterm_with_a_stuck_third_party_driver_exits_0_after_the_timeout(edge_
     daemon = edge_daemon(config, env=env)
     listed = json.loads(daemon.cli("drivers", "list", "--json").stdout)
     assert listed["kinds"]["vendor.stuck"] == "stuck_vendor:Stuck"
-    deadline = time.monotonic() + 20
-    while "stuck.started" not in daemon.cli("events", "tail", "--type", "stuck.*").stdout:
-        assert time.monotonic() < deadline, daemon.log_tail()
+    assert holds_within(lambda: "stuck.started" in daemon.cli("events", "tail", "--type", "stuck.*").stdout, 20,
+                        interval=0), daemon.log_tail()
     started = time.monotonic()
     assert daemon.stop(timeout=15) == 0
     took = time.monotonic() - started

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from edge.events import make_event
 from edge.store import Store
 from edge.testing.daemon import DaemonProcess
+from edge.testing.wait import wait_for
 from tests._docs_examples import collect, expand, long_running
 from tests._learning_helpers import central_key, make_folder, start_server
 from tests.conftest import FACES, REPO
@@ -31,15 +31,6 @@ SITE = "hmp-example"
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 EXAMPLES = collect(DOCS)
 _LONG_RUN_S = 4.0
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +66,7 @@ def site(tmp_path_factory, request):
     from drivers.turnstile import messages as m
 
     sim.wait_for(lambda: sim.received(m.ReadCounters), 20)  # the gate has made contact with lane1
-    _wait(lambda: _learning_catalog(tablet), 45, "the tablet to receive the course catalog")
+    wait_for(lambda: _learning_catalog(tablet), 45, "the tablet to receive the course catalog")
     pairs = work / "pairs.csv"
     pairs.write_text("\n".join(f"{FACES / a},{FACES / b},{same}" for a, b, same in [
         ("obama_1.jpg", "obama_2.jpg", "yes"), ("biden_1.jpg", "biden_2.jpg", "yes"),

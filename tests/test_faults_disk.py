@@ -22,6 +22,7 @@ from edge.contract import EVENT_PAYLOADS
 from edge.errors import StoreFull, StoreNoSpace
 from edge.events import make_event
 from edge.store import Store
+from edge.testing.wait import wait_for
 
 
 @pytest.fixture
@@ -148,16 +149,6 @@ def _dropped(collector) -> set[int]:
             for lo, hi in e["payload"]["seqs"] for seq in range(lo, hi + 1)}
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)  # polling a condition with a deadline
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.mark.slow
 def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, base_config, mosquitto,
                                                                        edge_daemon, mqtt_collector):
@@ -169,16 +160,16 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
     collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/events/#", session=True)
     mosquitto.stop()  # a backlog first, so that many acks arrive while the disk is full
     daemon = edge_daemon(cfg)
-    backlog = _wait(lambda: (h := _head(daemon.state_dir)) >= 800 and h, 30, "a backlog of 800 events")
+    backlog = wait_for(lambda: (h := _head(daemon.state_dir)) >= 800 and h, 30, "a backlog of 800 events")
 
     fill(tmpfs / "filler")
     mosquitto.start()
     # Acked by the broker, not recordable on this disk: kept in memory, not re-sent.
-    live = _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"].get("acks_kept_in_memory")
-                 and s, 45, "acks kept in memory")
+    live = wait_for(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"].get("acks_kept_in_memory")
+                    and s, 45, "acks kept in memory")
     assert live["daemon"]["source"] == "control_socket"
-    assert "not written" in _wait(lambda: _status(daemon)["daemon"].get("stale", {}).get("why"), 20,
-                                  "the status to say status.json is not being written")
+    assert "not written" in wait_for(lambda: _status(daemon)["daemon"].get("stale", {}).get("why"), 20,
+                                     "the status to say status.json is not being written")
     before = {n: d["sent"] + d["refused"] for n, d in _drivers(daemon).items()}
     mosquitto.stop()  # a reconnect while full: the uplink re-reads the outbox
     mosquitto.start()
@@ -188,7 +179,7 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
     assert during["tele"]["sent"] + during["tele"]["refused"] - before["tele"] >= 200, "the driver kept producing"
 
     (tmpfs / "filler").unlink()  # room again: everything catches up with no manual step
-    ended = _wait(lambda: [e for e in collector.events("system.store_pressure")
+    ended = wait_for(lambda: [e for e in collector.events("system.store_pressure")
                            if e["payload"]["state"] == "ended"], 30, "the store_pressure report")
     report = ended[-1]["payload"]
     assert report["failed_commits"]["telemetry"] > 0 and report["alarms_kept_in_memory"] == 0
@@ -197,12 +188,12 @@ def test_full_disk_under_load_loses_no_alarm_records_acks_and_reports(tmpfs, bas
             EVENT_PAYLOADS[e["type"]].model_validate(e["payload"])
     # Every ack recorded with no manual drain: nothing kept in memory, the outbox keeps up
     # (under 200 events/s some are always in flight).
-    _wait(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"]["acks_kept_in_memory"] == 0
-          and s["outbox"]["pending"] < 500, 30, "every ack recorded")
+    wait_for(lambda: (s := _status(daemon))["daemon"]["components"]["mqtt"]["acks_kept_in_memory"] == 0
+             and s["outbox"]["pending"] < 500, 30, "every ack recorded")
     # Every backlog event reaches the broker but those the store reported dropped, by seq.
     missing = lambda: set(range(1, backlog + 1)) - _dropped(collector) - {e["seq"] for e in collector.events()}  # noqa: E731
     try:
-        _wait(lambda: not missing(), 10, "the backlog at the broker")
+        wait_for(lambda: not missing(), 10, "the backlog at the broker")
     except AssertionError:
         raise AssertionError(f"not delivered: {sorted(missing())[:20]}... of {backlog}; dropped {sorted(_dropped(collector))}") from None
 
@@ -263,7 +254,7 @@ def test_the_issues_full_disk_store_fills_its_own_small_disk_with_no_broker(tmpf
                        {"name": "alarm", "kind": "sim.heartbeat", "rate": 4, "priority": "alarm",
                         "event_type": "sim.alarm"}]}
     daemon = edge_daemon(cfg)
-    _wait(lambda: _status(daemon)["outbox"]["dropped"]["telemetry"] > 2000, 60, "the disk to run short")
+    wait_for(lambda: _status(daemon)["outbox"]["dropped"]["telemetry"] > 2000, 60, "the disk to run short")
     time.sleep(3)  # and some more under pressure
     status = _status(daemon)
     drivers = status["daemon"]["drivers"]

@@ -12,6 +12,7 @@ import pytest
 from drivers.sim.turnstile import TurnstileSim
 from drivers.turnstile import messages as m
 from edge.commands.local import send
+from edge.testing.wait import wait_for
 from services.gate.contract import conforms
 from tests._gate_helpers import OTHER, VISITOR, enroll, events, last_seq, show, wait_event
 
@@ -119,11 +120,7 @@ def test_session_end_lists_visitors_still_inside(tmp_path, sim, base_config, edg
 
 
 def _until_no_entry_faces(daemon, timeout: float = 20.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while _entry_faces(daemon) != 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: _entry_faces(daemon) == 0, timeout, "no entry face kept", interval=0.1)
 
 
 def test_booking_code_at_the_reader_starts_the_visitor_flow(tmp_path, sim, base_config, edge_daemon):

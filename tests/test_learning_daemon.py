@@ -6,11 +6,10 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
-import time
 
 from edge import signing
 from edge.localapi.client import ApiUnavailable, call, call_json
+from edge.testing.wait import wait_for
 from services.learning._link import StandaloneLink
 from services.learning.contract import CatalogRejected
 from services.learning.protocol import catalog_topic
@@ -53,18 +52,6 @@ def _status(daemon) -> dict:
     return body if code == 200 else {}
 
 
-def wait_until(predicate, timeout: float = 45.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        tick.wait(0.05)
-
-
 def _cached(daemon, shas) -> bool:
     objects = daemon.state_dir / "learning" / "objects"
     return all((objects / s).exists() for s in shas)
@@ -86,8 +73,8 @@ def test_course_downloads_verifies_and_forged_catalog_is_rejected(tmp_path, mosq
     try:
         assert json.loads(serve.stdout.readline())["version"] == 5
         daemon = edge_daemon(_config(mosquitto, pub))
-        status = wait_until(lambda: (s := _status(daemon)).get("catalog_version") == 5 and not s["pinned_missing"]
-                            and s, what="the assigned course to be cached")
+        status = wait_for(lambda: (s := _status(daemon)).get("catalog_version") == 5 and not s["pinned_missing"]
+                          and s, what="the assigned course to be cached", timeout=45)
         code, cat = call_json(_api(daemon), "GET", "/v1/learning/catalog")
         for sha, item in _items(cat).items():
             data = call(_api(daemon), "GET", f"/v1/learning/content/{sha}")[2]
@@ -106,7 +93,7 @@ def test_course_downloads_verifies_and_forged_catalog_is_rejected(tmp_path, mosq
         bad = StandaloneLink(mosquitto.uri).start()
         bad.publish(catalog_topic(SITE), json.dumps(forged).encode(), retain=True)
         bad.stop()
-        wait_until(lambda: _status(daemon).get("catalogs_rejected") == 1, what="the forged catalog rejected")
+        wait_for(lambda: _status(daemon).get("catalogs_rejected") == 1, what="the forged catalog rejected", timeout=45)
         assert _status(daemon)["catalog_version"] == 5
         ev = collector.wait_for(lambda c: c.events("learning.catalog_rejected"), what="rejection event", timeout=45)
         rejected = CatalogRejected.model_validate(ev[0]["payload"])
@@ -126,12 +113,12 @@ def test_sigkill_mid_download_resumes_and_refetches_at_most_the_chunk_in_flight(
         shas = list(_items(doc))
         server.inject_corruption(shas[0], 2)  # also: one corrupt chunk on the way
         daemon = edge_daemon(_config(mosquitto, pub, rate_limit_bytes_s=1024 * 1024, concurrency=2))
-        wait_until(lambda: sum(server.served.values()) >= 12, what="a dozen chunks served")
+        wait_for(lambda: sum(server.served.values()) >= 12, what="a dozen chunks served", timeout=45)
         daemon.kill()
         partial = list((daemon.state_dir / "learning" / "partial").glob("*.part"))
         assert partial, "a download must have been in progress at the kill"
         daemon.start()
-        wait_until(lambda: _cached(daemon, shas), timeout=60, what="both items cached after restart")
+        wait_for(lambda: _cached(daemon, shas), timeout=60, what="both items cached after restart")
         for sha in shas:
             twice = [i for (s, i), n in server.served.items() if s == sha and n > 1 and (s, i) != (shas[0], 2)]
             assert len(twice) <= 1, f"item {sha[:8]} refetched {twice}: more than the chunk in flight"
@@ -156,7 +143,7 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
         _publish_directory(server.link, key, daemon, {"r-7": "5150"})
         daemon.start()
         pinned, x, y = (next(iter(_items(doc, c))) for c in ("pinned", "extra1", "extra2"))
-        wait_until(lambda: _cached(daemon, [pinned]), what="pinned course cached")
+        wait_for(lambda: _cached(daemon, [pinned]), what="pinned course cached", timeout=45)
         assert daemon.cli("learning", "fetch", "extra1", "--json").returncode == 0
         assert _cached(daemon, [x])
         out = daemon.cli("learning", "fetch", "extra2", "--json")  # three items of 512 KiB > quota
@@ -165,8 +152,8 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
         assert _status(daemon)["evicted_total"] == 1
 
         mosquitto.stop()
-        wait_until(lambda: call(_api(daemon), "GET", f"/v1/learning/content/{pinned}")[0] == 200,
-                   what="cached content served offline")
+        wait_for(lambda: call(_api(daemon), "GET", f"/v1/learning/content/{pinned}")[0] == 200,
+                 what="cached content served offline")
         body = call(_api(daemon), "GET", f"/v1/learning/content/{pinned}", headers={"Range": "bytes=10-19"})
         assert body[0] == 206 and body[2] == (folder / "pinned" / "p.bin").read_bytes()[10:20]
         sid = "0b7e4c1e-8f7a-4d7c-b1c5-3c2f9e0a1d22"
@@ -174,7 +161,7 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
                      "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
                      "object": {"id": "urn:edge:course:pinned"}, "result": {"score": {"scaled": 0.9}}}
         assert call_json(_api(daemon), "POST", "/v1/learning/statements", statement)[0] == 401  # nobody logged in
-        wait_until(lambda: "residents_directory_applied" in daemon.log_tail(10**7), what="directory applied")
+        wait_for(lambda: "residents_directory_applied" in daemon.log_tail(10**7), what="directory applied", timeout=45)
         code, session = call_json(_api(daemon), "POST", "/v1/session", {"pseudonym": "r-7", "pin": "5150"})
         assert code == 201, session
         bearer = {"Authorization": f"Bearer {session['token']}"}

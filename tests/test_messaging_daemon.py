@@ -12,6 +12,7 @@ from edge import sealing
 from edge.commands.build import build_command
 from edge.commands.publish import publish_command
 from edge.localapi.client import ApiUnavailable, call, call_json
+from edge.testing.wait import wait_for
 from services.learning._link import StandaloneLink
 from services.messaging.contract import CentralRefused, MessageOut, MessageRead, SealedContent
 from tests._messaging_helpers import (
@@ -25,7 +26,6 @@ from tests._messaging_helpers import (
     topic,
 )
 from tests.conftest import FACES
-from tests.test_learning_daemon import wait_until
 
 PHOTO = FACES / "alex_lacamoire_1.jpg"
 
@@ -89,7 +89,7 @@ def _start(edge_daemon, mosquitto, central, publisher) -> Tablet:
     publisher.publish(topic("contacts"), central.contacts(), retain=True)
     publisher.publish(DIRECTORY_TOPIC, central.directory(), retain=True)
     tablet = Tablet(daemon.start())
-    wait_until(tablet.ready, what="contacts allowlist applied")
+    wait_for(tablet.ready, what="contacts allowlist applied", timeout=45)
     central.learn_device_key(mosquitto)
     return tablet
 
@@ -113,24 +113,24 @@ def test_offline_compose_then_moderation_states_and_read_receipts(
     assert set(opened) == {"See you Sunday", "About my appeal"}
     assert opened["About my appeal"]["payload"]["privileged"] is True
     assert central.open(opened["See you Sunday"])["resident"] == RESIDENT
-    wait_until(lambda: tablet.message(a["id"])["state"] == "sent", what="sent after PUBACK")
+    wait_for(lambda: tablet.message(a["id"])["state"] == "sent", what="sent after PUBACK", timeout=45)
 
     publisher.publish(topic("status"), central.status(a["id"], "received"))
     publisher.publish(topic("status"), central.status(a["id"], "approved"))
     publisher.publish(topic("status"), central.status(b["id"], "held"))
     publisher.publish(topic("status"), central.status(b["id"], "rejected", "content_policy"))
-    wait_until(lambda: tablet.message(a["id"])["state"] == "approved", what="approved")
-    rejected = wait_until(lambda: (m := tablet.message(b["id"]))["state"] == "rejected" and m, what="rejected")
+    wait_for(lambda: tablet.message(a["id"])["state"] == "approved", what="approved", timeout=45)
+    rejected = wait_for(lambda: (m := tablet.message(b["id"]))["state"] == "rejected" and m, what="rejected", timeout=45)
     assert rejected["reason"] == "content_policy" and "held" in [h["state"] for h in rejected["history"]]
     assert [h["state"] for h in tablet.message(a["id"])["history"]] == ["queued", "sent", "received", "approved"]
     publisher.publish(topic("status"), central.status(a["id"], "received"))  # late duplicate: no step back
     publisher.publish(topic("status"), central.status(a["id"], "delivered"))
-    wait_until(lambda: tablet.message(a["id"])["state"] == "delivered", what="delivered")
+    wait_for(lambda: tablet.message(a["id"])["state"] == "delivered", what="delivered", timeout=45)
 
     msg_id, doc = central.inbound("Love you, see you soon")
     publisher.publish(topic("in"), doc)
     publisher.publish(topic("in"), doc)  # delivered twice
-    wait_until(lambda: tablet.api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, what="inbound stored")
+    wait_for(lambda: tablet.api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, what="inbound stored", timeout=45)
     code, listing = tablet.api("GET", "/v1/messaging/messages")
     assert [m["id"] for m in listing["messages"] if m["direction"] == "in"] == [msg_id]
     assert tablet.message(msg_id)["body"] == "Love you, see you soon"
@@ -154,9 +154,9 @@ def test_messages_sent_while_the_tablet_was_down_arrive_on_return(
         publisher.publish(topic("in"), doc)
         ids.append(msg_id)
     tablet.daemon.start()
-    wait_until(lambda: tablet.ready() and
-               {m["id"] for m in tablet.api("GET", "/v1/messaging/messages")[1]["messages"]} == set(ids),
-               what="queued inbound messages delivered on return")
+    wait_for(lambda: tablet.ready() and
+             {m["id"] for m in tablet.api("GET", "/v1/messaging/messages")[1]["messages"]} == set(ids),
+             what="queued inbound messages delivered on return")
 
 
 def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt_collector, central, publisher):
@@ -229,8 +229,8 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert status == 200 and got == photo
     in_id, doc = central.inbound("Inbound secret: grandma's recipe", attachments=[("image/jpeg", photo)])
     publisher.publish(topic("in"), doc)
-    wait_until(lambda: tablet.api("GET", f"/v1/messaging/messages/{in_id}")[0] == 200, what="inbound stored")
-    wait_until(lambda: tablet.message(sent["id"])["state"] == "sent", what="sent")
+    wait_for(lambda: tablet.api("GET", f"/v1/messaging/messages/{in_id}")[0] == 200, what="inbound stored", timeout=45)
+    wait_for(lambda: tablet.message(sent["id"])["state"] == "sent", what="sent", timeout=45)
 
     needles = [secret.encode(), b"grandma's recipe", photo[5000:5064], photo[-64:],
                base64.b64encode(photo[6000:6048])]
@@ -242,7 +242,7 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     logged = tablet.daemon.log_path.read_text()
     assert secret not in logged and "grandma" not in logged and RESIDENT not in logged  # nothing of it in logs
     tablet.daemon.start()
-    wait_until(tablet.ready, what="daemon back")
+    wait_for(tablet.ready, what="daemon back", timeout=45)
 
     assert _files_containing(state, [RESIDENT.encode()])  # the search does find what is there
     cmd = build_command(target="edge", name="purge_resident", args={"resident": RESIDENT},
@@ -258,6 +258,6 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     assert tablet.api("GET", "/v1/messaging/contacts", resident=OTHER)[0] == 200  # others untouched
     # Central's directory drops a released resident: then nothing on the tablet names them.
     publisher.publish(DIRECTORY_TOPIC, central.directory(2, {OTHER: (PINS[OTHER], "active")}), retain=True)
-    wait_until(lambda: tablet.daemon.log_tail(10**7).count("residents_directory_applied") >= 3,
-               what="directory without the released resident")
+    wait_for(lambda: tablet.daemon.log_tail(10**7).count("residents_directory_applied") >= 3,
+             what="directory without the released resident")
     assert _files_containing(state, [RESIDENT.encode()]) == []

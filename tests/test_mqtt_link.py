@@ -11,6 +11,7 @@ import pytest
 
 from edge.config import Settings
 from edge.mqtt import MqttLink, MqttUnavailable
+from edge.testing.wait import wait_for
 
 
 def _settings(base_config: dict, brokers: list[str], **mqtt) -> Settings:
@@ -103,7 +104,6 @@ def test_shipped_broker_configs_disable_nagle_and_persist(name):
 def test_dev_broker_config_is_accepted_by_mosquitto(tmp_path):
     import socket
     import subprocess
-    import time
     from pathlib import Path
 
     from edge.testing import free_port
@@ -176,9 +176,7 @@ def test_wrong_password_is_reported_with_the_connack_reason(base_config, passwor
     secret = tmp_path / "mqtt.password"
     secret.write_text("wrong")
     link = make_link(_settings(base_config, [password_broker.uri], username="dev-1", password_file=str(secret)))
-    deadline = time.monotonic() + 10
-    while link.status()["connect_failures"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: link.status()["connect_failures"] >= 1, 10, "a refused connect")
     error = link.status()["last_error"]
     assert not link.connected and error["layer"] == "mqtt"
     assert error["code"] in ("0x86", "0x87") and "refused the connection" in error["message"], error
@@ -188,10 +186,7 @@ def test_wrong_password_is_reported_with_the_connack_reason(base_config, passwor
 def test_missing_password_file_names_the_setting(base_config, password_broker, make_link, tmp_path):
     link = make_link(_settings(base_config, [password_broker.uri], username="dev-1",
                                password_file=str(tmp_path / "absent")))
-    deadline = time.monotonic() + 10
-    while link.status()["last_error"] is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    error = link.status()["last_error"]
+    error = wait_for(lambda: link.status()["last_error"], 10, "the config error")
     assert error["layer"] == "config" and "mqtt.password_file" in error["message"]
 
 
@@ -206,9 +201,7 @@ def test_broker_that_never_sends_connack_is_given_up_on(base_config, make_link, 
     silent.listen(8)  # accepts TCP (the kernel does), never speaks MQTT
     try:
         link = make_link(_settings(base_config, [f"mqtt://127.0.0.1:{silent.getsockname()[1]}"]))
-        deadline = time.monotonic() + 10
-        while link.status()["connect_failures"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: link.status()["connect_failures"] >= 2, 10, "two connects given up")
         error = link.status()["last_error"]
         assert link.status()["connect_failures"] >= 2 and "no CONNACK" in error["message"], error
     finally:
@@ -232,9 +225,7 @@ def test_messages_queued_for_the_session_wait_for_a_late_subscriber(base_config,
     sender.client.publish("edge/v1/site-1/dev-1/cmd", b"sent-while-away", qos=1).wait_for_publish(5)
     again = make_link(settings)  # nobody subscribed yet when the queued message arrives
     assert again.wait_connected(10)
-    deadline = time.monotonic() + 10
-    while not again._unclaimed and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: again._unclaimed, 10, "the queued message", interval=0.01)
     got: queue.SimpleQueue = queue.SimpleQueue()
     again.subscribe("edge/v1/site-1/dev-1/cmd", lambda t, p, props: got.put(p))
     seen = [got.get(timeout=5)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from structlog.testing import capture_logs
 
@@ -11,6 +9,7 @@ from edge.config import Settings
 from edge.events import make_event
 from edge.mqtt import MqttLink
 from edge.store import Store
+from edge.testing.wait import holds_within
 
 # The certificate's CN is the MQTT username (use_identity_as_username): a device may
 # only write under its own name. dev-2 doubles as central's observer here.
@@ -48,15 +47,6 @@ def make_link(base_config):
             st.close()
 
 
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_device_with_valid_certificate_connects_and_delivers(tls_broker, tls_material, make_link,
                                                              mqtt_collector):
     observer = mqtt_collector(tls_broker, "edge/#", tls={"ca": tls_material["ca"],
@@ -65,14 +55,14 @@ def test_device_with_valid_certificate_connects_and_delivers(tls_broker, tls_mat
     assert link.wait_connected(10), link.status()["last_error"]
     stored = store.append(make_event(device="dev-1", site="site-1", type="sim.beat", source="t"))
     observer.wait_for(lambda c: any(e["id"] == stored.id for e in c.events()), timeout=10)
-    assert _wait(lambda: store.stats()["pending"] == 0)
+    assert holds_within(lambda: store.stats()["pending"] == 0)
 
 
 @pytest.mark.parametrize("identity", ["rogue_ca", "no_certificate"])
 def test_device_without_a_valid_client_certificate_is_refused(tls_broker, tls_material, make_link, identity):
     cert = tls_material["rogue_device"] if identity == "rogue_ca" else None
     link, store = make_link(tls_broker, cert=cert, ca=tls_material["ca"])
-    assert _wait(lambda: link.status()["connect_failures"] >= 2), link.status()
+    assert holds_within(lambda: link.status()["connect_failures"] >= 2), link.status()
     assert not link.connected
     error = link.status()["last_error"]
     assert error["layer"] == "tls", error
@@ -81,7 +71,7 @@ def test_device_without_a_valid_client_certificate_is_refused(tls_broker, tls_ma
 
 def test_wrong_ca_fails_the_tls_layer_with_hostname_verification_on(tls_broker, tls_material, make_link):
     link, _ = make_link(tls_broker, cert=tls_material["devices"]["dev-1"], ca=tls_material["rogue_ca"])
-    assert _wait(lambda: link.status()["last_error"] is not None)
+    assert holds_within(lambda: link.status()["last_error"] is not None)
     assert not link.connected
     error = link.status()["last_error"]
     assert error["layer"] == "tls" and "certificate" in error["message"], error
@@ -94,7 +84,7 @@ def test_publishing_as_another_device_is_refused_0x87_and_events_stay_pending(tl
                             cert=tls_material["devices"]["dev-1"], ca=tls_material["ca"])
     assert link.wait_connected(10), link.status()["last_error"]
     store.append_many([make_event(device="dev-3", site="site-1", type="sim.beat", source="t") for _ in range(3)])
-    assert _wait(lambda: link.status()["refusals"] >= 2), link.status()  # refused, then retried later
+    assert holds_within(lambda: link.status()["refusals"] >= 2), link.status()  # refused, then retried later
     status = link.status()
     assert status["last_refusal"]["code"] == "0x87" and status["last_refusal"]["reason"] == "Not authorized"
     assert status["acked_events"] == 0
@@ -122,7 +112,7 @@ def test_daemon_reports_the_refusal_in_edge_status_and_keeps_the_events(tls_brok
         done = mqtt["refusals"] and mqtt["last_refusal"]["code"] == "0x87" and report["outbox"]["pending"] >= 3
         return report if done else None
 
-    assert _wait(refused, timeout=25), daemon.log_tail()
+    assert holds_within(refused, timeout=25), daemon.log_tail()
     report = refused()
     assert report["daemon"]["components"]["mqtt"]["acked_events"] == 0  # nothing refused is lost
     text = daemon.cli("status").stdout
@@ -161,7 +151,7 @@ def test_hostname_verification_is_on_by_default(mosquitto_factory, tls_material,
                                                                                  "broker.elsewhere.example")})
     dev1 = tls_material["devices"]["dev-1"]
     strict, _ = make_link(broker, cert=dev1, ca=tls_material["ca"], store=False)
-    assert _wait(lambda: strict.status()["last_error"] is not None)
+    assert holds_within(lambda: strict.status()["last_error"] is not None)
     assert not strict.connected
     error = strict.status()["last_error"]
     assert error["layer"] == "tls" and "127.0.0.1" in error["message"], error

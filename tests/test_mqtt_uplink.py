@@ -15,6 +15,13 @@ from edge.events import canonical_json, make_event
 from edge.mqtt import MqttLink
 from edge.mqtt.uplink import pack
 from edge.store import Store
+from edge.testing.wait import wait_for
+
+
+def _flushed(link, store) -> bool:
+    """Nothing pending once the acker has committed what it holds."""
+    link.uplink.acker.flush(1)
+    return store.stats()["pending"] == 0
 
 
 def _event(type_: str, n: int, pad: int = 0):
@@ -110,17 +117,12 @@ def test_events_are_acked_only_when_the_broker_pubacks(rig, mosquitto):
     os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # the broker reads nothing, acks nothing
     try:
         store.append_many([_event("sim.beat", i) for i in range(200)])
-        deadline = time.monotonic() + 10
-        while link.uplink.status()["sent_events"] < 200 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: link.uplink.status()["sent_events"] >= 200, 10, "200 events sent", interval=0.01)
         assert link.uplink.status()["sent_events"] == 200  # published, in flight...
         assert store.stats()["pending"] == 200  # ...but nothing is acked without a PUBACK
     finally:
         os.kill(mosquitto.proc.pid, signal.SIGCONT)
-    deadline = time.monotonic() + 10
-    while store.stats()["pending"] and time.monotonic() < deadline:
-        link.uplink.acker.flush(1)
-    assert store.stats()["pending"] == 0
+    wait_for(lambda: _flushed(link, store), 10, "every event acked", interval=0)
     assert link.status()["last_puback_at"] is not None
 
 
@@ -151,8 +153,5 @@ def test_reconnect_resends_everything_not_acked(rig, mosquitto, mqtt_collector):
     want = {e.id for e in stored}
     collector.wait_for(lambda c: want <= {e["id"] for e in c.events()}, timeout=20, what="resent events")
     link.uplink.acker.flush()
-    deadline = time.monotonic() + 10
-    while store.stats()["pending"] and time.monotonic() < deadline:
-        link.uplink.acker.flush(1)
-    assert store.stats()["pending"] == 0
+    wait_for(lambda: _flushed(link, store), 10, "every event acked", interval=0)
     assert json.loads(json.dumps(link.status()))["connects"] >= 2

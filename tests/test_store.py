@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from edge.errors import EventInvalid, StoreClosed
 from edge.events import make_event
 from edge.store import Store, StoreReader
 from edge.store.store import ROW_OVERHEAD
+from edge.testing.wait import wait_for
 
 
 def ev(n: int = 0, priority: str = "normal", type: str = "sim.tick", pad: int = 0):
@@ -242,13 +242,11 @@ def test_retention_by_size_keeps_the_newest_acked_events(open_store, tmp_path):
 def test_retention_runs_by_itself_under_steady_load(open_store, tmp_path):
     """Maintenance must not wait for the writer to be idle: a 1 event/s gate is never idle."""
     store = open_store(retention_hours=0, retention_bytes=0, maintenance_interval_s=0.2)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def purged() -> bool:  # appends arrive more often than the maintenance interval
         store.mark_acked([store.append(ev()).seq])
-        if store.stats()["purged_acked"] > 0:
-            break
-        time.sleep(0.05)  # appends arrive more often than the maintenance interval
-    assert store.stats()["purged_acked"] > 0
+        return store.stats()["purged_acked"] > 0
+
+    wait_for(purged, 20, "acked events purged")
     assert store.verify().ok
 
 

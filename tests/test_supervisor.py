@@ -18,6 +18,7 @@ from edge.errors import CommandError, StoreNoSpace
 from edge.events import make_event
 from edge.store import Store
 from edge.supervisor import Supervisor
+from edge.testing.wait import wait_for
 
 RELEASE = threading.Event()  # lets the stuck driver's thread end after its test
 
@@ -114,15 +115,6 @@ def stored(store: Store, type_glob: str = "*") -> list[dict]:
 
 def ts(event: dict) -> float:
     return datetime.fromisoformat(event["ts"]).timestamp()
-
-
-def wait_for(predicate, timeout: float = 30.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)  # polling a condition with a deadline, not sleeping to let things settle
-    raise AssertionError("condition not met within timeout")
 
 
 def test_crashing_driver_is_restarted_with_growing_backoff_while_another_keeps_running(store):

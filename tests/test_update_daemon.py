@@ -11,6 +11,7 @@ import time
 import pytest
 
 from edge.testing.daemon import DaemonProcess, dump_toml
+from edge.testing.wait import wait_for
 from edge.update import boot
 from edge.update.contract import EVENT_PAYLOADS
 from edge.update.slots import Slots
@@ -59,15 +60,6 @@ def _exit_code(daemon, timeout=60.0) -> int:
         raise AssertionError(f"daemon did not exit within {timeout}s:\n{daemon.log_tail()}") from None
 
 
-def _wait(cond, timeout=40.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (got := cond()):
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _types(daemon) -> list[str]:
     return [e["type"] for e in events(daemon.state_dir, "update.*")]
 
@@ -80,7 +72,7 @@ def test_good_update_installs_restarts_and_confirms(tmp_path, channel, device):
     assert _exit_code(daemon) == EX_RESTART, daemon.log_tail()  # switched: asks to be restarted
     assert boot.linked_version(root) == "0.2.0"
     daemon.start()  # systemd's Restart=on-failure
-    record = _wait(lambda: (r := boot.read_record(root))["state"] == "confirmed" and r, what="confirmation")
+    record = wait_for(lambda: (r := boot.read_record(root))["state"] == "confirmed" and r, what="confirmation", timeout=40)
     assert record["current"] == "0.2.0"
     assert _types(daemon) == ["update.offered", "update.installed", "update.confirmed"]
     for event in events(daemon.state_dir, "update.*"):  # what central reads matches the contract
@@ -109,8 +101,8 @@ def test_unhealthy_release_rolls_back_on_its_own(tmp_path, channel, device):
     assert len(rolled) == 1 and rolled[0]["priority"] == "alarm" and "hb" in rolled[0]["payload"]["reason"]
     EVENT_PAYLOADS["update.rolled_back"].model_validate(rolled[0]["payload"])
     since = time.time()
-    _wait(lambda: (json.loads(daemon.cli("update", "status", "--json").stdout or "{}").get("checked_at") or 0)
-          > since, what="a check by the old slot")
+    wait_for(lambda: (json.loads(daemon.cli("update", "status", "--json").stdout or "{}").get("checked_at") or 0)
+             > since, what="a check by the old slot", timeout=40)
     assert boot.read_record(root)["state"] == "rolled_back" and daemon.running
 
 
@@ -119,7 +111,7 @@ def test_power_cut_during_the_install_leaves_the_old_slot_and_the_update_resumes
     daemon, root = device
     repo.publish("gate", "all", wheelhouse(tmp_path / "build", "0.2.0", shim_running_this_edge()), "0.2.0")
     daemon.start()
-    _wait(lambda: boot.read_record(root).get("state") == "installing", what="the install to begin")
+    wait_for(lambda: boot.read_record(root).get("state") == "installing", what="the install to begin", timeout=40)
     daemon.kill()  # SIGKILL: the power cut
     assert boot.linked_version(root) is None
     daemon.start()  # the launcher picks the base install again; the daemon tidies and retries
@@ -128,4 +120,4 @@ def test_power_cut_during_the_install_leaves_the_old_slot_and_the_update_resumes
     interrupted = events(daemon.state_dir, "update.interrupted")
     assert len(interrupted) == 1 and interrupted[0]["payload"]["version"] == "0.2.0"
     daemon.start()
-    _wait(lambda: boot.read_record(root)["state"] == "confirmed", what="confirmation after the retry")
+    wait_for(lambda: boot.read_record(root)["state"] == "confirmed", what="confirmation after the retry", timeout=40)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from datetime import UTC, datetime
 
 from drivers.sim.xray import MALFORMED, LineServer, ScannerSim
 from drivers.xray.contract import EVENT_PAYLOADS
 from edge.signing import generate_keypair, load_private_key, sign
 from edge.store import StoreReader
+from edge.testing.wait import wait_for
 
 SITE, DEVICE = "site-1", "dev-1"
 FOLDER = {"name": "xr-folder", "kind": "xray.folder", "poll_s": 0.1, "settle_s": 0.1}
@@ -31,18 +31,6 @@ def _conforms(events: list[dict]) -> None:
     assert events
     for event in events:
         EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])
-
-
-def _until(predicate, timeout=20.0, what="condition"):
-    """Poll a condition in another process (the daemon) until true; no fixed sleeps."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_every_adapter_delivers_scans_to_an_mqtt_subscriber(tmp_path, mosquitto, mqtt_collector,
@@ -93,7 +81,7 @@ def test_kill_9_between_emit_and_move_still_emits_each_file_once(tmp_path, edge_
     inbox, sim = tmp_path / "inbox", ScannerSim(dose_usv=7.0)
     base_config.update(drivers=[{**FOLDER, "path": str(inbox)}])
     daemon = edge_daemon(base_config)
-    _until(lambda: (inbox / "processed").is_dir(), what="folders created")
+    wait_for(lambda: (inbox / "processed").is_dir(), what="folders created")
     # The driver re-makes a missing processed/ before each move: swap in the file atomically.
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the folder should be: every move fails")
@@ -107,16 +95,16 @@ def test_kill_9_between_emit_and_move_still_emits_each_file_once(tmp_path, edge_
     assert (inbox / "processed").is_file()
     first = sim.record("clear")
     sim.write_json(inbox, first)
-    _until(lambda: _store_events(daemon, "xray.scan"), what="the scan stored")
+    wait_for(lambda: _store_events(daemon, "xray.scan"), what="the scan stored")
     daemon.kill()  # emitted, not moved: the window exactly-once must survive
     assert (inbox / f"{first['scan_id']}.json").exists()
 
     (inbox / "processed").unlink()
     daemon.start()
-    _until(lambda: (inbox / "processed" / f"{first['scan_id']}.json").exists(), what="the file moved")
+    wait_for(lambda: (inbox / "processed" / f"{first['scan_id']}.json").exists(), what="the file moved")
     second = sim.record("suspicious")
     sim.write_json(inbox, second)
-    _until(lambda: len(_store_events(daemon, "xray.scan")) >= 2, what="the next scan")
+    wait_for(lambda: len(_store_events(daemon, "xray.scan")) >= 2, what="the next scan")
     ids = [e["payload"]["scan_id"] for e in _store_events(daemon, "xray.scan")]
     assert ids == [first["scan_id"], second["scan_id"]]
     ledger = json.loads(daemon.cli("xray", "ledger", "A1234BC", "--json").stdout)

@@ -7,23 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Poll ``cond`` until truthy; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from edge.testing.wait import wait_for
 
 
 class IngestProcess:

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge.testing.wait import wait_for
+
 MAX_PER_PROCESS = 60
 _MIX = (("turnstile.passage", "normal", 0.60), ("sim.heartbeat", "telemetry", 0.35),
         ("gate.alarm_test", "alarm", 0.05))
@@ -192,12 +194,12 @@ class Fleet:
     def pause(self, timeout: float = 30.0) -> None:
         """Stop the load; returns once every worker reported that no append is in progress."""
         self._tell("pause")
-        deadline = time.monotonic() + timeout
-        while not all(self._doc(p).get("loading") is False for p in self.status_files):
-            if time.monotonic() > deadline:
-                raise AssertionError("fleet workers did not pause")
+
+        def paused() -> bool:
             self._check_alive()
-            time.sleep(0.1)
+            return all(self._doc(p).get("loading") is False for p in self.status_files)
+
+        wait_for(paused, timeout, "the fleet workers to pause", interval=0.1)
 
     @staticmethod
     def _doc(path: Path) -> dict:
@@ -227,19 +229,12 @@ class Fleet:
 
     def fresh_status(self, after: float, timeout: float = 30.0) -> dict:
         """A status every worker wrote after ``after`` (wall time)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            docs = []
-            for path in self.status_files:
-                try:
-                    docs.append(json.loads(path.read_text())["at"])
-                except (FileNotFoundError, json.JSONDecodeError):
-                    pass
-            if len(docs) == len(self.status_files) and min(docs) > after:
-                return self.status()
+        def fresh() -> dict | None:
             self._check_alive()
-            time.sleep(0.1)
-        raise AssertionError("fleet workers stopped reporting")
+            stamps = [self._doc(path).get("at") for path in self.status_files]
+            return self.status() if all(a is not None and a > after for a in stamps) else None
+
+        return wait_for(fresh, timeout, "every fleet worker to report", interval=0.1)
 
     def _check_alive(self) -> None:
         for p, proc in enumerate(self.procs):

@@ -14,9 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 from edge.testing.broker import Mosquitto, free_port
-from edge.testing.central import IngestProcess, wait_for
+from edge.testing.central import IngestProcess
 from edge.testing.fleet import Fleet
 from edge.testing.netcut import NetCut
+from edge.testing.wait import wait_for
 from services.central.db import open_db
 
 SCENARIOS = ("steady", "broker_restart", "consumer_crash", "bridge_outage")

@@ -13,22 +13,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 from drivers.sim.xray import ScannerSim
 from drivers.xray.scan import build_scan
 from edge.supervisor import SupervisedThread
 from edge.testing.daemon import dump_toml
+from edge.testing.wait import wait_for
 from tests._xray_helpers import XrayHarness
-
-
-def _until(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-    return result
 
 
 def test_a_component_thread_that_raises_is_an_alarm_then_restarts():
@@ -42,7 +33,7 @@ def test_a_component_thread_that_raises_is_an_alarm_then_restarts():
 
     thread = SupervisedThread(target, name="worker", emit=lambda *a: alarms.append(a), backoff_initial_s=0.05)
     thread.start()
-    _until(lambda: len(calls) == 2, what="the restart")
+    wait_for(lambda: len(calls) == 2, what="the restart")
     assert thread.is_alive() and thread.status()["status"] == "ok"
     (type_, payload, priority, source), = alarms
     assert (type_, priority, source) == ("system.component_fault", "alarm", "supervisor")
@@ -73,7 +64,7 @@ def test_dose_check_cannot_decide_while_the_ledger_is_down(tmp_path):
         service.ledger.record_local = broken
         h.emit("xray.scan", _scan_payload(sim, 3.0), "normal", "xr")
         assert failed.wait(10)
-        _until(lambda: service.status()["status"] == "down", what="the ledger marked down")
+        wait_for(lambda: service.status()["status"] == "down", what="the ledger marked down")
         answer = service.check("A1234BC")
         assert not answer.allowed and not answer.decided and answer.reason.startswith("cannot decide")
         faults = h.wait(lambda: h.events("system.component_fault"), what="the fault alarm")
@@ -140,7 +131,7 @@ def test_the_uplink_sender_restarts_after_a_fault_and_delivers_everything(base_c
         assert link.wait_connected(10)
         store.append(make_event(device="dev-1", site="site-1", type="test.one", source="t", payload={"n": 1}))
         assert failed.wait(10)
-        _until(lambda: link.status().get("status") == "down", what="the uplink shown down")
+        wait_for(lambda: link.status().get("status") == "down", what="the uplink shown down")
         assert "mqtt-uplink" in link.status()["down"]
         # Positive control: it restarts, re-reads what was pending, and everything arrives, with the alarm.
         collector.wait_for(lambda c: c.events("test.one") and c.events("system.component_fault"), 20,

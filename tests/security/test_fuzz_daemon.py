@@ -24,6 +24,7 @@ from edge import signing
 from edge.commands.build import build_command
 from edge.localapi.client import ApiUnavailable
 from edge.testing.hostile import RAW_VALUES, example_count, hostile_json
+from edge.testing.wait import wait_for
 from services.learning._link import StandaloneLink
 from tests._messaging_helpers import Central
 from tests._messaging_helpers import topic as msg_topic
@@ -46,17 +47,6 @@ def _settings(n: int):
 
 def test_every_received_topic_is_fuzzed():
     assert RECEIVED == FUZZED_HERE | IN_PROCESS, "a new inbound topic needs a fuzz case"
-
-
-def _until(predicate, timeout=20.0, what="condition"):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-    return result
 
 
 def _healthy(daemon) -> None:
@@ -192,7 +182,7 @@ def test_fuzz_tablet_topics(tablet, publisher):
         publisher.publish(topic, raw)
         version = next(versions)
         publisher.publish(f"edge/v1/{SITE}/learning/catalog", _catalog(central, version))
-        _until(lambda: api("GET", "/v1/learning/status")[1]["catalog_version"] == version, 20, "catalog")
+        wait_for(lambda: api("GET", "/v1/learning/status")[1]["catalog_version"] == version, 20, "catalog")
         _healthy(daemon)
 
     def inbound_ok(raw: bytes, topic: str) -> None:
@@ -200,7 +190,7 @@ def test_fuzz_tablet_topics(tablet, publisher):
         publisher.publish(topic, central._sealed(raw))  # and sealed to the tablet: past the envelope
         msg_id, doc = central.inbound("hello")
         publisher.publish(msg_topic("in"), doc)
-        _until(lambda: api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, 20, "inbound message")
+        wait_for(lambda: api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, 20, "inbound message")
         _healthy(daemon)
 
     cases = [

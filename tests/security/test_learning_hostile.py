@@ -17,6 +17,7 @@ import pytest
 
 from edge import signing
 from edge.localapi.client import ApiUnavailable, call_json
+from edge.testing.wait import wait_for
 from services.learning import _transfer
 from services.learning._cache import ContentCache
 from services.learning._catalog import (
@@ -30,15 +31,6 @@ from services.learning.protocol import catalog_topic
 from tests._learning_helpers import CHUNK, central_key, make_folder, start_server
 
 SITE, DEVICE = "site-1", "tab-1"
-
-
-def _until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def test_a_chunk_that_is_always_corrupt_fails_its_item_after_a_bounded_budget(tmp_path, mosquitto):
@@ -57,7 +49,7 @@ def test_a_chunk_that_is_always_corrupt_fails_its_item_after_a_bounded_budget(tm
     try:
         for item in catalog.courses[0].items:
             dl.enqueue(item, catalog.chunk_size, "c1")
-        _until(lambda: dl.idle() and dl.counters["items_failed"] == 1, what="the bad item to fail")
+        wait_for(lambda: dl.idle() and dl.counters["items_failed"] == 1, what="the bad item to fail")
         assert server.served[(bad.sha256, 3)] == _transfer.CHUNK_ATTEMPTS  # bounded, not thousands
         reason = dl.failed[bad.sha256]["reason"]
         assert "chunk 3" in reason and "sha256 does not match" in reason
@@ -125,13 +117,13 @@ def test_a_nan_catalog_leaves_the_learning_worker_running(tmp_path, mosquitto, e
         except ApiUnavailable:
             return {}
         return body if code == 200 else {}
-    _until(status, what="the local API")
+    wait_for(status, what="the local API")
     for hostile in (b'{"type": "learning.catalog", "version": NaN, "signatures": [{"key_id": "x", "sig": ""}]}',
                     json.dumps(_catalog(key, version=7)).replace('"version": 7', '"version": 1e999').encode(),
                     json.dumps(_catalog(key, version=9)).replace('"version": 9', '"version": 9, "x": "\\udfff"').encode()):
         publish.single(catalog_topic(SITE), hostile, qos=1, hostname="127.0.0.1", port=mosquitto.port)
-    _until(lambda: status().get("catalogs_rejected") == 3, what="three refusals")
+    wait_for(lambda: status().get("catalogs_rejected") == 3, what="three refusals")
     publish.single(catalog_topic(SITE), json.dumps(_catalog(key, version=8)), qos=1, retain=True,
                    hostname="127.0.0.1", port=mosquitto.port)
-    assert _until(lambda: status().get("catalog_version") == 8, what="the valid catalog applied")
+    assert wait_for(lambda: status().get("catalog_version") == 8, what="the valid catalog applied")
     assert json.loads(daemon.cli("status", "--json").stdout)["daemon"]["components"]["learning"]["status"] == "ok"

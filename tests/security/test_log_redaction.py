@@ -14,8 +14,8 @@ import structlog
 from edge import logs
 from edge.localapi.client import call, call_json
 from edge.logs import SECRET_WORDS
+from edge.testing.wait import wait_for
 from tests._messaging_helpers import DIRECTORY_TOPIC, RESIDENT, Central, topic
-from tests.test_learning_daemon import wait_until
 from tests.test_messaging_daemon import _start
 
 TEMPLATE_B64 = base64.b64encode(os.urandom(512)).decode()  # a face template's wire form
@@ -89,8 +89,8 @@ def test_a_real_tablet_daemon_logs_none_of_the_planted_secrets(mosquitto, edge_d
         forged["residents"][0]["contacts"][0]["name"] = contact
         publisher.publish(topic("contacts"), central._sealed(json.dumps(forged).encode()))
         publisher.publish(DIRECTORY_TOPIC, json.dumps({"pin": pin, "token": bearer}).encode())
-        wait_until(lambda: tablet.daemon.log_tail(10**7).count("document_refused") >= 1
-                   and "residents_directory_refused" in tablet.daemon.log_tail(10**7), what="both refusals logged")
+        wait_for(lambda: tablet.daemon.log_tail(10**7).count("document_refused") >= 1
+                 and "residents_directory_refused" in tablet.daemon.log_tail(10**7), what="both refusals logged", timeout=45)
         assert tablet.daemon.stop() == 0
     finally:
         publisher.stop()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from edge.localapi.client import call, call_json
+from edge.testing.wait import wait_for
 from tests._messaging_helpers import (
     DEVICE,
     DIRECTORY_TOPIC,
@@ -23,7 +24,6 @@ from tests._messaging_helpers import (
     Central,
     topic,
 )
-from tests.test_learning_daemon import wait_until
 from tests.test_messaging_daemon import Tablet, _config
 
 MAILBOX_ROUTES = [("GET", "/v1/messaging/contacts"), ("GET", "/v1/messaging/messages"),
@@ -53,7 +53,7 @@ def _tablet(edge_daemon, mosquitto, central, publisher, directory=None, **reside
     publisher.publish(topic("contacts"), central.contacts(), retain=True)
     publisher.publish(DIRECTORY_TOPIC, directory(central) if directory else central.directory(), retain=True)
     tablet = Tablet(daemon.start())
-    wait_until(tablet.ready, what="directory and contacts applied")
+    wait_for(tablet.ready, what="directory and contacts applied", timeout=45)
     central.learn_device_key(mosquitto)
     return tablet
 
@@ -65,7 +65,7 @@ def _login(tablet: Tablet, pseudonym: str, pin: str):
 def _inbound(tablet, central, publisher, body, **kw) -> str:
     msg_id, doc = central.inbound(body, **kw)
     publisher.publish(topic("in"), doc)
-    wait_until(lambda: msg_id in {m["id"] for m in tablet.api("GET", "/v1/messaging/messages",
+    wait_for(lambda: msg_id in {m["id"] for m in tablet.api("GET", "/v1/messaging/messages",
                                                              resident=kw.get("resident", RESIDENT))[1]["messages"]},
                what="inbound stored")
     return msg_id
@@ -130,7 +130,7 @@ def test_wrong_pin_answers_are_identical_for_existing_and_unknown_pseudonyms(
     times: dict[str, list[float]] = {name: [] for name in tries}
     for _ in range(7):
         for name, pin in tries.items():
-            wait_until(lambda n=name, p=pin: _timed(tablet, n, p, answers, times), what="an answer, not a back-off")
+            wait_for(lambda n=name, p=pin: _timed(tablet, n, p, answers, times), what="an answer, not a back-off", timeout=45)
     for name in tries:
         statuses = {a[0] for a in answers[name]}
         bodies = {a[2] for a in answers[name]}
@@ -164,7 +164,7 @@ def test_lockout_after_n_wrong_pins_survives_a_restart(mosquitto, edge_daemon, m
     collector = mqtt_collector(mosquitto, f"edge/v1/{SITE}/{DEVICE}/events/#")
     for name in (RESIDENT, "res-n0b0dy"):
         for n in range(3):
-            wait_until(lambda nm=name: _login(tablet, nm, "000000")[0] == 401, what=f"wrong PIN {n + 1}")
+            wait_for(lambda nm=name: _login(tablet, nm, "000000")[0] == 401, what=f"wrong PIN {n + 1}", timeout=45)
     # Locked out: even the right PIN is not checked, and known and unknown names look alike.
     locked = [_login(tablet, RESIDENT, PINS[RESIDENT]), _login(tablet, "res-n0b0dy", "000000")]
     assert [a[0] for a in locked] == [429, 429] and locked[0][2] == locked[1][2]
@@ -178,14 +178,14 @@ def test_lockout_after_n_wrong_pins_survives_a_restart(mosquitto, edge_daemon, m
     tablet.ready_as = OTHER
     tablet.daemon.kill()  # a power cut is no way out of a lockout
     tablet.daemon.start()
-    wait_until(tablet.ready, what="daemon back")
+    wait_for(tablet.ready, what="daemon back", timeout=45)
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 429
-    assert tablet.daemon.restart() and wait_until(tablet.ready, what="daemon back again")
+    assert tablet.daemon.restart() and wait_for(tablet.ready, what="daemon back again", timeout=45)
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 429
     # Positive controls: another resident still logs in; central resetting the PIN ends the lockout.
     assert _login(tablet, OTHER, PINS[OTHER])[0] == 201
     publisher.publish(DIRECTORY_TOPIC, central.directory(2, {RESIDENT: ("246810", "active")}), retain=True)
-    assert wait_until(lambda: _login(tablet, RESIDENT, "246810")[0] == 201, what="login after a PIN reset")
+    assert wait_for(lambda: _login(tablet, RESIDENT, "246810")[0] == 201, what="login after a PIN reset", timeout=45)
     state = tablet.daemon.state_dir / "residents"
     assert RESIDENT.encode() not in (state / "logins.json").read_bytes()  # names are kept hashed
 
@@ -196,7 +196,7 @@ def test_legal_mail_needs_a_fresh_pin(mosquitto, edge_daemon, central, publisher
     family = _inbound(tablet, central, publisher, "See you Sunday")
     tablet.tokens.clear()
     assert tablet.message(legal)["body"] == "Privileged: appeal strategy"  # right after the PIN: fine
-    wait_until(lambda: tablet.api("GET", "/v1/session")[1]["pin_fresh_for_s"] == 0, what="PIN no longer fresh")
+    wait_for(lambda: tablet.api("GET", "/v1/session")[1]["pin_fresh_for_s"] == 0, what="PIN no longer fresh", timeout=45)
     code, body = tablet.api("GET", f"/v1/messaging/messages/{legal}")
     assert code == 403 and body["error"]["code"] == "pin_required" and "appeal" not in repr(body)
     code, body = tablet.api("POST", "/v1/messaging/messages", {"contact": "c-lawyer", "body": "new evidence"})
@@ -219,7 +219,7 @@ def test_sessions_expire_when_idle_and_end_when_central_suspends_the_resident(
     assert tablet.api("GET", "/v1/messaging/messages", resident=OTHER)[0] == 200
     publisher.publish(DIRECTORY_TOPIC, central.directory(2, {RESIDENT: (PINS[RESIDENT], "active"),
                                                              OTHER: (PINS[OTHER], "released")}), retain=True)
-    wait_until(lambda: tablet.api("GET", "/v1/messaging/messages", resident=OTHER)[0] == 401,
-               what="released resident's session ended")
+    wait_for(lambda: tablet.api("GET", "/v1/messaging/messages", resident=OTHER)[0] == 401,
+             what="released resident's session ended")
     assert _login(tablet, OTHER, PINS[OTHER])[0] == 401  # and they cannot log in again
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 201

@@ -22,18 +22,10 @@ from drivers.xray import _files
 from drivers.xray.contract import EVENT_PAYLOADS
 from drivers.xray.folder import XrayFolderDriver
 from edge.store import StoreReader
+from edge.testing.wait import wait_for
 from tests._xray_helpers import XrayHarness
 
 FAST = {"poll_s": 0.05, "settle_s": 0.05}
-
-
-def _until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def _events(daemon, glob="xray.*") -> list[dict]:
@@ -79,8 +71,8 @@ def test_poison_files_are_quarantined_once_and_good_files_behind_them_flow(tmp_p
     base_config["drivers"] = [{"name": "xr", "kind": "xray.folder", "path": str(inbox), "image_wait_s": 1.0,
                                **FAST}]
     daemon = edge_daemon(base_config)
-    rejected = _until(lambda: len(r := _events(daemon, "xray.rejected")) >= len(poison) and r, what="4 rejections")
-    scans = _until(lambda: len(s := _events(daemon, "xray.scan")) >= 5 and s, what="the 5 good scans")
+    rejected = wait_for(lambda: len(r := _events(daemon, "xray.rejected")) >= len(poison) and r, what="4 rejections")
+    scans = wait_for(lambda: len(s := _events(daemon, "xray.scan")) >= 5 and s, what="the 5 good scans")
     reasons = {e["payload"]["file"]: e["payload"]["reason"] for e in rejected}
     assert "out of range" in reasons["overflow.json"]
     assert "not valid UTF-8" in reasons["scan-\\udcff\\udcfe.json"]
@@ -91,8 +83,8 @@ def test_poison_files_are_quarantined_once_and_good_files_behind_them_flow(tmp_p
     for event in _events(daemon):
         EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])  # the contract holds
 
-    _until(lambda: sorted(p.name for p in inbox.iterdir()) == ["fifo.png", "processed", "quarantine"],
-           what="the inbox empty of results")
+    wait_for(lambda: sorted(p.name for p in inbox.iterdir()) == ["fifo.png", "processed", "quarantine"],
+             what="the inbox empty of results")
     assert any("~" in p.name for p in (inbox / "processed").iterdir())  # the long name, shortened
     status = json.loads(daemon.cli("status", "--json").stdout)["daemon"]["drivers"]["xr"]
     assert status["status"] == "ok" and status["restarts"] == 0  # never faulted

@@ -17,11 +17,11 @@ from edge import sealing, signing
 from edge.config import Settings
 from edge.mqtt import MqttLink
 from edge.testing.collector import Received
+from edge.testing.wait import wait_for
 from services.learning._link import StandaloneLink
 from tests._face_helpers import template
 from tests._messaging_helpers import RESIDENT, SITE, Central, topic
 from tests.conftest import FACES
-from tests.test_learning_daemon import wait_until
 from tests.test_messaging_daemon import _start
 
 PHOTO = (FACES / "alex_lacamoire_1.jpg").read_bytes()
@@ -49,7 +49,7 @@ def test_a_broker_wide_subscriber_sees_no_plaintext_message(mosquitto, edge_daem
         body = "Your hearing moved to the 14th, bring the letter"
         msg_id, doc = central.inbound(body, contact="c-mum", attachments=[("image/jpeg", PHOTO)])
         publisher.publish(topic("in"), doc)
-        wait_until(lambda: tablet.api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, what="mail stored")
+        wait_for(lambda: tablet.api("GET", f"/v1/messaging/messages/{msg_id}")[0] == 200, what="mail stored", timeout=45)
         got = tablet.message(msg_id)
         assert got["body"] == body  # positive control: the resident reads it
         reply = "Thanks, I will bring it on the 14th"
@@ -89,7 +89,7 @@ def test_a_broker_wide_subscriber_sees_no_face_template(mosquitto, mqtt_collecto
         central.publish(f"edge/v1/{SITE}/gallery/snapshot", sealing.sealed_message(
             json.dumps(doc).encode(), recipients), retain=True)
         central.stop()
-        wait_until(lambda: sync.state.get("version") == 1, what="snapshot applied")
+        wait_for(lambda: sync.state.get("version") == 1, what="snapshot applied", timeout=45)
         gallery = Gallery(settings.state_dir)
         try:  # positive control: the gate holds the template
             assert [s.templates for s in gallery.subjects() if s.subject_id == "visitor-88"] == [[face]]
