@@ -162,7 +162,7 @@ def test_the_worker_never_outlives_a_killed_daemon(edge_daemon, base_config, tmp
     daemon = edge_daemon(base_config)
     pid = daemon.proc.pid
     workers = wait_for(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit() and _child_worker(int(p), pid)],
-                       what="the face worker")
+                       what="the face worker", timeout=60)
     daemon.kill()  # SIGKILL: the worker's stdin closes and it stops on its own
     wait_for(lambda: all(_zombie(w) for w in workers), 20, "the orphaned worker to exit")
 

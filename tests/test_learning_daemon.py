@@ -153,7 +153,7 @@ def test_offline_serving_statements_queue_and_quota(tmp_path, mosquitto, edge_da
 
         mosquitto.stop()
         wait_for(lambda: call(_api(daemon), "GET", f"/v1/learning/content/{pinned}")[0] == 200,
-                 what="cached content served offline")
+                 what="cached content served offline", timeout=45)
         body = call(_api(daemon), "GET", f"/v1/learning/content/{pinned}", headers={"Range": "bytes=10-19"})
         assert body[0] == 206 and body[2] == (folder / "pinned" / "p.bin").read_bytes()[10:20]
         sid = "0b7e4c1e-8f7a-4d7c-b1c5-3c2f9e0a1d22"

@@ -156,7 +156,7 @@ def test_messages_sent_while_the_tablet_was_down_arrive_on_return(
     tablet.daemon.start()
     wait_for(lambda: tablet.ready() and
              {m["id"] for m in tablet.api("GET", "/v1/messaging/messages")[1]["messages"]} == set(ids),
-             what="queued inbound messages delivered on return")
+             what="queued inbound messages delivered on return", timeout=45)
 
 
 def test_bad_input_is_refused_and_nothing_is_stored(mosquitto, edge_daemon, mqtt_collector, central, publisher):
@@ -259,5 +259,5 @@ def test_privacy_nothing_in_plain_on_disk_and_purge_resident_leaves_nothing(
     # Central's directory drops a released resident: then nothing on the tablet names them.
     publisher.publish(DIRECTORY_TOPIC, central.directory(2, {OTHER: (PINS[OTHER], "active")}), retain=True)
     wait_for(lambda: tablet.daemon.log_tail(10**7).count("residents_directory_applied") >= 3,
-             what="directory without the released resident")
+             what="directory without the released resident", timeout=45)
     assert _files_containing(state, [RESIDENT.encode()]) == []

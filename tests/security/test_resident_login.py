@@ -67,7 +67,7 @@ def _inbound(tablet, central, publisher, body, **kw) -> str:
     publisher.publish(topic("in"), doc)
     wait_for(lambda: msg_id in {m["id"] for m in tablet.api("GET", "/v1/messaging/messages",
                                                              resident=kw.get("resident", RESIDENT))[1]["messages"]},
-               what="inbound stored")
+               what="inbound stored", timeout=45)
     return msg_id
 
 
@@ -220,6 +220,6 @@ def test_sessions_expire_when_idle_and_end_when_central_suspends_the_resident(
     publisher.publish(DIRECTORY_TOPIC, central.directory(2, {RESIDENT: (PINS[RESIDENT], "active"),
                                                              OTHER: (PINS[OTHER], "released")}), retain=True)
     wait_for(lambda: tablet.api("GET", "/v1/messaging/messages", resident=OTHER)[0] == 401,
-             what="released resident's session ended")
+             what="released resident's session ended", timeout=45)
     assert _login(tablet, OTHER, PINS[OTHER])[0] == 401  # and they cannot log in again
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 201

@@ -16,9 +16,9 @@ import sqlite3
 
 import pytest
 
+from edge.testing.wait import wait_for
 from services.messaging._crypto import AtRest
 from tests._messaging_helpers import OTHER, RESIDENT, Central, topic
-from tests.test_learning_daemon import wait_until
 from tests.test_messaging_daemon import _start
 
 # What identifies a resident or a correspondent (Central.contacts: c-mum "Mum", c-lawyer "J. Counsel",
@@ -107,9 +107,9 @@ def test_a_stolen_mailbox_without_the_key_names_no_resident_and_no_legal_corresp
     bro_id, bro = central.inbound("Hi from your brother", resident=OTHER, contact="c-bro")
     publisher.publish(topic("in"), legal)
     publisher.publish(topic("in"), bro)
-    wait_until(lambda: tablet.api("GET", f"/v1/messaging/messages/{legal_id}")[0] == 200
-               and tablet.api("GET", f"/v1/messaging/messages/{bro_id}", resident=OTHER)[0] == 200,
-               what="both inbound messages stored")
+    wait_for(lambda: tablet.api("GET", f"/v1/messaging/messages/{legal_id}")[0] == 200
+             and tablet.api("GET", f"/v1/messaging/messages/{bro_id}", resident=OTHER)[0] == 200,
+             what="both inbound messages stored", timeout=45)
     listing = tablet.api("GET", "/v1/messaging/messages")[1]["messages"]
     assert sorted((m["contact"], m["privileged"]) for m in listing) == [
         ("c-lawyer", True), ("c-lawyer", True), ("c-mum", False)]  # the tablet itself still knows
