@@ -37,8 +37,17 @@ def test_tablet_example_keeps_erase_two_person():
     class _Messaging:
         def purge_resident(self, resident):
             return {}
-    _register_purge(_Messaging())
-    assert effect_of(BUILTIN_EFFECTS, "purge_resident", {}) == "erase"
+
+    class _Router:  # what CommandRouter.add_builtin records for its own daemon
+        effects: dict = {}
+
+        def add_builtin(self, name, fn, effect):
+            self.effects[name] = effect
+
+    router = _Router()
+    _register_purge(router, _Messaging())
+    assert effect_of(router.effects, "purge_resident", {}) == "erase"
+    assert "purge_resident" not in BUILTIN_EFFECTS  # nothing shared between daemons in one process
 
 
 def test_the_old_switch_is_refused_with_a_clear_error(tmp_path):
