@@ -24,16 +24,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import structlog
-
 from edge._fs import KeyFileError, fsync_dir, secret_key
 
-log = structlog.get_logger("edge.secrets")
 FOLDER = "secrets"
 # Every key a device may hold, by its file and credential name (systemd/edge.service loads each
 # from /etc/credstore.encrypted/edge.NAME). A key not listed here is refused: add it to both.
 NAMES = ("audit.key", "mailbox.key", "gallery.key", "seal.key", "login.salt")
 CREDSTORE = "/etc/credstore.encrypted"
+
+
+def _log():
+    """structlog, imported for the rare line here: the face worker reads keys and carries none."""
+    import structlog
+
+    return structlog.get_logger("edge.secrets")
 
 
 def folder(state_dir: str | os.PathLike, create: bool = True) -> Path:
@@ -82,7 +86,7 @@ def _remember_credential(path: Path) -> None:
     marker.touch(mode=0o600)
     fsync_dir(path.parent)
     if path.exists():  # the credential wins; a stale copy beside it only confuses a restore
-        log.warning("secret_file_shadowed_by_credential", key=path.name)
+        _log().warning("secret_file_shadowed_by_credential", key=path.name)
 
 
 def _adopt(legacy: Path | None, path: Path) -> None:
@@ -96,7 +100,7 @@ def _adopt(legacy: Path | None, path: Path) -> None:
     os.replace(legacy, path)
     fsync_dir(path.parent)
     fsync_dir(legacy.parent)
-    log.info("secret_moved_to_secrets_folder", key=path.name)
+    _log().info("secret_moved_to_secrets_folder", key=path.name)
 
 
 def _check_name(name: str) -> None:

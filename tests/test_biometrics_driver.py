@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -55,7 +57,12 @@ def test_driver_runs_the_worker_and_emits_one_decision_per_approach(edge_daemon,
     daemon = edge_daemon(base_config)
     wait_for(lambda: len(events(state, "biometric.")) >= 3, what="three biometric decisions", timeout=60)
     assert daemon.stop() == 0  # the last frame (empty lane) was played: nothing else may come
-    assert "camera_liveness_off" in daemon.log_tail(100_000)  # a dangerous opt-in is logged at start
+    log = daemon.log_tail(100_000)
+    assert "camera_liveness_off" in log  # a dangerous opt-in is logged at start
+    # The worker's own lines (it carries no structlog) reach the daemon's JSON log under the driver
+    loaded = [json.loads(line) for line in log.splitlines() if '"face_encoder_loaded"' in line]
+    assert loaded and loaded[0]["driver"] == "lane1-face" and loaded[0]["process"] == "face_worker"
+    assert loaded[0]["engine"] in ("numpy", "dlib") and loaded[0]["level"] == "info"
     got = events(state, "biometric.")
     assert [(e["type"], e["priority"]) for e in got] == [
         ("biometric.identified", "normal"), ("biometric.multiple_faces", "alarm"), ("biometric.unknown", "normal")]
@@ -194,3 +201,35 @@ def test_each_face_driver_finds_the_gallery_of_the_daemon_that_runs_it(tmp_path)
     assert driver(tmp_path / "a", state_dir=tmp_path / "own")._state_dir() == tmp_path / "own"  # its option wins
     with pytest.raises(DriverError, match="no state_dir"):
         driver(None)._state_dir()
+
+
+_WORKER_MODULES = """
+import json, sys
+from drivers.camera import worker
+from drivers.camera._log import set_sink
+set_sink(worker._log_to_driver)  # as worker.main() does
+w = worker.Worker(sys.argv[1], {"source": sys.argv[2], "liveness": "none"})
+decisions = w.lane.process(w.source.read(5.0))
+print(json.dumps({"decided": [d.type for d in decisions],
+                  "loaded": sorted(m for m in ("structlog", "rich", "asyncio", "cryptography") if m in sys.modules)}))
+"""
+
+
+def test_the_face_worker_loads_neither_structlog_nor_cryptography(tmp_path):
+    """Each costs the worker about 8 MB resident (docs/performance.md, footprint --role gate): its
+    log lines go to the driver, its gallery opens with libsodium (where the CPU has AES-GCM)."""
+    from edge.atrest import sodium_available
+
+    state, frames = tmp_path / "state", tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(photo("obama_2"), frames / "0.jpg")
+    g = Gallery(state)
+    g.upsert(Subject("obama", "staff", [template("obama_1")]))
+    g.close()
+    out = subprocess.run([sys.executable, "-c", _WORKER_MODULES, str(state), str(frames)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.splitlines()
+    logged = [json.loads(line) for line in out if line.startswith('{"op":"log"')]
+    assert any(m["event"] == "face_encoder_loaded" for m in logged)  # to the driver, not to structlog
+    result = json.loads(out[-1])
+    assert result["decided"] == ["biometric.identified"]  # positive control: the whole path ran
+    assert result["loaded"] == ([] if sodium_available() else ["cryptography"])

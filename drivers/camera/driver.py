@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from drivers.camera._log import LEVELS
 from edge.driver import Driver, DriverConfig
 from edge.errors import CommandError, DriverError, StoreFull
 
@@ -188,6 +189,10 @@ class FaceCameraDriver(Driver):
                 self.refused += 1
         elif op == "status":
             self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+        elif op == "log":  # the worker's own lines, into the daemon's log (redacted like any)
+            level = msg.get("level") if msg.get("level") in LEVELS else "warning"
+            fields = {k: v for k, v in (msg.get("fields") or {}).items() if k != "event"}
+            getattr(self.ctx.log, level)(str(msg.get("event")), **{"process": "face_worker", **fields})
         elif op == "fatal":
             raise DriverError(f"face worker failed: {msg.get('error')}")
 

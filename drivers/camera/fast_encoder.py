@@ -23,12 +23,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import structlog
 
+from drivers.camera._log import get_logger
 from drivers.camera.resnet_file import Block, Conv, ResNet, ResNetFileError, read_resnet
 from edge.errors import EdgeError
 
-log = structlog.get_logger("edge.biometrics.encoder")
+log = get_logger("edge.biometrics.encoder")
 
 FORMAT = 1
 TOLERANCE = 1e-4  # max abs difference from dlib's descriptor on the reference chip

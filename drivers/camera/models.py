@@ -20,11 +20,11 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import structlog
 
+from drivers.camera._log import get_logger
 from edge.errors import EdgeError
 
-log = structlog.get_logger("edge.biometrics.encoder")
+log = get_logger("edge.biometrics.encoder")
 ENCODERS = ("auto", "numpy", "dlib")
 
 

@@ -11,9 +11,12 @@ it with one JSON object per line:
   worker -> driver (stdout): {"op": "ready", "pid": ..., "load_ms": ..., "encoder": "numpy" | "dlib"}
                              {"op": "event", "type": ..., "payload": {...}, "priority": ...}
                              {"op": "status", ...}   {"op": "fatal", "error": ...}
+                             {"op": "log", "level": ..., "event": ..., "fields": {...}}
 
 Frames never cross the pipe: the worker owns the camera too. Closing stdin
-(the daemon died) stops the worker, so it is never left orphaned.
+(the daemon died) stops the worker, so it is never left orphaned. The worker's
+log lines go to the driver too, which writes them to the daemon's log: the
+worker never imports structlog (drivers/camera/_log.py).
 """
 
 from __future__ import annotations
@@ -152,8 +155,15 @@ class Worker:
                 return
 
 
+def _log_to_driver(level: str, event: str, fields: dict[str, Any]) -> None:
+    send({"op": "log", "level": level, "event": event, "fields": fields})
+
+
 def main() -> int:
+    from drivers.camera._log import set_sink
+
     _private_stdout()
+    set_sink(_log_to_driver)
     inbox: queue.Queue = queue.Queue()
     first = sys.stdin.readline()
     try:

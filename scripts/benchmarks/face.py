@@ -196,6 +196,8 @@ _RSS_OURS = """
 import json, sys, tempfile
 from pathlib import Path
 from drivers.camera import capture, worker  # everything the gate worker imports
+from drivers.camera._log import set_sink
+set_sink(lambda *line: None)  # as in the worker: its log lines go to the driver, no structlog
 from drivers.camera.decide import Decider
 from drivers.camera.gallery import Gallery, Subject
 from drivers.camera.lane import Lane

@@ -12,6 +12,9 @@ Python's RSS. Goals: under 0.5 % of one core and under 50 MB RSS.
 window one signed command is sent over MQTT and the RSS once it has run is
 reported too (``rss_mb_after_signed_command``): what a tablet costs once
 central has talked to it.
+
+``--role gate`` measures a gate with biometrics instead: the daemon and its
+face worker, on simulated lane devices (scripts/benchmarks/_footprint_gate.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Measurement window (wall seconds).")
     parser.add_argument("--rate", type=float, default=1.0, help="sim.heartbeat events per second.")
     parser.add_argument("--no-broker", action="store_true", help="Run without MQTT (no uplink).")
+    parser.add_argument("--role", choices=("tablet", "gate"), default="tablet",
+                        help="gate: a gate with biometrics, daemon and its face worker summed "
+                             "(scripts/benchmarks/_footprint_gate.py).")
+    parser.add_argument("--python", default=sys.executable,
+                        help="--role gate: the gate's interpreter (default: this one), e.g. a venv made "
+                             "from requirements-gate.lock, to measure it without the development packages.")
 
 
 def _config(root: Path, broker: Mosquitto | None, rate: float) -> dict:
@@ -115,6 +124,10 @@ def _window(samplers: dict[str, _Sampler], seconds: float) -> dict[str, dict]:
 
 
 def run(args) -> dict:
+    if args.role == "gate":
+        from benchmarks._footprint_gate import run as run_gate
+
+        return run_gate(args)
     with tempfile.TemporaryDirectory(prefix="edge-bench-footprint-") as tmp:
         root = Path(tmp)
         broker = None if args.no_broker else Mosquitto(root / "broker").start()
