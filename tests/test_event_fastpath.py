@@ -1,4 +1,4 @@
-"""make_event's fast path and envelope_parts give byte for byte what pydantic and
+"""make_event's fast path and wire() give byte for byte what pydantic and
 canonical_json gave before, for every valid event, and refuse what they refused."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge.errors import EventInvalid
-from edge.events import Event, _make_checked, canonical_json, make_event, with_seq
-from edge.store.store import _prepare
+from edge.events import Event, _make_checked, canonical_json, make_event, wire, with_seq
 
 _scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
             | st.floats(allow_nan=False, allow_infinity=False))
@@ -56,9 +55,9 @@ def test_fast_event_bytes_equal_the_pydantic_bytes(payload, device, site, source
         old = _old_bytes(event, seq)
     except ValueError:  # a lone surrogate: refused by both
         with pytest.raises(EventInvalid):
-            _prepare(event)
+            wire(event)
         return
-    _, head, tail, ts_text, _prio = _prepare(event)
+    _id, _type, _prio, ts_text, head, tail = wire(event)
     assert head + str(seq).encode() + tail == old
     assert ts_text == event.model_dump(mode="json")["ts"]
     stored = with_seq(event, seq)
@@ -77,7 +76,7 @@ def test_fast_event_bytes_equal_the_pydantic_bytes(payload, device, site, source
 ])
 def test_unusual_payloads_give_the_old_bytes(payload):
     event = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload=payload)
-    _, head, tail, _ts, _prio = _prepare(event)
+    *_, head, tail = wire(event)
     assert head + b"7" + tail == _old_bytes(event, 7)
 
 
@@ -96,11 +95,11 @@ def test_lone_surrogates_are_treated_as_before(kw):
         old = _old_bytes(event, 3)
     except ValueError:
         with pytest.raises(EventInvalid, match="surrogates not allowed"):
-            _prepare(event)
+            wire(event)
         with pytest.raises(ValueError):
             event.canonical_bytes()
         return
-    _, head, tail, _ts, _prio = _prepare(event)
+    *_, head, tail = wire(event)
     assert head + b"3" + tail == old
 
 

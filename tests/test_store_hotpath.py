@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.events import canonical_json, make_event, new_event_id
+from edge.errors import EventInvalid
+from edge.events import canonical_json, make_event, new_event_id, wire
 from edge.store import Store
-from edge.store.store import _chunks, _prepare
+from edge.store.store import _chunks
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
@@ -38,7 +39,7 @@ def _event(payload, source="bench"):
        seq=st.integers(1, 2**63 - 1))
 def test_prepared_body_with_seq_is_the_canonical_body(payload, source, seq):
     event = _event(payload, source)
-    _, head, tail, ts, _prio = _prepare(event)
+    _id, _type, _prio, ts, head, tail = wire(event)
     expected = canonical_json({**event.model_dump(mode="json"), "seq": seq})
     assert head + str(seq).encode() + tail == expected
     assert ts == event.model_dump(mode="json")["ts"]
@@ -164,3 +165,46 @@ def test_a_writer_that_dies_fails_its_callers_instead_of_hanging_them():
         assert "writer stopped" in str(exc) and "disk I/O error" in str(exc)
     else:
         raise AssertionError("an append after the writer died did not fail")
+
+
+def test_appended_events_get_their_seq_once_committed_and_a_repeat_is_a_copy(tmp_path):
+    """append_many returns the events it was given, each with its seq set at the commit; the
+    same event twice in one call is stored twice (as before), the second as a copy; an event
+    already stored is refused rather than stored again under the same id."""
+    store = Store(tmp_path, device="dev-1", site="site-1")
+    try:
+        first, second = _event({"n": 1}), _event({"n": 2})
+        stored = store.append_many([first, second, first])
+        assert stored[0] is first and stored[1] is second and stored[2] is not first
+        assert [e.seq for e in stored] == [1, 2, 3] and stored[2].id == first.id
+        assert first.model_fields_set == stored[2].model_fields_set and "seq" in first.model_fields_set
+        bodies = [r[0] for r in store._w.execute("SELECT body FROM events ORDER BY seq")]
+        assert bodies == [e.canonical_bytes() for e in stored]
+        assert b'"seq":3,' in bodies[2] and bodies[2].replace(b'"seq":3,', b'"seq":1,') == bodies[0]
+        with pytest.raises(EventInvalid, match="already has seq 1"):
+            store.append(first)
+        assert store.verify().ok and store.stats()["pending"] == 3
+    finally:
+        store.close()
+
+
+def test_an_event_refused_for_space_keeps_no_seq_and_can_be_stored_later(tmp_path):
+    from edge.config import StoreSettings
+    from edge.errors import StoreFull
+
+    store = Store(tmp_path, device="dev-1", site="site-1", settings=StoreSettings(max_bytes=64 * 1024))
+    try:
+        big = {"pad": "p" * 2000}
+        normals = [store.append(make_event(device="dev-1", site="site-1", type="sim.x", source="t",
+                                           payload=big)) for _ in range(40)]  # past the cap
+        # Bigger than the room the normal events left, and telemetry may not evict them.
+        refused = make_event(device="dev-1", site="site-1", type="sim.x", source="t",
+                             payload={"pad": "p" * 6000}, priority="telemetry")
+        with pytest.raises(StoreFull):
+            store.append(refused)
+        assert refused.seq is None and "seq" not in refused.model_fields_set
+        store.mark_acked([e.seq for e in normals])  # acked history may go: room again
+        assert store.append(refused) is refused and refused.seq > normals[-1].seq
+        assert store.verify().ok
+    finally:
+        store.close()

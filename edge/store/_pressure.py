@@ -30,7 +30,7 @@ class Pressure:
 
     def __init__(self):
         self.refused, self.failed = _zero(), _zero()
-        self.parked: deque = deque()  # prepared alarm items whose commit failed for space
+        self.parked: deque = deque()  # alarm events whose commit failed for space
         self.parked_lost = 0  # alarms beyond PARKED_MAX (the oldest kept)
         self.since: str | None = None
         self.dropped_base: dict[str, int] | None = None  # store drop counters at the episode start

@@ -16,6 +16,7 @@ import time
 import structlog
 
 from edge.errors import StoreError, StoreNoSpace
+from edge.events import wire
 from edge.store._disk import no_space
 from edge.store._schema import PRIORITY_NAME
 from edge.store._writer import Job
@@ -46,10 +47,10 @@ class SpaceMixin:
             if job.items is None:
                 job.error = StoreNoSpace(f"the disk is full: {exc}")
                 continue
-            alarms = [item for item in job.items if item[4] == _ALARM]
+            alarms = [event for event in job.items if wire(event)[2] == _ALARM]
             if job is not self._retried:  # kept alarms failing again are not counted again
-                for item in job.items:
-                    self._pressure.note("failed", PRIORITY_NAME[item[4]], 1, dropped)
+                for event in job.items:
+                    self._pressure.note("failed", PRIORITY_NAME[wire(event)[2]], 1, dropped)
             self._pressure.park(alarms)
             job.error = StoreNoSpace(
                 "the disk is full; " + ("the alarm is kept in memory and stored when there is room"

@@ -12,6 +12,7 @@ the disk (``_disk``); what a short disk costs is counted and reported
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ import structlog
 from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError, StoreFull
-from edge.events import Event, canonical_json, envelope_parts, make_event, new_event_id, with_seq
+from edge.events import Event, make_event, new_event_id, set_seq, wire, with_seq
 from edge.seqranges import merge, runs
 from edge.sqlite import open_db
 from edge.store import _chain, _dropruns
@@ -32,7 +33,7 @@ from edge.store._lock import StoreLock
 from edge.store._pressure import Pressure
 from edge.store._reader import KEY_NAME, StoreReader
 from edge.store._recovery import recover, recovery_recorded
-from edge.store._schema import PRIORITY_CODE, PRIORITY_NAME, migrate
+from edge.store._schema import PRIORITY_NAME, migrate
 from edge.store._seqfile import SeqReservation
 from edge.store._space import SpaceMixin, empty_report, protected_sql
 from edge.store._writer import GroupCommitWriter, Job
@@ -47,9 +48,7 @@ _COLS = 7  # seq, id, type, priority, ts, body, hash
 _MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
 _META_HOT_SQL = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)"
 _UNSET = object()
-# An event ready for the writer: (event, canonical bytes before the seq value, after it,
-# ts as stored, priority code). Made in the producer's thread.
-_Prepared = tuple[Event, bytes, bytes, str, int]
+_sha256 = hashlib.sha256  # the audit chain's hash (_chain.chain_hash), inline on the hot path
 
 log = structlog.get_logger("edge.store")
 
@@ -158,13 +157,16 @@ class Store(SpaceMixin, StoreReader):
         return self.append_many([event])[0]
 
     def append_many(self, events: list[Event]) -> list[Event]:
-        """Store events durably in one go (all or none); returns them with their seqs."""
+        """Store events durably in one go (all or none); returns them with their seqs: the
+        same objects, given their seq once committed (a copy for an event given twice)."""
         for event in events:
             if event.seq is not None:
                 raise EventInvalid(f"event {event.id} already has seq {event.seq}; the store assigns seq")
-        # Serialising here, in the producer's thread, keeps the writer's critical path short
-        # and overlaps with the fsync of the batch before.
-        return self._writer.submit(Job(items=[_prepare(e) for e in events])).wait()
+            try:
+                event._wire  # noqa: B018 -- serialised already (make_event does it)
+            except AttributeError:
+                wire(event)  # here, in the producer's thread: the writer's critical path stays short
+        return self._writer.submit(Job(items=list(events))).wait()
 
     def mark_acked(self, seqs: Iterable[int]) -> int:
         """Mark events as delivered (broker PUBACKed them); returns how many changed."""
@@ -224,6 +226,7 @@ class Store(SpaceMixin, StoreReader):
     def _attempt(self, jobs: list[Job], before_commit: Callable[[], None]) -> Exception | None:
         """Run the jobs in one transaction; None when committed, else the error (rolled back)."""
         self._batch_events: list[Event] = []
+        self._unsequenced: list[tuple[int, list[Event]]] = []  # (first seq, events): set at COMMIT
         self._reporting: dict | None = None
         saved = (self._next_seq, self._prev_hash, self._used, dict(self._counters),
                  self._last_ack_at, self._full, self._full_prio, _copy_report(self._unreported))
@@ -256,22 +259,27 @@ class Store(SpaceMixin, StoreReader):
              self._last_ack_at, self._full, self._full_prio, self._unreported) = saved
             self._acks.reload()
             return exc
+        for seq, events in self._unsequenced:  # committed: now they have their seqs
+            for i, event in enumerate(events, seq):
+                if not set_seq(event, i):
+                    events[i - seq] = with_seq(event, i)  # the same event twice in a batch
+            self._batch_events += events
         return None
 
-    def _insert(self, items: list[_Prepared]) -> list[Event]:
-        encoded = self._encode(items)
-        need = sum(ROW_OVERHEAD + len(row[5]) for row, _ in encoded)
+    def _insert(self, events: list[Event]) -> list[Event]:
+        start = len(self._pending_rows)
+        need, head = self._add_rows(events)
         if self._used + need <= self._cap:
-            if self._full and min(item[4] for item in items) != _ALARM:
+            if self._full and min(e._wire[2] for e in events) != _ALARM:
                 self._full = False
-            return self._write_encoded(encoded)  # the hot path: room to spare
+            return self._took(events, need, head)  # the hot path: room to spare
+        del self._pending_rows[start:]  # room is made first, and may take seqs for a report
         self._flush_rows()  # eviction queries must see every row of this batch
-        top = min(item[4] for item in items)
-        before = self._next_seq
+        top = min(e._wire[2] for e in events)
         if not self._make_room(need, top):
-            self._counters["refused_total"] += len(items)
+            self._counters["refused_total"] += len(events)
             if self._disk.limited:
-                self._pressure.note("refused", PRIORITY_NAME[top], len(items), self._dropped_now())
+                self._pressure.note("refused", PRIORITY_NAME[top], len(events), self._dropped_now())
             self._enter_full(top, refused=True)
             raise StoreFull(f"store is full ({self._used} of {self._cap} bytes, "
                             f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
@@ -280,33 +288,31 @@ class Store(SpaceMixin, StoreReader):
             self._enter_full(_NORMAL, refused=False)  # nothing left to evict: alarms go past the cap
         elif top >= self._full_prio:
             self._full = False
-        if self._next_seq != before:  # making room wrote a report event first
-            encoded = self._encode(items)
-        return self._write_encoded(encoded)
-
-    def _encode(self, items: list[_Prepared]) -> list[tuple[list, Event]]:
-        """Rows (without the chain hash yet) for the next seqs; cheap: bytes joins only."""
-        out, seq = [], self._next_seq
-        for event, head, tail, ts, priority in items:
-            out.append(([seq, event.id, event.type, priority, ts, b"%b%d%b" % (head, seq, tail), None],
-                        event))
-            seq += 1
-        return out
+        return self._took(events, *self._add_rows(events))
 
     def _write_rows(self, events: list[Event]) -> list[Event]:
-        return self._write_encoded(self._encode([_prepare(e) for e in events]))
+        for event in events:
+            wire(event)
+        return self._took(events, *self._add_rows(events))
 
-    def _write_encoded(self, encoded: list[tuple[list, Event]]) -> list[Event]:
-        stored, prev, used = [], self._prev_hash, self._used
-        for row, event in encoded:
-            row[6] = prev = _chain.chain_hash(prev, row[5])
-            used += ROW_OVERHEAD + len(row[5])
-            stored.append(with_seq(event, row[0]))
-            self._pending_rows.extend(row)
-        self._prev_hash, self._used = prev, used
-        self._next_seq += len(encoded)
-        self._batch_events.extend(stored)
-        return stored
+    def _add_rows(self, events: list[Event]) -> tuple[int, bytes]:
+        """Queue the rows of ``events`` for the next seqs, chained; returns the bytes they
+        count against the cap and the new chain head. Nothing is taken until ``_took``."""
+        seq, prev, rows, size = self._next_seq, self._prev_hash, self._pending_rows, 0
+        for event in events:
+            event_id, type_, priority, ts, head, tail = event._wire
+            body = b"%b%d%b" % (head, seq, tail)
+            prev = _sha256(prev + body).digest()
+            rows += (seq, event_id, type_, priority, ts, body, prev)
+            size += len(body)
+            seq += 1
+        return size + ROW_OVERHEAD * len(events), prev
+
+    def _took(self, events: list[Event], need: int, head: bytes) -> list[Event]:
+        self._unsequenced.append((self._next_seq, events))
+        self._next_seq += len(events)
+        self._prev_hash, self._used = head, self._used + need
+        return events
 
     def _flush_rows(self) -> None:
         """Insert the batch's rows with few statements: SQLite releases the GIL around every
@@ -448,32 +454,6 @@ class Store(SpaceMixin, StoreReader):
     def _maintenance(self) -> None:
         self._run_batch([Job(self._acks.fold), Job(self._retention), Job(self._report_drops)])
         self._w.execute("PRAGMA incremental_vacuum")
-
-
-def _prepare(event: Event) -> _Prepared:
-    """Serialise an event once, leaving a hole for the seq the writer will assign.
-
-    Events built by ``make_event`` are rendered by ``envelope_parts`` (the same bytes,
-    a third of the cost); anything else goes through pydantic and ``canonical_json``.
-    The body is canonical JSON with sorted keys, so the top-level ``"seq"`` sits
-    between ``priority`` and ``site``; everything after it is a string or a number,
-    where an unescaped quote cannot occur, so the last ``,"seq":0,`` is that key.
-    """
-    parts = envelope_parts(event)
-    if parts is not None:
-        try:
-            return event, parts[0].encode(), parts[1].encode(), parts[2], PRIORITY_CODE[event.priority]
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: the plain path below refuses it as it always did
-    try:
-        data = event.model_dump(mode="json")
-        data["seq"] = 0
-        body = canonical_json(data)
-    except ValueError as exc:  # NaN, undecodable bytes, objects pydantic cannot serialise
-        raise EventInvalid(f"event {event.type!r} from {event.source!r} cannot be stored: "
-                           f"its payload is not JSON ({type(exc).__name__}: {exc})") from None
-    cut = body.rfind(b',"seq":0,')
-    return event, body[:cut + 7], body[cut + 8:], data["ts"], PRIORITY_CODE[event.priority]
 
 
 def _chunks(rows: int) -> Iterable[int]:

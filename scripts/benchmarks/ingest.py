@@ -32,12 +32,11 @@ import time
 from pathlib import Path
 
 from edge import daemon
-from edge.events import make_event
+from edge.events import make_event, wire
 from edge.sqlite import open_db
 from edge.store import Store
 from edge.store._chain import GENESIS, chain_hash
 from edge.store._schema import migrate
-from edge.store.store import _prepare
 
 DEVICE, SITE = "bench-1", "site-1"
 
@@ -59,10 +58,10 @@ def _rows(count: int, pad: str) -> list[tuple]:
     """The exact rows the store would write for ``count`` events (bodies, chain hashes)."""
     rows, prev = [], GENESIS
     for seq in range(1, count + 1):
-        event, head, tail, ts, priority = _prepare(_event(seq, pad))
+        event_id, type_, priority, ts, head, tail = wire(_event(seq, pad))
         body = b"%b%d%b" % (head, seq, tail)
         prev = chain_hash(prev, body)
-        rows.append((seq, event.id, event.type, priority, ts, body, prev))
+        rows.append((seq, event_id, type_, priority, ts, body, prev))
     return rows
 
 
