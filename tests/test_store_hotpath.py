@@ -208,3 +208,17 @@ def test_an_event_refused_for_space_keeps_no_seq_and_can_be_stored_later(tmp_pat
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_a_lone_append_is_committed_in_its_callers_thread(tmp_path):
+    """No hand-off to the writer thread and back when nobody else is appending; listeners
+    are called on the thread that committed."""
+    store = Store(tmp_path, device="dev-1", site="site-1")
+    seen: list[tuple[str, list[int]]] = []
+    store.add_listener(lambda events: seen.append((threading.current_thread().name, [e.seq for e in events])))
+    try:
+        stored = store.append_many([_event({"n": n}) for n in range(3)])
+        assert seen == [(threading.current_thread().name, [e.seq for e in stored])]
+        assert store._writer.batches == 1 and store.verify().ok
+    finally:
+        store.close()

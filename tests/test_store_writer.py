@@ -142,3 +142,86 @@ def test_a_caller_that_never_waits_does_not_hold_up_the_next_caller_of_its_batch
     assert batches == [["first"], ["ignored", "waiting"]]
     writer.close()
     assert not writer._thread.is_alive()
+
+
+def _inline_writer(run_batch, linger: float = 0.05) -> GroupCommitWriter:
+    writer = GroupCommitWriter(run_batch, lambda: None, batch_max=1000, idle_interval=60,
+                               linger=linger, inline=True)
+    writer.start()
+    return writer
+
+
+def test_inline_a_lone_job_commits_in_its_callers_thread_and_others_queue_behind_a_batch():
+    threads: list[tuple[str, list]] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def run_batch(jobs, before_commit):
+        threads.append((threading.current_thread().name, [job.items[0] for job in jobs]))
+        if jobs[0].items[0] == "slow":
+            inside.set()
+            release.wait(30)
+        for job in jobs:
+            job.result = job.items
+
+    writer = _inline_writer(run_batch)
+    assert writer.submit(Job(items=["alone"])).wait() == ["alone"]
+    slow = threading.Thread(target=lambda: writer.submit(Job(items=["slow"])).wait(), name="slow-caller")
+    slow.start()
+    assert inside.wait(10)  # a batch runs in slow-caller's thread: these two queue for the writer
+    queued = [writer.submit(Job(items=[n])) for n in ("a", "b")]
+    release.set()
+    assert [job.wait() for job in queued] == [["a"], ["b"]]
+    slow.join(10)
+    writer.close()
+    me = threading.current_thread().name
+    assert threads == [(me, ["alone"]), ("slow-caller", ["slow"]), ("store-writer", ["a", "b"])]
+
+
+def test_inline_close_waits_for_a_batch_running_in_a_callers_thread():
+    inside, release = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def run_batch(jobs, before_commit):
+        inside.set()
+        release.wait(30)
+        done.append("committed")
+        for job in jobs:
+            job.result = job.items
+
+    writer = _inline_writer(run_batch)
+    caller = threading.Thread(target=lambda: writer.submit(Job(items=[1])).wait())
+    caller.start()
+    assert inside.wait(10)
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive() and not done  # close() waits for the batch in the caller's thread
+    release.set()
+    closing.join(10)
+    caller.join(10)
+    assert done == ["committed"] and not closing.is_alive()
+    try:
+        writer.submit(Job(items=[2]))
+    except StoreClosed:
+        pass
+    else:
+        raise AssertionError("a closed writer accepted a job")
+
+
+def test_inline_a_batch_that_breaks_in_a_callers_thread_stops_the_store_loudly():
+    from edge.errors import StoreError
+
+    def run_batch(jobs, before_commit):
+        raise RuntimeError("disk I/O error")
+
+    writer = _inline_writer(run_batch)
+    job = writer.submit(Job(items=[1]))
+    for attempt in (job.wait, lambda: writer.submit(Job(items=[2])).wait()):
+        try:
+            attempt()
+        except StoreError as exc:
+            assert "writer stopped" in str(exc) and "disk I/O error" in str(exc)
+        else:
+            raise AssertionError("a broken store accepted a job")
+    writer._thread.join(10)
+    assert not writer._thread.is_alive()

@@ -236,7 +236,7 @@ class Uplink:
                 "last_refusal": self.last_refusal}
 
     def protected_ranges(self) -> list[tuple[int, int]]:
-        """Seqs the store must not drop as never sent (called on the store's writer thread):
+        """Seqs the store must not drop as never sent (called inside the store's commit):
         those whose acks are kept in memory (delivered), and from the first event in flight
         or read for sending up to the read cursor (they may be delivered any moment)."""
         with self.acker._lock:

@@ -1,4 +1,4 @@
-"""What the store does when the disk is short (a mixin of ``Store``, writer thread only).
+"""What the store does when the disk is short (a mixin of ``Store``, inside a commit only).
 
 A commit that fails for want of space fails every job of its batch with
 ``StoreNoSpace`` (a ``StoreFull``: drivers already carry on after it), counts the

@@ -68,11 +68,20 @@ class GroupCommitWriter:
     ``linger`` seconds) until as many jobs are queued as it just finished, then commits
     them together. Producers only append to a list; the one that completes the count
     wakes the writer: one wake-up per batch, not one per job, and a batch holds every
-    producer instead of half of them."""
+    producer instead of half of them.
+
+    With ``inline``, a job submitted while nothing is queued and no batch is running is
+    committed at once in the caller's thread (``submit`` returns when it is done): handing it to the writer and back costs two thread switches,
+    each a wait for a core on a busy machine, and a lone producer (a driver's emit, one
+    append_many) needs neither. ``_busy`` is held by whichever thread runs a batch (or the
+    maintenance), and by the writer while it waits for its last batch's producers, so
+    those never commit alone."""
 
     def __init__(self, run_batch, idle, *, batch_max: int, idle_interval: float,
-                 linger: float = LINGER_S):
+                 linger: float = LINGER_S, inline: bool = False):
         self._mutex = _thread.allocate_lock()  # guards _items, _waiter, _want
+        self._busy = _thread.allocate_lock()  # held while a batch runs (see above)
+        self._inline = inline
         self._items: list = []  # queued jobs (and the stop marker), oldest first
         self._waiter: Any = None  # the lock the writer sleeps on, released to wake it
         self._want = 1
@@ -91,6 +100,18 @@ class GroupCommitWriter:
     def submit(self, job: Job) -> Job:
         if self._closed.is_set():
             raise self._failure or StoreClosed("the store is closed")
+        if self._inline and not self._items and self._busy.acquire(blocking=False):
+            try:
+                if self._closed.is_set():
+                    raise self._failure or StoreClosed("the store is closed")
+                self._commit([job])
+            except BaseException as exc:  # not the batch's own errors: the store is broken
+                self._die(exc)  # the job already carries the error (see _commit)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                self._busy.release()
+            return job
         self._put(job)
         if self._closed.is_set():  # closed (or died) while we queued: never leave it waiting
             self._refuse_queued(after_stop=True)
@@ -102,6 +123,8 @@ class GroupCommitWriter:
             self._closed.set()
             self._put(_STOP)
         self._thread.join(timeout)
+        if self._busy.acquire(timeout=timeout):  # a caller committing its own job finishes first
+            self._busy.release()
 
     def _put(self, job: Any) -> None:
         with self._mutex:
@@ -141,13 +164,20 @@ class GroupCommitWriter:
         except BaseException as exc:
             # Unexpected (the batch function handles its own errors): fail every caller
             # loudly rather than leave them blocked on a writer that is gone.
-            self._failure = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc}); "
-                                       "restart the daemon")
+            self._failure = self._failure or _stopped(exc)
             raise
         finally:
             self._closed.set()
             self._wake_all()
             self._refuse_queued()
+
+    def _die(self, exc: BaseException) -> None:
+        """A batch run in a caller's thread failed unexpectedly: the store stops as if its
+        writer had died (every later call fails loudly), and the writer thread exits."""
+        self._failure = self._failure or _stopped(exc)
+        self._closed.set()
+        self._refuse_queued()
+        self._put(_STOP)
 
     def _refuse_queued(self, after_stop: bool = False) -> None:
         """Anything queued after the stop marker (or after a failure) is refused, never dropped.
@@ -168,30 +198,33 @@ class GroupCommitWriter:
         # Maintenance is due by the clock, not only when idle: a device appending once a
         # second is never idle for a whole interval, and retention must still run.
         idle_due = time.monotonic() + self._idle_interval
-        want, linger_until = 1, 0.0
+        held = False  # _busy, kept from the last batch while its producers come back
         while True:
-            now = time.monotonic()
-            if now >= idle_due:
-                self._idle()
-                idle_due = time.monotonic() + self._idle_interval
-                continue
-            if want > 1:  # the last batch's producers are coming back: commit them together
-                self._wait_for(want, linger_until - now)
-                want = 1
-            self._wake_all()  # any caller the baton did not reach by now (see Job.wait)
-            self._wait_for(1, idle_due - time.monotonic())
-            jobs = self._take()
-            if not jobs:
-                continue
-            stopping = jobs[-1] is _STOP
-            if stopping:
-                jobs.pop()
-            if jobs:
-                self._commit(jobs)
-                want, linger_until = len(jobs), time.monotonic() + self._linger
-            if stopping:
-                self._wake_all()
-                return
+            if not held:
+                self._wake_all()  # any caller the baton did not reach by now (see Job.wait)
+                self._wait_for(1, idle_due - time.monotonic())
+                self._busy.acquire()
+            held = False
+            try:
+                if time.monotonic() >= idle_due:
+                    self._idle()
+                    idle_due = time.monotonic() + self._idle_interval
+                jobs = self._take()
+                stopping = bool(jobs) and jobs[-1] is _STOP
+                if stopping:
+                    jobs.pop()
+                if jobs:
+                    self._commit(jobs)
+                if stopping:
+                    self._wake_all()
+                    return
+                if len(jobs) > 1:  # its producers are coming back: commit them together
+                    self._wait_for(len(jobs), self._linger)
+                    self._wake_all()
+                    held = True
+            finally:
+                if not held:
+                    self._busy.release()
 
     def _commit(self, jobs: list[Job]) -> None:
         try:
@@ -199,7 +232,7 @@ class GroupCommitWriter:
         except BaseException as exc:  # not the batch's own errors: it reports those per job
             for job in jobs:
                 job.result = None
-                job.error = StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc})")
+                job.error = _stopped(exc)
                 job.finish()
             raise
         # Wake the first caller only; each wakes two more (Job.wait). _wake_all is the
@@ -207,7 +240,8 @@ class GroupCommitWriter:
         for i, job in enumerate(jobs):
             job._next = tuple(jobs[2 * i + 1:2 * i + 3])
         jobs[0].finish()
-        self._unwoken = jobs
+        if len(jobs) > 1:
+            self._unwoken = jobs
         self.batches += 1
         self.jobs += len(jobs)
 
@@ -219,3 +253,7 @@ class GroupCommitWriter:
 
 def _nothing() -> None:
     pass
+
+
+def _stopped(exc: BaseException) -> StoreError:
+    return StoreError(f"the store's writer stopped ({type(exc).__name__}: {exc}); restart the daemon")

@@ -1,8 +1,8 @@
 """The durable event store: every event lands here before it goes anywhere.
 
 ``append`` returns only when the event is fsync'd (WAL, synchronous=FULL). A
-single writer thread folds concurrent appends into one transaction (group
-commit), assigns ``seq``, extends the audit chain and enforces the size cap by
+writer thread folds concurrent appends into one transaction (group commit; a
+lone append commits in its caller's thread, see ``_writer``), assigns ``seq``, extends the audit chain and enforces the size cap by
 priority: acked history goes first, then pending telemetry, then pending
 normal events; alarms are never dropped. The cap also follows the free space of
 the disk (``_disk``); what a short disk costs is counted and reported
@@ -68,7 +68,7 @@ class Store(SpaceMixin, StoreReader):
         self.clock = clock or ClockMonitor()
         self._listeners: list[Callable[[list[Event]], None]] = []
         # Seq ranges the uplink has in flight or knows delivered (acks not yet recorded):
-        # never dropped as "never left the device" (set by the uplink; writer thread calls it).
+        # never dropped as "never left the device" (set by the uplink; called inside a commit).
         self.protected: Callable[[], list[tuple[int, int]]] = list
         self._pending_rows: list = []  # flat row values of the batch, not yet inserted
         self._meta_written: dict = {}  # the rarely-changing meta values last committed
@@ -98,6 +98,7 @@ class Store(SpaceMixin, StoreReader):
         self._writer = GroupCommitWriter(
             self._run_batch, self._maintenance,
             batch_max=self.settings.batch_max, idle_interval=self.settings.maintenance_interval_s,
+            inline=True,
         )
         self._writer.start()
         if recovered:
@@ -149,7 +150,8 @@ class Store(SpaceMixin, StoreReader):
     # -- public API -----------------------------------------------------------
 
     def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
-        """Call ``fn(events)`` from the writer thread after each commit. Must not block."""
+        """Call ``fn(events)`` after each commit, on the thread that committed (the writer's, or
+        an appending thread committing its own events). Must not block or append."""
         self._listeners.append(fn)
 
     def append(self, event: Event) -> Event:
@@ -195,7 +197,7 @@ class Store(SpaceMixin, StoreReader):
         super().close()
         self._dir_lock.release()
 
-    # -- writer thread --------------------------------------------------------
+    # -- inside a commit (one thread at a time) ----------------------------------
 
     def _system_event(self, type: str, payload: dict, priority: str = "alarm") -> Event:
         return make_event(device=self.device, site=self.site, type=type, source="store",

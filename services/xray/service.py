@@ -139,7 +139,7 @@ class XrayService:
     # -- internals -----------------------------------------------------------
 
     def _on_commit(self, events) -> None:
-        # Store writer thread: only queue, never block.
+        # Inside the store's commit: only queue, never block.
         for event in events:
             if event.type == "xray.scan":
                 self._queue.put(("scan", event.seq, event.payload, event.ts))
