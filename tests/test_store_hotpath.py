@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edge.errors import EventInvalid
 from edge.events import canonical_json, make_event, new_event_id, wire
 from edge.store import Store
-from edge.store.store import _chunks
+from edge.store._rows import _chunks
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
@@ -220,5 +220,35 @@ def test_a_lone_append_is_committed_in_its_callers_thread(tmp_path):
         stored = store.append_many([_event({"n": n}) for n in range(3)])
         assert seen == [(threading.current_thread().name, [e.seq for e in stored])]
         assert store._writer.batches == 1 and store.verify().ok
+    finally:
+        store.close()
+
+
+def test_a_batch_that_does_not_fit_whole_is_decided_job_by_job(tmp_path):
+    """Several appends in one batch are chained in one pass only when all fit; on a full
+    store each is decided on its own: the telemetry refused, the alarm and the normal
+    event stored (evicting older normal events), the chain intact."""
+    from edge.config import StoreSettings
+    from edge.errors import StoreFull
+    from edge.store._writer import Job
+
+    store = Store(tmp_path, device="dev-1", site="site-1", settings=StoreSettings(max_bytes=64 * 1024))
+    try:
+        def ev(priority, size):
+            return make_event(device="dev-1", site="site-1", type="sim.x", source="t",
+                              payload={"pad": "p" * size}, priority=priority)
+
+        for _ in range(40):
+            store.append(ev("normal", 2000))
+        jobs = [Job(items=[ev(p, size)]) for p, size in (("telemetry", 6000), ("alarm", 3000),
+                                                         ("normal", 100))]
+        for job in jobs:
+            wire(job.items[0])  # what append_many does before it submits
+        with store._writer._busy:  # the writer is idle; this thread runs the batch
+            store._run_batch(jobs)
+        assert isinstance(jobs[0].error, StoreFull) and jobs[0].items[0].seq is None
+        (alarm,), (normal,) = jobs[1].result, jobs[2].result
+        assert jobs[1].error is jobs[2].error is None and normal.seq == alarm.seq + 1
+        assert store.verify().ok
     finally:
         store.close()

@@ -11,8 +11,6 @@ the disk (``_disk``); what a short disk costs is counted and reported
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +20,7 @@ import structlog
 
 from edge.clock import ClockMonitor
 from edge.config import StoreSettings
-from edge.errors import EventInvalid, StoreError, StoreFull
+from edge.errors import EventInvalid, StoreError
 from edge.events import Event, make_event, new_event_id, set_seq, wire, with_seq
 from edge.seqranges import merge, runs
 from edge.sqlite import open_db
@@ -33,27 +31,22 @@ from edge.store._lock import StoreLock
 from edge.store._pressure import Pressure
 from edge.store._reader import KEY_NAME, StoreReader
 from edge.store._recovery import recover, recovery_recorded
-from edge.store._schema import PRIORITY_NAME, migrate
+from edge.store._rows import ROW_OVERHEAD, RowsMixin
+from edge.store._schema import migrate
 from edge.store._seqfile import SeqReservation
 from edge.store._space import SpaceMixin, empty_report, protected_sql
 from edge.store._writer import GroupCommitWriter, Job
 
-# Bytes per row beyond the body: hash, id, type, ts, b-tree cell and index entries. Measured:
-# 20 000 turnstile passages with 283-byte bodies take 467 bytes a row in the file.
-ROW_OVERHEAD = 190
 _ALARM, _NORMAL, _TELEMETRY = 0, 1, 2
 _REPORT_RANGES_MAX = 1000  # a report naming this many seq ranges goes out at once, interval or not
 _EVICT_HEADROOM = 0.01  # evict 1% of max_bytes beyond the need, so a full store is not evicting per append
-_COLS = 7  # seq, id, type, priority, ts, body, hash
-_MAX_ROWS_PER_STATEMENT = 128  # 896 parameters: under SQLite's oldest limit (999)
 _META_HOT_SQL = "INSERT OR REPLACE INTO meta VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)"
 _UNSET = object()
-_sha256 = hashlib.sha256  # the audit chain's hash (_chain.chain_hash), inline on the hot path
 
 log = structlog.get_logger("edge.store")
 
 
-class Store(SpaceMixin, StoreReader):
+class Store(RowsMixin, SpaceMixin, StoreReader):
     """Durable, ordered, tamper-evident event log with an outbox for the uplink."""
 
     ROW_OVERHEAD = ROW_OVERHEAD
@@ -235,16 +228,7 @@ class Store(SpaceMixin, StoreReader):
         try:
             self._cap = self._disk.cap(self.settings.max_bytes, self._used)
             self._w.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                job.result, job.error = None, None
-                try:
-                    if job.items is not None:
-                        job.result = self._insert(job.items)
-                    else:
-                        self._flush_rows()
-                        job.result = job.fn()
-                except StoreFull as exc:
-                    job.error = exc
+            self._run_jobs(jobs)
             if self._unreported["count"]:
                 self._report_drops()  # a report held back by its interval, now due
             self._report_pressure()
@@ -267,64 +251,6 @@ class Store(SpaceMixin, StoreReader):
                     events[i - seq] = with_seq(event, i)  # the same event twice in a batch
             self._batch_events += events
         return None
-
-    def _insert(self, events: list[Event]) -> list[Event]:
-        start = len(self._pending_rows)
-        need, head = self._add_rows(events)
-        if self._used + need <= self._cap:
-            if self._full and min(e._wire[2] for e in events) != _ALARM:
-                self._full = False
-            return self._took(events, need, head)  # the hot path: room to spare
-        del self._pending_rows[start:]  # room is made first, and may take seqs for a report
-        self._flush_rows()  # eviction queries must see every row of this batch
-        top = min(e._wire[2] for e in events)
-        if not self._make_room(need, top):
-            self._counters["refused_total"] += len(events)
-            if self._disk.limited:
-                self._pressure.note("refused", PRIORITY_NAME[top], len(events), self._dropped_now())
-            self._enter_full(top, refused=True)
-            raise StoreFull(f"store is full ({self._used} of {self._cap} bytes, "
-                            f"only higher-priority events remain); {PRIORITY_NAME[top]} events "
-                            "are refused until the uplink drains it")
-        if top == _ALARM and self._used + need > self._cap:
-            self._enter_full(_NORMAL, refused=False)  # nothing left to evict: alarms go past the cap
-        elif top >= self._full_prio:
-            self._full = False
-        return self._took(events, *self._add_rows(events))
-
-    def _write_rows(self, events: list[Event]) -> list[Event]:
-        for event in events:
-            wire(event)
-        return self._took(events, *self._add_rows(events))
-
-    def _add_rows(self, events: list[Event]) -> tuple[int, bytes]:
-        """Queue the rows of ``events`` for the next seqs, chained; returns the bytes they
-        count against the cap and the new chain head. Nothing is taken until ``_took``."""
-        seq, prev, rows, size = self._next_seq, self._prev_hash, self._pending_rows, 0
-        for event in events:
-            event_id, type_, priority, ts, head, tail = event._wire
-            body = b"%b%d%b" % (head, seq, tail)
-            prev = _sha256(prev + body).digest()
-            rows += (seq, event_id, type_, priority, ts, body, prev)
-            size += len(body)
-            seq += 1
-        return size + ROW_OVERHEAD * len(events), prev
-
-    def _took(self, events: list[Event], need: int, head: bytes) -> list[Event]:
-        self._unsequenced.append((self._next_seq, events))
-        self._next_seq += len(events)
-        self._prev_hash, self._used = head, self._used + need
-        return events
-
-    def _flush_rows(self) -> None:
-        """Insert the batch's rows with few statements: SQLite releases the GIL around every
-        statement, and getting it back can cost a whole switch interval when another thread
-        is busy, so a batch of 16 rows is one statement here, not 16."""
-        flat, self._pending_rows = self._pending_rows, []
-        n, start = len(flat) // _COLS, 0
-        for chunk in _chunks(n):
-            self._w.execute(_insert_sql(chunk), flat[start * _COLS:(start + chunk) * _COLS])
-            start += chunk
 
     def _ack(self, seqs: list[int]) -> int:
         now = time.time()
@@ -456,20 +382,6 @@ class Store(SpaceMixin, StoreReader):
     def _maintenance(self) -> None:
         self._run_batch([Job(self._acks.fold), Job(self._retention), Job(self._report_drops)])
         self._w.execute("PRAGMA incremental_vacuum")
-
-
-def _chunks(rows: int) -> Iterable[int]:
-    """Split a batch into power-of-two statements so a handful of SQL texts are ever prepared."""
-    while rows:
-        chunk = min(_MAX_ROWS_PER_STATEMENT, 1 << (rows.bit_length() - 1))
-        yield chunk
-        rows -= chunk
-
-
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    return ("INSERT INTO events (seq, id, type, priority, ts, body, hash) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
 
 
 def _copy_report(report: dict) -> dict:
