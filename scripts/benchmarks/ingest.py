@@ -210,9 +210,13 @@ def _bare_handoff(fd: int, threads: int, seconds: float, body_bytes: int) -> tup
             for lock in batch:
                 lock.release()
 
-    def produce(deadline: float) -> None:
+    gate = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def produce() -> None:
         n = 0
-        while time.perf_counter() < deadline:
+        gate.wait()
+        while time.perf_counter() < deadline[0]:
             lock = _thread.allocate_lock()
             lock.acquire()
             jobs.put(lock)
@@ -222,10 +226,12 @@ def _bare_handoff(fd: int, threads: int, seconds: float, body_bytes: int) -> tup
 
     w = threading.Thread(target=writer)
     w.start()
-    started = time.perf_counter()
-    workers = [threading.Thread(target=produce, args=(started + seconds,)) for _ in range(threads)]
+    workers = [threading.Thread(target=produce) for _ in range(threads)]
     for t in workers:
         t.start()
+    deadline[0] = time.perf_counter() + seconds  # threads started outside the time, as ours
+    started = time.perf_counter()
+    gate.wait()
     for t in workers:
         t.join()
     elapsed = time.perf_counter() - started
