@@ -486,15 +486,3 @@ class GateEngine:
                     self.lanes[lane].turnstile, "deny", self.address(lane), "interrupted grant", lambda r: None)))
             self.state.forget(approach_id)
         return len(rows)
-
-
-
-def components(daemon) -> list[GateEngine]:
-    """The gate policy engine on a gate with lanes: after the command router (it registers the
-    ``gate`` command target there) and the x-ray service (it asks for dose checks)."""
-    if daemon.settings.role != "gate" or not daemon.settings.gate.lanes:
-        return []
-    return [GateEngine(daemon, daemon.component("commands"))]
-
-
-components.order = 30

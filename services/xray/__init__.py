@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from services.xray.ledger import DoseCheck
 
-__all__ = ["check_subject"]
+__all__ = ["check_subject", "components"]
 
 
 def check_subject(settings, subject: str, service=None) -> DoseCheck:
@@ -64,3 +64,17 @@ def _alive(pid: int) -> None:
         os.kill(pid, 0)
     except PermissionError:
         return  # alive, under another user
+
+
+def components(daemon) -> list:
+    """The daemon's x-ray service, when an ``xray.*`` driver is configured: built before the
+    drivers start (it catches the ledger up first); drivers reach it as ``ctx.service("xray")``.
+    Here, not in ``service``: every device loads this factory, most only to hear "none"."""
+    if not any(d.kind.startswith("xray.") for d in daemon.settings.drivers):
+        return []
+    from services.xray.service import XrayService
+
+    return [XrayService.from_daemon(daemon)]
+
+
+components.order = 20  # after the tablet's, before the gate engine's (it asks for dose checks)

@@ -229,14 +229,3 @@ class XrayService:
             except (OSError, TrustAnchorError) as exc:
                 raise DoseRecordsRejected(f"dose records: cannot load [trust].central_keys: {exc}") from None
         return self._trusted
-
-
-def components(daemon) -> list[XrayService]:
-    """The daemon's x-ray service, when an ``xray.*`` driver is configured: built before the
-    drivers start (it catches the ledger up first); drivers reach it as ``ctx.service("xray")``."""
-    if not any(d.kind.startswith("xray.") for d in daemon.settings.drivers):
-        return []
-    return [XrayService.from_daemon(daemon)]
-
-
-components.order = 20  # after the tablet's, before the gate engine's (it asks for dose checks)

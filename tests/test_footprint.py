@@ -1,0 +1,82 @@
+"""A tablet in service stays under 50 MB resident (issue 24): what it must not load.
+
+The daemon runs as the footprint benchmark runs it (scripts/benchmarks/footprint.py): role
+tablet, learning, messaging, resident login, the local API, an uplink to a real mosquitto,
+and one signed command handled. ``PYTHONVERBOSE`` makes it log every module it loads, for
+its whole life (an import that fails, as of a hidden module, is not listed). Each module below was measured resident on a tablet
+and made lazy or unnecessary; the RSS figure itself is the benchmark's (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge import signing
+from edge.commands.build import build_command
+from edge.commands.publish import publish_command
+from edge.store import StoreReader
+from edge.testing.broker import Mosquitto
+from edge.testing.daemon import DaemonProcess
+
+DEVICE, SITE = "tablet-foot-1", "site-1"
+
+NOT_LOADED = {
+    "services.gate.engine": "a tablet asks the gate's component factory (services.gate) and hears none",
+    "services.xray.service": "a tablet asks the x-ray component factory (services.xray) and hears none",
+    "cryptography": "signatures verify with libsodium (edge.signing); cryptography is ~9 MB",
+}
+
+
+@pytest.fixture(scope="module")
+def tablet_imports(tmp_path_factory) -> set[str]:
+    from services.messaging._crypto import generate_seal_keypair
+
+    root = tmp_path_factory.mktemp("footprint")
+    _, central_pub, _ = signing.generate_keypair(root / "keys", "central")
+    _, seal_pub = generate_seal_keypair(root / "keys", "central-seal")
+    broker = Mosquitto(root / "broker").start()
+    config = {"device_id": DEVICE, "site": SITE, "role": "tablet", "state_dir": str(root / "state"),
+              "logging": {"level": "info", "format": "json"}, "mqtt": {"brokers": [broker.uri]},
+              "trust": {"central_keys": [str(central_pub)]}, "messaging": {"central_seal_key": str(seal_pub)},
+              "drivers": [{"name": "heartbeat", "kind": "sim.heartbeat", "rate": 5.0}]}
+    daemon = DaemonProcess(root / "daemon", config, env={"PYTHONVERBOSE": "1"})
+    try:
+        daemon.start(timeout=60)
+        key = signing.load_private_key(root / "keys" / "central.key")
+        doc = build_command(target="heartbeat", name="ping", device=DEVICE, site=SITE, keys=[key])
+        publish_command(broker.uri, SITE, DEVICE, doc)
+        _wait_for_result(daemon, doc["id"])
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.kill()
+        broker.stop(kill=True)
+    return {line.split("'")[1] for line in daemon.log_path.read_text(errors="replace").splitlines()
+            if line.startswith("import '")}
+
+
+def _wait_for_result(daemon: DaemonProcess, command_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reader = StoreReader(daemon.state_dir)
+        try:
+            if any(command_id.encode() in bytes(row[1]) for row in reader.tail(20, type_glob="command.result")):
+                return
+        finally:
+            reader.close()
+        time.sleep(0.1)
+    raise AssertionError(f"no command.result for {command_id}: {daemon.log_tail()}")
+
+
+def test_the_import_log_lists_what_a_tablet_does_load(tablet_imports):
+    """Positive control: the log is read, and it holds the tablet's own parts."""
+    for module in ("structlog", "pydantic", "paho.mqtt.client", "nacl.signing", "edge.commands.router",
+                   "services.learning.component", "services.messaging.component",
+                   "services.residents.component", "edge.localapi.server"):
+        assert module in tablet_imports, module
+
+
+@pytest.mark.parametrize("module", sorted(NOT_LOADED))
+def test_a_tablet_in_service_does_not_load(tablet_imports, module):
+    assert module not in tablet_imports, NOT_LOADED[module]
