@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge.commands.settings import CommandsSettings
+from edge.config_env import DELIMITER, PREFIX, env_values, merge
 from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
@@ -140,10 +140,17 @@ class DriverEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
-class CoreSettings(BaseSettings):
+class CoreSettings(BaseModel):
     """The core's part of a device's configuration; ``Settings`` adds the services' sections."""
 
-    model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
+    # validate_default and arbitrary types as pydantic-settings had them; env_prefix and
+    # env_nested_delimiter are read by scripts/gen_config_reference.py (edge.config_env applies them).
+    model_config = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allowed=True,
+                              env_prefix=PREFIX, env_nested_delimiter=DELIMITER)
+
+    def __init__(self, **data: Any):
+        # The TOML file arrives as keyword arguments; EDGE_ variables override it key by key.
+        super().__init__(**merge(data, env_values(type(self))))
 
     device_id: str = Field(pattern=NAME, description="This device's id, in its MQTT topics "
                                                       "(`edge/v1/<site>/<device_id>/...`) and every event.")
@@ -186,15 +193,6 @@ class CoreSettings(BaseSettings):
                     {"index": i, "first": seen[d.name], "name": d.name})
             seen[d.name] = i
         return drivers
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; environment variables override it.
-        return (env_settings, init_settings)
 
 
 def _service_sections() -> dict[str, Any]:

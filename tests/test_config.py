@@ -183,6 +183,24 @@ def test_edge_config_env_names_the_file(tmp_path):
     assert str(path) in result.output
 
 
+def test_a_list_variable_that_is_not_json_is_a_config_error_naming_it(tmp_path):
+    """pydantic-settings raised its own SettingsError here: `edge run` died with a traceback."""
+    path = _write(tmp_path, GOOD)
+    code, lines = _check(path, env={"EDGE_MQTT__BROKERS": "mqtts://broker.example:8883"})
+    assert code == 78 and len(lines) == 1, lines
+    assert "mqtt.brokers (set by environment variable EDGE_MQTT__BROKERS): got 'mqtts://broker.example:8883'" \
+        in lines[0], lines
+
+
+def test_env_json_for_a_whole_table_merges_with_its_keys_and_the_file(tmp_path, monkeypatch):
+    path = _write(tmp_path, GOOD.replace("[[drivers]]", "[store]\nretention_hours = 5\n\n[[drivers]]"))
+    monkeypatch.setenv("EDGE_STORE", '{"max_bytes": 2097152, "batch_max": 9}')
+    monkeypatch.setenv("edge_store__batch_max", "7")  # names are case-insensitive; the key wins over the JSON
+    monkeypatch.setenv("EDGE_NO_SUCH_KEY", "1")  # naming no top-level key: ignored
+    store = load_settings(path).store
+    assert (store.max_bytes, store.batch_max, store.retention_hours) == (2097152, 7, 5)
+
+
 def test_errors_from_environment_variables_name_the_variable(tmp_path):
     path = _write(tmp_path, GOOD)
     code, lines = _check(path, env={"EDGE_SITE": "bad site", "EDGE_STORE__MAX_BYTESS": "5"})
