@@ -23,6 +23,7 @@ from edge.testing.daemon import DaemonProcess
 DEVICE, SITE = "tablet-foot-1", "site-1"
 
 NOT_LOADED = {
+    "click": "plain `edge run` takes edge.cli._run, not the click group (1.1 MB)",
     "pydantic_settings": "EDGE_ variables are applied by edge.config_env (pydantic-settings: 1.5 MB)",
     "services.gate.engine": "a tablet asks the gate's component factory (services.gate) and hears none",
     "services.xray.service": "a tablet asks the x-ray component factory (services.xray) and hears none",

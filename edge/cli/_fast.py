@@ -1,8 +1,9 @@
-"""The fast path for `edge status` and `edge events tail`: the same views, without click.
+"""The fast path for `edge status`, `edge events tail` and `edge run`: the same code, without click.
 
-``main`` handles exactly the plain forms of these two commands and returns None for
+``main`` handles exactly the plain forms of status and tail and returns None for
 anything else (help, unknown options, a config that needs full validation), which then
-goes through click as usual. Errors and help therefore look the same either way.
+goes through click as usual. Errors and help therefore look the same either way. ``run``
+sends plain ``edge [--config PATH] run`` to ``edge.cli._run``, which click's ``run`` calls too.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def main(argv: list[str]) -> int | None:
 
 def run(argv: list[str]) -> None:
     """Exit with the fast path's code if it handled argv; return otherwise."""
+    parsed = _parse(list(argv))
+    if parsed is not None and parsed[1] == ["run"]:  # the daemon as systemd starts it (edge.cli._run)
+        from edge.cli import _run
+
+        sys.exit(_run.main(parsed[0]))
     try:
         code = main(argv)
     except BrokenPipeError:  # `edge events tail | head`
