@@ -3,12 +3,15 @@
 The daemon runs as the footprint benchmark runs it (scripts/benchmarks/footprint.py): role
 tablet, learning, messaging, resident login, the local API, an uplink to a real mosquitto,
 and one signed command handled. ``PYTHONVERBOSE`` makes it log every module it loads, for
-its whole life (an import that fails, as of a hidden module, is not listed). Each module below was measured resident on a tablet
-and made lazy or unnecessary; the RSS figure itself is the benchmark's (docs/performance.md).
+its whole life (an import that fails, as of a hidden module, is not listed). Each module
+below was measured resident on a tablet (the figures: what each cost when it went) and made
+lazy or unnecessary; the RSS figure itself is the benchmark's (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,8 +26,10 @@ from edge.testing.daemon import DaemonProcess
 DEVICE, SITE = "tablet-foot-1", "site-1"
 
 NOT_LOADED = {
-    "click": "plain `edge run` takes edge.cli._run, not the click group (1.1 MB)",
     "pydantic_settings": "EDGE_ variables are applied by edge.config_env (pydantic-settings: 1.5 MB)",
+    "click": "plain `edge run` takes edge.cli._run, not the click group (1.1 MB)",
+    "rich": "structlog loads with rich hidden (edge.cli._run): devices do not install it (3.6 MB)",
+    "asyncio": "structlog's async loggers get a stand-in that imports asyncio on first use (1.2 MB)",
     "services.gate.engine": "a tablet asks the gate's component factory (services.gate) and hears none",
     "services.xray.service": "a tablet asks the x-ray component factory (services.xray) and hears none",
     "cryptography": "signatures verify with libsodium (edge.signing); cryptography is ~9 MB",
@@ -82,3 +87,44 @@ def test_the_import_log_lists_what_a_tablet_does_load(tablet_imports):
 @pytest.mark.parametrize("module", sorted(NOT_LOADED))
 def test_a_tablet_in_service_does_not_load(tablet_imports, module):
     assert module not in tablet_imports, NOT_LOADED[module]
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_structlog_alone_would_load_rich_and_asyncio():
+    """Positive control for the next test: in this environment, a plain import pays for both."""
+    pytest.importorskip("rich", reason="rich is not installed here: nothing to hide")
+    assert _run("import sys, structlog; print(sorted(m for m in ('asyncio', 'rich') if m in sys.modules))") \
+        == "['asyncio', 'rich']"
+
+
+def test_the_daemon_imports_structlog_without_rich_or_asyncio_and_it_still_logs():
+    pytest.importorskip("rich", reason="rich is not installed here: nothing to hide")
+    code = """
+import io, json, sys
+from edge.cli._run import _import_structlog_lean
+_import_structlog_lean()
+import structlog
+from edge import logs
+print(sorted(m for m in ("asyncio", "rich") if m in sys.modules))
+out = io.StringIO()
+logs.configure("info", "json", stream=out)
+structlog.get_logger("t").info("hello", password="x")
+print(json.loads(out.getvalue())["password"])
+logs.configure("info", "console", stream=out)
+try:
+    raise ValueError("boom")
+except ValueError:
+    structlog.get_logger("t").exception("failed")
+print("ValueError: boom" in out.getvalue())
+import asyncio  # anyone else gets the real module, and structlog's async loggers work
+asyncio.run(structlog.get_logger("t").ainfo("async"))
+print(type(sys.modules["asyncio"]).__name__, "async" in out.getvalue())
+import rich
+print(rich.__name__)
+"""
+    assert _run(code).splitlines() == ["[]", "[redacted]", "True", "module True", "rich"]
