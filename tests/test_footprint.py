@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from edge.commands.publish import publish_command
 from edge.store import StoreReader
 from edge.testing.broker import Mosquitto
 from edge.testing.daemon import DaemonProcess
+from edge.testing.wait import wait_for
 
 DEVICE, SITE = "tablet-foot-1", "site-1"
 
@@ -54,7 +54,7 @@ def tablet_imports(tmp_path_factory) -> set[str]:
         key = signing.load_private_key(root / "keys" / "central.key")
         doc = build_command(target="heartbeat", name="ping", device=DEVICE, site=SITE, keys=[key])
         publish_command(broker.uri, SITE, DEVICE, doc)
-        _wait_for_result(daemon, doc["id"])
+        wait_for(lambda: _has_result(daemon, doc["id"]), what=f"command.result of {doc['id']}")
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.kill()
@@ -63,17 +63,12 @@ def tablet_imports(tmp_path_factory) -> set[str]:
             if line.startswith("import '")}
 
 
-def _wait_for_result(daemon: DaemonProcess, command_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        reader = StoreReader(daemon.state_dir)
-        try:
-            if any(command_id.encode() in bytes(row[1]) for row in reader.tail(20, type_glob="command.result")):
-                return
-        finally:
-            reader.close()
-        time.sleep(0.1)
-    raise AssertionError(f"no command.result for {command_id}: {daemon.log_tail()}")
+def _has_result(daemon: DaemonProcess, command_id: str) -> bool:
+    reader = StoreReader(daemon.state_dir)
+    try:
+        return any(command_id.encode() in bytes(row[1]) for row in reader.tail(20, type_glob="command.result"))
+    finally:
+        reader.close()
 
 
 def test_the_import_log_lists_what_a_tablet_does_load(tablet_imports):
