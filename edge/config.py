@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edge.commands.settings import CommandsSettings
-from edge.config_env import DELIMITER, PREFIX, env_values, merge
 from edge.config_files import InputFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
@@ -140,17 +140,10 @@ class DriverEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
-class CoreSettings(BaseModel):
+class CoreSettings(BaseSettings):
     """The core's part of a device's configuration; ``Settings`` adds the services' sections."""
 
-    # validate_default and arbitrary types as pydantic-settings had them; env_prefix and
-    # env_nested_delimiter are read by scripts/gen_config_reference.py (edge.config_env applies them).
-    model_config = ConfigDict(extra="forbid", validate_default=True, arbitrary_types_allowed=True,
-                              env_prefix=PREFIX, env_nested_delimiter=DELIMITER)
-
-    def __init__(self, **data: Any):
-        # The TOML file arrives as keyword arguments; EDGE_ variables override it key by key.
-        super().__init__(**merge(data, env_values(type(self))))
+    model_config = SettingsConfigDict(env_prefix="EDGE_", env_nested_delimiter="__", extra="forbid")
 
     device_id: str = Field(pattern=NAME, description="This device's id, in its MQTT topics "
                                                       "(`edge/v1/<site>/<device_id>/...`) and every event.")
@@ -194,6 +187,15 @@ class CoreSettings(BaseModel):
             seen[d.name] = i
         return drivers
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; environment variables override it.
+        return (env_settings, init_settings)
+
 
 def _service_sections() -> dict[str, Any]:
     """The sections services register under ``edge.settings`` (``gate = "pkg.settings:Model"``),
@@ -236,6 +238,8 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         data = overlay(path, data)  # the signed remote document beside the file, checked again
     try:
         settings = Settings(**data)
+    except SettingsError as exc:  # an EDGE_ variable pydantic-settings could not even parse
+        raise ConfigError([f"{path}: {line}" for line in _unparsable_env(exc)]) from None
     except ValidationError as exc:
         lines = [_name_env_source(line) for line in _error_lines(exc)]
         if check_drivers:  # report the drivers' own options too, so one run shows everything
@@ -256,6 +260,47 @@ def _driver_input_errors(settings: Settings) -> list[str]:
     for i, entry in enumerate(settings.drivers):
         lines += missing_inputs(driver_config(entry), f"drivers[{i}] ({entry.name}).")
     return lines
+
+
+def _unparsable_env(exc: Exception) -> list[str]:
+    """Which EDGE_ variables hold a list or table value that is not JSON (pydantic-settings only
+    names the top-level section), e.g. EDGE_MQTT__BROKERS=mqtts://host:8883."""
+    import json
+    import re
+
+    match = re.search(r'field "([^"]+)"', str(exc))
+    section = match.group(1) if match else ""
+    lines = []
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if not upper.startswith("EDGE_") or upper == "EDGE_CONFIG":
+            continue
+        key = upper[5:].lower().replace("__", ".")
+        if key.split(".")[0] != section or not _takes_json(key):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            lines.append(f"{key} (set by environment variable {name}): got {_short_repr(value)}; a list or "
+                         'table in an environment variable must be JSON, e.g. ["mqtts://broker.example:8883"]')
+    return lines or [f"{section}: {exc}"]
+
+
+def _takes_json(key: str) -> bool:
+    """Is the setting at dotted ``key`` a list, a table or a section (what the environment gives as JSON)?"""
+    model: Any = Settings
+    annotation: Any = None
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        options = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) else []
+        model = options[0] if len(options) == 1 and isinstance(options[0], type) else annotation
+    origin = get_origin(annotation)
+    return origin in (list, dict) or isinstance(model, type) and issubclass(model, BaseModel)
 
 
 def _name_env_source(line: str) -> str:

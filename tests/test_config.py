@@ -184,7 +184,7 @@ def test_edge_config_env_names_the_file(tmp_path):
 
 
 def test_a_list_variable_that_is_not_json_is_a_config_error_naming_it(tmp_path):
-    """pydantic-settings raised its own SettingsError here: `edge run` died with a traceback."""
+    """pydantic-settings raises its own SettingsError here, which used to end `edge run` with a traceback."""
     path = _write(tmp_path, GOOD)
     code, lines = _check(path, env={"EDGE_MQTT__BROKERS": "mqtts://broker.example:8883"})
     assert code == 78 and len(lines) == 1, lines

@@ -8,9 +8,7 @@ calls the same ``main``, so errors and exit codes are the same either way.
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 
 EX_FAIL, EX_CONFIG = 1, 78
 
@@ -49,29 +47,18 @@ def _run(config: str | None) -> int:
 
 
 def _import_structlog_lean() -> None:
-    """Import structlog without what only its unused parts load, before anything else does.
+    """Import structlog without rich, before anything else does.
 
-    For features this daemon never calls, structlog imports rich when it is installed (pretty
-    tracebacks; devices do not install it, only a development tool needs it) and asyncio (its
-    async loggers): 66 and 30 modules, 3.6 and 1.2 MB resident on a tablet. While structlog
-    loads, rich reads as absent and asyncio as a stand-in that imports the real module when
-    structlog first uses it. Any other importer, then as before, gets the real modules.
+    structlog imports rich when it is installed, for pretty tracebacks this daemon never
+    prints (it logs JSON lines). Devices do not install rich; a development environment does
+    (import-linter needs it), and there it would cost the daemon 66 modules and 3.6 MB, so the
+    figures measured there would not be a device's. While structlog loads, rich reads as
+    absent; any other importer then gets the real module.
     """
-    if not {"structlog", "asyncio", "rich"}.isdisjoint(sys.modules):
+    if not {"structlog", "rich"}.isdisjoint(sys.modules):
         return  # too late, or already paid for
-    sys.modules["asyncio"] = _OnFirstUse("asyncio")
     sys.modules["rich"] = None  # "import rich" raises ImportError, as where it is not installed
     try:
         import structlog  # noqa: F401
     finally:
-        del sys.modules["asyncio"], sys.modules["rich"]
-
-
-class _OnFirstUse(types.ModuleType):
-    """What structlog holds as ``asyncio``: the real module, imported at its first use."""
-
-    def __getattr__(self, attr: str):
-        module = importlib.import_module(self.__name__)
-        if module is self:  # structlog is still loading (it does not use asyncio then)
-            raise AttributeError(f"{self.__name__}.{attr} used while structlog loads")
-        return getattr(module, attr)
+        del sys.modules["rich"]
