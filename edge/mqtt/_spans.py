@@ -1,0 +1,121 @@
+"""The uplink's fast path for a backlog: whole messages from SQLite, the next ones read ahead.
+
+While the pending events ahead are of one family, each message is one span of
+seqs read in one statement (``StoreReader.outbox_spans``): SQLite joins the
+stored bytes, with no Python object per row. After a full read, the next one
+runs on its own thread (``mqtt-read-ahead``) while the uplink publishes: reading
+and publishing, the two halves of a drain, overlap (the scan runs without the
+GIL). With several families ahead the uplink reads rows and packs them
+instead, and this path rests, longer each time it misses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from edge.mqtt._batch import Batch, envelope_head, tail, topic_for
+
+SPANS_PER_READ = 4  # messages per statement
+
+
+class SpanReader:
+    """Reads for the ``mqtt-uplink`` thread; ``protected()`` is also called by the store's writer."""
+
+    def __init__(self, store, max_events: int, max_bytes: Callable[[], int], site: str, device: str):
+        self.store, self.max_events, self.max_bytes = store, max_events, max_bytes
+        self.site, self.device = site, device
+        self.limit = max_events  # seqs per span: fewer when the events are too big for the byte cap
+        self._misses = self._rest = 0
+        self._lock = threading.Lock()
+        self._ahead: tuple[Future, int, int] | None = None  # (reading, after_seq, limit)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def usable(self) -> bool:
+        """False while resting after a miss (mixed families ahead)."""
+        self._rest -= 1
+        return self._rest < 0
+
+    def read(self, cursor: int) -> tuple[list[Batch], int] | None:
+        """(batches, new cursor) for the pending events after ``cursor`` (no batch: none pending),
+        or None when the next ones are not of one family: read them row by row."""
+        max_bytes, limit = self.max_bytes(), self.limit
+        head = envelope_head(getattr(self.store, "store_id", None))
+        spans = self._take_ahead(cursor, limit)
+        while True:
+            if spans is None:
+                spans = self.store.outbox_spans(limit, after_seq=cursor, count=SPANS_PER_READ)
+            out, stop = [], None
+            for span in spans:
+                family = span.min_type[:span.min_type.index(".")]
+                if not span.max_type.startswith(family + "."):  # every type between shares the prefix
+                    stop = "mixed"
+                    break
+                payload = head + span.body + tail(span.last, span.hash)
+                # Bytes per seq of this span size the next ones to the byte cap.
+                per_seq = (len(span.body) + 1) / (span.last - span.first + 1)
+                fits = max(1, int((max_bytes - len(payload) + len(span.body)) / per_seq))
+                self.limit = min(self.max_events, fits)
+                if len(payload) > max_bytes and span.count > 1:
+                    stop, limit = "big", min(limit - 1, fits)
+                    break
+                out.append(Batch(topic_for(self.site, self.device, family), payload,
+                                 [(span.first, span.last)], span.count))
+                cursor = span.last
+            if out:
+                if stop is None:
+                    self._misses = 0
+                    if len(spans) == SPANS_PER_READ:  # a backlog: read on while these are sent
+                        self._start_ahead(cursor, self.limit)
+                return out, cursor
+            if stop == "mixed":
+                self._misses += 1
+                self._rest = 1 << min(self._misses, 6)
+                return None
+            if stop is None:
+                return [], cursor
+            spans = None  # too big: again, fewer
+
+    def protected(self) -> tuple[int, int] | None:
+        """The seqs a read ahead may return: the store must not drop them as never sent."""
+        ahead = self._ahead
+        if ahead is None:
+            return None
+        _reading, after, limit = ahead
+        return after + 1, after + SPANS_PER_READ * limit
+
+    def forget(self) -> None:
+        """Drop the read ahead (a rewind): its result is not used."""
+        with self._lock:
+            self._ahead = None
+
+    def close(self) -> None:
+        self.forget()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _start_ahead(self, cursor: int, limit: int) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-read-ahead")
+        reading = self._pool.submit(self.store.outbox_spans, limit, after_seq=cursor, count=SPANS_PER_READ)
+        with self._lock:
+            self._ahead = (reading, cursor, limit)
+
+    def _take_ahead(self, cursor: int, limit: int):
+        with self._lock:
+            ahead = self._ahead
+        if ahead is None:
+            return None
+        reading, after, read_limit = ahead
+        try:
+            spans = reading.result() if (after, read_limit) == (cursor, limit) else None  # errors raise here
+        finally:
+            with self._lock:
+                if self._ahead is ahead:
+                    self._ahead = None
+        # Nothing (events may have come since: read now), or past what protected() covered.
+        if not spans or spans[-1].last > after + SPANS_PER_READ * limit:
+            return None
+        return spans
