@@ -52,7 +52,7 @@ class SpanReader:
                 if not span.max_type.startswith(family + "."):  # every type between shares the prefix
                     stop = "mixed"
                     break
-                payload = head + span.body + tail(span.last, span.hash)
+                payload = b"".join((head, span.body, tail(span.last, span.hash)))  # one copy, not two
                 # Bytes per seq of this span size the next ones to the byte cap.
                 per_seq = (len(span.body) + 1) / (span.last - span.first + 1)
                 fits = max(1, int((max_bytes - len(payload) + len(span.body)) / per_seq))
