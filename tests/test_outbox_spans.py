@@ -124,3 +124,11 @@ def test_the_read_ahead_is_protected_used_once_and_forgotten_on_rewind(store):
     again, cursor = reader.read(0)
     assert [b.seqs[0] for b in again] == [1, 11, 21, 31]
     reader.close()
+
+
+def test_a_closed_reader_starts_no_read_ahead(store):
+    store.append_many(_events(100))
+    reader = _reader(store, max_events=10)
+    reader.close()  # the uplink stopping while its thread still reads
+    batches, cursor = reader.read(0)
+    assert len(batches) == SPANS_PER_READ and reader.protected() is None

@@ -31,6 +31,7 @@ class SpanReader:
         self._lock = threading.Lock()
         self._ahead: tuple[Future, int, int] | None = None  # (reading, after_seq, limit)
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def usable(self) -> bool:
         """False while resting after a miss (mixed families ahead)."""
@@ -91,12 +92,14 @@ class SpanReader:
             self._ahead = None
 
     def close(self) -> None:
+        self._closed = True  # a read still running on the uplink thread starts nothing new
         self.forget()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     def _start_ahead(self, cursor: int, limit: int) -> None:
+        if self._closed:
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-read-ahead")
         reading = self._pool.submit(self.store.outbox_spans, limit, after_seq=cursor, count=SPANS_PER_READ)

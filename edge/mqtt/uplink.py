@@ -35,6 +35,7 @@ log = structlog.get_logger("edge.mqtt.uplink")
 
 _SAFETY_WAKE_S = 5.0
 _ACK_RETRY_S = 1.0  # acks the store could not record are retried this often
+_ACKS_PER_WAKE = 4  # PUBACKs that wake the uplink in a drain: a fast-path read's worth (_spans)
 
 
 class Acker:
@@ -220,7 +221,10 @@ class Uplink:
 
     def _on_ack(self, gen: int, mid: int, code: int, reason: str) -> None:
         self._acks.append((gen, mid, code, reason))
-        self._wake.set()
+        # A few PUBACKs per wake-up in a drain (a full window has room for a read's worth
+        # then); at once when every message in flight has its PUBACK (live traffic).
+        if len(self._acks) >= min(_ACKS_PER_WAKE, len(self._inflight)):
+            self._wake.set()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -323,6 +327,7 @@ class Uplink:
         return getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes)
 
     def _take_acks(self) -> None:
+        acked = []
         while self._acks:
             gen, mid, code, reason = self._acks.popleft()
             if gen != self._gen:
@@ -334,9 +339,11 @@ class Uplink:
             if code < 0x80:
                 self.counters["acked_messages"] += 1
                 self._refused_topics.pop(batch.topic, None)
-                self.acker.add(batch.ranges)
+                acked += batch.ranges
             else:
                 self._refused(batch, code, reason)
+        if acked:
+            self.acker.add(acked)  # one wake-up of the acker, not one per message
 
     def _refused(self, batch: Batch, code: int, reason: str) -> None:
         self.counters["refused_messages"] += 1
