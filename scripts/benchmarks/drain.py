@@ -47,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge.sqlite import open_db
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--events", type=int, default=200_000)
@@ -132,9 +134,7 @@ _RAW_SPAN = ("SELECT count(*), min(seq), max(seq), CAST(group_concat(body, ',') 
 
 
 def _raw_db(db_path: Path, fresh: bool = False) -> sqlite3.Connection:
-    db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
+    db = open_db(db_path)  # the store's own settings: WAL, synchronous FULL
     if fresh:
         db.execute("DROP TABLE IF EXISTS raw_sent")
         db.execute("CREATE TABLE raw_sent (lo INTEGER PRIMARY KEY, hi INTEGER NOT NULL, at REAL NOT NULL)")
