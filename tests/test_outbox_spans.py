@@ -116,11 +116,12 @@ def test_the_read_ahead_is_protected_used_once_and_forgotten_on_rewind(store):
     reader = _reader(store, max_events=10)
     first, cursor = reader.read(0)
     assert len(first) == SPANS_PER_READ and cursor == 40
-    assert reader.protected() == (41, 40 + SPANS_PER_READ * 10)  # the store must not drop these
+    # The store must not drop these: what the uplink is taking, and what is being read ahead.
+    assert reader.protected() == [(1, 40), (41, 40 + SPANS_PER_READ * 10)]
     ahead, cursor = reader.read(cursor)
     assert [b.seqs[0] for b in ahead] == [41, 51, 61, 71] and cursor == 80
     reader.forget()  # a rewind: the read started after 80 is not used
-    assert reader.protected() is None
+    assert reader.protected() == []
     again, cursor = reader.read(0)
     assert [b.seqs[0] for b in again] == [1, 11, 21, 31]
     reader.close()
@@ -131,4 +132,4 @@ def test_a_closed_reader_starts_no_read_ahead(store):
     reader = _reader(store, max_events=10)
     reader.close()  # the uplink stopping while its thread still reads
     batches, cursor = reader.read(0)
-    assert len(batches) == SPANS_PER_READ and reader.protected() is None
+    assert len(batches) == SPANS_PER_READ and reader.protected() == [(1, 4 * 10)]

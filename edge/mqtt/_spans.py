@@ -32,6 +32,7 @@ class SpanReader:
         self._ahead: tuple[Future, int, int] | None = None  # (reading, after_seq, limit)
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self._held: tuple[int, int] | None = None  # the last read's seqs (see protected)
 
     def usable(self) -> bool:
         """False while resting after a miss (mixed families ahead)."""
@@ -65,6 +66,7 @@ class SpanReader:
                                  [(span.first, span.last)], span.count))
                 cursor = span.last
             if out:
+                self._held = (out[0].first, cursor)  # until the uplink holds them (see protected)
                 if stop is None:
                     self._misses = 0
                     if len(spans) == SPANS_PER_READ:  # a backlog: read on while these are sent
@@ -78,18 +80,20 @@ class SpanReader:
                 return [], cursor
             spans = None  # too big: again, fewer
 
-    def protected(self) -> tuple[int, int] | None:
-        """The seqs a read ahead may return: the store must not drop them as never sent."""
-        ahead = self._ahead
-        if ahead is None:
-            return None
-        _reading, after, limit = ahead
-        return after + 1, after + SPANS_PER_READ * limit
+    def protected(self) -> list[tuple[int, int]]:
+        """Seqs the store must not drop as never sent: those the read ahead may return (from
+        before it starts), and those of the last read until the uplink has them in its queue."""
+        out = [held] if (held := self._held) else []
+        if (ahead := self._ahead) is not None:
+            _reading, after, limit = ahead
+            out.append((after + 1, after + SPANS_PER_READ * limit))
+        return out
 
     def forget(self) -> None:
         """Drop the read ahead (a rewind): its result is not used."""
         with self._lock:
             self._ahead = None
+        self._held = None
 
     def close(self) -> None:
         self._closed = True  # a read still running on the uplink thread starts nothing new
@@ -102,8 +106,9 @@ class SpanReader:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-read-ahead")
-        reading = self._pool.submit(self.store.outbox_spans, limit, after_seq=cursor, count=SPANS_PER_READ)
-        with self._lock:
+        with self._lock:  # protected before the read starts, then the read
+            self._ahead = (None, cursor, limit)
+            reading = self._pool.submit(self.store.outbox_spans, limit, after_seq=cursor, count=SPANS_PER_READ)
             self._ahead = (reading, cursor, limit)
 
     def _take_ahead(self, cursor: int, limit: int):

@@ -206,8 +206,8 @@ class Uplink:
             firsts = [0]  # could not look: keep everything up to the cursor
         if firsts:
             out.append((min(firsts), max(self._cursor, max(firsts))))
-        if self._spans is not None and (ahead := self._spans.protected()):
-            out.append(ahead)  # being read ahead
+        if self._spans is not None:
+            out += self._spans.protected()  # being read (ahead)
         return out
 
     # -- wake-ups from other threads (never block) --------------------------------
