@@ -87,7 +87,8 @@ def test_fast_path_messages_are_the_bytes_pack_builds(store):
     reader.close()
     packed = pack(_pending(store), site="s", device="d", max_events=100, max_bytes=256 * 1024,
                   store_id=store.store_id)
-    assert [(b.topic, b.payload, b.seqs) for b in batches] == [(b.topic, b.payload, b.seqs) for b in packed]
+    assert [(b.topic, b.payload, b.ranges, b.count) for b in batches] == [
+        (b.topic, b.payload, b.ranges, b.count) for b in packed]
 
 
 def test_big_events_make_smaller_messages_within_the_byte_cap(store):
@@ -99,7 +100,8 @@ def test_big_events_make_smaller_messages_within_the_byte_cap(store):
         cursor = got[1]
     reader.close()
     assert all(len(b.payload) <= 16 * 1024 for b in batches)
-    assert [q for b in batches for q in b.seqs] == list(range(1, 301))
+    assert [b.ranges for b in batches] == [[(b.first, b.first + b.count - 1)] for b in batches]
+    assert sum(b.count for b in batches) == 300 and batches[-1].span[1] == 300
 
 
 def test_mixed_families_fall_back_to_rows_and_the_path_rests(store):
@@ -119,11 +121,11 @@ def test_the_read_ahead_is_protected_used_once_and_forgotten_on_rewind(store):
     # The store must not drop these: what the uplink is taking, and what is being read ahead.
     assert reader.protected() == [(1, 40), (41, 40 + SPANS_PER_READ * 10)]
     ahead, cursor = reader.read(cursor)
-    assert [b.seqs[0] for b in ahead] == [41, 51, 61, 71] and cursor == 80
+    assert [b.first for b in ahead] == [41, 51, 61, 71] and cursor == 80
     reader.forget()  # a rewind: the read started after 80 is not used
     assert reader.protected() == []
     again, cursor = reader.read(0)
-    assert [b.seqs[0] for b in again] == [1, 11, 21, 31]
+    assert [b.first for b in again] == [1, 11, 21, 31]
     reader.close()
 
 
@@ -133,3 +135,37 @@ def test_a_closed_reader_starts_no_read_ahead(store):
     reader.close()  # the uplink stopping while its thread still reads
     batches, cursor = reader.read(0)
     assert len(batches) == SPANS_PER_READ and reader.protected() == [(1, 4 * 10)]
+
+
+def _pack_one_by_one(rows, max_events, max_bytes, envelope):
+    """The packing rule, row by row: per family, a batch closes at max_events or before passing
+    max_bytes (an event bigger than that goes alone); batches in order of their first seq."""
+    open_, closed = {}, []
+    for seq, type_, body, _digest in rows:
+        family = type_.split(".")[0]
+        cur = open_.setdefault(family, [[], envelope])
+        if cur[0] and (len(cur[0]) >= max_events or cur[1] + len(body) + 1 > max_bytes):
+            closed.append((family, cur[0]))
+            cur = open_[family] = [[], envelope]
+        cur[0].append(seq)
+        cur[1] += len(body) + 1
+    closed += [(family, cur[0]) for family, cur in open_.items()]
+    return sorted(closed, key=lambda c: c[1][0])
+
+
+def test_pack_agrees_with_the_rule_row_by_row_over_random_rows():
+    rng = random.Random(11)
+    for _trial in range(200):
+        rows, seq = [], 0
+        for _ in range(rng.randint(1, 300)):
+            seq += rng.choice((1, 1, 1, 2, 7))
+            type_ = rng.choice(("sim.beat", "sim.load", "gate.pass", "command.result", "a.b.c"))
+            rows.append((seq, type_, b"x" * rng.choice((5, 40, 300, 2000)), bytes(32)))
+        max_events, max_bytes = rng.randint(1, 60), rng.choice((600, 4000, 60_000))
+        batches = pack(rows, site="s", device="d", max_events=max_events, max_bytes=max_bytes, store_id="st")
+        envelope = len(b'{"store":"st","events":[') + len(b'],"chain":{"seq":%d,"hash":"%s"}}') + 20 + 64
+        want = _pack_one_by_one(rows, max_events, max_bytes, envelope)
+        assert [(b.topic.rsplit("/", 1)[-1], b.seqs) for b in batches] == [
+            ("result" if f == "command" else f, s) for f, s in want]
+        bodies = dict((r[0], r[2]) for r in rows)
+        assert all(b'"events":[' + b",".join(bodies[q] for q in b.seqs) + b"]" in b.payload for b in batches)

@@ -63,7 +63,7 @@ class SpanReader:
                     stop, limit = "big", min(limit - 1, fits)
                     break
                 out.append(Batch(topic_for(self.site, self.device, family), payload,
-                                 [(span.first, span.last)], span.count))
+                                 span=(span.first, span.last), count=span.count))
                 cursor = span.last
             if out:
                 self._held = (out[0].first, cursor)  # until the uplink holds them (see protected)

@@ -28,7 +28,7 @@ from edge.mqtt._batch import RESULT_FAMILY, Batch, pack
 from edge.mqtt._spans import SpanReader
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
-from edge.seqranges import SeqRanges
+from edge.seqranges import SeqRanges, runs
 from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt.uplink")
@@ -44,6 +44,7 @@ class Acker:
     def __init__(self, store, emit=None):
         self.store = store
         self._buf: list[tuple[int, int]] = []  # acknowledged (first, last) seq ranges
+        self._buf_seqs: list[int] = []  # and single seqs (packed batches): made ranges on this thread
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
@@ -59,9 +60,10 @@ class Acker:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, ranges: list[tuple[int, int]]) -> None:
+    def add(self, ranges: list[tuple[int, int]], seqs: list[int] = ()) -> None:
         with self._lock:
             self._buf.extend(ranges)
+            self._buf_seqs.extend(seqs)
         self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -92,17 +94,19 @@ class Acker:
             self._wake.wait(_ACK_RETRY_S if self.unrecorded else None)
             self._wake.clear()
             with self._lock:
-                ranges, self._buf = self._buf, []
+                ranges, seqs, self._buf, self._buf_seqs = self._buf, self._buf_seqs, [], []
                 retried = bool(self.unrecorded) and not self._stop  # retry what the store could not take;
                 if retried:
                     ranges += self.unrecorded.ranges()  # they stay in the set (uplink, store) until written
-                self._busy = bool(ranges)
+                self._busy = bool(ranges or seqs)
+            if seqs:
+                ranges += runs(sorted(set(seqs)))
             if ranges:
                 self._commit(ranges, retried)
             with self._lock:
                 self._busy = False
                 self._idle.notify_all()
-                if self._stop and not self._buf:
+                if self._stop and not self._buf and not self._buf_seqs:
                     return
 
     def _commit(self, ranges: list[tuple[int, int]], retried: bool = False) -> None:
@@ -327,7 +331,7 @@ class Uplink:
         return getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes)
 
     def _take_acks(self) -> None:
-        acked = []
+        acked, seqs = [], []
         while self._acks:
             gen, mid, code, reason = self._acks.popleft()
             if gen != self._gen:
@@ -339,11 +343,14 @@ class Uplink:
             if code < 0x80:
                 self.counters["acked_messages"] += 1
                 self._refused_topics.pop(batch.topic, None)
-                acked += batch.ranges
+                if batch.span:
+                    acked.append(batch.span)
+                else:
+                    seqs += batch.seqs
             else:
                 self._refused(batch, code, reason)
-        if acked:
-            self.acker.add(acked)  # one wake-up of the acker, not one per message
+        if acked or seqs:
+            self.acker.add(acked, seqs)  # one wake-up of the acker, not one per message
 
     def _refused(self, batch: Batch, code: int, reason: str) -> None:
         self.counters["refused_messages"] += 1
