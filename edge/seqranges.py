@@ -55,9 +55,6 @@ class SeqRanges:
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._los, self._his, strict=True))
 
-    def seqs(self) -> list[int]:
-        return [s for lo, hi in zip(self._los, self._his, strict=True) for s in range(lo, hi + 1)]
-
     def clear(self) -> None:
         self._los, self._his, self.count = [], [], 0
 

@@ -2,10 +2,12 @@
 
 ``mqtt-uplink`` reads pending events after a cursor, packs them into batch
 messages (one event family each; the stored canonical bytes are joined, never
-re-serialised), and keeps up to ``mqtt.inflight`` messages unacknowledged.
-PUBACKs arrive on paho's thread as (mid, reason code) and are queued; only a
-success code hands the batch's seqs to ``mqtt-acker``, which marks them acked
-through the store's single writer. A refusal (reason code >= 0x80) leaves the
+re-serialised), and keeps up to ``mqtt.inflight`` messages unacknowledged. A
+backlog of one family is read a message at a time, joined by SQLite, the next
+read running ahead on its own thread (``_spans``); other events row by row
+(``_batch.pack``). PUBACKs arrive on paho's thread as (mid, reason code) and
+are queued; only a success code hands the batch's seqs (as ranges) to
+``mqtt-acker``, which marks them acked through the store's single writer. A refusal (reason code >= 0x80) leaves the
 events pending and pauses the uplink with jittered backoff; a reconnect
 re-sends everything not acked (central de-duplicates by event id).
 """
