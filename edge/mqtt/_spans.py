@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from edge.mqtt._batch import Batch, envelope_head, tail, topic_for
+
+if TYPE_CHECKING:  # concurrent.futures only once a backlog is read ahead: not on an idle tablet
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 SPANS_PER_READ = 4  # messages per statement
 
@@ -105,6 +108,8 @@ class SpanReader:
         if self._closed:
             return
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-read-ahead")
         with self._lock:  # protected before the read starts, then the read
             self._ahead = (None, cursor, limit)
