@@ -28,7 +28,10 @@ class SeqRanges:
         return self.count > 0
 
     def add(self, seqs: list[int]) -> None:
-        for lo, hi in runs(sorted(set(seqs))):
+        self.add_ranges(runs(sorted(set(seqs))))
+
+    def add_ranges(self, ranges) -> None:
+        for lo, hi in ranges:
             self._add(lo, hi)
         while self.count > self.max_seqs:
             lo, hi = self._los.pop(0), self._his.pop(0)
@@ -52,23 +55,24 @@ class SeqRanges:
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._los, self._his, strict=True))
 
-    def seqs(self) -> list[int]:
-        return [s for lo, hi in zip(self._los, self._his, strict=True) for s in range(lo, hi + 1)]
-
     def clear(self) -> None:
         self._los, self._his, self.count = [], [], 0
 
 
 def merge(ranges: tuple, seqs: list[int]) -> tuple:
     """``ranges`` ((lo, hi) pairs, sorted) with ``seqs`` added, as a new sorted, merged tuple."""
-    both = sorted([*ranges, *runs(sorted(set(seqs)))])
+    return tuple(union([*ranges, *runs(sorted(set(seqs)))]))
+
+
+def union(ranges) -> list[tuple[int, int]]:
+    """(lo, hi) ranges in any order, overlapping or touching: sorted, disjoint, merged."""
     out: list[list[int]] = []
-    for lo, hi in both:
+    for lo, hi in sorted(ranges):
         if out and lo <= out[-1][1] + 1:
             out[-1][1] = max(out[-1][1], hi)
         else:
             out.append([lo, hi])
-    return tuple((lo, hi) for lo, hi in out)
+    return [(lo, hi) for lo, hi in out]
 
 
 def runs(sorted_seqs: list[int]):

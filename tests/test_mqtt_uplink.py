@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -155,3 +156,42 @@ def test_reconnect_resends_everything_not_acked(rig, mosquitto, mqtt_collector):
     link.uplink.acker.flush()
     wait_for(lambda: _flushed(link, store), 10, "every event acked", interval=0)
     assert json.loads(json.dumps(link.status()))["connects"] >= 2
+
+
+def test_a_backlog_goes_whole_from_sqlite_read_ahead_and_acked_only_on_puback(rig, mosquitto, mqtt_collector,
+                                                                               monkeypatch):
+    """One family (the fast path, read ahead), families interleaved (row by row), then events too
+    big for max_events under the byte cap (smaller messages): every event arrives, in the same
+    envelopes, and none is marked sent before its PUBACK."""
+    collector = mqtt_collector(mosquitto, "edge/v1/site-1/dev-1/#")
+    link, store = rig(batch_max_events=100, batch_max_bytes=16 * 1024)
+    readers = []
+    spans = store.outbox_spans
+    monkeypatch.setattr(store, "outbox_spans", lambda *a, **k: readers.append(
+        threading.current_thread().name) or spans(*a, **k))
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+    try:
+        stored = store.append_many([_event("sim.beat", i) for i in range(3000)])
+        stored += store.append_many([_event(("gate.pass", "sim.beat")[i % 2], i) for i in range(300)])
+        stored += store.append_many([_event("sim.beat", i, pad=900) for i in range(300)])
+        wait_for(lambda: link.uplink.status()["inflight_messages"] >= 32, 10, "a full window sent", interval=0.01)
+        assert link.uplink.status()["inflight_messages"] == 32  # a full window sent...
+        assert store.stats()["pending"] == 3600  # ...and nothing acked without a PUBACK
+    finally:
+        os.kill(mosquitto.proc.pid, signal.SIGCONT)
+    want = {e.id for e in stored}
+    collector.wait_for(lambda c: want <= {e["id"] for e in c.events()}, timeout=30, what="the backlog")
+    assert any(name.startswith("mqtt-read-ahead") for name in readers), "the next read ran ahead"
+    last_seq: dict[str, int] = {}
+    for msg in collector.messages:
+        events = msg.json()["events"]
+        assert 1 <= len(events) <= 100 and len(msg.payload) <= 16 * 1024
+        assert len({e["type"].split(".")[0] for e in events}) == 1
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs) and seqs[0] > last_seq.get(msg.topic, 0)
+        last_seq[msg.topic] = seqs[-1]
+        assert msg.payload == (b'{"store":"%s","events":[' % store.store_id.encode()
+                               + b",".join(canonical_json(e) for e in events)
+                               + b'],"chain":{"seq":%d,"hash":"%s"}}' % (seqs[-1], msg.json()["chain"]["hash"].encode()))
+    assert sum(len(m.json()["events"]) for m in collector.messages) == len(want)  # each once: no resend here
+    wait_for(lambda: _flushed(link, store), 10, "every event acked", interval=0)

@@ -2,10 +2,12 @@
 
 ``mqtt-uplink`` reads pending events after a cursor, packs them into batch
 messages (one event family each; the stored canonical bytes are joined, never
-re-serialised), and keeps up to ``mqtt.inflight`` messages unacknowledged.
-PUBACKs arrive on paho's thread as (mid, reason code) and are queued; only a
-success code hands the batch's seqs to ``mqtt-acker``, which marks them acked
-through the store's single writer. A refusal (reason code >= 0x80) leaves the
+re-serialised), and keeps up to ``mqtt.inflight`` messages unacknowledged. A
+backlog of one family is read a message at a time, joined by SQLite, the next
+read running ahead on its own thread (``_spans``); other events row by row
+(``_batch.pack``). PUBACKs arrive on paho's thread as (mid, reason code) and
+are queued; only a success code hands the batch's seqs (as ranges) to
+``mqtt-acker``, which marks them acked through the store's single writer. A refusal (reason code >= 0x80) leaves the
 events pending and pauses the uplink with jittered backoff; a reconnect
 re-sends everything not acked (central de-duplicates by event id).
 """
@@ -24,68 +26,18 @@ import structlog
 
 from edge.config import Settings
 from edge.errors import StoreClosed, StoreError
-from edge.mqtt import topics
+from edge.mqtt._batch import RESULT_FAMILY, Batch, pack
+from edge.mqtt._spans import SpanReader
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
-from edge.seqranges import SeqRanges
+from edge.seqranges import SeqRanges, runs
 from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
-_HEAD, _SEP = b'{"events":[', b","
-# Each batch ends with the audit chain's head at its last event: central records the heads it
-# received, and `edge audit verify --heads` later proves the local chain was not rewritten.
-_CHAIN = b'],"chain":{"seq":%d,"hash":"%s"}}'
-RESULT_FAMILY = "command"  # command.result events go to cmd/result, not events/command
 _SAFETY_WAKE_S = 5.0
 _ACK_RETRY_S = 1.0  # acks the store could not record are retried this often
-
-
-class Batch:
-    """One message: events of one family, in seq order."""
-
-    __slots__ = ("topic", "payload", "seqs")
-
-    def __init__(self, topic: str, payload: bytes, seqs: list[int]):
-        self.topic, self.payload, self.seqs = topic, payload, seqs
-
-
-def pack(rows, *, site: str, device: str, max_events: int, max_bytes: int,
-         store_id: str | None = None) -> list[Batch]:
-    """Group (seq, type, body, chain hash) rows in seq order into per-family batches, each in seq order.
-
-    A family's batch closes when it reaches ``max_events`` or would pass
-    ``max_bytes`` (a single event larger than that still goes, alone). ``store_id``
-    goes in each envelope (``{"store": ..., "events": [...]}``).
-    """
-    head = b'{"store":"%s",%s' % (store_id.encode(), _HEAD[1:]) if store_id else _HEAD
-    envelope = len(head) + len(_CHAIN) + 20 + 64
-    open_: dict[str, list] = {}  # family -> [bodies, seqs, size, chain hash of the last]
-    closed: list[tuple[int, str, list]] = []
-    last_type = family = cur = None
-    for seq, type_, body, digest in rows:
-        if type_ != last_type:  # runs of one type are the common case: look up once per run
-            last_type, family = type_, type_[:type_.index(".")]
-            cur = open_.get(family)
-            if cur is None:
-                cur = open_[family] = [[], [], envelope, None]
-        size = len(body) + 1
-        if cur[1] and (len(cur[1]) >= max_events or cur[2] + size > max_bytes):
-            closed.append((cur[1][0], family, cur))
-            cur = open_[family] = [[], [], envelope, None]
-        cur[0].append(body)
-        cur[1].append(seq)
-        cur[2] += size
-        cur[3] = digest
-    closed.extend((cur[1][0], family, cur) for family, cur in open_.items())
-    closed.sort(key=lambda item: item[0])  # each family's batches stay in seq order
-    out = []
-    for _first, family, (bodies, seqs, _size, digest) in closed:
-        topic = (topics.cmd_result(site, device) if family == RESULT_FAMILY
-                 else topics.events(site, device, family))
-        tail = _CHAIN % (seqs[-1], digest.hex().encode())
-        out.append(Batch(topic, head + _SEP.join(bodies) + tail, seqs))
-    return out
+_ACKS_PER_WAKE = 4  # PUBACKs that wake the uplink in a drain: a fast-path read's worth (_spans)
 
 
 class Acker:
@@ -93,7 +45,8 @@ class Acker:
 
     def __init__(self, store, emit=None):
         self.store = store
-        self._buf: list[int] = []
+        self._buf: list[tuple[int, int]] = []  # acknowledged (first, last) seq ranges
+        self._buf_seqs: list[int] = []  # and single seqs (packed batches): made ranges on this thread
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
@@ -109,9 +62,10 @@ class Acker:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, seqs: list[int]) -> None:
+    def add(self, ranges: list[tuple[int, int]], seqs: list[int] = ()) -> None:
         with self._lock:
-            self._buf.extend(seqs)
+            self._buf.extend(ranges)
+            self._buf_seqs.extend(seqs)
         self._wake.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -142,41 +96,43 @@ class Acker:
             self._wake.wait(_ACK_RETRY_S if self.unrecorded else None)
             self._wake.clear()
             with self._lock:
-                seqs, self._buf = self._buf, []
+                ranges, seqs, self._buf, self._buf_seqs = self._buf, self._buf_seqs, [], []
                 retried = bool(self.unrecorded) and not self._stop  # retry what the store could not take;
                 if retried:
-                    seqs += self.unrecorded.seqs()  # they stay in the set (uplink, store) until written
-                self._busy = bool(seqs)
+                    ranges += self.unrecorded.ranges()  # they stay in the set (uplink, store) until written
+                self._busy = bool(ranges or seqs)
             if seqs:
-                self._commit(seqs, retried)
+                ranges += runs(sorted(set(seqs)))
+            if ranges:
+                self._commit(ranges, retried)
             with self._lock:
                 self._busy = False
                 self._idle.notify_all()
-                if self._stop and not self._buf:
+                if self._stop and not self._buf and not self._buf_seqs:
                     return
 
-    def _commit(self, seqs: list[int], retried: bool = False) -> None:
+    def _commit(self, ranges: list[tuple[int, int]], retried: bool = False) -> None:
         try:
-            self.committed += self.store.mark_acked(seqs)
+            self.committed += self.store.mark_acked_ranges(ranges)
             if retried:
                 with self._lock:
                     self.unrecorded.clear()  # only this thread adds to it: all of it is written now
-            self.last_acked_seq = max(self.last_acked_seq, max(seqs))
+            self.last_acked_seq = max(self.last_acked_seq, max(hi for _lo, hi in ranges))
         except StoreClosed:
-            log.warning("uplink_acks_not_recorded_store_closed", count=len(seqs))
+            log.warning("uplink_acks_not_recorded_store_closed", count=_span(ranges))
         except StoreError as exc:
             # The broker has them; keep the acks in memory (the uplink skips those events)
             # and write them when the store takes writes again: no re-send storm.
             with self._lock:
-                self.unrecorded.add(seqs)
+                self.unrecorded.add_ranges(ranges)
                 kept = self.unrecorded.count
             if not self._failing:  # once per episode: the retry runs every second
                 self._failing = True
-                log.error("uplink_ack_commit_failed", count=len(seqs), kept_in_memory=kept, error=str(exc))
+                log.error("uplink_ack_commit_failed", count=_span(ranges), kept_in_memory=kept, error=str(exc))
             return
         if self._failing:
             self._failing = False
-            log.info("uplink_acks_recorded_again", count=len(seqs))
+            log.info("uplink_acks_recorded_again", count=_span(ranges))
         if self.unrecorded.forgotten:
             log.warning("uplink_acks_forgotten", count=self.unrecorded.forgotten)
             self.unrecorded.forgotten = 0
@@ -206,6 +162,9 @@ class Uplink:
         self.last_refusal: dict | None = None
         self._thread = SupervisedThread(self._run_supervised, name="mqtt-uplink", emit=emit)
         self._runs = 0
+        self._spans = None  # the fast path for a backlog (see _spans), where the store offers it
+        if hasattr(store, "outbox_spans"):
+            self._spans = SpanReader(store, self.cfg.batch_max_events, self._max_bytes, self.site, self.device)
         store.add_listener(self._on_append)
         if hasattr(store, "protected"):
             store.protected = self.protected_ranges
@@ -223,6 +182,8 @@ class Uplink:
         self._thread.stop()
         self._wake.set()
         self._thread.join(timeout)
+        if self._spans is not None:
+            self._spans.close()
         self.acker.stop(timeout)
 
     def status(self) -> dict[str, Any]:
@@ -243,7 +204,7 @@ class Uplink:
             out = self.acker.unrecorded.ranges()
         for _attempt in range(3):  # the uplink thread may change these while we look
             try:
-                firsts = [b.seqs[0] for b in list(self._inflight.values())] + [b.seqs[0] for b in list(self._ready)]
+                firsts = [b.first for b in list(self._inflight.values())] + [b.first for b in list(self._ready)]
                 break
             except RuntimeError:
                 continue
@@ -251,6 +212,8 @@ class Uplink:
             firsts = [0]  # could not look: keep everything up to the cursor
         if firsts:
             out.append((min(firsts), max(self._cursor, max(firsts))))
+        if self._spans is not None:
+            out += self._spans.protected()  # being read (ahead)
         return out
 
     # -- wake-ups from other threads (never block) --------------------------------
@@ -264,7 +227,10 @@ class Uplink:
 
     def _on_ack(self, gen: int, mid: int, code: int, reason: str) -> None:
         self._acks.append((gen, mid, code, reason))
-        self._wake.set()
+        # A few PUBACKs per wake-up in a drain (a full window has room for a read's worth
+        # then); at once when every message in flight has its PUBACK (live traffic).
+        if len(self._acks) >= min(_ACKS_PER_WAKE, len(self._inflight)):
+            self._wake.set()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -303,6 +269,8 @@ class Uplink:
         self._inflight.clear()
         self._inflight_events = 0
         self._ready.clear()
+        if self._spans is not None:
+            self._spans.forget()
         self.acker.flush()  # acks already received are not sent again
         self._cursor = 0
 
@@ -319,24 +287,37 @@ class Uplink:
                 return  # the connection listener wakes us again
             self._ready.popleft()
             self._inflight[delivery.mid] = batch
-            self._inflight_events += len(batch.seqs)
+            self._inflight_events += batch.count
             self.counters["sent_messages"] += 1
-            self.counters["sent_events"] += len(batch.seqs)
+            self.counters["sent_events"] += batch.count
 
     def _read(self) -> bool:
         """Read and pack the next pending events; False when there are none (or reading failed)."""
+        try:
+            got = None
+            if self._spans is not None and not self.acker.unrecorded and self._spans.usable():
+                got = self._spans.read(self._cursor)
+            if got is None:
+                read = self._read_rows()
+            else:
+                batches, self._cursor = got
+                self._ready.extend(batches)
+                read = bool(batches)
+        except (sqlite3.Error, StoreError) as exc:
+            # A busy or failing disk must not end the uplink: try again after a pause.
+            self._read_failures += 1
+            delay = full_jitter(min(self._read_failures, 8), self.cfg.backoff_min_s, self.cfg.backoff_max_s)
+            self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
+            log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
+            return False
+        self._read_failures = 0
+        return read
+
+    def _read_rows(self) -> bool:
+        """Read pending events row by row and pack them per family; False when there are none."""
         limit = max(self.cfg.batch_max_events * 4, 1000)
         while True:
-            try:
-                rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
-            except (sqlite3.Error, StoreError) as exc:
-                # A busy or failing disk must not end the uplink: try again after a pause.
-                self._read_failures += 1
-                delay = full_jitter(min(self._read_failures, 8), self.cfg.backoff_min_s, self.cfg.backoff_max_s)
-                self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
-                log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
-                return False
-            self._read_failures = 0
+            rows = self.store.outbox_bodies(limit, after_seq=self._cursor)
             if not rows:
                 return False
             self._cursor = rows[-1][0]
@@ -344,13 +325,15 @@ class Uplink:
                 rows = [row for row in rows if not self.acker.is_unrecorded(row[0])]
             if rows:
                 break
-        self._ready.extend(pack(rows, site=self.site, device=self.device,
-                                max_events=self.cfg.batch_max_events,
-                                max_bytes=getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes),
-                                store_id=getattr(self.store, "store_id", None)))
+        self._ready.extend(pack(rows, site=self.site, device=self.device, max_events=self.cfg.batch_max_events,
+                                max_bytes=self._max_bytes(), store_id=getattr(self.store, "store_id", None)))
         return True
 
+    def _max_bytes(self) -> int:
+        return getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes)
+
     def _take_acks(self) -> None:
+        acked, seqs = [], []
         while self._acks:
             gen, mid, code, reason = self._acks.popleft()
             if gen != self._gen:
@@ -358,13 +341,18 @@ class Uplink:
             batch = self._inflight.pop(mid, None)
             if batch is None:
                 continue
-            self._inflight_events -= len(batch.seqs)
+            self._inflight_events -= batch.count
             if code < 0x80:
                 self.counters["acked_messages"] += 1
                 self._refused_topics.pop(batch.topic, None)
-                self.acker.add(batch.seqs)
+                if batch.span:
+                    acked.append(batch.span)
+                else:
+                    seqs += batch.seqs
             else:
                 self._refused(batch, code, reason)
+        if acked or seqs:
+            self.acker.add(acked, seqs)  # one wake-up of the acker, not one per message
 
     def _refused(self, batch: Batch, code: int, reason: str) -> None:
         self.counters["refused_messages"] += 1
@@ -374,9 +362,13 @@ class Uplink:
         self._paused_until = max(self._paused_until, time.monotonic() + delay)
         self.last_refusal = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"),
                              "topic": batch.topic, "code": f"0x{code:02x}", "reason": reason,
-                             "events": len(batch.seqs), "first_seq": batch.seqs[0]}
+                             "events": batch.count, "first_seq": batch.first}
         log.warning("uplink_publish_refused", topic=batch.topic, code=f"0x{code:02x}", reason=reason,
-                    events=len(batch.seqs), first_seq=batch.seqs[0], retry_in_s=round(delay, 3))
+                    events=batch.count, first_seq=batch.first, retry_in_s=round(delay, 3))
+
+
+def _span(ranges: list[tuple[int, int]]) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
 
 
 def _emit_fault(store, settings: Settings, type: str, payload: dict, priority: str, source: str):
@@ -385,3 +377,6 @@ def _emit_fault(store, settings: Settings, type: str, payload: dict, priority: s
 
     return store.append(make_event(device=settings.device_id, site=settings.site, type=type, source=source,
                                    payload=payload, priority=priority))
+
+
+__all__ = ["RESULT_FAMILY", "Acker", "Batch", "Uplink", "pack"]  # Batch, pack: from _batch, used here and in tests

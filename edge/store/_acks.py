@@ -62,6 +62,20 @@ def uncovered(ranges: list[tuple[int, int, float]], lo: int, hi: int) -> Iterabl
         yield lo, hi
 
 
+NO_BOUND = (1 << 63) - 1  # SQLite's largest integer: no ack range after a span
+
+
+def next_span(conn: sqlite3.Connection, ranges, after: int = 0) -> tuple[int, int] | None:
+    """(first, bound): the lowest seq > after that is pending and no range covers, and the
+    last seq before the next range (``NO_BOUND`` when none follows). Pending rows between
+    the two need no further range check."""
+    first = first_pending(conn, ranges, after)
+    if first is None:
+        return None
+    i = bisect.bisect_right(ranges, (first, float("inf")))
+    return first, (ranges[i][0] - 1 if i < len(ranges) else NO_BOUND)
+
+
 def count_pending(conn: sqlite3.Connection, lo: int, hi: int) -> int:
     return conn.execute("SELECT COUNT(*) FROM events INDEXED BY events_pending "
                         "WHERE acked_at IS NULL AND seq BETWEEN ? AND ?", (lo, hi)).fetchone()[0]

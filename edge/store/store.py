@@ -22,7 +22,7 @@ from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError
 from edge.events import Event, make_event, new_event_id, set_seq, wire, with_seq
-from edge.seqranges import merge, runs
+from edge.seqranges import merge, runs, union
 from edge.sqlite import open_db
 from edge.store import _chain, _dropruns
 from edge.store._acks import AckRanges
@@ -165,10 +165,13 @@ class Store(RowsMixin, SpaceMixin, StoreReader):
 
     def mark_acked(self, seqs: Iterable[int]) -> int:
         """Mark events as delivered (broker PUBACKed them); returns how many changed."""
-        seqs = sorted(set(seqs))
-        if not seqs:
-            return 0
-        return self._writer.submit(Job(lambda: self._ack(seqs), size=len(seqs))).wait()
+        return self.mark_acked_ranges(list(runs(sorted(set(seqs)))))
+
+    def mark_acked_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Mark every event in these (first, last) seq ranges delivered; returns how many changed."""
+        ranges = union(ranges)
+        size = sum(hi - lo + 1 for lo, hi in ranges)
+        return self._writer.submit(Job(lambda: self._ack(ranges), size=size)).wait() if ranges else 0
 
     def run_maintenance(self) -> None:
         """Fold range acks into acked_at, apply retention, fold purged history into checkpoints now."""
@@ -252,9 +255,9 @@ class Store(RowsMixin, SpaceMixin, StoreReader):
             self._batch_events += events
         return None
 
-    def _ack(self, seqs: list[int]) -> int:
+    def _ack(self, ranges: list[tuple[int, int]]) -> int:
         now = time.time()
-        changed = self._acks.ack(list(runs(seqs)), now)  # big acks: as ranges (see _acks)
+        changed = self._acks.ack(ranges, now)  # big acks: as ranges (see _acks)
         self._counters["acked_total"] += changed
         self._last_ack_at = now
         return changed
