@@ -311,6 +311,8 @@ class Pipeline:
                 "sharpness": round(sharpness, 1), "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3)}
 
     def _encode(self, frame: np.ndarray, face: Face) -> np.ndarray:
+        if frame.ndim == 3 and hasattr(self._encoder, "encode_bgr"):  # no whole-frame RGB copy
+            return self._encoder.encode_bgr(frame, face.shape, self.config.jitters)
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         return self._encoder.encode(rgb, face.shape, self.config.jitters)
 
