@@ -189,14 +189,16 @@ def test_the_reader_refuses_other_files(tmp_path):
         fast_encoder.load(broken, tmp_path)
 
 
-def test_the_opencv_front_gives_the_numpy_descriptors_and_is_used_by_default(built):
-    enc, _ = built
-    numpy_only = fast_encoder.FastEncoder(read_resnet(resnet_file().read_bytes()), front=False)
-    assert enc.front is not None and enc.front.shape == (64, 17, 17) and numpy_only.front is None
+def test_the_opt_in_opencv_front_gives_the_numpy_descriptors(built):
+    enc, path = built
+    front = fast_encoder.load(resnet_file(), path.parent, front=True)
+    assert enc.front is None  # opt-in: about 10 MB more resident
+    assert front.front is not None and front.front.shape == (64, 17, 17)
+    assert encoder("auto", str(path.parent), front=True).front is not None
     for photo in sorted(FACES.glob("*.jpg")):
         rgb, shapes = _faces(photo)
         for shape in shapes:
-            diff = float(np.abs(enc.encode(rgb, shape) - numpy_only.encode(rgb, shape)).max())
+            diff = float(np.abs(front.encode(rgb, shape) - enc.encode(rgb, shape)).max())
             assert diff <= 2e-6, f"{photo.name}: {diff:.2e}"
 
 
@@ -204,7 +206,7 @@ def test_a_front_that_computes_otherwise_leaves_numpy_alone(monkeypatch, tmp_pat
     real = fast_encoder.Front.forward
     monkeypatch.setattr(fast_encoder.Front, "forward", lambda self, x: real(self, x) * np.float32(1.001))
     with capture_logs() as logs:
-        enc = fast_encoder.load(resnet_file(), tmp_path)
+        enc = fast_encoder.load(resnet_file(), tmp_path, front=True)
     assert enc.front is None
     (warning,) = [e for e in logs if e["event"] == "face_encoder_front_mismatch"]
     assert warning["max_abs_diff"] > TOLERANCE

@@ -3,9 +3,9 @@
 The dlib wheel the gate installs is built without BLAS: its network runs single-threaded on
 its own matrix code (about 55 ms a face). Here the same weights (read by
 ``drivers.camera.resnet_file``, batch-norm folded into the convolutions) run as im2col + one
-BLAS matrix product per convolution (about 9 ms), the stem and the blocks on 35x35 and 17x17
-maps in OpenCV's DNN module instead where it is installed (``drivers.camera.cv_front``: about
-7 ms in all). The chip is still cut by dlib (``get_face_chip``, size 150, padding 0.25: what
+BLAS matrix product per convolution (about 9 ms); opt-in, the stem and the blocks on 35x35
+and 17x17 maps in OpenCV's DNN module instead (``drivers.camera.cv_front``: about 7 ms in all,
+about 10 MB more resident). The chip is still cut by dlib (``get_face_chip``, size 150, padding 0.25: what
 ``compute_face_descriptor`` feeds its net).
 
 Conversion is cached per model file (keyed by its sha256) with a digest of the arrays, a
@@ -49,14 +49,14 @@ class CacheInvalid(EdgeError):
 class FastEncoder:
     """Descriptors of 150x150 RGB face chips, computed from dlib's weights outside dlib.
 
-    ``front``: the stem and the first blocks run in OpenCV's DNN module
-    (``drivers.camera.cv_front``: same arithmetic, about 2x faster on those layers), the rest
-    in numpy; without OpenCV's DNN, everything in numpy.
+    ``front`` (opt-in): the stem and the first blocks run in OpenCV's DNN module
+    (``drivers.camera.cv_front``: same arithmetic, about 2x faster on those layers, about
+    10 MB more resident), the rest in numpy; without OpenCV's DNN, everything in numpy.
     """
 
     name = "numpy"
 
-    def __init__(self, net: ResNet, front: bool = True):
+    def __init__(self, net: ResNet, front: bool = False):
         self._mean = np.asarray(net.mean_rgb, np.float32)
         self._fc = np.ascontiguousarray(net.fc, np.float32)
         self.front = None
@@ -264,8 +264,9 @@ def load_cache(path: Path, model_sha: str) -> tuple[ResNet, np.ndarray, np.ndarr
         raise CacheInvalid(f"incomplete: {type(exc).__name__}: {exc}") from None
 
 
-def _checked(net: ResNet, chip: np.ndarray, reference: np.ndarray, tolerance: float) -> FastEncoder:
-    encoder = FastEncoder(net)
+def _checked(net: ResNet, chip: np.ndarray, reference: np.ndarray, tolerance: float,
+             front: bool = False) -> FastEncoder:
+    encoder = FastEncoder(net, front=front)
     diff = float(np.abs(encoder.descriptor(chip) - reference).max())
     if not diff <= tolerance and encoder.front is not None:  # this OpenCV computes otherwise: numpy alone
         log.warning("face_encoder_front_mismatch", max_abs_diff=diff, tolerance=tolerance)
@@ -276,8 +277,9 @@ def _checked(net: ResNet, chip: np.ndarray, reference: np.ndarray, tolerance: fl
     return encoder
 
 
-def load(model_file: Path, cache_dir: Path | None, tolerance: float = TOLERANCE) -> FastEncoder:
-    """The fast encoder for ``model_file``, verified against dlib; ``EncoderUnavailable`` if it cannot be."""
+def load(model_file: Path, cache_dir: Path | None, tolerance: float = TOLERANCE, front: bool = False) -> FastEncoder:
+    """The fast encoder for ``model_file``, verified against dlib; ``EncoderUnavailable`` if it cannot be.
+    ``front``: its first blocks in OpenCV's DNN module (``FastEncoder``)."""
     try:
         data = Path(model_file).read_bytes()
     except OSError as exc:
@@ -287,7 +289,7 @@ def load(model_file: Path, cache_dir: Path | None, tolerance: float = TOLERANCE)
     if path is not None and path.exists():
         try:
             net, chip, reference = load_cache(path, model_sha)
-            return _checked(net, chip, reference, tolerance)
+            return _checked(net, chip, reference, tolerance, front)
         except (CacheInvalid, EncoderUnavailable) as exc:
             log.warning("face_encoder_cache_rebuilt", path=str(path), reason=str(exc))
     try:
@@ -297,7 +299,7 @@ def load(model_file: Path, cache_dir: Path | None, tolerance: float = TOLERANCE)
     del data
     chip = reference_chip()
     reference = dlib_reference(Path(model_file), chip)
-    encoder = _checked(net, chip, reference, tolerance)
+    encoder = _checked(net, chip, reference, tolerance, front)
     if path is not None:
         try:
             save_cache(path, model_sha, net, chip, reference)
