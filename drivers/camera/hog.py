@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -61,10 +60,10 @@ class SplitDetector:
 
     def __init__(self, detector, dlib):
         self._dlib, self._whole = dlib, detector
-        with tempfile.TemporaryDirectory(prefix="edge-hog-") as tmp:
-            path = Path(tmp) / "frontal.svm"
-            detector.save(str(path))
-            self._file = path.read_bytes()
+        with _scratch_file() as path:
+            detector.save(path)
+            with open(path, "rb") as f:
+                self._file = f.read()
         r = _Reader(self._file)
         # object_detector v2, scan_fhog_pyramid v1, feats (max size, size), cell size, padding,
         # window width, height; then the fields this needs.
@@ -85,9 +84,7 @@ class SplitDetector:
         self._top = self._limited(SPLIT)
         self._rest: dict[int, object] = {}
         self._windows = self._window_sizes()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
-        self._lock = threading.Lock()
+        self._helper = _Helper()
 
     def _limited(self, levels: int):
         """A copy of the detector that scans ``levels`` pyramid levels, its non-max suppression off."""
@@ -95,10 +92,8 @@ class SplitDetector:
         o_lo, o_hi = self._overlap_at
         never = _encode_int(1) + _encode_int(0)  # 1.0 as dlib writes a double: nothing overlaps that much
         data = self._file[:lo] + _encode_int(levels) + self._file[hi:o_lo] + never + never + self._file[o_hi:]
-        with tempfile.TemporaryDirectory(prefix="edge-hog-") as tmp:
-            path = Path(tmp) / f"levels-{levels}.svm"
-            path.write_bytes(data)
-            return self._dlib.fhog_object_detector(str(path))
+        with _scratch_file(data) as path:
+            return self._dlib.fhog_object_detector(path)
 
     def _levels_below(self, levels: int):
         if levels not in self._rest:
@@ -107,9 +102,9 @@ class SplitDetector:
 
     def _window_sizes(self) -> set[tuple[int, int]]:
         """The box sizes the detector reports at pyramid level 0 (every window position scores
-        above a threshold 100 below its own on a noise image): 73 and 81 px for dlib's."""
-        noise = np.random.default_rng(0).integers(0, 256, (120, 120), dtype=np.uint8)
-        rects = self._limited(1).run(noise, 0, -100.0)[0]
+        above a threshold 100 below its own on a textured image): 73 and 81 px for dlib's."""
+        texture = (np.arange(120 * 120, dtype=np.uint32) * 37 % 251).astype(np.uint8).reshape(120, 120)
+        rects = self._limited(1).run(texture, 0, -100.0)[0]
         return {(r.width(), r.height()) for r in rects}
 
     def _levels(self, height: int, width: int) -> int:
@@ -122,20 +117,13 @@ class SplitDetector:
             if right - left + 1 < self._min_w or bottom - top + 1 < self._min_h:
                 return levels
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no thread
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="face-hog")
-                self._pool_pid = os.getpid()
-            return self._pool
-
     def detect(self, gray: np.ndarray, adjust_threshold: float = 0.0) -> list:
         """dlib rectangles, best first: what ``detector.run(gray, 0, adjust_threshold)`` finds."""
         h, w = gray.shape[:2]
         levels = self._levels(h, w)
         if levels <= SPLIT or gray.ndim != 2 or gray.dtype != np.uint8:
             return self._whole.run(gray, 0, adjust_threshold)[0]
-        top = self._executor().submit(self._top.run, gray, 0, adjust_threshold)
+        top = self._helper.submit(self._top.run, gray, 0, adjust_threshold)
         try:
             small = gray
             for _ in range(SPLIT):  # dlib's pyramid step: floor(5/6 of each side), bilinear
@@ -145,7 +133,7 @@ class SplitDetector:
             if self._levels(*small.shape) >= levels - SPLIT:
                 rest = self._candidates(self._levels_below(levels - SPLIT).run(small, 0, adjust_threshold), SPLIT)
         finally:
-            found = top.result()
+            found = top.wait()
         if rest is None:
             return self._whole.run(gray, 0, adjust_threshold)[0]
         return self._suppress(self._candidates(found, 0) + rest)
@@ -197,3 +185,68 @@ class SplitDetector:
 
 def _area(left: int, top: int, right: int, bottom: int) -> int:
     return max(0, right - left + 1) * max(0, bottom - top + 1)
+
+
+class _Job:
+    def __init__(self, fn, args):
+        self.fn, self.args, self.done = fn, args, threading.Event()
+        self.result, self.error = None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as exc:  # handed to the caller's wait(), raised there
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def wait(self):
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Helper:
+    """One long-lived daemon thread running the jobs one caller hands it (a thread pool's
+    imports, logging among them, would cost the face worker memory it does not have)."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def submit(self, fn, *args) -> _Job:
+        if self._thread is None or self._pid != os.getpid():  # a forked child has no helper thread
+            self._jobs, self._pid = queue.SimpleQueue(), os.getpid()
+            self._thread = threading.Thread(target=self._serve, args=(self._jobs,), name="face-hog", daemon=True)
+            self._thread.start()
+        job = _Job(fn, args)
+        self._jobs.put(job)
+        return job
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue) -> None:
+        while True:
+            jobs.get().run()
+
+
+@contextmanager
+def _scratch_file(data: bytes = b""):
+    """A path dlib can read or write: an anonymous memory file where Linux has them, else a
+    temporary file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("edge-hog")
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edge-hog-") as tmp:
+        path = os.path.join(tmp, "detector.svm")
+        with open(path, "wb") as f:
+            f.write(data)
+        yield path
