@@ -187,3 +187,36 @@ def test_the_reader_refuses_other_files(tmp_path):
     broken.write_bytes(data[:-1000])
     with pytest.raises(EncoderUnavailable):
         fast_encoder.load(broken, tmp_path)
+
+
+def test_the_opt_in_opencv_front_gives_the_numpy_descriptors(built):
+    enc, path = built
+    front = fast_encoder.load(resnet_file(), path.parent, front=True)
+    assert enc.front is None  # opt-in: about 10 MB more resident
+    assert front.front is not None and front.front.shape == (64, 17, 17)
+    assert encoder("auto", str(path.parent), front=True).front is not None
+    for photo in sorted(FACES.glob("*.jpg")):
+        rgb, shapes = _faces(photo)
+        for shape in shapes:
+            diff = float(np.abs(front.encode(rgb, shape) - enc.encode(rgb, shape)).max())
+            assert diff <= 2e-6, f"{photo.name}: {diff:.2e}"
+
+
+def test_a_front_that_computes_otherwise_leaves_numpy_alone(monkeypatch, tmp_path):
+    real = fast_encoder.Front.forward
+    monkeypatch.setattr(fast_encoder.Front, "forward", lambda self, x: real(self, x) * np.float32(1.001))
+    with capture_logs() as logs:
+        enc = fast_encoder.load(resnet_file(), tmp_path, front=True)
+    assert enc.front is None
+    (warning,) = [e for e in logs if e["event"] == "face_encoder_front_mismatch"]
+    assert warning["max_abs_diff"] > TOLERANCE
+    chip = fast_encoder.reference_chip()
+    assert float(np.abs(enc.descriptor(chip) - fast_encoder.dlib_reference(resnet_file(), chip)).max()) <= TOLERANCE
+
+
+def test_a_bgr_frame_gives_the_rgb_frame_s_descriptor_exactly(built):
+    enc, _ = built
+    rgb, shapes = _faces(FACES / "two_people.jpg")
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for shape in shapes:
+        assert np.array_equal(enc.encode_bgr(bgr, shape), enc.encode(rgb, shape))

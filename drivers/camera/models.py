@@ -95,11 +95,14 @@ class DlibEncoder:
         return np.asarray(self._net.compute_face_descriptor(rgb, shape, jitters), dtype=np.float32)
 
 
-def encoder(kind: str = "auto", cache_dir: str | None = None, jitters: int = 1, *, tolerance: float | None = None):
+def encoder(kind: str = "auto", cache_dir: str | None = None, jitters: int = 1, *, tolerance: float | None = None,
+            front: bool = False):
     """The ResNet encoder (``.name``, ``.encode(rgb, shape, jitters)``), loaded once per setting.
 
     ``cache_dir`` holds the numpy engine's converted weights (default: the user's cache
     folder). Jittered encodings (``jitters > 1``) are dlib's random crops, so they use dlib.
+    ``front``: the numpy engine runs its first blocks in OpenCV's DNN module (opt-in:
+    ``drivers.camera.cv_front``).
     """
     if kind not in ENCODERS:
         raise EdgeError(f"unknown face encoder {kind!r}; expected one of {', '.join(ENCODERS)}")
@@ -107,11 +110,11 @@ def encoder(kind: str = "auto", cache_dir: str | None = None, jitters: int = 1, 
         raise EdgeError("the numpy face encoder does not jitter; use encoder 'dlib' or 'auto' with jitters > 1")
     models()  # dlib present and the landmark model loaded (the chip is cut from its points)
     with _lock:
-        return _encoder(kind, cache_dir, jitters > 1, tolerance)
+        return _encoder(kind, cache_dir, jitters > 1, tolerance, front)
 
 
 @cache
-def _encoder(kind: str, cache_dir: str | None, jittered: bool, tolerance: float | None):
+def _encoder(kind: str, cache_dir: str | None, jittered: bool, tolerance: float | None, front: bool = False):
     from drivers.camera import fast_encoder
 
     started, model_file = time.perf_counter(), resnet_file()
@@ -120,7 +123,7 @@ def _encoder(kind: str, cache_dir: str | None, jittered: bool, tolerance: float 
         folder = Path(cache_dir) if cache_dir else fast_encoder.default_cache_dir()
         try:
             chosen = fast_encoder.load(model_file, folder, tolerance=fast_encoder.TOLERANCE
-                                       if tolerance is None else tolerance)
+                                       if tolerance is None else tolerance, front=front)
         except fast_encoder.EncoderUnavailable as exc:
             if kind == "numpy":
                 raise

@@ -4,13 +4,14 @@ Stages, cheapest first, each timed (milliseconds in ``timings_ms``):
 
 1. ``presence``: a 96-px grey thumbnail. A flat frame (lens covered, lights
    off) or a scene unchanged since the last frame without a face stops here.
-2. ``detect``: dlib's HOG detector on a frame scaled down to
-   ``quick_detect_width`` pixels first (a face close to the camera, the one a
-   lane decides on, is found there at half the cost), then, only when that
-   finds nothing, on ``detect_width`` pixels; never upsampled (the library
-   default upsamples the full frame: about 20x the pixels). HOG finds faces
-   from about 58 px wide at the scale it scans: at 720p from about 155 px in
-   the quick pass and 116 px in the full one.
+2. ``detect``: dlib's HOG detector on a frame scaled down to ``detect_width``
+   pixels, never upsampled (the library default upsamples the full frame:
+   about 20x the pixels). HOG finds faces from about 58 px wide at the scale
+   it scans (its boxes are never under 72 px there): at 720p from about 116
+   px. Its pyramid is scanned in two halves on two threads
+   (``drivers.camera.hog``: the same boxes as one call). Opt-in,
+   ``quick_detect_width`` scans fewer pixels first and the full frame only
+   when that finds nothing (a second face then counts from about 155 px).
 3. ``landmarks``: the 5-point shape predictor on the full-resolution frame
    inside each box scaled back up; gives size, pose and the face to use.
 4. ``quality``: face size in pixels, sharpness (variance of the Laplacian of
@@ -25,6 +26,7 @@ Stages, cheapest first, each timed (milliseconds in ``timings_ms``):
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from drivers.camera.hog import SplitDetector
 from drivers.camera.models import encoder, models
 
 
@@ -39,6 +42,9 @@ from drivers.camera.models import encoder, models
 class PipelineConfig:
     detect_width: int = 640
     quick_detect_width: int = 0  # opt-in first pass on fewer pixels (480); 0: always scan at detect_width
+    # 2: the HOG pyramid scanned as two halves on two threads (drivers.camera.hog: the same boxes
+    # as one call, in about half the time when a second core is free); 1: one call.
+    detect_threads: int = 2
     upsample: int = 0
     presence_width: int = 96
     presence_delta: float = 3.0  # mean absolute grey-level change that counts as "something moved"
@@ -55,6 +61,9 @@ class PipelineConfig:
     max_cut_off: float = 0.10  # share of the face box width allowed outside the frame
     jitters: int = 1
     encoder: str = "auto"  # auto | numpy | dlib (see drivers.camera.models.encoder)
+    # Opt-in: the numpy engine's first blocks in OpenCV's DNN module (drivers.camera.cv_front):
+    # about 2 ms less CPU a face, about 10 MB more resident (the gate's memory goal is tight).
+    encoder_front: bool = False
     encoder_cache: str | None = None  # folder for the numpy encoder's converted weights
     allow_multiple: bool = False  # lanes where several people may pass: use the main face
     # Per-stage time budgets (ms) on the gate's hardware; a decision names the stages over
@@ -142,7 +151,9 @@ class Pipeline:
         self._scaled: dict[int, np.ndarray] = {}  # the frame below at smaller widths
         self._scaled_from: np.ndarray | None = None
         self._detector, self._shaper, self._dlib = models()
-        self._encoder = encoder(self.config.encoder, self.config.encoder_cache, self.config.jitters)
+        self._split = SplitDetector(self._detector, self._dlib) if _threads(self.config.detect_threads) > 1 else None
+        self._encoder = encoder(self.config.encoder, self.config.encoder_cache, self.config.jitters,
+                                front=self.config.encoder_front)
 
     @property
     def encoder_name(self) -> str:
@@ -266,7 +277,8 @@ class Pipeline:
         h, w = gray.shape[:2]
         scale = min(1.0, (width or self.config.detect_width) / w)
         small = self._at(gray, int(round(w * scale)))
-        rects = self._detector(small, self.config.upsample if upsample is None else upsample)
+        upsample = self.config.upsample if upsample is None else upsample
+        rects = self._split.detect(small) if self._split and not upsample else self._detector(small, upsample)
         sh, sw = small.shape[:2]
         boxes = []
         for r in rects:
@@ -303,12 +315,23 @@ class Pipeline:
                 "sharpness": round(sharpness, 1), "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3)}
 
     def _encode(self, frame: np.ndarray, face: Face) -> np.ndarray:
+        if frame.ndim == 3 and hasattr(self._encoder, "encode_bgr"):  # no whole-frame RGB copy
+            return self._encoder.encode_bgr(frame, face.shape, self.config.jitters)
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         return self._encoder.encode(rgb, face.shape, self.config.jitters)
 
 
 _REFINE_GRID = 48  # px of the scaled frame: whole HOG cells (8 px) at pyramid levels 0 and 1 (x 5/6)
 _REFINE_MARGIN = 0.25  # of the box width on each side: room for the HOG window around the face
+
+
+def _threads(wanted: int) -> int:
+    """``wanted``, but no more than the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(wanted, cpus))
 
 
 def _resize_to_width(img: np.ndarray, width: int) -> np.ndarray:

@@ -8,8 +8,12 @@ the same run; both must reach the same decision. ``ratio`` = ours / raw
 (lower is better, goal <= 0.35). Search is timed over random unit-scale
 templates; RSS is measured in fresh processes that load only what each path
 loads. ``encoder`` times the encode stage alone on the same faces: our engine
-(numpy on dlib's weights) vs dlib's own ResNet, with the largest descriptor
-difference between them.
+(numpy on dlib's weights; ``front_ms``: the opt-in variant with its first
+blocks in OpenCV) vs dlib's own ResNet, with the largest descriptor difference
+between them. ``ours_one_thread`` is the default pipeline
+held to one thread (one detection call, OpenCV on one thread), in the same run;
+``cpu_ms`` is the process's CPU time per decision (all threads), which the
+machine's load moves far less than the wall clock.
 """
 
 from __future__ import annotations
@@ -59,13 +63,19 @@ def _face_recognition():
     return face_recognition
 
 
-def _our_path(faces: Path, **config):
-    """The gate's pipeline and a 1:N decision; returns decide(frame) -> (ms, stages, subject, distance)."""
+def _our_path(faces: Path, one_thread: bool = False, **config):
+    """The gate's pipeline and a 1:N decision; returns decide(frame) -> (ms, stages, subject, distance).
+
+    ``one_thread``: detection in one call and OpenCV on one thread (BLAS always has one), as on
+    a single free core.
+    """
+    import cv2
+
     from drivers.camera.decide import Decider
     from drivers.camera.gallery import Gallery, Subject
     from drivers.camera.pipeline import Pipeline, PipelineConfig, read_image
 
-    pipeline = Pipeline(PipelineConfig(**config))
+    pipeline = Pipeline(PipelineConfig(**({"detect_threads": 1} if one_thread else {}), **config))
     gallery = Gallery(tempfile.mkdtemp(prefix="facebench-"))
     for name in GALLERY:
         enc = pipeline.analyse(read_image(faces / f"{name}.jpg"), use_presence=False).encoding
@@ -75,12 +85,18 @@ def _our_path(faces: Path, **config):
 
     def decide(frame):
         pipeline.reset()  # every run is a fresh approach: the presence check cannot skip work
-        started = time.perf_counter()
-        a = pipeline.analyse(frame)
-        t = time.perf_counter()
-        d = decider.identify(a.encoding)
-        a.timings_ms["search"] = (time.perf_counter() - t) * 1000
-        return (time.perf_counter() - started) * 1000, a.timings_ms, d.payload.get("subject_id"), d.payload["distance"]
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1 if one_thread else threads)
+        try:
+            started, cpu = time.perf_counter(), time.process_time()
+            a = pipeline.analyse(frame)
+            t = time.perf_counter()
+            d = decider.identify(a.encoding)
+            a.timings_ms["search"] = (time.perf_counter() - t) * 1000
+            ms, cpu = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
+        finally:
+            cv2.setNumThreads(threads)
+        return ms, a.timings_ms, d.payload.get("subject_id"), d.payload["distance"], cpu
 
     return decide
 
@@ -97,7 +113,7 @@ def _raw_path(faces: Path):
         names.append(name.rsplit("_", 1)[0])
 
     def decide(frame):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         boxes = face_recognition.face_locations(rgb)
         t_loc = time.perf_counter()
@@ -106,7 +122,8 @@ def _raw_path(faces: Path):
         total = (time.perf_counter() - started) * 1000
         best = int(np.argmin(d))
         stages = {"face_locations": (t_loc - started) * 1000, "face_encodings+distance": total - (t_loc - started) * 1000}
-        return total, stages, names[best] if d[best] <= 0.5 else None, float(d[best])
+        return (total, stages, names[best] if d[best] <= 0.5 else None, float(d[best]),
+                (time.process_time() - cpu) * 1000)
 
     return decide
 
@@ -115,9 +132,10 @@ def _latency(faces: Path, runs: int) -> dict:
     """Both paths on the same frames, runs interleaved so both see the same machine load."""
     import cv2
 
-    # ours: the default pipeline; ours_quick_pass: with the opt-in quick detection pass at 480 px
-    paths = {"ours": _our_path(faces), "ours_quick_pass": _our_path(faces, quick_detect_width=480),
-             "raw_full_frame": _raw_path(faces)}
+    # ours: the default pipeline; ours_one_thread: the same on one thread (what a single free core
+    # gives); ours_quick_pass: with the opt-in quick detection pass at 480 px
+    paths = {"ours": _our_path(faces), "ours_one_thread": _our_path(faces, one_thread=True),
+             "ours_quick_pass": _our_path(faces, quick_detect_width=480), "raw_full_frame": _raw_path(faces)}
     out = {}
     for label, name in PROBES.items():
         frame = cv2.imread(str(faces / f"{name}.jpg"))
@@ -132,17 +150,20 @@ def _latency(faces: Path, runs: int) -> dict:
             row[key] = {"decision_ms": round(statistics.median(r[0] for r in rs), 1),
                         # the least disturbed run: closest to a quiet machine when others load it
                         "decision_min_ms": round(min(r[0] for r in rs), 1),
+                        "cpu_ms": round(statistics.median(r[4] for r in rs), 1),
                         "stages_ms": {k: round(statistics.median(r[1][k] for r in rs), 2) for k in rs[0][1]},
                         "subject": rs[-1][2], "distance": round(rs[-1][3], 4)}
         row["same_decision"] = (row["ours"]["subject"] == row["raw_full_frame"]["subject"] is not None
-                                and row["ours_quick_pass"]["subject"] == row["ours"]["subject"])
+                                and row["ours_one_thread"]["subject"] == row["ours_quick_pass"]["subject"]
+                                == row["ours"]["subject"])
         row["ratio"] = round(row["ours"]["decision_ms"] / row["raw_full_frame"]["decision_ms"], 3)
         out[label] = row
     return out
 
 
 def _encoder(faces: Path, runs: int) -> dict:
-    """The encode stage alone: the pipeline's engine vs dlib's ResNet, same frames and landmarks."""
+    """The encode stage alone: the pipeline's engine vs dlib's ResNet, same frames and landmarks;
+    ``front_ms``: the opt-in engine with its first blocks in OpenCV (``encoder_front``)."""
     import cv2
 
     from drivers.camera.models import DlibEncoder, encoder, resnet_file
@@ -150,23 +171,24 @@ def _encoder(faces: Path, runs: int) -> dict:
 
     pipeline = Pipeline()
     ours, dlib_net = encoder(), DlibEncoder(resnet_file())  # encoder(): the one Pipeline() uses
+    engines = {"ours": ours, "front": encoder(front=True), "dlib": dlib_net}
     out: dict = {"engine": ours.name}
     for label, name in PROBES.items():
         frame = read_image(faces / f"{name}.jpg")
         shape = pipeline.analyse(frame, use_presence=False, encode=False).face.shape
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        samples: dict[str, list[float]] = {"ours": [], "dlib": []}
+        samples: dict[str, list[float]] = {key: [] for key in engines}
         vecs = {}
         for i in range(runs + 1):
-            for key, enc in (("ours", ours), ("dlib", dlib_net)):
+            for key, enc in engines.items():
                 started = time.perf_counter()
                 vecs[key] = enc.encode(rgb, shape, 1)
                 if i:
                     samples[key].append((time.perf_counter() - started) * 1000)
-        ours_ms, dlib_ms = statistics.median(samples["ours"]), statistics.median(samples["dlib"])
-        out[label] = {"ours_ms": round(ours_ms, 2), "dlib_ms": round(dlib_ms, 2),
-                      "ratio": round(ours_ms / dlib_ms, 3),
-                      "max_abs_diff": float(np.abs(vecs["ours"] - vecs["dlib"]).max())}
+        ms = {key: statistics.median(xs) for key, xs in samples.items()}
+        out[label] = {"ours_ms": round(ms["ours"], 2), "front_ms": round(ms["front"], 2),
+                      "dlib_ms": round(ms["dlib"], 2), "ratio": round(ms["ours"] / ms["dlib"], 3),
+                      "max_abs_diff": float(max(np.abs(vecs[k] - vecs["dlib"]).max() for k in ("ours", "front")))}
     return out
 
 
