@@ -98,8 +98,7 @@ def test_the_daemon_imports_structlog_without_rich_and_it_still_logs():
     pytest.importorskip("rich", reason="rich is not installed here: nothing to hide")
     code = """
 import io, json, sys
-from edge.cli._run import _import_structlog_lean
-_import_structlog_lean()
+import edge.logs  # imports structlog lean, before anything else does
 import structlog
 from edge import logs
 print("rich" in sys.modules)

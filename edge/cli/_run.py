@@ -15,7 +15,7 @@ EX_FAIL, EX_CONFIG = 1, 78
 
 def main(config: str | None) -> int:
     """Run the daemon until SIGTERM; the exit code (78: a bad config, 1: another refusal)."""
-    _import_structlog_lean()
+    import edge.logs  # noqa: F401  (first: structlog is imported lean, edge.logs says why)
     from edge.errors import ConfigError, EdgeError
 
     try:
@@ -43,22 +43,3 @@ def _run(config: str | None) -> int:
     daemon = Daemon(settings)
     daemon.config_path = config_path(config)
     return daemon.run()
-
-
-
-def _import_structlog_lean() -> None:
-    """Import structlog without rich, before anything else does.
-
-    structlog imports rich when it is installed, for pretty tracebacks this daemon never
-    prints (it logs JSON lines). Devices do not install rich; a development environment does
-    (import-linter needs it), and there it would cost the daemon 66 modules and 3.6 MB, so the
-    figures measured there would not be a device's. While structlog loads, rich reads as
-    absent; any other importer then gets the real module.
-    """
-    if not {"structlog", "rich"}.isdisjoint(sys.modules):
-        return  # too late, or already paid for
-    sys.modules["rich"] = None  # "import rich" raises ImportError, as where it is not installed
-    try:
-        import structlog  # noqa: F401
-    finally:
-        del sys.modules["rich"]
