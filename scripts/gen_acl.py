@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge.mqtt.acl import Inventory, InventoryError, render  # noqa: E402
+from scripts._generated import write_or_check  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 78
     text = render(json.loads(args.asyncapi.read_text()), inventory, args.inventory.name)
-    if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is out of date; run scripts/gen_acl.py", file=sys.stderr)
-            return 1
-        print(f"{args.out} is up to date")
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
-    return 0
+    return write_or_check(args.out, text, check=args.check, stale_hint="; run scripts/gen_acl.py")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from pydantic.fields import FieldInfo
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from scripts._generated import write_or_check  # noqa: E402
+
 DRIVER_GROUP = "edge.drivers"
 DANGER = "DANGEROUS"  # a description that says this marks an opt-in that weakens a safeguard
 _NONE = type(None)
@@ -404,16 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="Exit 1 if the file differs from the models.")
     args = parser.parse_args(argv)
     text = render()
-    if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is out of date with the settings models; run scripts/gen_config_reference.py",
-                  file=sys.stderr)
-            return 1
-        print(f"{args.out} is up to date")
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
-    return 0
+    return write_or_check(args.out, text, check=args.check,
+                          stale_hint=" with the settings models; run scripts/gen_config_reference.py")
 
 
 if __name__ == "__main__":
