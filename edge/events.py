@@ -160,9 +160,9 @@ _FIELDS_SET = {"id", "device", "site", "type", "source", "priority", "clock", "p
 _FIELDS_SET_SEQ = {*_FIELDS_SET, "seq"}
 _new_object, _set, _now = object.__new__, object.__setattr__, datetime.now
 # Envelope fields (device, site, type, source, priority, clock) already validated once: their
-# JSON fragments, the type and the priority's code; bounded, so a flood of distinct types
-# cannot grow it without limit.
-_KNOWN: dict[tuple, tuple[str, str, str, str, str, int]] = {}
+# JSON fragments, the type, the priority's code and the event's fields as a dict to copy;
+# bounded, so a flood of distinct types cannot grow it without limit.
+_KNOWN: dict[tuple, tuple[str, str, str, str, str, int, dict]] = {}
 _KNOWN_MAX = 4096
 _PRIORITIES, _CLOCKS = frozenset(PRIORITIES), frozenset(("synced", "unsynced", "stepped_back", "unknown"))
 # A priority as the store keeps it: its index in PRIORITIES (edge.store._schema.PRIORITY_CODE).
@@ -184,29 +184,42 @@ def make_event(
     (``wire``). Anything unusual (a subclass, a naive timestamp, a key that is not a string)
     takes pydantic's path, which coerces or refuses exactly as before.
     """
-    key = (device, site, type, source, priority, clock)
+    known = _KNOWN.get((device, site, type, source, priority, clock)) or _known(
+        (device, site, type, source, priority, clock))
     if not payload:
         payload = {}
-    fragments = _KNOWN.get(key) or _known(key)
-    if fragments is not None and payload.__class__ is dict and (
+    if known is not None and payload.__class__ is dict and (
             ts is None or (ts.__class__ is datetime and ts.tzinfo is not None)):
         copied, utc = dict(payload), _now(UTC) if ts is None else ts.astimezone(UTC)
         try:
             event_id = _id_list.pop()
         except IndexError:
             event_id = _ids.take()
-        stored = _render(fragments, event_id, utc, copied)
-        if stored is not None or all(k.__class__ is str for k in copied):
+        d = known[6].copy()
+        d["id"], d["ts"], d["payload"] = event_id, utc, copied
+        # What _render does, inline (a call less per event), with the id written unescaped:
+        # the pool's ids are hex digits and dashes.
+        payload_json = _payload_json(copied)
+        if payload_json is not None:
+            second = (utc.second, utc.minute, utc.hour, utc.day, utc.month, utc.year)
+            cached, prefix = _ts_prefix
+            if cached != second:
+                prefix = _ts_second(utc, second)
+            us = utc.microsecond
+            ts_text = f"{prefix}.{us:06d}Z" if us else f"{prefix}Z"
+            try:
+                head = f'{known[0]}"{event_id}","payload":{payload_json}{known[1]}'.encode()
+                tail = f"{known[2]}{ts_text}{known[3]}".encode()
+            except UnicodeEncodeError:  # a lone surrogate: pydantic's path refuses it, as before
+                payload_json = None
+        if payload_json is not None or all(k.__class__ is str for k in copied):
             event = _new_object(Event)
-            _set(event, "__dict__", {
-                "v": SCHEMA_VERSION, "id": event_id, "device": device, "site": site, "seq": None,
-                "ts": utc, "type": type, "source": source, "priority": priority, "clock": clock,
-                "payload": copied})
+            _set(event, "__dict__", d)
             _set(event, "__pydantic_fields_set__", _FIELDS_SET)
             _set(event, "__pydantic_extra__", None)
             _set(event, "__pydantic_private__", None)
-            if stored is not None:  # else made on demand, by pydantic's path (see wire)
-                _set(event, "_wire", stored)
+            if payload_json is not None:  # else made on demand, by pydantic's path (see wire)
+                _set(event, "_wire", (event_id, known[4], known[5], ts_text, head, tail))
             return event
     return _make_checked(device=device, site=site, type=type, source=source, payload=payload,
                          priority=priority, clock=clock, ts=ts)
@@ -226,7 +239,10 @@ def _known(key: tuple) -> tuple | None:
         f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":',
         f',"priority":"{priority}","seq":',
         f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"',
-        f'","type":"{type}","v":{SCHEMA_VERSION}}}', type, _PRIORITY_CODE[priority])
+        f'","type":"{type}","v":{SCHEMA_VERSION}}}', type, _PRIORITY_CODE[priority],
+        # The event's fields in pydantic's order, all but id, ts and payload set.
+        {"v": SCHEMA_VERSION, "id": None, "device": device, "site": site, "seq": None, "ts": None,
+         "type": type, "source": source, "priority": priority, "clock": clock, "payload": None})
     return fragments
 
 
@@ -255,6 +271,20 @@ def set_seq(event: Event, seq: int) -> bool:
     return True
 
 
+def set_seqs(events: list[Event], first: int) -> None:
+    """Give committed events their seqs (``first``, ``first + 1``...) in place, as ``set_seq``
+    does; an event that cannot take one (given twice, or not a plain Event) is replaced in
+    the list by a copy with it (``with_seq``)."""
+    for seq, event in enumerate(events, first):
+        # Only make_event gives an Event these fields set, and a seq changes them: so this
+        # is a plain Event without a seq yet (set_seq's common case, inline).
+        if event.__pydantic_fields_set__ is _FIELDS_SET:
+            event.__dict__["seq"] = seq
+            _set(event, "__pydantic_fields_set__", _FIELDS_SET_SEQ)
+        elif not set_seq(event, seq):
+            events[seq - first] = with_seq(event, seq)
+
+
 # ``ts`` up to the second as pydantic's JSON mode writes it (ISO 8601), for the second it was
 # made for: formatted once per second. One tuple, swapped whole, so threads never mix the two.
 _ts_prefix: tuple[tuple, str] = ((), "")
@@ -279,6 +309,17 @@ def _make_checked(*, device, site, type, source, payload, priority, clock, ts) -
 # plain data (see _plain), where recursion ends.
 _encode_plain = c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+# What a native encoder (orjson, where installed) is given: exactly these, in a flat payload.
+_NATIVE = frozenset((str, int, bool, type(None)))
+try:
+    import orjson as _orjson
+except ImportError:
+    _dumps, _NATIVE_OPTIONS = None, 0
+else:
+    _dumps = _orjson.dumps
+    # Sorted keys; subclasses, datetimes and dataclasses refused (TypeError), never converted.
+    _NATIVE_OPTIONS = (_orjson.OPT_SORT_KEYS | _orjson.OPT_PASSTHROUGH_SUBCLASS
+                       | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -320,30 +361,59 @@ def wire(event: Event) -> Wire:
     return stored
 
 
-def _render(fragments: tuple, event_id: str, ts: datetime, payload: dict) -> Wire | None:
-    """The stored form from the fragments of the envelope's fixed fields (``ts`` in UTC); None when the
-    payload holds anything but plain JSON data (NaN, a datetime, a subclass...) or a lone
-    surrogate: the caller then takes pydantic's path, which decides."""
+def _payload_json(payload: dict) -> str | None:
+    """``payload`` as canonical JSON; None when it holds anything but plain JSON data (NaN,
+    a datetime, a subclass...): the caller then takes pydantic's path, which decides.
+
+    A flat payload of strings, integers, booleans and None goes through orjson where it is
+    installed: for those it writes exactly what the standard library writes. Floats it
+    writes otherwise (1e+16 as 1e16), enums and UUIDs it would take itself, integers past
+    64 bits it refuses: those take the standard library's encoder, as before.
+    """
+    native = _dumps
     for k, v in payload.items():  # flat payloads: checked here; anything nested: _plain
-        if k.__class__ is not str or (v.__class__ not in _SCALARS and not _plain(v, 1)):
+        if k.__class__ is not str:
             return None
+        if v.__class__ not in _NATIVE:
+            if v.__class__ is not float and not _plain(v, 1):
+                return None
+            native = None
+    if native is not None:
+        try:
+            return native(payload, option=_NATIVE_OPTIONS).decode()
+        except TypeError:  # an integer past 64 bits, a lone surrogate: as below
+            pass
     try:
-        payload_json = "".join(_encode_plain(payload, 0))
+        return "".join(_encode_plain(payload, 0))
     except ValueError:  # NaN or Infinity: pydantic's JSON mode makes them null
         return None
+
+
+def _ts_second(ts: datetime, second: tuple) -> str:
+    """``ts`` up to the second, as pydantic's JSON mode writes it; kept for the next event."""
     global _ts_prefix
+    prefix = ts.replace(microsecond=0).isoformat()[:-6]
+    _ts_prefix = (second, prefix)
+    return prefix
+
+
+def _render(fragments: tuple, event_id: str, ts: datetime, payload: dict) -> Wire | None:
+    """The stored form from the fragments of the envelope's fixed fields (``ts`` in UTC); None when the
+    payload holds anything but plain JSON data or a lone surrogate (see ``make_event``, which
+    does the same inline)."""
+    payload_json = _payload_json(payload)
+    if payload_json is None:
+        return None
     second = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year)
     cached, prefix = _ts_prefix
     if cached != second:
-        prefix = ts.replace(microsecond=0).isoformat()[:-6]
-        _ts_prefix = (second, prefix)
+        prefix = _ts_second(ts, second)
     us = ts.microsecond  # microseconds only when not zero, and Z: as pydantic writes it
     ts_text = f"{prefix}.{us:06d}Z" if us else f"{prefix}Z"
-    clock_device_id, priority_seq, site_source_ts, type_v, type_, code = fragments
     try:
-        return (event_id, type_, code, ts_text,
-                f'{clock_device_id}{encode_basestring(event_id)},"payload":{payload_json}{priority_seq}'
-                .encode(), f"{site_source_ts}{ts_text}{type_v}".encode())
+        return (event_id, fragments[4], fragments[5], ts_text,
+                f'{fragments[0]}{encode_basestring(event_id)},"payload":{payload_json}{fragments[1]}'
+                .encode(), f"{fragments[2]}{ts_text}{fragments[3]}".encode())
     except UnicodeEncodeError:  # a lone surrogate: pydantic's path refuses it as it always did
         return None
 

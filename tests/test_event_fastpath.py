@@ -3,7 +3,9 @@ canonical_json gave before, for every valid event, and refuse what they refused.
 
 from __future__ import annotations
 
+import enum
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -11,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from edge import events
 from edge.errors import EventInvalid
-from edge.events import Event, _make_checked, canonical_json, make_event, wire, with_seq
+from edge.events import Event, _make_checked, canonical_json, make_event, set_seqs, wire, with_seq
 
 _scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=12)
             | st.floats(allow_nan=False, allow_infinity=False))
@@ -27,6 +30,10 @@ _types = st.from_regex(r"\A[a-z][a-z0-9_]{0,6}\.[a-z][a-z0-9_.]{0,8}\Z")
 _zones = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))])
 _ts = st.none() | st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
                                timezones=_zones)
+
+
+class _Lane(enum.Enum):
+    IN = "in"
 
 
 def _old_bytes(event: Event, seq: int | None) -> bytes:
@@ -73,6 +80,8 @@ def test_fast_event_bytes_equal_the_pydantic_bytes(payload, device, site, source
     {"t": (1, [2, {"k": -0.0}])},
     {"big": 10**30, "f": 1e16, "g": 5e-324},
     {"s": "\u2028\x00\"\\ü😀"},
+    {"u": uuid.UUID(int=7), "e": _Lane.IN, "n": 1},  # a native encoder would take these itself
+    {"i": 2**64, "j": -(2**63) - 1, "k": "x"},  # past a native encoder's 64 bits
 ])
 def test_unusual_payloads_give_the_old_bytes(payload):
     event = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload=payload)
@@ -128,11 +137,47 @@ def test_the_payload_is_copied_and_the_event_is_frozen():
 
 
 def test_copies_never_change_the_fields_set_events_share():
-    from edge import events
-
     before = (set(events._FIELDS_SET), set(events._FIELDS_SET_SEQ))
     event = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload={"n": 1})
     event.model_copy(update={"seq": 4})
     with_seq(event, 3).model_copy(update={"payload": {}}, deep=True)
     assert (events._FIELDS_SET, events._FIELDS_SET_SEQ) == before
     assert with_seq(event, 3).model_fields_set == before[0] | {"seq"}
+
+
+def test_set_seqs_sets_them_in_place_and_copies_what_it_cannot_change():
+    class Sub(Event):
+        pass
+
+    made = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload={"n": 1})
+    copied = made.model_copy()  # a plain Event, but not with make_event's fields set
+    sub = Sub.model_validate(made.model_dump())
+    batch = [made, copied, made, sub]
+    set_seqs(batch, 5)
+    assert batch[0] is made and batch[1] is copied and made.seq == 5 and copied.seq == 6
+    assert batch[2] is not made and batch[2].seq == 7 and batch[2].id == made.id  # given twice
+    assert batch[3] is not sub and batch[3].seq == 8 and sub.seq is None
+    assert all("seq" in e.model_fields_set for e in batch)
+    assert [e.canonical_bytes() for e in batch[:3]] == [
+        _old_bytes(made, 5), _old_bytes(made, 6), _old_bytes(made, 7)]
+
+
+_flat = st.dictionaries(st.text(max_size=8), st.none() | st.booleans() | st.text(max_size=12)
+                        | st.integers(-(2**64), 2**64), max_size=8)
+
+
+@pytest.mark.skipif(events._dumps is None, reason="no native encoder installed: the standard "
+                    "library's is the only path (the tests above)")
+@settings(max_examples=300, deadline=None)
+@given(payload=_flat)
+def test_the_native_encoder_writes_what_the_standard_library_writes(payload):
+    assert events._payload_json(payload) == "".join(events._encode_plain(payload, 0))
+
+
+@pytest.mark.skipif(events._dumps is None, reason="no native encoder installed")
+def test_the_native_encoder_escapes_every_character_as_the_standard_library_does():
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(chars), 4096):
+        text = "".join(chars[start:start + 4096])
+        payload = {text: text, text[:2]: text[-3:], "n": start}
+        assert events._payload_json(payload) == "".join(events._encode_plain(payload, 0))

@@ -195,3 +195,61 @@ def test_a_backlog_goes_whole_from_sqlite_read_ahead_and_acked_only_on_puback(ri
                                + b'],"chain":{"seq":%d,"hash":"%s"}}' % (seqs[-1], msg.json()["chain"]["hash"].encode()))
     assert sum(len(m.json()["events"]) for m in collector.messages) == len(want)  # each once: no resend here
     wait_for(lambda: _flushed(link, store), 10, "every event acked", interval=0)
+
+
+def test_what_the_store_may_drop_never_includes_acked_or_read_events(rig):
+    """An event the broker has acknowledged is delivered until its ack is committed, and a
+    row being read may be published any moment: ``protected_ranges`` (what the store must not
+    drop as never sent when it makes room) holds both, and lets them go once done."""
+    link, store = rig(start=False)
+    uplink, acker = link.uplink, link.uplink.acker
+    inside, release = threading.Event(), threading.Event()
+    commit = store.mark_acked_ranges
+
+    def slow_commit(ranges):
+        inside.set()
+        release.wait(10)
+        return commit(ranges)
+
+    store.mark_acked_ranges = slow_commit
+    for i in range(30):
+        store.append(_event("sim.x", i))
+    acker.start()
+    try:
+        acker.add([(1, 10)], [12, 13, 15])  # PUBACKs in: the acker commits them, slowly
+        assert inside.wait(5)
+        acker.add([(20, 22)])  # more while that commit runs
+        held = uplink.protected_ranges()
+        for lo, hi in ((1, 10), (12, 13), (15, 15), (20, 22)):
+            assert any(a <= lo and hi <= b for a, b in held), (lo, hi, held)
+        assert not any(a <= 25 <= b for a, b in held), held  # nothing else: no event sent
+
+        uplink._reading = 26  # a read from the cursor in progress: everything after it
+        assert any(a <= 26 and b >= 10**12 for a, b in uplink.protected_ranges())
+        uplink._reading = None
+    finally:
+        release.set()
+    assert acker.flush(5)
+    assert uplink.protected_ranges() == []  # committed acked: the store may purge them as history
+    assert store.stats()["pending"] == 30 - 16
+
+
+def test_events_in_flight_when_the_connection_drops_are_never_called_unsent(rig, mosquitto):
+    """A message the broker may have taken before the connection broke (no PUBACK came) is
+    not "never sent": while the uplink waits to send it again, the store may not drop it as
+    such; once it is sent again and acknowledged, nothing is held."""
+    link, store = rig()
+    uplink = link.uplink
+    os.kill(mosquitto.proc.pid, signal.SIGSTOP)  # takes the messages, acknowledges none
+    stored = store.append_many([_event("sim.beat", i) for i in range(50)])
+    wait_for(lambda: uplink.status()["sent_events"] >= 50, 10, "50 events in flight", interval=0.01)
+    mosquitto.stop(kill=True)  # the connection ends with no PUBACK
+    wait_for(lambda: not link.connected and uplink.status()["inflight_messages"] == 0, 10, "the uplink rewound")
+    held = uplink.protected_ranges()
+    assert all(any(lo <= e.seq <= hi for lo, hi in held) for e in stored), held
+    assert store.stats()["pending"] == 50
+
+    mosquitto.start()  # a fresh broker (the killed one kept nothing): acks come from the events sent again
+    wait_for(lambda: _flushed(link, store), 20, "every event sent again and acked", interval=0.05)
+    assert uplink.status()["sent_events"] >= 100  # each of the 50 published twice
+    assert uplink.protected_ranges() == []

@@ -40,9 +40,29 @@ def test_a_span_is_the_pending_bodies_joined_in_seq_order_with_the_last_hash(sto
     for span in spans:
         inside = [rows[q] for q in range(span.first, span.last + 1) if q in rows]
         assert span.body == b",".join(r[2] for r in inside)
-        assert span.hash == inside[-1][3] and span.min_type == span.max_type == "sim.beat"
+        assert span.hash == inside[-1][3] and span.family == "sim" and span.others == 0
     assert store.outbox_spans(10, after_seq=30) == []
     assert [s.first for s in store.outbox_spans(10, after_seq=2)] == [5]  # 3 and 4 are acked
+
+
+def test_a_span_counts_its_events_of_another_family_than_the_first(store):
+    types = ["sim.beat"] * 10 + ["sim.load", "simx.a", "si.x", "gate.pass", "sim.beat"] + ["gate.pass"] * 10
+    store.append_many([e for t in types for e in _events(1, t)])
+    spans = store.outbox_spans(5, after_seq=0, count=5)
+    assert [(s.first, s.family, s.others) for s in spans] == [
+        (1, "sim", 0), (6, "sim", 0), (11, "sim", 3), (16, "sim", 5), (21, "sim", 5)]
+    assert [(s.family, s.others) for s in store.outbox_spans(5, after_seq=15, count=2)] == [("gate", 0)] * 2
+
+
+def test_a_family_change_between_spans_is_read_whole_by_the_next_read(store):
+    store.append_many(_events(20, "sim.beat") + _events(20, "gate.pass"))
+    reader = _reader(store, max_events=10)
+    first, cursor = reader.read(0)
+    assert [(b.topic.rsplit("/", 1)[-1], b.span) for b in first] == [("sim", (1, 10)), ("sim", (11, 20))]
+    second, cursor = reader.read(cursor)
+    assert [(b.topic.rsplit("/", 1)[-1], b.span) for b in second] == [("gate", (21, 30)), ("gate", (31, 40))]
+    assert reader.usable()  # no miss: the fast path does not rest
+    reader.close()
 
 
 def test_spans_stop_before_a_range_ack_and_go_on_after_it(store):
@@ -118,8 +138,8 @@ def test_the_read_ahead_is_protected_used_once_and_forgotten_on_rewind(store):
     reader = _reader(store, max_events=10)
     first, cursor = reader.read(0)
     assert len(first) == SPANS_PER_READ and cursor == 40
-    # The store must not drop these: what the uplink is taking, and what is being read ahead.
-    assert reader.protected() == [(1, 40), (41, 40 + SPANS_PER_READ * 10)]
+    # The store must not drop what is being read ahead (the uplink holds what it read itself).
+    assert reader.protected() == [(41, 40 + SPANS_PER_READ * 10)]
     ahead, cursor = reader.read(cursor)
     assert [b.first for b in ahead] == [41, 51, 61, 71] and cursor == 80
     reader.forget()  # a rewind: the read started after 80 is not used
@@ -134,7 +154,7 @@ def test_a_closed_reader_starts_no_read_ahead(store):
     reader = _reader(store, max_events=10)
     reader.close()  # the uplink stopping while its thread still reads
     batches, cursor = reader.read(0)
-    assert len(batches) == SPANS_PER_READ and reader.protected() == [(1, 4 * 10)]
+    assert len(batches) == SPANS_PER_READ and reader.protected() == []  # nothing read ahead
 
 
 def _pack_one_by_one(rows, max_events, max_bytes, envelope):

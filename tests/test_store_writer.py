@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from edge.errors import StoreClosed
 from edge.store._writer import GroupCommitWriter, Job
 
@@ -72,12 +74,8 @@ def test_close_finishes_what_was_queued_and_refuses_what_came_after():
     jobs = [writer.submit(Job(items=[n])) for n in range(50)]
     writer.close()
     assert [job.wait() for job in jobs] == [[n] for n in range(50)]
-    try:
+    with pytest.raises(StoreClosed):  # a closed writer accepts no job
         writer.submit(Job(items=[99]))
-    except StoreClosed:
-        pass
-    else:
-        raise AssertionError("a closed writer accepted a job")
 
 
 def test_a_job_racing_close_is_refused_without_refusing_what_came_before():
@@ -200,12 +198,8 @@ def test_inline_close_waits_for_a_batch_running_in_a_callers_thread():
     closing.join(10)
     caller.join(10)
     assert done == ["committed"] and not closing.is_alive()
-    try:
+    with pytest.raises(StoreClosed):  # a closed writer accepts no job
         writer.submit(Job(items=[2]))
-    except StoreClosed:
-        pass
-    else:
-        raise AssertionError("a closed writer accepted a job")
 
 
 def test_inline_a_batch_that_breaks_in_a_callers_thread_stops_the_store_loudly():

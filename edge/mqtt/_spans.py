@@ -35,7 +35,6 @@ class SpanReader:
         self._ahead: tuple[Future, int, int] | None = None  # (reading, after_seq, limit)
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
-        self._held: tuple[int, int] | None = None  # the last read's seqs (see protected)
 
     def usable(self) -> bool:
         """False while resting after a miss (mixed families ahead)."""
@@ -53,10 +52,12 @@ class SpanReader:
                 spans = self.store.outbox_spans(limit, after_seq=cursor, count=SPANS_PER_READ)
             out, stop = [], None
             for span in spans:
-                family = span.min_type[:span.min_type.index(".")]
-                if not span.max_type.startswith(family + "."):  # every type between shares the prefix
+                # Events of another family than the first one read: mixed from here (a later
+                # span all of another family comes first in the next read instead).
+                if span.others:
                     stop = "mixed"
                     break
+                family = span.family
                 payload = b"".join((head, span.body, tail(span.last, span.hash)))  # one copy, not two
                 # Bytes per seq of this span size the next ones to the byte cap.
                 per_seq = (len(span.body) + 1) / (span.last - span.first + 1)
@@ -69,7 +70,6 @@ class SpanReader:
                                  span=(span.first, span.last), count=span.count))
                 cursor = span.last
             if out:
-                self._held = (out[0].first, cursor)  # until the uplink holds them (see protected)
                 if stop is None:
                     self._misses = 0
                     if len(spans) == SPANS_PER_READ:  # a backlog: read on while these are sent
@@ -85,18 +85,16 @@ class SpanReader:
 
     def protected(self) -> list[tuple[int, int]]:
         """Seqs the store must not drop as never sent: those the read ahead may return (from
-        before it starts), and those of the last read until the uplink has them in its queue."""
-        out = [held] if (held := self._held) else []
-        if (ahead := self._ahead) is not None:
-            _reading, after, limit = ahead
-            out.append((after + 1, after + SPANS_PER_READ * limit))
-        return out
+        before it starts). The uplink holds those of a read it runs itself (``_reading``)."""
+        if (ahead := self._ahead) is None:
+            return []
+        _reading, after, limit = ahead
+        return [(after + 1, after + SPANS_PER_READ * limit)]
 
     def forget(self) -> None:
         """Drop the read ahead (a rewind): its result is not used."""
         with self._lock:
             self._ahead = None
-        self._held = None
 
     def close(self) -> None:
         self._closed = True  # a read still running on the uplink thread starts nothing new

@@ -30,13 +30,14 @@ from edge.mqtt._batch import RESULT_FAMILY, Batch, pack
 from edge.mqtt._spans import SpanReader
 from edge.mqtt.backoff import full_jitter
 from edge.mqtt.errors import MqttUnavailable
-from edge.seqranges import SeqRanges, runs
+from edge.seqranges import SeqRanges, runs, union
 from edge.supervisor import SupervisedThread
 
 log = structlog.get_logger("edge.mqtt.uplink")
 
 _SAFETY_WAKE_S = 5.0
 _ACK_RETRY_S = 1.0  # acks the store could not record are retried this often
+_SEQ_MAX = (1 << 63) - 1
 _ACKS_PER_WAKE = 4  # PUBACKs that wake the uplink in a drain: a fast-path read's worth (_spans)
 
 
@@ -47,6 +48,7 @@ class Acker:
         self.store = store
         self._buf: list[tuple[int, int]] = []  # acknowledged (first, last) seq ranges
         self._buf_seqs: list[int] = []  # and single seqs (packed batches): made ranges on this thread
+        self._writing: list[tuple[int, int]] = []  # taken from the buffers, being committed
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
@@ -80,12 +82,29 @@ class Acker:
                 self._idle.wait(remaining)
         return True
 
+    def wait_committed(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` events are committed acked (woken by each commit)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.committed < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
     def stop(self, timeout: float = 5.0) -> None:
         self.flush(timeout)
         self._stop = True
         self._thread.stop()
         self._wake.set()
         self._thread.join(timeout)
+
+    def uncommitted(self) -> list[tuple[int, int]]:
+        """Every seq acknowledged by the broker and not yet committed acked: buffered, being
+        written, or kept in memory. The store must never drop these as never sent."""
+        with self._lock:
+            return [*self._buf, *runs(sorted(set(self._buf_seqs))), *self._writing, *self.unrecorded.ranges()]
 
     def is_unrecorded(self, seq: int) -> bool:
         with self._lock:
@@ -100,13 +119,13 @@ class Acker:
                 retried = bool(self.unrecorded) and not self._stop  # retry what the store could not take;
                 if retried:
                     ranges += self.unrecorded.ranges()  # they stay in the set (uplink, store) until written
-                self._busy = bool(ranges or seqs)
-            if seqs:
-                ranges += runs(sorted(set(seqs)))
+                if seqs:
+                    ranges += runs(sorted(set(seqs)))
+                self._busy, self._writing = bool(ranges), ranges
             if ranges:
                 self._commit(ranges, retried)
             with self._lock:
-                self._busy = False
+                self._busy, self._writing = False, []
                 self._idle.notify_all()
                 if self._stop and not self._buf and not self._buf_seqs:
                     return
@@ -156,6 +175,10 @@ class Uplink:
         self._inflight: dict[int, Batch] = {}
         self._inflight_events = 0
         self._paused_until = 0.0
+        self._reading: int | None = None  # the cursor + 1 while a read runs (see protected_ranges)
+        # Seqs published before a rewind whose PUBACK never came: the broker may have them, so
+        # the store must not call them never sent until they are read for sending again.
+        self._maybe_delivered: list[tuple[int, int]] = []
         self._read_failures = 0
         self._refused_topics: dict[str, int] = {}  # topic -> consecutive refusals
         self.counters = {"sent_messages": 0, "sent_events": 0, "acked_messages": 0, "refused_messages": 0}
@@ -199,9 +222,11 @@ class Uplink:
     def protected_ranges(self) -> list[tuple[int, int]]:
         """Seqs the store must not drop as never sent (called inside the store's commit):
         those whose acks are kept in memory (delivered), and from the first event in flight
-        or read for sending up to the read cursor (they may be delivered any moment)."""
-        with self.acker._lock:
-            out = self.acker.unrecorded.ranges()
+        or read for sending up to the read cursor (they may be delivered any moment), and those
+        acknowledged by the broker whose acks are not committed yet."""
+        out = self.acker.uncommitted() + self._maybe_delivered
+        if (reading := self._reading) is not None:  # rows being read now: none of them is held yet
+            out.append((reading, _SEQ_MAX))
         for _attempt in range(3):  # the uplink thread may change these while we look
             try:
                 firsts = [b.first for b in list(self._inflight.values())] + [b.first for b in list(self._ready)]
@@ -266,6 +291,10 @@ class Uplink:
         """Forget what is in flight and re-read every pending event from the store."""
         self._rewind.clear()
         self._gen += 1
+        if self._inflight:  # published, no PUBACK: maybe delivered (as one range: gaps kept too, safe)
+            ranges = [r for b in list(self._inflight.values()) for r in b.ranges]
+            self._maybe_delivered = union(self._maybe_delivered + [(min(r[0] for r in ranges),
+                                                                    max(r[1] for r in ranges))])
         self._inflight.clear()
         self._inflight_events = 0
         self._ready.clear()
@@ -285,14 +314,15 @@ class Uplink:
                 delivery = self.link.publish(batch.topic, batch.payload, qos=1, on_ack=on_ack)
             except MqttUnavailable:
                 return  # the connection listener wakes us again
+            self._inflight[delivery.mid] = batch  # in flight before it leaves the queue: always held
             self._ready.popleft()
-            self._inflight[delivery.mid] = batch
             self._inflight_events += batch.count
             self.counters["sent_messages"] += 1
             self.counters["sent_events"] += batch.count
 
     def _read(self) -> bool:
         """Read and pack the next pending events; False when there are none (or reading failed)."""
+        self._reading = self._cursor + 1
         try:
             got = None
             if self._spans is not None and not self.acker.unrecorded and self._spans.usable():
@@ -310,8 +340,19 @@ class Uplink:
             self._paused_until = time.monotonic() + self.cfg.backoff_min_s + delay
             log.error("uplink_read_failed", error=str(exc), retry_in_s=round(delay, 3))
             return False
+        finally:
+            self._reading = None  # what was read is in the ready queue (or was not read)
         self._read_failures = 0
+        self._settle_maybe_delivered()
         return read
+
+    def _settle_maybe_delivered(self) -> None:
+        """Forget a maybe-delivered range once read again and every batch holding its seqs is
+        acked (the acker has them): not before, as another rewind would leave them unheld."""
+        if self._maybe_delivered:
+            held = [b.first for b in self._inflight.values()] + [b.first for b in self._ready]
+            below = min(held, default=_SEQ_MAX)
+            self._maybe_delivered = [r for r in self._maybe_delivered if r[1] > self._cursor or r[1] >= below]
 
     def _read_rows(self) -> bool:
         """Read pending events row by row and pack them per family; False when there are none."""
@@ -333,16 +374,16 @@ class Uplink:
         return getattr(self.link, "batch_max_bytes", self.cfg.batch_max_bytes)
 
     def _take_acks(self) -> None:
-        acked, seqs = [], []
+        acked, seqs, done = [], [], {}
         while self._acks:
             gen, mid, code, reason = self._acks.popleft()
             if gen != self._gen:
                 continue  # from before a rewind: those events are being sent again
-            batch = self._inflight.pop(mid, None)
-            if batch is None:
+            batch = self._inflight.get(mid)
+            if batch is None or mid in done:
                 continue
-            self._inflight_events -= batch.count
             if code < 0x80:
+                done[mid] = batch  # leaves _inflight once the acker holds it (protected_ranges)
                 self.counters["acked_messages"] += 1
                 self._refused_topics.pop(batch.topic, None)
                 if batch.span:
@@ -350,9 +391,16 @@ class Uplink:
                 else:
                     seqs += batch.seqs
             else:
+                del self._inflight[mid]
+                self._inflight_events -= batch.count
                 self._refused(batch, code, reason)
         if acked or seqs:
             self.acker.add(acked, seqs)  # one wake-up of the acker, not one per message
+        for mid, batch in done.items():
+            del self._inflight[mid]
+            self._inflight_events -= batch.count
+        if done:
+            self._settle_maybe_delivered()
 
     def _refused(self, batch: Batch, code: int, reason: str) -> None:
         self.counters["refused_messages"] += 1

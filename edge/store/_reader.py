@@ -25,28 +25,35 @@ DB_NAME = "events.db"
 KEY_NAME = "audit.key"
 
 
-# One message: count, seq bounds, type bounds, the bodies joined with "," in seq order (a
-# rowid range scan visits rows in seq order; NOT INDEXED keeps it one), the last one's hash.
+# One message: count, seq bounds, how many are of another family than the first pending
+# event read (see outbox_spans), the bodies joined with "," in seq order (a rowid range scan
+# visits rows in seq order; NOT INDEXED keeps it one), the last one's hash. The bounds come
+# from the pending index (two lookups), not from min(seq)/max(seq) over the scan, and the
+# family is checked against known bounds, not by min(type)/max(type): fewer aggregate calls
+# per row, about a fifth of the statement's cost. ?1 and ?2 bound the family's types.
 _SPAN_SQL = (
-    "SELECT n, lo, hi, t0, t1, body, (SELECT hash FROM events WHERE seq = hi) FROM ("
-    "SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi, min(type) AS t0, max(type) AS t1, "
+    "SELECT n, lo, hi, others, body, (SELECT hash FROM events WHERE seq = hi) FROM ("
+    "SELECT count(*) AS n, "
+    "(SELECT min(seq) FROM events WHERE seq BETWEEN ?{a} AND ?{b} AND acked_at IS NULL) AS lo, "
+    "(SELECT max(seq) FROM events WHERE seq BETWEEN ?{a} AND ?{b} AND acked_at IS NULL) AS hi, "
+    "count(*) FILTER (WHERE type < ?1 OR type >= ?2) AS others, "
     "CAST(group_concat(body, ',') AS BLOB) AS body "
-    "FROM events NOT INDEXED WHERE seq BETWEEN ? AND ? AND acked_at IS NULL)")
+    "FROM events NOT INDEXED WHERE seq BETWEEN ?{a} AND ?{b} AND acked_at IS NULL)")
 
 
 @functools.cache
 def _spans_sql(count: int) -> str:
-    return " UNION ALL ".join([_SPAN_SQL] * count)
+    return " UNION ALL ".join(_SPAN_SQL.format(a=2 * i + 3, b=2 * i + 4) for i in range(count))
 
 
 class OutboxSpan(NamedTuple):
     count: int
     first: int
     last: int
-    min_type: str
-    max_type: str
+    others: int  # events not of ``family``: while any, the span is no one message
     body: bytes  # the bodies joined with b","
     hash: bytes  # chain hash of ``last``
+    family: str  # of the first pending event read (the first span's first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,8 @@ class StoreReader:
         object per row and the GIL released meanwhile, so the network thread keeps
         sending. The spans stop before the next unfolded ack range, so every pending row
         between a span's ``first`` and ``last`` is in it: acking that range acks exactly
-        these events. The caller checks ``min_type``/``max_type`` (one family?) and size."""
+        these events. Each span counts its events of another family than the first event
+        read (``others``); the caller checks that (one family?) and the size."""
         conn = self._conn()
         ranges = _acks.load(conn)
         while True:
@@ -119,11 +127,14 @@ class StoreReader:
             if span is None:
                 return []
             first, bound = span
-            args = []
+            row = conn.execute("SELECT type FROM events WHERE seq = ?", (first,)).fetchone()
+            family = row[0].split(".", 1)[0] if row else ""
+            # Its types are those from "family." up to "family/" ("/" follows "." in ASCII).
+            args = [family + ".", family + "/"]
             for lo in range(first, min(bound, first + count * limit - 1) + 1, limit):
                 args += (lo, min(bound, lo + limit - 1))
-            rows = conn.execute(_spans_sql(len(args) // 2), args).fetchall()
-            spans = sorted((OutboxSpan(*row) for row in rows if row[0]), key=lambda sp: sp.first)
+            rows = conn.execute(_spans_sql(len(args) // 2 - 1), args).fetchall()
+            spans = sorted((OutboxSpan(*row, family) for row in rows if row[0]), key=lambda sp: sp.first)
             if spans:
                 return spans
             after_seq = args[-1]  # every row there went (evicted) since the first was found

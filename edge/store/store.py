@@ -21,7 +21,7 @@ import structlog
 from edge.clock import ClockMonitor
 from edge.config import StoreSettings
 from edge.errors import EventInvalid, StoreError
-from edge.events import Event, make_event, new_event_id, set_seq, wire, with_seq
+from edge.events import Event, make_event, new_event_id, set_seqs, wire
 from edge.seqranges import merge, runs, union
 from edge.sqlite import open_db
 from edge.store import _chain, _dropruns
@@ -249,9 +249,7 @@ class Store(RowsMixin, SpaceMixin, StoreReader):
             self._acks.reload()
             return exc
         for seq, events in self._unsequenced:  # committed: now they have their seqs
-            for i, event in enumerate(events, seq):
-                if not set_seq(event, i):
-                    events[i - seq] = with_seq(event, i)  # the same event twice in a batch
+            set_seqs(events, seq)  # a copy for the same event twice in a batch
             self._batch_events += events
         return None
 

@@ -33,9 +33,18 @@ each store copy written out (fsynced) before its clock starts; the figures
 are the median round's (``median_low`` of the ratios), with min and max over
 the rounds. The first message of the SQLite half is checked byte for byte
 against the uplink's own packing of the same rows: both send the same bytes.
+
+Each side's CPU is counted too: this process's (every thread) plus the
+broker's (``/proc``). Both halves' work needs at least their CPU added up,
+so on this machine's cores no pipeline of them can end before
+``(cpu_sqlite + cpu_paho) / cores``: the machine's limit is the slower of that
+and the slower half (``ratio_to_machine_limit``). ``cpu_ratio_to_raw_halves``
+is ours CPU against the halves' CPU added up: the work ours adds, whatever the
+cores.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import shutil
@@ -80,10 +89,10 @@ def _ours(settings, store, n: int) -> float:
     started = time.perf_counter()
     link.start()
     try:
-        while link.uplink.acker.committed < n:
-            if time.perf_counter() - started > 300:
-                raise TimeoutError(f"uplink acked only {link.uplink.acker.committed} of {n} in 300 s")
-            time.sleep(0.001)  # coarse enough not to compete with the threads it measures
+        # Woken by the acker's commits, as the raw sides wait for their last PUBACK: no polling
+        # thread competing for the GIL with the threads it measures.
+        if not link.uplink.acker.wait_committed(n, 300):
+            raise TimeoutError(f"uplink acked only {link.uplink.acker.committed} of {n} in 300 s")
         return time.perf_counter() - started
     finally:
         link.stop()
@@ -129,8 +138,17 @@ def _raw_sqlite_read_mark(db_path: Path, head: bytes, batch: int, window: int, n
     return elapsed, messages
 
 
-_RAW_SPAN = ("SELECT count(*), min(seq), max(seq), CAST(group_concat(body, ',') AS BLOB) "
-             "FROM events WHERE seq BETWEEN ? AND ?")
+# The seq bounds by two rowid lookups, not min(seq)/max(seq) over the scan, as the uplink's.
+_RAW_SPAN = ("SELECT count(*), (SELECT min(seq) FROM events WHERE seq BETWEEN ?1 AND ?2), "
+             "(SELECT max(seq) FROM events WHERE seq BETWEEN ?1 AND ?2), CAST(group_concat(body, ',') AS BLOB) "
+             "FROM events WHERE seq BETWEEN ?1 AND ?2")
+
+
+def _cpu_s(broker) -> float:
+    """CPU seconds used so far by this process (all threads) and the broker."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{broker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return time.process_time() + (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
 def _raw_db(db_path: Path, fresh: bool = False) -> sqlite3.Connection:
@@ -323,14 +341,20 @@ def run(args) -> dict:
             head = b'{"store":"%s","events":[' % store_id.encode()
             topic = topics.events("bench", "bench-1", "sim")
             messages = None
+            # Imported before any clock starts: the first round's first side (ours, every third
+            # run) does not pay for loading the MQTT link, paho and the read-ahead's pool.
+            for module in ("concurrent.futures", "paho.mqtt.client", "edge.mqtt.link"):
+                importlib.import_module(module)
             for r in range(args.rounds):
                 got = {}
                 # Rotated each round, the SQLite half always before paho (it builds the messages).
                 order = [["ours", "sqlite", "paho", "pipeline"], ["sqlite", "paho", "pipeline", "ours"],
                          ["pipeline", "sqlite", "ours", "paho"]][r % 3]
                 for side in order:
+                    cpu_before = _cpu_s(broker)
                     if side == "ours":
                         store = _open_copy(tmp / "seed", tmp / "ours", settings)
+                        cpu_before = _cpu_s(broker)  # opening the copy is not the drain
                         try:
                             got["ours"] = _ours(settings, store, count)
                             got["pending_after"] = store.stats()["pending"]
@@ -338,13 +362,16 @@ def run(args) -> dict:
                             store.close()
                     elif side == "sqlite":
                         got["sqlite"], messages = _raw_sqlite_read_mark(raw_db, head, batch, window, count)
+                        got["cpu_sqlite"] = _cpu_s(broker) - cpu_before  # without the row-by-row run
                         got["sqlite_rows"], _ = _raw_sqlite_read_mark(raw_db, head, batch, window, count, True)
+                        continue
                     elif side == "pipeline":
                         got["pipeline"] = _raw_pipeline(raw_db, head, topic, broker.port, batch, window, count)
                     else:
                         if messages is None:  # never before the SQLite half: its messages are the input
                             raise AssertionError("round order")
                         got["paho"] = _raw_paho_publish(messages, topic, broker.port, window)
+                    got["cpu_" + side] = _cpu_s(broker) - cpu_before
                 if r == 0:
                     check = _open_copy(tmp / "seed", tmp / "check", settings)
                     try:
@@ -361,12 +388,17 @@ def _report(args, settings, count: int, avg: float, rounds: list[dict]) -> dict:
     per_round = []
     for got in rounds:
         ours, sqlite, paho, rows, pipe = (count / got[k] for k in ("ours", "sqlite", "paho", "sqlite_rows", "pipeline"))
+        cores = os.cpu_count() or 1
+        machine = count / max(got["sqlite"], got["paho"], (got["cpu_sqlite"] + got["cpu_paho"]) / cores)
         per_round.append({"events_per_s": round(ours), "raw_sqlite_read_mark_events_per_s": round(sqlite),
                           "raw_sqlite_row_by_row_events_per_s": round(rows),
                           "raw_paho_qos1_publish_events_per_s": round(paho),
                           "raw_limit": "sqlite" if sqlite < paho else "paho",
                           "ratio_to_raw_limit": round(ours / min(sqlite, paho), 3),
                           "raw_pipeline_events_per_s": round(pipe), "ratio_to_raw_pipeline": round(ours / pipe, 3),
+                          "cpu_ms": {k: round(got["cpu_" + k] * 1000, 1) for k in ("ours", "sqlite", "paho", "pipeline")},
+                          "machine_limit_events_per_s": round(machine), "ratio_to_machine_limit": round(ours / machine, 3),
+                          "cpu_ratio_to_raw_halves": round(got["cpu_ours"] / (got["cpu_sqlite"] + got["cpu_paho"]), 3),
                           "pending_after": got["pending_after"]})
     ratios = [p["ratio_to_raw_limit"] for p in per_round]
     mid = per_round[ratios.index(statistics.median_low(ratios))]
@@ -378,6 +410,8 @@ def _report(args, settings, count: int, avg: float, rounds: list[dict]) -> dict:
         "ratio_to_raw_limit_min": min(ratios), "ratio_to_raw_limit_max": max(ratios),
         # over the rounds on its own (the median round above is the one of ratio_to_raw_limit)
         "ratio_to_raw_pipeline_median": statistics.median_low(piped),
+        "ratio_to_machine_limit_median": statistics.median_low(p["ratio_to_machine_limit"] for p in per_round),
+        "cpu_ratio_to_raw_halves_median": statistics.median_low(p["cpu_ratio_to_raw_halves"] for p in per_round),
         "ratio_to_raw_pipeline_min": min(piped), "ratio_to_raw_pipeline_max": max(piped),
         "pending_after": max(p["pending_after"] for p in per_round),
         "rounds": per_round, "load_avg_1m": round(os.getloadavg()[0], 2),
