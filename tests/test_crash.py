@@ -15,19 +15,10 @@ import random
 import sqlite3
 import time
 
+from drivers.sim.heartbeat import read_confirmations
 from edge.testing.wait import wait_for
 
 KILLS = 20
-
-
-def _confirmed(path) -> dict[str, int]:
-    out = {}
-    if path.exists():
-        for line in path.read_text().split("\n"):
-            parts = line.split()
-            if len(parts) == 2:  # a line cut short by the kill is simply not counted
-                out[parts[0]] = int(parts[1])
-    return out
 
 
 def _wait_for_appends(paths, at_least: int, timeout: float = 20.0) -> None:
@@ -74,7 +65,7 @@ def test_sigkill_at_random_moments_loses_no_confirmed_event(edge_daemon, base_co
 
     confirmed: dict[str, int] = {}
     for path in confirm:
-        confirmed.update(_confirmed(path))
+        confirmed.update(read_confirmations(path))
     with sqlite3.connect(f"file:{daemon.state_dir / 'events.db'}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT seq, id FROM events ORDER BY seq").fetchall()
     stored = {event_id: seq for seq, event_id in rows}

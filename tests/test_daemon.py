@@ -13,16 +13,13 @@ import time
 
 import pytest
 
+from drivers.sim.heartbeat import read_confirmations
 from edge.testing.wait import holds_within, wait_for
 
 FULL_RATE = [
     {"name": "fast-a", "kind": "sim.heartbeat", "rate": 0, "event_type": "sim.fast_a"},
     {"name": "fast-b", "kind": "sim.heartbeat", "rate": 0, "priority": "normal", "payload_bytes": 500},
 ]
-
-
-def _confirmed(path) -> dict[str, int]:
-    return {line.split()[0]: int(line.split()[1]) for line in path.read_text().splitlines() if line}
 
 
 def _stored_ids(state_dir) -> set[str]:
@@ -41,7 +38,7 @@ def test_sigterm_under_full_load_stops_within_10s_and_keeps_every_append(edge_da
     assert code == 0, daemon.log_tail()
     assert took < 10, took
 
-    confirmed = _confirmed(confirm)
+    confirmed = read_confirmations(confirm)
     assert len(confirmed) > 50
     assert set(confirmed) <= _stored_ids(daemon.state_dir)  # nothing acknowledged was lost
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,6 +27,20 @@ class HeartbeatConfig(DriverConfig):
         "A crash test compares it with the store: every line must be stored.")
 
 
+_CONFIRM_LINE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) ([1-9][0-9]*)")
+
+
+def read_confirmations(path: Path) -> dict[str, int]:
+    """The ``confirm_file``'s record: event id -> seq of every append that returned. A line a
+    kill cut short is not a confirmation (its append may not have returned) and is skipped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    lines = text.split("\n")[:-1]  # the last piece has no newline yet: written partly or not at all
+    return {m[1]: int(m[2]) for line in lines if (m := _CONFIRM_LINE.fullmatch(line))}
+
+
 class HeartbeatDriver(Driver):
     """Emits ``event_type`` at ``rate`` with a running counter; can crash on purpose."""
 
@@ -40,6 +55,10 @@ class HeartbeatDriver(Driver):
             # Line-buffered: each line reaches the kernel as soon as it is written, so it
             # survives a SIGKILL of this process (the file is the test's record, not ours).
             self._confirm = open(config.confirm_file, "a", buffering=1)
+            # A SIGKILL can cut a write short at a page boundary: start on a line of our own,
+            # never glued to the last run's half line.
+            if self._confirm.tell() and not config.confirm_file.read_bytes().endswith(b"\n"):
+                self._confirm.write("\n")
 
     def run(self) -> None:
         cfg = self.config
