@@ -22,7 +22,7 @@ from pydantic_settings import (
 )
 
 from edge.commands.settings import CommandsSettings
-from edge.config_files import InputFile, missing_inputs
+from edge.config_files import InputFile, SecretFile, missing_inputs
 from edge.errors import ConfigError, UnknownDriverKind
 from edge.limits import MQTT_PACKET_MAX, SESSION_EXPIRY_MAX_S, non_finite
 from edge.localapi.settings import LocalApiSettings
@@ -67,14 +67,16 @@ class MqttSettings(_Section):
                                       "certificate must chain to; default: the system's.")
     cert_file: InputFile | None = Field(default=None, description="This device's certificate (PEM) for "
                                         "mutual TLS: its identity at the broker. Set with key_file.")
-    key_file: InputFile | None = Field(default=None, description="The private key of cert_file (PEM).")
+    key_file: SecretFile | None = Field(default=None, description="The private key of cert_file (PEM); "
+                                        "refused when others may read it (0600 or 0640).")
     tls_verify_hostname: bool = Field(
         default=True, description="The broker's certificate must name the host of its URI. DANGEROUS "
                                   "when false: any server certificate the CA signed can then stand in "
                                   "for the broker.")
     username: str | None = Field(default=None, description="User name at the broker, for password "
                                                            "login (with password_file).")
-    password_file: InputFile | None = Field(default=None, description="Password is read from this file, never from TOML.")
+    password_file: SecretFile | None = Field(default=None, description="Password is read from this file, never "
+                                             "from TOML; refused when others may read it (0600 or 0640).")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive: the broker "
                              "drops a connection silent for 1.5 times this.")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, le=SESSION_EXPIRY_MAX_S,
@@ -257,6 +259,41 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
     if lines:
         raise ConfigError([f"{path}: {line}" for line in lines])
     return settings
+
+
+# EDGE_ variables edge reads itself, not settings (the config's path, the A/B slot's boot).
+_NOT_SETTINGS_ENV = frozenset({"EDGE_CONFIG", "EDGE_SLOT", "EDGE_INSTALL_ROOT"})
+
+
+def ignored_env(environ: dict[str, str] | None = None) -> list[str]:
+    """One line for each EDGE_ variable that names no top-level setting: pydantic-settings
+    ignores it without a word (a wrong key inside a section, EDGE_MQTT__BROKER, is an error
+    already), so a field engineer's EDGE_STORE_MAX_BYTES (one underscore) would seem set and
+    change nothing. Names the closest real variable where there is one."""
+    import difflib
+
+    sections = {f"EDGE_{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for name in sorted(os.environ if environ is None else environ):
+        upper = name.upper()
+        if (not upper.startswith("EDGE_") or upper in _NOT_SETTINGS_ENV
+                or upper.split("__", 1)[0] in sections):
+            continue
+        close = difflib.get_close_matches(upper, _settings_env_names(Settings), n=1, cutoff=0.8)
+        lines.append(f"{name} is not a setting and is ignored" + (f"; did you mean {close[0]}?" if close else
+                     " (docs/configuration.md lists every variable)"))
+    return lines
+
+
+def _settings_env_names(model: type[BaseModel], prefix: str = "EDGE_") -> list[str]:
+    """EDGE_KEY, EDGE_SECTION__KEY, ... for every setting (the names a misspelling is matched to)."""
+    names = []
+    for field_name, info in model.model_fields.items():
+        name = f"{prefix}{field_name.upper()}"
+        names.append(name)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names += _settings_env_names(info.annotation, f"{name}__")
+    return names
 
 
 def _driver_input_errors(settings: Settings) -> list[str]:

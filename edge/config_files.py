@@ -27,6 +27,8 @@ class _Input:
 
 InputFile = Annotated[Path, _Input("file")]
 InputDir = Annotated[Path, _Input("dir")]
+# A file holding a secret (a private key, a password): also refused when others may read or write it.
+SecretFile = Annotated[Path, _Input("secret")]
 # A folder the device may create on first use: it exists, or can be made inside an existing one.
 WorkDir = Annotated[Path, _Input("workdir")]
 
@@ -52,6 +54,8 @@ def problem_with(path: Path, kind: str) -> str | None:
     """Why ``path`` cannot serve as an input ``kind`` (file|dir|workdir), or None when it can."""
     if kind == "workdir":
         return _workdir_problem(path)
+    if kind == "secret":
+        return problem_with(path, "file") or _secret_problem(path)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -70,6 +74,14 @@ def problem_with(path: Path, kind: str) -> str | None:
     mode = os.R_OK | (os.X_OK if kind == "dir" else 0)
     if not os.access(path, mode):
         return f"{path} is not readable by this user (uid {os.geteuid()}); fix its owner or mode"
+    return None
+
+
+def _secret_problem(path: Path) -> str | None:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o007:
+        return (f"{path} holds a secret and is readable or writable by others (mode {mode:04o}); "
+                f"expected 0600 or 0640: chmod o-rwx {path}")
     return None
 
 

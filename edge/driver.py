@@ -111,6 +111,13 @@ class Driver:
         """Do the driver's work until ``ctx.stopping`` is set. Raising means 'restart me'."""
         self.ctx.stopping.wait()
 
+    @classmethod
+    def check_command(cls, config: DriverConfig, name: str, args: dict[str, Any]) -> None:
+        """Raise ``CommandError`` for a command ``handle`` would refuse whatever the device's
+        state (an unknown name, a bad argument), without touching the device. The daemon asks
+        before it holds a barrier command for a second operator, so nobody is asked to approve
+        a command that cannot run. By default nothing is checked before ``handle``."""
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Execute a command; return its result or raise ``CommandError``."""
         raise CommandError(f"driver {self.ctx.name!r} does not support command {name!r}")

@@ -232,7 +232,14 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except TypeError:
+        raise SignatureError(f"{path}: the private key is protected by a passphrase; expected an "
+                             "unencrypted PEM Ed25519 key, NAME.key from `edge keys gen`") from None
+    except ValueError:  # not PEM at all, or a public key (NAME.pub)
+        raise SignatureError(f"{path}: not a PEM private key; expected an Ed25519 private key, "
+                             "NAME.key from `edge keys gen` (not NAME.pub)") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an Ed25519 private key")
     return key

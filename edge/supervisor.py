@@ -57,6 +57,10 @@ class DriverRunner:
     def command_effects(self):
         return self._cls.command_effects
 
+    def check_command(self, name: str, args: dict[str, Any]) -> None:
+        """The driver's own check of a command before it is held or run (Driver.check_command)."""
+        self._cls.check_command(self._config, name, args)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -245,7 +249,8 @@ class SupervisedThread:
         self._stopping.set()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # never started (a start that failed half way): nothing to wait for
+            self._thread.join(timeout)
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = {"status": "ok" if self.is_alive() else "down", "faults": self.faults}

@@ -363,7 +363,9 @@ one line per key). Types: *number* accepts a decimal (`0.5`) or an integer; a
 *path to an existing file* or *folder* must be there and readable when the daemon
 starts. Each key below that has an environment variable can be set by it instead;
 the variable wins over the file. List and table values in a variable are JSON, e.g.
-`EDGE_MQTT__BROKERS='["mqtts://broker.example:8883"]'`.
+`EDGE_MQTT__BROKERS='["mqtts://broker.example:8883"]'`. A variable that names no
+setting (`EDGE_STORE_MAX_BYTES`, one underscore) changes nothing: `edge config check`
+and `edge run`'s log name it, with the closest real one.
 
 Options marked **⚠ dangerous** can switch a safeguard off; their defaults keep it
 on, and the description says which setting is dangerous. Set one only knowingly, and

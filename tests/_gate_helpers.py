@@ -91,8 +91,15 @@ def wait_event(state_dir: Path, glob: str, pred=lambda e: True, *, after: int = 
 
 
 def last_seq(state_dir: Path) -> int:
-    got = events(state_dir)
-    return got[-1]["seq"] if got else 0
+    """The newest stored event's seq (0 for none): one row read, not the whole store."""
+    if not (Path(state_dir) / "events.db").exists():
+        return 0
+    reader = StoreReader(state_dir, readonly=True)
+    try:
+        newest = reader.tail(1)
+    finally:
+        reader.close()
+    return newest[-1][0] if newest else 0
 
 
 def by_id(state_dir: Path) -> dict[str, dict]:

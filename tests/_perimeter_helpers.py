@@ -37,7 +37,8 @@ class Perimeter:
     def __init__(self, tmp_path: Path, base_config: dict, *, steps: list[dict] | None = None,
                  pins: dict[str, str] | None = None, **lane_opts):
         self.tmp_path = tmp_path
-        self.readers = {d: OsdpReaderSim(tmp_path / f"tty-reader-{d}", address=1, key=KEY).start()
+        self.readers = {d: OsdpReaderSim(tmp_path / f"tty-reader-{d}", address=1, key=KEY,
+                                            refresh_s=0.002).start()
                         for d in ("in", "out")}
         self.turnstiles = {d: TurnstileSim("rs485-bus", tmp_path / f"tty-ts-{d}", baudrate=115200,
                                            auto_pass=True, auto_pass_delay_s=0.01).start() for d in ("in", "out")}
@@ -49,7 +50,7 @@ class Perimeter:
         for d in ("in", "out"):
             drivers.append({"name": f"reader-{d}", "kind": "reader.osdp", "port": str(self.readers[d].line.path),
                             "baudrate": 115200, "address": 1, "key_file": str(rkey),
-                            "reconnect_max_s": 0.5})
+                            "reconnect_max_s": 0.5, "refresh_interval_s": 0.002})
             drivers.append({"name": f"ts-{d}", "kind": "turnstile.serial", "codec": "rs485-bus",
                             "port": str(self.turnstiles[d].path), "baudrate": 115200, "reconnect_max_s": 0.5,
                             "poll_interval_s": 0.01})

@@ -34,9 +34,10 @@ def device_config(mosquitto, base_config, keys):
     return base_config
 
 
-def publish(broker, doc, topic=f"edge/v1/{SITE}/{DEVICE}/config") -> None:
+def publish(broker, doc, topic=f"edge/v1/{SITE}/{DEVICE}/config", tls: dict | None = None) -> None:
+    """``doc`` retained on ``topic``, as central publishes it (``tls``: paho's ca_certs, certfile, keyfile)."""
     payload = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    mqtt_publish.single(topic, payload, qos=1, retain=True, hostname="127.0.0.1", port=broker.port)
+    mqtt_publish.single(topic, payload, qos=1, retain=True, hostname="127.0.0.1", port=broker.port, tls=tls)
 
 
 def wait_events(daemon, glob, n=1, timeout=40.0) -> list[dict]:

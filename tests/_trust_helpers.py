@@ -30,16 +30,21 @@ sys.stdout.buffer.write(sock.makefile("rb").readline())
 """
 
 
-def as_second_operator(state_dir, request: dict, timeout: float = 60.0) -> dict:
-    """Send one control-socket request as uid ``nobody``; returns the daemon's answer."""
+def as_second_operator(state_dir, request: dict, timeout: float = 60.0, *,
+                       groups: list[int] | None = None) -> dict:
+    """Send one control-socket request as uid ``nobody``; returns the daemon's answer.
+
+    ``groups``: nobody's supplementary groups, with the state directory's mode left as it is
+    (as an operator account on a device); by default none, and others may search the folder."""
     if os.geteuid() != 0 or not os.access(_SYSTEM_PYTHON, os.X_OK):
         pytest.skip("a second local operator needs root and the system's python3")
     state_dir = Path(state_dir)
-    os.chmod(state_dir, os.stat(state_dir).st_mode | 0o001)  # search (not read) for others
+    if groups is None:
+        os.chmod(state_dir, os.stat(state_dir).st_mode | 0o001)  # search (not read) for others
     dirfd = os.open(state_dir, os.O_PATH)
     try:
         done = subprocess.run([_SYSTEM_PYTHON, "-I", "-c", _CLIENT, str(dirfd), json.dumps(request), str(timeout)],
-                              user=NOBODY, group=NOBODY, extra_groups=[], pass_fds=(dirfd,), cwd="/",
+                              user=NOBODY, group=NOBODY, extra_groups=groups or [], pass_fds=(dirfd,), cwd="/",
                               capture_output=True, timeout=timeout + 10, env={"PATH": "/usr/bin:/bin"})
     finally:
         os.close(dirfd)

@@ -11,8 +11,19 @@ import structlog
 from edge.config import Settings
 from edge.driver import DriverContext
 from edge.events import make_event
-from edge.store import Store
+from edge.store import Store, StoreReader
 from services.xray.service import XrayService
+
+
+def daemon_events(daemon, type_glob: str = "xray.*") -> list[dict]:
+    """The events a running ``edge run`` has stored, read from its state_dir (none before it has a store)."""
+    if not (daemon.state_dir / "events.db").exists():
+        return []
+    reader = StoreReader(daemon.state_dir, readonly=True)
+    try:
+        return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=type_glob)]
+    finally:
+        reader.close()
 
 
 class XrayHarness:

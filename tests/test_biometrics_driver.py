@@ -108,6 +108,34 @@ def test_worker_killed_is_recorded_and_restarted(edge_daemon, base_config, tmp_p
     wait_for(lambda: not os.path.exists(f"/proc/{second[0]}") or _zombie(second[0]), 10, "worker to exit")
 
 
+def test_a_worker_gone_before_it_is_told_to_start_is_a_fault_with_its_exit_code(tmp_path, monkeypatch):
+    """Killed between its start and the driver's first message (a race a field engineer hits
+    as a kill during a restart): the fault says the worker exited, with its code."""
+    import threading
+
+    from drivers.camera import driver as camera
+    from edge.driver import DriverContext
+    from edge.errors import DriverError
+
+    real_popen = subprocess.Popen
+
+    def popen_then_killed(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        proc.kill()
+        proc.wait()
+        return proc
+
+    monkeypatch.setattr(camera.subprocess, "Popen", popen_then_killed)
+    ctx = DriverContext("cam", lambda *a: None, None, threading.Event())
+    ctx.log = __import__("structlog").get_logger("test")
+    config = camera.FaceCameraDriver.Config(name="cam", kind="camera.face", source=str(tmp_path),
+                                            state_dir=tmp_path / "state")
+    driver = camera.FaceCameraDriver(config, ctx)
+    with pytest.raises(DriverError, match=r"face worker exited with code -9 before it started"):
+        driver.run()
+    driver.close()
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -33,10 +33,11 @@ def subject_doc(sid: str, photo: str, role: str = "staff", **window) -> dict:
 
 
 class Central:
-    """Central's side: signs gallery documents and publishes them (QoS 1, waits for PUBACK)."""
+    """Central's side: signs gallery documents and publishes them (QoS 1, waits for PUBACK).
+    ``keys``: every one signs (making someone staff needs two distinct gallery keys)."""
 
-    def __init__(self, broker, key, root=None):
-        self.key = key
+    def __init__(self, broker, keys, root=None):
+        self.keys = list(keys)
         self.root = root
         self.extra_recipients: dict[str, bytes] = {}
         self.requests: list[dict] = []
@@ -48,7 +49,9 @@ class Central:
         self.client.subscribe(f"{PREFIX}/request", qos=1)
 
     def publish(self, kind: str, doc: dict, *, sign: bool = True, retain: bool = False) -> None:
-        body = signing.sign(doc, self.key) if sign else doc
+        body = doc
+        for key in self.keys if sign else ():
+            body = signing.sign(body, key)
         if sign:  # what central sends is what the contract documents
             model = GallerySnapshot if kind == "snapshot" else GalleryUpdate
             model.model_validate(body)
@@ -84,8 +87,9 @@ class Central:
 
 @pytest.fixture
 def central_key(tmp_path):
-    key_path, pub_path, _ = signing.generate_keypair(tmp_path / "keys", "central")
-    return signing.load_private_key(key_path), pub_path
+    """Central's two gallery keys: ([private keys], [public key files])."""
+    made = [signing.generate_keypair(tmp_path / "keys", name) for name in ("central", "central-2")]
+    return [signing.load_private_key(k) for k, _pub, _ in made], [pub for _k, pub, _ in made]
 
 
 @pytest.fixture
@@ -96,8 +100,8 @@ def make_device(tmp_path, mosquitto, central_key):
     def make(name: str = "gate-1"):
         settings = Settings(device_id=name, site=SITE, role="gate", state_dir=tmp_path / name,
                             mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.05, "backoff_max_s": 0.5},
-                            trust={"central_keys": [central_key[1]]})
-        d = Device(settings, signing.load_public_keys([central_key[1]])).start()
+                            trust={"central_keys": central_key[1]})
+        d = Device(settings, signing.load_public_keys(central_key[1])).start()
         made.append(d)
         return d
 
@@ -195,12 +199,12 @@ def test_forged_and_foreign_documents_are_rejected(device, mosquitto, central_ke
         central.client.publish(f"{PREFIX}/update", sealing.sealed_message(json.dumps(forged).encode(),
                                central.recipients), qos=1).wait_for_publish(10)
         tampered = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "x"},
-                                central_key[0])
+                                central_key[0][0])
         tampered["subject_id"] = "obama"  # signature no longer covers the content
         central.client.publish(f"{PREFIX}/update", sealing.sealed_message(json.dumps(tampered).encode(),
                                central.recipients), qos=1).wait_for_publish(10)
         in_clear = signing.sign({"site": SITE, "epoch": 1, "version": 2, "op": "revoke", "subject_id": "obama"},
-                                central_key[0])  # rightly signed, but templates must never cross in clear
+                                central_key[0][0])  # rightly signed, but templates must never cross in clear
         central.client.publish(f"{PREFIX}/update", json.dumps(in_clear).encode(), qos=1).wait_for_publish(10)
         device.wait_rejected(4)
         assert ids(device.state_dir) == {"obama"} and device.sync.state["version"] == 1
@@ -347,7 +351,7 @@ def test_central_to_camera_to_central_through_the_daemon(edge_daemon, base_confi
     births = mqtt_collector(mosquitto, f"edge/v1/{SITE}/dev-1/state")
     try:
         base_config["mqtt"] = {"brokers": [mosquitto.uri]}
-        base_config["trust"] = {"central_keys": [str(central_key[1])]}
+        base_config["trust"] = {"central_keys": [str(p) for p in central_key[1]]}
         base_config["drivers"] = [{"name": "cam", "kind": "camera.face", "source": str(lane), "loop": True,
                                    "liveness": "none", "max_fps": 4}]
         edge_daemon(base_config)

@@ -138,6 +138,22 @@ def test_fast_commands_with_a_bad_config_exit_78(tmp_path):
     assert missing.returncode == 78 and "file not found" in missing.stderr
 
 
+@pytest.mark.parametrize("args", [["status"], ["events", "tail"], ["outbox", "stats"], ["keys"],
+                                  ["drivers", "test", "lane1"], ["cmd", "pending"]])
+def test_json_commands_with_a_bad_config_print_json_and_exit_78(tmp_path, args):
+    """A script running `edge ... --json` parses stdout: a bad config is JSON there too."""
+    config = tmp_path / "edge.toml"
+    config.write_text('device_id = "d"\nsite = "s"\nrole = "gateway"\n')
+    out = run(config, *args, "--json")
+    assert out.returncode == 78, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["ok"] is False and len(answer["errors"]) == 1
+    assert answer["errors"][0] == f"{config}: role: got 'gateway'; Input should be 'gate' or 'tablet'"
+    assert "config error: " in out.stderr  # the person at the terminal still reads it
+    missing = run(tmp_path / "absent.toml", *args, "--json")
+    assert missing.returncode == 78 and "file not found" in json.loads(missing.stdout)["error"]
+
+
 def test_every_core_command_has_json(device):
     for args in (["status"], ["events", "tail"]):  # the fast path, in a real process
         out = run(device, *args, "--json")
@@ -191,3 +207,74 @@ def test_tools_log_to_stderr_and_keep_stdout_for_the_answer(tmp_path):
     assert r.returncode == 1
     assert json.loads(r.stdout)["ok"] is False  # stdout: the JSON alone
     assert "mqtt_error" in r.stderr and "connection refused" in r.stderr
+
+
+def test_cmd_sign_with_a_wrong_key_file_says_so_without_a_traceback(device, tmp_path):
+    from edge.signing import generate_keypair
+
+    _key, pub, _kid = generate_keypair(tmp_path / "keys", "ops", ["command"])
+    sign = ["cmd", "sign", "--target", "lane1", "--name", "ping", "--device", "gate-1"]
+    for wrong in (device, pub):  # a config file; the public half instead of the private key
+        out = run(device, *sign, "--key", str(wrong), "--json")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        error = json.loads(out.stdout)["error"]
+        assert error.startswith(f"{wrong}: not a PEM private key") and "edge keys gen" in error
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "1e308", "2592001"])
+def test_cmd_sign_refuses_a_ttl_no_device_accepts(device, tmp_path, ttl):
+    from edge.signing import generate_keypair
+
+    key, _pub, _kid = generate_keypair(tmp_path / "keys", "ops", ["command"])
+    out = run(device, "cmd", "sign", "--key", str(key), "--target", "lane1", "--name", "ping",
+              "--device", "gate-1", "--ttl", ttl)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "Invalid value for '--ttl'" in out.stderr
+    ok = run(device, "cmd", "sign", "--key", str(key), "--target", "lane1", "--name", "ping",
+             "--device", "gate-1", "--ttl", "2592000", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["target"] == "lane1"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e308"])
+@pytest.mark.parametrize("args", [["cmd", "local", "lane1", "ping"], ["drivers", "test", "lane1"],
+                                  ["outbox", "drain"]])
+def test_a_timeout_that_is_no_duration_is_a_usage_error(device, args, value):
+    """These reached socket.settimeout: a traceback for -1, nan or 1e308, and for 0 a non-blocking
+    socket that read 'the daemon closed the control connection' from a daemon that did not."""
+    out = run(device, *args, "--timeout", value, "--json")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "Invalid value for '--timeout'" in out.stderr
+
+
+@pytest.mark.parametrize(("uri", "problem"), [("garbage", "has scheme ''; expected mqtt:// or mqtts://"),
+                                              ("mqtt://broker:99999", "has an invalid port; expected 1-65535")])
+def test_cmd_sign_names_the_publish_option_when_its_uri_is_wrong(device, tmp_path, uri, problem):
+    from edge.signing import generate_keypair
+
+    key, _pub, _kid = generate_keypair(tmp_path / "keys", "ops", ["command"])
+    out = run(device, "cmd", "sign", "--key", str(key), "--target", "lane1", "--name", "ping",
+              "--site", "hmp-a", "--publish", uri, "--json")
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["error"] == f"--publish: {uri!r} {problem}"  # not the config's mqtt.brokers
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["status", "--bogus"], "No such option '--bogus'."),
+    (["cmd", "approve"], "Missing argument 'APPROVAL_ID'."),
+    (["outbox", "drain", "--timeout", "soon"], "Invalid value for '--timeout'"),
+])
+def test_a_misused_command_answers_json_when_json_was_asked(args, error):
+    """Scripts parse stdout: a usage error (exit 2) is JSON there too; people still get click's text."""
+    scripted = CliRunner().invoke(cli, [*args, "--json"], prog_name="edge")
+    assert scripted.exit_code == 2
+    answer = json.loads(scripted.stdout)
+    assert answer["ok"] is False and answer["error"].startswith(error) and answer["usage"].startswith("Usage: edge")
+    assert error in scripted.stderr
+    person = CliRunner().invoke(cli, args, prog_name="edge")
+    assert person.exit_code == 2 and person.stdout == "" and error in person.stderr
+
+
+def test_events_tail_refuses_an_empty_type_pattern_instead_of_showing_everything(tmp_path):
+    out = CliRunner().invoke(cli, ["events", "tail", "--type", "", "--json"], prog_name="edge")
+    assert out.exit_code == 2
+    assert "an empty pattern" in json.loads(out.stdout)["error"]

@@ -91,6 +91,13 @@ def test_cli_cmd_local_exit_codes(daemon):
     assert down.returncode == 69 and "is the daemon running" in down.stderr
 
 
+def test_cli_approve_of_an_unknown_id_names_the_id(daemon):
+    out = daemon.cli("cmd", "approve", "approve-nonsense")
+    assert out.returncode == 1
+    assert out.stdout.splitlines()[0] == "approve-nonsense: rejected (expired)"
+    assert "no pending request 'approve-nonsense'" in out.stdout
+
+
 def test_send_without_daemon(tmp_path):
     with pytest.raises(ControlUnavailable, match="is the daemon running"):
         send(tmp_path, "hb", "ping")

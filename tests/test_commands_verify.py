@@ -13,6 +13,7 @@ from edge.commands.model import REJECT_REASONS
 from edge.commands.seen import SeenIds
 from edge.commands.settings import CommandsSettings
 from edge.commands.verify import CommandRejected, Verifier
+from edge.errors import CommandError
 from edge.signing import key_id, sign
 from edge.trust import store_for_keys
 
@@ -224,3 +225,24 @@ def test_keys_gen_cli(tmp_path):
     assert list(load_public_keys([info["public_key"]])) == [info["key_id"]]
     again = runner.invoke(cli, ["keys", "gen", "central-ops", "--role", "command", "--dir", str(tmp_path)])
     assert again.exit_code == 1 and "refusing to overwrite" in again.output
+
+
+def test_a_local_request_its_target_refuses_is_never_held_and_a_broken_check_refuses(tmp_path, clock):
+    def check(name, args):
+        if name == "grant" and args.get("passes", 1) < 1:
+            raise CommandError("grant: bad arguments: passes: must be at least 1")
+        if name == "unlock":
+            raise RuntimeError("bug in a plug-in")
+
+    v = Verifier(device="dev-1", site="site-1", trust=store_for_keys({}), clock_skew_s=60, settings=CommandsSettings(),
+                 targets={"lane1": {"grant": "barrier", "unlock": "barrier"}}, seen=SeenIds(tmp_path),
+                 clock=lambda: clock["now"], checks={"lane1": check})
+    for name, args, detail in (("grant", {"passes": 0}, "passes: must be at least 1"),
+                               ("unlock", {}, "check failed (RuntimeError: bug in a plug-in)")):
+        with pytest.raises(CommandRejected) as info:
+            v.local({"target": "lane1", "name": name, "args": args}, "alice")
+        assert info.value.reason == "malformed" and detail in info.value.detail
+    assert v.approvals.listing() == []
+    with pytest.raises(CommandRejected) as info:  # positive control: right, so held for a second person
+        v.local({"target": "lane1", "name": "grant", "args": {"passes": 1}}, "alice")
+    assert info.value.reason == "under_signed" and [p["name"] for p in v.approvals.listing()] == ["grant"]

@@ -168,6 +168,22 @@ def test_bad_env_override_is_reported_with_its_key_path(tmp_path):
     assert len(lines) == 1 and "store.max_bytes (set by environment variable EDGE_STORE__MAX_BYTES): got 'huge'" in lines[0], lines
 
 
+def test_a_misspelt_environment_variable_is_named_not_silently_ignored(tmp_path):
+    """pydantic-settings ignores an EDGE_ variable that names no top-level setting: one underscore
+    instead of two would look set and change nothing. `config check` (and `edge run`'s log) say so.
+    (A wrong key inside a section, EDGE_MQTT__BROKER, is already an error naming the variable.)"""
+    path = _write(tmp_path, GOOD)
+    env = {"EDGE_STORE_MAX_BYTES": "1048576", "EDGE_NONSENSE": "1", "EDGE_CONFIG": str(path),
+           "EDGE_STORE__MAX_BYTES": "2097152"}  # the last two are real
+    code, lines = _check(path, env=env)
+    assert code == 0, lines
+    assert lines[1:] == [
+        "warning: EDGE_NONSENSE is not a setting and is ignored (docs/configuration.md lists every variable)",
+        "warning: EDGE_STORE_MAX_BYTES is not a setting and is ignored; did you mean EDGE_STORE__MAX_BYTES?"]
+    result = CliRunner().invoke(cli, ["config", "check", str(path), "--json"], env={"EDGE_STORE__MAX_BYTES": "2097152"})
+    assert json.loads(result.output)["warnings"] == []
+
+
 def test_secret_values_are_not_echoed_in_errors(tmp_path):
     path = _write(tmp_path, GOOD.replace("[[drivers]]", '[mqtt]\npassword = "hunter2"\n\n[[drivers]]'))
     with pytest.raises(ConfigError) as exc:
@@ -235,3 +251,11 @@ def test_the_harness_writes_toml_that_reads_back_exactly():
            "mqtt": {"brokers": ["mqtt://h:1"], "weird key": 1, "nested": {"a": [1, 2]}},
            "drivers": [{"name": "x", "kind": "sim.heartbeat", "opts": {"k.v": "w"}}, {"name": "y", "kind": "k"}]}
     assert tomllib.loads(dump_toml(doc)) == doc
+
+
+def test_edge_run_logs_a_misspelt_environment_variable_at_start(edge_daemon, base_config):
+    daemon = edge_daemon(base_config, env={"EDGE_STORE_MAX_BYTES": "1048576"})
+    logged = [json.loads(line) for line in daemon.log_tail(20_000).splitlines() if line.startswith("{")]
+    ignored = [e for e in logged if e["event"] == "environment_variable_ignored"]
+    assert [e["detail"] for e in ignored] == [
+        "EDGE_STORE_MAX_BYTES is not a setting and is ignored; did you mean EDGE_STORE__MAX_BYTES?"]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import pytest
 from edge.events import make_event
 from edge.store import Store
 from edge.testing.daemon import DaemonProcess
-from edge.testing.wait import wait_for
+from edge.testing.wait import holds_within, wait_for
 from tests._docs_examples import collect, expand, long_running
 from tests._learning_helpers import central_key, make_folder, start_server
 from tests.conftest import FACES, REPO
@@ -30,7 +32,8 @@ from tests.conftest import FACES, REPO
 SITE = "hmp-example"
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 EXAMPLES = collect(DOCS)
-_LONG_RUN_S = 4.0
+_LONG_RUN_S = 4.0  # a long-running command passes when it is still running after this...
+_STAYS_UP_S = 1.0  # ...or this long after it came up (past its first loop: tail --follow polls at 0.2 s)
 
 
 @pytest.fixture(scope="module")
@@ -110,23 +113,53 @@ def _config_for(example, argv: list[str], site) -> Path:
 
 
 def _run(argv: list[str], config: Path, cwd: Path) -> tuple[int | None, str]:
-    """(exit code, or None for a long-running command still up after a few seconds; output)."""
+    """(exit code, or None for a long-running command still up after a few seconds; output).
+
+    A few seconds: ``_LONG_RUN_S``, or ``_STAYS_UP_S`` after the command came up, whichever is
+    first. Up means: ``edge run`` told systemd READY=1; any other long-running command printed
+    its first output (the tail, the simulator's port, the serving line)."""
     env = {**os.environ, "EDGE_CONFIG": str(config)}
     cmd = [sys.executable, "-m", "edge", *argv]
     if not long_running(argv):
         r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
         return r.returncode, r.stdout + r.stderr
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        code = proc.wait(_LONG_RUN_S)
-    except subprocess.TimeoutExpired:
-        code = None
-        proc.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path, sock_path = Path(tmp) / "out", Path(tmp) / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(sock_path))
+        notify.setblocking(False)
+        daemon = [w for w in argv if w != "--config" and not w.endswith(".toml")][:1] == ["run"]
+        if daemon:
+            env["NOTIFY_SOCKET"] = str(sock_path)
+        ready = []
+
+        def up() -> bool:
+            if not daemon:
+                return out_path.stat().st_size > 0
+            try:
+                ready.append(notify.recv(4096))
+            except BlockingIOError:
+                pass
+            return any(b"READY=1" in m for m in ready)
+
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            proc.wait(15)
+            # up, exited, or not up yet but running after _LONG_RUN_S - _STAYS_UP_S; then still running?
+            holds_within(lambda: proc.poll() is not None or up(), _LONG_RUN_S - _STAYS_UP_S)
+            code = proc.wait(_STAYS_UP_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
-    return code, proc.communicate()[0]
+            code = None
+        finally:
+            notify.close()
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        return code, out_path.read_text(errors="replace")
 
 
 def test_the_docs_show_examples():

@@ -104,3 +104,17 @@ def test_gate_cli_without_a_running_daemon_or_without_lanes_says_what_to_do(tmp_
     bare.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(tmp_path / "st")}))
     out = CliRunner().invoke(cli, ["--config", str(bare), "gate", "mode", "lockdown", "--reason", "drill"])
     assert out.exit_code == 1 and "no [gate.lanes]" in out.output
+
+
+@pytest.mark.parametrize("flags", [[], ["--deny", "--grant"], ["--grant", "--deny"]])
+def test_gate_override_takes_exactly_one_of_grant_and_deny(tmp_path, flags):
+    """An officer who types both is asked which, never given the last one typed (a grant)."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    config = _write(tmp_path, _lane(VISITOR))
+    out = CliRunner().invoke(cli, ["--config", config, "gate", "override", "lane1", *flags,
+                                   "--reason", "searched", "--json"])
+    assert out.exit_code == 2, out.output
+    assert json.loads(out.stdout)["error"] == "say either --grant or --deny (exactly one)"

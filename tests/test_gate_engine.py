@@ -37,7 +37,7 @@ class FakeRouter:
         self.answers: dict[str, dict] = {}
         self.target = None
 
-    def register_target(self, name, submit, effects):
+    def register_target(self, name, submit, effects, check=None):
         self.target = submit
 
     def submit_local(self, request, operator):

@@ -16,7 +16,7 @@ def test_public_names_are_pinned():
 
 def test_the_driver_seam_is_narrow():
     public = {n for n in vars(edge.Driver) if not n.startswith("_")}
-    assert public == {"Config", "command_effects", "run", "handle", "health", "close"}
+    assert public == {"Config", "command_effects", "check_command", "run", "handle", "health", "close"}
     ctx = {n for n in vars(edge.DriverContext) if not n.startswith("_")}
     assert ctx == {"emit", "wait", "health_changed", "service"}
 

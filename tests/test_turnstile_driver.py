@@ -129,6 +129,9 @@ def test_slow_replies_within_the_timeout_are_fine_beyond_it_are_not(lane):
     assert lane.driver.handle("unlock", {})["rtt_ms"] >= 50
     lane.sim.slow_s = 0.5
     with pytest.raises(CommandError, match="NOT confirmed"):
+        lane.driver.handle("unlock", {})
+    # lock reads the mode first (it must not end a lockdown): too slow, it is not even sent.
+    with pytest.raises(CommandError, match="lock NOT (sent|confirmed)"):
         lane.driver.handle("lock", {})
     lane.sim.slow_s = 0
 
@@ -281,7 +284,7 @@ def test_a_stray_ack_on_the_line_never_confirms_a_later_command(tmp_path):
         lane.sim.mute(True)               # the controller will not answer the command...
         lane.sim._send(b"\x06\x06")       # ...but a late ACK of something earlier is on the line
         with pytest.raises(CommandError, match="NOT confirmed"):
-            lane.driver.handle("lock", {})
+            lane.driver.handle("unlock", {})
         assert lane.driver.stats["late_replies"] >= 1
     finally:
         lane.stop()

@@ -137,6 +137,18 @@ def test_sim_cli_rejects_bad_input_with_exit_2(argv, message):
     assert result.exit_code == 2 and message in result.output
 
 
+def test_sim_help_steps_works_as_every_error_message_writes_it():
+    """`edge sim turnstile --help-steps`, with no --codec, as the errors and the docs say."""
+    from click.testing import CliRunner
+
+    from drivers.sim import turnstile_scenario as scen
+    from edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["sim", "turnstile", "--help-steps"])
+    assert result.exit_code == 0, result.output
+    assert result.output == scen.__doc__ + "\n"
+
+
 def test_simulator_keeps_running_when_nobody_reads_the_port(tmp_path):
     """Hours of retransmitted events with no driver attached must not wedge the simulator."""
     from drivers.sim.turnstile import TurnstileSim
@@ -184,3 +196,38 @@ def test_turnstile_status_explains_what_to_check(tmp_path):
     assert len(json.loads(as_json.output)["advice"]) == 3
     missing = CliRunner().invoke(cli, ["--config", str(config), "turnstile", "status", "lane9"])
     assert missing.exit_code == 1 and "no driver named 'lane9'" in missing.output
+
+
+def test_turnstile_status_of_a_stopped_daemon_and_of_another_kind(tmp_path):
+    """After `systemctl stop edge` the status file keeps each driver's kind and 'stopped' only:
+    say the daemon is what to start (not "? on ? at ? baud"), and refuse a driver that is no
+    turnstile, as every other `edge turnstile` command does."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({
+        "running": False, "pid": 0, "updated_at": "2026-01-01T00:00:00+00:00",
+        "drivers": {"lane1": {"kind": "turnstile.serial", "status": "stopped", "restarts": 0},
+                    "hb": {"kind": "sim.heartbeat", "status": "stopped", "restarts": 0}}}))
+    config = tmp_path / "edge.toml"
+    config.write_text(f'device_id = "d"\nsite = "s"\nrole = "gate"\nstate_dir = "{state}"\n')
+
+    def status(*args):
+        return CliRunner().invoke(cli, ["--config", str(config), "turnstile", "status", *args])
+
+    result = status("lane1")
+    assert result.exit_code == 0, result.output
+    first, *checks = result.output.splitlines()
+    assert first.startswith("lane1: stopped, as of 2026-01-01") and "?" not in first
+    assert "the daemon is NOT running" in first
+    assert checks == ["  check: the daemon is not running: start it (systemctl start edge); if it stopped "
+                      "by itself, `journalctl -u edge` says why"]
+    other = status("hb", "--json")
+    assert other.exit_code == 1
+    assert json.loads(other.output) == {"ok": False,
+                                        "error": "driver 'hb' is a sim.heartbeat, not a turnstile.serial"}

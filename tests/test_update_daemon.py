@@ -85,6 +85,10 @@ def test_good_update_installs_restarts_and_confirms(tmp_path, channel, device):
 def test_unhealthy_release_rolls_back_on_its_own(tmp_path, channel, device):
     repo, _ = channel
     daemon, root = device
+    # The new slot is on probation this long from the switch: enough for the launcher to start it
+    # under load and for the confirm loop to see the failing driver, and no longer (it waits it out).
+    daemon.config["update"]["health_deadline_s"] = 5
+    daemon.config_path.write_text(dump_toml(daemon.config))
     bad = tmp_path / "bad.toml"  # the new release's daemon runs with a driver that keeps failing
     bad.write_text(dump_toml({**daemon.config, "drivers": [{"name": "hb", "kind": "sim.heartbeat",
                                                            "rate": 20, "fail_every": 1}]}))

@@ -9,21 +9,11 @@ from datetime import UTC, datetime
 from drivers.sim.xray import MALFORMED, LineServer, ScannerSim
 from drivers.xray.contract import EVENT_PAYLOADS
 from edge.signing import generate_keypair, load_private_key, sign
-from edge.store import StoreReader
 from edge.testing.wait import wait_for
+from tests._xray_helpers import daemon_events
 
 SITE, DEVICE = "site-1", "dev-1"
 FOLDER = {"name": "xr-folder", "kind": "xray.folder", "poll_s": 0.1, "settle_s": 0.1}
-
-
-def _store_events(daemon, type_glob="xray.*") -> list[dict]:
-    if not (daemon.state_dir / "events.db").exists():
-        return []
-    reader = StoreReader(daemon.state_dir, readonly=True)
-    try:
-        return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=type_glob)]
-    finally:
-        reader.close()
 
 
 def _conforms(events: list[dict]) -> None:
@@ -95,7 +85,7 @@ def test_kill_9_between_emit_and_move_still_emits_each_file_once(tmp_path, edge_
     assert (inbox / "processed").is_file()
     first = sim.record("clear")
     sim.write_json(inbox, first)
-    wait_for(lambda: _store_events(daemon, "xray.scan"), what="the scan stored")
+    wait_for(lambda: daemon_events(daemon, "xray.scan"), what="the scan stored")
     daemon.kill()  # emitted, not moved: the window exactly-once must survive
     assert (inbox / f"{first['scan_id']}.json").exists()
 
@@ -104,8 +94,8 @@ def test_kill_9_between_emit_and_move_still_emits_each_file_once(tmp_path, edge_
     wait_for(lambda: (inbox / "processed" / f"{first['scan_id']}.json").exists(), what="the file moved")
     second = sim.record("suspicious")
     sim.write_json(inbox, second)
-    wait_for(lambda: len(_store_events(daemon, "xray.scan")) >= 2, what="the next scan")
-    ids = [e["payload"]["scan_id"] for e in _store_events(daemon, "xray.scan")]
+    wait_for(lambda: len(daemon_events(daemon, "xray.scan")) >= 2, what="the next scan")
+    ids = [e["payload"]["scan_id"] for e in daemon_events(daemon, "xray.scan")]
     assert ids == [first["scan_id"], second["scan_id"]]
     ledger = json.loads(daemon.cli("xray", "ledger", "A1234BC", "--json").stdout)
     assert ledger["total_usv"] == 14.0 and len(ledger["scans"]) == 2

@@ -181,6 +181,25 @@ def test_cli_check_ledger_and_import(tmp_path, central):
     assert bad.exit_code == 1 and "not valid JSON" in bad.output
 
 
+@pytest.mark.parametrize("typed", ["A1234BC ", " A1234BC", "", "A1234BC\n", "A1234BÇ"])
+def test_cli_refuses_a_subject_id_no_scan_can_carry(tmp_path, typed):
+    """A subject at the limit, typed with a stray space (or empty, or non-ASCII), must not come
+    back "may be scanned" from an empty ledger: the id is refused and named."""
+    state = tmp_path / "state"
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "d1", "site": "site-a", "role": "gate", "state_dir": str(state),
+                                 "xray": {"limit_usv": 10.0, "warning_usv": 8.0}}))
+    ledger = DoseLedger(state, "site-a", XraySettings(limit_usv=10.0, warning_usv=8.0))
+    ledger.record_local(_payload(ScannerSim(dose_usv=10.0), subject="A1234BC"), 1)
+    ledger.close()
+    for command in ("check", "ledger"):
+        out = CliRunner().invoke(cli, ["--config", str(config), "xray", command, typed, "--json"])
+        assert out.exit_code == 1, out.output
+        error = json.loads(out.output)["error"]
+        assert error.startswith(f"subject {typed!r} is not a subject id: expected 1-128 ASCII letters")
+    assert CliRunner().invoke(cli, ["--config", str(config), "xray", "check", "A1234BC"]).exit_code == 1
+
+
 def test_a_scanner_clock_far_off_does_not_hide_a_dose(tmp_path):
     ledger = DoseLedger(tmp_path, "site-a", POLICY)
     reset_clock = _payload(ScannerSim(dose_usv=3.0), datetime(1970, 1, 1, tzinfo=UTC))

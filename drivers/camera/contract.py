@@ -120,7 +120,9 @@ class GalleryUpdated(_Strict):
 
 
 class GalleryRejected(_Strict):
-    """biometric.gallery_rejected (normal): a gallery document was unsigned, forged or malformed."""
+    """biometric.gallery_rejected (normal): a gallery document was unsigned, forged or malformed;
+    an alarm when it would make someone staff, or start a new epoch, on fewer than two gallery
+    keys' signatures."""
 
     topic: str
     error: str
@@ -178,10 +180,17 @@ class GallerySnapshot(_Strict):
     """The whole central gallery of a site at (epoch, version). Publish retained, QoS 1."""
 
     site: str
-    epoch: int = Field(ge=0, description="Changes when central rebuilds its gallery; only a snapshot starts one.")
+    epoch: int = Field(ge=0, description=(
+        "Changes when central rebuilds its gallery; only a snapshot starts one, signed by two distinct "
+        "gallery keys (except a device's first): one key could otherwise start an epoch ahead of "
+        "central's and make every later revoke old. A version one key made up within an epoch is "
+        "undone the same way: central starts a new epoch."))
     version: int = Field(ge=0, description="Version of the last update included.")
     issued_at: datetime | None = None
-    subjects: list[GallerySubject]
+    subjects: list[GallerySubject] = Field(description=(
+        "Every subject. One that becomes staff here (new, other templates, or a window beyond the one "
+        "the device holds) needs signatures from two distinct gallery keys: a staff face is a standing "
+        "pass (identify, then grant)."))
     local_enrollments: list[VouchedEnrollment] = Field(default_factory=list, description=(
         "Local enrollments (biometric.local_enrollment events) central accepts. A device keeps a local "
         "enrollment made before `issued_at` only while each snapshot lists it with the same hash; "
@@ -196,7 +205,9 @@ class GalleryUpdate(_Strict):
     epoch: int = Field(ge=0)
     version: int = Field(ge=1)
     op: Literal["upsert", "revoke"]
-    subject: GallerySubject | None = Field(default=None, description="upsert: the subject, all its templates.")
+    subject: GallerySubject | None = Field(default=None, description=(
+        "upsert: the subject, all its templates. Making someone staff (new, other templates, a longer "
+        "window) needs signatures from two distinct gallery keys; visitors and revokes need one."))
     subject_id: str | None = Field(default=None, description="revoke: whom to remove.")
     issued_at: datetime | None = None
     signatures: list[Signature] = Field(min_length=1)

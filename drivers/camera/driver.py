@@ -149,7 +149,10 @@ class FaceCameraDriver(Driver):
         env = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **os.environ}
         self._proc = subprocess.Popen([sys.executable, "-m", "drivers.camera.worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, close_fds=True)
-        self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
+        try:
+            self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
+        except CommandError:  # gone before it was told to start: the fault names its exit
+            raise DriverError(f"face worker exited with code {self._proc.wait(timeout=5)} before it started") from None
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while time.monotonic() < deadline and not self.ctx.stopping.is_set():
             for msg in self._read(0.5):

@@ -272,11 +272,12 @@ class Gallery:
         data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         return data_version, self._db.total_changes
 
-    def subjects(self) -> list[Subject]:
-        """Every subject with its decrypted templates, grouped and ordered by subject."""
+    def subjects(self, role: str | None = None) -> list[Subject]:
+        """Every subject (of ``role``) with its decrypted templates, grouped and ordered by subject."""
         rows = self._db.execute(
             "SELECT s.subject_id, s.role, s.valid_from, s.valid_until, t.sealed FROM subjects s "
-            "JOIN templates t ON t.subject_id = s.subject_id ORDER BY s.subject_id, t.id").fetchall()
+            "JOIN templates t ON t.subject_id = s.subject_id WHERE ? IS NULL OR s.role = ? "
+            "ORDER BY s.subject_id, t.id", (role, role)).fetchall()
         out: list[Subject] = []
         for sid, role, vf, vu, sealed in rows:
             if not out or out[-1].subject_id != sid:

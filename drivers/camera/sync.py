@@ -39,7 +39,7 @@ from drivers.camera.gallery import Gallery, GalleryError, Subject
 from edge import sealing
 from edge.mqtt import topics
 from edge.mqtt.errors import MqttError
-from edge.signing import DocumentRejected, open_signed
+from edge.signing import DocumentRejected, open_signed, verify
 from edge.supervisor import SupervisedThread
 from edge.trust import daemon_keys_for
 
@@ -53,6 +53,18 @@ _REPORT_EVERY_S = 2.0  # how soon a local enrollment made by the CLI is reported
 
 class SyncError(GalleryError):
     """A gallery document from central is malformed, unsigned or for another site."""
+
+
+class NeedsTwoKeys(SyncError):
+    """A gallery document that makes someone staff, or starts a new epoch, on one key."""
+
+
+#: Distinct gallery keys that must sign a document making someone staff (the staff flow is
+#: identify then grant: a staff face is a standing pass) or starting a new epoch (an epoch
+#: one key could start, ahead of central's, would make every later document of central's
+#: "old": no revoke would ever apply again). Central, holding two keys, can always start a
+#: new epoch past any version one stolen key made up.
+TWO_KEYS = 2
 
 
 def _when(value: Any, where: str) -> float | None:
@@ -83,6 +95,21 @@ def subject_from_doc(doc: dict[str, Any]) -> Subject:
     return Subject(str(sid or ""), str(doc.get("role", "")), raw,
                    _when(doc.get("valid_from"), f"{where}.valid_from"),
                    _when(doc.get("valid_until"), f"{where}.valid_until")).validate()
+
+
+def _names_staff(doc: dict[str, Any]) -> bool:
+    subjects = doc.get("subjects") if "subjects" in doc else [doc.get("subject")]
+    return isinstance(subjects, list) and any(isinstance(s, dict) and s.get("role") == "staff" for s in subjects)
+
+
+def _grants_nothing_new(held: Subject | None, new: Subject) -> bool:
+    """Staff already, with these templates, for at least this window: a re-published snapshot
+    (or a shortened window) grants nothing the gallery does not already grant."""
+    if held is None or held.templates != new.templates:
+        return False
+    starts_in = held.valid_from is None or (new.valid_from is not None and new.valid_from >= held.valid_from)
+    ends_in = held.valid_until is None or (new.valid_until is not None and new.valid_until <= held.valid_until)
+    return starts_in and ends_in
 
 
 def _int(doc: dict, key: str) -> int:
@@ -161,7 +188,8 @@ class GallerySync:
             except GalleryError as exc:  # SyncError too: signature and schema refusals
                 self.rejected += 1
                 log.warning("gallery_document_rejected", topic=topic, error=str(exc)[:300])
-                self._event("biometric.gallery_rejected", {"topic": topic, "error": str(exc)[:300]}, "normal")
+                self._event("biometric.gallery_rejected", {"topic": topic, "error": str(exc)[:300]},
+                            "alarm" if isinstance(exc, NeedsTwoKeys) else "normal")
 
     def apply(self, kind: str, payload: bytes) -> None:
         """Check and apply one document (``kind`` = snapshot | update)."""
@@ -175,6 +203,10 @@ class GallerySync:
         except (DocumentRejected, sealing.SealError) as exc:
             raise SyncError(str(exc)) from None
         epoch, version = _int(doc, "epoch"), _int(doc, "version")
+        # Counted now, while the document is as signed (whether it grants staff is judged when
+        # it applies, against the gallery as it is then).
+        counted = _names_staff(doc) or (kind == "snapshot" and epoch != self._current()[0])
+        doc["_signers"] = len(verify(doc, self.trusted)) if counted else 0
         if kind == "snapshot":
             self._snapshot(doc, epoch, version)
         elif kind == "update":
@@ -189,10 +221,16 @@ class GallerySync:
         if (epoch, version) <= self._current():
             self.duplicates += 1
             return
+        if epoch != self._current()[0] and self._current() != (0, 0) and doc["_signers"] < TWO_KEYS:
+            raise NeedsTwoKeys(f"gallery snapshot {epoch}/{version}: starts a new epoch (this device is at "
+                               f"{self._current()[0]}) on {doc['_signers']} key(s); a new epoch needs "
+                               f"signatures from {TWO_KEYS} distinct keys holding the gallery role; not applied")
         subjects = doc.get("subjects")
         if not isinstance(subjects, list):
             raise SyncError("gallery snapshot: 'subjects' must be a list")
-        count = self._gallery.replace_central([subject_from_doc(s) for s in subjects], epoch, version)
+        parsed = [subject_from_doc(s) for s in subjects]
+        self._check_staff(parsed, doc, f"gallery snapshot {epoch}/{version}")
+        count = self._gallery.replace_central(parsed, epoch, version)
         self._settle_local(doc, epoch, version)
         self._applied("snapshot", epoch, version, subjects=count)
         self._held = {v: d for v, d in self._held.items() if d["epoch"] == epoch and v > version}
@@ -257,11 +295,27 @@ class GallerySync:
                 return
             sync = (epoch, version + 1)
             if doc["op"] == "upsert":
+                self._check_staff([doc["_subject"]], doc, f"gallery update {epoch}/{version + 1}")
                 self._gallery.upsert(doc["_subject"], source="central", sync=sync)
                 self._applied("upsert", *sync, subject_id=doc["_subject"].subject_id)
             else:
                 self._gallery.revoke(doc["subject_id"], sync=sync)
                 self._applied("revoke", *sync, subject_id=doc["subject_id"])
+
+    def _check_staff(self, subjects: list[Subject], doc: dict[str, Any], what: str) -> None:
+        """NeedsTwoKeys when the document makes someone staff (new, or with other templates
+        or a longer window than the gallery holds now) on fewer than TWO_KEYS keys."""
+        staff = [s for s in subjects if s.role == "staff"]
+        if not staff:
+            return
+        now = {s.subject_id: s for s in self._gallery.subjects(role="staff")}
+        granted = [s.subject_id for s in staff if not _grants_nothing_new(now.get(s.subject_id), s)]
+        if granted and doc.get("_signers", 0) < TWO_KEYS:
+            names = ", ".join(granted[:5]) + (f" and {len(granted) - 5} more" if len(granted) > 5 else "")
+            raise NeedsTwoKeys(
+                f"{what}: makes {names} staff (a standing pass: identify, then grant) on "
+                f"{doc.get('_signers', 0)} key(s); it needs signatures from {TWO_KEYS} distinct keys holding "
+                "the gallery role; not applied")
 
     def _applied(self, op: str, epoch: int, version: int, **detail: Any) -> None:
         self.state = self._gallery.sync_state()

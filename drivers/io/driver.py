@@ -144,13 +144,19 @@ class ModbusTurnstileDriver(Driver):
 
     # --- commands ---------------------------------------------------------------------------
 
-    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Run one command on the run thread; the result follows the module's reply."""
+    @classmethod
+    def check_command(cls, config: ModbusTurnstileConfig, name: str, args: dict[str, Any]):
+        """The validated arguments; CommandError before anything reaches the module."""
         parsed, _request, _expect = parse_command(name, dict(args or {}))
-        if parsed.address not in (None, self.config.address):
-            raise CommandError(f"{name}: this lane has address {self.config.address}, not {parsed.address}")
+        if parsed.address not in (None, config.address):
+            raise CommandError(f"{name}: this lane has address {config.address}, not {parsed.address}")
         if name == "set_time":
             raise CommandError("set_time: a relay module keeps no clock")
+        return parsed
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run one command on the run thread; the result follows the module's reply."""
+        parsed = self.check_command(self.config, name, args)
         if self.fault is not None or not self.online:
             self.stats["commands_failed"] += 1
             raise CommandError(f"{name} not sent: the lane is out of service "

@@ -18,12 +18,12 @@ import threading
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.io._interlock import FIRST, Cycle, Interlock
 from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import SallyPortConfig
-from edge.driver import Driver
+from edge.driver import Driver, parse_command_args
 from edge.errors import CommandError, StoreFull
 
 
@@ -156,17 +156,20 @@ class SallyPortDriver(Driver):
 
     # --- commands ---------------------------------------------------------------------------
 
-    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def check_command(cls, config: SallyPortConfig, name: str, args: dict[str, Any]):
+        """The validated arguments; CommandError before a door is touched."""
         model = _ARGS.get(name)
         if model is None:
             raise CommandError(f"sally port does not support {name!r}; supported: {', '.join(_ARGS)} "
                                "(no unlock: both doors open would break the interlock)")
-        try:
-            a = model.model_validate(dict(args or {}))
-        except ValidationError as exc:
-            raise CommandError(f"{name}: bad arguments: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-        if a.address not in (None, self.config.address):
-            raise CommandError(f"{name}: this sally port has address {self.config.address}")
+        a = parse_command_args(model, name, dict(args or {}))
+        if a.address not in (None, config.address):
+            raise CommandError(f"{name}: this sally port has address {config.address}")
+        return a
+
+    def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        a = self.check_command(self.config, name, args)
         if self.fault is not None or not self.online:
             raise CommandError(f"{name} not done: the sally port is out of service "
                                f"({self.fault or 'the module has not answered yet'})")

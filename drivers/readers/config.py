@@ -31,6 +31,12 @@ class OsdpReaderConfig(DriverConfig):
                              description="An entered PIN not checked within this is forgotten.")
     command_timeout_s: float = Field(default=2.0, gt=0, le=30,
                                      description="A reader command (LED, buzzer) not confirmed within this fails.")
+    refresh_interval_s: float = Field(default=0.005, ge=0.001, le=0.05,
+                                      description="How often the OSDP stack is serviced (frames sent, replies read). "
+                                                  "Every exchange waits for these ticks: at 20 ms (the binding's own "
+                                                  "loop) polls run at ~10/s instead of libosdp's 20/s and an LED + "
+                                                  "buzzer takes ~120 ms; at 5 ms ~16/s and ~40 ms. At most 50 ms "
+                                                  "(libosdp's limit).")
     offline_retry_s: float = Field(default=2.0, gt=0, le=600,
                                    description="A reader offline this long is contacted afresh (new secure "
                                                "channel); libosdp alone would wait minutes.")

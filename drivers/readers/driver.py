@@ -21,6 +21,7 @@ import osdp
 from drivers.readers import _commands, cards
 from drivers.readers._channel import PortUnavailable, SerialChannel
 from drivers.readers._pin import PinPad
+from drivers.readers._ticking import TickingRefresh
 from drivers.readers.config import OsdpReaderConfig, read_key
 from edge.driver import Driver
 from edge.errors import CommandError, DriverError, StoreFull
@@ -28,6 +29,10 @@ from edge.errors import CommandError, DriverError, StoreFull
 _FORMATS = {osdp.CardFormat.Wiegand: "wiegand", osdp.CardFormat.Unspecified: "raw",
             osdp.CardFormat.ASCII: "ascii"}
 _NOTE_SC, _NOTE_PD = osdp.EventNotification.SecureChannelStatus, osdp.EventNotification.PeripheralDeviceStatus
+
+
+class _ControlPanel(TickingRefresh, osdp.ControlPanel):
+    """libosdp's CP, its refresh thread ticking every ``refresh_s``."""
 
 
 class OsdpReaderDriver(Driver):
@@ -97,8 +102,8 @@ class OsdpReaderDriver(Driver):
         if self._key is not None:
             flags.append(osdp.LibFlag.InstallMode if cfg.install_mode else osdp.LibFlag.EnforceSecure)
         info = osdp.PDInfo(cfg.address, channel, scbk=self._key, name=self.ctx.name, flags=flags)
-        cp = osdp.ControlPanel([info], log_level=osdp.LogLevel.Error,
-                               command_completion_handler=self._completed)
+        cp = _ControlPanel([info], log_level=osdp.LogLevel.Error, command_completion_handler=self._completed,
+                           refresh_s=cfg.refresh_interval_s)
         cp.start()
         self._cp = cp
         return cp

@@ -19,6 +19,15 @@ def sim() -> None:
     """Simulated devices that speak the real wire protocols."""
 
 
+def _help_steps(ctx: click.Context, _param, value: bool) -> None:
+    """Eager, like --help: it answers before --codec is required (every error message points here)."""
+    if value:
+        from drivers.sim import turnstile_scenario as scen
+
+        click.echo(scen.__doc__)
+        ctx.exit(0)
+
+
 @sim.command("turnstile")
 @click.option("--codec", type=click.Choice(["rs485-bus", "bcc-p2p"]), required=True,
               help="Wire protocol of the simulated controller.")
@@ -33,10 +42,10 @@ def sim() -> None:
 @click.option("--script", type=click.File("r"), help="A file of scenario steps, one per line.")
 @click.option("--auto-pass", is_flag=True, help="Someone walks through after every grant.")
 @click.option("--echo", is_flag=True, help="Echo the host's bytes back, like a 2-wire RS-485 adapter.")
-@click.option("--help-steps", is_flag=True, help="List the scenario steps and exit.")
+@click.option("--help-steps", is_flag=True, is_eager=True, expose_value=False, callback=_help_steps,
+              help="List the scenario steps and exit.")
 @json_option
-def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass, echo, help_steps,
-              as_json) -> None:
+def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass, echo, as_json) -> None:
     """Run a simulated turnstile controller on a pty until Ctrl-C.
 
     Point a driver at the printed path (port = "..."). While it runs, type scenario
@@ -44,9 +53,6 @@ def turnstile(codec, link_path, baudrate, addresses, scenario, script, auto_pass
     """
     from drivers.sim import turnstile_scenario as scen
 
-    if help_steps:
-        click.echo(scen.__doc__)
-        return
     address_list = _addresses(addresses, as_json)
     steps = []
     for option, text in (("--script", script.read() if script else ""), ("--scenario", scenario or "")):

@@ -14,6 +14,7 @@ import threading
 
 import osdp
 
+from drivers.readers._ticking import TickingRefresh
 from drivers.readers.cards import encode_h10301
 from drivers.sim._pty import PtyLine
 
@@ -45,10 +46,17 @@ class _MasterChannel(osdp.Channel):
         pass
 
 
+class _PeripheralDevice(TickingRefresh, osdp.PeripheralDevice):
+    """libosdp's PD, its refresh thread ticking every ``refresh_s``."""
+
+
 class OsdpReaderSim:
     """libosdp PD with a keypad, LED, buzzer and tamper switch; ``commands`` gets what the CP sent."""
 
-    def __init__(self, path, address: int = 0, key: bytes | None = None, install_mode: bool = False):
+    def __init__(self, path, address: int = 0, key: bytes | None = None, install_mode: bool = False,
+                 refresh_s: float = 0.02):
+        """``refresh_s``: how often libosdp's PD code services the line (the binding's own loop: 20 ms);
+        a reader's firmware answers within a few ms, so a lane test may set ~0.002."""
         self.line = PtyLine(path)
         self.address = address
         self.commands: queue.Queue = queue.Queue()
@@ -61,8 +69,8 @@ class OsdpReaderSim:
         flags = [osdp.LibFlag.InstallMode] if install_mode else []
         self.line.open()
         info = osdp.PDInfo(address, _MasterChannel(self.line), scbk=key, flags=flags)
-        self.pd = osdp.PeripheralDevice(info, caps, log_level=osdp.LogLevel.Emergency,
-                                        command_handler=self._command)
+        self.pd = _PeripheralDevice(info, caps, log_level=osdp.LogLevel.Emergency,
+                                    command_handler=self._command, refresh_s=refresh_s)
 
     def _command(self, cmd: dict) -> tuple[int, dict | None]:
         self.commands.put(cmd)

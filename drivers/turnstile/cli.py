@@ -128,15 +128,21 @@ def status(ctx, name, as_json) -> None:
     if health is None:
         fail(f"no driver named {name!r} in the daemon's status; configured: "
              f"{', '.join(state.get('drivers', {})) or 'none'}", as_json=as_json)
+    if health.get("kind", KIND) != KIND:
+        fail(f"driver {name!r} is a {health['kind']}, not a {KIND}", as_json=as_json)
     from edge.cli._views import figures_age_s
 
-    data = {"driver": name, "daemon_running": state.get("running"), "updated_at": state.get("updated_at"),
-            "figures_age_s": figures_age_s(state), **health, "advice": advice(health)}
+    running = bool(state.get("running"))
+    data = {"driver": name, "daemon_running": running, "updated_at": state.get("updated_at"),
+            "figures_age_s": figures_age_s(state), **health, "advice": advice(health, running)}
     output(data, as_json, _status_text)
 
 
-def advice(h: dict[str, Any]) -> list[str]:
+def advice(h: dict[str, Any], daemon_running: bool = True) -> list[str]:
     """What a field engineer should check, from a turnstile driver's health."""
+    if not daemon_running:  # every driver reads 'stopped' then: the daemon is what to look at
+        return ["the daemon is not running: start it (systemctl start edge); if it stopped by itself, "
+                "`journalctl -u edge` says why"]
     out = []
     if h.get("port_error"):
         out.append(f"serial port {h.get('port')} unavailable ({h['port_error']}): check the USB adapter "
@@ -158,8 +164,10 @@ def advice(h: dict[str, Any]) -> list[str]:
 
 
 def _status_text(d: dict[str, Any]) -> str:
-    lines = [f"{d['driver']}: {d.get('status')} ({d.get('codec', '?')} on {d.get('port', '?')} "
-             f"at {d.get('baudrate', '?')} baud), as of {d.get('updated_at')} "
+    # A stopped daemon's status file keeps only each driver's kind and state: no line settings.
+    line_settings = (f" ({d.get('codec', '?')} on {d.get('port', '?')} at {d.get('baudrate', '?')} baud)"
+                     if d.get("port") or d.get("codec") else "")
+    lines = [f"{d['driver']}: {d.get('status')}{line_settings}, as of {d.get('updated_at')} "
              f"({human_age(d.get('figures_age_s'))} ago)"
              + ("" if d.get("daemon_running") else " — the daemon is NOT running")]
     for address, dev in (d.get("devices") or {}).items():

@@ -283,16 +283,22 @@ class TurnstileDriver(Driver):
 
     # --- commands -------------------------------------------------------------------------
 
+    @classmethod
+    def check_command(cls, config: TurnstileConfig, name: str, args: dict[str, Any]) -> tuple:
+        """(validated args, request, expected reply, address); CommandError before anything is sent."""
+        parsed, request, expect = _commands.parse(name, dict(args or {}))
+        address = parsed.address or config.addresses[0]
+        if address not in config.addresses:
+            raise CommandError(f"{name}: no controller at address {address} on this line; "
+                               f"configured: {config.addresses}")
+        return parsed, request, expect, address
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Run one command on a controller; the result only ever follows the device's ACK.
 
         Who asked, and the outcome, are recorded by the command router (``command.result``).
         """
-        parsed, request, expect = _commands.parse(name, dict(args or {}))
-        address = parsed.address or self.config.addresses[0]
-        if address not in self.devices:
-            raise CommandError(f"{name}: no controller at address {address} on this line; "
-                               f"configured: {self.config.addresses}")
+        _parsed, request, expect, address = self.check_command(self.config, name, args)
         try:
             result = self._submit(name, address, request, expect)
         except CommandError:
@@ -348,6 +354,10 @@ class TurnstileDriver(Driver):
             raise CommandError(f"{job.name} refused: the fire-alarm free swing is active on address "
                                f"{job.address}; the lane cannot be locked until the emergency clears")
         started = time.monotonic()
+        if isinstance(job.request, m.Lock):
+            kept = self._lock_in_lockdown(job)
+            if kept is not None:
+                return kept
         try:
             reply = self._transact(job.address, job.request, job.expect)
         except _Refused as exc:
@@ -381,6 +391,23 @@ class TurnstileDriver(Driver):
                                 "tamper": reply.tamper, "held_open": reply.held_open,
                                 "fault": reply.fault, "queued": reply.queued}
         return result
+
+    def _lock_in_lockdown(self, job: _commands.Job) -> dict[str, Any] | None:
+        """LOCK on the wire means "normal controlled mode": sent to a controller in lockdown it
+        would leave the lockdown, which is ``release`` (a barrier command, two people), while
+        ``lock`` is one person. So the lane's mode is read first: in lockdown the lane is already
+        closed and stays so (nothing is sent); unreadable, nothing is sent either (fail closed)."""
+        status = self._read_status(job.address)
+        if status is None:
+            self._offline(job.address, "no reply to a status request")
+            raise CommandError(f"lock NOT sent: the state of the controller at address {job.address} could "
+                               "not be read, and lock would end a lockdown there; check the lane")
+        if status.mode != m.Mode.LOCKDOWN:
+            return None
+        return {"ok": True, "command": job.name, "address": job.address, "mode": "lockdown",
+                "detail": f"the controller at address {job.address} is in lockdown and stays in it (already "
+                          "closed; lock would end the lockdown); leaving lockdown is `release`, "
+                          "a barrier command that needs two people"}
 
     def _read_status(self, address: int, attempts: int | None = None) -> m.Status | None:
         try:

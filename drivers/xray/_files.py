@@ -39,6 +39,19 @@ def open_regular(path: Path):
         raise
 
 
+def check_inbox(inbox: Path) -> None:
+    """A result file carries no signature: whoever may write into the inbox may drop a forged
+    clear scan. Refused when every account on the device may (mode o+w, sticky bit or not)."""
+    try:
+        mode = os.stat(inbox).st_mode
+    except OSError as exc:
+        raise DriverError(f"{inbox}: cannot check the inbox: {exc.strerror or exc}") from None
+    if mode & stat.S_IWOTH:
+        raise DriverError(f"the inbox is writable by every account (mode {stat.S_IMODE(mode):04o}): any of them "
+                          f"could drop a forged clear scan; run chmod o-w {inbox} (write only for the scanner's "
+                          "export account and the daemon); nothing is read until then")
+
+
 def check_output_folder(folder: Path, inbox: Path) -> None:
     """processed/ and quarantine/ must be real folders on the inbox's filesystem (never a link).
 

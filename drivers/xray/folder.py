@@ -82,6 +82,7 @@ class XrayFolderDriver(Driver):
             raise DriverError("the x-ray service is not running in this daemon; xray.* drivers need it")
         for folder in (self.inbox, self.processed, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)
+        _files.check_inbox(self.inbox)
         self._outputs_ok()  # at start: a link or a foreign filesystem is reported before any scan
         while not self.ctx.stopping.is_set():
             self.poll()

@@ -27,6 +27,25 @@ class LazyGroup(click.Group):
 
         return plugin_commands() if self.plugins else {}
 
+    def parse_args(self, ctx, args):
+        ctx.meta["edge.json"] = "--json" in args  # meta is shared by every sub-command's context
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not ctx.meta.get("edge.json"):
+                raise
+            # A script asked for JSON: it gets JSON on stdout for a misused command too (the
+            # usual message still goes to stderr for the person reading the terminal).
+            import json
+
+            exc.show()
+            click.echo(json.dumps({"ok": False, "error": exc.format_message(),
+                                   "usage": exc.ctx.get_usage() if exc.ctx else None}))
+            ctx.exit(exc.exit_code)
+
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *self.lazy, *self._plugin_commands()})
 

@@ -15,6 +15,22 @@ from edge.cli._views import human_age, human_bytes  # noqa: F401  (re-exported f
 EX_OK, EX_FAIL, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 1, 2, 69, 78
 
 
+class Seconds(click.FloatRange):
+    """A duration option: more than 0 (or at least ``min``) and at most ``max`` seconds. FloatRange
+    alone lets nan through (no comparison with it is true); sockets and datetimes refuse nan, inf, 1e308."""
+
+    name = "seconds"
+
+    def __init__(self, max: float, min: float = 0):
+        super().__init__(min=min, max=max, min_open=min == 0)
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if seconds != seconds:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 def json_option(fn: Callable) -> Callable:
     """Adds ``--json``: machine-readable output for scripts."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
@@ -48,6 +64,8 @@ def settings_from(ctx: click.Context, *, check_drivers: bool = False, check_stat
             check(settings, config_path(ctx.find_root().obj.get("config_path")))
         return settings
     except ConfigError as exc:
+        if ctx.params.get("as_json"):  # scripts parse stdout: the errors as JSON there too
+            click.echo(json.dumps({"ok": False, "error": str(exc), "errors": exc.lines}))
         for line in exc.lines:
             click.echo(f"config error: {line}", err=True)
         sys.exit(EX_CONFIG)

@@ -37,7 +37,7 @@ def _tail_options(args: list[str]) -> dict | None:
             opts["follow"] = True
         elif arg == "-n" and args and args[0].isdigit() and int(args[0]) <= 100_000:
             opts["count"], args = int(args[0]), args[1:]
-        elif arg == "--type" and args:
+        elif arg == "--type" and args and args[0]:  # an empty pattern: click explains
             opts["type_glob"], args = args[0], args[1:]
         else:
             return None  # anything unusual: let click parse it and explain

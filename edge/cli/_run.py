@@ -38,6 +38,12 @@ def _run(config: str | None) -> int:
     from edge import logs
 
     logs.configure(settings.logging.level, settings.logging.format)
+    import structlog
+
+    from edge.config import ignored_env
+
+    for line in ignored_env():  # a misspelt EDGE_ variable changes nothing: say so at start
+        structlog.get_logger("edge").warning("environment_variable_ignored", detail=line)
     from edge.daemon import Daemon
 
     daemon = Daemon(settings)

@@ -11,6 +11,7 @@ import click
 from edge.cli._common import (
     EX_FAIL,
     EX_UNAVAILABLE,
+    Seconds,
     edge_errors,
     fail,
     json_option,
@@ -35,6 +36,9 @@ def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     return args
 
 
+_MAX_TTL_S = 30 * 86400  # the largest commands.max_ttl_s a device may be configured with
+
+
 @click.group()
 def cmd() -> None:
     """Commands: sign them for central, or send one to this device's daemon."""
@@ -46,8 +50,9 @@ def cmd() -> None:
 @click.option("--target", required=True, help="Driver name on the device, or 'edge'.")
 @click.option("--name", required=True, help="Command name, e.g. ping, unlock.")
 @click.option("--arg", "arg_pairs", multiple=True, help=_ARG_HELP)
-@click.option("--ttl", "ttl_s", type=click.FloatRange(min=1), default=300, show_default=True,
-              help="Seconds until the command expires.")
+@click.option("--ttl", "ttl_s", type=Seconds(min=1, max=_MAX_TTL_S), default=300, show_default=True,
+              help="Seconds until the command expires (at most 30 days: no device accepts longer, see "
+                   "commands.max_ttl_s).")
 @click.option("--device", help="The device the command is for.")
 @click.option("--site", help="The site (required for a site-wide command, i.e. without --device).")
 @click.option("--reason", help="Why, for the audit trail.")
@@ -127,19 +132,35 @@ def cosign(file, key_file_, signer_pubs, publish_uri, ca_file, cert_file, key_fi
 
 @cmd.command("approve")
 @click.argument("approval_id")
+@click.option("--yes", is_flag=True, help="Approve without the question (you read the request first).")
 @json_option
 @click.pass_context
 @edge_errors
-def approve_cmd(ctx, approval_id, as_json) -> None:
+def approve_cmd(ctx, approval_id, yes, as_json) -> None:
     """Approve, as the SECOND operator, a barrier/erase command another operator asked for.
 
-    Run it under your own account (not the requester's); see `edge cmd pending` for
-    what is waiting. The command then runs once, recorded with both names.
+    Run it under your own account (not the requester's). It shows the request (target,
+    command, arguments, who asked, why) and asks before it runs; `--yes` skips the question
+    (required with --json). The command then runs once, recorded with both names.
     """
-    from edge.commands.local import ControlUnavailable, approve
+    from edge.commands.local import ControlUnavailable, approve, pending
 
     settings = settings_from(ctx)
     try:
+        waiting = {r["approval_id"]: r for r in pending(settings.state_dir)}
+        request = waiting.get(approval_id)
+        if request is not None and not yes:  # an unknown id: the daemon says so below
+            if as_json:
+                fail(f"approving runs {_pending_line(request)}: add --yes to confirm you read it",
+                     as_json=True)
+            click.echo(f"you approve: {_pending_line(request)}")
+            try:
+                sure = click.confirm("run it now, with your name as the second operator?", default=False)
+            except click.Abort:  # no terminal to answer on
+                sure = False
+            if not sure:
+                fail("not approved: nothing was run (the request waits until it expires; "
+                     "--yes approves without the question)")
         result = approve(settings.state_dir, approval_id)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
@@ -161,8 +182,12 @@ def pending_cmd(ctx, as_json) -> None:
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
     output(items, as_json, lambda rows: "\n".join(
-        f"{r['approval_id']}  {r['target']} {r['name']} {json.dumps(r['args'])}  by {r['requested_by']} "
-        f"{r['age_s']:.0f}s ago: {r.get('reason') or ''}" for r in rows) or "nothing waiting")
+        f"{r['approval_id']}  {_pending_line(r)}" for r in rows) or "nothing waiting")
+
+
+def _pending_line(r: dict) -> str:
+    return (f"{r['target']} {r['name']} {json.dumps(r['args'])}  asked by {r['requested_by']} "
+            f"{r['age_s']:.0f}s ago: {r.get('reason') or 'no reason given'}")
 
 
 def _check_schema(doc: dict, as_json: bool) -> None:
@@ -186,7 +211,8 @@ def _check_schema(doc: dict, as_json: bool) -> None:
 @click.option("--single-person", is_flag=True,
               help="One passage (grant, passes = 1) without a second operator, where the site allows it; "
                    "raises an alarm.")
-@click.option("--timeout", type=float, default=65.0, show_default=True, help="Seconds to wait for the result.")
+@click.option("--timeout", type=Seconds(max=3600), default=65.0, show_default=True,
+              help="Seconds to wait for the result.")
 @json_option
 @click.pass_context
 @edge_errors
@@ -211,7 +237,9 @@ def local(ctx, target, name, arg_pairs, reason, single_person, timeout, as_json)
 
 
 def _result_text(r: dict) -> str:
-    head = f"{r.get('target')} {r.get('name')}: {r.get('status')}"
+    # An approval id that matches no request comes back without target and name: name the id.
+    what = f"{r['target']} {r['name']}" if r.get("target") and r.get("name") else r.get("id")
+    head = f"{what}: {r.get('status')}"
     if r.get("reason"):
         head += f" ({r['reason']})"
     lines = [head]

@@ -35,7 +35,10 @@ def check(ctx: click.Context, path: str | None, as_json: bool) -> None:
         output({"ok": False, "path": str(target), "errors": exc.lines}, as_json,
                lambda d: "\n".join(f"config error: {line}" for line in d["errors"]))
         sys.exit(EX_CONFIG)
+    from edge.config import ignored_env
+
     summary = {"ok": True, "path": str(target), "device_id": settings.device_id, "site": settings.site,
-               "role": settings.role, "drivers": [d.name for d in settings.drivers]}
-    output(summary, as_json, lambda d: f"{d['path']}: ok ({d['role']} {d['device_id']}, "
-                                       f"{len(d['drivers'])} drivers)")
+               "role": settings.role, "drivers": [d.name for d in settings.drivers], "warnings": ignored_env()}
+    output(summary, as_json, lambda d: "\n".join([f"{d['path']}: ok ({d['role']} {d['device_id']}, "
+                                                  f"{len(d['drivers'])} drivers)",
+                                                  *(f"warning: {w}" for w in d["warnings"])]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge.cli._common import json_option, output
+from edge.cli._common import Seconds, json_option, output
 
 
 @click.group("drivers")
@@ -50,7 +50,8 @@ def _configured(path):
 
 @drivers_group.command("test")
 @click.argument("name")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--timeout", type=Seconds(max=3600), default=30.0, show_default=True,
+              help="Seconds to wait for the answer.")
 @json_option
 @click.pass_context
 def test(ctx: click.Context, name: str, timeout: float, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge.cli._common import (
+    Seconds,
     edge_errors,
     human_age,
     human_bytes,
@@ -50,7 +51,7 @@ def _text(s: dict) -> str:
 
 
 @outbox.command("drain")
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.option("--timeout", type=Seconds(max=7 * 86400), default=None, help="Give up after this many seconds.")
 @json_option
 @click.pass_context
 @edge_errors

@@ -22,12 +22,15 @@ def _when(epoch: float | None) -> str:
 
 
 def update_report(settings) -> dict:
-    from edge.cli._state import read_status
+    from edge.cli._state import live_status, read_status
     from edge.update import boot
 
     root = settings.update.install_root
     record = boot.read_record(root)
-    live = ((read_status(settings.state_dir) or {}).get("components") or {}).get("update") or {}
+    # From the daemon's memory when it can be asked (as `edge status` does): status.json is
+    # rewritten only every few seconds, so a check just made would show as not made yet.
+    daemon = live_status(settings.state_dir) or read_status(settings.state_dir) or {}
+    live = (daemon.get("components") or {}).get("update") or {}
     return {"enabled": settings.update.metadata_url is not None, "channel": settings.update.metadata_url,
             "rollout_group": settings.update.rollout_group, "slot": boot.linked_version(root),
             "version": live.get("version"), "state": record.get("state", "idle"),

@@ -21,7 +21,7 @@ _CMD_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 
 #: Machine-readable reasons of a rejected command (the ``reason`` of a result).
 RejectReason = Literal[
-    "malformed",       # not JSON, not an object, or not the Command schema
+    "malformed",       # not JSON, not an object, not the Command schema, or (local) arguments its target refuses
     "bad_signature",   # unsigned, a bad signature, or no trusted key signed it
     "under_signed",    # a barrier/erase command needs two distinct keys (or two local operators)
     "wrong_role",      # the signing key does not hold the 'command' role

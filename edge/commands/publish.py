@@ -26,7 +26,7 @@ def publish_command(uri: str, site: str, device: str | None, doc: dict[str, Any]
     from edge.mqtt import topics
     from edge.mqtt._client import parse_broker
 
-    broker = parse_broker(uri)
+    broker = parse_broker(uri, where="--publish")
     topic = topics.cmd(site, device) if device else topics.site_cmd(site)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-cmd-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)

@@ -83,6 +83,7 @@ class CommandRouter:
         self._last_rejection: dict[str, Any] | None = None
         self._last_prune = time.monotonic()
         self._components: dict[str, tuple[Any, frozenset[str]]] = {}  # targets that are not drivers
+        self._checks: dict[str, Any] = {}  # their argument checks, where they have one
         if daemon.link is not None:
             # Registered before the link connects: a persistent session delivers the
             # commands queued while we were away right after CONNACK. They wait in
@@ -104,7 +105,8 @@ class CommandRouter:
             device=s.device_id, site=s.site, trust=trust, clock_skew_s=s.trust.clock_skew_s,
             settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,
             targets={**{name: r.command_effects for name, r in runners.items()},
-                     **{name: effects for name, (_, effects) in self._components.items()}})
+                     **{name: effects for name, (_, effects) in self._components.items()}},
+            checks={**{name: r.check_command for name, r in runners.items()}, **self._checks})
         self._thread.start()
         link = self._daemon.link
         control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group,
@@ -153,17 +155,21 @@ class CommandRouter:
         self._builtins[name] = fn
         self._builtin_effects[name] = effect
 
-    def register_target(self, name: str, submit, effects=None) -> None:
+    def register_target(self, name: str, submit, effects=None, check=None) -> None:
         """A daemon component that takes commands (the gate policy): before start().
 
         ``submit(name, args, accepted) -> Future`` must not block; its result dict (or
         CommandError) is recorded exactly like a driver's. ``effects`` declares each
         command's effect class (edge.commands.effects); undeclared ones are barrier.
+        ``check(name, args)`` raises CommandError for a command ``submit`` would refuse
+        whatever the state (as Driver.check_command).
         """
         from edge.commands.effects import check_declared
 
         check_declared(name, effects or {})
         self._components[name] = (submit, dict(effects or {}))
+        if check is not None:
+            self._checks[name] = check
 
     def _count(self, what: str) -> None:
         with self._counts_lock:

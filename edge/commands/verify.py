@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,7 +63,8 @@ class Verifier:
 
     def __init__(self, *, device: str, site: str, trust: TrustStore, clock_skew_s: float,
                  settings: CommandsSettings, targets: Mapping[str, Effects], seen: SeenIds,
-                 clock=time.time, builtin_effects: Effects | None = None):
+                 clock=time.time, builtin_effects: Effects | None = None,
+                 checks: Mapping[str, Callable[[str, dict], Any]] | None = None):
         from edge.commands.builtin import BUILTIN_EFFECTS
 
         self.device, self.site = device, site
@@ -71,6 +72,7 @@ class Verifier:
         self.skew_s = clock_skew_s
         self.settings = settings
         self.targets = {EDGE_TARGET: BUILTIN_EFFECTS if builtin_effects is None else builtin_effects, **targets}
+        self.checks = dict(checks or {})  # target -> its argument check (Driver.check_command)
         self.seen = seen
         self._clock = clock
         self.approvals = Approvals(settings.local_approval_s)
@@ -85,7 +87,8 @@ class Verifier:
             raise CommandRejected("bad_signature", "this device trusts no central key "
                                   "(set trust.central_keys); remote commands cannot be verified", doc)
         try:
-            signed_by = self.trust.check(doc, "command", 1)
+            # Key expiry by the same clock as the command's validity: a clock set back revives no key.
+            signed_by = self.trust.check(doc, "command", 1, now=self.seen.trusted_now(self._clock()))
         except TrustRefused as exc:
             raise CommandRejected(exc.problem, exc.detail, doc) from None
         if site_wide and not self._for_this_device_on_site_topic(command):
@@ -142,6 +145,20 @@ class Verifier:
             raise CommandRejected("wrong_target", f"no driver named {command.target!r} on this device; "
                                   f"targets here: {known}", doc)
 
+    def _check_args(self, command: Command, doc: Mapping) -> None:
+        check = self.checks.get(command.target)
+        if check is None:
+            return
+        try:
+            check(command.name, dict(command.args))
+        except CommandError as exc:
+            raise CommandRejected("malformed", f"{command.target} {command.name!r} would fail ({exc}); "
+                                  "refused before anyone is asked to approve it", doc) from None
+        except Exception as exc:  # a plug-in's broken check: refuse the request, keep the worker
+            raise CommandRejected("malformed", f"{command.target} {command.name!r}: the target's argument "
+                                  f"check failed ({type(exc).__name__}: {str(exc)[:200]}); nothing was held",
+                                  doc) from None
+
     def effect(self, command: Command) -> str:
         """observe | operate | barrier | erase, as the target declares it (barrier when it does not)."""
         return effect_of(self.targets.get(command.target, {}), command.name, command.args)
@@ -185,6 +202,7 @@ class Verifier:
         if policy or self.required_signatures(command) < 2:
             self._claim(command, doc)
             return Accepted(command, "local", operator=operator, effect=effect)
+        self._check_args(command, doc)  # before anyone is asked to approve it
         if request.get("single_person") is True:
             return self._single_person(command, doc, operator, effect)
         pending = self.approvals.hold(request, operator)

@@ -30,17 +30,18 @@ class Broker:
     tls: bool
 
 
-def parse_broker(uri: str) -> Broker:
-    """``mqtts://host:8883`` -> Broker; MqttConfigError naming the URI when it is unusable."""
+def parse_broker(uri: str, where: str = "mqtt.brokers") -> Broker:
+    """``mqtts://host:8883`` -> Broker; MqttConfigError naming ``where`` (the config key or the
+    option it came from) and the URI when it is unusable."""
     parts = urlsplit(uri)
     if parts.scheme not in DEFAULT_PORTS:
-        raise MqttConfigError(f"mqtt.brokers: {uri!r} has scheme {parts.scheme!r}; expected mqtt:// or mqtts://")
+        raise MqttConfigError(f"{where}: {uri!r} has scheme {parts.scheme!r}; expected mqtt:// or mqtts://")
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:
-        raise MqttConfigError(f"mqtt.brokers: {uri!r} has an invalid port") from None
+        raise MqttConfigError(f"{where}: {uri!r} has an invalid port; expected 1-65535") from None
     if not parts.hostname:
-        raise MqttConfigError(f"mqtt.brokers: {uri!r} has no host name")
+        raise MqttConfigError(f"{where}: {uri!r} has no host name")
     return Broker(uri, parts.hostname, port, parts.scheme == "mqtts")
 
 

@@ -73,11 +73,13 @@ class DaemonProcess:
         self.starts = 0
         self.command = [sys.executable, "-m", "edge"]  # or a launcher (edge/update/boot.py)
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Run an ``edge`` CLI command against this daemon's config."""
+    def cli(self, *args: str, check: bool = False, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        """Run an ``edge`` CLI command against this daemon's config (``input``: what is typed)."""
         return subprocess.run([sys.executable, "-m", "edge", "--config", str(self.config_path), *args],
                               capture_output=True, text=True, check=check, timeout=timeout,
-                              env={**os.environ, **self.env})
+                              env={**os.environ, **self.env}, input=input,
+                              stdin=subprocess.DEVNULL if input is None else None)
 
     def start(self, timeout: float = 30.0, wait_ready: bool = True) -> DaemonProcess:
         sock_path = self.workdir / f"notify-{self.starts}.sock"

@@ -120,15 +120,16 @@ class TrustStore:
 
     # -- the role check -----------------------------------------------------------------
 
-    def refusal(self, kid: str, doc_type: str) -> tuple[str, str] | None:
-        """None when key ``kid`` may sign ``doc_type`` now, else (problem, detail)."""
+    def refusal(self, kid: str, doc_type: str, now: float | None = None) -> tuple[str, str] | None:
+        """None when key ``kid`` may sign ``doc_type`` at ``now`` (default: the wall clock), else
+        (problem, detail)."""
         role = role_for(doc_type)
         anchor = self.anchors.get(kid)
         if anchor is None:
             return "bad_signature", f"key {kid!r} is not trusted by this device"
         if anchor.fingerprint in self.revoked():
             return "revoked_key", f"key {kid} ({anchor.path}) was revoked"
-        if anchor.expires is not None and self._clock() > anchor.expires.timestamp():
+        if anchor.expires is not None and (self._clock() if now is None else now) > anchor.expires.timestamp():
             return "bad_signature", f"key {kid} ({anchor.path}) expired at {anchor.expires.isoformat()}"
         if role not in anchor.roles:
             return "wrong_role", (f"key {kid} ({anchor.path}) holds role(s) {', '.join(sorted(anchor.roles))}, "
@@ -140,12 +141,15 @@ class TrustStore:
         role_for(doc_type)
         return RoleKeys(self, doc_type)
 
-    def check(self, doc: Mapping[str, Any], doc_type: str, required: int = 1) -> list[str]:
+    def check(self, doc: Mapping[str, Any], doc_type: str, required: int = 1, *,
+              now: float | None = None) -> list[str]:
         """Key ids of the distinct valid signers of ``doc`` allowed to sign ``doc_type``.
 
         Raises TrustRefused when fewer than ``required``. A signature by a trusted
         key that does not verify refuses the whole document (its signatures cover
         different contents); signatures by keys this device does not know are ignored.
+        ``now`` judges key expiry (commands pass their time floor: a clock set back
+        revives no expired key); default the wall clock.
         """
         signatures = doc.get("signatures")
         if not signatures or not isinstance(signatures, list):
@@ -165,7 +169,7 @@ class TrustStore:
             if not _valid(anchor, entry.get("sig"), payload):
                 raise TrustRefused("bad_signature", f"the signature of key {kid} does not match this "
                                    "content (signed different contents, or altered after signing)")
-            why = self.refusal(kid, doc_type)
+            why = self.refusal(kid, doc_type, now)
             if why is not None:
                 refused.append(why)
             elif kid not in good:

@@ -24,7 +24,8 @@ class RevocationList(_M):
 
     type: Literal["trust.revocations"]
     site: str
-    serial: int = Field(ge=1, description="Grows with every list; a lower serial is refused as a rollback.")
+    serial: int = Field(ge=1, description="Grows with every list; a lower serial only adds revocations, "
+                                          "and one that adds nothing is refused as a rollback.")
     issued_at: str | None = None
     revoked: list[Revoked]
     signatures: list[dict[str, Any]] = Field(description="Ed25519, by a key holding the 'config' role.")

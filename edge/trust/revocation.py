@@ -8,9 +8,11 @@ Topic ``edge/v1/{site}/trust/revocations`` (retained, QoS 1)::
      "signatures": [...]}
 
 Signed by a key holding role ``config`` (one signature: revoking only ever
-tightens). ``serial`` must grow; a list with a lower serial is refused (it
-would be a rollback) and revocations are never undone by a later list: the
-device keeps the union. Applied on the network thread before any queued
+tightens). ``serial`` grows; revocations are never undone by a later list: the
+device keeps the union. So a list with a lower serial can only add: its new
+revocations are applied (the serial stays), and one that adds nothing is
+refused as a rollback. Otherwise one list with a huge serial would stop every
+later list. Applied on the network thread before any queued
 command is verified, persisted in ``state_dir/trust/revocations.json``.
 """
 
@@ -64,12 +66,17 @@ def apply_revocations(store: TrustStore, raw: bytes | str, site: str) -> dict[st
         raise RevocationRejected("revocation list: every entry needs a 'fingerprint' of 64 lower-case hex "
                                  "digits (SHA-256 of the raw public key, as `edge keys` shows)")
     current = store.serial
-    if serial < current:
-        raise RevocationRejected(f"revocation list: serial {serial} is older than the one applied "
-                                 f"({current}); refused as a rollback")
-    if serial == current:
-        return {"serial": serial, "added": [], "unchanged": True}
     before = store.revoked()
+    if serial < current:
+        # The device keeps the union of every list, so an older serial can undo nothing; refusing
+        # its new revocations would let one list with a huge serial (one config key) stop every
+        # later one. An older list that adds nothing is the rollback it looks like.
+        if not {e["fingerprint"] for e in entries} - before:
+            raise RevocationRejected(f"revocation list: refused as a rollback: serial {_short(serial)} is "
+                                     f"below the applied {_short(current)} and revokes nothing new")
+        serial = current
+    elif serial == current:
+        return {"serial": serial, "added": [], "unchanged": True}
     merged = {e["fingerprint"]: e.get("reason") for e in entries}
     for fp in before - merged.keys():
         merged[fp] = "kept from an earlier list"  # a revocation is never undone
@@ -80,6 +87,11 @@ def apply_revocations(store: TrustStore, raw: bytes | str, site: str) -> dict[st
     added = sorted(set(merged) - before)
     hit = [a.key_id for a in store.anchors.values() if a.fingerprint in added]
     return {"serial": serial, "added": added, "trusted_keys_revoked": hit, "unchanged": False}
+
+
+def _short(serial: int) -> str:
+    text = str(serial)
+    return text if len(text) <= 20 else f"{text[:8]}... ({len(text)} digits)"
 
 
 class RevocationListener:

@@ -222,6 +222,8 @@ def validate(raw: bytes | str, trusted, *, data: dict[str, Any], record: dict, s
         raise rc.ConfigRefused("replayed", f"version {doc.version} is not newer than the applied "
                             f"{record.get('applied', 0)} (or was rolled back)")
     rc.check_allowed(doc)
+    if (problem := rc.plaintext_problem(data, doc.settings)) is not None:
+        raise rc.ConfigRefused("not_allowed", problem)
     merged = rc.merge(data, doc.settings)
     try:
         settings = Settings(**merged)

@@ -132,6 +132,29 @@ def check_allowed(doc: ConfigDocument) -> None:
                                 f"{', '.join(REMOTE_KEYS)}")
 
 
+def plaintext_problem(data: dict[str, Any], changes: dict[str, Any]) -> str | None:
+    """Why ``changes`` would take the broker connection out of TLS, or None.
+
+    ``mqtt.brokers`` is remote so central can move brokers, not so one config key can
+    point the device at a plaintext broker: what the device sends (and its broker
+    password) would cross the prison network in clear, to any host. A plaintext
+    broker is allowed remotely only where the local file already uses one (a lab).
+    """
+    from urllib.parse import urlsplit
+
+    brokers = changes.get("mqtt.brokers")
+    if not isinstance(brokers, list):
+        return None
+    local = (data.get("mqtt") or {}).get("brokers") or []
+    if any(isinstance(u, str) and urlsplit(u).scheme == "mqtt" for u in local):
+        return None
+    plain = [u for u in brokers if not (isinstance(u, str) and urlsplit(u).scheme == "mqtts")]
+    if not plain:
+        return None
+    return (f"mqtt.brokers: {plain!r} would leave TLS; the local config uses only mqtts:// brokers, and a "
+            "remote document may not turn TLS off (change the local file to allow a plaintext broker)")
+
+
 def check_time(doc: ConfigDocument, skew_s: float, now: datetime) -> None:
     if now > doc.expires_at:
         raise ConfigRefused("expired", f"expired at {doc.expires_at.isoformat()}")
@@ -169,7 +192,11 @@ def overlay(config_path: Path, data: dict[str, Any]) -> dict[str, Any]:
     try:
         doc = open_document(path.read_bytes(), _config_keys(data), site=data.get("site"),
                             device=data.get("device_id"))
-        return merge(data, {k: v for k, v in doc.settings.items() if _allowed_key(k)})
+        changes = {k: v for k, v in doc.settings.items() if _allowed_key(k)}
+        if (problem := plaintext_problem(data, changes)) is not None:  # the local file changed since
+            log.error("remote_config_key_ignored", path=str(path), key="mqtt.brokers", error=problem)
+            changes.pop("mqtt.brokers")
+        return merge(data, changes)
     except (ConfigRefused, EdgeError, OSError) as exc:
         log.error("remote_config_ignored", path=str(path), error=str(exc)[:300])
         return data

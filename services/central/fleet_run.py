@@ -68,7 +68,7 @@ def run_scenario(scenario: str, workdir: Path, *, devices: int = 50, processes: 
         started.append(fleet.stop)
         boot = time.time()
         wait_for(lambda: fleet.fresh_status(time.time() - 0.1)["connected"] == devices,
-                 60 + devices * 0.2, f"all {devices} devices connected", interval=0.5)
+                 60 + devices * 0.2, f"all {devices} devices connected", interval=0.1)
         result = {"scenario": scenario, "devices": devices, "processes": len(fleet.specs), "shared": shared,
                   "connect_all_s": round(time.time() - boot, 2)}
         time.sleep(load_s / 2)  # steady load before the disruption (a duration, not a sync)
@@ -114,7 +114,7 @@ def _disrupt(scenario, central, ingest, wan, fleet: Fleet, devices: int, down_s:
 def _drain_and_check(fleet: Fleet, db_url: str, port: int, devices: int) -> dict:
     paused = time.time()
     status = wait_for(lambda: (s := fleet.fresh_status(time.time() - 0.1))["acked"] >= s["sent"] and s,
-                      120 + devices * 0.2, "every device's outbox acked", interval=0.5)
+                      120 + devices * 0.2, "every device's outbox acked", interval=0.1)
     drained_s = time.time() - paused
     db = open_db(db_url)
     try:

@@ -84,8 +84,8 @@ def present(ctx, lane, booking_id, subject_id, direction, as_json) -> None:
 
 @gate.command("override")
 @click.argument("lane")
-@click.option("--grant", "action", flag_value="grant", help="Let the person through now.")
-@click.option("--deny", "action", flag_value="deny", help="Refuse: end the approach.")
+@click.option("--grant", is_flag=True, help="Let the person through now.")
+@click.option("--deny", is_flag=True, help="Refuse: end the approach.")
 @_dir
 @click.option("--passes", type=click.IntRange(1, 255), default=1, show_default=True)
 @click.option("--reason", required=True, help="Why (mandatory; recorded with your user name).")
@@ -94,13 +94,14 @@ def present(ctx, lane, booking_id, subject_id, direction, as_json) -> None:
 @json_option
 @click.pass_context
 @edge_errors
-def override(ctx, lane, action, direction, passes, reason, single_person, as_json) -> None:
+def override(ctx, lane, grant, deny, direction, passes, reason, single_person, as_json) -> None:
     """An officer decides at LANE: grant or deny, with a reason.
 
     A grant needs a second operator: it prints an approval id for `edge cmd approve`.
     """
-    if action is None:
-        fail("say --grant or --deny", 2, as_json=as_json)
+    if grant == deny:  # neither, or both: never guess which one the officer meant
+        fail("say either --grant or --deny (exactly one)", 2, as_json=as_json)
+    action = "grant" if grant else "deny"
     args = {"lane": lane, "direction": direction, "action": action, "reason": reason, "passes": passes}
     output(_send(ctx, "override", args, reason, as_json, single_person), as_json, _decision_text)
 

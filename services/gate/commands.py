@@ -8,7 +8,9 @@ CommandError naming it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,10 +26,42 @@ from services.gate.settings import Direction, Mode
 #: deny, lockdown, out_of_service. Granting, free passage and leaving lockdown need two.
 EFFECTS = {
     "status": "observe",
-    "present": "operate",  # starts a person's approach: every step of the flow still applies
+    "present": "operate",  # starts a person's approach: every step of the flow still applies (see effects())
     "override": ByArg("action", {"deny": "operate"}),
     "mode": ByArg("mode", {"lockdown": "operate", "out_of_service": "operate"}),
 }
+#: Step kinds that check who the person is or what they carry. A flow with none of them only
+#: grants, so presenting someone to it is a grant by another name.
+CHECKS = frozenset({"verify", "identify", "xray", "card", "pin", "face"})
+
+
+@dataclass(frozen=True)
+class PresentEffect(ByArg):
+    """``present`` starts the flow of its lane, direction and role (visitor with a booking, else
+    any): ``operate`` when that flow checks the person before its grant, ``barrier`` when it only
+    grants (e.g. ``out``/``any`` = grant) or when there is no such flow (a doubt is a barrier)."""
+
+    lanes: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __call__(self, args: Mapping[str, Any]) -> str:
+        if not isinstance(args, Mapping) or not isinstance(args.get("lane"), str):
+            return "barrier"
+        lane, direction = self.lanes.get(args["lane"]), args.get("direction", "in")
+        role = "visitor" if args.get("booking_id") else "any"
+        flow = lane.flow(direction, role) if lane is not None and isinstance(direction, str) else None
+        if flow is None:
+            return "barrier"
+        return "operate" if any(step.kind in CHECKS for step in flow.steps) else "barrier"
+
+    def describe(self) -> str:
+        return "operate when the flow it starts checks the person; barrier when that flow only grants"
+
+
+def effects(lanes: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate's effect classes for these lanes (``present`` depends on their flows)."""
+    return {**EFFECTS, "present": PresentEffect("lane", {}, "operate", lanes)}
+
+
 # What each mode asks of every lane's turnstile. Locking commands are refused by the
 # driver during a fire alarm (the hardware's fail-safe wins); the refusal is recorded.
 _MODE_COMMAND = {"lockdown": "lockdown", "free_passage": "unlock", "out_of_service": "lock", "normal": "lock"}
@@ -58,8 +92,24 @@ class ModeArgs(_Args):
     reason: str = Field(min_length=3, max_length=500)
 
 
+_ARGS: dict[str, type[_Args]] = {"present": PresentArgs, "override": OverrideArgs, "mode": ModeArgs}
+
+
 def _parse(model: type[_Args], name: str, args: dict[str, Any]):
     return parse_command_args(model, f"gate {name}", args)
+
+
+def check(lanes, name: str, args: dict[str, Any]) -> None:
+    """CommandError for a command ``run`` would refuse whatever the gate's state (an unknown
+    name or lane, a bad argument): the router asks before it holds a barrier command for a
+    second operator, so nobody approves an override whose reason is two letters."""
+    if name == "status":
+        return
+    if name not in _ARGS:
+        raise _unknown(name)
+    lane = getattr(_parse(_ARGS[name], name, args), "lane", None)
+    if lane is not None:
+        _lane_named(lanes, lane)
 
 
 def _who(accepted) -> str:
@@ -78,19 +128,28 @@ def run(engine, name: str, args: dict[str, Any], accepted, future: Future) -> No
         _override(engine, _parse(OverrideArgs, name, args), accepted, future)
     elif name == "mode":
         a = _parse(ModeArgs, name, args)
+        if engine.mode["mode"] == "lockdown" and a.mode == "out_of_service":
+            # out_of_service is one person because it closes a gate; from lockdown it would end
+            # the lockdown (every lane back to "lock", grants possible again): that is two people.
+            raise CommandError("the gate is in lockdown: out_of_service would end it; leave lockdown "
+                               "first with `edge gate mode normal --reason ...` (two people)")
         apply_mode(engine, a.mode, a.reason, _who(accepted), accepted.command.id, future)
     else:
-        raise CommandError(f"gate has no command {name!r}; it has: present, override, mode, status")
+        raise _unknown(name)
 
 
-def _lane(engine, name: str):
-    if name not in engine.lanes:
-        raise CommandError(f"no gate lane named {name!r}; lanes: {', '.join(engine.lanes) or 'none'}")
-    return engine.lanes[name]
+def _unknown(name: str) -> CommandError:
+    return CommandError(f"gate has no command {name!r}; it has: {', '.join(_ARGS)}, status")
+
+
+def _lane_named(lanes, name: str):
+    if name not in lanes:
+        raise CommandError(f"no gate lane named {name!r}; lanes: {', '.join(lanes) or 'none'}")
+    return lanes[name]
 
 
 def _present(engine, a: PresentArgs) -> dict[str, Any]:
-    lane = _lane(engine, a.lane)
+    lane = _lane_named(engine.lanes, a.lane)
     role = "visitor" if a.booking_id else "any"
     flow = lane.flow(a.direction, role)
     if flow is None:
@@ -109,7 +168,7 @@ def _present(engine, a: PresentArgs) -> dict[str, Any]:
 
 
 def _override(engine, a: OverrideArgs, accepted, future: Future) -> None:
-    _lane(engine, a.lane)
+    _lane_named(engine.lanes, a.lane)
     override = {"operator": _who(accepted), "reason": a.reason, "origin": accepted.origin,
                 "command_id": accepted.command.id}
     ap = engine.approaches.get(a.lane)

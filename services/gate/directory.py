@@ -20,6 +20,7 @@ from it, and a file changed on disk is refused like a forged message.
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -68,9 +69,10 @@ class DirectoryDoc(_Strict):
 class Directory:
     """The accepted directory (or none yet); ``holder(credential)`` answers offline."""
 
-    def __init__(self, state_dir: Path, trusted, site: str):
+    def __init__(self, state_dir: Path, trusted, site: str, *, skew_s: float = 120.0, clock=time.time):
         self.path = Path(state_dir) / FILE
         self.trusted, self.site = trusted, site
+        self._skew_s, self._clock = skew_s, clock
         self.doc: DirectoryDoc | None = None
         self._by_credential: dict[str, Holder] = {}
         self.problem: str | None = None
@@ -91,6 +93,13 @@ class Directory:
         if len(raw) > MAX_BYTES:
             raise DocumentRejected("directory", "too_big", f"{len(raw)} bytes; at most {MAX_BYTES}")
         doc = self._open(raw)
+        ahead = doc.issued_at.timestamp() - self._clock()
+        if ahead > self._skew_s:
+            # Newer means a later issued_at: one dated years ahead would refuse every real
+            # directory after it (a signing key could freeze the gate's cards and PINs).
+            raise DocumentRejected("directory", "not_yet_valid", f"issued_at {doc.issued_at.isoformat()} is "
+                                   f"{ahead:.0f}s ahead of this device's clock (trust.clock_skew_s allows "
+                                   f"{self._skew_s:g}s); check central's clock")
         if self.doc is not None and doc.issued_at <= self.doc.issued_at:
             raise DocumentRejected("directory", "not_newer", f"issued_at {doc.issued_at.isoformat()} is not "
                                    f"after the one in use ({self.doc.issued_at.isoformat()}): a replay?")

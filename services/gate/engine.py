@@ -69,7 +69,8 @@ class GateEngine:
             for name in [lane.turnstile, lane.camera, lane.reader, *lane.scanners]:
                 if name:
                     self._drivers[name] = lane_name
-        router.register_target("gate", self._submit, commands.EFFECTS)
+        router.register_target("gate", self._submit, commands.effects(self.lanes),
+                               check=lambda name, args: commands.check(self.lanes, name, args))
 
     # -- component -------------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ class Perimeter:
         self.engine = engine
         self._daemon = daemon
         # only anchors holding the 'directory' role (edge.trust.DOCUMENT_ROLES), revocations live
-        self.directory = Directory(s.state_dir, daemon_keys_for(daemon, TRUST_DOCUMENT), s.site)
+        self.directory = Directory(s.state_dir, daemon_keys_for(daemon, TRUST_DOCUMENT), s.site,
+                                   skew_s=s.trust.clock_skew_s)
         self.occupancy = Occupancy(s.state_dir)
         self.holders: dict[str, Any] = {}  # approach id -> directory holder (card flows)
 

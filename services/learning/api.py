@@ -37,6 +37,11 @@ class _Routes:
     def get_catalog(self, req: Request) -> Response:
         cat = self.catalog()
         doc = cat.model_dump(mode="json", exclude={"signatures"})
+        # The catalog is one document for the whole site and its assignments name residents:
+        # this route needs no session, so it keeps only this tablet's device-wide assignments
+        # (a resident's own come from /assignments with their session). Otherwise whoever
+        # holds the UI lists every resident's pseudonym and what they study.
+        doc["assignments"] = [a for a in doc["assignments"] if a["device"] == self.learning.device]
         for course in doc["courses"]:
             for item in course["items"]:
                 item.pop("chunks")

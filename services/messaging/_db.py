@@ -208,6 +208,11 @@ class MailboxDB:
     def list(self, resident: str) -> list[dict[str, Any]]:
         return self._listing(resident, "", ())
 
+    def privileged(self, resident: str, msg_id: str) -> bool | None:
+        """Whether this resident's message is legal mail; None when it is not theirs (or none)."""
+        found = self._listing(resident, " AND id = ?", (msg_id,))
+        return found[0]["privileged"] if found else None
+
     def get(self, resident: str, msg_id: str) -> dict[str, Any] | None:
         row = self._q("SELECT body FROM messages WHERE id = ? AND rtag = ?", (msg_id, self._rtag(resident)))
         if not row:

@@ -3,8 +3,8 @@
 Every route needs ``Authorization: Bearer <token>`` from ``POST /v1/session``
 and answers only from that session's resident's mailbox (another resident's
 message is a 404, never a 403, so its existence is not revealed). Legal
-(privileged) mail, read or written, also needs the PIN entered within the last
-``residents.fresh_pin_s`` seconds.
+(privileged) mail, read, marked read (a read receipt to its sender) or written,
+also needs the PIN entered within the last ``residents.fresh_pin_s`` seconds.
 """
 
 from __future__ import annotations
@@ -50,7 +50,12 @@ def register(api, messaging, sessions) -> None:
             raise ApiError(503, "not_stored", str(exc)) from None
 
     def mark_read(req: Request) -> Response:
-        newly = messaging.mark_read(sessions.current(req).resident, req.params["id"])
+        session = sessions.current(req)
+        if messaging.db.privileged(session.resident, req.params["id"]):
+            # Marking legal mail read sends its sender a read receipt: only the resident
+            # who just entered the PIN may, as for reading it.
+            sessions.require_fresh_pin(session)
+        newly = messaging.mark_read(session.resident, req.params["id"])
         if newly is None:
             raise ApiError(404, "not_found", "no such inbound message in this mailbox")
         return json_response({"id": req.params["id"], "read": True, "receipt_sent": newly})

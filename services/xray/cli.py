@@ -19,6 +19,19 @@ def xray() -> None:
     """Body scanners: dose ledger, dose check, quarantined result files."""
 
 
+def _subject_id(subject: str, as_json: bool) -> str:
+    """Refuse an id no scan can carry ('', 'A1234BC ', non-ASCII): its ledger is always empty, and
+    `check` would answer 'may be scanned' for a typo."""
+    import re
+
+    from edge.schema import EXTERNAL_ID
+
+    if not re.fullmatch(EXTERNAL_ID, subject):
+        fail(f"subject {subject!r} is not a subject id: expected 1-128 ASCII letters, digits and _.:/@+- "
+             "starting with a letter or digit, as the scanner records it (e.g. A1234BC)", as_json=as_json)
+    return subject
+
+
 def _ledger(settings):
     from services.xray.ledger import DoseLedger
 
@@ -34,7 +47,7 @@ def check(ctx: click.Context, subject: str, as_json: bool) -> None:
     """May SUBJECT be scanned now? Exit 0 yes, exit 1 no (at or over the limit, or cannot decide)."""
     from services.xray import check_subject
 
-    result = check_subject(settings_from(ctx), subject)
+    result = check_subject(settings_from(ctx), _subject_id(subject, as_json))
     if as_json:
         output(result.as_dict(), True, "")
     elif not result.decided:
@@ -56,6 +69,7 @@ def check(ctx: click.Context, subject: str, as_json: bool) -> None:
 def ledger_cmd(ctx: click.Context, subject: str, as_json: bool) -> None:
     """SUBJECT's dose history (all sites) and remaining allowance."""
     settings = settings_from(ctx)
+    _subject_id(subject, as_json)
     ledger = _ledger(settings)
     try:
         result, rows = ledger.check(subject), ledger.history(subject)

@@ -161,20 +161,32 @@ def test_fuzz_scanner_files_never_stop_the_inbox(tmp_path, fmt):
 
 @pytest.mark.parametrize("form", ["json", "kv"])
 def test_fuzz_scanner_stream_lines_are_scans_or_refusals(form):
-    """The x-ray stream adapter's line formats: every line is a scan or a ScanRejected, nothing else."""
+    """The x-ray stream adapter's line formats: every line is a scan or a ScanRejected, nothing else.
+
+    Each line goes through the adapter's own front, the LineSplitter at the driver's default
+    max_line_bytes: a longer line (the deepest nesting drawn here is 400 kB) is dropped and
+    reported before it is parsed, as in the driver, so only lines the driver parses are parsed."""
     from drivers.xray import line_source
     from drivers.xray.scan import ScanRejected, build_scan
+    from drivers.xray.stream import StreamConfig
 
     sim = ScannerSim(dose_usv=0.5)
     rec = sim.record("suspicious")
     valid = (sim.line_json if form == "json" else sim.line_kv)(rec).rstrip(b"\n")
     strategy = hostile_json(rec) if form == "json" else hostile_bytes(valid)
+    bound = StreamConfig.model_fields["max_line_bytes"].default
 
     @_settings(400)
     @given(strategy)
     def case(line: bytes):
+        line = line.replace(b"\n", b" ")
+        (item,) = line_source.LineSplitter(bound).feed(line + b"\n")
+        if isinstance(item, line_source.Overlong):  # the driver reports it (xray.rejected), never parses it
+            assert len(line) > bound and item.bytes == len(line) + 1
+            return
+        assert item == line
         try:
-            build_scan(line_source.parse(line.replace(b"\n", b" "), "line 1"), "line 1")
+            build_scan(line_source.parse(item, "line 1"), "line 1")
         except ScanRejected as exc:
             assert exc.reason.startswith("line 1")
     case()

@@ -8,6 +8,12 @@ reason, an alarm to central, never a mode change.
 
 from __future__ import annotations
 
+import grp
+import json
+import os
+import re
+from pathlib import Path
+
 import pytest
 
 from drivers.sim.turnstile import TurnstileSim
@@ -82,3 +88,70 @@ def test_single_person_override_is_off_by_default(gate_factory):
     daemon, _ = gate_factory()
     one = send(daemon.state_dir, "gate", "override", {**GRANT, "passes": 1}, "escort", single_person=True)
     assert one["reason"] == "under_signed" and "does not allow one-person overrides" in one["detail"]
+
+
+def test_a_request_that_would_fail_is_refused_before_a_second_operator_is_asked(gate_factory):
+    """A colleague must never be asked to approve what cannot run: a two-letter reason, a
+    lane that does not exist, a misspelt command. Each is refused at once, naming what is
+    wrong, and nothing is held; the same request done right is held (positive control)."""
+    daemon, _ = gate_factory()
+    state = daemon.state_dir
+    for target, name, args, problem in (
+            ("gate", "override", {**GRANT, "reason": "ok"}, "reason: String should have at least 3"),
+            ("gate", "override", {**GRANT, "lane": "lane9"}, "no gate lane named 'lane9'; lanes: lane1"),
+            ("gate", "mode", {"mode": "free_passage"}, "reason: Field required"),
+            ("gate", "open_all", {}, "gate has no command 'open_all'"),
+            ("lane1-ts", "grant", {"passes": 0}, "passes: Input should be greater than or equal to 1"),
+            ("lane1-ts", "grant", {"address": 9}, "no controller at address 9 on this line"),
+            ("lane1-ts", "unlok", {}, "turnstile does not support command 'unlok'")):
+        refused = send(state, target, name, args, "testing")
+        assert (refused["status"], refused["reason"]) == ("rejected", "malformed"), refused
+        assert problem in refused["detail"] and "refused before anyone is asked" in refused["detail"], refused
+        assert "approval_id" not in (refused.get("result") or {})
+    assert pending(state) == []
+    out = daemon.cli("gate", "override", "lane1", "--grant", "--reason", "ok", "--json")
+    assert out.returncode == 1 and "reason: String should have at least 3" in out.stdout, out.stdout + out.stderr
+    assert pending(state) == []
+    held = send(state, "gate", "override", GRANT, "testing")  # positive control: right, so held
+    assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
+    assert [w["name"] for w in pending(state)] == ["override"]
+
+
+def test_an_operator_in_the_service_group_reaches_the_socket_through_the_units_state_directory(gate_factory):
+    """On a device the state directory is made by systemd with the unit's StateDirectoryMode and
+    the daemon's group: the second operator's account must get through it to control.sock by
+    membership of that group alone (docs/security.md: operators join group edge), and an account
+    outside it must not. Here the folder's group is `users`, standing in for `edge`."""
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "edge.service").read_text()
+    mode = int(re.search(r"^StateDirectoryMode=(\d+)$", unit, re.M).group(1), 8)
+    assert mode & 0o007 == 0, "others must get nothing in the state directory"
+    service_group = grp.getgrnam("users").gr_gid
+    daemon, _ = gate_factory()
+    state = daemon.state_dir
+    os.chown(state, -1, service_group)
+    os.chmod(state, mode)
+    held = send(state, "lane1-ts", "unlock", {}, "jammed")
+    approval = held["result"]["approval_id"]
+    with pytest.raises(AssertionError, match="Permission denied"):  # not in the group: the kernel refuses
+        as_second_operator(state, {"approve": approval}, groups=[])
+    done = as_second_operator(state, {"approve": approval}, groups=[service_group])
+    assert done["status"] == "ok" and done["approved_by"] == "nobody", done
+
+
+def test_the_second_operator_sees_the_request_before_it_runs(gate_factory):
+    """`edge cmd approve` shows what it approves and asks; no answer, or no, runs nothing."""
+    daemon, _ = gate_factory()
+    state = daemon.state_dir
+    held = send(state, "lane1-ts", "unlock", {}, "jammed")
+    approval = held["result"]["approval_id"]
+    for typed in ("n\n", None):  # a no, and no terminal at all
+        out = daemon.cli("cmd", "approve", approval, input=typed)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert 'you approve: lane1-ts unlock {}  asked by root' in out.stdout and ": jammed" in out.stdout
+        assert "not approved: nothing was run" in out.stdout + out.stderr
+    scripted = daemon.cli("cmd", "approve", approval, "--json")
+    assert scripted.returncode == 1 and "add --yes" in json.loads(scripted.stdout)["error"]
+    assert [w["approval_id"] for w in pending(state)] == [approval]  # still waiting, not run
+    # Answering yes sends it: the daemon then judges who approves (here the requester: refused).
+    yes = daemon.cli("cmd", "approve", approval, input="y\n")
+    assert "second operator" in yes.stdout, yes.stdout + yes.stderr

@@ -66,6 +66,8 @@ def test_forged_retyped_replayed_unsigned_directories_are_refused(site, tmp_path
         "wrong_role": signed_directory(catalogs, holders, later),  # a trusted key without the role
         "wrong_type": sign(retyped, p.central_key),  # validly signed by central, but not a directory
         "not_newer": signed_directory(p.central_key, holders, "2020-01-01T00:00:00+00:00"),  # a replay
+        # Validly signed but dated far ahead: taken, it would make every real directory "not newer".
+        "not_yet_valid": signed_directory(p.central_key, holders, "9999-01-01T00:00:00+00:00"),
     }
     unsigned = {"type": "gate.directory", "site": SITE, "issued_at": later, "holders": holders}
     for problem, doc in [*attacks.items(), ("signature", unsigned)]:

@@ -201,9 +201,13 @@ def test_legal_mail_needs_a_fresh_pin(mosquitto, edge_daemon, central, publisher
     assert code == 403 and body["error"]["code"] == "pin_required" and "appeal" not in repr(body)
     code, body = tablet.api("POST", "/v1/messaging/messages", {"contact": "c-lawyer", "body": "new evidence"})
     assert code == 403 and body["error"]["code"] == "pin_required"
+    code, body = tablet.api("POST", f"/v1/messaging/messages/{legal}/read")  # would send the lawyer a receipt
+    assert code == 403 and body["error"]["code"] == "pin_required"
     assert tablet.api("GET", f"/v1/messaging/messages/{family}")[0] == 200  # family mail needs no fresh PIN
+    assert tablet.api("POST", f"/v1/messaging/messages/{family}/read")[1]["receipt_sent"] is True
     tablet.tokens.clear()  # the UI asks for the PIN again
     assert tablet.api("GET", f"/v1/messaging/messages/{legal}")[0] == 200
+    assert tablet.api("POST", f"/v1/messaging/messages/{legal}/read")[1]["receipt_sent"] is True
     assert tablet.api("POST", "/v1/messaging/messages", {"contact": "c-lawyer", "body": "new evidence"})[0] == 201
 
 

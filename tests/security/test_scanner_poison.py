@@ -21,21 +21,10 @@ from drivers.sim.xray import ScannerSim, dicos_bytes
 from drivers.xray import _files
 from drivers.xray.contract import EVENT_PAYLOADS
 from drivers.xray.folder import XrayFolderDriver
-from edge.store import StoreReader
 from edge.testing.wait import wait_for
-from tests._xray_helpers import XrayHarness
+from tests._xray_helpers import XrayHarness, daemon_events
 
 FAST = {"poll_s": 0.05, "settle_s": 0.05}
-
-
-def _events(daemon, glob="xray.*") -> list[dict]:
-    if not (daemon.state_dir / "events.db").exists():
-        return []
-    reader = StoreReader(daemon.state_dir, readonly=True)
-    try:
-        return [json.loads(body) for _s, body, _a in reader.tail(100_000, type_glob=glob)]
-    finally:
-        reader.close()
 
 
 def _write(folder: Path, name: str | bytes, data: bytes) -> None:
@@ -71,8 +60,8 @@ def test_poison_files_are_quarantined_once_and_good_files_behind_them_flow(tmp_p
     base_config["drivers"] = [{"name": "xr", "kind": "xray.folder", "path": str(inbox), "image_wait_s": 1.0,
                                **FAST}]
     daemon = edge_daemon(base_config)
-    rejected = wait_for(lambda: len(r := _events(daemon, "xray.rejected")) >= len(poison) and r, what="4 rejections")
-    scans = wait_for(lambda: len(s := _events(daemon, "xray.scan")) >= 5 and s, what="the 5 good scans")
+    rejected = wait_for(lambda: len(r := daemon_events(daemon, "xray.rejected")) >= len(poison) and r, what="4 rejections")
+    scans = wait_for(lambda: len(s := daemon_events(daemon, "xray.scan")) >= 5 and s, what="the 5 good scans")
     reasons = {e["payload"]["file"]: e["payload"]["reason"] for e in rejected}
     assert "out of range" in reasons["overflow.json"]
     assert "not valid UTF-8" in reasons["scan-\\udcff\\udcfe.json"]
@@ -80,7 +69,7 @@ def test_poison_files_are_quarantined_once_and_good_files_behind_them_flow(tmp_p
     ids = {e["payload"]["scan_id"] for e in scans}
     assert {r["scan_id"] for r in [*good, long_rec, fifo_rec]} == ids  # every good file, once
     assert next(e for e in scans if e["payload"]["scan_id"] == fifo_rec["scan_id"])["payload"]["image_missing"]
-    for event in _events(daemon):
+    for event in daemon_events(daemon):
         EVENT_PAYLOADS[event["type"]].model_validate(event["payload"])  # the contract holds
 
     wait_for(lambda: sorted(p.name for p in inbox.iterdir()) == ["fifo.png", "processed", "quarantine"],
@@ -89,7 +78,7 @@ def test_poison_files_are_quarantined_once_and_good_files_behind_them_flow(tmp_p
     status = json.loads(daemon.cli("status", "--json").stdout)["daemon"]["drivers"]["xr"]
     assert status["status"] == "ok" and status["restarts"] == 0  # never faulted
     time.sleep(0.3)  # several polls: nothing is refused twice
-    assert len(_events(daemon, "xray.rejected")) == len(poison)
+    assert len(daemon_events(daemon, "xray.rejected")) == len(poison)
 
 
 def test_a_fifo_is_never_opened_for_reading(tmp_path):

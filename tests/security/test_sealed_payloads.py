@@ -82,7 +82,8 @@ def test_a_broker_wide_subscriber_sees_no_face_template(mosquitto, mqtt_collecto
         assert link.wait_connected(10)
         face = template("obama_1")
         doc = signing.sign({"site": SITE, "epoch": 1, "version": 1, "issued_at": "2026-01-01T00:00:00+00:00",
-                            "subjects": [{"subject_id": "visitor-88", "role": "staff",
+                            "subjects": [{"subject_id": "visitor-88", "role": "visitor",
+                                          "valid_until": "2099-01-01T00:00:00+00:00",
                                           "templates": [base64.b64encode(face).decode()]}]}, central_key)
         recipients = {"gate-1": sealing.device_key(settings.state_dir).public_raw}
         central = StandaloneLink(mosquitto.uri, client_id="central").start()

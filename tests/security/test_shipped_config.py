@@ -25,6 +25,13 @@ def test_gate_example_is_safe_as_shipped():
                                 (TURNSTILE, "grant", {}), (TURNSTILE, "unlock", {}), (GATE, "mode", {"mode": "normal"})):
         assert effect_of(effects, name, args) == "barrier", name
     assert effect_of(GATE, "mode", {"mode": "lockdown"}) == "operate"
+    # Presenting someone to the grant-only exit is a grant (two people); a visitor's exit checks the face.
+    from services.gate.commands import effects
+
+    lanes = effects(s.gate.lanes)
+    assert effect_of(lanes, "present", {"lane": "lane1", "direction": "out"}) == "barrier"
+    assert effect_of(lanes, "present", {"lane": "lane1", "direction": "out", "booking_id": "BK-1"}) == "operate"
+    assert effect_of(lanes, "present", {"lane": "lane1", "booking_id": "BK-1"}) == "operate"
 
 
 def test_tablet_example_keeps_erase_two_person():
