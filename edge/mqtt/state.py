@@ -56,6 +56,12 @@ def _iso(dt: datetime | None = None) -> str:
     return (dt or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _seal_key(state_dir: Path) -> str:
+    from edge.sealing import device_key
+
+    return device_key(state_dir).public_b64
+
+
 class DeviceState:
     """Publishes birth, re-birth and death of this device on its retained state topic."""
 
@@ -65,6 +71,8 @@ class DeviceState:
         self.topic = topics.state(settings.site, settings.device_id)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.boot_seq = next_boot_seq(settings.state_dir)
+        # Made (or read) now, at start: a disk that fills later must not stop the birth message.
+        self.seal_key = _seal_key(settings.state_dir)
         self.started_at = _iso()
         self.published = 0
         self._due = threading.Event()  # a birth must be (re)published
@@ -86,13 +94,8 @@ class DeviceState:
 
     def birth(self) -> bytes:
         doc = {"online": True, **self._identity(), "ts": _iso(), "drivers": self.health(),
-               "outbox": self._outbox(), "seal_key": self._seal_key()}
+               "outbox": self._outbox(), "seal_key": self.seal_key}
         return json.dumps(doc, separators=(",", ":"), default=str).encode()
-
-    def _seal_key(self) -> str:
-        from edge.sealing import device_key
-
-        return device_key(self.settings.state_dir).public_b64
 
     def death(self, reason: str) -> bytes:
         doc = {"online": False, **self._identity(), "reason": reason}
