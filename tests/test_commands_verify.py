@@ -227,6 +227,28 @@ def test_keys_gen_cli(tmp_path):
     assert again.exit_code == 1 and "refusing to overwrite" in again.output
 
 
+def test_keys_gen_refuses_a_missing_dir_instead_of_creating_it(tmp_path):
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    runner = CliRunner()
+    typo = tmp_path / "keyz" / "central"
+    made = runner.invoke(cli, ["keys", "gen", "ops", "--role", "command", "--dir", str(typo), "--json"])
+    assert made.exit_code == 2, made.output  # a command used wrongly (README's exit codes)
+    error = json.loads(made.output)
+    assert error["ok"] is False and error["dir"] == str(typo)
+    assert "does not exist" in error["error"] and f"install -d -m 0700 {typo}" in error["error"]
+    assert not (tmp_path / "keyz").exists()  # nothing created, no key written anywhere
+    (tmp_path / "a-file").write_text("")
+    text = runner.invoke(cli, ["keys", "gen", "ops", "--role", "command", "--dir", str(tmp_path / "a-file")])
+    assert text.exit_code == 2 and "is not a folder" in text.output and not text.output.startswith("{")
+    # Positive control: the folder, once created, gets the key pair.
+    typo.mkdir(parents=True, mode=0o700)
+    ok = runner.invoke(cli, ["keys", "gen", "ops", "--role", "command", "--dir", str(typo), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["private_key"] == str(typo / "ops.key"), ok.output
+
+
 def test_a_local_request_its_target_refuses_is_never_held_and_a_broken_check_refuses(tmp_path, clock):
     def check(name, args):
         if name == "grant" and args.get("passes", 1) < 1:

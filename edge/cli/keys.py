@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from edge.cli._common import EX_CONFIG, edge_errors, fail, json_option, output, settings_from
+from edge.cli._common import (
+    EX_CONFIG,
+    EX_USAGE,
+    edge_errors,
+    fail,
+    json_option,
+    output,
+    settings_from,
+)
 
 
 @click.group(invoke_without_command=True)
@@ -45,8 +54,8 @@ def _list(ctx: click.Context, as_json: bool) -> None:
 
 @keys.command("gen")
 @click.argument("name")
-@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Folder to write NAME.key, NAME.pub and NAME.pub.json into.")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(),
+              help="Existing folder to write NAME.key, NAME.pub and NAME.pub.json into (never created).")
 @click.option("--role", "roles", multiple=True, required=True,
               type=click.Choice(["command", "catalog", "gallery", "directory", "config", "update"]),
               help="What the key may sign (repeatable). Give a command key no other role.")
@@ -62,6 +71,7 @@ def gen(name: str, folder: str, roles: tuple[str, ...], as_json: bool) -> None:
 
     if "/" in name or name.startswith("."):
         fail(f"key name {name!r} must be a plain file name (use --dir for the folder)", as_json=as_json)
+    _check_folder(folder, as_json)
     try:
         key_path, pub_path, kid = generate_keypair(folder, name, roles)
     except FileExistsError:
@@ -72,3 +82,14 @@ def gen(name: str, folder: str, roles: tuple[str, ...], as_json: bool) -> None:
     output(data, as_json, lambda d: f"key id {d['key_id']} roles {','.join(d['roles'])}"
                                     f"\n  private {d['private_key']} (mode 0600, keep secret)"
                                     f"\n  public  {d['public_key']} and its .json (add to trust.central_keys)")
+
+
+def _check_folder(folder: str, as_json: bool) -> None:
+    """Exit 2 unless --dir is an existing folder: a typo must not put a private key in a new
+    folder nobody looks after, with whatever owner and mode the umask gives it."""
+    if os.path.isdir(folder):
+        return
+    what = "is not a folder" if os.path.lexists(folder) else "does not exist"
+    fail(f"--dir {folder}: {what}; edge keys gen never creates the folder for a private key. Check the "
+         f"path, or create it first, owned by the signing user and closed to others "
+         f"(install -d -m 0700 {folder}), then run this again", EX_USAGE, as_json=as_json, dir=folder)
