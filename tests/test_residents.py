@@ -64,3 +64,55 @@ def test_only_one_pin_check_at_a_time(tmp_path):
     assert guard.begin() and not guard.begin()
     guard.end()
     assert guard.begin()
+
+
+def _as(token: str):
+    from edge.localapi.server import Request
+
+    return Request("GET", "/v1/session", {}, {"Authorization": f"Bearer {token}"}, b"")
+
+
+def _alive(sessions, token: str) -> bool:
+    from edge.localapi.server import ApiError
+
+    try:
+        sessions.current(_as(token))
+        return True
+    except ApiError:
+        return False
+
+
+def test_a_residents_logins_end_only_their_own_sessions_and_a_full_tablet_refuses():
+    from edge.localapi.server import ApiError
+    from services.residents.sessions import Sessions
+
+    now = [0.0]
+    sessions = Sessions(600, 120, clock=lambda: now[0], per_resident=2, max_total=4)
+    victim = sessions.create("res-victim")
+    spam = []
+    for _ in range(50):  # the old global LRU: 64 logins of one resident logged everyone out
+        now[0] += 1
+        spam.append(sessions.create("res-spammer"))
+    assert _alive(sessions, victim)
+    assert [_alive(sessions, t) for t in spam[-3:]] == [False, True, True]  # their own oldest went
+    assert sessions.count() == 3
+    third = sessions.create("res-third")  # the tablet's last slot
+    now[0] += 1
+    with pytest.raises(ApiError) as full:
+        sessions.create("res-fourth")
+    assert (full.value.status, full.value.code) == (503, "sessions_full")
+    assert "max_sessions" in full.value.message and 1 <= int(full.value.headers["Retry-After"]) <= 600
+    assert all(_alive(sessions, t) for t in (victim, third, *spam[-2:]))  # nobody was logged out
+    # A resident with a session of their own still logs in on a full tablet: it replaces their oldest.
+    again = sessions.create("res-third")
+    assert _alive(sessions, again) and not _alive(sessions, third) and sessions.count() == 4
+    # Positive control: a logout, or an idle timeout, frees a slot for someone new.
+    assert sessions.end(_as(victim))
+    assert _alive(sessions, sessions.create("res-fourth"))
+    now[0] += 601
+    assert sessions.count() == 0 and _alive(sessions, sessions.create("res-fifth"))
+
+
+def test_session_bounds_are_checked():
+    with pytest.raises(ValueError, match="max_sessions_per_resident .* must not be above max_sessions"):
+        ResidentSettings(max_sessions_per_resident=8, max_sessions=4)

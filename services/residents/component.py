@@ -4,9 +4,10 @@ Login, in this order (each step the same for every pseudonym, known or not):
 1. one PIN check at a time on the tablet (a parallel try is told to wait);
 2. back-off or lockout of that pseudonym or of the whole tablet -> 429, no check;
 3. the scrypt check, against the resident's verifier or a decoy of the same cost;
-4. only an ``active`` resident whose PIN matched gets a session; anything else is one
-   uniform 401, and counts as a failure; the N-th failure in a row locks the name out
-   and emits a ``resident.lockout`` alarm;
+4. only an ``active`` resident whose PIN matched gets a session (ending, if it must,
+   only an older session of their own; 503 when the tablet is full of others'); anything
+   else is one uniform 401, and counts as a failure; the N-th failure in a row locks the
+   name out and emits a ``resident.lockout`` alarm;
 5. every checked answer takes at least ``min_answer_s``.
 """
 
@@ -59,7 +60,9 @@ class ResidentsComponent:
         # Only keys holding the directory role (edge.trust, issue 16) may sign a directory.
         self.trusted = daemon_keys_for(daemon, DIRECTORY_ROLE)
         self.guard = LoginGuard(s.residents, root / "logins.json", s.state_dir)
-        self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s)
+        self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s,
+                                 per_resident=s.residents.max_sessions_per_resident,
+                                 max_total=s.residents.max_sessions)
         self.device_key = sealing.device_key(s.state_dir)
         self._lock = threading.Lock()
         self._entries: dict[str, ResidentEntry] = {}
@@ -160,8 +163,13 @@ class ResidentsComponent:
         if not ok:
             raise ApiError(401, "login_failed", _FAILED)
         self.guard.success(key)
+        try:
+            token = self.sessions.create(pseudonym)
+        except ApiError:
+            log.warning("resident_sessions_full", max_sessions=self.settings.max_sessions)
+            raise
         log.info("resident_login")
-        return self.sessions.create(pseudonym), pseudonym
+        return token, pseudonym
 
     def _lockout(self, pseudonym: str, known: bool, failures: int, until: float) -> None:
         name = pseudonym if re.match(PSEUDONYM, pseudonym) else None

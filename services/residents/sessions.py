@@ -6,11 +6,19 @@ persisted: they are bound to this tablet (no other device knows them) and a
 restart ends every session. A session ends after ``idle_timeout_s`` without a
 request, on ``DELETE /v1/session``, or when the directory suspends, releases or
 re-keys its resident.
+
+Two bounds keep the table small without letting one resident log others out:
+each resident holds at most ``per_resident`` sessions (their next login ends
+their own least recently used one), and the tablet at most ``max_total``. A
+login that would need the slot of another resident's live session is refused
+(503 ``sessions_full``): evicting it would let whoever has one PIN, or a script
+on the socket, end every other resident's session.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
@@ -19,7 +27,6 @@ from dataclasses import dataclass
 
 from edge.localapi.server import ApiError, Request
 
-_MAX_SESSIONS = 64
 _BEARER = {"WWW-Authenticate": 'Bearer realm="edge-tablet"'}
 
 
@@ -36,21 +43,35 @@ def _hash(token: str) -> str:
 
 
 class Sessions:
-    def __init__(self, idle_s: float, fresh_pin_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, idle_s: float, fresh_pin_s: float, clock: Callable[[], float] = time.monotonic, *,
+                 per_resident: int = 4, max_total: int = 256):
         self.idle_s, self.fresh_pin_s, self._clock = idle_s, fresh_pin_s, clock
+        self.per_resident, self.max_total = per_resident, max_total
         self._lock = threading.Lock()
         self._by_hash: dict[str, Session] = {}
 
     def create(self, resident: str) -> str:
+        """A new token for ``resident``; to make room it ends only their own oldest session.
+
+        503 ``sessions_full`` when the tablet's bound is reached and none of them is this
+        resident's. Called after the PIN matched, so only the PIN's holder learns it."""
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._lock:
             self._expire(now)
-            if len(self._by_hash) >= _MAX_SESSIONS:  # the least recently used goes first
-                oldest = min(self._by_hash.values(), key=lambda s: s.last_used)
-                del self._by_hash[oldest.token_hash]
+            own = [s for s in self._by_hash.values() if s.resident == resident]
+            if own and (len(own) >= self.per_resident or len(self._by_hash) >= self.max_total):
+                del self._by_hash[min(own, key=lambda s: s.last_used).token_hash]
+            elif len(self._by_hash) >= self.max_total:
+                raise self._full(now)
             self._by_hash[_hash(token)] = Session(resident, _hash(token), now, now)
         return token
+
+    def _full(self, now: float) -> ApiError:
+        soonest = min(s.last_used for s in self._by_hash.values()) + self.idle_s - now
+        return ApiError(503, "sessions_full", f"this tablet already holds {self.max_total} sessions of other "
+                        f"residents ([residents].max_sessions); none is ended for a new login: try again "
+                        f"when one logs out or idles out", {"Retry-After": str(max(1, math.ceil(soonest)))})
 
     def _expire(self, now: float) -> None:
         for h in [h for h, s in self._by_hash.items() if now - s.last_used > self.idle_s]:

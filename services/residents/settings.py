@@ -1,8 +1,9 @@
-"""``[residents]``: how long a resident's session lives and how wrong PINs are slowed down."""
+"""``[residents]``: how long a resident's session lives, how many there may be, and how wrong PINs
+are slowed down."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ResidentSettings(BaseModel):
@@ -25,3 +26,18 @@ class ResidentSettings(BaseModel):
                                   description="The tablet's count of wrong PINs restarts after this quiet time.")
     min_answer_s: float = Field(default=0.25, ge=0, le=5,
                                 description="Every login answer takes at least this long, right or wrong.")
+    max_sessions_per_resident: int = Field(
+        default=4, ge=1, le=64,
+        description="Sessions one resident may hold at once; their next login ends their own least "
+                    "recently used one, never another resident's.")
+    max_sessions: int = Field(
+        default=256, ge=1, le=10_000,
+        description="Sessions on this tablet at once (a memory bound). When it is full of other residents' "
+                    "sessions a login is refused (503 sessions_full); no other resident is logged out.")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_sessions_per_resident > self.max_sessions:
+            raise ValueError(f"max_sessions_per_resident ({self.max_sessions_per_resident}) must not be above "
+                             f"max_sessions ({self.max_sessions})")
+        return self

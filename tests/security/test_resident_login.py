@@ -227,3 +227,31 @@ def test_sessions_expire_when_idle_and_end_when_central_suspends_the_resident(
              what="released resident's session ended", timeout=45)
     assert _login(tablet, OTHER, PINS[OTHER])[0] == 401  # and they cannot log in again
     assert _login(tablet, RESIDENT, PINS[RESIDENT])[0] == 201
+
+
+def test_one_resident_logging_in_again_and_again_logs_nobody_else_out(mosquitto, edge_daemon, central, publisher):
+    """The table of sessions was one LRU of 64: 64 logins of one resident (or a script on the
+    socket with one PIN) ended every other resident's session. Now a resident's logins end
+    only their own; a tablet full of others' sessions refuses a login instead."""
+    third, fourth = ("res-th1rd0", "111222"), ("res-f0urth", "333444")
+    def directory(central):
+        return central.directory(residents={RESIDENT: (PINS[RESIDENT], "active"), OTHER: (PINS[OTHER], "active"),
+                                            third[0]: (third[1], "active"), fourth[0]: (fourth[1], "active")})
+    tablet = _tablet(edge_daemon, mosquitto, central, publisher, directory=directory,
+                     max_sessions_per_resident=1, max_sessions=3)  # one each: ready() logged RESIDENT in
+    victim = tablet.headers(RESIDENT)
+    spam = [_login(tablet, OTHER, PINS[OTHER]) for _ in range(6)]  # 3 times the tablet's whole bound
+    assert [s[0] for s in spam] == [201] * 6
+    assert call_json(tablet.sock, "GET", "/v1/messaging/messages", headers=victim)[0] == 200
+    tokens = [json.loads(s[2])["token"] for s in spam]
+    alive = [call_json(tablet.sock, "GET", "/v1/session", headers={"Authorization": f"Bearer {t}"})[0]
+             for t in tokens]
+    assert alive == [401] * 5 + [200]  # the spammer's own older sessions went
+    assert _login(tablet, *third)[0] == 201  # the tablet's last slot
+    status, headers, raw = _login(tablet, *fourth)
+    assert status == 503 and json.loads(raw)["error"]["code"] == "sessions_full", raw
+    assert int(headers["Retry-After"]) >= 1
+    assert call_json(tablet.sock, "GET", "/v1/messaging/messages", headers=victim)[0] == 200  # still logged in
+    # Positive control: once the victim logs out, the fourth resident logs in.
+    assert call_json(tablet.sock, "DELETE", "/v1/session", headers=victim) == (200, {"ended": True})
+    assert _login(tablet, *fourth)[0] == 201
