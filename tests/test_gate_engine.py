@@ -49,6 +49,9 @@ class FakeRouter:
 
     submit_policy = submit_local  # the engine's own driver commands
 
+    def trusted_now(self):  # no time floor here: tests/security/test_xray_results.py sets the clock back
+        return time.time()
+
 
 class Harness:
     def __init__(self, state_dir, lane=LANE, **gate):

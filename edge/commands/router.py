@@ -171,6 +171,14 @@ class CommandRouter:
         if check is not None:
             self._checks[name] = check
 
+    def trusted_now(self) -> float:
+        """UNIX time to judge expiry and freshness by (a gate's x-ray results): the later of the
+        wall clock and the device's time floor (edge.commands.seen), so a clock set back makes
+        nothing old look recent. Any thread; only after start(), which every component follows."""
+        if self._verifier is None:
+            raise EdgeError("the command router has not started: the device's time floor is not read yet")
+        return self._verifier.seen.trusted_now()
+
     def _count(self, what: str) -> None:
         with self._counts_lock:
             self._counts[what] += 1
@@ -179,8 +187,8 @@ class CommandRouter:
         log.error("clock_jumped_back", wall=wall, floor=floor, behind_s=round(floor - wall, 1))
         self._record("system.clock_jumped_back", {
             "wall": wall, "floor": floor, "behind_s": round(floor - wall, 1),
-            "detail": "the wall clock is behind a time this device has already seen; commands are judged "
-                      "by the later time (check NTP and the RTC battery: edge doctor)"}, "alarm")
+            "detail": "the wall clock is behind a time this device has already seen; commands and x-ray "
+                      "results are judged by the later time (check NTP and the RTC battery: edge doctor)"}, "alarm")
 
     # -- intake (other threads: only enqueue) --------------------------------------
 

@@ -26,6 +26,7 @@ a run cannot drag the floor forward and lock every command out.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ class SeenIds:
         self.on_clock_back = on_clock_back
         self._claims = 0
         self._behind = False
+        self._floor_lock = threading.Lock()  # the commands worker and the gate (scan freshness) both ask
         try:
             self._db = open_db(self.path)
             self._schema()
@@ -82,17 +84,18 @@ class SeenIds:
         return wall + (self.uptime() - at)
 
     def trusted_now(self, wall: float | None = None) -> float:
-        """The time to judge expiry by: the later of the wall clock and the floor."""
+        """The time to judge expiry (and a scan's freshness) by: the later of the wall clock and the floor."""
         wall = self._clock() if wall is None else wall
-        floor = self.floor()
-        if wall < floor - self.skew_s:
-            if not self._behind and self.on_clock_back is not None:
-                self.on_clock_back(wall, floor)
-            self._behind = True
-            return floor
-        self._behind = False
-        if floor < wall <= floor + self.skew_s:
-            self._floor = (wall, self.uptime())  # ordinary NTP slewing
+        with self._floor_lock:
+            floor = self.floor()
+            if wall < floor - self.skew_s:
+                report, self._behind = not self._behind, True
+            else:
+                report, self._behind = False, False
+                if floor < wall <= floor + self.skew_s:
+                    self._floor = (wall, self.uptime())  # ordinary NTP slewing
+        if report and self.on_clock_back is not None:  # outside the lock: it records an alarm
+            self.on_clock_back(wall, floor)
         return max(wall, floor)
 
     # -- ids ---------------------------------------------------------------------------------

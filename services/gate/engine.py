@@ -270,7 +270,7 @@ class GateEngine:
         elif kind == "xray" and t == "xray.scan" and p.get("subject") == ap.subject:
             stale = scan_problem(event, lane=ap.lane, scanners=self.lanes[ap.lane].scanners,
                                  freshness_s=self.settings.scan_freshness_s,
-                                 skew_s=self._daemon.settings.trust.clock_skew_s)
+                                 skew_s=self._daemon.settings.trust.clock_skew_s, now=self._router.trusted_now())
             if stale is not None:
                 self.fail(ap, stale[0], stale[1], evidence=[event.id])
             elif p.get("decision") == "clear":

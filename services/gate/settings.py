@@ -170,7 +170,9 @@ class GateSettings(_Strict):
                                      description="A driver command without a result fails the step after this.")
     scan_freshness_s: float = Field(default=120.0, gt=0, le=3600,
                                     description="An x-ray result taken longer ago than this is refused "
-                                                "(scan_stale): an old clear scan must not let a person through.")
+                                                "(scan_stale): an old clear scan must not let a person through. "
+                                                "Judged by the device's time floor too: a clock set back "
+                                                "makes no old scan fresh.")
     zones: list[Annotated[str, Field(pattern=NAME)]] = Field(
         default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside; "
                                           "the first is outside the prison.")

@@ -2,6 +2,8 @@
 
 The gate refuses a result taken 10 minutes ago (``scan_stale``) and the person
 is held; a fresh clear scan lets the next visitor through (positive control).
+Setting the clock back does not make an old clear scan fresh: its age is judged
+by the device's time floor, as commands and key expiry are.
 The stream adapter refuses lines without the scanner's HMAC, or with a MAC
 under another secret, as alarms; the authentic line is counted.
 """
@@ -54,6 +56,41 @@ def test_a_ten_minute_old_clear_scan_does_not_open_the_gate(tmp_path, edge_daemo
         mark = _present(daemon, "BK-2", "V-1")
         wait_event(daemon.state_dir, "gate.dose_check", after=mark, what="the dose check")
         _scan_at(tmp_path, "V-1", datetime.now(UTC))
+        ok = wait_event(daemon.state_dir, "gate.decision", after=mark, what="the grant")
+        assert ok["payload"]["outcome"] == "grant", ok
+    finally:
+        sim.stop()
+
+
+def test_a_clock_set_back_does_not_make_an_old_clear_scan_fresh(tmp_path, edge_daemon, base_config):
+    from edge.commands.seen import SeenIds
+
+    sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
+    try:
+        base_config.update(**lane_config(tmp_path, sim, xray_timeout_s=20))
+        enroll(base_config["state_dir"])
+        show(tmp_path, VISITOR)
+        daemon = edge_daemon(base_config, start=False)
+        # The device has already seen the real time, an hour after what its wall clock now
+        # says (set back by a rogue NTP answer or a dead RTC): its time floor is an hour ahead.
+        real_now = datetime.now(UTC) + timedelta(hours=1)
+        SeenIds(daemon.state_dir, clock=real_now.timestamp).close()
+        daemon.start()
+        mark = _present(daemon, "BK-1", "V-1")
+        wait_event(daemon.state_dir, "gate.dose_check", after=mark, what="the dose check")
+        # The scanner's clear result from an hour ago: by the wall clock it was taken just now.
+        _scan_at(tmp_path, "V-1", datetime.now(UTC))
+        held = wait_event(daemon.state_dir, "gate.decision", after=mark, what="the decision")
+        assert (held["payload"]["outcome"], held["payload"]["reason"]) == ("hold", "scan_stale"), held
+        assert "refused (gate.scan_freshness_s)" in held["payload"]["detail"], held
+        wait_event(daemon.state_dir, "system.clock_jumped_back", what="the clock-back alarm")
+        deny = CliRunner().invoke(cli, ["--config", str(daemon.config_path), "gate", "override", "lane1",
+                                        "--deny", "--dir", "in", "--reason", "rescan", "--json"])
+        assert deny.exit_code == 0, deny.output
+        # Positive control: a scan taken at the real time counts, though the wall clock calls it future.
+        mark = _present(daemon, "BK-2", "V-1")
+        wait_event(daemon.state_dir, "gate.dose_check", after=mark, what="the dose check")
+        _scan_at(tmp_path, "V-1", real_now)
         ok = wait_event(daemon.state_dir, "gate.decision", after=mark, what="the grant")
         assert ok["payload"]["outcome"] == "grant", ok
     finally:
