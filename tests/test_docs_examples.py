@@ -83,6 +83,7 @@ def site(tmp_path_factory, request):
         "--target-far F": "0.01", "COURSE": "algebra-1", "FOLDER": str(content), "--broker URI": broker.uri,
         "--site S": SITE, "--chunk-size N": "65536", "--reason ...": "docs example", "--reason WHY": "docs example",
     }
+    (work / "secure" / "keys").mkdir(parents=True, mode=0o700)  # the docs' `install -d` before `keys gen`
     rewrites = {
         "mqtts://broker.example:8883 --ca-file ca.pem --cert-file ops.pem --key-file ops.key": broker.uri,
         "mqtt://broker:1883": broker.uri,
