@@ -44,14 +44,14 @@ class Central:
     def now(self) -> str:
         return datetime.now(UTC).isoformat()
 
-    def contacts(self, version: int = 1, residents: dict | None = None, seal: bool = True) -> bytes:
+    def contacts(self, version: int = 1, residents: dict | None = None, seal: bool = True, key=None) -> bytes:
         residents = residents or {
             RESIDENT: [{"id": "c-mum", "name": "Mum"}, {"id": "c-lawyer", "name": "J. Counsel", "privileged": True}],
             OTHER: [{"id": "c-bro", "name": "Brother"}]}
         doc = {"type": "messaging.contacts", "site": SITE, "device": DEVICE, "version": version,
                "issued_at": self.now(),
                "residents": [{"resident": r, "contacts": cs} for r, cs in residents.items()]}
-        signed = json.dumps(signing.sign(doc, self.key)).encode()
+        signed = json.dumps(signing.sign(doc, key or self.key)).encode()
         return self._sealed(signed) if seal else signed
 
     def _sealed(self, signed: bytes, device: str = DEVICE) -> bytes:
@@ -63,14 +63,15 @@ class Central:
         self.device_keys[device] = sealing.device_key(daemon.state_dir).public_raw
 
     def directory(self, version: int = 1, residents: dict | None = None, device: str = DEVICE,
-                  seal: bool = True) -> bytes:
-        """The signed resident directory: {pseudonym: (pin, status)}; default both residents active."""
+                  seal: bool = True, key=None) -> bytes:
+        """The signed resident directory: {pseudonym: (pin, status)}; default both residents active;
+        signed with ``key`` (default central's first key)."""
         residents = residents or {name: (pin, "active") for name, pin in PINS.items()}
         doc = {"type": "residents.directory", "site": SITE, "device": device, "version": version,
                "issued_at": self.now(),
                "residents": [{"pseudonym": name, "status": status, "verifier": make_verifier(pin)}
                              for name, (pin, status) in residents.items()]}
-        signed = json.dumps(signing.sign(doc, self.key)).encode()
+        signed = json.dumps(signing.sign(doc, key or self.key)).encode()
         return self._sealed(signed) if seal else signed
 
     def status(self, message_id: str, state: str, reason: str | None = None, sign: bool = True) -> bytes:

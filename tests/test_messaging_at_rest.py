@@ -72,16 +72,16 @@ def key():
     return os.urandom(32)
 
 
-def _contacts(tmp_path) -> ContactsDoc:
+def _contacts(tmp_path) -> tuple[ContactsDoc, bytes]:
     central = Central(tmp_path / "central")
     raw = central.contacts(version=3, seal=False, residents={
         ALICE: [{"id": MUM, "name": NAMES[MUM]}, {"id": LAWYER, "name": NAMES[LAWYER], "privileged": True}],
         BOB: [{"id": BRO, "name": NAMES[BRO]}]})
-    return parse_central(raw, ContactsDoc, signing.load_public_keys([central.pub]), DEVICE, SITE)
+    return parse_central(raw, ContactsDoc, signing.load_public_keys([central.pub]), DEVICE, SITE), raw
 
 
 def _plant(box: MailboxDB, tmp_path) -> dict[str, str]:
-    box.replace_contacts(_contacts(tmp_path))
+    box.replace_contacts(*_contacts(tmp_path))
     ids = {}
     for name, resident, direction, contact, privileged, atts in (
             ("to_mum", ALICE, "out", MUM, False, []),

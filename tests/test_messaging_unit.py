@@ -33,7 +33,8 @@ def central(tmp_path):
 @pytest.fixture
 def db(tmp_path, central):
     box = MailboxDB(tmp_path / "m" / "mailbox.db", AtRest(load_or_create_key(tmp_path / "m")))
-    box.replace_contacts(parse_central(central.contacts(seal=False), ContactsDoc, _trusted(central), DEVICE, SITE))
+    raw = central.contacts(seal=False)
+    box.replace_contacts(parse_central(raw, ContactsDoc, _trusted(central), DEVICE, SITE), raw)
     yield box
     box.close()
 

@@ -58,6 +58,22 @@ def test_keys_for_plugs_into_open_signed_and_sees_revocations_at_once(anchors, t
         signing.open_signed(json.dumps(doc), keys, None, "update")
 
 
+def test_holders_are_told_when_a_list_revokes_a_key_and_only_then(anchors, tmp_path):
+    store = _store(anchors, tmp_path)
+    told = []
+
+    def broken():
+        raise RuntimeError("a holder's bug")
+
+    store.on_revocations(broken)  # fails first: the next holder is still told
+    store.on_revocations(lambda: told.append(store.revoked()))
+    fp = store.anchors[anchors["ops"][2]].fingerprint
+    store.install_revocations({"serial": 1, "revoked": [{"fingerprint": fp}]})
+    assert told == [frozenset({fp})]  # the new list is in force when the holder checks again
+    store.install_revocations({"serial": 2, "revoked": [{"fingerprint": fp}]})  # adds nothing
+    assert len(told) == 1
+
+
 def test_roles_file_must_match_the_key(anchors, tmp_path):
     from edge.trust import TrustAnchorError
 

@@ -9,7 +9,9 @@ The role check, for any subsystem (one API, two shapes)::
 
 A document type maps to the role its signers need (``DOCUMENT_ROLES``:
 command, catalog, gallery, directory/contacts, config, update, revocations).
-Revocation and expiry are judged at every call. Anchors live in
+Revocation and expiry are judged at every call; a component that keeps a signed
+document (and its version as the floor) registers ``watch_revocations`` to judge
+it again when a revocation arrives. Anchors live in
 ``trust.central_keys``: public keys only, each with a ``NAME.pub.json``
 roles file (see ``_anchors``).
 """
@@ -31,7 +33,7 @@ REVOCATIONS_FILE = "trust/revocations.json"
 
 __all__ = ["DOCUMENT_ROLES", "ROLES", "Anchor", "RoleKeys", "TrustAnchorError", "TrustRefused", "TrustStore",
            "daemon_keys_for", "keys_for", "load_anchors", "read_anchor", "role_for", "store_for_keys", "trust_store",
-           "write_roles"]
+           "watch_revocations", "write_roles"]
 
 
 def trust_store(settings) -> TrustStore:
@@ -48,3 +50,11 @@ def daemon_keys_for(daemon, doc_type: str) -> RoleKeys:
     """For a daemon component: the daemon's own trust store (loaded and checked at start)."""
     store = getattr(daemon, "trust", None) or trust_store(daemon.settings)
     return store.keys_for(doc_type)
+
+
+def watch_revocations(daemon, listener) -> None:
+    """For a daemon component that keeps a signed document: ``listener()`` runs after each
+    revocation list that revokes a key (``TrustStore.on_revocations``: on the network thread)."""
+    store = getattr(daemon, "trust", None)
+    if store is not None:
+        store.on_revocations(listener)

@@ -15,13 +15,17 @@ import binascii
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from edge.errors import EdgeError
 from edge.signing import SignatureError, signed_bytes
 from edge.trust._anchors import ROLES, Anchor
+
+log = structlog.get_logger("edge.trust")
 
 #: Document type -> the role its signers must hold. Other subsystems add their types here.
 DOCUMENT_ROLES: dict[str, str] = {
@@ -69,6 +73,7 @@ class TrustStore:
         self._revoked: frozenset[str] = frozenset()
         self._serial = 0
         self._stamp: tuple | None = None
+        self._listeners: list[Callable[[], None]] = []
         self._reload()
 
     # -- revocation list --------------------------------------------------------------
@@ -106,9 +111,21 @@ class TrustStore:
         self._serial = int(doc.get("serial", 0))
         self._revoked = frozenset(e["fingerprint"] for e in doc.get("revoked", []))
 
+    def on_revocations(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each installed list that revokes a key not revoked before.
+
+        For holders of signed documents: a document kept (and its version kept as the floor)
+        since before the revocation is judged again. Runs on the installing thread (the network
+        thread), before the list's event is recorded: a listener that needs more than a signature
+        check queues the work.
+        """
+        self._listeners.append(listener)
+
     def install_revocations(self, doc: Mapping[str, Any]) -> None:
-        """Adopt an already verified list (see edge.trust.revocation) and persist it atomically."""
+        """Adopt an already verified list (see edge.trust.revocation), persist it atomically, and
+        tell the listeners (``on_revocations``) when it revokes a key not revoked before."""
         with self._lock:
+            before = self._revoked
             self._set(doc)
             if self.revocations_path is not None:
                 self.revocations_path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +134,17 @@ class TrustStore:
                 tmp.replace(self.revocations_path)
                 st = self.revocations_path.stat()
                 self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            added = self._revoked - before
+        if added:
+            self._tell_listeners()
+
+    def _tell_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception as exc:  # one holder's bug must not keep the others on a revoked document
+                log.exception("trust_revocation_listener_failed", listener=getattr(listener, "__qualname__", "?"),
+                              error=str(exc)[:300])
 
     # -- the role check -----------------------------------------------------------------
 

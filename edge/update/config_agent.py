@@ -29,13 +29,14 @@ from edge.update import remote_config as rc
 log = structlog.get_logger("edge.remote_config")
 SETTLE_S = 1.0
 _POLL_S = 0.5
+_REVOKED = object()  # queued by the trust store's listener: check the applied document again
 
 
 class RemoteConfigAgent:
     name = "remote_config"
 
     def __init__(self, daemon, config_path: Path):
-        from edge.trust import daemon_keys_for
+        from edge.trust import daemon_keys_for, watch_revocations
 
         s = daemon.settings
         self._daemon, self.config_path, self.state_dir = daemon, Path(config_path), s.state_dir
@@ -46,6 +47,7 @@ class RemoteConfigAgent:
         self._stop = threading.Event()
         self._thread = None  # a SupervisedThread once started
         self._last: dict[str, Any] = {"refusal": None}
+        watch_revocations(daemon, lambda: self._inbox.put(_REVOKED))
         for topic in (f"edge/v1/{s.site}/{s.device_id}/config", f"edge/v1/{s.site}/config"):
             daemon.link.subscribe(topic, lambda _t, payload, _p: self._inbox.put(bytes(payload)), qos=1)
 
@@ -76,11 +78,15 @@ class RemoteConfigAgent:
         record = rc.read_record(self.state_dir)
         if record.get("pending"):
             self._settle_after_restart(record)
+        self._verify_held()
         while not self._stop.is_set():
             raw = self._inbox.get()
             if raw is None:
                 return
-            self._handle(raw)
+            if raw is _REVOKED:
+                self._verify_held()
+            else:
+                self._handle(raw)
 
     # -- a new document ---------------------------------------------------------------------
 
@@ -161,12 +167,48 @@ class RemoteConfigAgent:
                 return []
         return None if self._stop.is_set() else found
 
+    def _open(self, path: Path) -> rc.ConfigDocument:
+        """A kept document, checked as load_settings checks it (OSError, ConfigRefused)."""
+        return rc.open_document(path.read_bytes(), self.trusted, site=self._local.get("site"),
+                                device=self._local.get("device_id"))
+
     def _stored_version(self) -> int | None:
         try:
-            return rc.open_document(rc.remote_path(self.config_path).read_bytes(), self.trusted,
-                                    site=self._local.get("site"), device=self._local.get("device_id")).version
+            return self._open(rc.remote_path(self.config_path)).version
         except (OSError, rc.ConfigRefused):
             return None
+
+    def _verify_held(self) -> None:
+        """The applied document, checked against the trust store as it is now: at start and after
+        each revocation. One that fails (its signer revoked) no longer sets the version floor: the
+        last good document does if it still verifies, and is kept in its place; else none does.
+        The running settings stay until the next document or restart (which loads what is kept)."""
+        record = rc.read_record(self.state_dir)
+        applied = record.get("applied", 0)
+        if not applied or record.get("pending"):
+            return
+        current, good = rc.remote_path(self.config_path), rc.good_path(self.config_path)
+        try:
+            self._open(current)
+            return
+        except (OSError, rc.ConfigRefused) as exc:
+            problem = str(exc)
+        if current.exists():
+            current.replace(current.with_suffix(".dropped.json"))  # kept for whoever investigates
+        try:
+            floor = self._open(good).version
+            atomic_write(current, good.read_bytes(), 0o640)
+        except (OSError, rc.ConfigRefused):
+            floor = 0
+            good.unlink(missing_ok=True)
+        why = (f"the applied document (version {applied}) no longer verifies and was dropped; the version "
+               f"floor is now {floor}, and the running settings stay until the next document: {problem}")
+        record.update(applied=floor, last_result={"result": "dropped", "version": applied, "reason": why,
+                                                  "at": time.time()})
+        rc.write_record(self.state_dir, record)
+        self._last["refusal"] = {"problem": "dropped", "detail": why, "at": time.time()}
+        log.error("remote_config_held_dropped", version=applied, floor=floor, reason=problem)
+        self._emit("refused", {"problem": "dropped", "detail": why}, "alarm")
 
     def _settle_after_restart(self, record: dict) -> None:
         if self._stored_version() != record["pending"]:  # cut before the document was written

@@ -63,7 +63,9 @@ class ConfigRolledBack(_Strict):
 
 class ConfigRefusedPayload(_Strict):
     problem: str = Field(description="not_json | not_object | signature | schema | wrong_site | wrong_device | "
-                                     "expired | not_yet_valid | replayed | not_allowed | unknown_driver | invalid")
+                                     "expired | not_yet_valid | replayed | not_allowed | unknown_driver | invalid; "
+                                     "or dropped: the applied document no longer verifies (its signer was "
+                                     "revoked) and no longer holds the version floor")
     detail: str
 
 

@@ -145,12 +145,24 @@ class CatalogKeeper:
         self.path, self.trusted, self.site = Path(path), trusted, site
         self._lock = threading.Lock()
         self.current: Catalog | None = None
-        self.load_problem: str | None = None
-        if self.path.exists():
+        self.load_problem = self.verify_held()
+
+    def verify_held(self) -> str | None:
+        """The kept catalog, checked against the trust store as it is now: at start and after each
+        revocation. One that fails (keys rotated or revoked, file damaged) is dropped and set
+        aside: no catalog and no version floor until central's next one. Returns why, or None."""
+        with self._lock:
+            if not self.path.exists():
+                return None
             try:
-                self.current = parse_catalog(self.path.read_bytes(), trusted, site)
-            except CatalogRejected as exc:  # keys rotated or file damaged: wait for a fresh one
-                self.load_problem = str(exc)
+                catalog = parse_catalog(self.path.read_bytes(), self.trusted, self.site)
+            except CatalogRejected as exc:
+                self.current = None
+                self.path.replace(self.path.with_suffix(".dropped.json"))
+                return str(exc)
+            if self.current is None:
+                self.current = catalog
+            return None
 
     def offer(self, raw: bytes | dict) -> Catalog | None:
         """Accept a newer verified catalog (returned) or None if not newer; raise if bad."""

@@ -18,7 +18,7 @@ import structlog
 from edge.errors import EdgeError
 from edge.sqlite import open_db
 from edge.supervisor import SupervisedThread
-from edge.trust import daemon_keys_for
+from edge.trust import daemon_keys_for, watch_revocations
 from services.learning import protocol
 from services.learning._cache import ContentCache
 from services.learning._catalog import Catalog, CatalogKeeper, CatalogRejected
@@ -52,6 +52,7 @@ class LearningComponent:
         self.catalogs_rejected = 0
         self.last_rejection: str | None = None
         self._scrub_from = ""
+        watch_revocations(daemon, lambda: self._inbox.put(("revoked", None)))  # the worker checks again
         link = daemon.link
         if link is not None:  # subscribed before the link connects, like every tablet component
             link.subscribe(protocol.catalog_topic(self.site), self._on_catalog, qos=1)
@@ -101,6 +102,8 @@ class LearningComponent:
             kind, data = msg
             if kind == "catalog":
                 self._apply_catalog(data)
+            elif kind == "revoked":
+                self._verify_held()
             if time.monotonic() >= next_reconcile or kind != "tick":
                 self._reconcile()
                 self._scrub()
@@ -121,6 +124,19 @@ class LearningComponent:
             return
         if catalog is not None:
             log.info("learning_catalog_applied", version=catalog.version, courses=len(catalog.courses))
+
+    def _verify_held(self) -> None:
+        """After a revocation: the held catalog again, as at start (CatalogKeeper.verify_held)."""
+        held = self.keeper.current.version if self.keeper.current else None
+        problem = self.keeper.verify_held()
+        if problem is None:
+            return
+        why = (f"the held catalog (version {held}) no longer verifies and was dropped; no course is "
+               f"offered until central sends a new one: {problem}")
+        self.catalogs_rejected += 1
+        self.last_rejection = why
+        log.error("learning_held_catalog_dropped", version=held, reason=problem)
+        self.daemon.emit("learning.catalog_rejected", {"reason": why, "kept_version": None}, "alarm", "learning")
 
     def pinned(self) -> set[str]:
         catalog = self.keeper.current

@@ -24,7 +24,9 @@ class ChunkResponseMessage(RootModel[bytes]):
 
 
 class CatalogRejected(BaseModel):
-    """learning.catalog_rejected (alarm): a catalog failed verification; the tablet kept the one it had."""
+    """learning.catalog_rejected (alarm): a catalog failed verification; the tablet kept the one it had
+    (``kept_version``), or, after a revocation, the held catalog itself no longer verifies and was dropped
+    (``kept_version`` null)."""
 
     model_config = ConfigDict(extra="forbid")
     reason: str

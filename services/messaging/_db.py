@@ -39,6 +39,7 @@ from services.messaging._docs import STATE_RANK, ContactsDoc
 from services.messaging._records import VERSION, create_tables, seal_contact, seal_meta
 
 log = structlog.get_logger("edge.messaging")
+_CONTACTS_DOC = "contacts-doc"  # the sealed signed allowlist's associated data
 
 
 class SchemaError(EdgeError):
@@ -111,7 +112,9 @@ class MailboxDB:
         row = self._q("SELECT value FROM meta WHERE key = 'contacts_version'")
         return row[0][0] if row else 0
 
-    def replace_contacts(self, doc: ContactsDoc) -> None:
+    def replace_contacts(self, doc: ContactsDoc, signed: bytes) -> None:
+        """The allowlist of ``doc``; ``signed`` (the document as signed) is kept sealed beside it,
+        to verify it again after a revocation or a restart."""
         with self.tx() as c:
             c.execute("DELETE FROM contacts")
             for entry in doc.residents:
@@ -121,6 +124,19 @@ class MailboxDB:
                                               contact.privileged)
                     c.execute("INSERT OR REPLACE INTO contacts VALUES (?, ?, ?)", (rtag, ctag, data))
             c.execute("INSERT OR REPLACE INTO meta VALUES ('contacts_version', ?)", (doc.version,))
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('contacts_doc', ?)",
+                      (self.crypto.seal(signed, _CONTACTS_DOC),))
+
+    def contacts_document(self) -> bytes | None:
+        """The signed allowlist the contacts came from; None when none is kept (an older edge kept none)."""
+        row = self._q("SELECT value FROM meta WHERE key = 'contacts_doc'")
+        return self.crypto.open(row[0][0], _CONTACTS_DOC) if row else None
+
+    def drop_contacts(self) -> None:
+        """No allowlist and no version floor: nobody writes to anyone until central's next one."""
+        with self.tx() as c:
+            c.execute("DELETE FROM contacts")
+            c.execute("DELETE FROM meta WHERE key IN ('contacts_version', 'contacts_doc')")
 
     def _contact(self, resident: str, ctag: bytes, data: bytes) -> dict[str, Any]:
         record = self._open_json(data, f"contact:{resident}:{ctag.hex()}")

@@ -31,7 +31,7 @@ from edge.events import canonical_json
 from edge.mqtt import topics
 from edge.sqlite import open_db
 from edge.supervisor import SupervisedThread
-from edge.trust import daemon_keys_for
+from edge.trust import daemon_keys_for, watch_revocations
 from services.messaging import _docs
 from services.messaging._attachments import AttachmentRefused, check_attachments, check_one
 from services.messaging._crypto import AtRest, load_or_create_key, load_seal_public_key, seal_to
@@ -77,6 +77,8 @@ class MessagingComponent:
         self.last_refusal: str | None = None
         self.duplicates = 0
         self._final_status: dict[str, Any] | None = None
+        self._verify_held()
+        watch_revocations(daemon, lambda: self._inbox.put(("revoked", b"")))  # the worker checks again
         if daemon.link is not None:
             # Subscribed before the link connects: the persistent session hands over what
             # arrived while the tablet was off right after CONNACK; it waits in the queue.
@@ -115,7 +117,9 @@ class MessagingComponent:
                 msg = ()
             if msg is None:
                 break
-            if msg:
+            if msg and msg[0] == "revoked":
+                self._verify_held()
+            elif msg:
                 self._handle(*msg)
             awaiting_acks = self._track_sent()
             if time.monotonic() >= next_retention:
@@ -135,24 +139,54 @@ class MessagingComponent:
         return {"contacts": 4 * 1024 * 1024, "status": 64 * 1024}[leaf]
 
     def _handle(self, leaf: str, raw: bytes) -> None:
-        model = {"contacts": _docs.ContactsDoc, "status": _docs.StatusDoc, "in": _docs.InboundDoc}[leaf]
         try:
             if leaf in ("in", "contacts"):  # mail and who residents write to cross the broker sealed
                 raw = sealing.unseal(raw, self.device_key, self.device, f"messaging.{leaf}")
-            doc = _docs.parse_central(raw, model, self.trusted, self.device,
-                                      self.site if leaf == "contacts" else None, self._max_bytes(leaf))
-            getattr(self, f"_apply_{leaf}")(doc)
+            doc = self._parse(leaf, raw)
+            if leaf == "contacts":
+                self._apply_contacts(doc, raw)
+            else:
+                getattr(self, f"_apply_{leaf}")(doc)
         except (_docs.CentralMessageRefused, AttachmentRefused, sealing.SealError) as exc:
             self.refused[leaf] += 1
             self.last_refusal = str(exc)
             log.error("messaging_central_document_refused", kind=leaf, reason=str(exc))
             self.daemon.emit("message.central_refused", {"kind": leaf, "reason": str(exc)}, "alarm", "messaging")
 
-    def _apply_contacts(self, doc: _docs.ContactsDoc) -> None:
+    def _parse(self, leaf: str, raw: bytes):
+        model = {"contacts": _docs.ContactsDoc, "status": _docs.StatusDoc, "in": _docs.InboundDoc}[leaf]
+        return _docs.parse_central(raw, model, self.trusted, self.device,
+                                   self.site if leaf == "contacts" else None, self._max_bytes(leaf))
+
+    def _apply_contacts(self, doc: _docs.ContactsDoc, signed: bytes) -> None:
         if doc.version <= self.db.contacts_version():
             return
-        self.db.replace_contacts(doc)
+        self.db.replace_contacts(doc, signed)
         log.info("messaging_contacts_applied", version=doc.version, residents=len(doc.residents))
+
+    def _verify_held(self) -> None:
+        """The kept allowlist, checked against the trust store as it is now: at start and after each
+        revocation (one signed by a key revoked since must not stay in use, nor its version stay
+        the floor). Dropped when it fails: no contacts, floor 0, until central's next allowlist."""
+        held = self.db.contacts_version()
+        if not held:
+            return
+        signed = self.db.contacts_document()
+        if signed is None:  # kept by an older edge, which did not keep the signed document
+            self.db.drop_contacts()
+            log.warning("messaging_contacts_unverifiable_dropped", version=held,
+                        reason="kept without its signed document; central's retained allowlist replaces it")
+            return
+        try:
+            self._parse("contacts", signed)
+        except _docs.CentralMessageRefused as exc:
+            self.db.drop_contacts()
+            why = (f"the held contacts allowlist (version {held}) no longer verifies and was dropped; "
+                   f"no resident can write until central sends a new one: {exc}")
+            self.refused["contacts"] += 1
+            self.last_refusal = why
+            log.error("messaging_held_contacts_dropped", version=held, reason=str(exc))
+            self.daemon.emit("message.central_refused", {"kind": "contacts", "reason": why}, "alarm", "messaging")
 
     def _apply_status(self, doc: _docs.StatusDoc) -> None:
         before = self.db.advance(doc.message_id, doc.state, doc.reason)

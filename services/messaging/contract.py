@@ -52,7 +52,8 @@ class MessageRead(_Strict):
 
 
 class CentralRefused(_Strict):
-    """message.central_refused (alarm): a contacts, status or inbound document was refused whole."""
+    """message.central_refused (alarm): a contacts, status or inbound document was refused whole, or the
+    held contacts allowlist no longer verifies (its signer was revoked) and was dropped."""
 
     kind: Literal["contacts", "status", "in"]
     reason: str
@@ -70,7 +71,8 @@ def channels():
         Channel("tabletContacts", "edge/v1/{site}/{device}/msg/contacts", "receive", ContactsDoc,
                 "The signed contacts allowlist of every resident on the tablet (retained).",
                 "Ed25519-signed, then sealed to the tablet ({\"sealed\": envelope}, edge/sealing.py, to the "
-                "`seal_key` of its birth message; refused in clear). Replaces the held list when its version is higher. A message to a "
+                "`seal_key` of its birth message; refused in clear). Replaces the held list when its version is higher; a held list whose "
+                "signer is revoked is dropped at once (alarm), and the next one is taken whatever its version. A message to a "
                 "contact not listed for that resident is refused on the tablet before it is stored. "
                 "`privileged` marks legal counsel.", retain=True, parameters=dev),
         Channel("tabletMessageStatus", "edge/v1/{site}/{device}/msg/status", "receive", StatusDoc,

@@ -27,7 +27,7 @@ from edge._fs import atomic_write
 from edge.localapi.server import ApiError
 from edge.mqtt import topics
 from edge.schema import PSEUDONYM
-from edge.trust import daemon_keys_for
+from edge.trust import daemon_keys_for, watch_revocations
 from services.residents.directory import (
     DIRECTORY_ROLE,
     DirectoryDoc,
@@ -70,7 +70,8 @@ class ResidentsComponent:
         self._decoy = decoy_verifier(None)
         self.refused = 0
         self.last_refusal: str | None = None
-        self._load_saved()
+        self._verify_held()
+        watch_revocations(daemon, self._verify_held)  # paho's thread, like every directory
         if daemon.link is not None:
             daemon.link.subscribe(directory_topic(self.site, self.device), self._on_directory, qos=1)
 
@@ -82,12 +83,32 @@ class ResidentsComponent:
 
     # -- the directory ----------------------------------------------------------
 
-    def _load_saved(self) -> None:
-        if self._saved.exists():
-            try:  # checked again: whoever can write the state folder must not add residents
-                self._apply(parse_directory(self._saved.read_bytes(), self.trusted, self.site, self.device))
-            except DirectoryRefused as exc:
-                log.error("residents_saved_directory_refused", reason=str(exc))
+    def _verify_held(self) -> None:
+        """The kept directory, checked against the trust store as it is now: at start (whoever can
+        write the state folder must not add residents) and after each revocation (a directory
+        signed by a key revoked since must not stay in use, nor its version stay the floor)."""
+        if not self._saved.exists():
+            return
+        try:
+            doc = parse_directory(self._saved.read_bytes(), self.trusted, self.site, self.device)
+        except DirectoryRefused as exc:
+            self._drop(str(exc))
+            return
+        self._apply(doc)  # at start it is taken up; later it is the one held (same version): no change
+
+    def _drop(self, reason: str) -> None:
+        """Fail closed: no directory, so no resident logs in, until central's next one (any version)."""
+        with self._lock:
+            held, self._entries, self._version = self._version, {}, 0
+        self._saved.replace(self._saved.with_suffix(".dropped.json"))  # kept for whoever investigates
+        ended = self.sessions.drop(lambda name: False)
+        why = f"the held directory (version {held or 'from disk'}) no longer verifies and was dropped; " \
+              f"no resident can log in until central sends a new one: {reason}"
+        self.refused += 1
+        self.last_refusal = why
+        log.error("residents_held_directory_dropped", version=held, sessions_ended=ended, reason=reason)
+        self.daemon.emit("resident.directory_refused", {"reason": why}, "alarm", "residents")
+        self.daemon.notify_health_changed()
 
     def _on_directory(self, topic_: str, payload: bytes, props) -> None:
         try:  # sealed: PIN verifiers on the broker would invite an offline PIN search

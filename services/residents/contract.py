@@ -24,7 +24,8 @@ class Lockout(_Strict):
 
 
 class DirectoryRefusedPayload(_Strict):
-    """resident.directory_refused (alarm): a resident directory was refused whole."""
+    """resident.directory_refused (alarm): a resident directory was refused whole, or the held one
+    no longer verifies (its signer was revoked) and was dropped: no resident logs in until the next."""
 
     reason: str
 
@@ -41,7 +42,8 @@ def channels():
                 "Ed25519-signed by a key with the `directory` role, then sealed to the tablet "
                 "({\"sealed\": envelope}, edge/sealing.py; refused in clear: verifiers on the broker would "
                 "invite an offline PIN search). Replaces the held directory when its "
-                "version is higher; kept on the tablet for offline logins. Each resident has a scrypt PIN "
+                "version is higher; kept on the tablet for offline logins. A held directory whose signer is revoked "
+                "is dropped at once (alarm), and the next one is taken whatever its version. Each resident has a scrypt PIN "
                 "verifier with their own random salt (never the PIN) and a status: only `active` residents "
                 "log in; suspending, releasing or re-keying a resident ends their sessions, and a new "
                 "verifier ends a lockout.", retain=True,

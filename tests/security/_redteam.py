@@ -28,28 +28,38 @@ class Keys:
         return [str(self.pub[n]) for n in names or ("ops", "security", "courses", "trustee")]
 
     def fingerprint(self, name: str) -> str:
-        import hashlib
-
-        from edge.signing import _raw
-
-        return hashlib.sha256(_raw(self.private[name].public_key())).hexdigest()
+        return fingerprint(self.private[name])
 
     def revocations(self, serial: int, *revoked: str, signer: str = "trustee") -> bytes:
-        import json
-        from datetime import UTC, datetime
-
-        from edge.signing import sign
-
-        doc = {"type": "trust.revocations", "site": SITE, "serial": serial,
-               "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "revoked": [{"fingerprint": self.fingerprint(n), "reason": "key stolen"} for n in revoked]}
-        return json.dumps(sign(doc, self.private[signer])).encode()
+        return revocation_list(serial, [self.private[n] for n in revoked], self.private[signer])
 
     def command(self, *signers: str, **kw) -> dict:
         kw.setdefault("device", DEVICE)
         kw.setdefault("site", SITE)
         kw.setdefault("ttl_s", 300)
         return build_command(keys=[self.private[s] for s in signers], **kw)
+
+
+def fingerprint(private_key) -> str:
+    """What a revocation list names: SHA-256 of the raw public key (as `edge keys` shows)."""
+    import hashlib
+
+    from edge.signing import _raw
+
+    return hashlib.sha256(_raw(private_key.public_key())).hexdigest()
+
+
+def revocation_list(serial: int, revoked: list, signer, site: str = SITE) -> bytes:
+    """Central's signed revocation list of the ``revoked`` private keys' public halves."""
+    import json
+    from datetime import UTC, datetime
+
+    from edge.signing import sign
+
+    doc = {"type": "trust.revocations", "site": site, "serial": serial,
+           "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "revoked": [{"fingerprint": fingerprint(k), "reason": "key stolen"} for k in revoked]}
+    return json.dumps(sign(doc, signer)).encode()
 
 
 def publish(broker, doc: dict, site: str = SITE, device: str = DEVICE) -> None:
