@@ -13,7 +13,7 @@ the module's network segment) against the real daemon and a real broker:
 - a relay module keeps no mode, and the lane's lockdown (one person) lived in
   the driver's memory: any driver or daemon restart ended it, and the lane
   took grants again without the two people ``release`` needs. It is now
-  recorded under the state dir and restored.
+  recorded under the state dir and restored (the sally port's too).
 
 Positive controls: a module that answers correctly takes the lane back into
 service and a two-person grant pulses the release coil; two people end the
@@ -137,3 +137,39 @@ def test_a_lane_lockdown_survives_a_restart_and_only_two_people_end_it(lane):
     daemon.restart()
     _wait_events(collector, "turnstile.online", 3)
     _two_person_grant_pulses(broker, collector, keys, module)
+
+
+def test_a_sally_port_lockdown_survives_a_restart_and_only_two_people_end_it(tmp_path, mosquitto, mqtt_collector,
+                                                                               edge_daemon, base_config):
+    doors = ModbusIoSim().start()
+    doors.set_input(0, True)  # both doors read closed: the interlock may release one
+    doors.set_input(1, True)
+    keys = Keys(tmp_path / "keys")
+    base_config.update(
+        mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+        trust={"central_keys": keys.trusted(), "clock_skew_s": 60},
+        drivers=[{"name": "sally", "kind": "sallyport.modbus", "host": "127.0.0.1", "tcp_port": doors.port,
+                  "outer": {"release": 0, "closed": 0}, "inner": {"release": 1, "closed": 1},
+                  "release_s": 1.0, "poll_interval_s": 0.02, "reconnect_initial_s": 0.05}])
+    collector = mqtt_collector(mosquitto, "edge/#")
+    try:
+        daemon = edge_daemon(base_config)
+        _wait_events(collector, "turnstile.online", 1)
+        got = result_of(collector, mosquitto, keys.command("ops", target="sally", name="lockdown"))
+        assert got["status"] == "ok" and got["result"]["status"]["lockdown"] is True, got
+
+        daemon.restart()
+        _wait_events(collector, "turnstile.online", 2)
+        door = keys.command("ops", "security", target="sally", name="release_door", args={"door": "outer"})
+        got = result_of(collector, mosquitto, door)
+        assert got["status"] == "failed" and "lockdown" in got["detail"], got
+
+        # Positive control: two people end it; then the door opens on a two-person order.
+        got = result_of(collector, mosquitto, keys.command("ops", "security", target="sally", name="release"))
+        assert got["status"] == "ok" and got["result"]["status"]["lockdown"] is False, got
+        door = keys.command("ops", "security", target="sally", name="release_door", args={"door": "outer"})
+        got = result_of(collector, mosquitto, door)
+        assert got["status"] == "ok", got
+        doors.wait_coil(0, True)
+    finally:
+        doors.stop()
