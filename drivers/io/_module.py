@@ -59,10 +59,19 @@ class Module:
         start, count = self._span
         bits = self._call("read inputs", self._client.read_discrete_inputs, start, count=count,
                           device_id=self.cfg.unit).bits
+        if len(bits) < count:  # a short reply would leave contacts unread: not an answer
+            raise ModuleSilent(f"read inputs on {self.where}: the reply carries {len(bits)} inputs, "
+                               f"{count} were asked for (from address {start})")
         return {name: bool(bits[addr - start]) for name, addr in self.cfg.input_map().items()}
 
     def set_coil(self, coil: int, on: bool) -> None:
-        self._call(f"set coil {coil}", self._client.write_coil, coil, on, device_id=self.cfg.unit)
+        reply = self._call(f"set coil {coil}", self._client.write_coil, coil, on, device_id=self.cfg.unit)
+        # The module echoes what it did: any other echo means this relay was not set as asked.
+        bits = getattr(reply, "bits", None) or []
+        address, level = getattr(reply, "address", None), bool(bits[0]) if bits else None
+        if (address, level) != (coil, on):
+            raise ModuleSilent(f"set coil {coil} {_onoff(on)} on {self.where}: the module confirmed "
+                               f"coil {address} {_onoff(level)} instead")
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -72,6 +81,10 @@ class Module:
         if reply is None or reply.isError():
             raise ModuleSilent(f"{what} on {self.where}: error response {reply!r}")
         return reply
+
+
+def _onoff(level: bool | None) -> str:
+    return {True: "on", False: "off"}.get(level, "(no level)")
 
 
 def serve_module(cfg, ctx, serve, faulted) -> None:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from drivers.io._lane import LaneLogic
+from drivers.io._lockdown import LockdownRecord
 from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import ModbusTurnstileConfig
 from drivers.turnstile._commands import EFFECTS as TURNSTILE_EFFECTS
@@ -45,6 +46,8 @@ class ModbusTurnstileDriver(Driver):
     def __init__(self, config: ModbusTurnstileConfig, ctx):
         super().__init__(config, ctx)
         self.logic = LaneLogic(config.address)
+        self._lockdown = LockdownRecord(ctx.state_dir, ctx.name, ctx.log)
+        self.logic.lockdown = self._lockdown.load()  # the module keeps no mode: a restart ends no lockdown
         self.online: bool | None = None
         self.fault: str | None = None
         self.stats = {"polls": 0, "failed_reads": 0, "pulses": 0, "commands_ok": 0, "commands_failed": 0,
@@ -207,6 +210,10 @@ class ModbusTurnstileDriver(Driver):
             raise CommandError(f"{name} refused: the fire-alarm release is active; the lane cannot be "
                                "locked until it clears")
         elif name in ("deny", "lock", "lockdown", "unlock"):
+            if name == "unlock" and lane.lockdown:
+                self._lockdown.leave(name)
+            elif name == "lockdown":
+                self._lockdown.enter()
             lane.cancel()
             lane.free = name == "unlock"
             lane.lockdown = name == "lockdown" or (lane.lockdown and name != "unlock")
@@ -214,6 +221,8 @@ class ModbusTurnstileDriver(Driver):
                 module.set_coil(coil, lane.free)
                 self._off.pop(coil, None)
         elif name == "release":
+            if lane.lockdown:
+                self._lockdown.leave(name)
             lane.lockdown = False
         elif name == "read_counters":
             return {"counters": dict(lane.counters)}

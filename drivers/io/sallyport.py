@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.io._interlock import FIRST, Cycle, Interlock
+from drivers.io._lockdown import LockdownRecord
 from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import SallyPortConfig
 from edge.driver import Driver, parse_command_args
@@ -61,7 +62,9 @@ class SallyPortDriver(Driver):
         self._on = {"outer": False, "inner": False}
         self.online: bool | None = None
         self.fault: str | None = None
-        self.lockdown = self.emergency = False
+        self.emergency = False
+        self._lockdown = LockdownRecord(ctx.state_dir, ctx.name, ctx.log)
+        self.lockdown = self._lockdown.load()  # the module keeps no mode: a restart ends no lockdown
         self.counters = {"in": 0, "out": 0}
         self._seq = 0
         self._jobs: queue.Queue = queue.Queue()
@@ -214,10 +217,14 @@ class SallyPortDriver(Driver):
             if refusal:
                 raise CommandError(f"release_door {a.door} refused by the interlock: {refusal}")
         elif name in ("deny", "lock", "lockdown"):
+            if name == "lockdown":
+                self._lockdown.enter()
             lock.cycle = None
             lock.relock()
             self.lockdown = self.lockdown or name == "lockdown"
         elif name == "release":
+            if self.lockdown:
+                self._lockdown.leave(name)
             self.lockdown = False
         elif name == "read_counters":
             return {"counters": dict(self.counters)}

@@ -3,7 +3,9 @@
 Coils are the relays (every write is logged with its time, so a test sees a
 release pulse's start and end), discrete inputs are the contacts a test sets.
 ``silent = True`` makes the module stop answering while the TCP connection
-stays up: the hardest failure for a poller to notice.
+stays up: the hardest failure for a poller to notice. ``reply_filter`` (a
+function of a reply frame, MBAP header and PDU, to the frame sent) plays a
+module that answers wrongly.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class ModbusIoSim:
         self.coil_log: list[tuple[float, int, bool]] = []  # (monotonic time, coil, level)
         self.reads = 0
         self.silent = False
+        self.reply_filter = None  # hostile tests: bytes -> bytes, each reply frame before it is sent
         self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._server: ModbusTcpServer | None = None
@@ -101,7 +104,10 @@ class ModbusIoSim:
         return None
 
     def _trace(self, sending: bool, data: bytes) -> bytes:
-        return b"" if sending and self.silent else data
+        if sending and self.silent:
+            return b""
+        rewrite = self.reply_filter
+        return rewrite(data) if sending and rewrite is not None else data
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
