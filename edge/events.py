@@ -56,7 +56,7 @@ class Event(BaseModel):
     @field_validator("type")
     @classmethod
     def _type_is_family_name(cls, value: str) -> str:
-        if not _TYPE_RE.match(value):
+        if not _TYPE_RE.fullmatch(value):
             raise ValueError("must be 'family.name' in lower case, e.g. 'turnstile.passage'")
         return value
 
@@ -231,7 +231,7 @@ def _known(key: tuple) -> tuple | None:
     device, site, type, source, priority, clock = key
     if not (device.__class__ is site.__class__ is type.__class__ is source.__class__ is str
             and priority.__class__ is str and priority in _PRIORITIES
-            and clock.__class__ is str and clock in _CLOCKS and _TYPE_RE.match(type)):
+            and clock.__class__ is str and clock in _CLOCKS and _TYPE_RE.fullmatch(type)):
         return None
     if len(_KNOWN) >= _KNOWN_MAX:
         _KNOWN.clear()

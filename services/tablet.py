@@ -51,7 +51,7 @@ def _register_purge(router, messaging, residents=None) -> None:
 
     def purge_resident(daemon, args: dict) -> dict:
         resident = args.get("resident")
-        if not isinstance(resident, str) or not re.match(PSEUDONYM, resident):
+        if not isinstance(resident, str) or not re.fullmatch(PSEUDONYM, resident):
             raise CommandError("args.resident must be the resident's pseudonym")
         if residents is not None:
             residents.purged(resident)  # their sessions end with their mailbox

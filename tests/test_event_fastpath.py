@@ -113,7 +113,7 @@ def test_lone_surrogates_are_treated_as_before(kw):
 
 
 @pytest.mark.parametrize("bad", [
-    {"type": "NotAType"}, {"priority": "urgent"}, {"clock": "maybe"}, {"payload": {1: "x"}},
+    {"type": "NotAType"}, {"type": "sim.x\n"}, {"priority": "urgent"}, {"clock": "maybe"}, {"payload": {1: "x"}},
     {"ts": datetime(2024, 1, 1)}, {"device": 5}, {"payload": [1, 2]},
 ])
 def test_invalid_fields_are_refused_as_before(bad):

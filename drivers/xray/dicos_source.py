@@ -119,7 +119,7 @@ def _dt(value: str, where: str) -> datetime:
 
     text = value.strip()
     try:
-        if not _DT_RE.match(text):
+        if not _DT_RE.fullmatch(text):
             raise ValueError(text)
         stamp = DT(text)
     except ValueError:

@@ -74,7 +74,7 @@ class Inventory:
 
 
 def _check_name(name: Any, where: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InventoryError(f"{where}: {name!r} is not a valid id (letters, digits, '_', '.', '-')")
 
 

@@ -61,7 +61,7 @@ def apply_revocations(store: TrustStore, raw: bytes | str, site: str) -> dict[st
     serial, entries = doc.get("serial"), doc.get("revoked")
     if not isinstance(serial, int) or isinstance(serial, bool) or not isinstance(entries, list):
         raise RevocationRejected("revocation list: needs an integer 'serial' and a 'revoked' list")
-    bad = [e for e in entries if not isinstance(e, dict) or not _FINGERPRINT.match(str(e.get("fingerprint")))]
+    bad = [e for e in entries if not isinstance(e, dict) or not _FINGERPRINT.fullmatch(str(e.get("fingerprint")))]
     if bad:
         raise RevocationRejected("revocation list: every entry needs a 'fingerprint' of 64 lower-case hex "
                                  "digits (SHA-256 of the raw public key, as `edge keys` shows)")

@@ -40,7 +40,7 @@ class UpdateRefused(EdgeError):
 
 def parse_version(text: str) -> tuple[int, ...]:
     """'1.2.3' -> (1, 2, 3); releases are plain dotted numbers so that order is unambiguous."""
-    if not isinstance(text, str) or not _VERSION.match(text):
+    if not isinstance(text, str) or not _VERSION.fullmatch(text):
         raise UpdateRefused("metadata", f"release version {text!r} is not dotted numbers like 1.2.3")
     return tuple(int(p) for p in text.split("."))
 

@@ -25,7 +25,7 @@ def migration_files(dialect: str) -> list[tuple[int, str, str]]:
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):
             continue
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if match is None:
             raise MigrationError(f"migration {dialect}/{entry.name}: expected NNNN_name.sql")
         out.append((int(match.group(1)), entry.name, entry.read_text()))

@@ -133,7 +133,7 @@ _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 def _since(text: str | None) -> datetime | None:
     if not text:
         return None
-    if m := _RELATIVE.match(text):
+    if m := _RELATIVE.fullmatch(text):
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
         return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
     try:

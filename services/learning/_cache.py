@@ -70,7 +70,7 @@ class ContentCache:
         self.evicted_total = 0
         self.corrupt_total = 0
         for path in self.objects.iterdir():
-            if _HEX64.match(path.name):
+            if _HEX64.fullmatch(path.name):
                 self._sizes[path.name] = path.stat().st_size
             else:  # a temp file left by a crash mid-commit
                 path.unlink(missing_ok=True)

@@ -50,7 +50,7 @@ class _Routes:
 
     def get_assignments(self, req: Request) -> Response:
         resident = req.query.get("resident")
-        if resident is not None and not re.match(PSEUDONYM, resident):
+        if resident is not None and not re.fullmatch(PSEUDONYM, resident):
             raise ApiError(400, "bad_resident", f"resident {resident!r} is not a pseudonym")
         if resident is not None:
             self._own(req, resident)
@@ -67,7 +67,7 @@ class _Routes:
 
     def get_content(self, req: Request) -> Response:
         sha = req.params["sha256"]
-        if not _HEX64.match(sha):
+        if not _HEX64.fullmatch(sha):
             raise ApiError(400, "bad_hash", f"{sha!r} is not a lower-case hex sha256")
         item = self.learning.keeper.current.items().get(sha) if self.learning.keeper.current else None
         if not self.learning.cache.has(sha):
@@ -122,7 +122,7 @@ class _Routes:
     def post_invalidate(self, req: Request) -> Response:
         body = req.json()
         sha = body.get("sha256") if isinstance(body, dict) else None
-        if not isinstance(sha, str) or not _HEX64.match(sha):
+        if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
             raise ApiError(400, "bad_request", 'expected {"sha256": "<hex sha256>"}')
         return json_response({"sha256": sha, "queued": self.learning.refetch(sha)}, 202)
 

@@ -193,7 +193,7 @@ class ResidentsComponent:
         return token, pseudonym
 
     def _lockout(self, pseudonym: str, known: bool, failures: int, until: float) -> None:
-        name = pseudonym if re.match(PSEUDONYM, pseudonym) else None
+        name = pseudonym if re.fullmatch(PSEUDONYM, pseudonym) else None
         log.warning("resident_lockout", known=known, failures=failures)
         self.daemon.emit("resident.lockout", {
             "pseudonym": name, "known": known, "failures": failures,

@@ -17,9 +17,13 @@ def test_purge_resident_needs_two_keys_or_two_operators(tmp_path, mosquitto, mqt
     collector = mqtt_collector(mosquitto, [RESULTS.replace("dev-1", DEVICE).replace("site-1", SITE)])
     daemon = edge_daemon(config)
 
-    def purge(*keys):
-        return build_command(target="edge", name="purge_resident", args={"resident": RESIDENT}, device=DEVICE,
+    def purge(*keys, resident=RESIDENT):
+        return build_command(target="edge", name="purge_resident", args={"resident": resident}, device=DEVICE,
                              site=SITE, keys=keys, reason="released")
+    # A name with a trailing newline passed a `$`-anchored check and "purged" nothing, as success.
+    stray = result_of(collector, mosquitto, purge(central.key, central.key2, resident=RESIDENT + "\n"),
+                      site=SITE, device=DEVICE)
+    assert stray["status"] != "ok" and "resident" in stray["detail"], stray
     one = result_of(collector, mosquitto, purge(central.key), site=SITE, device=DEVICE)
     assert (one["status"], one["reason"]) == ("rejected", "under_signed") and "erase" in one["detail"]
     local = send(daemon.state_dir, "edge", "purge_resident", {"resident": RESIDENT}, "released")
