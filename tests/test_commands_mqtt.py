@@ -186,7 +186,12 @@ def test_cli_sign_and_publish(setup, keys):
     assert f"published to edge/v1/{SITE}/cmd" in proc.stderr
     doc = json.loads(proc.stdout)
     got = wait_results(collector, doc["id"])[0]
-    assert got["status"] == "rejected" and got["reason"] == "under_signed"  # set-log-level is two-person here
+    # set-log-level is two-person here: signed for the whole site it could be replayed to each device
+    assert (got["status"], got["reason"]) == ("rejected", "wrong_target") and "'device'" in got["detail"], got
+    proc = daemon.cli("cmd", "sign", "--key", key_file, "--target", "edge", "--name", "set-log-level",
+                      "--arg", "level=debug", "--device", DEVICE, "--site", SITE, "--publish", broker.uri, "--json")
+    got = wait_results(collector, json.loads(proc.stdout)["id"])[0]
+    assert got["status"] == "rejected" and got["reason"] == "under_signed"  # one signature of the two
     bob = str(keys["bob"][1].with_suffix(".key"))
     proc = daemon.cli("cmd", "sign", "--key", key_file, "--key", bob, "--target", "edge", "--name", "ping",
                       "--device", DEVICE, "--site", SITE, "--publish", broker.uri, "--json")

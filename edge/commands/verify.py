@@ -96,10 +96,20 @@ class Verifier:
         self._check_audience(command, doc, site_wide)
         self._check_target(command, doc)
         effect = self.effect(command)
+        self._check_bound(command, doc, effect)
         self._check_time(command, doc, effect)
         self._check_signers(command, doc, signed_by, effect)
         self._claim(command, doc)
         return Accepted(command, "mqtt", topic, signed_by, effect=effect)
+
+    def _check_bound(self, command: Command, doc: Mapping, effect: str) -> None:
+        # Two people sign a barrier or erase command for one device: signed for a whole site,
+        # anyone on the broker could replay it to every device of the site (ids are per device).
+        if command.device is None and self.required_signatures(command) > 1:
+            raise CommandRejected("wrong_target", f"{command.target} {command.name!r} is a {effect} command "
+                                  "signed for a whole site; two-person commands must name the one device "
+                                  "they are for ('device'), or they could be replayed to every device of "
+                                  "the site", doc)
 
     def _for_this_device_on_site_topic(self, command: Command) -> bool:
         # A site-wide broadcast for another device, or for a driver this device does

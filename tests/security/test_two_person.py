@@ -13,7 +13,7 @@ import pytest
 from drivers.sim.turnstile import TurnstileSim
 from edge.signing import sign
 from tests._gate_helpers import lane_config
-from tests.security._redteam import RESULTS, SYSTEM, Keys, alarms, plugin_driver, result_of
+from tests.security._redteam import DEVICE, RESULTS, SYSTEM, Keys, alarms, plugin_driver, result_of
 
 
 @pytest.fixture
@@ -85,3 +85,19 @@ def test_same_key_twice_catalog_key_and_long_validity_are_refused(gate):
     assert got["reason"] == "bad_signature" and "does not match this content" in got["detail"]
     ping = result_of(collector, broker, keys.command("ops", target="edge", name="ping"))  # control
     assert ping["status"] == "ok"
+
+
+def test_a_two_person_command_signed_for_a_whole_site_is_refused(gate):
+    """Two people sign a grant for the site, not a gate: ids are remembered per device, so
+    anyone on the broker could replay it to every gate of the site. Refused on the site
+    topic and on the device's own topic; the same two signatures bound to the gate run."""
+    broker, collector, keys, _ = gate
+    grant = dict(target="gate", name="override",
+                 args={"lane": "lane1", "direction": "in", "action": "grant", "reason": "escorted"})
+    site_wide = keys.command("ops", "security", device=None, **grant)
+    for device in (None, DEVICE):  # the site's topic, then replayed to this gate's own topic
+        got = result_of(collector, broker, site_wide, device=device)
+        assert (got["status"], got["reason"]) == ("rejected", "wrong_target"), got
+        assert "name the one device" in got["detail"]
+    bound = result_of(collector, broker, keys.command("ops", "security", **grant))
+    assert bound["status"] == "ok", bound  # positive control
