@@ -30,6 +30,11 @@ def main(config: str | None) -> int:
 
 
 def _run(config: str | None) -> int:
+    import os
+
+    # Events, the command ledger and status hold people's movements: never readable by other
+    # accounts, run by hand as by systemd (whose unit sets UMask=0077 too). Stricter kept.
+    os.umask(os.umask(0o077) | 0o077)
     from edge.config import config_path, load_settings
     from edge.limits import check_state_dir
 
@@ -44,6 +49,15 @@ def _run(config: str | None) -> int:
 
     for line in ignored_env():  # a misspelt EDGE_ variable changes nothing: say so at start
         structlog.get_logger("edge").warning("environment_variable_ignored", detail=line)
+    try:
+        mode = settings.state_dir.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0  # made by the daemon under the umask above
+    if mode & 0o007:  # the files inside are 0600; their names and sizes still tell a story
+        structlog.get_logger("edge").warning(
+            "state_dir_open_to_others", path=str(settings.state_dir), mode=oct(mode),
+            detail=f"other accounts can list this folder; run: chmod 0710 {settings.state_dir} "
+                   "(operators reach control.sock through group edge)")
     from edge.daemon import Daemon
 
     daemon = Daemon(settings)
