@@ -137,7 +137,11 @@ class LocalEnrollment(_Strict):
 
     subject_id: str
     role: Literal["visitor", "staff"]
-    operator: str = Field(description="Who ran `edge biometrics enroll` (their login).")
+    operator: str = Field(description="Who ran `edge biometrics enroll` (their login; for staff, the "
+                          "account the daemon saw on its control socket).")
+    approved_by: str | None = Field(default=None, description=(
+        "Staff: the second operator, under another account, who approved it (`edge cmd approve`); "
+        "a staff face is a standing pass, so never one person. None for a visitor (one operator)."))
     reason: str
     template_sha256: str = Field(description="sha256 of the templates, in order, concatenated.")
     enrolled_at: datetime
