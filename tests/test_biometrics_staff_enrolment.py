@@ -102,6 +102,8 @@ def test_the_component_writes_only_what_two_local_operators_agreed_on(tmp_path):
         result = submit(COMMAND, staff_args(), _accepted()).result(10)  # positive control
     finally:
         component.stop()
+    with pytest.raises(CommandError, match="stopping"):  # after stop: refused, never lost in a dead pool
+        submit(COMMAND, staff_args(), _accepted()).result(10)
     assert (result["operator"], result["approved_by"], result["templates"]) == ("alice", "bob", 2)
     g = Gallery(tmp_path)
     try:

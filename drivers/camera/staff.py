@@ -108,7 +108,12 @@ class StaffEnrolment:
         return {"status": "ok", "staff_enrolled": self.enrolled}
 
     def _submit(self, name: str, args: dict[str, Any], accepted) -> Future:
-        return self._pool.submit(self._enrol, name, args, accepted)
+        try:
+            return self._pool.submit(self._enrol, name, args, accepted)
+        except RuntimeError:  # stopped: the daemon is shutting down (the router stops after us)
+            refused: Future = Future()
+            refused.set_exception(CommandError("the daemon is stopping; nothing was enrolled, ask again"))
+            return refused
 
     def _enrol(self, name: str, args: dict[str, Any], accepted) -> dict[str, Any]:
         subject, digest = check(name, args)
