@@ -53,10 +53,10 @@ def enroll(state_dir: Path) -> None:
         g.close()
 
 
-def show(tmp_path: Path, who: str, take: int = 2) -> None:
-    """What the lane camera sees from now on (atomically replaced): photo ``{who}_{take}``."""
+def show(tmp_path: Path, who: str) -> None:
+    """What the lane camera sees from now on (atomically replaced)."""
     tmp = tmp_path / "frames" / ".next"
-    shutil.copy(photo(f"{who}_{take}"), tmp)
+    shutil.copy(photo(f"{who}_2"), tmp)
     os.replace(tmp, tmp_path / "frames" / "0.jpg")
 
 

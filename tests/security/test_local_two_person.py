@@ -52,12 +52,12 @@ def test_one_operator_cannot_open_or_erase_and_two_can(gate_factory):
     for target, name, args in (("gate", "mode", {"mode": "free_passage", "reason": "x" * 5}),
                                ("gate", "override", {**GRANT, "passes": 1}),
                                ("lane1-ts", "unlock", {}),
-                               ("edge", "purge_resident", {"resident": "res-1"})):
+                               ("lane1-face", "forget_entry", {"key": "BK-1"})):
         held = send(state, target, name, args, "testing")
         assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
         assert held["result"]["approval_id"].startswith("approve-")
     waiting = pending(state)
-    assert [w["name"] for w in waiting] == ["mode", "override", "unlock", "purge_resident"]
+    assert [w["name"] for w in waiting] == ["mode", "override", "unlock", "forget_entry"]
     own = approve_as_me(state, waiting[2]["approval_id"])  # the requester approving themself
     assert own["reason"] == "under_signed" and "second operator" in own["detail"]
     # Positive control: a second account approves the unlock; it runs once, with both names.
@@ -69,7 +69,7 @@ def test_one_operator_cannot_open_or_erase_and_two_can(gate_factory):
     assert send(state, "gate", "mode", {"mode": "lockdown", "reason": "incident"})["status"] == "ok"
     # The second operator sees what they approve.
     listed = as_second_operator(state, {"list_pending": True})["pending"]
-    assert {w["name"] for w in listed} == {"mode", "override", "purge_resident"}
+    assert {w["name"] for w in listed} == {"mode", "override", "forget_entry"}
 
 
 def test_single_person_override_only_where_allowed_and_always_an_alarm(gate_factory):
