@@ -26,6 +26,7 @@ from edge.driver import Driver, DriverConfig, parse_command_args
 from edge.errors import CommandError, DriverError, StoreFull
 
 _STARTUP_TIMEOUT_S = 60.0
+_STATUS_WAIT_S = 2.0
 
 
 class _Options(BaseModel):
@@ -152,6 +153,8 @@ class FaceCameraDriver(Driver):
         self._lock = threading.Lock()
         self._buf = b""
         self.worker_status: dict[str, Any] = {}
+        self._statuses = 0  # status messages received, so `status` can wait for a fresh one
+        self._status_came = threading.Condition()
         self.events = self.refused = 0
         self.worker_pid: int | None = None
         self.worker_encoder: str | None = None  # "numpy", or "dlib" when forced or fallen back to
@@ -219,7 +222,10 @@ class FaceCameraDriver(Driver):
             except StoreFull:
                 self.refused += 1
         elif op == "status":
-            self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+            with self._status_came:
+                self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+                self._statuses += 1
+                self._status_came.notify_all()
         elif op == "log":  # the worker's own lines, into the daemon's log (redacted like any)
             level = msg.get("level") if msg.get("level") in LEVELS else "warning"
             fields = {k: v for k, v in (msg.get("fields") or {}).items() if k != "event"}
@@ -257,7 +263,20 @@ class FaceCameraDriver(Driver):
         if name == "forget_entry":
             self._send({"op": "forget_entry", "key": a.key, "all": a.all})
             return {"forgotten": "all" if a.all else a.key}
-        return {"worker_pid": self.worker_pid, **self.worker_status}
+        return {"worker_pid": self.worker_pid, **self._fresh_status()}
+
+    def _fresh_status(self) -> dict[str, Any]:
+        """The worker's status now, not its last periodic one (up to 5 s old); that one when the
+        worker cannot answer in time (it is being restarted)."""
+        with self._status_came:
+            seen = self._statuses
+        try:
+            self._send({"op": "status"})
+        except CommandError:
+            return self.worker_status
+        with self._status_came:
+            self._status_came.wait_for(lambda: self._statuses > seen, timeout=_STATUS_WAIT_S)
+            return self.worker_status
 
     def health(self) -> dict[str, Any]:
         source = self.worker_status.get("source", {})

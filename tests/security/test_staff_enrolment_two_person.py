@@ -18,8 +18,9 @@ from drivers.camera.contract import LocalEnrollment
 from drivers.camera.gallery import templates_sha256
 from edge.commands.local import approve as approve_as_me
 from edge.commands.local import pending, send
+from edge.testing.wait import wait_for
 from tests._face_helpers import photo, template
-from tests._gate_helpers import STAFF, last_seq, show, wait_event
+from tests._gate_helpers import STAFF, last_seq, show, show_nobody, wait_event
 from tests._trust_helpers import SECOND_OPERATOR_CONFIG, approve, as_second_operator
 from tests.security._redteam import SITE
 
@@ -68,7 +69,10 @@ def test_one_operator_cannot_enroll_staff_and_two_can(tmp_path, camera_daemon):
     assert done["status"] == "ok", done
     assert (done["operator"], done["approved_by"], done["result"]["role"]) == ("root", "nobody", "staff")
     mark = last_seq(state)
-    show(tmp_path, STAFF, take=3)  # the new officer comes back (another frame: a new approach)
+    show_nobody(tmp_path)  # the lane empties, then the new officer comes back: a new approach
+    wait_for(lambda: not send(state, "lane1-face", "status", {})["result"]["lane"]["active"], 20,
+             "the lane camera's approach ended", interval=0.1)
+    show(tmp_path, STAFF)
     seen = _identified(state, mark)
     assert (seen["type"], seen["payload"].get("subject_id")) == ("biometric.identified", "S-9"), seen
     alarm = collector.wait_for(lambda c: c.events("biometric.local_enrollment"), 20, "the enrolment alarm")[0]
