@@ -116,7 +116,10 @@ class Driver:
         """Raise ``CommandError`` for a command ``handle`` would refuse whatever the device's
         state (an unknown name, a bad argument), without touching the device. The daemon asks
         before it holds a barrier command for a second operator, so nobody is asked to approve
-        a command that cannot run. By default nothing is checked before ``handle``."""
+        a command that cannot run. By default only a driver without ``handle`` refuses (it takes
+        no command at all); a driver with its own ``handle`` checks there."""
+        if cls.handle is Driver.handle:
+            raise CommandError(f"{config.kind} takes no commands (not {name!r})")
 
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Execute a command; return its result or raise ``CommandError``."""

@@ -138,6 +138,11 @@ def _blob(match: re.Match) -> str:
     return run
 
 
+def scrubbed(value: Any) -> Any:
+    """``value`` as a log would show it: secrets and biometric data replaced (a copy)."""
+    return _scrub(value)
+
+
 def redact(_logger, _method: str, event_dict: dict) -> dict:
     """structlog processor: replace secrets and biometric data anywhere in the event dict."""
     return _scrub(event_dict)

@@ -60,6 +60,16 @@ def show(tmp_path: Path, who: str) -> None:
     os.replace(tmp, tmp_path / "frames" / "0.jpg")
 
 
+def show_nobody(tmp_path: Path) -> None:
+    """The lane empties: a flat frame (no face), which ends the approach in progress."""
+    import cv2
+    import numpy as np
+
+    tmp = tmp_path / "frames" / ".next"  # no image suffix: the folder source skips it until renamed
+    tmp.write_bytes(cv2.imencode(".jpg", np.full((480, 640, 3), 120, np.uint8))[1].tobytes())
+    os.replace(tmp, tmp_path / "frames" / "0.jpg")
+
+
 def scan(tmp_path: Path, subject: str, scenario: str = "clear", dose_usv: float = 2.5) -> dict:
     sim = ScannerSim(scanner="SIM-XR-1", subject=subject, dose_usv=dose_usv)
     rec = sim.record(scenario)

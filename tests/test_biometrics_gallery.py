@@ -100,9 +100,9 @@ def test_cli_runs_as_a_real_process_too(tmp_path):
     assert r.returncode == 1 and "no gallery" in r.stderr and "enroll" in r.stderr
 
 
-def test_cli_enroll_verify_identify_gallery(cli):
-    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "staff", str(photo("obama_1")), str(photo("obama_3")),
-            "--json")
+def test_cli_enroll_verify_identify_gallery(cli, tmp_path):
+    r = cli("enroll", "--reason", "test", "--subject", "obama", "--role", "visitor", "--valid-until",
+            "2099-01-01T00:00Z", str(photo("obama_1")), str(photo("obama_3")), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["templates"] == 2
     r = cli("enroll", "--reason", "test", "--subject", "v-1", "--role", "visitor", "--valid-until", "2000-01-01T00:00Z",
@@ -114,15 +114,35 @@ def test_cli_enroll_verify_identify_gallery(cli):
     assert out["results"][0]["booking_id"] == "BK-1"
     r = cli("verify", "--subject", "obama", str(photo("biden_2")))
     assert r.returncode == 1 and "verify_failed (no_match)" in r.stdout
+    # 1:N is against staff only; a staff face comes from central or from two operators through the
+    # daemon (tests/security/test_staff_enrolment_two_person.py), so it is written here directly.
+    g = Gallery(tmp_path / "state")
+    g.upsert(Subject("S-1", "staff", [template("obama_1")]), source="central")
+    g.close()
     r = cli("identify", str(photo("obama_2")), str(photo("two_people")), str(photo("rose_leslie_2")), "--json")
     rows = json.loads(r.stdout)["results"]
     assert [x["decision"] for x in rows] == ["biometric.identified", "biometric.multiple_faces",
                                              "biometric.unknown"]
-    assert {"detect", "encode", "search"} <= set(rows[0]["timings_ms"]) and rows[0]["subject_id"] == "obama"
+    assert {"detect", "encode", "search"} <= set(rows[0]["timings_ms"]) and rows[0]["subject_id"] == "S-1"
     r = cli("gallery", "--json")
     stats = json.loads(r.stdout)
-    assert stats["staff"] == 1 and stats["templates"] == 2 and stats["visitors"] == 0  # expired: purged
-    assert "templates" not in r.stdout.replace('"templates": 2', "")
+    assert stats["staff"] == 1 and stats["templates"] == 3 and stats["visitors"] == 1  # v-1 expired: purged
+    assert "templates" not in r.stdout.replace('"templates": 3', "")
+
+
+def test_cli_staff_enrollment_is_never_written_by_one_operator(cli, tmp_path):
+    """A staff face is a standing pass: the CLI never writes one itself. Without the daemon (which
+    holds it for a second operator) nothing is enrolled; the request through a running daemon is
+    tests/security/test_staff_enrolment_two_person.py."""
+    r = cli("enroll", "--reason", "test", "--subject", "S-1", "--role", "staff", str(photo("obama_1")), "--json")
+    assert r.returncode == 69, r.stdout + r.stderr
+    error = json.loads(r.stdout)["error"]
+    assert error.startswith("nothing enrolled: a staff enrolment goes through the running daemon") and \
+        "no control socket" in error
+    assert not (tmp_path / "state" / "biometrics" / "gallery.db").exists()
+    r = cli("enroll", "--reason", "test", "--subject", "S-1", "--role", "staff", "--operator", "bob",
+            str(photo("obama_1")))
+    assert r.returncode == 2 and "--operator is for a visitor" in r.stderr
 
 
 def test_cli_refuses_to_enroll_a_bad_photo_with_a_readable_reason(cli):

@@ -192,6 +192,43 @@ def test_a_presented_booking_is_verified_one_to_one(gallery):
     assert d.type == "biometric.verify_failed" and d.payload["reason"] == "no_match"
 
 
+def test_a_bookings_entry_face_is_never_replaced_by_another_subjects(gallery):
+    """Another enrolled visitor walking in on a booking whose visitor is inside must not make
+    their own face the one the exit is compared with (and so walk out in the visitor's place)."""
+    enroll_all(gallery, role="visitor", who=["biden", "obama"])
+    lane = Lane(pipeline(), Decider(gallery), NoLiveness(), LaneConfig(mode="verify"))
+
+    def decide(subject, face, entry):
+        lane.claim(subject, "BK-1", entry=entry)
+        [d] = lane.process(frame(face))
+        return d
+
+    assert decide("biden", "biden_2", "keep").type == "biometric.verified"  # the visitor comes in
+    swap = decide("obama", "obama_2", "keep")  # verified against obama's own template, but BK-1 is taken
+    assert (swap.type, swap.priority, swap.payload["reason"]) == \
+        ("biometric.verify_failed", "alarm", "entry_face_of_another_subject")
+    assert swap.payload["against"] == "entry" and swap.payload["distance"] > swap.payload["threshold"]
+    out = decide("obama", "obama_2", "compare")  # the entry face is still the visitor's
+    assert (out.type, out.payload["reason"]) == ("biometric.verify_failed", "not_the_entry_face")
+    assert decide("biden", "biden_2", "keep").type == "biometric.verified"  # the same visitor again: fine
+    assert len(lane.entries) == 1
+    back = decide("biden", "biden_2", "compare")  # positive control: the visitor themself leaves
+    assert (back.type, back.payload["against"]) == ("biometric.verified", "entry")
+
+
+def test_an_entry_face_kept_for_a_subject_is_not_replaced_by_another_face_of_that_subject():
+    from drivers.camera.entries import EntryTemplates
+
+    entries = EntryTemplates()
+    first, other = encoding("biden_1"), encoding("kit_harington_1")
+    assert entries.keep("BK-1", "V-1", first, 0.5) is None
+    assert entries.keep("BK-1", "V-1", other, 0.5) == "not_the_entry_face"
+    assert entries.keep("BK-1", "V-1", encoding("biden_2"), 0.5) is None  # the same face, seen again
+    assert entries.distance("BK-1", first) == 0.0  # still the first face kept
+    assert entries.keep("BK-1", "V-2", first, 0.5) == "entry_face_of_another_subject"
+    assert entries.forget("BK-1") and entries.keep("BK-1", "V-2", other, 0.5) is None  # after the exit
+
+
 def test_still_photo_fails_basic_liveness_and_a_moving_face_passes(gallery):
     enroll_all(gallery)
     still = Lane(pipeline(), Decider(gallery), MotionLiveness(max_frames=3))

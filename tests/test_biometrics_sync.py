@@ -261,13 +261,14 @@ def test_a_local_enrollment_is_reported_and_kept_only_while_central_vouches_for_
 
     g = Gallery(device.state_dir)
     digest = g.enroll_local(Subject("local-guard", "staff", [template("kit_harington_1")]), "j.smith",
-                            "new starter, central down")
+                            "new starter, central down", approved_by="a.jones")
     central = Central(mosquitto, central_key[0], tmp_path)
     try:
         reported = wait_for(lambda: [p for t, p in device.events if t == "biometric.local_enrollment"], 10,
                             "the local enrollment reported")
         assert reported == [{"subject_id": "local-guard", "role": "staff", "operator": "j.smith",
-                             "reason": "new starter, central down", "template_sha256": digest,
+                             "approved_by": "a.jones", "reason": "new starter, central down",
+                             "template_sha256": digest,
                              "enrolled_at": reported[0]["enrolled_at"]}]
         vouch = [{"subject_id": "local-guard", "template_sha256": digest}]
         central.snapshot(1, 50, [subject_doc("obama", "obama_1")], vouched=vouch)
@@ -294,7 +295,8 @@ def test_a_snapshot_that_does_not_vouch_for_a_local_enrollment_removes_it(device
     from drivers.camera.gallery import Subject
 
     g = Gallery(device.state_dir)
-    g.enroll_local(Subject("smuggled", "staff", [template("kit_harington_1")]), "root", "just because")
+    g.enroll_local(Subject("smuggled", "staff", [template("kit_harington_1")]), "root", "just because",
+                   approved_by="nobody")
     central = Central(mosquitto, central_key[0], tmp_path)
     try:  # a vouch for other templates under the same name does not count
         central.snapshot(1, 5, [subject_doc("obama", "obama_1")],

@@ -48,9 +48,10 @@ def test_builtin_edge_commands(daemon):
     no_link = send(daemon.state_dir, "edge", "rebirth")
     assert no_link["status"] == "failed" and "no MQTT link" in no_link["detail"]
     unknown = send(daemon.state_dir, "edge", "reboot")
-    # An undeclared command is a barrier command: held for a second operator, never run alone.
-    assert unknown["status"] == "rejected" and unknown["reason"] == "under_signed"
-    assert "edge cmd approve approve-" in unknown["detail"]
+    # An undeclared command is a barrier command, but one the daemon does not have would only fail:
+    # refused at once, never run and never held for a second operator.
+    assert unknown["status"] == "rejected" and unknown["reason"] == "malformed"
+    assert "target 'edge' has no command 'reboot'" in unknown["detail"] and "edge cmd approve" not in unknown["detail"]
 
 
 def test_local_rejections_are_results_and_alarms(daemon):
@@ -59,10 +60,10 @@ def test_local_rejections_are_results_and_alarms(daemon):
     first = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
     again = send(daemon.state_dir, "hb", "ping", command_id="retry-0001")
     assert first["status"] == "ok" and again["reason"] == "replay"
-    undeclared = send(daemon.state_dir, "hb", "explode")  # no effect declared: barrier, one person
-    assert undeclared["status"] == "rejected" and undeclared["reason"] == "under_signed"
+    undeclared = send(daemon.state_dir, "hb", "explode")  # not a heartbeat's: refused by its check
+    assert undeclared["status"] == "rejected" and undeclared["reason"] == "malformed"
     alarms = recorded(daemon, "system.command_rejected")
-    assert sorted(a["payload"]["reason"] for a in alarms) == ["replay", "under_signed", "wrong_target"]
+    assert sorted(a["payload"]["reason"] for a in alarms) == ["malformed", "replay", "wrong_target"]
     assert all(a["priority"] == "alarm" for a in alarms)
 
 

@@ -43,8 +43,9 @@ def test_below_min_still_face_px_a_photo_is_still_refused():
 def test_cli_verifies_a_small_face_but_will_not_enroll_it(biometrics_cli, tmp_path):
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), _small("obama_2", 60))
-    r = biometrics_cli("enroll", "--subject", "obama", "--role", "staff", "--reason", "test", small)
+    visitor = ("--role", "visitor", "--valid-until", "2099-01-01T00:00Z")
+    r = biometrics_cli("enroll", "--subject", "obama", *visitor, "--reason", "test", small)
     assert r.exit_code != 0 and "face_too_small" in r.output
-    assert biometrics_cli("enroll", "--subject", "obama", "--role", "staff", "--reason", "test", photo("obama_1")).exit_code == 0
+    assert biometrics_cli("enroll", "--subject", "obama", *visitor, "--reason", "test", photo("obama_1")).exit_code == 0
     r = biometrics_cli("verify", "--subject", "obama", small)
     assert r.exit_code == 0, r.output

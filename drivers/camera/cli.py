@@ -1,7 +1,9 @@
 """``edge biometrics``: enroll, verify, identify, inspect the gallery, calibrate thresholds.
 
 These work on the device's own gallery (state_dir/biometrics) without the
-daemon running, through the same pipeline and decision code as the gate.
+daemon running, through the same pipeline and decision code as the gate;
+except a staff enrollment, which the running daemon writes once a second
+operator has approved it (drivers/camera/staff.py).
 Images are decided one at a time, so liveness does not apply here.
 
 Every photo is judged on its own: one that cannot be read (missing, a
@@ -24,7 +26,15 @@ from typing import Any
 
 import click
 
-from edge.cli._common import EX_FAIL, edge_errors, fail, json_option, output, settings_from
+from edge.cli._common import (
+    EX_FAIL,
+    EX_UNAVAILABLE,
+    edge_errors,
+    fail,
+    json_option,
+    output,
+    settings_from,
+)
 
 # Not exists=True: a missing or unreadable photo is reported per photo (drivers/camera/imagefile.py)
 # and the others are still decided.
@@ -49,16 +59,32 @@ def _driver_options(settings) -> dict[str, Any]:
     return {}
 
 
+def _encoder_cache(state_dir: Path) -> str | None:
+    """The device's converted encoder weights, shared with the daemon; None (the account's own
+    cache) for an operator's account that cannot reach the daemon's state folder, as on a device
+    (a staff enrolment needs only the control socket)."""
+    from drivers.camera.models import encoder_cache_dir
+
+    shared = Path(encoder_cache_dir(state_dir))
+    if not os.path.isdir(shared.parent):  # first use: made private, as the gallery makes it
+        try:
+            shared.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError:
+            return None
+    return str(shared) if os.access(shared.parent, os.W_OK | os.X_OK) else None
+
+
 class _Engine:
-    def __init__(self, settings, *, readonly: bool = False):
+    def __init__(self, settings, *, readonly: bool = False, gallery: bool = True):
         from drivers.camera.decide import Decider, Thresholds
         from drivers.camera.gallery import Gallery
-        from drivers.camera.models import encoder_cache_dir
         from drivers.camera.pipeline import Pipeline, PipelineConfig
 
         opts = _driver_options(settings)
-        self.pipeline = Pipeline(PipelineConfig.from_dict({"encoder_cache": encoder_cache_dir(settings.state_dir),
+        self.pipeline = Pipeline(PipelineConfig.from_dict({"encoder_cache": _encoder_cache(Path(settings.state_dir)),
                                                            **opts.get("pipeline", {}), "allow_multiple": False}))
+        if not gallery:  # encoding only: a staff enrolment is written by the daemon
+            return
         self.gallery = Gallery(settings.state_dir, readonly=readonly)
         self.decider = Decider(self.gallery, Thresholds.from_dict(opts.get("thresholds", {})),
                                purge_grace_s=float(opts.get("purge_grace_s", 3600.0)))
@@ -120,11 +146,13 @@ def biometrics() -> None:
 
 @biometrics.command()
 @click.option("--subject", "subject_id", required=True, help="Subject id (booking system or staff number).")
-@click.option("--role", type=click.Choice(["visitor", "staff"]), required=True)
+@click.option("--role", type=click.Choice(["visitor", "staff"]), required=True,
+              help="staff needs a second operator's `edge cmd approve` (a staff face is a standing pass).")
 @click.option("--valid-from", help="Start of the validity window (ISO 8601, UTC if no zone).")
 @click.option("--valid-until", help="End of the validity window (ISO 8601, UTC if no zone); required for visitors.")
 @click.option("--reason", required=True, help="Why this person is enrolled here and not through central.")
-@click.option("--operator", default=None, help="Who enrolls (default: your login, or sudo's caller).")
+@click.option("--operator", default=None, help="Visitors: who enrolls (default: your login, or sudo's caller). "
+              "Staff: not allowed (the daemon records the accounts it sees).")
 @click.argument("images", nargs=-1, required=True, type=_IMAGE)
 @json_option
 @click.pass_context
@@ -132,16 +160,52 @@ def biometrics() -> None:
 def enroll(ctx, subject_id, role, valid_from, valid_until, reason, operator, images, as_json):
     """Enroll SUBJECT from one or more photos (one face each, good quality).
 
-    A local enrollment is reported to central as a biometric.local_enrollment event (operator,
-    reason, template hash) and kept only while central's gallery snapshots vouch for it."""
+    A visitor is enrolled at once by one operator. A staff face is a standing pass through the
+    gate, so it needs two people: the photos are encoded here and handed to the running daemon,
+    which holds the enrolment until a second operator, under their own account, runs
+    `edge cmd approve ID` (this command exits 1 and prints the id). Either is reported to central
+    as a biometric.local_enrollment event (operator, second operator, reason, template hash)
+    and kept only while central's gallery snapshots vouch for it."""
     from drivers.camera.gallery import Subject
 
     if role == "visitor" and not valid_until:
         raise click.UsageError("a visitor needs --valid-until (the end of the booked visit); "
                                "their template is refused after it and then purged")
+    if role == "staff" and operator:
+        raise click.UsageError("--operator is for a visitor; a staff enrolment is recorded under the accounts "
+                               "the daemon sees on its control socket (yours, and the second operator's)")
+    settings = settings_from(ctx)
+    engine = _Engine(settings, gallery=role == "visitor")
+    templates, faces = _encode_all(engine, images)
+    bad = [f["error"]["message"] for f in faces if not f["ok"]]
+    if bad:
+        summary = (f"nothing enrolled: {len(bad)} of {len(faces)} photos cannot be used; replace them or "
+                   f"leave them out and run again")
+        if as_json:
+            output({"ok": False, "error": bad[0] if len(faces) == 1 else summary, "subject_id": subject_id,
+                    "images": faces}, True, "")
+        else:
+            for line in bad + ([summary] if len(faces) > 1 else []):
+                click.echo(f"error: {line}", err=True)
+        ctx.exit(EX_FAIL)
+    subject = Subject(subject_id, role, templates, _when(valid_from, "--valid-from"),
+                      _when(valid_until, "--valid-until")).validate()
+    if role == "staff":
+        _ask_for_staff(ctx, settings, subject, reason, faces, as_json)
+        return
+    operator = operator or os.environ.get("SUDO_USER") or getpass.getuser()
+    digest = engine.gallery.enroll_local(subject, operator, reason)
+    result = {"ok": True, "subject_id": subject_id, "role": role, "templates": len(templates),
+              "operator": operator, "template_sha256": digest, "state": "local-pending",
+              "valid_from": _iso(subject.valid_from), "valid_until": _iso(subject.valid_until), "images": faces}
+    output(result, as_json, lambda r: f"enrolled {r['subject_id']} ({r['role']}) with {r['templates']} template(s); "
+                                      "local-pending: reported to central, kept only if central confirms it")
+
+
+def _encode_all(engine: _Engine, images) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Every photo's template, and a row per photo saying whether it could be used and why not."""
     from drivers.camera.imagefile import ImageError
 
-    engine = _Engine(settings_from(ctx))
     templates, faces = [], []
     with click.progressbar(images, label="encoding", file=sys.stderr) as bar:
         for path in bar:
@@ -160,26 +224,42 @@ def enroll(ctx, subject_id, role, valid_from, valid_until, reason, operator, ima
             templates.append(a.encoding.astype("<f4").tobytes())
             faces.append({"image": str(path), "ok": True, "face_px": a.face.width,
                           "sharpness": a.quality["sharpness"]})
-    bad = [f["error"]["message"] for f in faces if not f["ok"]]
-    if bad:
-        summary = (f"nothing enrolled: {len(bad)} of {len(faces)} photos cannot be used; replace them or "
-                   f"leave them out and run again")
+    return templates, faces
+
+
+def _ask_for_staff(ctx, settings, subject, reason: str, faces: list[dict[str, Any]], as_json: bool) -> None:
+    """Hand a staff enrolment to the daemon, which holds it for a second operator's approval."""
+    import base64
+
+    from drivers.camera.gallery import templates_sha256
+    from drivers.camera.staff import COMMAND, TARGET
+    from edge.commands.local import ControlUnavailable, send
+
+    digest = templates_sha256(subject.templates)
+    args = {"subject_id": subject.subject_id, "templates": [base64.b64encode(t).decode() for t in subject.templates],
+            "template_count": len(subject.templates), "sha256": digest, "reason": reason}
+    args.update({k: _iso(v) for k, v in (("valid_from", subject.valid_from), ("valid_until", subject.valid_until))
+                 if v is not None})
+    try:
+        reply = send(settings.state_dir, TARGET, COMMAND, args, reason)
+    except ControlUnavailable as exc:
+        fail(f"nothing enrolled: a staff enrolment goes through the running daemon, which holds it for a "
+             f"second operator ({exc})", EX_UNAVAILABLE, as_json=as_json)
+    base = {"subject_id": subject.subject_id, "role": "staff", "templates": len(subject.templates),
+            "template_sha256": digest, "images": faces}
+    approval = (reply.get("result") or {}).get("approval_id")
+    if approval:
+        message = f"{subject.subject_id} (staff) is not enrolled yet: {reply.get('detail')}"
         if as_json:
-            output({"ok": False, "error": bad[0] if len(faces) == 1 else summary, "subject_id": subject_id,
-                    "images": faces}, True, "")
+            output({"ok": False, "state": "held", "approval_id": approval, "error": message, **base}, True, "")
         else:
-            for line in bad + ([summary] if len(faces) > 1 else []):
-                click.echo(f"error: {line}", err=True)
+            click.echo(message, err=True)
         ctx.exit(EX_FAIL)
-    subject = Subject(subject_id, role, templates, _when(valid_from, "--valid-from"),
-                      _when(valid_until, "--valid-until"))
-    operator = operator or os.environ.get("SUDO_USER") or getpass.getuser()
-    digest = engine.gallery.enroll_local(subject, operator, reason)
-    result = {"ok": True, "subject_id": subject_id, "role": role, "templates": len(templates),
-              "operator": operator, "template_sha256": digest, "state": "local-pending",
-              "valid_from": _iso(subject.valid_from), "valid_until": _iso(subject.valid_until), "images": faces}
-    output(result, as_json, lambda r: f"enrolled {r['subject_id']} ({r['role']}) with {r['templates']} template(s); "
-                                      "local-pending: reported to central, kept only if central confirms it")
+    if reply.get("reason") == "wrong_target":
+        fail("nothing enrolled: this device's daemon takes no staff enrolment (no camera.face driver in the "
+             "config it runs with)", as_json=as_json, result=reply)
+    fail(f"nothing enrolled: {reply.get('reason') or reply.get('status')}: {reply.get('detail')}",
+         as_json=as_json, result=reply)
 
 
 def _decide_images(engine: _Engine, images, decide) -> list[dict[str, Any]]:

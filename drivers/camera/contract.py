@@ -59,15 +59,18 @@ class Verified(_Decision):
     mode: Literal["verify"]
     subject_id: str
     booking_id: str | None
-    against: Literal["entry"] | None = Field(default=None, description="entry: a visitor leaving, compared "
-                                             "with the face kept at their entry (not the gallery).")
+    against: Literal["entry"] | None = Field(default=None, description="entry: compared with the face kept "
+                                             "at the visitor's entry (not the gallery): a visitor leaving, or a "
+                                             "second entry on a booking whose entry face is kept.")
 
 
 class VerifyFailed(Verified):
-    """biometric.verify_failed (normal): 1:1 refused; ``reason`` says why."""
+    """biometric.verify_failed (normal; alarm for not_the_entry_face and entry_face_of_another_subject):
+    1:1 refused; ``reason`` says why. entry_face_of_another_subject: an entry on a booking whose
+    entry face is kept for another subject (the kept face is never replaced)."""
 
     reason: Literal["no_match", "expired", "not_yet_valid", "not_enrolled", "not_the_entry_face",
-                    "no_entry_template"]
+                    "no_entry_template", "entry_face_of_another_subject"]
 
 
 class Identified(_Decision):
@@ -134,7 +137,11 @@ class LocalEnrollment(_Strict):
 
     subject_id: str
     role: Literal["visitor", "staff"]
-    operator: str = Field(description="Who ran `edge biometrics enroll` (their login).")
+    operator: str = Field(description="Who ran `edge biometrics enroll` (their login; for staff, the "
+                          "account the daemon saw on its control socket).")
+    approved_by: str | None = Field(default=None, description=(
+        "Staff: the second operator, under another account, who approved it (`edge cmd approve`); "
+        "a staff face is a standing pass, so never one person. None for a visitor (one operator)."))
     reason: str
     template_sha256: str = Field(description="sha256 of the templates, in order, concatenated.")
     enrolled_at: datetime

@@ -22,10 +22,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.camera._log import LEVELS
-from edge.driver import Driver, DriverConfig
+from edge.driver import Driver, DriverConfig, parse_command_args
 from edge.errors import CommandError, DriverError, StoreFull
 
 _STARTUP_TIMEOUT_S = 60.0
+_STATUS_WAIT_S = 2.0
 
 
 class _Options(BaseModel):
@@ -118,6 +119,26 @@ class FaceCameraConfig(DriverConfig):
         return value
 
 
+class _VerifyArgs(_Options):
+    subject_id: str = Field(min_length=1, max_length=128, description="The subject of the presented booking.")
+    booking_id: str | None = Field(default=None, max_length=128, description="The booking; the key of "
+                                   "the entry face (the subject when none).")
+    ttl_s: float | None = Field(default=None, gt=0, le=3600, description="How long the claim waits "
+                                "for the face (default claim_ttl_s).")
+    entry: Literal["keep", "compare"] | None = Field(default=None, description=(
+        "keep: a visitor entering (the verified face is kept for the exit); compare: a visitor "
+        "leaving (compared with the face kept at entry, not the gallery)."))
+
+
+class _ForgetArgs(_Options):
+    key: str | None = Field(default=None, max_length=128, description="The booking id whose entry face goes.")
+    all: bool = Field(default=False, description="Every entry face (the end of a visiting session).")
+
+
+#: What each command accepts; handle() and the check before a request is held share these.
+_ARGS: dict[str, type[BaseModel]] = {"verify": _VerifyArgs, "forget_entry": _ForgetArgs, "status": _Options}
+
+
 class FaceCameraDriver(Driver):
     """Runs the face worker process and emits its decisions as ``biometric.*`` events."""
 
@@ -132,6 +153,8 @@ class FaceCameraDriver(Driver):
         self._lock = threading.Lock()
         self._buf = b""
         self.worker_status: dict[str, Any] = {}
+        self._statuses = 0  # status messages received, so `status` can wait for a fresh one
+        self._status_came = threading.Condition()
         self.events = self.refused = 0
         self.worker_pid: int | None = None
         self.worker_encoder: str | None = None  # "numpy", or "dlib" when forced or fallen back to
@@ -199,7 +222,10 @@ class FaceCameraDriver(Driver):
             except StoreFull:
                 self.refused += 1
         elif op == "status":
-            self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+            with self._status_came:
+                self.worker_status = {k: v for k, v in msg.items() if k != "op"}
+                self._statuses += 1
+                self._status_came.notify_all()
         elif op == "log":  # the worker's own lines, into the daemon's log (redacted like any)
             level = msg.get("level") if msg.get("level") in LEVELS else "warning"
             fields = {k: v for k, v in (msg.get("fields") or {}).items() if k != "event"}
@@ -216,26 +242,41 @@ class FaceCameraDriver(Driver):
             for msg in self._read(0.5):
                 self._on_message(msg)
 
+    @classmethod
+    def check_command(cls, config: FaceCameraConfig, name: str, args: dict[str, Any]):
+        """The validated arguments; CommandError for an unknown command or a bad argument (before a
+        request is held for a second operator, and before anything reaches the face worker)."""
+        model = _ARGS.get(name)
+        if model is None:
+            raise CommandError(f"camera.face does not support {name!r}; supported: {', '.join(_ARGS)}")
+        a = parse_command_args(model, name, dict(args or {}))
+        if name == "forget_entry" and not a.all and not a.key:
+            raise CommandError("forget_entry needs 'key' (the booking id) or 'all': true")
+        return a
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        a = self.check_command(self.config, name, args)
         if name == "verify":
-            subject = args.get("subject_id")
-            if not isinstance(subject, str) or not subject:
-                raise CommandError("verify needs 'subject_id' (the subject of the presented booking)")
-            entry = args.get("entry")
-            if entry not in (None, "keep", "compare"):
-                raise CommandError("verify: 'entry' is keep (visitor entering) or compare (visitor leaving)")
-            self._send({"op": "claim", "subject_id": subject, "booking_id": args.get("booking_id"),
-                        "ttl_s": args.get("ttl_s"), "entry": entry})
-            return {"accepted": True, "subject_id": subject, "booking_id": args.get("booking_id")}
+            self._send({"op": "claim", "subject_id": a.subject_id, "booking_id": a.booking_id,
+                        "ttl_s": a.ttl_s, "entry": a.entry})
+            return {"accepted": True, "subject_id": a.subject_id, "booking_id": a.booking_id}
         if name == "forget_entry":
-            key = args.get("key")
-            if not args.get("all") and not (isinstance(key, str) and key):
-                raise CommandError("forget_entry needs 'key' (the booking id) or 'all': true")
-            self._send({"op": "forget_entry", "key": key, "all": bool(args.get("all"))})
-            return {"forgotten": "all" if args.get("all") else key}
-        if name == "status":
-            return {"worker_pid": self.worker_pid, **self.worker_status}
-        raise CommandError(f"camera.face does not support {name!r}; supported: verify, forget_entry, status")
+            self._send({"op": "forget_entry", "key": a.key, "all": a.all})
+            return {"forgotten": "all" if a.all else a.key}
+        return {"worker_pid": self.worker_pid, **self._fresh_status()}
+
+    def _fresh_status(self) -> dict[str, Any]:
+        """The worker's status now, not its last periodic one (up to 5 s old); that one when the
+        worker cannot answer in time (it is being restarted)."""
+        with self._status_came:
+            seen = self._statuses
+        try:
+            self._send({"op": "status"})
+        except CommandError:
+            return self.worker_status
+        with self._status_came:
+            self._status_came.wait_for(lambda: self._statuses > seen, timeout=_STATUS_WAIT_S)
+            return self.worker_status
 
     def health(self) -> dict[str, Any]:
         source = self.worker_status.get("source", {})

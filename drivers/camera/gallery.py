@@ -61,9 +61,12 @@ CREATE TABLE IF NOT EXISTS local_enrollments (
     template_sha256 TEXT NOT NULL,
     enrolled_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'confirmed', 'removed')),
-    reported INTEGER NOT NULL DEFAULT 0
+    reported INTEGER NOT NULL DEFAULT 0,
+    approved_by TEXT
 );
 """
+#: Columns added since a table was first made (CREATE TABLE IF NOT EXISTS leaves an old one as it is).
+_ADDED_COLUMNS = {"local_enrollments": {"approved_by": "TEXT"}}
 
 
 def templates_sha256(templates: list[bytes]) -> str:
@@ -143,6 +146,7 @@ class Gallery:
             # secure_delete: revoked templates are overwritten, not left in free pages
             self._db = open_db(self.path, busy_timeout=10.0, secure_delete=True, foreign_keys=True)
             self._db.executescript(_SCHEMA)
+            _add_columns(self._db)
         except sqlite3.Error as exc:
             raise GalleryError(f"{self.path}: cannot open the gallery database ({exc})") from None
         os.chmod(self.path, 0o600)
@@ -191,20 +195,26 @@ class Gallery:
         db.executemany("INSERT INTO templates (subject_id, sealed) VALUES (?, ?)",
                        [(subject.subject_id, self._seal(subject.subject_id, t)) for t in subject.templates])
 
-    def enroll_local(self, subject: Subject, operator: str, reason: str) -> str:
-        """Enroll at the gate, with its record (pending until a snapshot confirms it); returns the hash."""
+    def enroll_local(self, subject: Subject, operator: str, reason: str, *, approved_by: str | None = None) -> str:
+        """Enroll at the gate, with its record (pending until a snapshot confirms it); returns the hash.
+
+        Staff (a standing pass) only with ``approved_by``, a second operator other than ``operator``
+        (drivers.camera.staff, after `edge cmd approve`)."""
         digest = templates_sha256(subject.validate().templates)
+        if subject.role == "staff" and (not approved_by or approved_by == operator):
+            raise GalleryError(f"subject {subject.subject_id}: a local staff enrolment needs a second operator "
+                               "(edge biometrics enroll --role staff, then `edge cmd approve` by another account)")
         with self._tx() as db:
             self._write_subject(db, subject, "local")
             db.execute("INSERT OR REPLACE INTO local_enrollments (subject_id, role, operator, reason,"
-                       " template_sha256, enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (subject.subject_id, subject.role, operator, reason, digest, time.time()))
+                       " template_sha256, enrolled_at, approved_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (subject.subject_id, subject.role, operator, reason, digest, time.time(), approved_by))
         return digest
 
     def unreported_enrollments(self) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT subject_id, role, operator, reason, template_sha256, enrolled_at FROM "
-                                "local_enrollments WHERE reported = 0 ORDER BY enrolled_at").fetchall()
-        keys = ("subject_id", "role", "operator", "reason", "template_sha256", "enrolled_at")
+        keys = ("subject_id", "role", "operator", "approved_by", "reason", "template_sha256", "enrolled_at")
+        rows = self._db.execute(f"SELECT {', '.join(keys)} FROM local_enrollments WHERE reported = 0 "
+                                "ORDER BY enrolled_at").fetchall()
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def mark_reported(self, subject_id: str) -> None:
@@ -300,6 +310,19 @@ class Gallery:
                 "visitors": by_role.get("visitor", 0), "templates": templates,
                 "central": by_source.get("central", 0), "local": by_source.get("local", 0),
                 "expired_not_purged": expired, "not_yet_valid": pending, **self.sync_state()}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """A gallery made by an older version gets the columns added since (nothing else changes)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for column, decl in columns.items():
+            if column not in have:
+                try:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError as exc:  # another process (worker, CLI) added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
 
 class _Transaction:

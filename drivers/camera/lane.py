@@ -58,7 +58,8 @@ class Lane:
               entry: str | None = None) -> None:
         """A booking was presented: verify the next face 1:1 against ``subject_id``.
 
-        ``entry``: ``keep`` (a visitor entering: keep the verified face for the exit) or
+        ``entry``: ``keep`` (a visitor entering: keep the verified face for the exit; a booking
+        whose entry face is already kept must show that subject and that face again) or
         ``compare`` (a visitor leaving: compare with the face kept at entry, not the gallery).
         """
         self._claim = {"subject_id": subject_id, "booking_id": booking_id, "entry": entry,
@@ -127,7 +128,12 @@ class Lane:
         if claim.get("entry") != "compare":
             decision = self.decider.verify(claim["subject_id"], encoding, booking_id=claim["booking_id"])
             if claim.get("entry") == "keep" and decision.type == "biometric.verified":
-                self.entries.keep(key, encoding)
+                refused = self.entries.keep(key, claim["subject_id"], encoding, self.decider.thresholds.verify)
+                if refused is not None:  # the booking already has an entry face: never replaced
+                    distance = self.entries.distance(key, encoding)
+                    return Decision("biometric.verify_failed", {**decision.payload, "against": "entry",
+                                                                "distance": round(distance, 4), "reason": refused},
+                                    "alarm")
             return decision
         threshold = self.decider.thresholds.verify
         payload = {"mode": "verify", "subject_id": claim["subject_id"], "booking_id": claim["booking_id"],

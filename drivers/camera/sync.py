@@ -240,7 +240,8 @@ class GallerySync:
         """Local enrollments (made by `edge biometrics enroll`) become events in the audit chain."""
         for e in self._gallery.unreported_enrollments():
             when = datetime.fromtimestamp(e.pop("enrolled_at"), UTC).isoformat()
-            log.warning("gallery_local_enrollment", subject_id=e["subject_id"], operator=e["operator"])
+            log.warning("gallery_local_enrollment", subject_id=e["subject_id"], operator=e["operator"],
+                        approved_by=e["approved_by"])
             self._event("biometric.local_enrollment", {**e, "enrolled_at": when}, "alarm")
             self._gallery.mark_reported(e["subject_id"])
 

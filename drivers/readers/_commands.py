@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import osdp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edge.driver import parse_command_args
 from edge.errors import CommandError
 from edge.schema import PIN_HASH_HEX, PIN_SALT_HEX
 
@@ -42,12 +43,7 @@ def parse(name: str, args: dict[str, Any]):
     model = COMMANDS.get(name)
     if model is None:
         raise CommandError(f"reader does not support command {name!r}; supported: {', '.join(COMMANDS)}")
-    try:
-        return model.model_validate(args or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}"
-                             for e in exc.errors())
-        raise CommandError(f"{name}: bad arguments: {problems}") from None
+    return parse_command_args(model, name, args or {})
 
 
 def feedback(a: FeedbackArgs) -> list[dict[str, Any]]:

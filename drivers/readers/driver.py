@@ -212,8 +212,13 @@ class OsdpReaderDriver(Driver):
 
     # --- commands -------------------------------------------------------------------------
 
+    @classmethod
+    def check_command(cls, config: OsdpReaderConfig, name: str, args: dict[str, Any]):
+        """The validated arguments; CommandError for an unknown command or a bad argument."""
+        return _commands.parse(name, dict(args or {}))
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        a = _commands.parse(name, dict(args or {}))
+        a = self.check_command(self.config, name, args)
         if name == "status":
             return self.health()
         if name == "check_pin":

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge.driver import Driver, DriverConfig
+from edge.driver import Driver, DriverConfig, parse_command_args
 from edge.errors import CommandError, StoreFull
 
 
@@ -25,6 +25,10 @@ class HeartbeatConfig(DriverConfig):
     confirm_file: Path | None = Field(
         default=None, description="Tests: after each append returned, write 'id seq' as a line here. "
         "A crash test compares it with the store: every line must be stored.")
+
+
+class _NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 _CONFIRM_LINE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}) ([1-9][0-9]*)")
@@ -88,10 +92,16 @@ class HeartbeatDriver(Driver):
 
     command_effects = {"ping": "observe"}
 
+    @classmethod
+    def check_command(cls, config: HeartbeatConfig, name: str, args: dict[str, Any]) -> None:
+        """``ping`` without arguments is the one command; anything else is refused before it is held."""
+        if name != "ping":
+            raise CommandError(f"sim.heartbeat does not support {name!r}; supported: ping")
+        parse_command_args(_NoArgs, name, dict(args or {}))
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        if name == "ping":
-            return {"pong": True, "sent": self.sent}
-        raise CommandError(f"sim.heartbeat does not support {name!r}; supported: ping")
+        self.check_command(self.config, name, args)
+        return {"pong": True, "sent": self.sent}
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "sent": self.sent, "refused": self.refused}

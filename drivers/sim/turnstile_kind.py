@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.sim import turnstile_scenario as scen
 from drivers.sim.turnstile import TurnstileSim
-from edge.driver import Driver, DriverConfig
+from edge.driver import Driver, DriverConfig, parse_command_args
 from edge.errors import CommandError
 
 
@@ -35,6 +35,17 @@ class SimTurnstileConfig(DriverConfig):
     def _steps_parse(cls, value: str) -> str:
         scen.parse(value)  # ValueError names the bad step
         return value
+
+
+class _PingArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _StepArgs(_PingArgs):
+    steps: str = Field(description="Scenario steps, e.g. 'passage in; forced out'.")
+
+
+_ARGS: dict[str, type[BaseModel]] = {"ping": _PingArgs, "step": _StepArgs}
 
 
 class SimTurnstileDriver(Driver):
@@ -58,17 +69,26 @@ class SimTurnstileDriver(Driver):
                 break
         self.ctx.stopping.wait()
 
+    @classmethod
+    def check_command(cls, config: SimTurnstileConfig, name: str, args: dict[str, Any]) -> list:
+        """The parsed scenario steps of ``step`` ([] for ``ping``); CommandError for anything else."""
+        model = _ARGS.get(name)
+        if model is None:
+            raise CommandError(f"sim.turnstile supports 'step' and 'ping', not {name!r}")
+        parsed = parse_command_args(model, name, dict(args or {}))
+        if name == "ping":
+            return []
+        try:
+            return scen.parse(parsed.steps)
+        except ValueError as exc:
+            raise CommandError(f"step: {exc}") from None
+
     def handle(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        steps = self.check_command(self.config, name, args)
         if self.sim is None:
             raise CommandError("the simulator is not running yet; try again shortly")
         if name == "ping":
             return {"pong": True, "path": self.config.path, "requests": len(self.sim.requests)}
-        if name != "step":
-            raise CommandError(f"sim.turnstile supports 'step' and 'ping', not {name!r}")
-        try:
-            steps = scen.parse(str(args.get("steps", "")))
-        except ValueError as exc:
-            raise CommandError(f"step: {exc}") from None
         threading.Thread(target=scen.run, args=(self.sim, steps, self.ctx.stopping), daemon=True,
                          name="sim-turnstile-steps").start()
         return {"started": [s.name for s in steps]}

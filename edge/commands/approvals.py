@@ -35,9 +35,13 @@ class Pending:
     created: float
 
     def summary(self, now: float) -> dict[str, Any]:
+        """What the second operator sees: the arguments as a log would show them, so a held
+        staff enrolment lists its subject and template count, never the templates."""
+        from edge.logs import scrubbed
+
         r = self.request
         return {"approval_id": self.id, "target": r.get("target"), "name": r.get("name"),
-                "args": r.get("args") or {}, "reason": r.get("reason"), "requested_by": self.operator,
+                "args": scrubbed(r.get("args") or {}), "reason": r.get("reason"), "requested_by": self.operator,
                 "age_s": round(now - self.created, 1)}
 
 

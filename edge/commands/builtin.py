@@ -58,8 +58,12 @@ BUILTIN_EFFECTS: dict[str, str] = {"ping": "observe", "status": "observe", "rebi
                                    "set-log-level": "operate"}
 
 
-def run_builtin(daemon, name: str, args: dict[str, Any], builtins=BUILTINS) -> dict[str, Any]:
-    fn = builtins.get(name)
-    if fn is None:
+def check_builtin(name: str, builtins=BUILTINS) -> None:
+    """CommandError for a name target ``edge`` does not have (before a request is held, and before it runs)."""
+    if name not in builtins:
         raise CommandError(f"target 'edge' has no command {name!r}; it has: {', '.join(builtins)}")
-    return fn(daemon, args)
+
+
+def run_builtin(daemon, name: str, args: dict[str, Any], builtins=BUILTINS) -> dict[str, Any]:
+    check_builtin(name, builtins)
+    return builtins[name](daemon, args)

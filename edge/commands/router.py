@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from edge.commands.builtin import BUILTIN_EFFECTS, BUILTINS, run_builtin
+from edge.commands.builtin import BUILTIN_EFFECTS, BUILTINS, check_builtin, run_builtin
 from edge.commands.model import EDGE_TARGET, CommandResult
 from edge.commands.seen import SeenIds
 from edge.commands.verify import Accepted, CommandRejected, Verifier
@@ -106,7 +106,9 @@ class CommandRouter:
             settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,
             targets={**{name: r.command_effects for name, r in runners.items()},
                      **{name: effects for name, (_, effects) in self._components.items()}},
-            checks={**{name: r.check_command for name, r in runners.items()}, **self._checks})
+            checks={EDGE_TARGET: lambda name, _args: check_builtin(name, self._builtins),
+                    **{name: r.check_command for name, r in runners.items()},
+                    **self._checks})
         self._thread.start()
         link = self._daemon.link
         control = ControlServer(s.state_dir, self.submit_local, group=self._settings.local_group,

@@ -179,7 +179,8 @@ class GateDirectory(_Strict):
 
 
 class GateSwapSuspected(_Strict):
-    """gate.swap_suspected (alarm): a visitor's face at the exit is not the face verified at their entry.
+    """gate.swap_suspected (alarm): a visitor's face is not the face verified at their entry: at the
+    exit, or at a second entry on the same booking (whose entry face is never replaced).
 
     The lane is held for an officer (a gate.decision ``hold`` follows); nothing is granted.
     """

@@ -28,7 +28,7 @@ from services.gate.approach import Approach, decision_payload
 from services.gate.perimeter import READER_EVENTS, Perimeter
 from services.gate.settings import GateSettings
 from services.gate.state import GateState
-from services.gate.visits import Visits
+from services.gate.visits import SWAP_REASONS, Visits
 
 log = structlog.get_logger("edge.gate")
 SOURCE = "gate"
@@ -256,7 +256,7 @@ class GateEngine:
             if t in ("biometric.verified", "biometric.verify_failed"):
                 if p.get("booking_id") != ap.booking_id or p.get("subject_id") != ap.subject:
                     return  # another presentation's result
-                if t == "biometric.verify_failed" and p.get("reason") == "not_the_entry_face":
+                if t == "biometric.verify_failed" and p.get("reason") in SWAP_REASONS:
                     self.visits.swap_suspected(ap, event)
                     return
                 if t == "biometric.verified":

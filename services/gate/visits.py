@@ -24,6 +24,8 @@ import structlog
 from services.gate.approach import Approach
 
 log = structlog.get_logger("edge.gate")
+#: Camera refusals that mean "not the face that came in on this booking" (drivers.camera.entries).
+SWAP_REASONS = frozenset({"not_the_entry_face", "entry_face_of_another_subject"})
 
 
 class Visits:
@@ -42,10 +44,19 @@ class Visits:
         return {"entry": "keep" if ap.direction == "in" else "compare"}
 
     def swap_suspected(self, ap: Approach, event) -> None:
-        """The face leaving is not the face that came in: hold, alarm, never grant."""
+        """The face is not the face that came in on this booking: hold, alarm, never grant.
+
+        At the exit that is a possible swap; at an entry, the booking's entry face is kept for
+        another person (someone else walking in on it, to walk out on it later)."""
         engine, p = self.engine, event.payload
-        detail = (f"the face at the exit is not the face verified at entry for booking {ap.booking_id} "
-                  f"(distance {p.get('distance')} > {p.get('threshold')}): possible swap; held for an officer")
+        if p.get("reason") == "entry_face_of_another_subject":
+            what = (f"booking {ap.booking_id} already has an entry face, of another subject than {ap.subject}: "
+                    "it is never replaced")
+        else:
+            where = "exit" if ap.direction == "out" else "entry"
+            what = (f"the face at the {where} is not the face verified at entry for booking {ap.booking_id} "
+                    f"(distance {p.get('distance')} > {p.get('threshold')})")
+        detail = f"{what}: possible swap; held for an officer"
         if ap.record is not None:
             ap.record.end("failed", detail, [event.id])
         engine.emit("gate.swap_suspected", {"approach_id": ap.id, "lane": ap.lane, "booking_id": ap.booking_id,

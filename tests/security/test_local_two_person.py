@@ -29,11 +29,13 @@ from tests.security._redteam import RESULTS, SYSTEM, alarms
 def gate_factory(tmp_path, mosquitto, mqtt_collector, edge_daemon, base_config):
     sims = []
 
-    def make(**commands):
+    def make(extra_drivers=(), **commands):
         sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
         sims.append(sim)
+        lane = lane_config(tmp_path, sim)
+        lane["drivers"] += list(extra_drivers)
         base_config.update(mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
-                           commands={**SECOND_OPERATOR_CONFIG, **commands}, **lane_config(tmp_path, sim))
+                           commands={**SECOND_OPERATOR_CONFIG, **commands}, **lane)
         collector = mqtt_collector(mosquitto, [RESULTS, SYSTEM])
         return edge_daemon(base_config), collector
     yield make
@@ -50,12 +52,12 @@ def test_one_operator_cannot_open_or_erase_and_two_can(gate_factory):
     for target, name, args in (("gate", "mode", {"mode": "free_passage", "reason": "x" * 5}),
                                ("gate", "override", {**GRANT, "passes": 1}),
                                ("lane1-ts", "unlock", {}),
-                               ("edge", "purge_resident", {"resident": "res-1"})):
+                               ("lane1-face", "forget_entry", {"key": "BK-1"})):
         held = send(state, target, name, args, "testing")
         assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
         assert held["result"]["approval_id"].startswith("approve-")
     waiting = pending(state)
-    assert [w["name"] for w in waiting] == ["mode", "override", "unlock", "purge_resident"]
+    assert [w["name"] for w in waiting] == ["mode", "override", "unlock", "forget_entry"]
     own = approve_as_me(state, waiting[2]["approval_id"])  # the requester approving themself
     assert own["reason"] == "under_signed" and "second operator" in own["detail"]
     # Positive control: a second account approves the unlock; it runs once, with both names.
@@ -67,7 +69,7 @@ def test_one_operator_cannot_open_or_erase_and_two_can(gate_factory):
     assert send(state, "gate", "mode", {"mode": "lockdown", "reason": "incident"})["status"] == "ok"
     # The second operator sees what they approve.
     listed = as_second_operator(state, {"list_pending": True})["pending"]
-    assert {w["name"] for w in listed} == {"mode", "override", "purge_resident"}
+    assert {w["name"] for w in listed} == {"mode", "override", "forget_entry"}
 
 
 def test_single_person_override_only_where_allowed_and_always_an_alarm(gate_factory):
@@ -115,6 +117,34 @@ def test_a_request_that_would_fail_is_refused_before_a_second_operator_is_asked(
     held = send(state, "gate", "override", GRANT, "testing")  # positive control: right, so held
     assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
     assert [w["name"] for w in pending(state)] == ["override"]
+
+
+def test_a_misspelt_command_to_any_driver_is_refused_before_a_second_operator_is_asked(gate_factory, tmp_path):
+    """Drivers whose every command is one-person (a heartbeat, a simulator, the camera's verify)
+    or that take none (an x-ray folder) hold a misspelt name as an undeclared, so barrier,
+    command: each driver's own check refuses it at once, as it refuses a bad argument."""
+    daemon, _ = gate_factory(extra_drivers=[
+        {"name": "hb", "kind": "sim.heartbeat", "rate": 1.0},
+        {"name": "sim1", "kind": "sim.turnstile", "codec": "rs485-bus", "path": str(tmp_path / "tty-sim1")}])
+    state = daemon.state_dir
+    for target, name, args, problem in (
+            ("hb", "pnig", {}, "sim.heartbeat does not support 'pnig'; supported: ping"),
+            ("sim1", "stpe", {"steps": "passage in"}, "sim.turnstile supports 'step' and 'ping', not 'stpe'"),
+            ("lane1-face", "forget_entyr", {"key": "BK-1"}, "camera.face does not support 'forget_entyr'"),
+            ("lane1-face", "forget_entry", {"keys": "BK-1"}, "keys: unknown argument"),
+            ("lane1-face", "forget_entry", {}, "forget_entry needs 'key' (the booking id) or 'all': true"),
+            ("scanner1", "rescan", {}, "xray.folder takes no commands (not 'rescan')"),
+            ("edge", "purge_residnet", {"resident": "r-1"}, "target 'edge' has no command 'purge_residnet'")):
+        refused = send(state, target, name, args, "testing")
+        assert (refused["status"], refused["reason"]) == ("rejected", "malformed"), refused
+        assert problem in refused["detail"] and "refused before anyone is asked" in refused["detail"], refused
+    assert pending(state) == []
+    # Positive controls: spelt right, the camera's erase is held for a second operator and the
+    # heartbeat's ping runs at once.
+    held = send(state, "lane1-face", "forget_entry", {"key": "BK-1"}, "visitor left by the side door")
+    assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
+    assert send(state, "hb", "ping", {})["status"] == "ok"
+    assert [w["name"] for w in pending(state)] == ["forget_entry"]
 
 
 def test_an_operator_in_the_service_group_reaches_the_socket_through_the_units_state_directory(gate_factory):
