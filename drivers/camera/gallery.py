@@ -205,6 +205,16 @@ class Gallery:
             raise GalleryError(f"subject {subject.subject_id}: a local staff enrolment needs a second operator "
                                "(edge biometrics enroll --role staff, then `edge cmd approve` by another account)")
         with self._tx() as db:
+            held = db.execute("SELECT role, source FROM subjects WHERE subject_id = ?",
+                              (subject.subject_id,)).fetchone()
+            # One operator may redo their own visitor enrolment (a bad photo at reception), never
+            # replace central's subject or a staff face: that would swap a booked visitor's face
+            # for an accomplice's, or turn a member of staff into a visitor.
+            if held is not None and not approved_by and (held[1] != "local" or held[0] == "staff"):
+                who = "central's" if held[1] != "local" else "a local"
+                raise GalleryError(f"subject {subject.subject_id} is already enrolled ({who} {held[0]}); one "
+                                   "operator's enrolment never replaces it: enroll under a new subject id, or "
+                                   "have central update it")
             self._write_subject(db, subject, "local")
             db.execute("INSERT OR REPLACE INTO local_enrollments (subject_id, role, operator, reason,"
                        " template_sha256, enrolled_at, approved_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
