@@ -66,15 +66,20 @@ another application (analytics, alerting) uses its own group and gets its own co
 Recommended topology: a broker cluster at the centre (EMQX, HiveMQ or VerneMQ, all of
 which implement `$share`), and one mosquitto per site bridged to it. The site broker
 keeps gates working as a local hub when the WAN is down and queues for the centre; its
-bridge forwards `edge/v1/{site}/#` out (QoS 1) and `edge/v1/{site}/+/cmd`,
-`edge/v1/{site}/cmd` in, with `cleansession false` so nothing is lost across WAN
-outages. Retained `state` messages are bridged with their retain flag.
+bridge forwards every device-to-central channel of this document out and every
+central-to-device channel in (QoS 1, one `topic` line each: never `edge/v1/{site}/#`
+both ways), with `cleansession false` so nothing is lost across WAN outages
+(config/mosquitto-site-bridge.conf, docs/fleet.md). Retained `state` messages are
+bridged with their retain flag.
 
 ## Security
 Devices authenticate with client certificates (mTLS; CN = device id). The broker ACL
-should allow a device to publish and subscribe only under `edge/v1/{site}/{device}/#`
-and to subscribe to its site-wide topics. Commands are additionally signed with Ed25519
-by central (docs/commands.md): a broker compromise cannot command a gate.
+(generated from this document: docs/broker-acl.md) lets a device publish only the
+send channels under its own site and id (and its site's `gallery/request` and
+`learning/req/{device}`), and read only its own receive channels and its site's
+site-wide ones: it can write no inbound topic, its own included. Commands are
+additionally signed with Ed25519 by central (docs/commands.md): a broker compromise
+cannot command a gate.
 """
 
 

@@ -27,13 +27,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat 
 from edge.signing import key_id, sign, signed_bytes  # noqa: E402
 
 # Documents chosen to exercise the canonical form: key order, nesting, non-ASCII text
-# (kept as UTF-8, not \u escapes), integers, booleans, null, and an existing signature
-# that is NOT part of the signed bytes.
+# (kept as UTF-8, not \u escapes), integers, booleans, null, string escapes, and an
+# existing signature that is NOT part of the signed bytes. The first is a command a
+# device would accept (had it not expired).
 _DOCUMENTS = [
-    ("command", {"id": "6f1c2d3e-0000-4000-8000-000000000001", "name": "rebirth", "device": "gate-north-1",
-                 "site": "hmp-example", "target": None, "args": {},
+    ("command", {"v": 1, "id": "6f1c2d3e-0000-4000-8000-000000000001", "name": "rebirth",
+                 "device": "gate-north-1", "site": "hmp-example", "target": "edge", "args": {},
                  "issued_at": "2026-01-31T12:00:00Z", "expires_at": "2026-01-31T12:05:00Z"}),
     ("nested_and_unicode", {"z": [3, 1, 2], "a": {"y": True, "x": None, "é": "Zoë — café"}, "n": 1234567890123}),
+    # Keys by code point: U+FB01 sorts before U+1F600 (UTF-16 code units would put it after).
+    # Escaped: " \\ and U+0000..U+001F only (\b \f \n \r \t short, the rest \u00xx lower-case);
+    # / DEL U+2028 and non-BMP characters are written as themselves.
+    ("escapes_and_key_order", {"\U0001F600": 1, "\uFB01": 2, "Z": 3, "a": 4,
+                               "s": "q\"b\\ t\tn\nr\rb\bf\f \x00\x01\x1f \x7f / \u2028 \U0001F600",
+                               "neg": -42, "zero": 0}),
     ("second_signature", {"id": "doc-2", "body": "co-signed", "signatures": [
         {"key_id": "0000000000000000", "sig": "AAAA"}]}),
 ]

@@ -53,3 +53,8 @@ def test_signing_vectors_are_what_edge_signs_and_verifies():
         assert canonical_json(without).decode() == v["canonical_utf8"]
         public.verify(base64.b64decode(v["signature_b64"]), v["canonical_utf8"].encode())
         assert verify(v["signed_document"], {doc["key"]["key_id"]: public}) == [doc["key"]["key_id"]]
+    # The command vector is one a device parses (implementers copy it as a template).
+    from edge.commands.model import Command
+
+    command = next(v for v in doc["vectors"] if v["name"] == "command")
+    assert Command.model_validate(command["signed_document"]).target == "edge"

@@ -81,7 +81,8 @@ class CommandResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(description="The command's id; null when it could not be read.")
+    id: str | None = Field(description="The command's id. A message whose id could not be read gives no "
+                                       "result on cmd/result, only its system.command_rejected alarm.")
     name: str | None = None
     target: str | None = None
     status: Literal["ok", "failed", "rejected"] = Field(
@@ -99,7 +100,8 @@ class CommandResult(BaseModel):
     approved_by: str | None = Field(default=None, description="The second local operator who approved "
                                                                 "a barrier or erase command.")
     signed_by: list[str] = Field(default_factory=list, description="Key ids of valid signatures.")
-    duration_ms: float | None = Field(default=None, description="Execution time.")
+    duration_ms: float | None = Field(default=None, description="Execution time in milliseconds; null "
+                                                                 "when it never ran.")
 
 
 def iso(ts: datetime) -> str:

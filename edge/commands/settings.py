@@ -41,7 +41,8 @@ class CommandsSettings(BaseModel):
         description="Group that owns state_dir/control.sock (mode 0660); default: the daemon's group.")
     rejections_per_minute: int = Field(
         default=60, ge=1, le=100_000,
-        description="Rejection alarms recorded per minute at most; the rest are counted in one summary.")
+        description="Rejected commands recorded per minute at most (result and alarm); the rest are only "
+                    "counted, in the next alarm's suppressed_before.")
 
     @model_validator(mode="before")
     @classmethod
