@@ -300,7 +300,7 @@ class CommandRouter:
         # Commands queued by the broker for an offline device arrive right after the
         # connect, possibly before the driver thread has built its driver.
         deadline = min(time.monotonic() + _DRIVER_START_WAIT_S,
-                       time.monotonic() + max(0.0, expires_at - time.time()))
+                       time.monotonic() + max(0.0, expires_at - self.trusted_now()))
         while runner.health().get("status") == "starting" and time.monotonic() < deadline:
             if self._stopping.wait(0.05):
                 return
