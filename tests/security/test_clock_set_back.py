@@ -1,0 +1,120 @@
+"""Red team: a clock set back (dead RTC battery, rogue NTP) revives what has ended.
+
+The device keeps a time floor (edge.commands.seen): a wall time it has already
+seen, advanced by its uptime. Commands, key expiry and x-ray freshness were
+judged by it; these attacks show the rest of the gate is too. Each test starts
+a real daemon whose floor is an hour ahead of the wall clock (the device ran
+an hour more, then its clock was set back an hour), and checks that:
+
+- a card whose holder's ``valid_until`` has passed at the real time is refused
+  at the reader, though the wall clock finds it valid (positive control: a
+  holder valid at the real time is granted);
+- a directory signed by a directory key retired (its roles file's
+  ``expires``) before the real time is refused, though the wall clock finds
+  the key valid (positive control: central's directory, issued at the real
+  time, is taken; the wall clock alone called it "dated ahead").
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.commands.seen import SeenIds
+from edge.signing import generate_keypair, load_private_key
+from edge.trust.roles import write_roles
+from tests._gate_helpers import last_seq, wait_event
+from tests._perimeter_helpers import SITE, Perimeter, signed_directory
+
+AHEAD = timedelta(hours=1)  # how far the real time (the floor) is past the wall clock
+
+
+def set_floor_ahead(state_dir) -> datetime:
+    """The device has already seen a time AHEAD past what its wall clock says: the real time."""
+    real_now = datetime.now(UTC) + AHEAD
+    SeenIds(state_dir, clock=real_now.timestamp).close()
+    return real_now
+
+
+def publish(broker, topic: str, doc: dict) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, json.dumps(doc).encode(), qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _card_decision(p, state, card) -> dict:
+    mark = last_seq(state)
+    p.present("in", card=card)
+    return wait_event(state, "gate.decision", after=mark, what="the card's decision")["payload"]
+
+
+# -- the perimeter: cards and the directory --------------------------------------------------
+
+ENDED, VALID = (7, 2001), (7, 2002)
+
+
+@pytest.fixture
+def perimeter(tmp_path, base_config, edge_daemon, mosquitto):
+    p = Perimeter(tmp_path, base_config)
+    # A key central retires in half an hour (its roles file's expires): at the real time it has ended.
+    key, pub, kid = generate_keypair(tmp_path / "keys", "retired", ["directory"])
+    write_roles(pub, ["directory"], expires=datetime.now(UTC) + timedelta(minutes=30), kid=kid)
+    p.config["trust"]["central_keys"].append(str(pub))
+    p.config["mqtt"] = {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5}
+    wall = datetime.now(UTC)
+    holders = [  # a contractor whose access ended 30 minutes before the real time; one valid for 2 hours
+        {"id": "C-ENDED", "kind": "contractor", "credentials": ["7:2001"],
+         "valid_until": (wall + timedelta(minutes=30)).isoformat()},
+        {"id": "C-VALID", "kind": "contractor", "credentials": ["7:2002"],
+         "valid_until": (wall + timedelta(hours=2)).isoformat()}]
+    (p.tmp_path / "state" / "gate-directory.json").write_text(
+        json.dumps(signed_directory(p.central_key, holders, wall.isoformat())))
+    daemon = edge_daemon(p.config, start=False)
+    real_now = set_floor_ahead(daemon.state_dir)
+    daemon.start()
+    wait_event(daemon.state_dir, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
+    yield p, daemon, mosquitto, load_private_key(key), holders, real_now
+    p.stop()
+
+
+def test_a_card_ended_by_the_time_floor_is_refused_when_the_clock_is_set_back(perimeter):
+    p, daemon, _broker, _retired, _holders, _real_now = perimeter
+    state = daemon.state_dir
+    d = _card_decision(p, state, ENDED)
+    assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), d
+    assert "validity ended" in d["detail"], d
+    wait_event(state, "system.clock_jumped_back", what="the clock-back alarm")
+    # Positive control: a holder still valid at the real time goes through.
+    ok = _card_decision(p, state, VALID)
+    assert ok["outcome"] == "grant", ok
+
+
+def test_a_directory_signed_by_a_key_retired_by_the_time_floor_is_refused(perimeter):
+    p, daemon, broker, retired, holders, real_now = perimeter
+    state = daemon.state_dir
+    topic = f"edge/v1/{SITE}/gate/directory"
+    # Whoever kept the retired key renews the ended card, dated at the real time.
+    renewed = [{**h, "valid_until": (real_now + timedelta(days=30)).isoformat()} for h in holders]
+    mark = last_seq(state)
+    publish(broker, topic, signed_directory(retired, renewed, real_now.isoformat()))
+    rejected = wait_event(state, "gate.directory_rejected", after=mark, what="the retired key's directory")
+    assert (rejected["priority"], rejected["payload"]["problem"]) == ("alarm", "signature"), rejected
+    d = _card_decision(p, state, ENDED)
+    assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), d
+    # Positive control: central's own directory, issued at the real time (an hour ahead of the
+    # wall clock: refused as "dated ahead" by the wall clock alone), is taken and renews the card.
+    mark = last_seq(state)
+    publish(broker, topic, signed_directory(p.central_key, renewed, (real_now + timedelta(seconds=1)).isoformat()))
+    wait_event(state, "gate.directory_applied", after=mark, what="central's directory applied")
+    assert _card_decision(p, state, ENDED)["outcome"] == "grant"
