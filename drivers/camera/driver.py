@@ -150,7 +150,8 @@ class FaceCameraDriver(Driver):
         self._proc = subprocess.Popen([sys.executable, "-m", "drivers.camera.worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, close_fds=True)
         try:
-            self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
+            # now: the daemon's trusted time, by which the worker judges a visit's end (not its wall clock)
+            self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg, "now": self.ctx.now()})
         except CommandError:  # gone before it was told to start: the fault names its exit
             raise DriverError(f"face worker exited with code {self._proc.wait(timeout=5)} before it started") from None
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
@@ -225,7 +226,7 @@ class FaceCameraDriver(Driver):
             if entry not in (None, "keep", "compare"):
                 raise CommandError("verify: 'entry' is keep (visitor entering) or compare (visitor leaving)")
             self._send({"op": "claim", "subject_id": subject, "booking_id": args.get("booking_id"),
-                        "ttl_s": args.get("ttl_s"), "entry": entry})
+                        "ttl_s": args.get("ttl_s"), "entry": entry, "now": self.ctx.now()})
             return {"accepted": True, "subject_id": subject, "booking_id": args.get("booking_id")}
         if name == "forget_entry":
             key = args.get("key")

@@ -12,23 +12,31 @@ an hour more, then its clock was set back an hour), and checks that:
 - a directory signed by a directory key retired (its roles file's
   ``expires``) before the real time is refused, though the wall clock finds
   the key valid (positive control: central's directory, issued at the real
-  time, is taken; the wall clock alone called it "dated ahead").
+  time, is taken; the wall clock alone called it "dated ahead");
+- a visitor whose booked visit ended before the real time is refused by the
+  lane camera (``expired``), though the wall clock finds the visit still on
+  (positive control: a visitor whose visit goes on is verified and let through).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import pytest
+from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
+from drivers.sim.turnstile import TurnstileSim
+from edge.cli import cli
 from edge.commands.seen import SeenIds
 from edge.signing import generate_keypair, load_private_key
 from edge.trust.roles import write_roles
-from tests._gate_helpers import last_seq, wait_event
+from tests._face_helpers import template
+from tests._gate_helpers import OTHER, VISITOR, last_seq, show, wait_event
 from tests._perimeter_helpers import SITE, Perimeter, signed_directory
 
 AHEAD = timedelta(hours=1)  # how far the real time (the floor) is past the wall clock
@@ -118,3 +126,57 @@ def test_a_directory_signed_by_a_key_retired_by_the_time_floor_is_refused(perime
     publish(broker, topic, signed_directory(p.central_key, renewed, (real_now + timedelta(seconds=1)).isoformat()))
     wait_event(state, "gate.directory_applied", after=mark, what="central's directory applied")
     assert _card_decision(p, state, ENDED)["outcome"] == "grant"
+
+
+# -- the lane camera: a visitor's booked visit ---------------------------------------------------
+
+
+@pytest.fixture
+def visitor_lane(tmp_path, base_config, edge_daemon):
+    from drivers.camera.gallery import Gallery, Subject
+
+    sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    base_config.update(
+        drivers=[{"name": "lane1-ts", "kind": "turnstile.serial", "codec": "rs485-bus", "port": sim.path,
+                  "baudrate": 115200, "reconnect_max_s": 0.5},
+                 {"name": "lane1-face", "kind": "camera.face", "source": str(frames), "loop": True,
+                  "liveness": "none", "max_fps": 10, "mode": "verify"}],
+        gate={"lanes": {"lane1": {"turnstile": "lane1-ts", "camera": "lane1-face", "flows": [
+            {"direction": "in", "role": "visitor", "steps": [{"kind": "verify", "timeout_s": 20},
+                                                             {"kind": "grant", "timeout_s": 5}]}]}}})
+    gallery = Gallery(base_config["state_dir"])
+    try:  # a visit that ended 30 minutes before the real time; one that goes on for an hour more
+        gallery.upsert(Subject("V-ENDED", "visitor", [template(f"{VISITOR}_1")],
+                               valid_until=time.time() + 1800))
+        gallery.upsert(Subject("V-ON", "visitor", [template(f"{OTHER}_1")], valid_until=time.time() + 7200))
+    finally:
+        gallery.close()
+    daemon = edge_daemon(base_config, start=False)
+    set_floor_ahead(daemon.state_dir)
+    daemon.start()
+    yield daemon, tmp_path
+    sim.stop()
+
+
+def _visit(daemon, tmp_path, who: str, booking: str, subject: str) -> tuple[dict, int]:
+    show(tmp_path, who)
+    mark = last_seq(daemon.state_dir)
+    out = CliRunner().invoke(cli, ["--config", str(daemon.config_path), "gate", "present", "lane1",
+                                   "--booking", booking, "--subject", subject, "--json"])
+    assert out.exit_code == 0, out.output
+    return wait_event(daemon.state_dir, "gate.decision", after=mark, what=f"the decision on {booking}",
+                      timeout=60)["payload"], mark
+
+
+def test_a_visit_ended_by_the_time_floor_is_refused_by_the_camera_when_the_clock_is_set_back(visitor_lane):
+    daemon, tmp_path = visitor_lane
+    state = daemon.state_dir
+    d, mark = _visit(daemon, tmp_path, VISITOR, "BK-1", "V-ENDED")
+    assert (d["outcome"], d["reason"]) == ("deny", "face_not_verified"), d
+    failed = wait_event(state, "biometric.verify_failed", after=mark, what="the camera's refusal")["payload"]
+    assert (failed["subject_id"], failed["reason"]) == ("V-ENDED", "expired"), failed
+    # Positive control: a visitor whose visit is still on at the real time is verified and let through.
+    d, _ = _visit(daemon, tmp_path, OTHER, "BK-2", "V-ON")
+    assert (d["outcome"], d["subject"]) == ("grant", "V-ON"), d
