@@ -15,7 +15,9 @@ an hour more, then its clock was set back an hour), and checks that:
   time, is taken; the wall clock alone called it "dated ahead");
 - a visitor whose booked visit ended before the real time is refused by the
   lane camera (``expired``), though the wall clock finds the visit still on
-  (positive control: a visitor whose visit goes on is verified and let through).
+  (positive control: a visitor whose visit goes on is verified and let through);
+- a remote config document that expired before the real time is refused
+  (positive control: central's document issued at the real time applies).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ from edge.cli import cli
 from edge.commands.seen import SeenIds
 from edge.signing import generate_keypair, load_private_key
 from edge.trust.roles import write_roles
+from edge.update.remote_config import build_document
 from tests._face_helpers import template
 from tests._gate_helpers import OTHER, VISITOR, last_seq, show, wait_event
 from tests._perimeter_helpers import SITE, Perimeter, signed_directory
+from tests._remote_config_helpers import DEVICE, device_config, keys, wait_events  # noqa: F401
+from tests._remote_config_helpers import publish as publish_config
 
 AHEAD = timedelta(hours=1)  # how far the real time (the floor) is past the wall clock
 
@@ -45,6 +50,7 @@ AHEAD = timedelta(hours=1)  # how far the real time (the floor) is past the wall
 def set_floor_ahead(state_dir) -> datetime:
     """The device has already seen a time AHEAD past what its wall clock says: the real time."""
     real_now = datetime.now(UTC) + AHEAD
+    state_dir.mkdir(parents=True, exist_ok=True)
     SeenIds(state_dir, clock=real_now.timestamp).close()
     return real_now
 
@@ -180,3 +186,25 @@ def test_a_visit_ended_by_the_time_floor_is_refused_by_the_camera_when_the_clock
     # Positive control: a visitor whose visit is still on at the real time is verified and let through.
     d, _ = _visit(daemon, tmp_path, OTHER, "BK-2", "V-ON")
     assert (d["outcome"], d["subject"]) == ("grant", "V-ON"), d
+
+
+# -- remote configuration ----------------------------------------------------------------------
+
+
+def test_a_remote_config_expired_by_the_time_floor_is_refused_when_the_clock_is_set_back(
+        mosquitto, edge_daemon, device_config, keys):  # noqa: F811
+    daemon = edge_daemon(device_config, start=False)
+    real_now = set_floor_ahead(daemon.state_dir)
+    daemon.start()
+    key = keys["config"][0]
+    # Signed for a day that ended 30 minutes before the real time: by the wall clock, still valid.
+    expired = build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=1, keys=[key],
+                             issued_at=real_now - timedelta(days=1, minutes=30), ttl_s=24 * 3600)
+    publish_config(mosquitto, expired)
+    refused = wait_events(daemon, "config.refused")[0]
+    assert (refused["priority"], refused["payload"]["problem"]) == ("alarm", "expired"), refused
+    assert not (daemon.workdir / "edge.remote.json").exists()
+    # Positive control: central's document issued at the real time applies.
+    publish_config(mosquitto, build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=2,
+                                             keys=[key], issued_at=real_now))
+    assert wait_events(daemon, "config.applied")[0]["payload"]["version"] == 2
