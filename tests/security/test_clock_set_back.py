@@ -17,7 +17,9 @@ an hour more, then its clock was set back an hour), and checks that:
   lane camera (``expired``), though the wall clock finds the visit still on
   (positive control: a visitor whose visit goes on is verified and let through);
 - a remote config document that expired before the real time is refused
-  (positive control: central's document issued at the real time applies).
+  (positive control: central's document issued at the real time applies);
+- a tablet's learning catalog that expired before the real time is refused
+  (positive control: central's catalog issued at the real time is taken).
 """
 
 from __future__ import annotations
@@ -208,3 +210,44 @@ def test_a_remote_config_expired_by_the_time_floor_is_refused_when_the_clock_is_
     publish_config(mosquitto, build_document({"drivers.hb1.rate": 9}, site=SITE, device=DEVICE, version=2,
                                              keys=[key], issued_at=real_now))
     assert wait_events(daemon, "config.applied")[0]["payload"]["version"] == 2
+
+
+# -- a tablet's learning catalog ---------------------------------------------------------------
+
+
+def test_a_learning_catalog_expired_by_the_time_floor_is_refused_when_the_clock_is_set_back(
+        tmp_path, mosquitto, edge_daemon):
+    from edge import signing
+    from edge.localapi.client import ApiUnavailable, call_json
+    from edge.testing.wait import wait_for
+    from services.learning.protocol import catalog_topic
+
+    key_path, pub, _ = signing.generate_keypair(tmp_path / "keys", "central")
+    key = signing.load_private_key(key_path)
+    daemon = edge_daemon({"device_id": "tab-1", "site": SITE, "role": "tablet", "state_dir": str(tmp_path / "state"),
+                          "logging": {"level": "info", "format": "json"}, "drivers": [],
+                          "mqtt": {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+                          "trust": {"central_keys": [str(pub)]}}, start=False)
+    real_now = set_floor_ahead(daemon.state_dir)
+    daemon.start()
+
+    def catalog(version: int, issued: datetime, days: float) -> dict:
+        return signing.sign({"type": "learning.catalog", "site": SITE, "version": version,
+                             "issued_at": issued.isoformat(), "expires_at": (issued + timedelta(days=days)).isoformat(),
+                             "chunk_size": 65536, "courses": [], "assignments": []}, key)
+
+    def version():
+        try:
+            code, body = call_json(daemon.state_dir / "api.sock", "GET", "/v1/learning/status", timeout=5)
+        except ApiUnavailable:
+            return None
+        return body.get("catalog_version") if code == 200 else None
+
+    # Valid for a day that ended 30 minutes before the real time: by the wall clock, still valid.
+    publish(mosquitto, catalog_topic(SITE), catalog(1, real_now - timedelta(days=1, minutes=30), 1))
+    rejected = wait_event(daemon.state_dir, "learning.catalog_rejected", what="the expired catalog refused")
+    assert rejected["priority"] == "alarm" and "expired" in rejected["payload"]["reason"], rejected
+    assert version() is None
+    # Positive control: central's catalog issued at the real time is taken.
+    publish(mosquitto, catalog_topic(SITE), catalog(2, real_now, 30))
+    wait_for(lambda: version() == 2, what="central's catalog taken", timeout=20)
