@@ -19,7 +19,10 @@ an hour more, then its clock was set back an hour), and checks that:
 - a remote config document that expired before the real time is refused
   (positive control: central's document issued at the real time applies);
 - a tablet's learning catalog that expired before the real time is refused
-  (positive control: central's catalog issued at the real time is taken).
+  (positive control: central's catalog issued at the real time is taken);
+- central's dose records issued at the real time are counted (the wall clock
+  alone refused them as "in the future": their dose went uncounted, the unsafe
+  side), and later ones signed by a key retired before the real time are refused.
 """
 
 from __future__ import annotations
@@ -251,3 +254,44 @@ def test_a_learning_catalog_expired_by_the_time_floor_is_refused_when_the_clock_
     # Positive control: central's catalog issued at the real time is taken.
     publish(mosquitto, catalog_topic(SITE), catalog(2, real_now, 30))
     wait_for(lambda: version() == 2, what="central's catalog taken", timeout=20)
+
+
+# -- dose records from central -------------------------------------------------------------------
+
+
+def test_dose_records_are_counted_and_a_retired_keys_refused_when_the_clock_is_set_back(
+        tmp_path, mosquitto, edge_daemon, base_config):
+    from edge.signing import sign
+
+    key, pub, _ = generate_keypair(tmp_path / "keys", "directory", ["directory"])
+    retired_key, retired_pub, kid = generate_keypair(tmp_path / "keys", "retired", ["directory"])
+    write_roles(retired_pub, ["directory"], expires=datetime.now(UTC) + timedelta(minutes=30), kid=kid)
+    base_config.update(
+        mqtt={"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5},
+        trust={"central_keys": [str(pub), str(retired_pub)]},
+        drivers=[{"name": "xr", "kind": "xray.folder", "path": str(tmp_path / "inbox")}])
+    daemon = edge_daemon(base_config, start=False)
+    real_now = set_floor_ahead(daemon.state_dir)
+    daemon.start()
+    topic = f"edge/v1/{SITE}/xray/dose"
+
+    def records(usv: float, signer, at: datetime) -> dict:
+        return sign({"type": "xray.dose_records", "site": SITE, "issued_at": at.isoformat(), "subjects": [
+            {"subject": "A1234BC", "origins": [{"site": "site-2", "total_usv": usv, "as_of": at.isoformat()}]}]},
+            load_private_key(signer))
+
+    def total() -> float:
+        return json.loads(daemon.cli("xray", "check", "A1234BC", "--json").stdout)["total_usv"]
+
+    # Central's records, issued at the real time (an hour ahead of the wall clock: refused as "in the
+    # future" by the wall clock alone, so their dose went uncounted), are applied and counted.
+    mark = last_seq(daemon.state_dir)
+    publish(mosquitto, topic, records(240.0, key, real_now))
+    wait_event(daemon.state_dir, "xray.dose_records_applied", after=mark, what="central's records applied")
+    assert total() == 240.0
+    # The key retired 30 minutes before the real time lowers the person's dose at site-2: refused.
+    mark = last_seq(daemon.state_dir)
+    publish(mosquitto, topic, records(0.0, retired_key, real_now + timedelta(seconds=1)))
+    rejected = wait_event(daemon.state_dir, "xray.dose_records_rejected", after=mark, what="the retired key refused")
+    assert rejected["priority"] == "alarm" and "signature" in rejected["payload"]["reason"], rejected
+    assert total() == 240.0
