@@ -187,8 +187,9 @@ class CommandRouter:
         log.error("clock_jumped_back", wall=wall, floor=floor, behind_s=round(floor - wall, 1))
         self._record("system.clock_jumped_back", {
             "wall": wall, "floor": floor, "behind_s": round(floor - wall, 1),
-            "detail": "the wall clock is behind a time this device has already seen; commands and x-ray "
-                      "results are judged by the later time (check NTP and the RTC battery: edge doctor)"}, "alarm")
+            "detail": "the wall clock is behind a time this device has already seen; commands, keys, cards, "
+                      "visits, documents and x-ray results are judged by the later time (check NTP and the "
+                      "RTC battery: edge doctor)"}, "alarm")
 
     # -- intake (other threads: only enqueue) --------------------------------------
 
