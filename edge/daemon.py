@@ -23,6 +23,7 @@ import structlog
 from edge import systemd
 from edge.clock import ClockMonitor
 from edge.config import Settings
+from edge.errors import EdgeError
 from edge.events import make_event
 from edge.store import Store
 from edge.supervisor import Supervisor
@@ -88,6 +89,20 @@ class Daemon:
         if self.link is not None:
             self.link.notify_health_changed()  # re-publishes the retained state (rate-limited)
 
+    def trusted_now(self) -> float:
+        """UNIX time to judge expiry by: the later of the wall clock and the device's time floor
+        (kept by the command router, edge.commands.seen), so a clock set back (dead RTC battery,
+        rogue NTP) revives nothing. Drivers get it as ``ctx.now``, the trust store judges key
+        expiry by it. The wall clock alone until the router has read the floor (the first
+        moments of a start, before any driver runs)."""
+        router = self.component("commands")
+        if router is not None:
+            try:
+                return router.trusted_now()
+            except EdgeError:  # not started yet
+                pass
+        return time.time()
+
     def component(self, name: str) -> Component | None:
         """A component already built, by name (``commands``, ``xray``...): how a service or a
         driver reaches another without importing it."""
@@ -138,13 +153,13 @@ class Daemon:
         s.state_dir.mkdir(parents=True, exist_ok=True)
         from edge.trust import trust_store
 
-        self.trust = trust_store(s)  # TrustAnchorError (a ConfigError) names the refused file: exit 78
+        self.trust = trust_store(s, clock=self.trusted_now)  # TrustAnchorError (a ConfigError) names the refused file: exit 78
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.store = Store(s.state_dir, device=s.device_id, site=s.site, settings=s.store, clock=self.clock)
         self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed,
-                                     services=self.component, state_dir=s.state_dir)
+                                     services=self.component, state_dir=s.state_dir, now=self.trusted_now)
         self._build_components()
         for component in self.components:
             component.start()

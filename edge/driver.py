@@ -23,6 +23,7 @@ group: ``"acme.doorbell" = "acme_edge.doorbell:Doorbell"``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,13 +58,15 @@ def parse_command_args(model: type[BaseModel], command: str, args: dict[str, Any
 
 
 class DriverContext:
-    """What a driver may use: emit events, log, wait, and notice that it must stop."""
+    """What a driver may use: emit events, log, wait, tell the time, and notice that it must stop."""
 
     def __init__(self, name: str, emit, log, stopping: threading.Event,
                  health_changed: Callable[[], None] = lambda: None,
-                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None):
+                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None,
+                 now: Callable[[], float] = time.time):
         self.name = name
         self._services = services
+        self._now = now
         #: The daemon's state_dir, for a driver that keeps files (None outside a daemon): given by
         #: the daemon that runs the driver, so two daemons in one process never share it.
         self.state_dir = state_dir
@@ -78,6 +81,13 @@ class DriverContext:
         Raises ``StoreFull`` for non-alarm events when the store is at its cap.
         """
         return self._emit(type, payload or {}, priority, self.name)
+
+    def now(self) -> float:
+        """UNIX time to judge expiry by (a visitor's ``valid_until``, a booking's end): the later
+        of the wall clock and the device's time floor (edge.commands.seen), given by the daemon
+        that runs the driver, so a clock set back revives nothing. The wall clock outside a
+        daemon. Use it for every "has this ended?"; keep time.monotonic() for timeouts."""
+        return self._now()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True means the driver is being stopped."""

@@ -39,9 +39,10 @@ class DriverRunner:
 
     def __init__(self, entry: DriverEntry, emit: Callable, settings: SupervisorSettings,
                  on_health_change: Callable[[], None], services: Callable[[str], Any] = lambda _name: None,
-                 state_dir: Path | None = None):
+                 state_dir: Path | None = None, now: Callable[[], float] = time.time):
         self.name, self.kind = entry.name, entry.kind
         self._services, self._state_dir = services, state_dir
+        self._now = now  # the daemon's trusted time (DriverContext.now)
         self._cls = driver_class(entry.kind)
         self._config = driver_config(entry)
         self._emit, self._settings = emit, settings
@@ -74,7 +75,7 @@ class DriverRunner:
         bound = log.bind(driver=self.name, kind=self.kind)
         while not self.stopping.is_set():
             ctx = DriverContext(self.name, self._emit, bound, self.stopping, self._on_health_change,
-                                self._services, state_dir=self._state_dir)
+                                self._services, state_dir=self._state_dir, now=self._now)
             started = self._started = time.monotonic()
             full = False
             try:
@@ -135,7 +136,7 @@ class DriverRunner:
         return self._commands.submit(self._handle, name, args, not_after)
 
     def _handle(self, name: str, args: dict[str, Any], not_after: float | None = None) -> dict[str, Any]:
-        if not_after is not None and time.time() > not_after:
+        if not_after is not None and self._now() > not_after:  # a clock set back revives no command
             raise CommandError(f"{name!r} expired while waiting for {self.name!r} to finish earlier commands")
         driver = self._driver
         if driver is None:
@@ -174,9 +175,10 @@ class Supervisor:
 
     def __init__(self, entries: list[DriverEntry], emit: Callable, settings: SupervisorSettings,
                  on_health_change: Callable[[], None] = lambda: None,
-                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None):
+                 services: Callable[[str], Any] = lambda _name: None, *, state_dir: Path | None = None,
+                 now: Callable[[], float] = time.time):
         self._settings = settings
-        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change, services, state_dir)
+        self.runners = {e.name: DriverRunner(e, emit, settings, on_health_change, services, state_dir, now)
                         for e in entries}
 
     def start(self) -> None:
@@ -192,7 +194,7 @@ class Supervisor:
         old.stop()
         old.join(self._settings.stop_timeout_s)
         new = DriverRunner(entry, old._emit, self._settings, old._on_health_change, old._services,
-                           old._state_dir)
+                           old._state_dir, old._now)
         self.runners[entry.name] = new
         new.start()
 

@@ -40,15 +40,16 @@ def lane_config(tmp_path: Path, sim: TurnstileSim, *, xray_timeout_s: float = 5.
     return {"drivers": drivers, "gate": gate}
 
 
-def enroll(state_dir: Path) -> None:
-    """Staff obama; visitors V-1 (biden), V-2 (kit_harington), V-3 (rose_leslie). Encodings are cached."""
+def enroll(state_dir: Path, visit_s: float = 3600) -> None:
+    """Staff obama; visitors V-1 (biden), V-2 (kit_harington), V-3 (rose_leslie), each booked for
+    ``visit_s`` from now by the wall clock. Encodings are cached."""
     from drivers.camera.gallery import Gallery, Subject
 
     g = Gallery(state_dir)
     try:
         g.upsert(Subject("S-1", "staff", [template(f"{STAFF}_1")]))
         for sid, who in (("V-1", VISITOR), ("V-2", OTHER), ("V-3", OVER)):
-            g.upsert(Subject(sid, "visitor", [template(f"{who}_1")], valid_until=time.time() + 3600))
+            g.upsert(Subject(sid, "visitor", [template(f"{who}_1")], valid_until=time.time() + visit_s))
     finally:
         g.close()
 

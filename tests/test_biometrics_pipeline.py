@@ -132,6 +132,26 @@ def test_expired_and_future_visitors_are_refused_even_when_the_face_matches(gall
     assert {s.subject_id for s in gallery.subjects()} == {"past", "future"}
 
 
+def test_the_decider_judges_a_visit_by_the_daemons_trusted_time_not_the_wall_clock(gallery):
+    from drivers.camera.decide import DeviceClock
+
+    wall = {"t": time.time()}
+    mono = {"t": 100.0}
+    clock = DeviceClock(wall=lambda: wall["t"], mono=lambda: mono["t"])
+    assert clock() == wall["t"]  # not told yet: the wall clock
+    clock.tell(wall["t"] + 3600)  # the daemon: the real time is an hour past the wall clock
+    mono["t"] += 10
+    assert clock() == wall["t"] + 3610  # advanced by monotonic time since
+    clock.tell("soon")  # not a number: nothing learnt
+    assert clock() == wall["t"] + 3610
+    gallery.upsert(Subject("ended", "visitor", [template("obama_1")], valid_until=wall["t"] + 1800))
+    decider = Decider(gallery, clock=clock)
+    ended = decider.verify("ended", encoding("obama_2"))
+    assert (ended.type, ended.payload["reason"]) == ("biometric.verify_failed", "expired")
+    wall["t"] += 7200  # the wall clock passes the told time: the later one counts
+    assert clock() == wall["t"]
+
+
 def test_quality_gate_asks_for_another_frame():
     blurred = cv2.GaussianBlur(frame("obama-720p"), (0, 0), 6)
     a = pipeline().analyse(blurred, use_presence=False)

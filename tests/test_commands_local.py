@@ -127,6 +127,33 @@ def test_a_command_that_expires_while_queued_is_not_run():
         sup.stop()
 
 
+def test_a_queued_command_expires_by_the_daemons_trusted_time_not_the_wall_clock():
+    import time
+
+    from edge.config import DriverEntry, SupervisorSettings
+    from edge.errors import CommandError
+    from edge.supervisor import Supervisor
+
+    def trusted():  # the time floor is an hour past the wall clock (the clock was set back)
+        return time.time() + 3600
+
+    sup = Supervisor([DriverEntry(name="hb", kind="sim.heartbeat", rate=1.0)], lambda *a: None,
+                     SupervisorSettings(), now=trusted)
+    sup.start()
+    try:
+        runner = sup.runner("hb")
+        deadline = time.monotonic() + 10
+        while runner.health()["status"] != "ok":
+            assert time.monotonic() < deadline
+            runner.stopping.wait(0.01)
+        assert runner._driver.ctx.now() >= time.time() + 3590  # the driver is told the same time
+        with pytest.raises(CommandError, match="expired while waiting"):  # ended by the real time
+            runner.submit("ping", {}, not_after=time.time() + 60).result(10)
+        assert runner.submit("ping", {}, not_after=time.time() + 7200).result(10)["pong"] is True
+    finally:
+        sup.stop()
+
+
 def test_unknown_socket_group_does_not_stop_the_gate(edge_daemon, base_config):
     base_config["commands"] = {"local_group": "no-such-group-for-edge"}
     daemon = edge_daemon(base_config)

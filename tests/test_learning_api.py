@@ -6,6 +6,7 @@ import hashlib
 import json
 import stat
 import threading
+import time
 
 import pytest
 
@@ -32,6 +33,9 @@ class _Daemon:
     def emit(self, type, payload, priority, source):
         return self.store.append(make_event(device=DEVICE, site=SITE, type=type, source=source,
                                             payload=payload, priority=priority))
+
+    def trusted_now(self) -> float:  # no time floor here (tests/security/test_clock_set_back.py has one)
+        return time.time()
 
 
 class _NoLink:

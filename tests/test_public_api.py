@@ -18,7 +18,7 @@ def test_the_driver_seam_is_narrow():
     public = {n for n in vars(edge.Driver) if not n.startswith("_")}
     assert public == {"Config", "command_effects", "check_command", "run", "handle", "health", "close"}
     ctx = {n for n in vars(edge.DriverContext) if not n.startswith("_")}
-    assert ctx == {"emit", "wait", "health_changed", "service"}
+    assert ctx == {"emit", "wait", "now", "health_changed", "service"}  # now: the daemon's trusted time
 
 
 def test_importing_edge_pulls_in_nothing_heavy():

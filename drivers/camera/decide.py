@@ -61,6 +61,32 @@ class Decision:
         return self.type in ("biometric.verified", "biometric.identified")
 
 
+class DeviceClock:
+    """The daemon's trusted time in the face worker, a process of its own: what the driver's
+    ``ctx.now()`` said at its last message, advanced by this machine's monotonic time since.
+
+    A visitor's ``valid_until`` must be judged by it, not by the wall clock alone: the daemon's
+    time is never before its time floor (edge.commands.seen), so a clock set back does not
+    make an ended visit valid again. Until told, and wherever the wall clock is later, the
+    wall clock."""
+
+    def __init__(self, wall=time.time, mono=time.monotonic):
+        self._wall, self._mono = wall, mono
+        self._told: tuple[float, float] | None = None  # (trusted time, monotonic time then)
+
+    def tell(self, trusted: object) -> None:
+        """The daemon's trusted time now (None or not a number: nothing learnt)."""
+        if isinstance(trusted, int | float) and not isinstance(trusted, bool) and math.isfinite(trusted):
+            self._told = (float(trusted), self._mono())
+
+    def __call__(self) -> float:
+        wall = self._wall()
+        if self._told is None:
+            return wall
+        told, at = self._told
+        return max(wall, told + (self._mono() - at))
+
+
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
@@ -68,8 +94,10 @@ def _r(x: float | None) -> float | None:
 class Decider:
     """Holds the searchable gallery, reloading it whenever the database changed."""
 
-    def __init__(self, gallery: Gallery, thresholds: Thresholds | None = None, purge_grace_s: float = 3600.0):
+    def __init__(self, gallery: Gallery, thresholds: Thresholds | None = None, purge_grace_s: float = 3600.0,
+                 clock=time.time):
         self.gallery = gallery
+        self._clock = clock  # judges validity windows: the worker gives a DeviceClock
         self.thresholds = thresholds or Thresholds()
         self.purge_grace_s = purge_grace_s
         self._token: tuple[int, int] | None = None
@@ -81,7 +109,7 @@ class Decider:
 
     def refresh(self, now: float | None = None) -> None:
         """Reload if anything committed (a revoke included) or a validity window opened/closed."""
-        now = now or time.time()
+        now = self._clock() if now is None else now
         token = self.gallery.change_token()
         if token == self._token and now < self._next_boundary:
             return
@@ -101,7 +129,7 @@ class Decider:
 
     def verify(self, subject_id: str, encoding, *, booking_id: str | None = None,
                now: float | None = None) -> Decision:
-        now = now or time.time()
+        now = self._clock() if now is None else now
         self.refresh(now)
         threshold = self.thresholds.verify
         payload = {"mode": "verify", "subject_id": subject_id, "booking_id": booking_id,
@@ -120,7 +148,7 @@ class Decider:
         return Decision("biometric.verified", payload)
 
     def identify(self, encoding, *, now: float | None = None) -> Decision:
-        now = now or time.time()
+        now = self._clock() if now is None else now
         self.refresh(now)
         n = len(self.staff)
         threshold = self.thresholds.identify_at(n)

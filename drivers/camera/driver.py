@@ -173,7 +173,8 @@ class FaceCameraDriver(Driver):
         self._proc = subprocess.Popen([sys.executable, "-m", "drivers.camera.worker"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, close_fds=True)
         try:
-            self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg})
+            # now: the daemon's trusted time, by which the worker judges a visit's end (not its wall clock)
+            self._send({"op": "start", "state_dir": str(self._state_dir()), "config": cfg, "now": self.ctx.now()})
         except CommandError:  # gone before it was told to start: the fault names its exit
             raise DriverError(f"face worker exited with code {self._proc.wait(timeout=5)} before it started") from None
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
@@ -258,7 +259,7 @@ class FaceCameraDriver(Driver):
         a = self.check_command(self.config, name, args)
         if name == "verify":
             self._send({"op": "claim", "subject_id": a.subject_id, "booking_id": a.booking_id,
-                        "ttl_s": a.ttl_s, "entry": a.entry})
+                        "ttl_s": a.ttl_s, "entry": a.entry, "now": self.ctx.now()})
             return {"accepted": True, "subject_id": a.subject_id, "booking_id": a.booking_id}
         if name == "forget_entry":
             self._send({"op": "forget_entry", "key": a.key, "all": a.all})

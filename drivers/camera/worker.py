@@ -5,15 +5,17 @@ which would stall every thread of the daemon. So the driver starts this
 module as a child process (``python -m drivers.camera.worker``) and talks to
 it with one JSON object per line:
 
-  driver -> worker (stdin):  {"op": "start", "state_dir": ..., "config": {...}}  (first line)
-                             {"op": "claim", "subject_id": ..., "booking_id": ..., "ttl_s": ...}
+  driver -> worker (stdin):  {"op": "start", "state_dir": ..., "config": {...}, "now": ...}  (first line)
+                             {"op": "claim", "subject_id": ..., "booking_id": ..., "ttl_s": ..., "now": ...}
                              {"op": "status"}   {"op": "stop"}
   worker -> driver (stdout): {"op": "ready", "pid": ..., "load_ms": ..., "encoder": "numpy" | "dlib"}
                              {"op": "event", "type": ..., "payload": {...}, "priority": ...}
                              {"op": "status", ...}   {"op": "fatal", "error": ...}
                              {"op": "log", "level": ..., "event": ..., "fields": {...}}
 
-Frames never cross the pipe: the worker owns the camera too. Closing stdin
+``now`` is the daemon's trusted time (the driver's ``ctx.now()``, never before the
+device's time floor): validity windows are judged by it (decide.DeviceClock), so a
+clock set back makes no ended visit valid again. Frames never cross the pipe: the worker owns the camera too. Closing stdin
 (the daemon died) stops the worker, so it is never left orphaned. The worker's
 log lines go to the driver too, which writes them to the daemon's log: the
 worker never imports structlog (drivers/camera/_log.py).
@@ -61,9 +63,9 @@ def _stdin_reader(inbox: queue.Queue) -> None:
 
 
 class Worker:
-    def __init__(self, state_dir: str, config: dict[str, Any]):
+    def __init__(self, state_dir: str, config: dict[str, Any], now: float | None = None):
         from drivers.camera.capture import open_source
-        from drivers.camera.decide import Decider, Thresholds
+        from drivers.camera.decide import Decider, DeviceClock, Thresholds
         from drivers.camera.gallery import Gallery
         from drivers.camera.lane import Lane, LaneConfig
         from drivers.camera.liveness import make_liveness
@@ -77,8 +79,10 @@ class Worker:
                                              "allow_multiple": not lane_cfg.single_person})
         self.pipeline = Pipeline(pipe_cfg, keep_crops=lane_cfg.audit)
         gallery = Gallery(state_dir)
+        self.clock = DeviceClock()  # the daemon's trusted time: told at start and with each claim
+        self.clock.tell(now)
         decider = Decider(gallery, Thresholds.from_dict(config.get("thresholds", {})),
-                          purge_grace_s=float(config.get("purge_grace_s", 3600.0)))
+                          purge_grace_s=float(config.get("purge_grace_s", 3600.0)), clock=self.clock)
         decider.refresh()
         liveness = make_liveness(config.get("liveness", "motion"), config.get("liveness_options"))
         self.lane = Lane(self.pipeline, decider, liveness, lane_cfg, Path(state_dir) / "biometrics" / "audit")
@@ -102,6 +106,7 @@ class Worker:
         if op == "stop":
             return False
         if op == "claim":
+            self.clock.tell(cmd.get("now"))
             self.lane.claim(str(cmd["subject_id"]), cmd.get("booking_id"), cmd.get("ttl_s"), cmd.get("entry"))
         elif op == "forget_entry":
             if cmd.get("all"):
@@ -168,7 +173,7 @@ def main() -> int:
     first = sys.stdin.readline()
     try:
         start = json.loads(first)
-        worker = Worker(start["state_dir"], start["config"])
+        worker = Worker(start["state_dir"], start["config"], start.get("now"))
     except Exception as exc:  # report why we cannot start; the driver raises it as a fault
         send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
         return 1

@@ -189,8 +189,9 @@ class CommandRouter:
         log.error("clock_jumped_back", wall=wall, floor=floor, behind_s=round(floor - wall, 1))
         self._record("system.clock_jumped_back", {
             "wall": wall, "floor": floor, "behind_s": round(floor - wall, 1),
-            "detail": "the wall clock is behind a time this device has already seen; commands and x-ray "
-                      "results are judged by the later time (check NTP and the RTC battery: edge doctor)"}, "alarm")
+            "detail": "the wall clock is behind a time this device has already seen; commands, keys, cards, "
+                      "visits, documents and x-ray results are judged by the later time (check NTP and the "
+                      "RTC battery: edge doctor)"}, "alarm")
 
     # -- intake (other threads: only enqueue) --------------------------------------
 
@@ -302,7 +303,7 @@ class CommandRouter:
         # Commands queued by the broker for an offline device arrive right after the
         # connect, possibly before the driver thread has built its driver.
         deadline = min(time.monotonic() + _DRIVER_START_WAIT_S,
-                       time.monotonic() + max(0.0, expires_at - time.time()))
+                       time.monotonic() + max(0.0, expires_at - self.trusted_now()))
         while runner.health().get("status") == "starting" and time.monotonic() < deadline:
             if self._stopping.wait(0.05):
                 return

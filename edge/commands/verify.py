@@ -223,7 +223,9 @@ class Verifier:
             result={"approval_id": pending.id, "requested_by": operator, "effect": effect})
 
     def _local_doc(self, request: Mapping[str, Any], command_id: Any) -> dict[str, Any]:
-        now = datetime.fromtimestamp(self._clock(), UTC)
+        # Dated by the trusted time, as remote commands are judged: a driver refuses a command
+        # that only gets its turn after expires_at by that time (edge.supervisor).
+        now = datetime.fromtimestamp(self.seen.trusted_now(self._clock()), UTC)
         return {
             "id": command_id or f"local-{uuid.uuid4()}",
             "name": request.get("name"), "target": request.get("target"),

@@ -18,6 +18,8 @@ roles file (see ``_anchors``).
 
 from __future__ import annotations
 
+import time
+
 from edge.trust._anchors import Anchor, TrustAnchorError, load_anchors, read_anchor
 from edge.trust._store import (
     DOCUMENT_ROLES,
@@ -36,9 +38,12 @@ __all__ = ["DOCUMENT_ROLES", "ROLES", "Anchor", "RoleKeys", "TrustAnchorError", 
            "watch_revocations", "write_roles"]
 
 
-def trust_store(settings) -> TrustStore:
-    """The device's trust store from ``[trust].central_keys`` and the persisted revocation list."""
-    return TrustStore(load_anchors(settings.trust.central_keys), settings.state_dir / REVOCATIONS_FILE)
+def trust_store(settings, clock=time.time) -> TrustStore:
+    """The device's trust store from ``[trust].central_keys`` and the persisted revocation list.
+
+    ``clock`` judges key expiry where a caller gives no time: the daemon passes its trusted time
+    (Daemon.trusted_now), so a clock set back revives no expired directory, gallery or config key."""
+    return TrustStore(load_anchors(settings.trust.central_keys), settings.state_dir / REVOCATIONS_FILE, clock)
 
 
 def keys_for(settings, doc_type: str) -> RoleKeys:

@@ -93,7 +93,10 @@ class RemoteConfigAgent:
     def _handle(self, raw: bytes) -> None:
         record = rc.read_record(self.state_dir)
         try:
-            doc, new = validate(raw, self.trusted, data=self._local, record=record, skew_s=self.skew_s)
+            # expired by the daemon's trusted time (never before its time floor): a clock set back
+            # revives no expired document
+            now = datetime.fromtimestamp(self._daemon.trusted_now(), UTC)
+            doc, new = validate(raw, self.trusted, data=self._local, record=record, skew_s=self.skew_s, now=now)
         except rc.ConfigRefused as exc:
             self._refused(exc, raw, record)
             return

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +67,10 @@ class DirectoryDoc(_Strict):
 
 
 class Directory:
-    """The accepted directory (or none yet); ``holder(credential)`` answers offline."""
+    """The accepted directory (or none yet); ``holder(credential)`` answers offline.
+
+    ``clock`` judges a holder's ``valid_until`` and a document dated ahead; the gate gives the
+    device's trusted time (never before its time floor): a clock set back revives no card."""
 
     def __init__(self, state_dir: Path, trusted, site: str, *, skew_s: float = 120.0, clock=time.time):
         self.path = Path(state_dir) / FILE
@@ -126,6 +129,10 @@ class Directory:
     def _take(self, doc: DirectoryDoc) -> None:
         self.doc = doc
         self._by_credential = {c: h for h in doc.holders for c in h.credentials}
+
+    def now(self) -> datetime:
+        """The time holders are judged by (the daemon gives its trusted time as ``clock``)."""
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def holder(self, credential: str, now: datetime) -> Holder | None:
         h = self._by_credential.get(credential)

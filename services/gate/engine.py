@@ -139,6 +139,11 @@ class GateEngine:
         """Run ``fn`` on the engine thread (from any thread)."""
         self._queue.put(("call", fn))
 
+    def trusted_now(self) -> float:
+        """UNIX time to judge a card's validity and a scan's age by: never before the device's
+        time floor (the command router's trusted_now), so a clock set back revives nothing."""
+        return self._router.trusted_now()
+
     def send(self, target: str, name: str, args: dict[str, Any], reason: str,
              then: Callable[[dict[str, Any]], None]) -> None:
         """A driver command through the router; ``then(result)`` runs later on the engine thread."""
@@ -270,7 +275,7 @@ class GateEngine:
         elif kind == "xray" and t == "xray.scan" and p.get("subject") == ap.subject:
             stale = scan_problem(event, lane=ap.lane, scanners=self.lanes[ap.lane].scanners,
                                  freshness_s=self.settings.scan_freshness_s,
-                                 skew_s=self._daemon.settings.trust.clock_skew_s, now=self._router.trusted_now())
+                                 skew_s=self._daemon.settings.trust.clock_skew_s, now=self.trusted_now())
             if stale is not None:
                 self.fail(ap, stale[0], stale[1], evidence=[event.id])
             elif p.get("decision") == "clear":

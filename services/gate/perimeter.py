@@ -34,8 +34,10 @@ class Perimeter:
         self.engine = engine
         self._daemon = daemon
         # only anchors holding the 'directory' role (edge.trust.DOCUMENT_ROLES), revocations live
+        # the device's trusted time judges "dated ahead" (a clock set back must not refuse the
+        # directory that ends a card) and every holder's valid_until (nor revive an ended card)
         self.directory = Directory(s.state_dir, daemon_keys_for(daemon, TRUST_DOCUMENT), s.site,
-                                   skew_s=s.trust.clock_skew_s)
+                                   skew_s=s.trust.clock_skew_s, clock=engine.trusted_now)
         self.occupancy = Occupancy(s.state_dir)
         self.holders: dict[str, Any] = {}  # approach id -> directory holder (card flows)
 
@@ -83,7 +85,7 @@ class Perimeter:
             self.feedback(lane_name, "deny")
             return
         direction, credential = lane.reader_direction, p.get("credential")
-        holder = self.directory.holder(credential, datetime.now(UTC)) if credential else None
+        holder = self.directory.holder(credential, self.directory.now()) if credential else None
         subject = (holder.subject_id or holder.id) if holder else None
         if holder is not None and holder.kind == "visitor" and lane.flow(direction, "visitor") is not None:
             # a booking reference (a QR code on an ASCII reader, a visitor card): the visitor flow,

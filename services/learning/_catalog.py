@@ -10,6 +10,7 @@ rename), so the tablet always works from the last catalog it verified.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -141,8 +142,9 @@ def check_validity(catalog: Catalog, now: datetime | None = None) -> None:
 class CatalogKeeper:
     """Holds the last verified catalog; persists it so the tablet works offline after a restart."""
 
-    def __init__(self, path: Path, trusted: dict, site: str):
+    def __init__(self, path: Path, trusted: dict, site: str, clock=time.time):
         self.path, self.trusted, self.site = Path(path), trusted, site
+        self._clock = clock  # judges expiry: the daemon's trusted time, so a clock set back revives none
         self._lock = threading.Lock()
         self.current: Catalog | None = None
         self.load_problem = self.verify_held()
@@ -167,7 +169,7 @@ class CatalogKeeper:
     def offer(self, raw: bytes | dict) -> Catalog | None:
         """Accept a newer verified catalog (returned) or None if not newer; raise if bad."""
         catalog = parse_catalog(raw, self.trusted, self.site)
-        check_validity(catalog)
+        check_validity(catalog, datetime.fromtimestamp(self._clock(), UTC))
         with self._lock:
             if self.current and catalog.version <= self.current.version:
                 return None

@@ -40,7 +40,8 @@ class LearningComponent:
         self.device, self.site = s.device_id, s.site
         self.residents = set(s.learning.residents)
         root = s.state_dir / "learning"
-        self.keeper = CatalogKeeper(root / "catalog.json", daemon_keys_for(daemon, "catalog"), s.site)
+        self.keeper = CatalogKeeper(root / "catalog.json", daemon_keys_for(daemon, "catalog"), s.site,
+                                    clock=daemon.trusted_now)
         self.cache = ContentCache(root, s.learning.quota_bytes)
         self.downloader: Downloader | None = None
         self._events_db = s.state_dir / "events.db"

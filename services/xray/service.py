@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -41,8 +42,9 @@ class XrayService:
 
     name = "xray"
 
-    def __init__(self, settings, store, emit, link=None, on_change=None):
+    def __init__(self, settings, store, emit, link=None, on_change=None, now=time.time):
         self.settings, self.store, self._emit, self.link = settings, store, emit, link
+        self._now = now  # the daemon's trusted time: judges central's records and their keys' expiry
         self._recovered: dict[str, Any] | None = None
         try:
             self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
@@ -63,7 +65,8 @@ class XrayService:
 
     @classmethod
     def from_daemon(cls, daemon) -> XrayService:
-        return cls(daemon.settings, daemon.store, daemon.emit, daemon.link, daemon.notify_health_changed)
+        return cls(daemon.settings, daemon.store, daemon.emit, daemon.link, daemon.notify_health_changed,
+                   now=daemon.trusted_now)
 
     # -- component -----------------------------------------------------------
 
@@ -207,7 +210,8 @@ class XrayService:
             if len(raw) > MAX_DOC_BYTES:
                 raise DoseRecordsRejected(f"dose records: {len(raw)} bytes is over the {MAX_DOC_BYTES}-byte limit")
             records = parse_verified(raw, site=self.settings.site, trusted=self._trusted_keys(),
-                                     clock_skew_s=self.settings.trust.clock_skew_s)
+                                     clock_skew_s=self.settings.trust.clock_skew_s,
+                                     now=datetime.fromtimestamp(self._now(), UTC))
         except DoseRecordsRejected as exc:
             self.counts["dose_docs_rejected"] += 1
             log.error("xray_dose_records_rejected", topic=topic, error=str(exc)[:300])
@@ -222,10 +226,10 @@ class XrayService:
     def _trusted_keys(self):
         """The keys that may sign dose records (role ``directory``), judged live (revocation)."""
         if self._trusted is None:
-            from edge.trust import TrustAnchorError, keys_for
+            from edge.trust import TrustAnchorError, trust_store
 
-            try:
-                self._trusted = keys_for(self.settings, "dose_records")
+            try:  # key expiry by the trusted time too: a clock set back revives no retired key
+                self._trusted = trust_store(self.settings, clock=self._now).keys_for("dose_records")
             except (OSError, TrustAnchorError) as exc:
                 raise DoseRecordsRejected(f"dose records: cannot load [trust].central_keys: {exc}") from None
         return self._trusted

@@ -85,15 +85,19 @@ class DoseRecords(_Strict):
     signatures: list[dict[str, Any]]
 
 
-def parse_verified(raw: Any, *, site: str, trusted: dict, clock_skew_s: float) -> DoseRecords:
-    """Check JSON (bytes, or a value already decoded), signature, schema, addressee and time."""
+def parse_verified(raw: Any, *, site: str, trusted: dict, clock_skew_s: float,
+                   now: datetime | None = None) -> DoseRecords:
+    """Check JSON (bytes, or a value already decoded), signature, schema, addressee and time.
+
+    ``now``: the daemon's trusted time (never before its time floor); a clock set back must not
+    refuse central's fresh records as "in the future": their doses would go uncounted."""
     try:
         records = open_signed(raw, trusted, DoseRecords, "dose records", site=site)
     except DocumentRejected as exc:
         raise DoseRecordsRejected(str(exc)) from None
     if records.issued_at.tzinfo is None:
         raise DoseRecordsRejected("dose records: issued_at must carry a timezone")
-    if records.issued_at > datetime.now(UTC) + timedelta(seconds=clock_skew_s):
+    if records.issued_at > (now or datetime.now(UTC)) + timedelta(seconds=clock_skew_s):
         raise DoseRecordsRejected(f"dose records: issued_at {records.issued_at.isoformat()} is in the future; "
                                   "check this device's clock")
     return records

@@ -68,7 +68,7 @@ def test_a_clock_set_back_does_not_make_an_old_clear_scan_fresh(tmp_path, edge_d
     sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200, auto_pass=True).start()
     try:
         base_config.update(**lane_config(tmp_path, sim, xray_timeout_s=20))
-        enroll(base_config["state_dir"])
+        enroll(base_config["state_dir"], visit_s=3 * 3600)  # the visit goes on past the real time
         show(tmp_path, VISITOR)
         daemon = edge_daemon(base_config, start=False)
         # The device has already seen the real time, an hour after what its wall clock now
