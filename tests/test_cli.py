@@ -274,6 +274,17 @@ def test_a_misused_command_answers_json_when_json_was_asked(args, error):
     assert person.exit_code == 2 and person.stdout == "" and error in person.stderr
 
 
+def test_cmd_approve_json_without_yes_is_a_usage_error_whether_or_not_the_daemon_runs(device):
+    """--yes is required with --json (its help says so): README's exit 2, a JSON error naming the fix,
+    and not the daemon's 69 or a failure's 1, so a script's bug is not taken for a refusal."""
+    out = invoke(device, "cmd", "approve", "approve-3f9a1c2e", "--json")
+    assert out.exit_code == 2, out.output
+    assert json.loads(out.stdout) == {"ok": False, "error": "--json needs --yes: read the request first (edge cmd "
+                                      "pending --json), then run edge cmd approve approve-3f9a1c2e --yes --json"}
+    down = invoke(device, "cmd", "approve", "approve-3f9a1c2e", "--yes", "--json")
+    assert down.exit_code == 69 and "is the daemon running" in json.loads(down.stdout)["error"]
+
+
 def test_events_tail_refuses_an_empty_type_pattern_instead_of_showing_everything(tmp_path):
     out = CliRunner().invoke(cli, ["events", "tail", "--type", "", "--json"], prog_name="edge")
     assert out.exit_code == 2
