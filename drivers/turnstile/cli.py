@@ -125,10 +125,11 @@ for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to norma
 @edge_errors
 def status(ctx, name, as_json) -> None:
     """What the daemon last knew about lane NAME, with what to check next (no device traffic)."""
-    from edge.cli._state import read_status
+    from edge.cli._state import live_status, read_status
 
     settings = light_settings(ctx)
-    state = read_status(settings.state_dir)
+    # the daemon's memory first: an operator (group edge) may ask it but not read its status file
+    state = live_status(settings.state_dir) or read_status(settings.state_dir)
     if state is None:
         fail(f"no status file in {settings.state_dir}: has `edge run` started on this device?",
              EX_UNAVAILABLE, as_json=as_json)
