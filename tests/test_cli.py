@@ -335,3 +335,17 @@ def test_an_operator_the_state_folder_keeps_out_is_told_why_not_given_a_tracebac
     assert "daemon  UNKNOWN: cannot read the daemon's status file" in invoke(device, "status").stdout
     lane = invoke(device, "turnstile", "status", "lane1")
     assert lane.exit_code == 1 and "cannot read the daemon's status file" in lane.stderr, lane.output
+
+
+def test_keys_list_is_edge_keys(device, tmp_path):
+    """`edge keys list` is what a newcomer types; it answers as `edge keys` does, not 'No such command'."""
+    from edge.signing import generate_keypair
+
+    _key, pub, kid = generate_keypair(tmp_path / "keys", "ops", ["command"])
+    config = device.read_text() + f'\n[trust]\ncentral_keys = ["{pub}"]\n'
+    device.write_text(config)
+    listed, plain = invoke(device, "keys", "list", "--json"), invoke(device, "keys", "--json")
+    assert listed.exit_code == plain.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == json.loads(plain.stdout)
+    assert [k["key_id"] for k in json.loads(listed.stdout)["keys"]] == [kid]
+    assert kid in invoke(device, "keys", "list").stdout
