@@ -61,7 +61,7 @@ def problem_with(path: Path, kind: str) -> str | None:
     except FileNotFoundError:
         return f"{path} not found; expected an existing, readable {kind}"
     except PermissionError:
-        return f"{path} cannot be reached (permission denied on a folder above it)"
+        return f"{path} cannot be reached: {_denied(path, os.R_OK, 'permission denied on a folder above it')}"
     except OSError as exc:
         return f"{path} cannot be checked: {exc.strerror or exc}"
     is_dir = path.is_dir()
@@ -73,8 +73,14 @@ def problem_with(path: Path, kind: str) -> str | None:
         return f"{path} is not a regular file (mode {oct(st.st_mode)})"
     mode = os.R_OK | (os.X_OK if kind == "dir" else 0)
     if not os.access(path, mode):
-        return f"{path} is not readable by this user (uid {os.geteuid()}); fix its owner or mode"
+        return f"{path} is not readable by this user (uid {os.geteuid()}): {_denied(path, mode, 'fix its owner or mode')}"
     return None
+
+
+def _denied(path: Path, mode: int, fallback: str) -> str:
+    from edge.access import denied_hint
+
+    return denied_hint(path, mode) or fallback
 
 
 def _secret_problem(path: Path) -> str | None:

@@ -274,7 +274,78 @@ def test_a_misused_command_answers_json_when_json_was_asked(args, error):
     assert person.exit_code == 2 and person.stdout == "" and error in person.stderr
 
 
+def test_cmd_approve_json_without_yes_is_a_usage_error_whether_or_not_the_daemon_runs(device):
+    """--yes is required with --json (its help says so): README's exit 2, a JSON error naming the fix,
+    and not the daemon's 69 or a failure's 1, so a script's bug is not taken for a refusal."""
+    out = invoke(device, "cmd", "approve", "approve-3f9a1c2e", "--json")
+    assert out.exit_code == 2, out.output
+    assert json.loads(out.stdout) == {"ok": False, "error": "--json needs --yes: read the request first (edge cmd "
+                                      "pending --json), then run edge cmd approve approve-3f9a1c2e --yes --json"}
+    down = invoke(device, "cmd", "approve", "approve-3f9a1c2e", "--yes", "--json")
+    assert down.exit_code == 69 and "is the daemon running" in json.loads(down.stdout)["error"]
+
+
 def test_events_tail_refuses_an_empty_type_pattern_instead_of_showing_everything(tmp_path):
     out = CliRunner().invoke(cli, ["events", "tail", "--type", "", "--json"], prog_name="edge")
     assert out.exit_code == 2
     assert "an empty pattern" in json.loads(out.stdout)["error"]
+
+
+def test_an_operator_the_state_folder_keeps_out_is_told_why_not_given_a_traceback(device, monkeypatch):
+    """An operator in group edge reaches the control socket and reads nothing else in the state
+    folder: `outbox stats`, `events tail`, `edge status` and `turnstile status` said nothing useful
+    (sqlite's 'unable to open database file' or a PermissionError traceback). They now name the
+    file, its owner and mode, and what to do. (Root reads everything, so the kernel's refusal is
+    played by os.access and read_text, which the real checks call.)"""
+    import os
+    import pwd
+    from pathlib import Path
+
+    from edge.cli import _fast
+
+    closed = ("events.db", "status.json")
+    real_access, real_read = os.access, Path.read_text
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: Path(p).name not in closed and
+                        real_access(p, mode, *a, **k))
+
+    def read_text(self, *a, **k):
+        if self.name in closed:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *a, **k)
+    monkeypatch.setattr(Path, "read_text", read_text)
+    state = device.parent / "state"
+    (state / "status.json").write_text("{}")
+    os.chmod(state / "events.db", 0o600)  # as the daemon makes its files
+    owner = pwd.getpwuid(os.stat(state / "events.db").st_uid).pw_name
+
+    out = invoke(device, "outbox", "stats", "--json")
+    assert out.exit_code == 1
+    error = json.loads(out.stdout)["error"]
+    assert error.startswith(f"cannot read the event store {state}/events.db: {state}/events.db (owner {owner}, ")
+    assert f"lets only {owner} in: run this as {owner}" in error and "ask the daemon instead" in error
+    assert _fast.main(["--config", str(device), "events", "tail"]) is None  # click's path explains it
+    tail = invoke(device, "events", "tail", "-n", "2")
+    assert tail.exit_code == 1 and "cannot read the event store" in tail.stderr, tail.output
+
+    status = invoke(device, "status", "--json")
+    report = json.loads(status.stdout)
+    assert status.exit_code == 3 and report["daemon"]["error"].startswith(
+        f"cannot read the daemon's status file {state}/status.json: ")
+    assert report["outbox"]["error"] == error
+    assert "daemon  UNKNOWN: cannot read the daemon's status file" in invoke(device, "status").stdout
+    lane = invoke(device, "turnstile", "status", "lane1")
+    assert lane.exit_code == 1 and "cannot read the daemon's status file" in lane.stderr, lane.output
+
+
+def test_keys_list_is_edge_keys(device, tmp_path):
+    """`edge keys list` is what a newcomer types; it answers as `edge keys` does, not 'No such command'."""
+    from edge.signing import generate_keypair
+
+    _key, pub, kid = generate_keypair(tmp_path / "keys", "ops", ["command"])
+    config = device.read_text() + f'\n[trust]\ncentral_keys = ["{pub}"]\n'
+    device.write_text(config)
+    listed, plain = invoke(device, "keys", "list", "--json"), invoke(device, "keys", "--json")
+    assert listed.exit_code == plain.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == json.loads(plain.stdout)
+    assert [k["key_id"] for k in json.loads(listed.stdout)["keys"]] == [kid]
+    assert kid in invoke(device, "keys", "list").stdout

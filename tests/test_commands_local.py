@@ -96,7 +96,8 @@ def test_cli_approve_of_an_unknown_id_names_the_id(daemon):
     out = daemon.cli("cmd", "approve", "approve-nonsense")
     assert out.returncode == 1
     assert out.stdout.splitlines()[0] == "approve-nonsense: rejected (expired)"
-    assert "no pending request 'approve-nonsense'" in out.stdout
+    assert "no pending request 'approve-nonsense': mistyped, expired" in out.stdout
+    assert "if it is not there, the first operator asks again" in out.stdout  # what to do next
 
 
 def test_send_without_daemon(tmp_path):

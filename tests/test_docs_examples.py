@@ -119,7 +119,10 @@ def _run(argv: list[str], config: Path, cwd: Path) -> tuple[int | None, str]:
     A few seconds: ``_LONG_RUN_S``, or ``_STAYS_UP_S`` after the command came up, whichever is
     first. Up means: ``edge run`` told systemd READY=1; any other long-running command printed
     its first output (the tail, the simulator's port, the serving line)."""
-    env = {**os.environ, "EDGE_CONFIG": str(config)}
+    # this checkout's edge, not whichever the interpreter has installed (a worktree's venv is shared)
+    source = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "EDGE_CONFIG": str(config),
+           "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "edge", *argv]
     if not long_running(argv):
         r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)

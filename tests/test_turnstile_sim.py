@@ -230,4 +230,6 @@ def test_turnstile_status_of_a_stopped_daemon_and_of_another_kind(tmp_path):
     other = status("hb", "--json")
     assert other.exit_code == 1
     assert json.loads(other.output) == {"ok": False,
-                                        "error": "driver 'hb' is a sim.heartbeat, not a turnstile.serial"}
+                                        "error": "driver 'hb' is a sim.heartbeat, not a turnstile "
+                                                 "(turnstile.serial or turnstile.modbus); `edge cmd local hb "
+                                                 "NAME` sends it a command of its own"}

@@ -1,8 +1,8 @@
 """``edge turnstile …``: an engineer on site opens, closes and reads a lane through the daemon.
 
 Every action goes through the daemon's control socket, so the driver that owns
-the serial port does it, and the daemon records it as ``command.result`` with
-your user name.
+the serial port or the Modbus module does it, and the daemon records it as
+``command.result`` with your user name.
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ from edge.cli._common import (
     settings_from,
 )
 
-KIND = "turnstile.serial"
+# Both speak the same commands (drivers/io uses the serial turnstile's vocabulary and effects).
+KINDS = ("turnstile.serial", "turnstile.modbus")
 _address = click.option("--address", type=click.IntRange(1, 32), help="Bus address (rs485-bus); default the first.")
 _reason = click.option("--reason", help="Why, for the audit trail (recorded with your user name).")
 
 
 @click.group()
 def turnstile() -> None:
-    """Grant passage, lock, unlock and read counters of a serial turnstile."""
+    """Grant passage, lock, unlock and read counters of a turnstile (serial or Modbus)."""
 
 
 def send_to_driver(ctx: click.Context, name: str, command: str, args: dict[str, Any], reason: str | None,
-                   as_json: bool, kind: str | None = KIND) -> dict[str, Any]:
+                   as_json: bool, kinds: tuple[str, ...] | None = KINDS) -> dict[str, Any]:
     """Send one command to the running daemon's driver ``name``; exits non-zero unless it succeeded."""
     from edge.commands.local import ControlUnavailable, send
 
@@ -42,8 +43,8 @@ def send_to_driver(ctx: click.Context, name: str, command: str, args: dict[str, 
     if name not in configured:
         fail(f"no driver named {name!r} in the config; configured: {', '.join(configured) or 'none'}",
              as_json=as_json)
-    if kind and configured[name] != kind:
-        fail(f"driver {name!r} is a {configured[name]}, not a {kind}", as_json=as_json)
+    if kinds and configured[name] not in kinds:
+        fail(_not_a_turnstile(name, configured[name]), as_json=as_json)
     try:
         reply = send(settings.state_dir, name, command, args, reason)
     except ControlUnavailable as exc:
@@ -97,10 +98,17 @@ def _simple(command: str, help_text: str):
     @edge_errors
     def run(ctx, name, address, reason, as_json) -> None:
         reply = send_to_driver(ctx, name, command, {"address": address} if address else {}, reason, as_json)
-        output(reply, as_json, f"{name}: {command} acknowledged by the controller")
+        output(reply, as_json, f"{name}: {command} acknowledged by the controller{_mode_now(reply)}")
 
     run.__doc__ = help_text
     return turnstile.command(command)(run)
+
+
+def _mode_now(reply: dict[str, Any]) -> str:
+    # `lock` leaves a lane in lockdown (one person cannot end one): say what the lane is now.
+    result = reply.get("result") or {}
+    mode = result.get("mode") or (result.get("status") or {}).get("mode")
+    return f"; mode now {mode}" if mode else ""
 
 
 for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to normal: closed, opens on a grant."),
@@ -117,10 +125,11 @@ for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to norma
 @edge_errors
 def status(ctx, name, as_json) -> None:
     """What the daemon last knew about lane NAME, with what to check next (no device traffic)."""
-    from edge.cli._state import read_status
+    from edge.cli._state import live_status, read_status
 
     settings = light_settings(ctx)
-    state = read_status(settings.state_dir)
+    # the daemon's memory first: an operator (group edge) may ask it but not read its status file
+    state = live_status(settings.state_dir) or read_status(settings.state_dir)
     if state is None:
         fail(f"no status file in {settings.state_dir}: has `edge run` started on this device?",
              EX_UNAVAILABLE, as_json=as_json)
@@ -128,22 +137,27 @@ def status(ctx, name, as_json) -> None:
     if health is None:
         fail(f"no driver named {name!r} in the daemon's status; configured: "
              f"{', '.join(state.get('drivers', {})) or 'none'}", as_json=as_json)
-    if health.get("kind", KIND) != KIND:
-        fail(f"driver {name!r} is a {health['kind']}, not a {KIND}", as_json=as_json)
+    if health.get("kind", KINDS[0]) not in KINDS:
+        fail(_not_a_turnstile(name, health["kind"]), as_json=as_json)
     from edge.cli._views import figures_age_s
 
     running = bool(state.get("running"))
     data = {"driver": name, "daemon_running": running, "updated_at": state.get("updated_at"),
-            "figures_age_s": figures_age_s(state), **health, "advice": advice(health, running)}
+            "figures_age_s": figures_age_s(state), **health, "advice": advice(health, running, name)}
     output(data, as_json, _status_text)
 
 
-def advice(h: dict[str, Any], daemon_running: bool = True) -> list[str]:
+def _not_a_turnstile(name: str, kind: str) -> str:
+    return (f"driver {name!r} is a {kind}, not a turnstile ({' or '.join(KINDS)}); "
+            f"`edge cmd local {name} NAME` sends it a command of its own")
+
+
+def advice(h: dict[str, Any], daemon_running: bool = True, name: str = "NAME") -> list[str]:
     """What a field engineer should check, from a turnstile driver's health."""
     if not daemon_running:  # every driver reads 'stopped' then: the daemon is what to look at
         return ["the daemon is not running: start it (systemctl start edge); if it stopped by itself, "
                 "`journalctl -u edge` says why"]
-    out = []
+    out = _module_advice(h, name) if h.get("kind") == "turnstile.modbus" else []
     if h.get("port_error"):
         out.append(f"serial port {h.get('port')} unavailable ({h['port_error']}): check the USB adapter "
                    "and cable; `ls -l /dev/serial/by-id/`; is another program holding the port?")
@@ -153,6 +167,8 @@ def advice(h: dict[str, Any], daemon_running: bool = True) -> list[str]:
                        f"check its power, the A/B wiring, its bus address and baud rate ({h.get('baudrate')})")
         if dev.get("emergency"):
             out.append(f"address {address}: fire-alarm free swing active; lock is refused until it clears")
+        if dev.get("mode") == "lockdown":
+            out.append(f"address {address}: {_lockdown(name)}")
     line = h.get("line") or {}
     bad = line.get("bad_checksum", 0) + line.get("malformed", 0)
     if bad > max(10, line.get("frames", 0) // 100):
@@ -163,6 +179,33 @@ def advice(h: dict[str, Any], daemon_running: bool = True) -> list[str]:
     return out
 
 
+def _lockdown(name: str) -> str:
+    return (f"in lockdown: every grant is refused; `edge turnstile release {name}` ends it "
+            "(two people: a second operator approves)")
+
+
+def _module_advice(h: dict[str, Any], name: str) -> list[str]:
+    """A Modbus lane: one relay/input module, whose mode the driver keeps (lockdown survives restarts)."""
+    out = []
+    if h.get("fault") or h.get("in_service") is False:
+        out.append(f"the Modbus I/O module does not answer ({h.get('fault') or 'not contacted yet'}): the lane "
+                   "is out of service and every grant is refused; check the module's power, its network or "
+                   "RS-485 cable, and host/tcp_port/unit in the config")
+    if h.get("emergency"):
+        out.append("fire-alarm release active; lock and lockdown are refused until it clears")
+    if h.get("mode") == "lockdown":
+        out.append(_lockdown(name))
+    return out
+
+
+def _module_line(d: dict[str, Any]) -> str:
+    counters = d.get("counters") or {}
+    grants = ", ".join(f"{k} x{v}" for k, v in (d.get("open_grants") or {}).items()) or "none"
+    return (f"  module: {'in service' if d.get('in_service') else 'OUT OF SERVICE'}, mode {d.get('mode', '?')}, "
+            f"in {counters.get('in', '?')} / out {counters.get('out', '?')}, open grants {grants}, "
+            f"{d.get('failed_reads', 0)} failed reads of {d.get('polls', 0)} polls")
+
+
 def _status_text(d: dict[str, Any]) -> str:
     # A stopped daemon's status file keeps only each driver's kind and state: no line settings.
     line_settings = (f" ({d.get('codec', '?')} on {d.get('port', '?')} at {d.get('baudrate', '?')} baud)"
@@ -170,6 +213,8 @@ def _status_text(d: dict[str, Any]) -> str:
     lines = [f"{d['driver']}: {d.get('status')}{line_settings}, as of {d.get('updated_at')} "
              f"({human_age(d.get('figures_age_s'))} ago)"
              + ("" if d.get("daemon_running") else " — the daemon is NOT running")]
+    if d.get("kind") == "turnstile.modbus" and "mode" in d:
+        lines.append(_module_line(d))
     for address, dev in (d.get("devices") or {}).items():
         state = {True: "online", False: "OFFLINE", None: "not contacted yet"}[dev.get("online")]
         counters = dev.get("counters") or {}

@@ -9,6 +9,7 @@ sends plain ``edge [--config PATH] run`` to ``edge.cli._run``, which click's ``r
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from edge.cli import _views
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> int | None:
         return _views.status_exit_code(report)
     if args[:2] == ["events", "tail"] and (opts := _tail_options(args[2:])) is not None:
         settings = _views.light_config(config)
-        if settings is None or not (settings.state_dir / "events.db").exists():
+        if settings is None or not os.access(settings.state_dir / "events.db", os.R_OK):
             return None  # click's path words the errors
         _views.tail(settings.state_dir, write=lambda line: print(line, flush=opts["follow"]), **opts)
         return 0

@@ -30,6 +30,8 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
         status = json.loads((state_dir / STATUS_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+    except PermissionError:
+        raise StoreError(_unreadable(state_dir / STATUS_FILE, "the daemon's status file")) from None
     status["running"] = bool(status.get("running")) and pid_alive(status.get("pid"))
     return status
 
@@ -60,6 +62,18 @@ def open_reader(state_dir: Path):
     """A read-only store view; StoreError when there is no store yet."""
     from edge.store import StoreReader
 
+    path = state_dir / "events.db"
+    if not os.access(path, os.R_OK) and (path.exists() or state_dir.exists() and not os.access(state_dir, os.X_OK)):
+        raise StoreError(_unreadable(path, "the event store"))
     if not (state_dir / "events.db").exists():
         raise StoreError(f"no event store in {state_dir}; has `edge run` started on this device yet?")
     return StoreReader(state_dir, readonly=True)
+
+
+def _unreadable(path: Path, what: str) -> str:
+    """Operators (group edge) reach the control socket only: say so, and which account reads ``path``."""
+    from edge.access import denied_hint
+
+    why = denied_hint(path, os.R_OK) or "permission denied"
+    return (f"cannot read {what} {path}: {why}; as an operator, ask the daemon instead "
+            "(edge status, edge cmd local ...)")

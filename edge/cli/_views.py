@@ -81,7 +81,10 @@ def status_report(settings) -> dict[str, Any]:
     from edge.errors import StoreError
 
     state_dir = settings.state_dir
-    daemon = live_status(state_dir) or read_status(state_dir) or {"running": False}
+    try:
+        daemon = live_status(state_dir) or read_status(state_dir) or {"running": False}
+    except StoreError as exc:  # no daemon to ask, and its status file is closed to this account
+        daemon = {"running": False, "error": str(exc)}
     daemon.setdefault("source", "status_file")
     if daemon.get("updated_at"):  # the daemon rewrites its figures every few seconds: say how old they are
         daemon["figures_age_s"] = figures_age_s(daemon)
@@ -154,7 +157,8 @@ def status_text(r: dict) -> str:
         elif stale:
             lines.append(f"        WARNING: {stale['why']}")
     else:
-        lines.append("daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
+        lines.append(f"daemon  UNKNOWN: {d['error']}" if d.get("error") else
+                     "daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
     for name, h in (d.get("drivers") or {}).items():
         extra = f" restarts={h['restarts']}" if h.get("restarts") else ""
         err = f" last error: {h['last_error']}" if h.get("last_error") else ""

@@ -11,6 +11,7 @@ import click
 from edge.cli._common import (
     EX_FAIL,
     EX_UNAVAILABLE,
+    EX_USAGE,
     Seconds,
     edge_errors,
     fail,
@@ -145,14 +146,14 @@ def approve_cmd(ctx, approval_id, yes, as_json) -> None:
     """
     from edge.commands.local import ControlUnavailable, approve, pending
 
+    if as_json and not yes:  # a script cannot answer the question: a usage error, before anything else
+        fail(f"--json needs --yes: read the request first (edge cmd pending --json), then run "
+             f"edge cmd approve {approval_id} --yes --json", EX_USAGE, as_json=True)
     settings = settings_from(ctx)
     try:
         waiting = {r["approval_id"]: r for r in pending(settings.state_dir)}
         request = waiting.get(approval_id)
         if request is not None and not yes:  # an unknown id: the daemon says so below
-            if as_json:
-                fail(f"approving runs {_pending_line(request)}: add --yes to confirm you read it",
-                     as_json=True)
             click.echo(f"you approve: {_pending_line(request)}")
             try:
                 sure = click.confirm("run it now, with your name as the second operator?", default=False)

@@ -24,10 +24,18 @@ from edge.cli._common import (
 def keys(ctx: click.Context, as_json: bool) -> None:
     """Trusted keys of this device: roles, fingerprints, expiry (exit 78 when one is refused).
 
-    Sub-commands: gen (make a signing key pair).
+    Sub-commands: list (the same as no sub-command), gen (make a signing key pair).
     """
     if ctx.invoked_subcommand is None:
         _list(ctx, as_json)
+
+
+@keys.command("list")
+@json_option
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The trusted keys (the same as `edge keys`): roles, fingerprints, expiry, revocation."""
+    _list(ctx, as_json or ctx.parent.params.get("as_json", False))
 
 
 def _list(ctx: click.Context, as_json: bool) -> None:

@@ -67,8 +67,9 @@ class Approvals:
         self._expire()
         pending = self._pending.get(pid) if isinstance(pid, str) else None
         if pending is None:
-            return None, (f"no pending request {pid!r} (expired after {self.hold_s:g}s, already approved, "
-                          "or the daemon restarted); see `edge cmd pending`")
+            return None, (f"no pending request {pid!r}: mistyped, expired after {self.hold_s:g}s, already "
+                          "approved, or the daemon restarted; `edge cmd pending` lists what waits; if it is "
+                          "not there, the first operator asks again")
         if pending.operator == operator:
             return None, (f"{operator} asked for {pid}; the approval must come from a second operator "
                           "logged in under another account")

@@ -204,8 +204,10 @@ def request_raw(state_dir: str | os.PathLike, request: dict[str, Any], timeout: 
             raise ControlUnavailable(f"no control socket at {path}: is the daemon running? "
                                      "(systemctl status edge)") from None
         except PermissionError:
-            raise ControlUnavailable(f"permission denied on {path}: run as the daemon's user or "
-                                     "a member of its group") from None
+            from edge.access import denied_hint
+
+            why = denied_hint(path, os.W_OK) or "run as the daemon's user or a member of its group"
+            raise ControlUnavailable(f"permission denied on {path}: {why}") from None
         except ConnectionRefusedError:
             raise ControlUnavailable(f"{path} refuses connections: the daemon is not running "
                                      "(a stale socket after a crash)") from None
