@@ -64,12 +64,15 @@ def test_a_command_the_driver_would_refuse_is_refused_by_its_check(cls, options,
 def test_the_camera_handles_what_its_check_returns(tmp_path):
     """handle() runs the same check first: a bad argument never reaches the face worker."""
     sent = []
-    driver = FaceCameraDriver(_config(FaceCameraDriver, source=str(tmp_path)), ctx=None)
+    from types import SimpleNamespace
+
+    driver = FaceCameraDriver(_config(FaceCameraDriver, source=str(tmp_path)), ctx=SimpleNamespace(now=lambda: 1e9))
     driver._send = sent.append
     with pytest.raises(CommandError, match="ttl_s: Input should be a valid number"):
         driver.handle("verify", {"subject_id": "V-1", "ttl_s": "soon"})
     assert sent == []
     assert driver.handle("verify", {"subject_id": "V-1", "booking_id": "BK-1", "entry": "keep"})["accepted"]
     assert driver.handle("forget_entry", {"all": True}) == {"forgotten": "all"}
-    assert sent == [{"op": "claim", "subject_id": "V-1", "booking_id": "BK-1", "ttl_s": None, "entry": "keep"},
+    assert sent == [{"op": "claim", "subject_id": "V-1", "booking_id": "BK-1", "ttl_s": None, "entry": "keep",
+                     "now": 1e9},  # the device's trusted time (DriverContext.now) judges the visit's window
                     {"op": "forget_entry", "key": None, "all": True}]
