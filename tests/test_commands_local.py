@@ -265,3 +265,23 @@ def test_the_requester_approving_is_refused_at_once_and_a_second_operator_is_ask
     ran = [e["payload"] for e in recorded(daemon, "command.result") if e["payload"]["id"] == theirs]
     assert [(r["status"], r["operator"], r["approved_by"]) for r in ran] == [("ok", "nobody", me)], ran
 
+
+def test_edge_status_shows_a_modbus_lanes_lockdown_and_what_ends_it(modbus_lane):
+    """`edge status` showed a Modbus lane in lockdown as just 'ok'. Its line now carries the lane's
+    mode and what ends a lockdown; in normal mode it says normal (positive control)."""
+    from edge.testing.wait import wait_for
+
+    daemon, _ = modbus_lane
+
+    def lane_line():
+        out = _cli(daemon, "status")
+        assert out.returncode == 0 and "None" not in out.stdout, out.stdout
+        return next(line for line in out.stdout.splitlines() if line.startswith("driver  lane2 "))
+    wait_for(lambda: ", mode normal" in lane_line(), 20, "the lane in service, normal")
+    assert lane_line().split()[2:4] == ["ok", "turnstile.modbus,"], lane_line()
+    assert send(daemon.state_dir, "lane2", "lockdown", {}, "drill")["status"] == "ok"
+    line = wait_for(lambda: "mode lockdown" in (text := lane_line()) and text, 10, "the lockdown in edge status")
+    assert line.endswith("turnstile.modbus, mode lockdown: every grant is refused until `edge turnstile release "
+                         "lane2` (two people: a second operator approves)"), line
+    report = json.loads(_cli(daemon, "status", "--json").stdout)
+    assert report["daemon"]["drivers"]["lane2"]["mode"] == "lockdown"
