@@ -43,7 +43,8 @@ def denied_hint(path: str | os.PathLike, need: int = os.R_OK) -> str | None:
     head = f"{where} (owner {owner}, group {group}, mode {stat.S_IMODE(st.st_mode):04o})"
     group_bits = {os.R_OK: stat.S_IRGRP, os.W_OK: stat.S_IWGRP, os.X_OK: stat.S_IXGRP}
     if not all(st.st_mode & bit for flag, bit in group_bits.items() if need & flag):
-        return f"{head} lets only {owner} in: run this as {owner} (sudo -u {owner} ...)"
+        root = "" if st.st_uid == 0 else " or as root"
+        return f"{head} lets only {owner} in: run this as {owner} (sudo -u {owner} ...){root}"
     if st.st_gid == os.getgid() or st.st_gid in os.getgroups():
         return None  # the group lets this session in: something else (ACL, read-only mount) refuses
     try:
@@ -55,3 +56,18 @@ def denied_hint(path: str | os.PathLike, need: int = os.R_OK) -> str | None:
                 f"(or run `newgrp {group}`)")
     return (f"{head}: {user} is not in group {group}; an administrator runs `usermod -aG {group} {user}`, "
             f"then {user} logs in again")
+
+
+def refusal(path: str | os.PathLike, need: int, what: str) -> str | None:
+    """Why this account may not use ``what`` at ``path`` ("cannot read|write|open WHAT PATH: " and
+    denied_hint's clause); None when nothing stops it. A file not there (or not to be seen) is judged by its folder: searched,
+    and written to when ``need`` writes (the file is made there)."""
+    path = Path(path)
+    target, mode = path, need
+    while not os.path.lexists(target) and target.parent != target:  # lexists: False when refused too
+        target, mode = target.parent, os.X_OK | (need & os.W_OK)
+    hint = denied_hint(target, mode)
+    if hint is None:
+        return None
+    verb = {os.R_OK: "read", os.W_OK: "write"}.get(need & (os.R_OK | os.W_OK), "open")
+    return f"cannot {verb} {what} {path}: {hint}"

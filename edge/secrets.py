@@ -115,10 +115,16 @@ def key(state_dir: str | os.PathLike, name: str, nbytes: int = 32, legacy: Path 
     if (data := _credential(name, nbytes)) is not None:
         _remember_credential(path)
         return data
-    if path.with_name(name + ".credential").exists():
-        raise _missing_credential(path, name)
-    _adopt(legacy, path)
-    return secret_key(path, nbytes)
+    try:
+        if path.with_name(name + ".credential").exists():
+            raise _missing_credential(path, name)
+        _adopt(legacy, path)
+        return secret_key(path, nbytes)
+    except PermissionError:  # secrets/ is the daemon's alone (0700): name it and whose account to use
+        from edge.access import refusal
+
+        raise KeyFileError(refusal(path, os.R_OK, "the key") or f"{path}: permission denied; run this as "
+                           "the user the edge service runs as (e.g. sudo -u edge ...)") from None
 
 
 def read(state_dir: str | os.PathLike, name: str, legacy: Path | None = None) -> bytes:

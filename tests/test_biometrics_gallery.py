@@ -191,3 +191,83 @@ def _key_of(path: str) -> bytes:
     from drivers.camera.gallery import load_or_create_key
 
     return load_or_create_key(Path(path))
+
+
+@pytest.fixture
+def operator_kept_out(tmp_path, monkeypatch):
+    """The gallery as the daemon leaves it (biometrics/ 0700, its files 0600, owned by the daemon's
+    account, here ``nobody``), seen by an operator's account in group edge: the kernel refuses
+    it. (The tests run as root, which the kernel lets in everywhere, so its verdict is played by
+    os.access and by the stat that the refused account gets; every check calls them.)"""
+    import pwd
+    from pathlib import Path
+
+    state = tmp_path / "state"
+    Gallery(state).close()
+    daemon = pwd.getpwuid(65534).pw_name
+    for path in (state / "biometrics", *(state / "biometrics").iterdir(), state / "secrets",
+                 *(state / "secrets").iterdir()):
+        os.chown(path, 65534, -1)
+    closed = {state / "biometrics", state / "secrets"}
+    real_access, real_stat = os.access, Path.stat
+
+    def access(path, mode, *a, **k):
+        return Path(path) not in closed and Path(path).parent not in closed and real_access(path, mode, *a, **k)
+
+    def stat(self, *a, **k):  # what Path.exists() and is_dir() meet in a folder that cannot be searched
+        if self.parent in closed:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *a, **k)
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os.path, "lexists", lambda p: Path(p).parent not in closed and os.path.exists(p))
+    monkeypatch.setattr(Path, "stat", stat)
+    return state, daemon
+
+
+def test_an_operator_the_gallery_keeps_out_is_told_whose_account_to_use(cli, operator_kept_out):
+    """`edge biometrics gallery` and a visitor's `enroll` crashed on a PermissionError traceback
+    (biometrics/ is the daemon's, 0700) or failed on sqlite's 'attempt to write a readonly
+    database'. They now name the folder, its owner and mode, and the account to run as."""
+    state, daemon = operator_kept_out
+    folder = f"{state}/biometrics (owner {daemon}, group root, mode 0700)"
+    advice = f"lets only {daemon} in: run this as {daemon} (sudo -u {daemon} ...) or as root"
+    r = cli("gallery")
+    assert r.returncode == 1 and r.stderr.startswith(f"error: cannot open the face gallery {state}/biometrics/gallery.db: {folder} "
+                               f"{advice}; "), r.stderr
+    assert "daemon's account" in r.stderr
+    r = cli("enroll", "--reason", "central down", "--subject", "v-1", "--role", "visitor", "--valid-until",
+            "2099-01-01T00:00Z", str(photo("obama_1")), "--json")
+    assert r.returncode == 1 and f"{folder} {advice}" in json.loads(r.stdout)["error"], r.stdout
+
+
+def test_a_gallery_file_the_operator_may_only_read_is_named_not_a_readonly_database(cli, tmp_path, monkeypatch):
+    """biometrics/ opened to the group and gallery.db readable by it: sqlite opened the file and
+    then failed with 'attempt to write a readonly database'. The file and its owner are named."""
+    state = tmp_path / "state"
+    Gallery(state).close()
+    db = state / "biometrics" / "gallery.db"
+    os.chmod(db, 0o640)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: not (str(p) == str(db) and mode & os.W_OK)
+                        and real_access(p, mode, *a, **k))
+    r = cli("gallery", "--json")
+    error = json.loads(r.stdout)["error"]
+    assert r.returncode == 1 and error.startswith(f"cannot open the face gallery {db}: {db} (owner root, "
+                                                  "group root, mode 0640) lets only root in"), error
+    monkeypatch.setattr(os, "access", real_access)  # positive control: the daemon's account reads it
+    r = cli("gallery", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["subjects"] == 0, r.stdout
+
+
+def test_a_key_in_the_daemons_secrets_folder_names_the_folder_and_account(operator_kept_out):
+    """Beyond the gallery, its key: secrets/ is the daemon's alone (0700). A PermissionError
+    from the key's stat became a traceback; it is now the folder, owner and account."""
+    from edge import secrets
+    from edge._fs import KeyFileError
+
+    state, daemon = operator_kept_out
+    with pytest.raises(KeyFileError) as refused:
+        secrets.key(state, "gallery.key")
+    assert str(refused.value).startswith(f"cannot read the key {state}/secrets/gallery.key: {state}/secrets "
+                                         f"(owner {daemon}, group root, mode 0700) lets only {daemon} in: run "
+                                         f"this as {daemon} (sudo -u {daemon} ...) or as root"), refused.value

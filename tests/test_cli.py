@@ -349,3 +349,24 @@ def test_keys_list_is_edge_keys(device, tmp_path):
     assert json.loads(listed.stdout) == json.loads(plain.stdout)
     assert [k["key_id"] for k in json.loads(listed.stdout)["keys"]] == [kid]
     assert kid in invoke(device, "keys", "list").stdout
+
+
+def test_status_text_leaves_out_fields_without_a_value_and_says_a_lanes_mode():
+    """`edge status` printed `mode_reason=None` for a gate whose mode nobody set, and a lane in
+    lockdown as just 'ok'. (The report's shape is the daemon's; the real lane is in
+    tests/test_commands_local.py.)"""
+    from edge.cli._views import status_text
+
+    report = {"device_id": "gate-1", "role": "gate", "site": "hmp-a", "outbox": {"error": "x"},
+              "disk": {"free_bytes": 1 << 30},
+              "daemon": {"running": True, "pid": 7, "started_at": "t", "figures_age_s": 1.0, "drivers": {
+                  "lane2": {"status": "ok", "kind": "turnstile.modbus", "mode": "lockdown",
+                            "mode_note": "every grant is refused until `edge turnstile release lane2`"},
+                  "hb": {"status": "ok", "kind": "sim.heartbeat"}},
+                  "components": {"gate": {"status": "ok", "mode": "normal", "mode_set_by": None,
+                                          "mode_reason": None, "online": False}}}}
+    lines = status_text(report).splitlines()
+    assert "driver  lane2                ok        turnstile.modbus, mode lockdown: every grant is refused " \
+           "until `edge turnstile release lane2`" in lines
+    assert "driver  hb                   ok        sim.heartbeat" in lines
+    assert "gate    status=ok mode=normal online=False" in lines and "None" not in "\n".join(lines)

@@ -160,3 +160,128 @@ def test_unknown_socket_group_does_not_stop_the_gate(edge_daemon, base_config):
     daemon = edge_daemon(base_config)
     assert send(daemon.state_dir, "edge", "ping")["status"] == "ok"
     assert "control_socket_group_not_set" in daemon.log_tail()
+
+
+# -- the two-person flow as the operators read it ------------------------------------------------
+
+def _cli(daemon, *args, input=None):
+    """The CLI in-process against the running daemon's config (click's confirm reads ``input``)."""
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["--config", str(daemon.config_path), *args], input=input)
+    return SimpleNamespace(returncode=r.exit_code, stdout=r.stdout, stderr=r.stderr)
+
+
+@pytest.fixture
+def modbus_lane(edge_daemon, base_config):
+    """A daemon with a Modbus turnstile lane (lane2, on a simulated I/O module) whose barrier
+    commands wait for a second operator (``nobody``, tests/_trust_helpers.py)."""
+    from drivers.sim.modbus_io import ModbusIoSim
+    from tests._trust_helpers import SECOND_OPERATOR_CONFIG
+
+    sim = ModbusIoSim().start()
+    base_config["drivers"] = [
+        {"name": "lane2", "kind": "turnstile.modbus", "host": "127.0.0.1", "tcp_port": sim.port,
+         "coils": {"release_in": 0, "release_out": 1}, "inputs": {"passage_in": 0, "passage_out": 1},
+         "reconnect_initial_s": 0.05, "reconnect_max_s": 0.3}]
+    base_config["commands"] = {**SECOND_OPERATOR_CONFIG, "local_approval_s": 300}
+    try:
+        yield edge_daemon(base_config), sim
+    finally:
+        sim.stop()
+
+
+def test_a_held_request_reads_as_held_with_the_approval_command_and_its_time(modbus_lane):
+    """`edge turnstile grant` printed 'error: lane2 grant: rejected: …' for what is the normal
+    outcome of a barrier command. It now says held, waiting for a second operator, the id, the
+    command they run and until when; `edge cmd pending` says how long each request has left."""
+    import re
+
+    daemon, _ = modbus_lane
+    out = _cli(daemon, "turnstile", "grant", "lane2", "--dir", "in", "--reason", "escorted visitor")
+    assert out.returncode == 1 and "error" not in out.stderr + out.stdout and "rejected" not in out.stdout, out
+    first, how, command, after = out.stdout.splitlines()
+    approval = re.search(r"\(approval id (approve-[0-9a-f]{8})\)\.$", first).group(1)
+    assert first.startswith("held: lane2 grant is a barrier command, so it waits for a second operator; "
+                            "nothing has run yet"), first
+    assert re.fullmatch(r"  Another operator, logged in under their own account, approves it within 5 min "
+                        r"\(until \d\d:\d\d:\d\d\) with:", how), how
+    assert command == f"    edge cmd approve {approval}" and "edge cmd pending" in after
+    scripted = json.loads(_cli(daemon, "turnstile", "grant", "lane2", "--dir", "out", "--json").stdout)
+    assert (scripted["ok"], scripted["state"], scripted["valid_s"]) == (False, "held", 300), scripted
+    assert scripted["result"]["reason"] == "under_signed"  # the daemon's answer, as before
+    local = _cli(daemon, "cmd", "local", "lane2", "unlock", "--reason", "jammed")
+    assert local.returncode == 1 and local.stdout.startswith("held: lane2 unlock is a barrier command"), local
+    listed = _cli(daemon, "cmd", "pending").stdout.splitlines()
+    assert len(listed) == 3 and listed[0].startswith(f"{approval}  lane2 grant "), listed
+    assert all(re.search(r"\d+s ago, expires in (5 min|\d+s): ", line) for line in listed), listed
+    assert 290 < json.loads(_cli(daemon, "cmd", "pending", "--json").stdout)[0]["expires_in_s"] <= 300
+
+
+def test_the_requester_approving_is_refused_at_once_and_a_second_operator_is_asked(modbus_lane):
+    """`edge cmd approve` by the account that asked showed the request and asked 'run it now?'
+    only for the daemon to refuse it. The pending list names the requester, so it refuses at
+    once, saying why; --json has the shape of every failure and names the request. A request
+    from another account is shown and asked about, and runs on yes (positive control)."""
+    from edge.commands.local import approve as approve_as_me
+    from edge.commands.local import pending
+    from edge.testing.wait import wait_for
+    from tests._trust_helpers import as_second_operator
+
+    daemon, _ = modbus_lane
+    me = getpass.getuser()
+    held = send(daemon.state_dir, "lane2", "grant", {"direction": "in"}, "escorted visitor")
+    approval = held["result"]["approval_id"]
+    own = _cli(daemon, "cmd", "approve", approval, input="y\n")
+    assert own.returncode == 1 and "you approve" not in own.stdout and "run it now" not in own.stdout, own
+    assert own.stderr.startswith(f"error: you ({me}) asked for {approval}: the approval must come from a second "
+                                 "operator logged in under their own account; nothing was run, and the request "
+                                 "waits "), own.stderr
+    scripted = _cli(daemon, "cmd", "approve", approval, "--yes", "--json")
+    refused = json.loads(scripted.stdout)
+    assert scripted.returncode == 1 and refused["ok"] is False and refused["error"].startswith(f"you ({me}) asked")
+    assert (refused["target"], refused["name"], refused["requested_by"], refused["approval_id"]) == (
+        "lane2", "grant", me, approval), refused
+    assert [w["approval_id"] for w in pending(daemon.state_dir)] == [approval]  # still waiting
+    # the daemon's own refusal names the request too (not null), for clients without the CLI
+    direct = approve_as_me(daemon.state_dir, approval)
+    assert (direct["reason"], direct["target"], direct["name"]) == ("under_signed", "lane2", "grant"), direct
+    unknown = json.loads(_cli(daemon, "cmd", "approve", "approve-00000000", "--yes", "--json").stdout)
+    assert unknown["ok"] is False and unknown["error"].startswith("no pending request 'approve-00000000'")
+    assert unknown["reason"] == "expired" and "target" not in unknown and "name" not in unknown, unknown
+
+    # positive control: a request from another account is shown, asked about, and runs on yes
+    wait_for(lambda: send(daemon.state_dir, "lane2", "read_counters")["status"] == "ok", 20, "the module")
+    theirs = as_second_operator(daemon.state_dir, {"target": "lane2", "name": "unlock", "args": {},
+                                                   "reason": "jammed"})["result"]["approval_id"]
+    out = _cli(daemon, "cmd", "approve", theirs, input="y\n")
+    assert out.returncode == 0, out
+    assert "you approve: lane2 unlock {}  asked by nobody " in out.stdout and "expires in" in out.stdout
+    assert "run it now, with your name as the second operator?" in out.stdout and "lane2 unlock: ok" in out.stdout
+    ran = [e["payload"] for e in recorded(daemon, "command.result") if e["payload"]["id"] == theirs]
+    assert [(r["status"], r["operator"], r["approved_by"]) for r in ran] == [("ok", "nobody", me)], ran
+
+
+def test_edge_status_shows_a_modbus_lanes_lockdown_and_what_ends_it(modbus_lane):
+    """`edge status` showed a Modbus lane in lockdown as just 'ok'. Its line now carries the lane's
+    mode and what ends a lockdown; in normal mode it says normal (positive control)."""
+    from edge.testing.wait import wait_for
+
+    daemon, _ = modbus_lane
+
+    def lane_line():
+        out = _cli(daemon, "status")
+        assert out.returncode == 0 and "None" not in out.stdout, out.stdout
+        return next(line for line in out.stdout.splitlines() if line.startswith("driver  lane2 "))
+    wait_for(lambda: ", mode normal" in lane_line(), 20, "the lane in service, normal")
+    assert lane_line().split()[2:4] == ["ok", "turnstile.modbus,"], lane_line()
+    assert send(daemon.state_dir, "lane2", "lockdown", {}, "drill")["status"] == "ok"
+    line = wait_for(lambda: "mode lockdown" in (text := lane_line()) and text, 10, "the lockdown in edge status")
+    assert line.endswith("turnstile.modbus, mode lockdown: every grant is refused until `edge turnstile release "
+                         "lane2` (two people: a second operator approves)"), line
+    report = json.loads(_cli(daemon, "status", "--json").stdout)
+    assert report["daemon"]["drivers"]["lane2"]["mode"] == "lockdown"

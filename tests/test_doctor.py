@@ -118,3 +118,79 @@ def test_serial_ports_and_cameras_present_and_openable(tmp_path, base_config):
     assert not checks["lane2.port"].ok and "does not exist" in checks["lane2.port"].detail
     assert checks["cam.device"].ok and checks["remote.port"].ok and checks["rtsp.source"].ok
     assert checks["face.source"].ok and "(file)" in checks["face.source"].detail
+
+
+@pytest.fixture
+def port_refused_to_this_account(tmp_path, base_config, monkeypatch):
+    """A serial port (a pty, group ``users``, 0660) and an operator's account (``nobody``) running
+    doctor, which the kernel refuses it; the daemon's account is ``daemon`` (uid 1), which owns the
+    state folder as systemd makes it for the unit's User=. (Root, which the tests run as, opens
+    everything: the refusal is played by os.open, who runs doctor by os.geteuid.)"""
+    import grp
+
+    import edge.doctor.local as local
+
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    users = grp.getgrnam("users").gr_gid
+    os.chown(port, 0, users)
+    os.chmod(port, 0o660)
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 1, 1)
+    settings = Settings(**{**base_config, "state_dir": str(state),
+                           "drivers": [{"name": "lane1", "kind": "x", "port": port}]})
+    monkeypatch.setattr(local, "_unit_groups", set)  # this host has no edge unit installed
+
+    def run_by(uid: int) -> None:
+        real_open = os.open
+        monkeypatch.setattr(os, "open", lambda p, *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied", p))
+                            if str(p) == port else real_open(p, *a, **k))
+        monkeypatch.setattr(os, "geteuid", lambda: uid)
+    yield settings, port, run_by
+    os.close(master)
+    os.close(slave)
+
+
+def test_doctor_run_by_an_operator_does_not_blame_the_daemon_for_its_own_refusal(port_refused_to_this_account):
+    """Run as an operator on a port they cannot open, doctor said to add the *daemon's* user to
+    the device's group: about the wrong account. It now judges the daemon's account (the lane's
+    access) and names the operator's refusal apart; the fix names the group and the user."""
+    settings, port, run_by = port_refused_to_this_account
+    run_by(65534)
+    [check] = check_devices(settings)
+    facts = f"{port} (owner root, group users, mode 0660)"
+    assert not check.ok and check.detail == (
+        f"{facts}: the daemon's account daemon may not open it (not running: by its groups and the unit's "
+        "SupplementaryGroups); nor may nobody, who ran this check"), check.detail
+    assert check.hint.startswith("add daemon to group users: usermod -aG users daemon, or SupplementaryGroups=users")
+    os.chown(port, 0, 1)  # positive control: the port's group is the daemon's own: the lane is fine
+    [check] = check_devices(settings)
+    assert check.ok and check.detail == (
+        f"{port} (owner root, group daemon, mode 0660): the daemon's account daemon may open it (not running: by "
+        "its groups and the unit's SupplementaryGroups); nobody, who ran this check, may not, which the service "
+        "does not need"), check.detail
+
+
+def test_doctor_run_as_the_daemons_account_tells_it_to_join_the_group(port_refused_to_this_account):
+    settings, port, run_by = port_refused_to_this_account
+    run_by(1)
+    [check] = check_devices(settings)
+    assert not check.ok and check.detail == (f"{port} (owner root, group users, mode 0660): the daemon's "
+                                             "account, daemon, may not open it"), check.detail
+    assert "usermod -aG users daemon" in check.hint
+
+
+def test_doctor_judges_a_running_daemon_by_its_own_credentials(port_refused_to_this_account, edge_daemon,
+                                                               base_config):
+    """With the daemon running, its account and groups are the process's own (/proc/PID/status,
+    its pid from the control socket), not a guess from the state folder's owner."""
+    _, port, run_by = port_refused_to_this_account
+    daemon = edge_daemon({**base_config, "drivers": [{"name": "hb", "kind": "sim.heartbeat", "rate": 1.0}]})
+    run_by(65534)
+    settings = Settings(**{**base_config, "state_dir": str(daemon.state_dir),
+                           "drivers": [{"name": "lane1", "kind": "x", "port": port}]})
+    [check] = check_devices(settings)
+    pid = json.loads((daemon.state_dir / "status.json").read_text())["pid"]
+    assert check.ok and f"the daemon's account root may open it (the running daemon, pid {pid}); nobody, " \
+        "who ran this check, may not" in check.detail, check.detail

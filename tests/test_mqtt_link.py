@@ -231,3 +231,37 @@ def test_messages_queued_for_the_session_wait_for_a_late_subscriber(base_config,
     seen = [got.get(timeout=5)]
     while b"sent-while-away" not in seen:  # a redelivered probe may come first
         seen.append(got.get(timeout=5))
+
+
+def test_a_lost_broker_is_said_plainly_with_since_when_and_the_check_to_run(base_config, mosquitto_factory,
+                                                                          make_link, monkeypatch):
+    """`edge status` read 'mqtt 0x80 … Unspecified error' while the broker was down: paho's name for
+    a socket that closed without a DISCONNECT. The summary now says disconnected since when,
+    retrying, what happened in words, and points to `edge doctor --only broker`."""
+    import edge.mqtt.link as link_module
+
+    monkeypatch.setattr(link_module, "reconnect_delay", lambda *a, **k: 1.5)  # the loss is read before a retry
+    broker = mosquitto_factory()
+    link = make_link(_settings(base_config, [broker.uri]))
+    assert link.wait_connected(10), link.status()["last_error"]
+    assert "doctor" not in link.status()["summary"] and link.status()["disconnected_since"] is None
+    broker.stop(kill=True)  # no DISCONNECT: the socket just closes
+    status = wait_for(lambda: (st := link.status())["disconnected_since"] and st, 10, "the link to notice")
+    summary = status["summary"]
+    assert summary.startswith(f"DISCONNECTED since {status['disconnected_since']}, retrying (brokers: "
+                              f"{broker.uri})"), summary
+    assert summary.endswith("; check: edge doctor --only broker"), summary
+    assert "connection lost: the broker went away or the network dropped (no reason given)" in summary, summary
+    assert "Unspecified" not in summary and "0x80" not in summary and status["last_error"]["code"] is None
+    broker.start()  # positive control: back, and said so
+    assert link.wait_connected(10), link.status()["last_error"]
+    assert link.status()["summary"].startswith("connected to ") and link.status()["disconnected_since"] is None
+
+
+def test_a_link_that_never_connected_says_so():
+    from edge.mqtt._summary import summary
+
+    down = {"connected": False, "connects": 0, "disconnected_since": "2026-03-01T10:00:00Z",
+            "brokers": ["mqtt://broker:1883"], "last_puback_at": None, "refusals": 0, "last_error": None}
+    assert summary(down) == ("NOT CONNECTED yet since 2026-03-01T10:00:00Z, retrying (brokers: mqtt://broker:1883); "
+                             "last PUBACK never; check: edge doctor --only broker")

@@ -31,6 +31,7 @@ from edge.cli._common import (
     EX_UNAVAILABLE,
     edge_errors,
     fail,
+    held_text,
     json_option,
     output,
     settings_from,
@@ -249,11 +250,12 @@ def _ask_for_staff(ctx, settings, subject, reason: str, faces: list[dict[str, An
             "template_sha256": digest, "images": faces}
     approval = (reply.get("result") or {}).get("approval_id")
     if approval:
-        message = f"{subject.subject_id} (staff) is not enrolled yet: {reply.get('detail')}"
         if as_json:
-            output({"ok": False, "state": "held", "approval_id": approval, "error": message, **base}, True, "")
+            message = f"{subject.subject_id} (staff) is not enrolled yet: {reply.get('detail')}"
+            output({"ok": False, "state": "held", "approval_id": approval, "valid_s": reply["result"].get("valid_s"),
+                    "error": message, **base}, True, "")
         else:
-            click.echo(message, err=True)
+            click.echo(f"{subject.subject_id} (staff) is not enrolled yet: {held_text(reply)}")
         ctx.exit(EX_FAIL)
     if reply.get("reason") == "wrong_target":
         fail("nothing enrolled: this device's daemon takes no staff enrolment (no camera.face driver in the "

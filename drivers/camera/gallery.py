@@ -131,16 +131,29 @@ def load_or_create_key(state_dir: Path, legacy: Path | None = None) -> bytes:
         raise GalleryError(str(exc)) from None
 
 
+def _check_access(path: Path) -> None:
+    """The gallery is the daemon's (biometrics/ is 0700): an operator's account is told which folder
+    or file stops it and whose account to use, not shown a traceback or sqlite's 'readonly database'.
+    Read and write even to look: every open sets the schema up, and WAL readers write its index."""
+    from edge.access import refusal
+
+    why = refusal(path, os.R_OK | os.W_OK, "the face gallery")
+    if why:
+        raise GalleryError(f"{why}; the gallery belongs to the daemon's account, which enrolls visitors and "
+                           "reads the gallery (a staff enrolment needs only the control socket)")
+
+
 class Gallery:
     """The encrypted gallery of one device. One instance per thread (SQLite connection)."""
 
     def __init__(self, state_dir: str | os.PathLike, *, readonly: bool = False):
         self.folder = Path(state_dir) / "biometrics"
+        self.path = self.folder / "gallery.db"
+        _check_access(self.path)
         if not readonly:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        elif not (self.folder / "gallery.db").exists():
+        elif not self.path.exists():
             raise GalleryError(f"no gallery at {self.folder}; enroll someone or let central sync first")
-        self.path = self.folder / "gallery.db"
         self._aead = AtRestCipher(load_or_create_key(Path(state_dir), self.folder / "gallery.key"))
         try:
             # secure_delete: revoked templates are overwritten, not left in free pages

@@ -26,6 +26,12 @@ from edge.driver import Driver
 from edge.errors import CommandError, StoreFull
 
 FAULT_SILENT = 1  # turnstile.fault code: the I/O module stopped answering (0: cleared)
+#: A lane mode other than normal, and what ends it (health's mode_note, shown by `edge status`).
+_MODE_NOTES = {
+    "lockdown": "every grant is refused until `edge turnstile release {name}` (two people: a second "
+                "operator approves)",
+    "free": "open both ways (free passage) until `edge turnstile lock {name}`",
+}
 
 
 class _Job:
@@ -245,8 +251,12 @@ class ModbusTurnstileDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online and self.fault is None else "down"
-        return {"status": status, "in_service": status == "ok", "fault": self.fault,
-                "counters": dict(self.logic.counters), **self._status(), **self.stats}
+        report = {"status": status, "in_service": status == "ok", "fault": self.fault,
+                  "counters": dict(self.logic.counters), **self._status(), **self.stats}
+        note = _MODE_NOTES.get(report["mode"])
+        if note:  # `edge status` says what the lane is doing and what ends it
+            report["mode_note"] = note.format(name=self.ctx.name)
+        return report
 
     def close(self) -> None:
         self._fail_jobs("the driver is stopping")

@@ -14,6 +14,7 @@ import click
 from edge.cli._common import (
     EX_UNAVAILABLE,
     edge_errors,
+    exit_if_held,
     fail,
     human_age,
     json_option,
@@ -49,6 +50,7 @@ def send_to_driver(ctx: click.Context, name: str, command: str, args: dict[str, 
         reply = send(settings.state_dir, name, command, args, reason)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    exit_if_held(reply, as_json)  # grant, unlock, release: held for a second operator
     if reply.get("status") != "ok":
         fail(f"{name} {command}: {reply.get('status')}: {reply.get('detail') or reply.get('reason')}",
              as_json=as_json, result=reply)

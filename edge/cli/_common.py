@@ -95,6 +95,44 @@ def fail(message: str, code: int = EX_FAIL, *, as_json: bool = False, **extra: A
     sys.exit(code)
 
 
+def duration(seconds: float) -> str:
+    """A wait in words: 45s, 5 min, 1.5 h."""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def held_text(reply: dict[str, Any]) -> str | None:
+    """A barrier/erase request the daemon holds for a second operator, in words: what waits, the
+    command the second operator runs, and until when; None when ``reply`` is no such request."""
+    import time
+
+    result = reply.get("result") or {}
+    approval = result.get("approval_id")
+    if reply.get("status") != "rejected" or not approval:
+        return None
+    valid = result.get("valid_s")
+    until = (f" within {duration(valid)} (until {time.strftime('%H:%M:%S', time.localtime(time.time() + valid))})"
+             if isinstance(valid, int | float) else "")
+    return (f"held: {reply.get('target')} {reply.get('name')} is a {result.get('effect') or 'barrier'} command, "
+            f"so it waits for a second operator; nothing has run yet (approval id {approval}).\n"
+            f"  Another operator, logged in under their own account, approves it{until} with:\n"
+            f"    edge cmd approve {approval}\n"
+            f"  Until then `edge cmd pending` lists it; once it expires, ask again.")
+
+
+def exit_if_held(reply: dict[str, Any], as_json: bool) -> None:
+    """A barrier command held for a second operator is its normal outcome, not an error: say so
+    (held_text; --json: ``ok: false``, ``state: held``, the approval id) and exit 1."""
+    held = held_text(reply)
+    if held is None:
+        return
+    result = reply["result"]
+    output({"ok": False, "state": "held", "approval_id": result["approval_id"], "valid_s": result.get("valid_s"),
+            "error": held.splitlines()[0], "result": reply}, as_json, held)
+    sys.exit(EX_FAIL)
+
+
 def edge_errors(fn: Callable) -> Callable:
     """Turn our own errors into a one-line message and exit 1 instead of a traceback."""
 

@@ -72,8 +72,7 @@ def open_reader(state_dir: Path):
 
 def _unreadable(path: Path, what: str) -> str:
     """Operators (group edge) reach the control socket only: say so, and which account reads ``path``."""
-    from edge.access import denied_hint
+    from edge.access import refusal
 
-    why = denied_hint(path, os.R_OK) or "permission denied"
-    return (f"cannot read {what} {path}: {why}; as an operator, ask the daemon instead "
-            "(edge status, edge cmd local ...)")
+    why = refusal(path, os.R_OK, what) or f"cannot read {what} {path}: permission denied"
+    return f"{why}; as an operator, ask the daemon instead (edge status, edge cmd local ...)"

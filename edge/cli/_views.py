@@ -161,12 +161,15 @@ def status_text(r: dict) -> str:
                      "daemon  NOT RUNNING (start it: systemctl start edge, or edge run)")
     for name, h in (d.get("drivers") or {}).items():
         extra = f" restarts={h['restarts']}" if h.get("restarts") else ""
+        # a lane that keeps a mode (a Modbus turnstile) says it, and what ends a lockdown
+        mode = f", mode {h['mode']}" + (f": {h['mode_note']}" if h.get("mode_note") else "") if h.get("mode") else ""
         err = f" last error: {h['last_error']}" if h.get("last_error") else ""
-        lines.append(f"driver  {name:<20} {h.get('status', '?'):<9} {h.get('kind', '')}{extra}{err}")
+        lines.append(f"driver  {name:<20} {h.get('status', '?'):<9} {h.get('kind', '')}{mode}{extra}{err}")
     for name, c in (d.get("components") or {}).items():
-        # A component may say it in words ("summary"); otherwise its scalar fields.
+        # A component may say it in words ("summary"); otherwise its scalar fields, leaving out
+        # those without a value (a gate mode nobody set has no reason).
         summary = c.get("summary") or " ".join(
-            f"{k}={v}" for k, v in c.items() if not isinstance(v, dict | list))
+            f"{k}={v}" for k, v in c.items() if v is not None and not isinstance(v, dict | list))
         lines.append(f"{name:<7} {summary}")
     o = r["outbox"]
     if "error" in o:

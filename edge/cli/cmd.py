@@ -13,8 +13,10 @@ from edge.cli._common import (
     EX_UNAVAILABLE,
     EX_USAGE,
     Seconds,
+    duration,
     edge_errors,
     fail,
+    held_text,
     json_option,
     output,
     publish_options,
@@ -153,6 +155,10 @@ def approve_cmd(ctx, approval_id, yes, as_json) -> None:
     try:
         waiting = {r["approval_id"]: r for r in pending(settings.state_dir)}
         request = waiting.get(approval_id)
+        if request is not None and request.get("requested_by") == _me():  # the daemon would refuse it
+            _refuse_approval(f"you ({_me()}) asked for {approval_id}: the approval must come from a second "
+                             "operator logged in under their own account; nothing was run, and the request "
+                             f"waits {_expires(request)}", approval_id, request, as_json)
         if request is not None and not yes:  # an unknown id: the daemon says so below
             click.echo(f"you approve: {_pending_line(request)}")
             try:
@@ -165,8 +171,38 @@ def approve_cmd(ctx, approval_id, yes, as_json) -> None:
         result = approve(settings.state_dir, approval_id)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
-    output(result, as_json, _result_text)
+    if result.get("status") != "ok" and as_json:
+        _refuse_approval(result.get("detail") or result.get("reason") or "not approved", approval_id,
+                         {**(request or {}), **{k: result[k] for k in ("target", "name") if result.get(k)}},
+                         as_json, result)
+    output({"ok": result.get("status") == "ok", **result}, as_json, _result_text)
     sys.exit(0 if result.get("status") == "ok" else EX_FAIL)
+
+
+def _me() -> str:
+    """This account's name as the daemon sees it on the socket (SO_PEERCRED: the effective uid)."""
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid:{os.geteuid()}"
+
+
+def _expires(request: dict) -> str:
+    left = request.get("expires_in_s")
+    return f"{duration(left)} more for another operator" if isinstance(left, int | float) else \
+        "for another operator until it expires"
+
+
+def _refuse_approval(message: str, approval_id: str, request: dict | None, as_json: bool,
+                     result: dict | None = None) -> None:
+    """A refused approval, shaped as every failure (``ok: false``, ``error``), naming the request."""
+    known = {k: request[k] for k in ("target", "name", "requested_by") if (request or {}).get(k)}
+    extra = {"reason": (result or {}).get("reason", "under_signed"), "result": result} if result else \
+        {"reason": "under_signed"}
+    fail(message, EX_FAIL, as_json=as_json, approval_id=approval_id, **known, **extra)
 
 
 @cmd.command("pending")
@@ -187,8 +223,10 @@ def pending_cmd(ctx, as_json) -> None:
 
 
 def _pending_line(r: dict) -> str:
+    left = (f", expires in {duration(r['expires_in_s'])}" if isinstance(r.get("expires_in_s"), int | float)
+            else "")  # an older daemon does not say
     return (f"{r['target']} {r['name']} {json.dumps(r['args'])}  asked by {r['requested_by']} "
-            f"{r['age_s']:.0f}s ago: {r.get('reason') or 'no reason given'}")
+            f"{r['age_s']:.0f}s ago{left}: {r.get('reason') or 'no reason given'}")
 
 
 def _check_schema(doc: dict, as_json: bool) -> None:
@@ -233,7 +271,7 @@ def local(ctx, target, name, arg_pairs, reason, single_person, timeout, as_json)
                       single_person=single_person, timeout=timeout)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
-    output(result, as_json, _result_text)
+    output(result, as_json, lambda r: held_text(r) or _result_text(r))
     sys.exit(0 if result.get("status") == "ok" else EX_FAIL)
 
 

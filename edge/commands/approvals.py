@@ -34,15 +34,17 @@ class Pending:
     operator: str
     created: float
 
-    def summary(self, now: float) -> dict[str, Any]:
+    def summary(self, now: float, hold_s: float) -> dict[str, Any]:
         """What the second operator sees: the arguments as a log would show them, so a held
-        staff enrolment lists its subject and template count, never the templates."""
+        staff enrolment lists its subject and template count, never the templates; and how
+        long the request still waits."""
         from edge.logs import scrubbed
 
         r = self.request
         return {"approval_id": self.id, "target": r.get("target"), "name": r.get("name"),
                 "args": scrubbed(r.get("args") or {}), "reason": r.get("reason"), "requested_by": self.operator,
-                "age_s": round(now - self.created, 1)}
+                "age_s": round(now - self.created, 1),
+                "expires_in_s": round(max(0.0, self.created + hold_s - now), 1)}
 
 
 class Approvals:
@@ -63,7 +65,8 @@ class Approvals:
         return pending
 
     def take(self, pid: Any, operator: str) -> tuple[Pending | None, str]:
-        """(the request, "") when ``operator`` may approve it now, else (None, why not)."""
+        """(the request, "") when ``operator`` may approve it now, else (the request if it waits,
+        or None; why not). A refused request stays held."""
         self._expire()
         pending = self._pending.get(pid) if isinstance(pid, str) else None
         if pending is None:
@@ -71,15 +74,15 @@ class Approvals:
                           "approved, or the daemon restarted; `edge cmd pending` lists what waits; if it is "
                           "not there, the first operator asks again")
         if pending.operator == operator:
-            return None, (f"{operator} asked for {pid}; the approval must come from a second operator "
-                          "logged in under another account")
+            return pending, (f"{operator} asked for {pid}; the approval must come from a second operator "
+                             "logged in under another account")
         del self._pending[pid]
         return pending, ""
 
     def listing(self) -> list[dict[str, Any]]:
         self._expire()
         now = self._clock()
-        return [p.summary(now) for p in self._pending.values()]
+        return [p.summary(now, self.hold_s) for p in self._pending.values()]
 
     def _expire(self) -> None:
         now = self._clock()

@@ -220,7 +220,8 @@ class Verifier:
             "under_signed", f"{command.target} {command.name!r} is a {effect} command: it needs a second "
             f"operator. Another operator, logged in under their own account, approves it within "
             f"{self.settings.local_approval_s:g}s with: edge cmd approve {pending.id}", doc,
-            result={"approval_id": pending.id, "requested_by": operator, "effect": effect})
+            result={"approval_id": pending.id, "requested_by": operator, "effect": effect,
+                    "valid_s": self.settings.local_approval_s})
 
     def _local_doc(self, request: Mapping[str, Any], command_id: Any) -> dict[str, Any]:
         # Dated by the trusted time, as remote commands are judged: a driver refuses a command
@@ -236,9 +237,11 @@ class Verifier:
 
     def _approve(self, approval_id: Any, operator: str) -> Accepted:
         pending, why = self.approvals.take(approval_id, operator)
-        if pending is None:
-            reason = "under_signed" if "second operator" in why else "expired"
-            raise CommandRejected(reason, why, {"id": approval_id if isinstance(approval_id, str) else None})
+        if why:
+            # the refusal names the request when it waits (its requester asked to approve it)
+            held = {k: pending.request.get(k) for k in ("target", "name")} if pending else {}
+            raise CommandRejected("under_signed" if pending else "expired", why,
+                                  {"id": approval_id if isinstance(approval_id, str) else None, **held})
         doc = self._local_doc(pending.request, pending.id)
         command = _validate(doc)
         self._check_target(command, doc)

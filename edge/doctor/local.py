@@ -114,13 +114,13 @@ def check_devices(settings) -> list[Check]:
             value = options.get(key)
             if value is None or isinstance(value, bool) or (isinstance(value, int) and key == "port"):
                 continue  # a TCP port number is not a device
-            checks.append(_open_device(entry.name, key, value))
+            checks.append(_open_device(entry.name, key, value, settings.state_dir))
     if not checks:
         checks.append(Check("devices", True, "no serial ports or cameras configured"))
     return checks
 
 
-def _open_device(driver: str, key: str, value) -> Check:
+def _open_device(driver: str, key: str, value, state_dir: Path) -> Check:
     where = f"{driver}.{key}"
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
         value = f"/dev/video{value}"  # OpenCV-style camera index
@@ -143,12 +143,105 @@ def _open_device(driver: str, key: str, value) -> Check:
         os.close(os.open(path, flags))
         kind = "character device" if is_device else "file"
     except PermissionError:
-        return Check("devices", False, f"{path}: permission denied",
-                     "add the daemon's user to the device's group (ls -l shows it, e.g. dialout, video)", where)
+        return _refused(path, 0o6 if is_device else 0o4, where, state_dir)
     except OSError as exc:
         return Check("devices", False, f"{path}: cannot open: {exc.strerror}",
                      "is another program holding it? fuser -v " + str(path), where)
     return Check("devices", True, f"{path} opens ({kind})", target=where)
+
+
+def _refused(path: Path, need: int, where: str, state_dir: Path) -> Check:
+    """A device this account may not open. What the lane needs is the daemon's access: when
+    someone else runs doctor (an operator), say what the daemon's account may do and, apart,
+    that this account is refused."""
+    import grp
+    import pwd
+
+    st = path.stat()
+    group = _entry_name(grp.getgrgid, st.st_gid)
+    facts = f"{path} (owner {_entry_name(pwd.getpwuid, st.st_uid)}, group {group}, mode {stat.S_IMODE(st.st_mode):04o})"
+    me = _entry_name(pwd.getpwuid, os.geteuid())
+    daemon = _daemon_account(state_dir)
+    who = daemon[0] if daemon else "the daemon's user"
+    fix = (f"add {who} to group {group}: usermod -aG {group} {who}, or SupplementaryGroups={group} in a "
+           "drop-in (systemctl edit edge); then systemctl restart edge")
+    if daemon is None:
+        return Check("devices", False, f"{facts}: {me}, who ran this check, may not open it (which account the "
+                     f"daemon runs as cannot be told here: it owns {state_dir})", fix, where)
+    if daemon[1] == os.geteuid():
+        return Check("devices", False, f"{facts}: the daemon's account, {me}, may not open it", fix, where)
+    name, uid, gids, source = daemon
+    if _may_open(st, uid, gids, need):
+        return Check("devices", True, f"{facts}: the daemon's account {name} may open it ({source}); "
+                     f"{me}, who ran this check, may not, which the service does not need", target=where)
+    return Check("devices", False, f"{facts}: the daemon's account {name} may not open it ({source}); "
+                 f"nor may {me}, who ran this check", fix, where)
+
+
+def _entry_name(table, key: int) -> str:
+    try:
+        return table(key)[0]
+    except KeyError:
+        return str(key)
+
+
+def _may_open(st: os.stat_result, uid: int, gids: set[int], need: int) -> bool:
+    """What the kernel's mode bits allow ``uid`` with ``gids`` (no ACLs): ``need`` 6 rw, 4 r."""
+    if uid == 0:
+        return True
+    shift = 6 if st.st_uid == uid else 3 if st.st_gid in gids else 0
+    return (st.st_mode >> shift) & need == need
+
+
+def _daemon_account(state_dir: Path) -> tuple[str, int, set[int], str] | None:
+    """(name, uid, groups, how we know) of the daemon: the running process's own credentials
+    (/proc, any account may read them; its pid from the control socket), else the owner of
+    the state folder systemd made for it, its groups in /etc/group and the unit's
+    SupplementaryGroups. None when neither can be told."""
+    import pwd
+
+    from edge.cli._state import live_status
+
+    pid = (live_status(state_dir) or {}).get("pid")
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines()
+                      if ":" in line)
+        uid = int(fields["Uid"].split()[1])
+        gids = {int(fields["Gid"].split()[1]), *map(int, fields["Groups"].split())}
+        return _entry_name(pwd.getpwuid, uid), uid, gids, f"the running daemon, pid {pid}"
+    except (TypeError, ValueError, KeyError, OSError):
+        pass
+    try:
+        uid = state_dir.stat().st_uid
+        user = pwd.getpwuid(uid)
+        gids = set(os.getgrouplist(user.pw_name, user.pw_gid)) | _unit_groups()
+    except (OSError, KeyError):
+        return None
+    return user.pw_name, uid, gids, "not running: by its groups and the unit's SupplementaryGroups"
+
+
+def _unit_groups() -> set[int]:
+    """The installed unit's SupplementaryGroups (drop-ins after it; an empty one clears the list)."""
+    import grp
+
+    unit = Path("/etc/systemd/system/edge.service")
+    names: list[str] = []
+    for path in [unit, *sorted(unit.with_name("edge.service.d").glob("*.conf"))]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.strip().partition("=")
+            if key == "SupplementaryGroups":
+                names = names + value.split() if value.strip() else []
+    gids = set()
+    for name in names:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            continue
+    return gids
 
 
 def check_components(settings) -> list[Check]:

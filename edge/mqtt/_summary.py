@@ -10,7 +10,9 @@ def summary(s: dict[str, Any]) -> str:
     if s["connected"]:
         text = f"connected to {s['broker']} since {s['connected_since']}"
     else:
-        text = f"NOT CONNECTED (brokers: {', '.join(s['brokers'])})"
+        since = s.get("disconnected_since")
+        text = ("DISCONNECTED" if s.get("connects") else "NOT CONNECTED yet") + (f" since {since}" if since else "")
+        text += f", retrying (brokers: {', '.join(s['brokers'])})"
     text += f"; last PUBACK {s['last_puback_at'] or 'never'}"
     if "inflight_events" in s:
         text += f"; {s['inflight_events']} events in flight, {s['acked_events']} acked since start"
@@ -23,4 +25,6 @@ def summary(s: dict[str, Any]) -> str:
     if err:
         code = f" {err['code']}" if err.get("code") else ""
         text += f"; last error at {err['at']} ({err['layer']}{code}): {err['message']}"
+    if not s["connected"]:
+        text += "; check: edge doctor --only broker"
     return text

@@ -120,7 +120,7 @@ class MqttLink:
         self._stats: dict[str, Any] = {
             "broker": None, "connected_since": None, "session_present": None, "last_puback_at": None,
             "last_error": None, "refusals": 0, "connects": 0, "connect_failures": 0,
-            "handler_errors": 0, "last_refusal": None}
+            "handler_errors": 0, "last_refusal": None, "disconnected_since": _now_iso()}
         self.uplink = None
         self.state = None
         if store is not None:
@@ -357,7 +357,7 @@ class MqttLink:
         self._reached = True
         self._limit_batch_bytes(broker, getattr(props, "MaximumPacketSize", None))
         self._stats.update(broker=broker.uri, connected_since=_now_iso(), connects=self._stats["connects"] + 1,
-                           session_present=bool(flags.session_present))
+                           session_present=bool(flags.session_present), disconnected_since=None)
         log.info("mqtt_connected", broker=broker.uri, session_present=bool(flags.session_present),
                  client_id=self.client_id)
         with self._subs_lock:
@@ -374,13 +374,15 @@ class MqttLink:
         self._up.clear()
         if not self._stopping.is_set():
             if was_up:
-                self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
+                self._lost(broker, rc)
             elif not self._reached and not self._reported:
                 self._refused = True  # it answered, then closed: a refusal (TLS, ACL), not an outage
                 self._stats["connect_failures"] += 1
                 hint = " (over TLS: the broker may have refused the client certificate)" if broker.tls else ""
                 self._error(broker, "tls" if broker.tls else "mqtt",
                             f"connection closed before CONNACK{hint}", code=rc.value)
+        if was_up:
+            self._stats["disconnected_since"] = _now_iso()
         self._stats["connected_since"] = None
         self._ended.set()
         self._wake.set()
@@ -388,6 +390,14 @@ class MqttLink:
             for fn in self._listeners:
                 fn(False)
             self._on_change()
+
+    def _lost(self, broker: Broker, rc) -> None:
+        # 0x80 is paho's word for a socket that closed with no DISCONNECT: say that, not "Unspecified error"
+        if rc.value == 0x80:
+            self._error(broker, "mqtt", "connection lost: the broker went away or the network dropped "
+                        "(no reason given)", level="warning")
+        else:  # the broker said why (MQTT 5 DISCONNECT): keep its reason and code
+            self._error(broker, "mqtt", f"connection lost: {rc.getName()}", code=rc.value, level="warning")
 
     def _on_publish(self, client, userdata, mid, rc, props) -> None:
         code, reason = rc.value, rc.getName()

@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from edge.cli._common import EX_UNAVAILABLE, edge_errors, fail, json_option, output, settings_from
+from edge.cli._common import (
+    EX_UNAVAILABLE,
+    edge_errors,
+    exit_if_held,
+    fail,
+    json_option,
+    output,
+    settings_from,
+)
 
 _dir = click.option("--dir", "direction", type=click.Choice(["in", "out"]), default="in", show_default=True,
                     help="Direction of the passage.")
@@ -33,6 +41,7 @@ def _send(ctx: click.Context, name: str, args: dict[str, Any], reason: str | Non
         reply = send(settings.state_dir, "gate", name, args, reason, single_person=single_person)
     except ControlUnavailable as exc:
         fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
+    exit_if_held(reply, as_json)  # an override or a mode that opens: held for a second operator
     if reply.get("status") != "ok":
         fail(f"gate {name}: {reply.get('status')}: {reply.get('detail') or reply.get('reason')}",
              as_json=as_json, result=reply)

@@ -169,19 +169,20 @@ def test_an_operator_in_the_service_group_reaches_the_socket_through_the_units_s
 
 
 def test_the_second_operator_sees_the_request_before_it_runs(gate_factory):
-    """`edge cmd approve` shows what it approves and asks; no answer, or no, runs nothing."""
+    """`edge cmd approve` shows what it approves and asks; no answer, or no, runs nothing.
+    (The request is nobody's, so root is the second operator here.)"""
     daemon, _ = gate_factory()
     state = daemon.state_dir
-    held = send(state, "lane1-ts", "unlock", {}, "jammed")
+    held = as_second_operator(state, {"target": "lane1-ts", "name": "unlock", "args": {}, "reason": "jammed"})
     approval = held["result"]["approval_id"]
     for typed in ("n\n", None):  # a no, and no terminal at all
         out = daemon.cli("cmd", "approve", approval, input=typed)
         assert out.returncode == 1, out.stdout + out.stderr
-        assert 'you approve: lane1-ts unlock {}  asked by root' in out.stdout and ": jammed" in out.stdout
+        assert 'you approve: lane1-ts unlock {}  asked by nobody' in out.stdout and ": jammed" in out.stdout
         assert "not approved: nothing was run" in out.stdout + out.stderr
     scripted = daemon.cli("cmd", "approve", approval, "--json")
-    assert scripted.returncode == 1 and "add --yes" in json.loads(scripted.stdout)["error"]
+    assert scripted.returncode == 2 and "--json needs --yes" in json.loads(scripted.stdout)["error"]
     assert [w["approval_id"] for w in pending(state)] == [approval]  # still waiting, not run
-    # Answering yes sends it: the daemon then judges who approves (here the requester: refused).
-    yes = daemon.cli("cmd", "approve", approval, input="y\n")
-    assert "second operator" in yes.stdout, yes.stdout + yes.stderr
+    # The requester is refused by the daemon whatever the CLI does (its own check is a courtesy).
+    assert approve(state, approval)["reason"] == "under_signed"
+    assert [w["approval_id"] for w in pending(state)] == [approval]
