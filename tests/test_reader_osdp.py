@@ -182,3 +182,15 @@ def test_a_reader_plugged_back_in_comes_online_again(tmp_path):
         assert lane.wait("reader.card")[0]["payload"]["credential"] == "1:2"
     finally:
         lane.stop()
+
+
+def test_keypad_takes_only_ascii_digits_one_event_per_key():
+    from drivers.readers._pin import PinPad
+
+    pad = PinPad("#", max_digits=6, key_timeout_s=10, ttl_s=30)
+    salt = b"s" * 16
+    for i, key in enumerate([b"1", b"\xb2", b"2", b"\xb9", b"3", b"4", b"#"]):  # latin-1 "²" and "¹" are no keys
+        done = pad.keys(key, now=float(i))
+    assert done == 4
+    assert pad.check(salt, hashlib.pbkdf2_hmac("sha256", b"1234", salt, 10_000), 10_000, now=7.0)[0]
+    assert pad.keys(b"9" * 100 + b"#", now=8.0) == 6  # a flood of keys keeps max_digits, no more

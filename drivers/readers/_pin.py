@@ -12,6 +12,7 @@ import hmac
 import time
 
 _CLEAR = {"*", "\x7f"}
+_DIGITS = frozenset("0123456789")  # not str.isdigit: latin-1 "²" and "¹" are digits to it
 _ENTER = {"\r"}
 
 
@@ -37,7 +38,7 @@ class PinPad:
                 self._typing.clear()
             elif ch in _CLEAR:
                 self._typing.clear()
-            elif ch.isdigit() and len(self._typing) < self._max:
+            elif ch in _DIGITS and len(self._typing) < self._max:
                 self._typing.append(ch)
         return done
 
