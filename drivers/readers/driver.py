@@ -32,7 +32,20 @@ _NOTE_SC, _NOTE_PD = osdp.EventNotification.SecureChannelStatus, osdp.EventNotif
 
 
 class _ControlPanel(TickingRefresh, osdp.ControlPanel):
-    """libosdp's CP, its refresh thread ticking every ``refresh_s``."""
+    """libosdp's CP, its refresh thread ticking every ``refresh_s``.
+
+    Each event is tagged ``secure``: whether the secure channel was up when libosdp decoded
+    it (read in libosdp's own thread, so a later change of state cannot relabel it).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ctx.set_event_callback(self._tagged_event)
+
+    def _tagged_event(self, pd: int, event: dict) -> int:
+        event["secure"] = bool(self.ctx.sc_status() & (1 << pd))
+        self.event_queue[pd].put(event)
+        return 0
 
 
 class OsdpReaderDriver(Driver):
@@ -56,7 +69,7 @@ class OsdpReaderDriver(Driver):
         self.power_failed = False
         self.port_error: str | None = "not opened yet"
         self.stats = {"cards": 0, "unreadable_cards": 0, "pins": 0, "events_not_stored": 0,
-                      "commands_ok": 0, "commands_failed": 0, "sc_failures": 0}
+                      "commands_ok": 0, "commands_failed": 0, "sc_failures": 0, "plaintext_refused": 0}
         self._cp: osdp.ControlPanel | None = None
         self._sc_alarmed = False
         self._sc_up = False  # the secure channel was up during this contact
@@ -125,13 +138,35 @@ class OsdpReaderDriver(Driver):
                 return
 
     def _watch(self, cp: osdp.ControlPanel) -> None:
-        """libosdp's own view of the reader: the notifications may be missed, this never is."""
+        """libosdp's own view of the reader: the notifications may be missed, this never is.
+
+        With a key, a reader answering without the secure channel is not online: libosdp
+        lets a reader that does not offer the secure channel talk in clear in install mode.
+        """
         online = cp.is_online(self.config.address)
+        if online and self._key is not None and not cp.is_sc_active(self.config.address):
+            self._plaintext_refused("the reader answers without the secure channel")
+            online = False
         if online != bool(self.online) and (online or self.online is not None):
             self._set_online(online, None if online else "the reader stopped answering")
 
+    def _plaintext_refused(self, what: str) -> None:
+        """A keyed reader spoke in clear: nothing it says counts; one alarm per failure streak."""
+        if self._sc_alarmed:
+            return
+        self._sc_alarmed = True
+        self.stats["sc_failures"] += 1
+        self.ctx.log.warning("reader_plaintext_refused", reader=self.ctx.name, what=what)
+        self._emit("reader.secure_channel_failed",
+                   {"detail": f"{what} (a reader without secure channel, or a downgrade on the cable): "
+                              "its cards and keys are refused"}, "alarm")
+
     def _on_event(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event")
+        if kind in (osdp.Event.CardRead, osdp.Event.KeyPress) and self._key is not None and not ev.get("secure"):
+            self.stats["plaintext_refused"] += 1
+            self._plaintext_refused("a card read or key press came without the secure channel")
+            return
         if kind == osdp.Event.CardRead:
             self._card(ev)
         elif kind == osdp.Event.KeyPress:
@@ -188,8 +223,9 @@ class OsdpReaderDriver(Driver):
             return
         self.online = online
         if online:
-            self.ctx.log.info("reader_online", address=self.config.address, secure=self._key is not None)
-            self._emit("reader.online", {"secure": self._key is not None})
+            secure = self._cp is not None and self._cp.is_sc_active(self.config.address)
+            self.ctx.log.info("reader_online", address=self.config.address, secure=secure)
+            self._emit("reader.online", {"secure": secure})
         else:
             self.ctx.log.warning("reader_offline", address=self.config.address, reason=reason)
             # an alarm: a cut cable or a reader pulled off the wall must not go unnoticed
