@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -53,20 +54,39 @@ def check_inbox(inbox: Path) -> None:
 
 
 def check_output_folder(folder: Path, inbox: Path) -> None:
-    """processed/ and quarantine/ must be real folders on the inbox's filesystem (never a link).
+    """processed/ and quarantine/ must be real folders on the inbox's filesystem, ours (see ``open_folder``)."""
+    os.close(open_folder(folder, inbox))
 
-    A link would carry scans out of the inbox; another filesystem makes a rename a copy.
+
+def open_folder(folder: Path, inbox: Path) -> int:
+    """A descriptor of output folder ``folder``, checked on the descriptor itself.
+
+    Never a link (it would carry scans out of the inbox), on the inbox's filesystem
+    (another makes a rename a copy), and owned by the daemon's account or root: the
+    scanner's account may write the inbox, so it can put a folder of its own in
+    quarantine/'s place and plant links in it. Moves and notes then go through this
+    descriptor, so a folder swapped after the check is not the one written.
     """
     try:
-        st, home = os.lstat(folder), os.stat(inbox)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise DriverError(f"{folder}: must be a real folder, not a symbolic link or a file; "
+                              "scans are not moved until it is") from None
         raise DriverError(f"{folder}: cannot check the output folder: {exc.strerror or exc}") from None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise DriverError(f"{folder}: must be a real folder, not a symbolic link or a file; "
-                          "scans are not moved until it is")
-    if st.st_dev != home.st_dev:
-        raise DriverError(f"{folder}: is on another filesystem than the inbox {inbox}; "
-                          "it must be on the same one (moves are renames)")
+    try:
+        st, home = os.fstat(fd), os.stat(inbox)
+        if st.st_dev != home.st_dev:
+            raise DriverError(f"{folder}: is on another filesystem than the inbox {inbox}; "
+                              "it must be on the same one (moves are renames)")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise DriverError(f"{folder}: belongs to uid {st.st_uid}, not to the daemon's account: whoever "
+                              "owns it can plant links where quarantine notes are written; scans are not "
+                              f"moved until it is removed (the daemon makes it again) or chown'd to uid {os.geteuid()}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def stored_name(name: str) -> str:
@@ -102,50 +122,78 @@ def being_written(path: Path) -> bool:
 
 
 
-def free_name(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``name.1``, ``name.2``… if taken: nothing is ever overwritten."""
+def _taken(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def free_name(dir_fd: int, name: str) -> str:
+    """``name``, or ``name.1``, ``name.2``… if taken in the folder: nothing is ever overwritten."""
     name = stored_name(name)
-    target = folder / name
-    n = 0
-    while target.exists() or target.with_name(target.name + _NOTE).exists():
+    target, n = name, 0
+    while _taken(dir_fd, target) or _taken(dir_fd, target + _NOTE):
         n += 1
-        target = folder / f"{name}.{n}"
+        target = f"{name}.{n}"
     return target
 
 
-def move(src: Path, folder: Path) -> Path:
-    """Rename ``src`` into ``folder`` durably (same filesystem; never a copy)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = free_name(folder, src.name)
-    os.rename(src, target)
-    fsync_dir(folder)
+def move(src: Path, folder: Path, inbox: Path) -> Path:
+    """Rename ``src`` into ``folder`` durably (same filesystem; never a copy), through a checked descriptor."""
+    fd = open_folder(folder, inbox)
+    try:
+        target = free_name(fd, src.name)
+        os.rename(src, target, dst_dir_fd=fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fsync_dir(src.parent)
-    return target
+    return folder / target
 
 
-def write_reason(target: Path, reason: str, *, driver: str, size: int) -> Path:
-    """Write ``<file>.reason.json`` beside a quarantined file (atomically)."""
-    note = target.with_name(target.name + ".reason.json")
-    tmp = note.with_name("." + note.name + ".tmp")
+def write_reason(target: Path, inbox: Path, reason: str, *, driver: str, size: int) -> Path:
+    """Write ``<file>.reason.json`` beside a quarantined file (atomically).
+
+    The temporary file is made new (O_EXCL, O_NOFOLLOW) in the checked folder: a link
+    planted under its name is never followed to overwrite a file the daemon can write.
+    """
+    note = target.name + _NOTE
     body = {"file": target.name, "reason": reason, "bytes": size, "driver": driver,
             "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, note)
-    fsync_dir(target.parent)
-    return note
+    fd = open_folder(target.parent, inbox)
+    try:
+        tmp = f".{note}.{secrets.token_hex(4)}.tmp"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                      dir_fd=fd)
+        with os.fdopen(out, "w") as f:
+            json.dump(body, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, note, src_dir_fd=fd, dst_dir_fd=fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return target.parent / note
 
 
 def read_reasons(folder: Path) -> list[dict]:
-    """Every quarantine note in ``folder``, oldest first (what ``edge xray quarantine`` lists)."""
+    """Every quarantine note in ``folder``, oldest first (what ``edge xray quarantine`` lists).
+
+    A note that is a link is not followed: the CLI may run as an account that can read
+    what the scanner's account cannot.
+    """
     notes = []
-    for note in sorted(folder.glob("*.reason.json"), key=lambda p: p.stat().st_mtime):
+    for note in sorted(folder.glob("*.reason.json"), key=lambda p: p.lstat().st_mtime):
         try:
-            body = json.loads(note.read_text())
+            f, _ = open_regular(note)
+            with f:
+                body = json.loads(f.read(1024 * 1024))
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
         except (OSError, ValueError):
             body = {"file": note.name.removesuffix(".reason.json"), "reason": "(reason file unreadable)"}
-        body["path"] = str(folder / body.get("file", ""))
+        body["path"] = str(folder / str(body.get("file", "")))
         notes.append(body)
     return notes

@@ -246,8 +246,8 @@ class XrayFolderDriver(Driver):
             return  # left in place until the folders are fixed; its key keeps it from counting twice
         try:
             if image is not None:
-                _files.move(image, self.processed)
-            _files.move(path, self.processed)
+                _files.move(image, self.processed, self.inbox)
+            _files.move(path, self.processed, self.inbox)
         except OSError as exc:
             # Emitted already; left in place and skipped from now on, reported once and in health.
             self._stuck.add(path.name)
@@ -264,14 +264,14 @@ class XrayFolderDriver(Driver):
         if not self._outputs_ok():
             return  # refused again, and recorded once, when quarantine/ is a real folder again
         try:
-            target = _files.move(path, self.quarantine)
+            target = _files.move(path, self.quarantine, self.inbox)
         except OSError as exc:
             self._stuck.add(path.name)  # left in place, never deleted; reported once and in health
             self.ctx.log.error("xray_quarantine_failed", file=name, error=str(exc), reason=reason)
             target = path
         else:
             try:
-                _files.write_reason(target, reason, driver=self.ctx.name, size=size)
+                _files.write_reason(target, self.inbox, reason, driver=self.ctx.name, size=size)
             except OSError as exc:  # moved, so never read again; the event still carries the reason
                 self.ctx.log.error("xray_reason_not_written", file=name, error=str(exc))
         self.counts["quarantined"] += 1
