@@ -115,3 +115,35 @@ def gate_count(daemon) -> dict:
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def publish_retained(broker, topic: str, doc: dict) -> None:
+    """Central's retained document on ``topic`` (QoS 1, waits for the PUBACK)."""
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, json.dumps(doc).encode(), qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def publish_directory(broker, doc: dict) -> None:
+    publish_retained(broker, f"edge/v1/{SITE}/gate/directory", doc)
+
+
+def card_decision(perimeter, state, card) -> dict:
+    """Present ``card`` at the lane's entry reader; the gate's decision payload."""
+    from tests._gate_helpers import last_seq, wait_event
+
+    mark = last_seq(state)
+    perimeter.present("in", card=card)
+    return wait_event(state, "gate.decision", after=mark, what="the card's decision")["payload"]
+

@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
-from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.sim.turnstile import TurnstileSim
 from edge.cli import cli
@@ -45,7 +42,13 @@ from edge.trust.roles import write_roles
 from edge.update.remote_config import build_document
 from tests._face_helpers import template
 from tests._gate_helpers import OTHER, VISITOR, last_seq, show, wait_event
-from tests._perimeter_helpers import SITE, Perimeter, signed_directory
+from tests._perimeter_helpers import (
+    SITE,
+    Perimeter,
+    card_decision,
+    publish_retained,
+    signed_directory,
+)
 from tests._remote_config_helpers import DEVICE, device_config, keys, wait_events  # noqa: F401
 from tests._remote_config_helpers import publish as publish_config
 
@@ -58,24 +61,6 @@ def set_floor_ahead(state_dir) -> datetime:
     state_dir.mkdir(parents=True, exist_ok=True)
     SeenIds(state_dir, clock=real_now.timestamp).close()
     return real_now
-
-
-def publish(broker, topic: str, doc: dict) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
-                         protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        client.publish(topic, json.dumps(doc).encode(), qos=1, retain=True).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-
-
-def _card_decision(p, state, card) -> dict:
-    mark = last_seq(state)
-    p.present("in", card=card)
-    return wait_event(state, "gate.decision", after=mark, what="the card's decision")["payload"]
 
 
 # -- the perimeter: cards and the directory --------------------------------------------------
@@ -110,12 +95,12 @@ def perimeter(tmp_path, base_config, edge_daemon, mosquitto):
 def test_a_card_ended_by_the_time_floor_is_refused_when_the_clock_is_set_back(perimeter):
     p, daemon, _broker, _retired, _holders, _real_now = perimeter
     state = daemon.state_dir
-    d = _card_decision(p, state, ENDED)
+    d = card_decision(p, state, ENDED)
     assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), d
     assert "validity ended" in d["detail"], d
     wait_event(state, "system.clock_jumped_back", what="the clock-back alarm")
     # Positive control: a holder still valid at the real time goes through.
-    ok = _card_decision(p, state, VALID)
+    ok = card_decision(p, state, VALID)
     assert ok["outcome"] == "grant", ok
 
 
@@ -126,17 +111,17 @@ def test_a_directory_signed_by_a_key_retired_by_the_time_floor_is_refused(perime
     # Whoever kept the retired key renews the ended card, dated at the real time.
     renewed = [{**h, "valid_until": (real_now + timedelta(days=30)).isoformat()} for h in holders]
     mark = last_seq(state)
-    publish(broker, topic, signed_directory(retired, renewed, real_now.isoformat()))
+    publish_retained(broker, topic, signed_directory(retired, renewed, real_now.isoformat()))
     rejected = wait_event(state, "gate.directory_rejected", after=mark, what="the retired key's directory")
     assert (rejected["priority"], rejected["payload"]["problem"]) == ("alarm", "signature"), rejected
-    d = _card_decision(p, state, ENDED)
+    d = card_decision(p, state, ENDED)
     assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), d
     # Positive control: central's own directory, issued at the real time (an hour ahead of the
     # wall clock: refused as "dated ahead" by the wall clock alone), is taken and renews the card.
     mark = last_seq(state)
-    publish(broker, topic, signed_directory(p.central_key, renewed, (real_now + timedelta(seconds=1)).isoformat()))
+    publish_retained(broker, topic, signed_directory(p.central_key, renewed, (real_now + timedelta(seconds=1)).isoformat()))
     wait_event(state, "gate.directory_applied", after=mark, what="central's directory applied")
-    assert _card_decision(p, state, ENDED)["outcome"] == "grant"
+    assert card_decision(p, state, ENDED)["outcome"] == "grant"
 
 
 # -- the lane camera: a visitor's booked visit ---------------------------------------------------
@@ -247,12 +232,12 @@ def test_a_learning_catalog_expired_by_the_time_floor_is_refused_when_the_clock_
         return body.get("catalog_version") if code == 200 else None
 
     # Valid for a day that ended 30 minutes before the real time: by the wall clock, still valid.
-    publish(mosquitto, catalog_topic(SITE), catalog(1, real_now - timedelta(days=1, minutes=30), 1))
+    publish_retained(mosquitto, catalog_topic(SITE), catalog(1, real_now - timedelta(days=1, minutes=30), 1))
     rejected = wait_event(daemon.state_dir, "learning.catalog_rejected", what="the expired catalog refused")
     assert rejected["priority"] == "alarm" and "expired" in rejected["payload"]["reason"], rejected
     assert version() is None
     # Positive control: central's catalog issued at the real time is taken.
-    publish(mosquitto, catalog_topic(SITE), catalog(2, real_now, 30))
+    publish_retained(mosquitto, catalog_topic(SITE), catalog(2, real_now, 30))
     wait_for(lambda: version() == 2, what="central's catalog taken", timeout=20)
 
 
@@ -286,12 +271,12 @@ def test_dose_records_are_counted_and_a_retired_keys_refused_when_the_clock_is_s
     # Central's records, issued at the real time (an hour ahead of the wall clock: refused as "in the
     # future" by the wall clock alone, so their dose went uncounted), are applied and counted.
     mark = last_seq(daemon.state_dir)
-    publish(mosquitto, topic, records(240.0, key, real_now))
+    publish_retained(mosquitto, topic, records(240.0, key, real_now))
     wait_event(daemon.state_dir, "xray.dose_records_applied", after=mark, what="central's records applied")
     assert total() == 240.0
     # The key retired 30 minutes before the real time lowers the person's dose at site-2: refused.
     mark = last_seq(daemon.state_dir)
-    publish(mosquitto, topic, records(0.0, retired_key, real_now + timedelta(seconds=1)))
+    publish_retained(mosquitto, topic, records(0.0, retired_key, real_now + timedelta(seconds=1)))
     rejected = wait_event(daemon.state_dir, "xray.dose_records_rejected", after=mark, what="the retired key refused")
     assert rejected["priority"] == "alarm" and "signature" in rejected["payload"]["reason"], rejected
     assert total() == 240.0

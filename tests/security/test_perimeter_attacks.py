@@ -8,39 +8,23 @@ positive controls show the legitimate path still works.
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.sim.osdp_pd import OsdpReaderSim
 from edge.signing import generate_keypair, load_private_key, sign
 from tests._gate_helpers import events, last_seq, wait_event
-from tests._perimeter_helpers import SITE, Perimeter, signed_directory
+from tests._perimeter_helpers import (
+    SITE,
+    Perimeter,
+    card_decision,
+    publish_directory,
+    signed_directory,
+)
 
 NEW_CARD = (7, 5555)
 NEW_HOLDER = {"id": "P-NEW", "kind": "staff", "credentials": ["7:5555"]}
-
-
-def _publish(broker, doc: dict) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"central-{uuid.uuid4().hex[:6]}",
-                         protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        client.publish(f"edge/v1/{SITE}/gate/directory", json.dumps(doc).encode(), qos=1,
-                       retain=True).wait_for_publish(10)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-
-
-def _card_decision(p, state, card) -> dict:
-    mark = last_seq(state)
-    p.present("in", card=card)
-    return wait_event(state, "gate.decision", after=mark, what="the card's decision")["payload"]
 
 
 @pytest.fixture
@@ -72,7 +56,7 @@ def test_forged_retyped_replayed_unsigned_directories_are_refused(site, tmp_path
     unsigned = {"type": "gate.directory", "site": SITE, "issued_at": later, "holders": holders}
     for problem, doc in [*attacks.items(), ("signature", unsigned)]:
         mark = last_seq(state)
-        _publish(broker, doc)
+        publish_directory(broker, doc)
         rejected = wait_event(state, "gate.directory_rejected", after=mark, what=f"the {problem} refusal")
         assert rejected["priority"] == "alarm", rejected
         if problem == "wrong_role":  # the signature is refused: its key may not sign directories
@@ -80,20 +64,20 @@ def test_forged_retyped_replayed_unsigned_directories_are_refused(site, tmp_path
             assert "not trusted" in rejected["payload"]["detail"], rejected
         else:
             assert rejected["payload"]["problem"] == problem, rejected
-        d = _card_decision(p, state, NEW_CARD)
+        d = card_decision(p, state, NEW_CARD)
         assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential"), problem
 
     mark = last_seq(state)  # positive control: central's newer directory is taken at once
-    _publish(broker, signed_directory(p.central_key, holders, later))
+    publish_directory(broker, signed_directory(p.central_key, holders, later))
     applied = wait_event(state, "gate.directory_applied", after=mark, what="the directory applied")
     assert applied["payload"]["holders"] == len(holders)
-    assert _card_decision(p, state, NEW_CARD)["outcome"] == "grant"
+    assert card_decision(p, state, NEW_CARD)["outcome"] == "grant"
 
 
 def test_directory_changed_on_disk_is_not_trusted(site):
     p, daemon, broker = site
     state = daemon.state_dir
-    assert _card_decision(p, state, (7, 1001))["outcome"] == "grant"  # positive control: P-1
+    assert card_decision(p, state, (7, 1001))["outcome"] == "grant"  # positive control: P-1
     daemon.stop()
     path = state / "gate-directory.json"
     doc = json.loads(path.read_text())
@@ -104,7 +88,7 @@ def test_directory_changed_on_disk_is_not_trusted(site):
                what="the tampered file refused")
     wait_event(state, "reader.online", lambda e: e["source"] == "reader-in", after=last_seq(state) - 50,
                what="reader-in online again")
-    d = _card_decision(p, state, NEW_CARD)
+    d = card_decision(p, state, NEW_CARD)
     assert (d["outcome"], d["reason"]) == ("deny", "unknown_credential")  # fail closed
 
 
