@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from edge._sockets import bind_unix
 from edge.errors import CommandError, EdgeError
 
 log = structlog.get_logger("edge.commands.local")
@@ -66,21 +67,10 @@ class ControlServer:
         self._stopping = threading.Event()
 
     def start(self) -> None:
-        # Bind under a temporary name, set the mode, then rename into place: the socket
-        # is never reachable with the umask's permissions, and a stale socket left by
-        # kill -9 is replaced atomically.
-        tmp = self.path.with_name(f".{SOCKET_NAME}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(str(tmp))
-            os.chmod(tmp, 0o660)
-            self._set_group(tmp)
-            os.replace(tmp, self.path)
+            sock = bind_unix(self.path, 0o660, self._set_group)
             sock.listen(_MAX_CLIENTS)
         except OSError as exc:
-            sock.close()
-            tmp.unlink(missing_ok=True)
             raise ControlUnavailable(f"cannot create the control socket {self.path}: {exc}") from None
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control-socket", daemon=True)

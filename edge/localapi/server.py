@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
+from edge._sockets import bind_unix
 from edge.errors import EdgeError
 from edge.localapi._serve import Limits, Serve
 from edge.localapi.settings import LocalApiSettings
@@ -251,23 +252,7 @@ class LocalApi:
         self.router.add(method, pattern, handler)
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)  # a stale socket from a killed daemon
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # never world-accessible, not even between bind and chmod
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old)
-        os.chmod(self.path, self.settings.mode)
-        if self.settings.group:
-            try:
-                os.chown(self.path, -1, grp.getgrnam(self.settings.group).gr_gid)
-            except (KeyError, PermissionError) as exc:
-                listener.close()
-                self.path.unlink(missing_ok=True)
-                raise EdgeError(f"localapi.group: cannot give the socket to group "
-                                f"{self.settings.group!r}: {exc}") from None
+        listener = bind_unix(self.path, self.settings.mode, self._set_group)
         s = self.settings
         _raise_fd_limit(s.max_connections * 2 + 256)
         server = _Server(self.router, s.max_body_bytes, s.max_json_depth)
@@ -281,6 +266,14 @@ class LocalApi:
         self._thread.start()
         log.info("localapi_listening", socket_path=str(self.path), mode=oct(self.settings.mode),
                  max_connections=s.max_connections, workers=s.workers)
+
+    def _set_group(self, path: Path) -> None:
+        if self.settings.group:
+            try:
+                os.chown(path, -1, grp.getgrnam(self.settings.group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                raise EdgeError(f"localapi.group: cannot give the socket to group "
+                                f"{self.settings.group!r}: {exc}") from None
 
     def stop(self) -> None:
         if self._serve:
