@@ -285,3 +285,28 @@ def test_edge_status_shows_a_modbus_lanes_lockdown_and_what_ends_it(modbus_lane)
                          "lane2` (two people: a second operator approves)"), line
     report = json.loads(_cli(daemon, "status", "--json").stdout)
     assert report["daemon"]["drivers"]["lane2"]["mode"] == "lockdown"
+
+
+def test_edge_status_shows_a_serial_controllers_lockdown_and_what_ends_it(tmp_path, edge_daemon, base_config):
+    """A serial turnstile's mode lives in its controller: `edge status` reads it from the status
+    reply and says what ends a lockdown; a controller in normal mode says locked (its normal)."""
+    from drivers.sim.turnstile import TurnstileSim
+    from edge.testing.wait import wait_for
+
+    sim = TurnstileSim("rs485-bus", tmp_path / "tty-lane1", baudrate=115200).start()
+    try:
+        base_config["drivers"] = [{"name": "lane1-ts", "kind": "turnstile.serial", "codec": "rs485-bus",
+                                   "port": sim.path, "baudrate": 115200}]
+        daemon = edge_daemon(base_config)
+
+        def lane_line():
+            out = _cli(daemon, "status")
+            assert out.returncode == 0 and "None" not in out.stdout, out.stdout
+            return next(line for line in out.stdout.splitlines() if line.startswith("driver  lane1-ts "))
+        wait_for(lambda: ", mode locked" in lane_line(), 20, "the controller's normal mode")
+        assert send(daemon.state_dir, "lane1-ts", "lockdown", {}, "drill")["status"] == "ok"
+        line = wait_for(lambda: "mode lockdown" in (text := lane_line()) and text, 15, "the lockdown in edge status")
+        assert line.endswith("mode lockdown: every grant is refused until `edge turnstile release lane1-ts` "
+                             "(two people: a second operator approves)"), line
+    finally:
+        sim.stop()

@@ -21,17 +21,12 @@ from drivers.io._lockdown import LockdownRecord
 from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import ModbusTurnstileConfig
 from drivers.turnstile._commands import EFFECTS as TURNSTILE_EFFECTS
+from drivers.turnstile._commands import mode_note
 from drivers.turnstile._commands import parse as parse_command
 from edge.driver import Driver
 from edge.errors import CommandError, StoreFull
 
 FAULT_SILENT = 1  # turnstile.fault code: the I/O module stopped answering (0: cleared)
-#: A lane mode other than normal, and what ends it (health's mode_note, shown by `edge status`).
-_MODE_NOTES = {
-    "lockdown": "every grant is refused until `edge turnstile release {name}` (two people: a second "
-                "operator approves)",
-    "free": "open both ways (free passage) until `edge turnstile lock {name}`",
-}
 
 
 class _Job:
@@ -253,9 +248,8 @@ class ModbusTurnstileDriver(Driver):
         status = "ok" if self.online and self.fault is None else "down"
         report = {"status": status, "in_service": status == "ok", "fault": self.fault,
                   "counters": dict(self.logic.counters), **self._status(), **self.stats}
-        note = _MODE_NOTES.get(report["mode"])
-        if note:  # `edge status` says what the lane is doing and what ends it
-            report["mode_note"] = note.format(name=self.ctx.name)
+        if note := mode_note(report["mode"], self.ctx.name):  # `edge status`: what the lane does, what ends it
+            report["mode_note"] = note
         return report
 
     def close(self) -> None:

@@ -52,6 +52,19 @@ EFFECTS = {"grant": "barrier", "unlock": "barrier", "release": "barrier",
 #: Refused by the driver while a fire-alarm free swing is active (the hardware's fail-safe wins).
 LOCKING = frozenset({"lock", "lockdown"})
 
+#: A lane mode other than normal, and what ends it (health's mode_note, shown by `edge status`):
+#: the same words for a serial controller and a Modbus relay lane.
+_MODE_NOTES = {
+    "lockdown": "every grant is refused until `edge turnstile release {name}` (two people: a second "
+                "operator approves)",
+    "free": "open both ways (free passage) until `edge turnstile lock {name}`",
+}
+
+
+def mode_note(mode: str | None, lane: str) -> str | None:
+    note = _MODE_NOTES.get(mode or "")
+    return note.format(name=lane) if note else None
+
 
 def parse(name: str, args: dict[str, Any]):
     """(validated args, request message, expected reply type); CommandError naming the bad argument."""

@@ -460,6 +460,14 @@ class TurnstileDriver(Driver):
                   "devices": {str(a): d.health() for a, d in self.devices.items()}}
         if self._port_error:
             report["port_error"] = self._port_error
+        # `edge status` shows a controller's mode, and what ends it, on the driver's line
+        modes = {a: d.status.mode.name.lower() for a, d in self.devices.items() if d.status is not None}
+        if modes:
+            single = set(modes.values())
+            report["mode"] = single.pop() if len(single) == 1 else ", ".join(f"{a} {m}" for a, m in modes.items())
+            unusual = [m for m in ("lockdown", "free") if m in modes.values()]
+            if unusual and (note := _commands.mode_note(unusual[0], self.ctx.name)):
+                report["mode_note"] = note
         return report
 
     def _load_state(self, path: Path) -> None:
