@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from edge import systemd
+from edge._wakeup import Wakeup
 from edge.clock import ClockMonitor
 from edge.config import Settings
 from edge.errors import EdgeError
@@ -54,6 +55,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self._stop = threading.Event()
         self._health_changed = threading.Event()
+        self._wakeup = Wakeup()  # the main loop's sleep: any thread, and signals, end it
         self.clock = ClockMonitor()
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
@@ -74,7 +76,11 @@ class Daemon:
 
     def request_stop(self, *_args) -> None:
         self._stop.set()
-        self._health_changed.set()  # wakes the main loop at once
+        self._status_changed()  # wakes the main loop at once
+
+    def _status_changed(self) -> None:
+        self._health_changed.set()
+        self._wakeup.poke()
 
     def request_restart(self, reason: str) -> None:
         """Stop cleanly and exit 75 so that the service manager starts the (new) slot."""
@@ -85,7 +91,7 @@ class Daemon:
         self.request_stop()
 
     def notify_health_changed(self) -> None:
-        self._health_changed.set()
+        self._status_changed()
         if self.link is not None:
             self.link.notify_health_changed()  # re-publishes the retained state (rate-limited)
 
@@ -122,7 +128,7 @@ class Daemon:
             from edge.mqtt import MqttLink  # first: everything after it may use daemon.link
 
             self.link = MqttLink(self.settings, self.store, health=self.supervisor.health,
-                                 on_change=self._health_changed.set)  # refreshes status.json
+                                 on_change=self._status_changed)  # refreshes status.json
             components.append(self.link)
         from edge.trust.revocation import (
             RevocationListener,  # before commands: revocations apply first
@@ -157,6 +163,7 @@ class Daemon:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        self._wakeup.install()
         self.store = Store(s.state_dir, device=s.device_id, site=s.site, settings=s.store, clock=self.clock)
         self.supervisor = Supervisor(s.drivers, self.emit, s.supervisor, self.notify_health_changed,
                                      services=self.component, state_dir=s.state_dir, now=self.trusted_now)
@@ -177,7 +184,7 @@ class Daemon:
         last_write = time.monotonic()
         while not self._stop.is_set():
             # Wake on a health change, a stop, or the tick: no busy polling.
-            self._health_changed.wait(tick)
+            self._wakeup.wait(tick)
             if watchdog:
                 systemd.notify("WATCHDOG=1")
             if self._health_changed.is_set() or time.monotonic() - last_write >= _STATUS_REFRESH_S:
@@ -196,6 +203,7 @@ class Daemon:
             component.stop()
         self.write_status(running=False)
         self.store.close()
+        self._wakeup.close()
         log.info("edge_stopped", took_s=round(time.monotonic() - started, 3), stuck_drivers=stuck)
         return self.exit_code
 
