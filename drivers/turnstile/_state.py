@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.turnstile import messages as m
+from drivers.turnstile._commands import mode_note
 
 K = m.EventKind
 EVENT_TYPES = {
@@ -142,6 +143,20 @@ class DeviceState:
         if self.status is not None:
             h["mode"] = self.status.mode.name.lower()
         return h
+
+
+def lane_mode(devices: dict[int, DeviceState], lane: str) -> dict[str, str]:
+    """The controllers' mode for the driver's health (``mode``; on a bus, each address's when
+    they differ) and, in lockdown or free passage, what ends it (``mode_note``)."""
+    modes = {a: d.status.mode.name.lower() for a, d in devices.items() if d.status is not None}
+    if not modes:
+        return {}
+    kinds = set(modes.values())
+    out = {"mode": kinds.pop() if len(kinds) == 1 else ", ".join(f"{a} {m}" for a, m in modes.items())}
+    unusual = [m for m in ("lockdown", "free") if m in modes.values()]
+    if unusual and (note := mode_note(unusual[0], lane)):
+        out["mode_note"] = note
+    return out
 
 
 def _impossible(ev: m.DeviceEvent) -> str | None:

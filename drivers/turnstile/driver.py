@@ -19,7 +19,7 @@ from typing import Any
 from drivers.turnstile import _commands, _confirm, _payload, _persist
 from drivers.turnstile import messages as m
 from drivers.turnstile._line import Line, LineLost
-from drivers.turnstile._state import DeviceState
+from drivers.turnstile._state import DeviceState, lane_mode
 from drivers.turnstile.codecs import get_codec
 from drivers.turnstile.config import TurnstileConfig
 from edge.driver import Driver
@@ -460,14 +460,7 @@ class TurnstileDriver(Driver):
                   "devices": {str(a): d.health() for a, d in self.devices.items()}}
         if self._port_error:
             report["port_error"] = self._port_error
-        # `edge status` shows a controller's mode, and what ends it, on the driver's line
-        modes = {a: d.status.mode.name.lower() for a, d in self.devices.items() if d.status is not None}
-        if modes:
-            single = set(modes.values())
-            report["mode"] = single.pop() if len(single) == 1 else ", ".join(f"{a} {m}" for a, m in modes.items())
-            unusual = [m for m in ("lockdown", "free") if m in modes.values()]
-            if unusual and (note := _commands.mode_note(unusual[0], self.ctx.name)):
-                report["mode_note"] = note
+        report.update(lane_mode(self.devices, self.ctx.name))  # `edge status`: the mode, what ends it
         return report
 
     def _load_state(self, path: Path) -> None:
