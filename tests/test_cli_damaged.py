@@ -97,3 +97,27 @@ def test_doctor_names_an_open_secrets_folder_instead_of_crashing(device):
     secrets.chmod(0o700)  # the positive control: the same store verifies once the folder is closed
     result = invoke(device, "doctor", "--only", "audit", "--json")
     assert result.exit_code == 0 and json.loads(result.output)["checks"][0]["detail"] == "chain intact over 6 events"
+
+
+@pytest.mark.parametrize("args", [["learning", "status"], ["learning", "verify"], ["learning", "fetch", "c1"],
+                                  ["messages", "stats"]])
+def test_a_tablet_command_on_a_gate_says_it_is_a_gate_not_that_the_daemon_is_down(device, args):
+    """`edge learning status` on a gate said 'no local API socket ...; is the daemon running?' while
+    the gate's daemon ran fine: the engineer went after the wrong problem."""
+    for as_json in (False, True):
+        result = invoke(device, *args, *(["--json"] if as_json else []))
+        assert result.exit_code == 1, result.output
+        said = json.loads(result.stdout)["error"] if as_json else result.stderr
+        assert f"this device is a gate (role in {device})" in said and "on a tablet only" in said
+        assert "daemon running" not in said
+
+
+def test_learning_on_a_tablet_with_the_cache_off_says_so(tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "t", "site": "s", "role": "tablet", "state_dir": str(tmp_path / "st"),
+                                 "learning": {"enabled": False}}))
+    result = invoke(config, "learning", "status")
+    assert result.exit_code == 1 and "the e-learning cache is off on this tablet" in result.stderr
+    config.write_text(dump_toml({"device_id": "t", "site": "s", "role": "tablet", "state_dir": str(tmp_path / "st")}))
+    result = invoke(config, "learning", "status")  # the control: a tablet is asked for its daemon
+    assert result.exit_code == 69 and "is the daemon running" in result.stderr
