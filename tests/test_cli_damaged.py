@@ -121,3 +121,18 @@ def test_learning_on_a_tablet_with_the_cache_off_says_so(tmp_path):
     config.write_text(dump_toml({"device_id": "t", "site": "s", "role": "tablet", "state_dir": str(tmp_path / "st")}))
     result = invoke(config, "learning", "status")  # the control: a tablet is asked for its daemon
     assert result.exit_code == 69 and "is the daemon running" in result.stderr
+
+
+def test_doctor_names_a_state_dir_the_daemon_could_not_create(tmp_path):
+    """doctor said 'no event store ... start the daemon once' for a state_dir under a file, and the
+    daemon then refused to start (exit 78): the first hint must be the one that helps."""
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(config / "state")}))
+    result = invoke(config, "doctor", "--only", "store", "--json")
+    (check,) = json.loads(result.output)["checks"]
+    assert result.exit_code == 1
+    assert check["detail"] == f"state_dir {config / 'state'} cannot be created: {config} is a file, not a folder"
+    assert "edge config check" in check["hint"]
+    config.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(tmp_path / "st")}))
+    (check,) = json.loads(invoke(config, "doctor", "--only", "store", "--json").output)["checks"]
+    assert check["detail"] == f"no event store at {tmp_path / 'st' / 'events.db'}"  # a fine folder, not yet used

@@ -41,6 +41,13 @@ def check_config(config_path) -> tuple[object | None, list[Check]]:
 def check_store(settings) -> list[Check]:
     path = settings.state_dir / "events.db"
     if not path.exists():
+        from edge.limits import state_dir_problem
+
+        problem = state_dir_problem(settings.state_dir)
+        if problem and "permission denied" not in problem:  # doctor may run as another account than the daemon
+            return [Check("store", False, f"state_dir {settings.state_dir} {problem}",
+                          "set state_dir to a folder the daemon can write, then `edge config check`",
+                          str(settings.state_dir))]
         return [Check("store", False, f"no event store at {path}", "start the daemon once: systemctl start edge",
                       str(path))]
     try:
