@@ -136,3 +136,14 @@ def test_doctor_names_a_state_dir_the_daemon_could_not_create(tmp_path):
     config.write_text(dump_toml({"device_id": "d", "site": "s", "role": "gate", "state_dir": str(tmp_path / "st")}))
     (check,) = json.loads(invoke(config, "doctor", "--only", "store", "--json").output)["checks"]
     assert check["detail"] == f"no event store at {tmp_path / 'st' / 'events.db'}"  # a fine folder, not yet used
+
+
+def test_run_with_a_folder_for_its_config_is_a_config_error_not_a_traceback(tmp_path):
+    """`edge --config /etc/edge run` (the folder, not the file) crashed with IsADirectoryError and
+    exit 1, which systemd restarts in a loop; a bad config is exit 78."""
+    for path, said in ((tmp_path, f"config error: {tmp_path}: is a folder; expected the TOML config file in it"),
+                       (tmp_path / "edge.toml" / "x", "cannot read the config file: Not a directory")):
+        (tmp_path / "edge.toml").write_text("")
+        out = run(path, "run")
+        _no_traceback(out)
+        assert out.returncode == 78 and said in out.stderr, out.stderr
