@@ -147,3 +147,12 @@ def test_run_with_a_folder_for_its_config_is_a_config_error_not_a_traceback(tmp_
         out = run(path, "run")
         _no_traceback(out)
         assert out.returncode == 78 and said in out.stderr, out.stderr
+
+
+def test_learning_fetch_without_the_daemon_exits_69_like_learning_status(tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text(dump_toml({"device_id": "t", "site": "s", "role": "tablet", "state_dir": str(tmp_path / "st")}))
+    for args in (["learning", "fetch", "c1"], ["learning", "status"]):
+        result = invoke(config, *args, "--json")
+        assert result.exit_code == 69, (args, result.output)
+        assert "no local API socket" in json.loads(result.stdout)["error"]

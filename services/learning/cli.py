@@ -101,11 +101,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @edge_errors
 def fetch(ctx: click.Context, course: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Download every item of COURSE into the cache now (pinned or not)."""
-    from edge.localapi.client import call_json, socket_path
+    from edge.localapi.client import ApiUnavailable, call_json, socket_path
 
     settings = _tablet(ctx, as_json)
     path = socket_path(settings)
-    code, body = call_json(path, "POST", "/v1/learning/fetch", {"course": course})
+    try:
+        code, body = call_json(path, "POST", "/v1/learning/fetch", {"course": course})
+    except ApiUnavailable as exc:  # the daemon downloads: without it, exit 69 as `learning status` does
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
     if code != 202:
         fail(body["error"]["message"], as_json=as_json)
     if wait:
