@@ -237,6 +237,11 @@ def load_settings(path: str | os.PathLike | None = None, *, check_drivers: bool 
         raise ConfigError([f"{path}: file not found (pass --config PATH or set EDGE_CONFIG)"]) from None
     except PermissionError:
         raise ConfigError([f"{path}: permission denied reading the config file"]) from None
+    except IsADirectoryError:  # `edge --config /etc/edge run`: systemd's path skips click's check
+        raise ConfigError([f"{path}: is a folder; expected the TOML config file in it, "
+                           "e.g. /etc/edge/edge.toml"]) from None
+    except OSError as exc:  # a path under a file, an I/O error: still a config the daemon cannot use
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     if (data.get("remote_config") or {}).get("enabled") is True:

@@ -79,6 +79,17 @@ def light_settings(ctx: click.Context):
     return light_config(ctx.find_root().obj.get("config_path")) or settings_from(ctx)
 
 
+def require_role(ctx: click.Context, settings, role: str, what: str, *, as_json: bool) -> None:
+    """Fail (exit 1) when this device is not a ``role``: ``what`` exists on that kind of device only,
+    and "is the daemon running?" would send the engineer after a daemon that runs fine."""
+    if settings.role != role:
+        from edge.config import config_path
+
+        fail(f"this device is a {settings.role} (role in {config_path(ctx.find_root().obj.get('config_path'))}): "
+             f"{what} is on a {role} only; point --config (or EDGE_CONFIG) at a {role}'s config",
+             as_json=as_json)
+
+
 def output(data: Any, as_json: bool, text: Callable[[Any], str] | str) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=None, default=str))

@@ -62,7 +62,12 @@ def main(argv: list[str]) -> int | None:
         settings = _views.light_config(config)
         if settings is None or not os.access(settings.state_dir / "events.db", os.R_OK):
             return None  # click's path words the errors
-        _views.tail(settings.state_dir, write=lambda line: print(line, flush=opts["follow"]), **opts)
+        from edge.errors import StoreError
+
+        try:
+            _views.tail(settings.state_dir, write=lambda line: print(line, flush=opts["follow"]), **opts)
+        except StoreError:  # a damaged store: it fails before the first line, and click's path words it
+            return None
         return 0
     return None
 

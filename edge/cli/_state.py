@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,13 @@ def pid_alive(pid: int | None) -> bool:
 def read_status(state_dir: Path) -> dict[str, Any] | None:
     """The daemon's last status, with ``running`` corrected if the process is gone."""
     try:
-        status = json.loads((state_dir / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        status = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
     except PermissionError:
         raise StoreError(_unreadable(state_dir / STATUS_FILE, "the daemon's status file")) from None
+    except (OSError, ValueError):  # none yet, state_dir under a file, a torn or garbled file: no status
+        return None
+    if not isinstance(status, dict):
+        return None
     status["running"] = bool(status.get("running")) and pid_alive(status.get("pid"))
     return status
 
@@ -67,7 +70,21 @@ def open_reader(state_dir: Path):
         raise StoreError(_unreadable(path, "the event store"))
     if not (state_dir / "events.db").exists():
         raise StoreError(f"no event store in {state_dir}; has `edge run` started on this device yet?")
-    return StoreReader(state_dir, readonly=True)
+    reader = StoreReader(state_dir, readonly=True)
+    try:
+        reader.meta()  # SQLite reads the file's header only now: a damaged one fails here, not mid-command
+    except sqlite3.DatabaseError as exc:
+        reader.close()
+        raise StoreError(store_problem(path, exc)) from None
+    return reader
+
+
+def store_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """What an unreadable event store means, and what to do: a damaged file is recovered by the daemon."""
+    if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return (f"the event store {path} is damaged ({exc}); the daemon moves it aside and salvages every "
+                "readable event when it next starts (systemctl restart edge; docs/faults.md)")
+    return f"cannot read the event store {path}: {exc}"
 
 
 def _unreadable(path: Path, what: str) -> str:

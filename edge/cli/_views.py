@@ -101,6 +101,8 @@ def status_report(settings) -> dict[str, Any]:
         disk_info = {"free_bytes": disk.free, "total_bytes": disk.total}
     except FileNotFoundError:
         disk_info = {"error": f"{state_dir} does not exist"}
+    except OSError as exc:  # e.g. a path under a file: state_dir = "/etc/edge/edge.toml/state"
+        disk_info = {"error": f"{state_dir}: {exc.strerror}"}
     _mark_stale(daemon, disk_info)
     return {"device_id": settings.device_id, "site": settings.site, "role": settings.role,
             "daemon": daemon, "outbox": outbox, "disk": disk_info}

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from edge._fs import KeyFileError
 from edge.doctor.check import Check
 from edge.doctor.trust import check_packages, check_trust  # noqa: F401 (run_checks finds them here)
 from edge.sqlite import open_db
@@ -40,6 +41,13 @@ def check_config(config_path) -> tuple[object | None, list[Check]]:
 def check_store(settings) -> list[Check]:
     path = settings.state_dir / "events.db"
     if not path.exists():
+        from edge.limits import state_dir_problem
+
+        problem = state_dir_problem(settings.state_dir)
+        if problem and "permission denied" not in problem:  # doctor may run as another account than the daemon
+            return [Check("store", False, f"state_dir {settings.state_dir} {problem}",
+                          "set state_dir to a folder the daemon can write, then `edge config check`",
+                          str(settings.state_dir))]
         return [Check("store", False, f"no event store at {path}", "start the daemon once: systemctl start edge",
                       str(path))]
     try:
@@ -49,6 +57,8 @@ def check_store(settings) -> list[Check]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        if _damaged(exc):
+            return [Check("store", False, f"damaged: {exc}", _RECOVERY, str(path))]
         return [Check("store", False, f"cannot open {path}: {exc}",
                       "check permissions of state_dir; run doctor as the daemon's user", str(path))]
     if problems != ["ok"]:
@@ -56,6 +66,15 @@ def check_store(settings) -> list[Check]:
                       "the daemon moves a corrupt store aside on its next start; keep the file for analysis",
                       str(path))]
     return [Check("store", True, "SQLite integrity ok", target=str(path))]
+
+
+_RECOVERY = ("the daemon moves a damaged store aside and salvages every readable event when it next "
+             "starts (systemctl restart edge; docs/faults.md); keep the moved file for analysis")
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Corruption, as opposed to a busy or closed file: only the daemon's recovery mends it."""
+    return getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
 
 def check_audit(settings) -> list[Check]:
@@ -66,8 +85,14 @@ def check_audit(settings) -> list[Check]:
     reader = StoreReader(settings.state_dir, readonly=True)
     try:
         report = reader.verify()
-    except (OSError, sqlite3.Error) as exc:
+    except sqlite3.DatabaseError as exc:
+        if _damaged(exc):
+            return [Check("audit", False, f"cannot verify: the event store is damaged ({exc})", _RECOVERY)]
         return [Check("audit", False, f"cannot verify: {exc}", "run doctor as the daemon's user")]
+    except OSError as exc:
+        return [Check("audit", False, f"cannot verify: {exc}", "run doctor as the daemon's user")]
+    except KeyFileError as exc:  # the audit key's folder is unsafe: its message says the fix
+        return [Check("audit", False, f"cannot verify: {exc}", "docs/secrets.md says who owns which key file")]
     finally:
         reader.close()
     r = report.as_dict()

@@ -14,6 +14,7 @@ from edge.cli._common import (
     human_bytes,
     json_option,
     output,
+    require_role,
     settings_from,
 )
 
@@ -21,6 +22,15 @@ from edge.cli._common import (
 @click.group()
 def learning() -> None:
     """E-learning content cache: status, fetch a course, verify the files."""
+
+
+def _tablet(ctx: click.Context, as_json: bool):
+    """The settings of a tablet whose learning cache is on; otherwise say which it is not."""
+    settings = settings_from(ctx)
+    require_role(ctx, settings, "tablet", "the e-learning cache", as_json=as_json)
+    if not settings.learning.enabled:
+        fail("the e-learning cache is off on this tablet ([learning] enabled = false)", as_json=as_json)
+    return settings
 
 
 def _live_status(settings) -> tuple[dict | None, str | None]:
@@ -72,7 +82,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Catalog version, cached and pinned bytes, quota, downloads in flight."""
     from edge.cli._state import read_status
 
-    settings = settings_from(ctx)
+    settings = _tablet(ctx, as_json)
     live, why = _live_status(settings)
     if live is None:
         saved = ((read_status(settings.state_dir) or {}).get("components") or {}).get("learning")
@@ -91,11 +101,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @edge_errors
 def fetch(ctx: click.Context, course: str, wait: bool, timeout: float, as_json: bool) -> None:
     """Download every item of COURSE into the cache now (pinned or not)."""
-    from edge.localapi.client import call_json, socket_path
+    from edge.localapi.client import ApiUnavailable, call_json, socket_path
 
-    settings = settings_from(ctx)
+    settings = _tablet(ctx, as_json)
     path = socket_path(settings)
-    code, body = call_json(path, "POST", "/v1/learning/fetch", {"course": course})
+    try:
+        code, body = call_json(path, "POST", "/v1/learning/fetch", {"course": course})
+    except ApiUnavailable as exc:  # the daemon downloads: without it, exit 69 as `learning status` does
+        fail(str(exc), EX_UNAVAILABLE, as_json=as_json)
     if code != 202:
         fail(body["error"]["message"], as_json=as_json)
     if wait:
@@ -137,7 +150,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     from edge.localapi.client import ApiUnavailable, call_json, socket_path
     from services.learning._cache import sha256_file
 
-    settings = settings_from(ctx)
+    settings = _tablet(ctx, as_json)
     objects = settings.state_dir / "learning" / "objects"
     files = sorted(p for p in objects.glob("*") if len(p.name) == 64) if objects.is_dir() else []
     total = sum(p.stat().st_size for p in files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edge.cli._common import edge_errors, json_option, light_settings, output
+from edge.cli._common import edge_errors, json_option, light_settings, output, require_role
 
 
 @click.group()
@@ -20,7 +20,9 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """Residents, contacts, messages by direction and state, attachments, unread."""
     from services.messaging.component import stats_from_disk
 
-    s = stats_from_disk(light_settings(ctx).state_dir)
+    settings = light_settings(ctx)
+    require_role(ctx, settings, "tablet", "the secure-messaging mailbox", as_json=as_json)
+    s = stats_from_disk(settings.state_dir)
     output(s, as_json, lambda s: "\n".join([
         f"residents    {s['residents']} ({s['contacts']} contacts)",
         f"messages     {s['messages']} ({s['attachments']} attachments, {s['unread']} unread)",
