@@ -160,8 +160,13 @@ def test_cli_check_ledger_and_import(tmp_path, central):
     def run(*args):
         return runner.invoke(cli, ["--config", str(config), "xray", *args])
 
-    fresh = run("check", "A1234BC", "--json")  # no ledger yet: nothing recorded, allowed
-    assert fresh.exit_code == 0 and json.loads(fresh.output)["remaining_usv"] == 10.0
+    fresh = run("check", "A1234BC", "--json")  # no ledger at all (daemon never ran, or a tablet): refused
+    assert fresh.exit_code == 1 and json.loads(fresh.output)["decided"] is False
+    assert "no dose ledger in" in json.loads(fresh.output)["reason"]
+    ledger = DoseLedger(state, "site-a", XraySettings(limit_usv=10.0, warning_usv=8.0))
+    ledger.close()
+    empty = run("check", "A1234BC", "--json")  # the daemon's ledger, nothing recorded yet: allowed
+    assert empty.exit_code == 0 and json.loads(empty.output)["remaining_usv"] == 10.0
     ledger = DoseLedger(state, "site-a", XraySettings(limit_usv=10.0, warning_usv=8.0))
     ledger.record_local(_payload(ScannerSim(dose_usv=4.0)), 1)
     ledger.close()
@@ -218,3 +223,18 @@ def test_a_bad_xray_section_names_the_key(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     assert "xray: got {'warning_usv': 300.0}; warning_usv (300.0) must not exceed limit_usv (250.0)" in info.value.lines[0]
+
+
+def test_the_gate_policy_cannot_decide_without_its_xray_service():
+    """A gate whose [xray] is off has no running ledger: its dose check refuses ("cannot decide"),
+    never an answer from a ledger file an earlier run left, which misses every scan since."""
+    from services.xray import check_with
+
+    refused = check_with(None, "A1234BC")
+    assert not refused.allowed and not refused.decided and "x-ray service is not running" in refused.reason
+
+    class Running:
+        def check(self, subject):
+            return ("checked", subject)
+
+    assert check_with(Running(), "A1234BC") == ("checked", "A1234BC")  # the running service answers

@@ -366,10 +366,10 @@ class GateEngine:
                   f"gate approach {ap.id}", done)
 
     def _dose_check(self, ap: Approach) -> bool:
-        from services.xray import check_subject
+        from services.xray import check_with
 
         rec = ap.begin(ap.step, None)
-        check = check_subject(self._daemon.settings, ap.subject, self._daemon.component("xray")).as_dict()
+        check = check_with(self._daemon.component("xray"), ap.subject).as_dict()
         event = self.emit("gate.dose_check", {"approach_id": ap.id, "lane": ap.lane, **check}, "normal")
         if check["allowed"]:
             rec.end("ok", check["reason"], [event.id] if event else [])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from services.xray.ledger import DoseCheck
 
-__all__ = ["check_subject", "components"]
+__all__ = ["check_subject", "check_with", "components"]
 
 
 def check_subject(settings, subject: str, service=None) -> DoseCheck:
@@ -24,18 +24,31 @@ def check_subject(settings, subject: str, service=None) -> DoseCheck:
     the running daemon says its ledger worker is down: then the answer is
     "cannot decide" (``decided`` False, refused), never a total that may miss scans.
     """
-    from services.xray.ledger import DoseLedger, cannot_decide
+    from services.xray.ledger import DB_NAME, DoseLedger, cannot_decide
 
     if service is not None:
         return service.check(subject)
     down = _daemon_ledger_down(settings.state_dir)
     if down is not None:
         return cannot_decide(subject, down)
+    if not (settings.state_dir / DB_NAME).is_file():  # a tablet, a gate without [xray], a wrong --config
+        return cannot_decide(subject, f"no dose ledger in {settings.state_dir} (this device records no "
+                                      "scans: is this a gate with [xray] enabled, and has its daemon started?)")
     ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, readonly=True)
     try:
         return ledger.check(subject)
     finally:
         ledger.close()
+
+
+def check_with(service, subject: str) -> DoseCheck:
+    """The gate policy's dose check inside the daemon: its running x-ray service answers; without one
+    (``[xray]`` off) "cannot decide", never a ledger file left by an earlier run that misses every scan since."""
+    from services.xray.ledger import cannot_decide
+
+    if service is None:
+        return cannot_decide(subject, "the x-ray service is not running on this gate ([xray] enabled = false?)")
+    return service.check(subject)
 
 
 def _daemon_ledger_down(state_dir) -> str | None:

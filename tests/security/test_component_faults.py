@@ -101,6 +101,10 @@ def test_cli_check_and_doctor_report_components_the_daemon_says_are_down(tmp_pat
 
     status["components"] = {"xray": {"status": "ok"}, "commands": {"status": "ok"}}  # positive control
     (state / "status.json").write_text(json.dumps(status))
+    from services.xray.ledger import DoseLedger
+    from services.xray.settings import XraySettings
+
+    DoseLedger(state, "site-1", XraySettings()).close()  # the running daemon's (empty) ledger
     check = _cli(config, "xray", "check", "A1234BC", "--json")
     assert check.returncode == 0 and json.loads(check.stdout)["decided"] is True
     assert _cli(config, "doctor", "--only", "components").returncode == 0
