@@ -222,7 +222,9 @@ def test_engineer_cli_drives_a_modbus_lane_and_its_lockdown_survives_a_restart(t
                                                               "mode now lockdown"), out.stderr
         # one person's `lock` does not end a lockdown, and says so
         out = _cli(daemon, "turnstile", "lock", "lane2")
-        assert out.returncode == 0 and out.stdout.strip().endswith("mode now lockdown"), out.stderr
+        first, hint = out.stdout.strip().splitlines()
+        assert out.returncode == 0 and first.endswith("mode now lockdown"), out.stderr
+        assert "stays in lockdown" in hint and "edge turnstile release lane2" in hint
 
         daemon.restart()
         status = wait_for(lambda: (s := lane_status()).get("in_service") and s, 20, "the module back in service")

@@ -100,7 +100,8 @@ def _simple(command: str, help_text: str):
     @edge_errors
     def run(ctx, name, address, reason, as_json) -> None:
         reply = send_to_driver(ctx, name, command, {"address": address} if address else {}, reason, as_json)
-        output(reply, as_json, f"{name}: {command} acknowledged by the controller{_mode_now(reply)}")
+        output(reply, as_json, f"{name}: {command} acknowledged by the controller{_mode_now(reply)}"
+                               f"{_still_locked_down(name, command, reply)}")
 
     run.__doc__ = help_text
     return turnstile.command(command)(run)
@@ -111,6 +112,15 @@ def _mode_now(reply: dict[str, Any]) -> str:
     result = reply.get("result") or {}
     mode = result.get("mode") or (result.get("status") or {}).get("mode")
     return f"; mode now {mode}" if mode else ""
+
+
+def _still_locked_down(name: str, command: str, reply: dict[str, Any]) -> str:
+    """One person's `lock` leaves a lockdown as it is: say so, and what ends it, rather than let
+    "lock acknowledged" read as a lane back to normal."""
+    if command != "lock" or not _mode_now(reply).endswith("lockdown"):
+        return ""
+    return (f"\n  the lane stays in lockdown (lock does not end one): `edge turnstile release {name}` does, "
+            "and needs a second person's approval")
 
 
 for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to normal: closed, opens on a grant."),
