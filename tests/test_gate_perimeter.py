@@ -80,6 +80,9 @@ def test_gate_count_after_200_random_moves_and_a_kill_with_the_broker_down(tmp_p
     p = Perimeter(tmp_path, base_config)
     try:
         p.config["mqtt"] = {"brokers": [mosquitto.uri], "backoff_min_s": 0.1, "backoff_max_s": 0.5}
+        for driver in p.config["drivers"]:  # a day's passages in a minute: far above a person's pace
+            if driver["kind"] == "reader.osdp":
+                driver.update(rate=20, burst=60)
         daemon = edge_daemon(p.config)
         state = daemon.state_dir
         for d in ("in", "out"):

@@ -194,3 +194,66 @@ def test_keypad_takes_only_ascii_digits_one_event_per_key():
     assert done == 4
     assert pad.check(salt, hashlib.pbkdf2_hmac("sha256", b"1234", salt, 10_000), 10_000, now=7.0)[0]
     assert pad.keys(b"9" * 100 + b"#", now=8.0) == 6  # a flood of keys keeps max_digits, no more
+
+
+def test_a_card_read_flood_is_refused_over_the_limit_and_reported_once(tmp_path):
+    """libosdp's PD presents reads as fast as it is polled: the first ``burst`` become cards, the
+    rest (bar the rate's trickle) are refused, counted in one flood report, never a credential."""
+    lane = ReaderLane(tmp_path, rate=1.0, burst=3, flood_report_s=1.0).start()
+    try:
+        lane.wait("reader.online")
+        for i in range(30):
+            lane.sim.card(7, 9000 + i)
+        started = lane.wait("reader.flood", state="started")[0]
+        assert started["priority"] == "alarm" and started["payload"]["suppressed"] == 1
+        assert (started["payload"]["rate"], started["payload"]["burst"]) == (1.0, 3)
+        assert lane.driver.health()["flooding"] and lane.driver.health()["status"] == "degraded"
+        ended = lane.wait("reader.flood", state="ended", timeout=20)[0]
+        floods = lane.of("reader.flood")
+        assert [f["priority"] for f in floods] == ["alarm"] + ["normal"] * (len(floods) - 1)
+        total, cards = ended["payload"]["total"], len(lane.of("reader.card"))
+        assert cards + total == 30 and sum(f["payload"]["suppressed"] for f in floods) == total
+        assert 3 <= cards <= 3 + ended["payload"]["duration_s"] * 1.0 + 1, (cards, ended)
+        health = lane.driver.health()
+        assert (health["cards_refused"], health["flooding"], health["status"]) == (total, False, "ok")
+        lane.sim.card(12, 3456)  # positive control: at a person's pace the next read is a card again
+        assert lane.wait("reader.card", credential="12:3456")[0]["payload"]["format"] == "h10301"
+    finally:
+        lane.stop()
+
+
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("rate", 0, "greater than 0"), ("rate", 50, "less than or equal to 20"),
+    ("burst", 0, "greater than or equal to 1"), ("flood_report_s", 0.5, "greater than or equal to 1")])
+def test_the_card_read_limit_is_checked(tmp_path, option, value, problem):
+    base = {"name": "r", "kind": "reader.osdp", "port": "/dev/null", "key_file": key_file(tmp_path)}
+    with pytest.raises(ValueError, match=problem) as info:
+        OsdpReaderConfig(**base, **{option: value})
+    assert option in str(info.value)
+    defaults = OsdpReaderConfig(**base)  # positive control: safe for a real lane without setting anything
+    assert (defaults.rate, defaults.burst, defaults.flood_report_s) == (1.0, 5, 60.0)
+
+
+def test_central_may_tune_the_limit_within_its_bounds(tmp_path):
+    """drivers.NAME.rate and .burst are on the remote-config allowlist; the merged config passes
+    the same checks as the local file, so a signed document cannot set a limit of 0."""
+    from datetime import UTC, datetime
+
+    from edge.update import remote_config as rc
+
+    local = {"drivers": [{"name": "reader-in", "kind": "reader.osdp", "port": "/dev/null",
+                          "key_file": str(key_file(tmp_path))}]}
+
+    def document(**changes):
+        now = datetime.now(UTC)
+        return rc.ConfigDocument(type="config", site="s", version=1, issued_at=now, expires_at=now, signatures=[],
+                                 settings={f"drivers.reader-in.{k}": v for k, v in changes.items()})
+
+    tuned = document(rate=0.5, burst=2)
+    rc.check_allowed(tuned)
+    config = OsdpReaderConfig(**rc.merge(local, tuned.settings)["drivers"][0])
+    assert (config.rate, config.burst) == (0.5, 2)
+    with pytest.raises(ValueError, match="burst"):
+        OsdpReaderConfig(**rc.merge(local, document(burst=0).settings)["drivers"][0])
+    with pytest.raises(rc.ConfigRefused, match="flood_report_s"):  # local only
+        rc.check_allowed(document(flood_report_s=5))

@@ -183,7 +183,7 @@ def test_simulated_lane_inside_the_daemon_driven_by_commands(tmp_path, edge_daem
     reply = send(state, "sim1", "step", {"steps": "forced in; emergency on"})
     assert reply["status"] == "ok" and reply["result"]["started"] == ["forced", "emergency"]
     bad = send(state, "sim1", "step", {"steps": "levitate"})
-    assert bad["status"] == "failed" and "unknown step 'levitate'" in bad["detail"]
+    assert (bad["status"], bad["reason"]) == ("rejected", "malformed") and "unknown step 'levitate'" in bad["detail"]
     for _ in range(100):
         types = turnstile_events()
         if {"turnstile.forced", "turnstile.emergency", "turnstile.passage"} <= set(types):

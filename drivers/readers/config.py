@@ -45,6 +45,23 @@ class OsdpReaderConfig(DriverConfig):
     reconnect_max_s: float = Field(default=10.0, gt=0, le=3600, description="Longest wait between two tries "
                                                                           "to reopen the port.")
 
+    # Card-read flood limit (drivers.NAME.rate and .burst may be changed by central's signed config).
+    # A person presents a card every second or two, a queue about one every 2 s per lane, and
+    # people tap twice: 5 at once, then 1 a second, stops nobody and caps a reader replaying
+    # reads at its polling rate (~16/s with its cards and alarms) to 1 a second.
+    rate: float = Field(default=1.0, gt=0, le=20,
+                        description="Card reads a second this reader may present, sustained; a read over the "
+                                    "limit is refused (never a credential: no decision, no grant) and counted "
+                                    "in a reader.flood event. Between 0 (exclusive) and 20 (faster than a "
+                                    "reader is polled).")
+    burst: int = Field(default=5, ge=1, le=60,
+                       description="Card reads this reader may present at once before `rate` applies "
+                                   "(a person tapping twice, a short queue).")
+    flood_report_s: float = Field(default=60.0, ge=1, le=3600,
+                                  description="A flood of refused reads is reported once when it starts (an "
+                                              "alarm), then with its count once per this many seconds, and "
+                                              "as over after this many seconds without a refusal.")
+
     @model_validator(mode="after")
     def _keyed(self):
         if self.key_file is None and not self.allow_plaintext:

@@ -63,6 +63,23 @@ class ReaderSecureChannelFailed(_Payload):
     detail: str
 
 
+class ReaderFlood(_Payload):
+    """reader.flood: card reads over the reader's limit (``rate``, ``burst``) were refused.
+
+    ``started`` (alarm) at the first refused read; ``continuing`` (normal) with the reads
+    refused in each ``flood_report_s`` while it lasts; ``ended`` (normal) after a whole
+    ``flood_report_s`` without one, with the total. One alarm per flood, not one per read.
+    """
+
+    state: Literal["started", "continuing", "ended"]
+    suppressed: int = Field(ge=0, description="Reads refused since this flood's previous reader.flood event.")
+    total: int = Field(ge=1, description="Reads refused since the flood started.")
+    duration_s: float = Field(ge=0, description="Since the first refused read (ended: to the last).")
+    rate: float = Field(gt=0, description="The limit in force: card reads a second, sustained.")
+    burst: int = Field(ge=1, description="The limit in force: card reads at once.")
+    detail: str
+
+
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "reader.card": ReaderCard,
     "reader.pin_entered": ReaderPinEntered,
@@ -71,4 +88,5 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "reader.online": ReaderOnline,
     "reader.offline": ReaderOffline,
     "reader.secure_channel_failed": ReaderSecureChannelFailed,
+    "reader.flood": ReaderFlood,
 }

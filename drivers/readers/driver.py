@@ -25,6 +25,7 @@ from drivers.readers._ticking import TickingRefresh
 from drivers.readers.config import OsdpReaderConfig, read_key
 from edge.driver import Driver
 from edge.errors import CommandError, DriverError, StoreFull
+from edge.ratelimit import FloodReport, TokenBucket
 
 _FORMATS = {osdp.CardFormat.Wiegand: "wiegand", osdp.CardFormat.Unspecified: "raw",
             osdp.CardFormat.ASCII: "ascii"}
@@ -68,8 +69,12 @@ class OsdpReaderDriver(Driver):
         self.tamper = False
         self.power_failed = False
         self.port_error: str | None = "not opened yet"
-        self.stats = {"cards": 0, "unreadable_cards": 0, "pins": 0, "events_not_stored": 0,
+        self.stats = {"cards": 0, "unreadable_cards": 0, "cards_refused": 0, "pins": 0, "events_not_stored": 0,
                       "commands_ok": 0, "commands_failed": 0, "sc_failures": 0, "plaintext_refused": 0}
+        # A keyed reader (or someone at its cable) can replay reads at its polling rate: each
+        # would be a card event, a gate decision and, for an unknown card, an alarm central keeps.
+        self._reads = TokenBucket(config.rate, config.burst)
+        self.flood = FloodReport(config.flood_report_s, self._flood_report)
         self._cp: osdp.ControlPanel | None = None
         self._sc_alarmed = False
         self._sc_up = False  # the secure channel was up during this contact
@@ -131,6 +136,7 @@ class OsdpReaderDriver(Driver):
                 self._on_event(event)
             self._watch(cp)
             self.pin.forget_expired()
+            self.flood.tick()
             if self.online:
                 down_since = time.monotonic()
             elif time.monotonic() - down_since > self.config.offline_retry_s:
@@ -168,7 +174,11 @@ class OsdpReaderDriver(Driver):
             self._plaintext_refused("a card read or key press came without the secure channel")
             return
         if kind == osdp.Event.CardRead:
-            self._card(ev)
+            if self._reads.try_take():
+                self._card(ev)
+            else:  # over the limit: never a credential, counted in one reader.flood report
+                self.stats["cards_refused"] += 1
+                self.flood.refused()
         elif kind == osdp.Event.KeyPress:
             digits = self.pin.keys(ev.get("data") or b"")
             if digits is not None:
@@ -185,6 +195,20 @@ class OsdpReaderDriver(Driver):
         self.stats["cards" if card.credential else "unreadable_cards"] += 1
         self._emit("reader.card", {"reader_no": ev.get("reader_no", 0), "format": card.format, "bits": card.bits,
                                    "credential": card.credential, "problem": card.problem})
+
+    def _flood_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        cfg = self.config
+        limit = f"{cfg.burst} at once, then {cfg.rate:g} a second"
+        detail = {"started": f"card reads faster than this reader's limit ({limit}): reads over it are refused "
+                             "(a reader replaying reads, or someone on its cable?)",
+                  "continuing": f"{suppressed} card reads refused in the last {cfg.flood_report_s:g}s",
+                  "ended": f"no read refused for {cfg.flood_report_s:g}s; {total} refused in all"}[state]
+        self.ctx.log.warning("reader_flood", reader=self.ctx.name, state=state, suppressed=suppressed, total=total)
+        self._emit("reader.flood", {"state": state, "suppressed": suppressed, "total": total,
+                                    "duration_s": duration_s, "rate": cfg.rate, "burst": cfg.burst,
+                                    "detail": detail}, "alarm" if state == "started" else "normal")
+        if state != "continuing":
+            self.ctx.health_changed()
 
     def _status(self, ev: dict[str, Any]) -> None:
         if ev.get("type") != osdp.StatusReportType.Local:
@@ -308,10 +332,11 @@ class OsdpReaderDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online else "down"
-        if self.online and (self.tamper or self.power_failed):
+        if self.online and (self.tamper or self.power_failed or self.flood.active):
             status = "degraded"
         return {"status": status, "online": self.online, "secure": self.secure, "tamper": self.tamper,
-                "power_failed": self.power_failed, "port_error": self.port_error, **self.stats}
+                "power_failed": self.power_failed, "flooding": self.flood.active, "port_error": self.port_error,
+                **self.stats}
 
     def close(self) -> None:
         self._fail_waiters("the driver is stopping")

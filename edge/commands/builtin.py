@@ -37,8 +37,7 @@ def _set_log_level(daemon, args: dict[str, Any]) -> dict[str, Any]:
     from edge.logs import set_level
 
     level = args.get("level")
-    if level not in LOG_LEVELS:
-        raise CommandError(f"args.level must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+    _check_log_level(args)
     set_level(level)
     return {"level": level}
 
@@ -58,10 +57,23 @@ BUILTIN_EFFECTS: dict[str, str] = {"ping": "observe", "status": "observe", "rebi
                                    "set-log-level": "operate"}
 
 
-def check_builtin(name: str, builtins=BUILTINS) -> None:
-    """CommandError for a name target ``edge`` does not have (before a request is held, and before it runs)."""
+def _check_log_level(args: dict[str, Any]) -> None:
+    level = args.get("level")
+    if level not in LOG_LEVELS:
+        raise CommandError(f"args.level must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
+
+
+#: The core's own argument checks (a service's builtin checks its arguments when it runs).
+_ARG_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {"set-log-level": _check_log_level}
+
+
+def check_builtin(name: str, builtins=BUILTINS, args: dict[str, Any] | None = None) -> None:
+    """CommandError for a name target ``edge`` does not have, or (``args`` given) arguments its
+    check refuses: before a request is held, before a command from central or an operator runs."""
     if name not in builtins:
         raise CommandError(f"target 'edge' has no command {name!r}; it has: {', '.join(builtins)}")
+    if args is not None and name in _ARG_CHECKS and builtins[name] is BUILTINS.get(name):
+        _ARG_CHECKS[name](args)
 
 
 def run_builtin(daemon, name: str, args: dict[str, Any], builtins=BUILTINS) -> dict[str, Any]:

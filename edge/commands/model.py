@@ -21,7 +21,7 @@ _CMD_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 
 #: Machine-readable reasons of a rejected command (the ``reason`` of a result).
 RejectReason = Literal[
-    "malformed",       # not JSON, not an object, not the Command schema, or (local) arguments its target refuses
+    "malformed",       # not JSON, not an object, not the Command schema, or a name/arguments its target refuses
     "bad_signature",   # unsigned, a bad signature, or no trusted key signed it
     "under_signed",    # a barrier/erase command needs two distinct keys (or two local operators)
     "wrong_role",      # the signing key does not hold the 'command' role
@@ -86,8 +86,9 @@ class CommandResult(BaseModel):
     name: str | None = None
     target: str | None = None
     status: Literal["ok", "failed", "rejected"] = Field(
-        description="ok: executed; failed: executed or attempted and the driver refused or erred; "
-                    "rejected: never executed (see reason).")
+        description="ok: executed; failed: executed or attempted, and the target refused it in its "
+                    "present state (lockdown, offline) or erred; rejected: never executed (see reason; "
+                    "a name or arguments the target never accepts are rejected as malformed).")
     reason: RejectReason | None = Field(default=None, description="Set when status is rejected.")
     detail: str = Field(default="", description="Human-readable explanation.")
     result: dict[str, Any] | None = Field(

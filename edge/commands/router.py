@@ -106,7 +106,7 @@ class CommandRouter:
             settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,
             targets={**{name: r.command_effects for name, r in runners.items()},
                      **{name: effects for name, (_, effects) in self._components.items()}},
-            checks={EDGE_TARGET: lambda name, _args: check_builtin(name, self._builtins),
+            checks={EDGE_TARGET: lambda name, args: check_builtin(name, self._builtins, args),
                     **{name: r.check_command for name, r in runners.items()},
                     **self._checks})
         self._thread.start()

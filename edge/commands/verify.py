@@ -2,9 +2,10 @@
 
 Order matters: the schema first (so a result can name the command), then the
 signature (an unauthenticated message learns nothing else about the device),
-then audience, target, time window (shorter for barrier and erase commands)
-and the two-person rule, and the replay claim last, so only a command that is
-about to run uses up its id. Signatures count only from keys holding the
+then audience, target, time window (shorter for barrier and erase commands),
+the two-person rule, the target's own check of the name and arguments (the same
+check, ``_check_args``, for central's commands and local ones), and the replay
+claim last, so only a command that is about to run uses up its id. Signatures count only from keys holding the
 ``command`` role (edge.trust); how many are needed follows from the command's
 effect class (edge.commands.effects), never from its name alone.
 """
@@ -99,6 +100,8 @@ class Verifier:
         self._check_bound(command, doc, effect)
         self._check_time(command, doc, effect)
         self._check_signers(command, doc, signed_by, effect)
+        # After the signers: one stolen key learns nothing about which commands exist here.
+        self._check_args(command, doc, "refused before it runs (its id is not used up)")
         self._claim(command, doc)
         return Accepted(command, "mqtt", topic, signed_by, effect=effect)
 
@@ -155,7 +158,9 @@ class Verifier:
             raise CommandRejected("wrong_target", f"no driver named {command.target!r} on this device; "
                                   f"targets here: {known}", doc)
 
-    def _check_args(self, command: Command, doc: Mapping) -> None:
+    def _check_args(self, command: Command, doc: Mapping, refused: str) -> None:
+        """``malformed`` for what the target would refuse whatever its state (an unknown name, a bad
+        argument): central's commands and local ones alike, before they run or are held."""
         check = self.checks.get(command.target)
         if check is None:
             return
@@ -163,10 +168,10 @@ class Verifier:
             check(command.name, dict(command.args))
         except CommandError as exc:
             raise CommandRejected("malformed", f"{command.target} {command.name!r} would fail ({exc}); "
-                                  "refused before anyone is asked to approve it", doc) from None
+                                  f"{refused}", doc) from None
         except Exception as exc:  # a plug-in's broken check: refuse the request, keep the worker
             raise CommandRejected("malformed", f"{command.target} {command.name!r}: the target's argument "
-                                  f"check failed ({type(exc).__name__}: {str(exc)[:200]}); nothing was held",
+                                  f"check failed ({type(exc).__name__}: {str(exc)[:200]}); {refused}",
                                   doc) from None
 
     def effect(self, command: Command) -> str:
@@ -209,10 +214,14 @@ class Verifier:
         command = _validate(doc)
         self._check_target(command, doc)
         effect = self.effect(command)
-        if policy or self.required_signatures(command) < 2:
+        if policy:  # the gate policy's own feedback and grants: the policy is the authority
             self._claim(command, doc)
             return Accepted(command, "local", operator=operator, effect=effect)
-        self._check_args(command, doc)  # before anyone is asked to approve it
+        if self.required_signatures(command) < 2:
+            self._check_args(command, doc, "refused before it runs")
+            self._claim(command, doc)
+            return Accepted(command, "local", operator=operator, effect=effect)
+        self._check_args(command, doc, "refused before anyone is asked to approve it")
         if request.get("single_person") is True:
             return self._single_person(command, doc, operator, effect)
         pending = self.approvals.hold(request, operator)

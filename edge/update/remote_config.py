@@ -47,7 +47,8 @@ REMOTE_KEYS = (
     "mqtt.keepalive_s",
     "update.check_interval_s",
     "update.rollout_group",
-    "drivers.*.rate",
+    "drivers.*.rate",  # a heartbeat's event rate, a reader's card-read limit
+    "drivers.*.burst",  # a reader's card reads at once
 )
 RECORD = "remote-config.json"
 

@@ -62,7 +62,8 @@ def _config(work: Path, modbus_port: int, key_file: Path, pub: Path) -> dict:
         "logging": {"level": "warning", "format": "json"}, "trust": {"central_keys": [str(pub)]},
         "drivers": [
             {"name": "reader1", "kind": "reader.osdp", "port": str(work / "tty-reader"), "baudrate": 115200,
-             "address": 1, "key_file": str(key_file)},
+             "address": 1, "key_file": str(key_file),
+             "rate": 20, "burst": 60},  # a card every ~0.5 s for the whole run: above a person's pace
             {"name": "relay1", "kind": "turnstile.modbus", "host": "127.0.0.1", "tcp_port": modbus_port,
              "coils": {"release_in": 0, "release_out": 1}, "inputs": {"passage_in": 0, "passage_out": 1},
              "poll_interval_s": 0.02, "pulse_s": 0.2}],

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from edge.errors import EdgeError
+from edge.ratelimit import TokenBucket
 from edge.supervisor import SupervisedThread
 from services.learning import protocol
 from services.learning._cache import ContentCache, CorruptContent, QuotaExceeded
@@ -43,27 +44,6 @@ FAILED_BACKOFF_S, FAILED_BACKOFF_MAX_S = 60.0, 3600.0
 
 class TransferFailed(EdgeError):
     """An item's retry budget is spent (corrupt chunks, timeouts); it is marked failed."""
-
-
-class TokenBucket:
-    """Bandwidth cap: ``take(n)`` waits until n bytes may go (rate 0 = unlimited)."""
-
-    def __init__(self, rate_bytes_s: int, burst_bytes: int):
-        self.rate, self.burst = rate_bytes_s, max(burst_bytes, 1)
-        self._tokens = float(self.burst)
-        self._at = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self, n: int, stop: threading.Event) -> bool:
-        if self.rate <= 0:
-            return True
-        with self._lock:  # one waiter at a time keeps the order fair
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            self._tokens -= n
-            debt = -self._tokens
-        return debt <= 0 or not stop.wait(debt / self.rate)
 
 
 @dataclass
@@ -99,7 +79,7 @@ class Downloader:
         self.link, self.site, self.device, self.cache = link, site, device, cache
         self.concurrency, self.timeout = concurrency, chunk_timeout_s
         self.may_proceed, self.pinned, self.on_failed = may_proceed, pinned, on_failed
-        self.bucket = TokenBucket(rate_limit_bytes_s, burst_bytes=max(rate_limit_bytes_s // 4, 1))
+        self.bucket = TokenBucket(rate_limit_bytes_s, max(rate_limit_bytes_s // 4, 1))
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: dict[str, Job] = {}  # queued or running, by sha256
         self._lock = threading.Lock()

@@ -101,3 +101,36 @@ def test_a_two_person_command_signed_for_a_whole_site_is_refused(gate):
         assert "name the one device" in got["detail"]
     bound = result_of(collector, broker, keys.command("ops", "security", **grant))
     assert bound["status"] == "ok", bound  # positive control
+
+
+def test_a_two_person_command_the_target_would_refuse_is_malformed_before_it_runs(gate):
+    """Two people sign a misspelt name or a bad argument: the target's own check (the one a
+    local request passes before it is held) refuses it ``malformed``, naming what is wrong,
+    before it runs and without using up its id. One signature is still ``under_signed``:
+    a stolen key learns nothing about which commands exist. Spelt right, it runs."""
+    broker, collector, keys, _ = gate
+    for target, name, args, problem in (
+            ("lane1-ts", "unlok", {}, "turnstile does not support command 'unlok'"),
+            ("lane1-ts", "grant", {"direction": "in", "passes": 0}, "passes: Input should be greater than or equal to 1"),
+            ("lane1-ts", "grant", {"direction": "in", "colour": "green"}, "colour: unknown argument"),
+            ("gate", "override", {"lane": "lane9", "direction": "in", "action": "grant", "reason": "escorted"},
+             "no gate lane named 'lane9'"),
+            ("edge", "set-log-level", {"level": "loud"}, "args.level must be one of debug, info")):
+        doc = keys.command("ops", "security", target=target, name=name, args=args)
+        got = result_of(collector, broker, doc)
+        assert (got["status"], got["reason"]) == ("rejected", "malformed"), got
+        assert problem in got["detail"] and "refused before it runs" in got["detail"], got
+        assert got["duration_ms"] is None, got  # never ran
+        again = result_of(collector, broker, doc)  # its id was not used up: the same answer, not 'replay'
+        assert (again["reason"], again["detail"]) == ("malformed", got["detail"]), again
+    one = result_of(collector, broker, keys.command("ops", target="lane1-ts", name="unlok"))
+    assert (one["status"], one["reason"]) == ("rejected", "under_signed"), one
+    # Positive controls: the same commands spelt right, signed by the same two people, run.
+    unlock = result_of(collector, broker, keys.command("ops", "security", target="lane1-ts", name="unlock"))
+    assert unlock["status"] == "ok", unlock
+    grant = result_of(collector, broker, keys.command("ops", "security", target="lane1-ts", name="grant",
+                                                      args={"direction": "in", "passes": 1}))
+    assert grant["status"] == "ok", grant
+    level = result_of(collector, broker, keys.command("ops", target="edge", name="set-log-level",
+                                                      args={"level": "info"}))
+    assert level["status"] == "ok", level

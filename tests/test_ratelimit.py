@@ -1,0 +1,84 @@
+"""edge.ratelimit: the token bucket (a burst, then a rate) and the one-report-per-flood counter."""
+
+from __future__ import annotations
+
+import threading
+
+from edge.ratelimit import FloodReport, TokenBucket
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_burst_then_the_rate():
+    clock = Clock()
+    bucket = TokenBucket(rate=1.0, burst=3, clock=clock)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    clock.t += 0.5
+    assert not bucket.try_take()  # half a token: still refused, and nothing taken
+    clock.t += 0.5
+    assert bucket.try_take() and not bucket.try_take()
+    clock.t += 3600  # a quiet hour refills the burst, no more
+    assert sum(bucket.try_take() for _ in range(10)) == 3
+
+
+def test_a_sustained_flood_gets_the_rate_and_no_more():
+    clock = Clock()
+    bucket = TokenBucket(rate=1.0, burst=5, clock=clock)
+    taken = 0
+    for _ in range(16 * 60):  # 16 reads a second for a minute
+        clock.t += 1 / 16
+        taken += bucket.try_take()
+    assert 5 + 59 <= taken <= 5 + 61
+
+
+def test_blocking_take_waits_for_the_debt_and_stops_when_asked():
+    bucket, stop = TokenBucket(rate=1000, burst=10), threading.Event()
+    assert bucket.take(10, stop)  # the burst: at once
+    stop.set()
+    assert not bucket.take(500, stop)  # half a second of debt, but stopping
+    assert TokenBucket(rate=0, burst=1).take(10**9, stop)  # rate 0: unlimited
+
+
+def test_a_flood_is_one_start_a_count_per_window_and_an_end_with_the_total():
+    clock, reports = Clock(), []
+    flood = FloodReport(10.0, lambda *r: reports.append(r), clock=clock)
+    flood.tick()
+    assert reports == [] and not flood.active
+    for _ in range(25):  # 25 refusals over 2.5 s
+        flood.refused()
+        clock.t += 0.1
+        flood.tick()
+    assert reports == [("started", 1, 1, 0.0)] and flood.active
+    clock.t += 8  # 10.5 s after the start: the window's count
+    flood.refused()
+    flood.tick()
+    assert reports[1] == ("continuing", 25, 26, 10.5)
+    clock.t += 9.9
+    flood.tick()
+    assert len(reports) == 2  # quiet, but not for a whole window yet
+    clock.t += 0.1
+    flood.tick()
+    assert reports[2] == ("ended", 0, 26, 10.5) and not flood.active
+    assert sum(r[1] for r in reports) == 26  # every refusal counted once
+
+
+def test_refusals_spread_thin_stay_one_flood():
+    """One refusal every 9 s with a 10 s window: one start, never a start per refusal."""
+    clock, reports = Clock(), []
+    flood = FloodReport(10.0, lambda *r: reports.append(r), clock=clock)
+    for _ in range(100):
+        flood.refused()
+        for _ in range(9):
+            clock.t += 1
+            flood.tick()
+    assert [r[0] for r in reports].count("started") == 1
+    assert len(reports) <= 1 + 900 / 10
+    clock.t += 10
+    flood.tick()
+    assert reports[-1][0] == "ended" and reports[-1][2] == 100 == sum(r[1] for r in reports)
