@@ -237,7 +237,9 @@ class BoundedFetcher(Urllib3Fetcher):
                 yield chunk
             if watch is not None:
                 watch.raise_if_tripped()  # a cut socket can read as a clean end of the body
-        except urllib3.exceptions.TimeoutError as exc:
+        except urllib3.exceptions.TimeoutError as exc:  # no byte at all for read_timeout_s
+            if watch is not None:
+                watch.raise_if_tripped()
             raise tx.SlowRetrievalError from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if watch is not None:
