@@ -10,6 +10,7 @@ updates. Positive controls: the same repository served normally.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -121,13 +122,13 @@ def test_dripped_metadata_is_abandoned_at_its_deadline(tmp_path, repo, serve, he
     refusal, took = _refused(_source(tmp_path, server, DEADLINE_ONLY).find)
     assert state["served"] == 1
     assert refusal.problem == "too_slow", refusal
-    assert TIMESTAMP_DEADLINE_S - 0.1 <= took <= TIMESTAMP_DEADLINE_S + 1.5, took
+    assert TIMESTAMP_DEADLINE_S - 0.1 <= took <= TIMESTAMP_DEADLINE_S + 3, took  # + the other fetches
     facts = refusal.facts
     assert facts["limit"] == "deadline" and facts["role"] == "timestamp"
     assert facts["url"] == f"{server.url}/metadata/timestamp.json"
     # what came in before the deadline: the body's first bytes (or part of the headers: no body)
     assert facts["received_bytes"] <= (TIMESTAMP_DEADLINE_S / DRIP_S + 2) * (0 if headers else 1)
-    assert abs(facts["elapsed_s"] - TIMESTAMP_DEADLINE_S) < 1.0
+    assert TIMESTAMP_DEADLINE_S - 0.1 <= facts["elapsed_s"] <= TIMESTAMP_DEADLINE_S + 1  # this fetch alone
     assert "deadline of 3.0 s" in refusal.detail and "download_allowance_s" in refusal.detail
     EVENT_PAYLOADS["update.refused"].model_validate({"running": "0.1.0", "problem": refusal.problem,
                                                      "detail": refusal.detail, **facts})
@@ -143,7 +144,7 @@ def test_metadata_below_the_floor_is_abandoned_before_its_deadline(tmp_path, rep
     server = serve(handler)
     refusal, took = _refused(_source(tmp_path, server, FLOOR).find)
     assert refusal.problem == "too_slow" and refusal.facts["limit"] == "min_rate", refusal
-    assert 1.5 <= took <= 3.5, took  # floor checked from 1.5 s; the deadline would be 17 s
+    assert 1.5 <= took <= 5, took  # floor checked from 1.5 s; the deadline would be 17 s
     assert "below the floor of 1000 bytes/s" in refusal.detail
 
 
@@ -160,7 +161,7 @@ def test_dripped_release_archive_is_abandoned_and_nothing_is_kept(tmp_path, repo
     refusal, took = _refused(lambda: source.download(offer, dest))
     assert refusal.problem == "too_slow" and refusal.facts["role"] == "target", refusal
     assert refusal.facts["limit"] == "min_rate" and refusal.facts["url"].endswith(".tar.gz")
-    assert took <= 3.5, took
+    assert took <= 4.5, took  # the floor, from 1.5 s on; the deadline is 5 s
     assert not dest.exists()
     state["on"] = False
     assert source.download(offer, dest).read_bytes() == archive.read_bytes()
@@ -198,6 +199,10 @@ def test_daemon_reports_a_dripping_channel_and_updates_once_it_stops(tmp_path, r
     EVENT_PAYLOADS["update.refused"].model_validate(payload)
     assert boot.linked_version(root) is None and not (root / "opt/edge/releases/0.2.0").exists()
     assert daemon.running
+    # the status entry, from the running daemon (its control socket answers meanwhile)
+    status = json.loads(daemon.cli("update", "status", "--json", check=True).stdout)
+    assert status["refusal"]["problem"] == "too_slow" and status["refusal"]["limit"] == "deadline"
+    assert "abandoned after" in status["refusal"]["detail"]
 
     state["on"] = False
     wait_for(lambda: events(daemon.state_dir, "update.installed"), what="update.installed", timeout=15)
