@@ -20,8 +20,8 @@ _.__getattr__
 _.log_message, _.address_string, _.client_address, _.settings_customise_sources, _.optionxform
 _.on_connect, _.on_disconnect, _.on_subscribe, _.on_socket_open, _.connect_timeout
 # Attributes set on library objects, which read them: MQTT 5 properties, TUF metadata,
-# DICOM elements of the simulated scanner's files (pydicom).
-_.SessionExpiryInterval, _.ReceiveMaximum, _.snapshot_meta
+# DICOM elements of the simulated scanner's files (pydicom), urllib3's pool classes (edge/update/fetcher.py).
+_.SessionExpiryInterval, _.ReceiveMaximum, _.snapshot_meta, _.pool_classes_by_scheme
 _.MediaStorageSOPInstanceUID, _.TransferSyntaxUID, _.ThreatSequence, _.ThreatROIBase, _.ThreatROIExtents
 _.ThreatCategory, _.Rows, _.Columns, _.BitsAllocated, _.BitsStored, _.HighBit, _.PixelRepresentation
 _.PhotometricInterpretation, _.SamplesPerPixel, _.PixelData

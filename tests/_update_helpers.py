@@ -18,7 +18,7 @@ from edge.update.repo import ReleaseRepo
 DELEGATIONS = ["gate.canary", "gate.site-site-1", "gate.all", "tablet.all"]
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
+class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
@@ -26,8 +26,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 class RepoServer:
     """http.server over the repository folder, on a free localhost port, in a thread."""
 
-    def __init__(self, folder: Path):
-        handler = functools.partial(_Quiet, directory=str(folder))
+    def __init__(self, folder: Path, handler_class: type[http.server.SimpleHTTPRequestHandler] = Quiet):
+        handler = functools.partial(handler_class, directory=str(folder))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

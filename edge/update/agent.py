@@ -138,19 +138,26 @@ class UpdateAgent:
                 continue  # a slot is on probation: nothing new until it is decided
             try:
                 self.check_once()
+                self._refusal_key = None  # the channel works again: the next refusal is news
             except UpdateRefused as exc:
-                self._refused(exc.problem, exc.detail)
+                self._refused(exc.problem, exc.detail, exc.facts)
             except InstallFailed as exc:
                 self._refused("install_failed", str(exc))
             except OSError as exc:  # downloads and records: a full or broken disk
                 self._refused("local_io", f"{type(exc).__name__}: {exc}"[:300])
 
-    def _refused(self, problem: str, detail: str) -> None:
-        self._last["refusal"] = {"problem": problem, "detail": detail, "at": time.time()}
-        log.warning("update_refused", problem=problem, detail=detail)
-        if self._refusal_key != (problem, detail):  # once per distinct refusal, not every check
-            self._refusal_key = (problem, detail)
-            self._emit("refused", {"problem": problem, "detail": detail}, "alarm")
+    def _refused(self, problem: str, detail: str, facts: dict | None = None) -> None:
+        """Status, log and (once per distinct refusal, not every check) an alarm.
+
+        ``facts`` are the structured fields of a refusal (too_slow: url, role, bytes, seconds,
+        limit); a download abandoned again at another byte count is the same refusal."""
+        facts = facts or {}
+        self._last["refusal"] = {"problem": problem, "detail": detail, **facts, "at": time.time()}
+        log.warning("update_refused", problem=problem, detail=detail, **facts)
+        key = (problem, facts["url"], facts["limit"]) if "limit" in facts else (problem, detail)
+        if self._refusal_key != key:
+            self._refusal_key = key
+            self._emit("refused", {"problem": problem, "detail": detail, **facts}, "alarm")
 
     def check_once(self) -> bool:
         """One look at the channel; True when a switch to a new slot was made (restart follows)."""

@@ -40,9 +40,19 @@ class UpdateInterrupted(_Update):
 
 
 class UpdateRefused(_Update):
-    problem: Literal["expired", "version", "signature", "hash_mismatch", "unreachable", "metadata",
+    problem: Literal["expired", "version", "signature", "hash_mismatch", "unreachable", "too_slow", "metadata",
                      "older_release", "install_failed", "local_io"]
     detail: str
+    # too_slow only: the download that was abandoned (a repository or a man in the middle dripping bytes).
+    url: str | None = Field(default=None, description="too_slow: the URL abandoned.")
+    role: str | None = Field(default=None, description="too_slow: the TUF role of that metadata file "
+                                                       "(timestamp, snapshot, gate.all, ...), or target.")
+    received_bytes: int | None = Field(default=None, ge=0, description="too_slow: bytes received.")
+    elapsed_s: float | None = Field(default=None, ge=0, description="too_slow: seconds it ran.")
+    limit: Literal["deadline", "min_rate"] | None = Field(
+        default=None, description="too_slow: deadline ([update] download_allowance_s + length / "
+                                  "download_min_rate) or min_rate (below download_min_rate over "
+                                  "download_rate_window_s).")
 
 
 class ConfigAccepted(_Strict):

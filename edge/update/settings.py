@@ -35,6 +35,17 @@ class UpdateSettings(BaseModel):
                                    description="Wait this long for empty lanes before a restart; "
                                                "then try again at the next check.")
     python: str = Field(default="python3", description="Interpreter that builds a slot's virtualenv.")
+    download_allowance_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Fixed part of every download's deadline (connect, TLS, the server's first byte); a "
+                    "download (TUF metadata or a release archive) is abandoned after download_allowance_s + "
+                    "its length limit / download_min_rate seconds.")
+    download_min_rate: float = Field(
+        default=20_000.0, gt=0,
+        description="Throughput floor in bytes/s: sets each download's deadline, and a download that receives "
+                    "less than this over download_rate_window_s (after download_allowance_s) is abandoned.")
+    download_rate_window_s: float = Field(default=30.0, gt=0, le=3600,
+                                          description="Window over which download_min_rate is measured.")
 
     @field_validator("metadata_url", "targets_url")
     @classmethod

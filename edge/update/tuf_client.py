@@ -11,6 +11,9 @@ for the ``update.refused`` event a supervisor reads:
 - ``signature``: not signed by the keys the delegating role names (wrong role)
 - ``hash_mismatch``: the archive is not the one the metadata describes
 - ``unreachable``: the repository could not be downloaded from
+- ``too_slow``: a download passed its deadline or fell below the throughput floor
+  (``fetcher.BoundedFetcher``: a repository or a man in the middle dripping bytes);
+  the refusal also names the URL, the role, the bytes, the seconds and the limit
 - ``metadata``: any other malformed or inconsistent metadata
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import structlog
 
@@ -33,9 +37,9 @@ _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 class UpdateRefused(EdgeError):
     """A release or its metadata failed verification; ``problem`` is the refusal code."""
 
-    def __init__(self, problem: str, detail: str):
+    def __init__(self, problem: str, detail: str, facts: dict | None = None):
         super().__init__(f"update refused ({problem}): {detail}")
-        self.problem, self.detail = problem, detail
+        self.problem, self.detail, self.facts = problem, detail, facts or {}
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -61,9 +65,28 @@ def groups_for(rollout_group: str, site: str) -> list[str]:
     return [*(["canary"] if rollout_group == "canary" else []), f"site-{site}", "all"]
 
 
-def _map_errors(exc: Exception) -> UpdateRefused:
+def _role(url: str, metadata_url: str) -> str:
+    """'timestamp', 'root', 'gate.all', ... for a metadata URL; 'target' for a release archive."""
+    if not url.startswith(metadata_url.rstrip("/") + "/"):
+        return "target"
+    name = unquote(url.rsplit("/", 1)[-1]).removesuffix(".json")
+    version, _, rest = name.partition(".")
+    return rest if version.isdigit() and rest else name
+
+
+def _too_slow(exc, metadata_url: str) -> UpdateRefused:
+    facts = {"url": exc.url, "role": _role(exc.url, metadata_url), "received_bytes": exc.received,
+             "elapsed_s": round(exc.elapsed_s, 1), "limit": exc.limit}
+    return UpdateRefused("too_slow", f"{facts['role']}: {exc}"[:500], facts)
+
+
+def _map_errors(exc: Exception, metadata_url: str = "") -> UpdateRefused:
     from tuf.api import exceptions as tx
 
+    from edge.update.fetcher import DownloadTooSlow
+
+    if isinstance(exc, DownloadTooSlow):
+        return _too_slow(exc, metadata_url)
     detail = f"{type(exc).__name__}: {exc}"[:300]
     for cls, problem in ((tx.ExpiredMetadataError, "expired"), (tx.BadVersionNumberError, "version"),
                          (tx.UnsignedMetadataError, "signature"),
@@ -83,13 +106,20 @@ class ReleaseSource:
         self.settings, self.device_class, self.site = settings, device_class, site
         self.meta_dir = Path(cache_dir) / "metadata"
         self.download_dir = Path(cache_dir) / "downloads"
-        self._fetcher = fetcher
+        self._fetcher = fetcher  # default: BoundedFetcher with the settings' download limits
         self._updater = None
 
     def _open(self):
         from tuf.api import exceptions as tx
         from tuf.ngclient import Updater
 
+        from edge.update.fetcher import BoundedFetcher, FetchLimits
+
+        if self._fetcher is None:
+            s = self.settings
+            self._fetcher = BoundedFetcher(FetchLimits(allowance_s=s.download_allowance_s,
+                                                       min_rate=s.download_min_rate,
+                                                       rate_window_s=s.download_rate_window_s))
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         # The shipped root is the anchor on first use; after that the cached root, which
         # ngclient only ever replaced by a root that the previous one signed (rotation).
@@ -103,7 +133,7 @@ class ReleaseSource:
             return Updater(str(self.meta_dir), self.settings.metadata_url, str(self.download_dir),
                            self.settings.targets_base(), fetcher=self._fetcher, bootstrap=bootstrap)
         except (tx.RepositoryError, ValueError) as exc:
-            raise _map_errors(exc) from None
+            raise _map_errors(exc, self.settings.metadata_url) from None
 
     def find(self) -> Offer | None:
         """The newest release offered to this device's groups, or None; raises UpdateRefused."""
@@ -122,7 +152,7 @@ class ReleaseSource:
                 parse_version(version)
                 offers.append(Offer(version, path, group, info.length, info.hashes.get("sha256", "")))
         except (tx.RepositoryError, tx.DownloadError, OSError) as exc:
-            raise _map_errors(exc) from None
+            raise _map_errors(exc, self.settings.metadata_url) from None
         if not offers:
             return None
         return max(offers, key=lambda o: parse_version(o.version))
@@ -139,4 +169,4 @@ class ReleaseSource:
             return Path(self._updater.download_target(info, str(dest)))
         except (tx.RepositoryError, tx.DownloadError) as exc:
             dest.unlink(missing_ok=True)
-            raise _map_errors(exc) from None
+            raise _map_errors(exc, self.settings.metadata_url) from None
