@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class Uptime:
@@ -58,8 +58,8 @@ class Clocks:
     """The two clocks a component judges spans by: ``now`` (the daemon's trusted time, or the
     wall clock outside the daemon) and ``uptime``. The daemon hands its own to each service."""
 
-    now: Callable[[], float] = time.time
-    uptime: Callable[[], float] = field(default_factory=Uptime)
+    now: Callable[[], float]
+    uptime: Callable[[], float]
 
     def moment(self) -> Moment:
         """Now, by both clocks."""
@@ -69,9 +69,3 @@ class Clocks:
         """Wall time ``wall`` as a moment, its uptime taken as if the wall clock were right now."""
         now, uptime = self.now(), self.uptime()
         return Moment(wall, up_bound(wall, now, uptime))
-
-    def remaining(self, moment: Moment) -> float:
-        return moment.remaining(self.now(), self.uptime())
-
-    def passed(self, moment: Moment) -> bool:
-        return self.remaining(moment) <= 0.0
