@@ -28,6 +28,7 @@ from edge.errors import EdgeError
 from edge.events import make_event
 from edge.store import Store
 from edge.supervisor import Supervisor
+from edge.uptime import Clocks, Uptime
 
 log = structlog.get_logger("edge.daemon")
 STATUS_FILE = "status.json"
@@ -57,6 +58,9 @@ class Daemon:
         self._health_changed = threading.Event()
         self._wakeup = Wakeup()  # the main loop's sleep: any thread, and signals, end it
         self.clock = ClockMonitor()
+        # The daemon's two clocks (trusted time, persisted uptime; edge.uptime), set by run()
+        # before any component is built: services judge lockouts and dose windows by both.
+        self.clocks: Clocks | None = None
         self.store: Store | None = None
         self.supervisor: Supervisor | None = None
         self.components: list[Component] = []
@@ -160,6 +164,9 @@ class Daemon:
         from edge.trust import trust_store
 
         self.trust = trust_store(s, clock=self.trusted_now)  # TrustAnchorError (a ConfigError) names the refused file: exit 78
+        from edge.commands.seen import read_uptime
+
+        self.clocks = Clocks(now=self.trusted_now, uptime=Uptime(read_uptime(s.state_dir)))
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from edge import signing
+from edge.uptime import Clocks
 from services.residents.directory import DirectoryRefused, make_verifier, parse_directory
 from services.residents.guard import LoginGuard
 from services.residents.settings import ResidentSettings
@@ -40,23 +41,77 @@ def test_directory_refused_when_forged_for_another_tablet_or_too_cheap(tmp_path)
         parse_directory(json.dumps(signing.sign(cheap, central.key)).encode(), trusted, SITE, DEVICE)
 
 
+def _fake_clocks(t: dict) -> Clocks:
+    return Clocks(now=lambda: t["wall"], uptime=lambda: t["up"])
+
+
 def test_guard_backs_off_per_name_and_per_tablet_and_locks_out(tmp_path):
     s = ResidentSettings(backoff_base_s=1, backoff_max_s=8, max_failures=4, lockout_s=100, tablet_free_failures=2)
-    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path)
+    t = {"wall": 0.0, "up": 500.0}
+    clocks = _fake_clocks(t)
+
+    def at(wall: float) -> LoginGuard:  # real time passes: both clocks move together
+        t["up"] += wall - t["wall"]
+        t["wall"] = wall
+        return guard
+
+    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=clocks)
     a, b, c = guard.key("res-a"), guard.key("res-b"), guard.key("res-c")
-    assert guard.verdict(a, 0).wait_s == 0
-    guard.failure(a, 10)
-    assert guard.verdict(a, 10).wait_s == 1 and guard.verdict(b, 10).wait_s == 0  # per name
-    guard.failure(a, 11)
-    assert guard.verdict(a, 11).wait_s == 2
-    guard.failure(b, 11)  # the tablet's third failure: everyone waits now
-    assert guard.verdict(c, 11).wait_s == 1
-    assert guard.failure(a, 20) == (3, None)
-    assert guard.failure(a, 40) == (4, 140)
-    again = LoginGuard(s, tmp_path / "logins.json", tmp_path)  # a restart
-    assert again.verdict(a, 50).locked and again.verdict(a, 50).wait_s == 90
+    assert guard.verdict(a).wait_s == 0
+    at(10).failure(a)
+    assert guard.verdict(a).wait_s == 1 and guard.verdict(b).wait_s == 0  # per name
+    at(11).failure(a)
+    assert guard.verdict(a).wait_s == 2
+    guard.failure(b)  # the tablet's third failure: everyone waits now
+    assert guard.verdict(c).wait_s == 1
+    assert at(20).failure(a) == (3, None)
+    assert at(40).failure(a) == (4, 140)
+    again = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=clocks)  # a restart
+    guard = again
+    assert at(50).verdict(a).locked and again.verdict(a).wait_s == 90
     again.forget(a)
-    assert not again.verdict(a, 50).locked
+    assert not again.verdict(a).locked
+
+
+def test_guard_waits_end_only_when_both_clocks_agree(tmp_path):
+    """A wall clock pushed forward lifts no lockout, back-off or tablet back-off; uptime alone neither."""
+    s = ResidentSettings(backoff_base_s=1, backoff_max_s=8, max_failures=3, lockout_s=100, tablet_free_failures=1,
+                         tablet_reset_s=50)
+    t = {"wall": 1000.0, "up": 7.0}
+    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=_fake_clocks(t))
+    a, b = guard.key("res-a"), guard.key("res-b")
+    for _ in range(3):
+        guard.failure(a)
+    t["wall"] += 86400  # rogue NTP: a day ahead; a second later by uptime
+    t["up"] += 1
+    verdict = guard.verdict(a)
+    assert verdict.locked and verdict.wait_s == 99
+    assert guard.verdict(b).wait_s > 0  # the tablet's back-off holds too (its quiet time has not passed)
+    t["up"] += 99  # and now the real time has passed as well
+    assert guard.verdict(a).wait_s == 0
+    # The other way round: uptime passing while the wall clock stands still (set back) is not enough.
+    for _ in range(3):
+        guard.failure(b)
+    t["up"] += 500
+    assert guard.verdict(b).locked
+
+
+def test_guard_counts_from_before_the_uptime_bound_or_with_a_lost_uptime_stay_bounded(tmp_path):
+    s = ResidentSettings(lockout_s=100, max_failures=3)
+    t = {"wall": 1000.0, "up": 10.0}
+    guard = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=_fake_clocks(t))
+    key = guard.key("res-a")
+    (tmp_path / "logins.json").write_text(json.dumps({"names": {key: [3, 990.0, 1090.0]}, "tablet": [3, 990.0]}))
+    old = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=_fake_clocks(t))
+    assert old.verdict(key).wait_s == 90  # an old file: its lockout is taken as the wall clock says
+    # A persisted uptime lost (commands.db replaced): a lockout kept at uptime 10**7 is held at most lockout_s.
+    (tmp_path / "logins.json").write_text(json.dumps({"names": {key: [3, 990.0, 1090.0, 10**7, 10**7 + 100]},
+                                                      "tablet": [0, 0.0, 0.0]}))
+    lost = LoginGuard(s, tmp_path / "logins.json", tmp_path, clocks=_fake_clocks(t))
+    assert lost.verdict(key).wait_s == 100
+    t["wall"] += 100
+    t["up"] += 100
+    assert lost.verdict(key).wait_s == 0
 
 
 def test_only_one_pin_check_at_a_time(tmp_path):

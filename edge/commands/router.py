@@ -100,7 +100,9 @@ class CommandRouter:
         s = self._daemon.settings
         runners = getattr(self._daemon.supervisor, "runners", {})
         trust = getattr(self._daemon, "trust", None) or trust_store(s)
-        seen = SeenIds(s.state_dir, skew_s=s.trust.clock_skew_s, on_clock_back=self._clock_went_back)
+        clocks = getattr(self._daemon, "clocks", None)  # the daemon's uptime, persisted here
+        seen = SeenIds(s.state_dir, skew_s=s.trust.clock_skew_s, on_clock_back=self._clock_went_back,
+                       uptime=clocks.uptime if clocks is not None else None)
         self._verifier = Verifier(
             device=s.device_id, site=s.site, trust=trust, clock_skew_s=s.trust.clock_skew_s,
             settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,

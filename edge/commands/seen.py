@@ -6,9 +6,9 @@ is fsync'd, so after a power cut a command is never executed twice: commands
 are at-most-once, which is the right side to fail on for a gate.
 
 The wall clock alone cannot be trusted (a dead RTC battery, a rogue NTP
-answer). So the device also counts its own *uptime*: seconds since this boot
-of the daemon (monotonic) plus the uptime persisted by earlier runs. Two rules
-follow:
+answer). So the device also counts its own *uptime* (edge.uptime): seconds
+since this boot of the daemon (monotonic) plus the uptime persisted by earlier
+runs, kept here. Two rules follow:
 
 - an id is forgotten only once its command has expired by the wall clock AND
   by the uptime bound (uptime at claim + the command's remaining validity), so
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edge.errors import StoreError
 from edge.sqlite import open_db
+from edge.uptime import Clocks, Uptime, up_bound
 
 DB_NAME = "commands.db"
 _PRUNE_EVERY = 256
@@ -42,9 +43,12 @@ class SeenIds:
     """Command ids accepted by this device, each kept until both clocks say it has expired."""
 
     def __init__(self, state_dir: Path, clock=time.time, *, mono=time.monotonic, skew_s: float = 120.0,
-                 on_clock_back: Callable[[float, float], None] | None = None):
+                 on_clock_back: Callable[[float, float], None] | None = None,
+                 uptime: Callable[[], float] | None = None):
+        """``uptime``: the daemon's (edge.uptime.Uptime, read from this file before it starts);
+        without it, counted here from the persisted value with ``mono``."""
         self.path = Path(state_dir) / DB_NAME
-        self._clock, self._mono, self.skew_s = clock, mono, skew_s
+        self._clock, self.skew_s = clock, skew_s
         self.on_clock_back = on_clock_back
         self._claims = 0
         self._behind = False
@@ -55,7 +59,7 @@ class SeenIds:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the replay-protection database: {exc}") from None
-        self._mono0, self._uptime0 = mono(), float(meta.get("uptime_s", 0.0))
+        self._uptime = uptime or Uptime(float(meta.get("uptime_s", 0.0)), mono)
         self._floor = (meta.get("floor_wall"), meta.get("floor_uptime"))
         wall = clock()
         if self._floor[0] is None or wall > self.floor():
@@ -76,7 +80,7 @@ class SeenIds:
 
     def uptime(self) -> float:
         """Seconds this device's daemon has run, over all its runs (persisted)."""
-        return self._uptime0 + (self._mono() - self._mono0)
+        return self._uptime()
 
     def floor(self) -> float:
         """A wall time the real time cannot be before: last trusted wall time plus uptime since."""
@@ -103,7 +107,7 @@ class SeenIds:
     def claim(self, command_id: str, keep_until: float, wall: float | None = None) -> float | None:
         """Record ``command_id``; returns None when new, else the time it was first seen."""
         now = self.trusted_now(wall)
-        keep_until_up = self.uptime() + max(0.0, keep_until - now)
+        keep_until_up = up_bound(keep_until, now, self.uptime())
         try:
             self._db.execute("BEGIN IMMEDIATE")  # the claim and the uptime: one fsync
             try:
@@ -131,6 +135,7 @@ class SeenIds:
         """Forget ids whose command has expired by the wall clock and by the uptime bound."""
         try:
             self._save_meta()
+            # Passed by both clocks (edge.uptime.Moment.passed, in SQL).
             return self._db.execute("DELETE FROM seen_commands WHERE keep_until < ? AND keep_until_up < ?",
                                     (self._clock(), self.uptime())).rowcount
         except sqlite3.Error as exc:
@@ -150,3 +155,26 @@ class SeenIds:
         except sqlite3.Error:
             pass  # the uptime since the last claim is lost: the floor is lower, never wrong
         self._db.close()
+
+
+def read_uptime(state_dir: Path) -> float:
+    """The uptime the daemon last persisted (0 on a device that never ran one). While the daemon
+    runs it lags by up to a minute (or what a kill -9 lost): a lower uptime keeps spans longer."""
+    path = Path(state_dir) / DB_NAME
+    if not path.exists():
+        return 0.0
+    try:
+        db = open_db(path, readonly=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'uptime_s'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the device's uptime: {exc}") from None
+    return float(row[0]) if row else 0.0
+
+
+def offline_clocks(state_dir: Path) -> Clocks:
+    """The two clocks for a process beside the daemon (the CLI): the wall clock, and the uptime
+    the daemon last persisted, counted on from there."""
+    return Clocks(now=time.time, uptime=Uptime(read_uptime(state_dir)))

@@ -59,7 +59,9 @@ class ResidentsComponent:
         self._saved = root / "directory.json"
         # Only keys holding the directory role (edge.trust, issue 16) may sign a directory.
         self.trusted = daemon_keys_for(daemon, DIRECTORY_ROLE)
-        self.guard = LoginGuard(s.residents, root / "logins.json", s.state_dir)
+        # The daemon's clocks (trusted time, uptime): a clock pushed forward lifts no lockout.
+        self.guard = LoginGuard(s.residents, root / "logins.json", s.state_dir,
+                                clocks=getattr(daemon, "clocks", None))
         self.sessions = Sessions(s.residents.idle_timeout_s, s.residents.fresh_pin_s,
                                  per_resident=s.residents.max_sessions_per_resident,
                                  max_total=s.residents.max_sessions)

@@ -42,19 +42,20 @@ class XrayService:
 
     name = "xray"
 
-    def __init__(self, settings, store, emit, link=None, on_change=None, now=time.time):
+    def __init__(self, settings, store, emit, link=None, on_change=None, now=time.time, clocks=None):
         self.settings, self.store, self._emit, self.link = settings, store, emit, link
         self._now = now  # the daemon's trusted time: judges central's records and their keys' expiry
         self._recovered: dict[str, Any] | None = None
+        # ``clocks``: the daemon's two (edge.uptime): a dose leaves the window only when both say so.
         try:
-            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
+            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, clocks=clocks)
         except LedgerCorrupt as exc:
             # The gate must keep working: start a fresh ledger, rebuilt from the stored
             # events at start(), keep the damaged file, and tell supervisors.
             moved = set_aside(settings.state_dir)
             log.error("xray_ledger_corrupt_set_aside", error=str(exc)[:300], moved_to=moved)
             self._recovered = {"problem": str(exc)[:300], "moved_to": moved}
-            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray)
+            self.ledger = DoseLedger(settings.state_dir, settings.site, settings.xray, clocks=clocks)
         self._queue: queue.Queue = queue.Queue()
         self._emitted: dict[str, str] = {}
         self._thread = SupervisedThread(self._run, name="xray-ledger", emit=emit, on_change=on_change)
@@ -66,7 +67,7 @@ class XrayService:
     @classmethod
     def from_daemon(cls, daemon) -> XrayService:
         return cls(daemon.settings, daemon.store, daemon.emit, daemon.link, daemon.notify_health_changed,
-                   now=daemon.trusted_now)
+                   now=daemon.trusted_now, clocks=daemon.clocks)
 
     # -- component -----------------------------------------------------------
 
