@@ -351,7 +351,7 @@ class CommandRouter:
         payload = CommandResult(
             id=rej.id, name=rej.name, target=rej.target, status="rejected", reason=rej.reason,
             detail=rej.detail, result=rej.result, origin="local" if origin == "policy" else origin,
-            topic=topic, operator=operator,
+            topic=topic, operator=operator, signed_by=rej.signed_by,
         ).model_dump(mode="json")
         if self._limiter.allow():
             if rej.id is not None:

@@ -39,6 +39,7 @@ class CommandRejected(CommandError):
                  result: dict[str, Any] | None = None):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.result = reason, detail, result
+        self.signed_by: list[str] = []  # the trusted keys that signed it, once known (accountability)
         doc = doc if isinstance(doc, Mapping) else {}
         self.id = _str_or_none(doc.get("id"))
         self.name = _str_or_none(doc.get("name"))
@@ -94,15 +95,19 @@ class Verifier:
             raise CommandRejected(exc.problem, exc.detail, doc) from None
         if site_wide and not self._for_this_device_on_site_topic(command):
             return None
-        self._check_audience(command, doc, site_wide)
-        self._check_target(command, doc)
-        effect = self.effect(command)
-        self._check_bound(command, doc, effect)
-        self._check_time(command, doc, effect)
-        self._check_signers(command, doc, signed_by, effect)
-        # After the signers: one stolen key learns nothing about which commands exist here.
-        self._check_args(command, doc, "refused before it runs (its id is not used up)")
-        self._claim(command, doc)
+        try:
+            self._check_audience(command, doc, site_wide)
+            self._check_target(command, doc)
+            effect = self.effect(command)
+            self._check_bound(command, doc, effect)
+            self._check_time(command, doc, effect)
+            self._check_signers(command, doc, signed_by, effect)
+            # After the signers: one stolen key learns nothing about which commands exist here.
+            self._check_args(command, doc, "refused before it runs (its id is not used up)")
+            self._claim(command, doc)
+        except CommandRejected as rej:  # a refused command still says whose keys signed it
+            rej.signed_by = list(signed_by)
+            raise
         return Accepted(command, "mqtt", topic, signed_by, effect=effect)
 
     def _check_bound(self, command: Command, doc: Mapping, effect: str) -> None:

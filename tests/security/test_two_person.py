@@ -66,7 +66,7 @@ def test_same_key_twice_catalog_key_and_long_validity_are_refused(gate):
     once = keys.command("ops", target="lane1-ts", name="unlock")
     twice = sign(once, keys.private["ops"])
     got = result_of(collector, broker, twice)
-    assert (got["reason"], got["signed_by"]) == ("under_signed", [])
+    assert got["reason"] == "under_signed" and len(got["signed_by"]) == 1, got  # one key, counted once
     # A key that only publishes course catalogues cannot sign a command, not even a harmless one.
     catalog_ping = result_of(collector, broker, keys.command("courses", target="edge", name="ping"))
     assert catalog_ping["reason"] == "wrong_role" and "catalog" in catalog_ping["detail"]
@@ -121,13 +121,16 @@ def test_a_two_person_command_the_target_would_refuse_is_malformed_before_it_run
         assert (got["status"], got["reason"]) == ("rejected", "malformed"), got
         assert problem in got["detail"] and "refused before it runs" in got["detail"], got
         assert got["duration_ms"] is None, got  # never ran
+        assert len(got["signed_by"]) == 2, got  # refused, it still says whose two keys signed it
         again = result_of(collector, broker, doc)  # its id was not used up: the same answer, not 'replay'
         assert (again["reason"], again["detail"]) == ("malformed", got["detail"]), again
     one = result_of(collector, broker, keys.command("ops", target="lane1-ts", name="unlok"))
     assert (one["status"], one["reason"]) == ("rejected", "under_signed"), one
+    assert len(one["signed_by"]) == 1, one
     # Positive controls: the same commands spelt right, signed by the same two people, run.
     unlock = result_of(collector, broker, keys.command("ops", "security", target="lane1-ts", name="unlock"))
     assert unlock["status"] == "ok", unlock
+    assert sorted(unlock["signed_by"]) == sorted(got["signed_by"]), (unlock, got)  # the same two keys
     grant = result_of(collector, broker, keys.command("ops", "security", target="lane1-ts", name="grant",
                                                       args={"direction": "in", "passes": 1}))
     assert grant["status"] == "ok", grant
