@@ -6,11 +6,13 @@ this process, so one monotonic clock times the chain): the PD submits a card
 read, the lane's card flow grants (the gate policy's own authority), and the
 chain ends when the server sees the release coil switched on.
 
-Each stage alone: one OSDP card read between a libosdp CP and PD on a pty (no
-daemon); one durable store append (``bench.py gate``'s own figure, passed in);
-and one ``grant`` handed to a ``turnstile.modbus`` driver run in this process
-(no daemon: built as the tests build it, with the daemon's ``relay1`` settings,
-on the same pymodbus server), from the call until the server sees the coil
+Each stage alone: one OSDP card read between a libosdp CP (ticking as the
+daemon's reader driver does) and PD on a pty (no daemon), the card submitted at
+a random point of the poll cycle as in the chain; one durable store append
+(``bench.py gate``'s own figure, passed in); and one ``grant`` handed to a
+``turnstile.modbus`` driver run in this process (no daemon: built as the tests
+build it, with the daemon's ``relay1`` settings, on the same pymodbus server),
+from the call until the server sees the coil
 switched on (the driver writes the coil before it emits ``turnstile.granted``,
 so its events, not stored here, are outside that time). The OSDP read and the
 grant are timed after the chain while the daemon still runs (the same load).
@@ -23,6 +25,7 @@ the stages alone.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import statistics
 import tempfile
@@ -34,22 +37,29 @@ KEY = bytes(range(16))
 
 
 def _osdp_read_alone(work: Path, runs: int) -> float:
-    """Median ms from a PD's card read to the CP's event, libosdp on both ends, no daemon."""
+    """Median ms from a PD's card read to the CP's event, libosdp on both ends, no daemon: the CP
+    ticks as the daemon's ``reader.osdp`` driver does (its default ``refresh_interval_s``)."""
     import osdp
 
     from drivers.readers._channel import SerialChannel
+    from drivers.readers.config import OsdpReaderConfig
+    from drivers.readers.driver import _ControlPanel
     from drivers.sim.osdp_pd import OsdpReaderSim
 
     pd = OsdpReaderSim(work / "tty-alone", address=1, key=KEY).start()
     channel = SerialChannel(str(work / "tty-alone"), 115200)
-    cp = osdp.ControlPanel([osdp.PDInfo(1, channel, scbk=KEY, flags=[osdp.LibFlag.EnforceSecure])],
-                           log_level=osdp.LogLevel.Error)
+    cp = _ControlPanel([osdp.PDInfo(1, channel, scbk=KEY, flags=[osdp.LibFlag.EnforceSecure])],
+                       log_level=osdp.LogLevel.Error,
+                       refresh_s=OsdpReaderConfig.model_fields["refresh_interval_s"].default)
     cp.start()
     try:
         if not cp.sc_wait(1, timeout=10):
             raise RuntimeError("libosdp CP and PD did not set up a secure channel")
         times = []
         for i in range(runs):
+            # Not right after the CP took the last event (the worst phase of its polls, every time):
+            # at a random point of the poll cycle, as a card comes to the daemon's reader.
+            time.sleep(random.uniform(0.05, 0.3))
             started = time.monotonic()
             pd.card(1, i)
             while True:
@@ -182,7 +192,7 @@ def run(runs: int, append_alone_ms: float) -> dict:
             _deny(daemon.state_dir)
         chains = chains[1:]
         grants = _relay_grant_alone(relay, config, runs)
-        osdp_ms = _osdp_read_alone(work, max(runs, 10))
+        osdp_ms = _osdp_read_alone(work, max(runs, 30))  # a random phase each: more reads for a steady median
     finally:
         daemon.stop()
         pd.stop()
