@@ -3,16 +3,29 @@
 A real daemon with a ``reader.osdp`` driver talking to libosdp's own PD on a pty
 and a ``turnstile.modbus`` driver talking to pymodbus's server (both peers in
 this process, so one monotonic clock times the chain): the PD submits a card
-read, the lane's card flow grants, and the chain ends when the server sees the
-release coil switched on. Each stage alone: one OSDP card read between a
-libosdp CP and PD on a pty (no daemon), one durable store append, and one grant
-sent straight to the relay driver through the control socket until the coil is
-on. ``ratio`` = chain p50 / sum of the stages alone.
+read, the lane's card flow grants (the gate policy's own authority), and the
+chain ends when the server sees the release coil switched on.
+
+Each stage alone: one OSDP card read between a libosdp CP (ticking as the
+daemon's reader driver does) and PD on a pty (no daemon), the card submitted at
+a random point of the poll cycle as in the chain; one durable store append
+(``bench.py gate``'s own figure, passed in); and one ``grant`` handed to a
+``turnstile.modbus`` driver run in this process (no daemon: built as the tests
+build it, with the daemon's ``relay1`` settings, on the same pymodbus server),
+from the call until the server sees the coil
+switched on (the driver writes the coil before it emits ``turnstile.granted``,
+so its events, not stored here, are outside that time). The OSDP read and the
+grant are timed after the chain while the daemon still runs (the same load).
+The daemon is not asked for that grant: a grant through the control socket is a
+barrier command that needs a second operator, and the bench neither fakes one
+nor switches the site's one-person override on. ``ratio`` = chain p50 / sum of
+the stages alone.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import statistics
 import tempfile
@@ -24,22 +37,29 @@ KEY = bytes(range(16))
 
 
 def _osdp_read_alone(work: Path, runs: int) -> float:
-    """Median ms from a PD's card read to the CP's event, libosdp on both ends, no daemon."""
+    """Median ms from a PD's card read to the CP's event, libosdp on both ends, no daemon: the CP
+    ticks as the daemon's ``reader.osdp`` driver does (its default ``refresh_interval_s``)."""
     import osdp
 
     from drivers.readers._channel import SerialChannel
+    from drivers.readers.config import OsdpReaderConfig
+    from drivers.readers.driver import _ControlPanel
     from drivers.sim.osdp_pd import OsdpReaderSim
 
     pd = OsdpReaderSim(work / "tty-alone", address=1, key=KEY).start()
     channel = SerialChannel(str(work / "tty-alone"), 115200)
-    cp = osdp.ControlPanel([osdp.PDInfo(1, channel, scbk=KEY, flags=[osdp.LibFlag.EnforceSecure])],
-                           log_level=osdp.LogLevel.Error)
+    cp = _ControlPanel([osdp.PDInfo(1, channel, scbk=KEY, flags=[osdp.LibFlag.EnforceSecure])],
+                       log_level=osdp.LogLevel.Error,
+                       refresh_s=OsdpReaderConfig.model_fields["refresh_interval_s"].default)
     cp.start()
     try:
         if not cp.sc_wait(1, timeout=10):
             raise RuntimeError("libosdp CP and PD did not set up a secure channel")
         times = []
         for i in range(runs):
+            # Not right after the CP took the last event (the worst phase of its polls, every time):
+            # at a random point of the poll cycle, as a card comes to the daemon's reader.
+            time.sleep(random.uniform(0.05, 0.3))
             started = time.monotonic()
             pd.card(1, i)
             while True:
@@ -92,10 +112,59 @@ def _wait_coil_on(sim, after: float, timeout: float = 10.0) -> float:
     raise TimeoutError("the release coil was not switched on")
 
 
+def _deny(state_dir: Path) -> None:
+    """Close the lane's open grant through the control socket (``deny``: one operator may)."""
+    from edge.commands.local import send
+
+    reply = send(state_dir, "relay1", "deny", {}, "bench")
+    if reply.get("status") != "ok":
+        raise RuntimeError(f"deny on relay1 was not done: {reply}")
+
+
+def _relay_grant_alone(sim, daemon_config: dict, runs: int) -> list[float]:
+    """ms from ``grant`` handed to a ``turnstile.modbus`` driver in this process until ``sim`` sees the
+    release coil on, one per run after a warm-up: the driver the daemon runs as ``relay1``, same settings."""
+    import threading
+
+    import structlog
+
+    from drivers.io.config import ModbusTurnstileConfig
+    from drivers.io.driver import ModbusTurnstileDriver
+    from edge.driver import DriverContext
+
+    settings = next(d for d in daemon_config["drivers"] if d["kind"] == "turnstile.modbus")
+    online = threading.Event()
+
+    def emit(type, payload, priority, source):
+        if type == "turnstile.online":
+            online.set()
+
+    stopping = threading.Event()
+    driver = ModbusTurnstileDriver(ModbusTurnstileConfig(**settings),
+                                   DriverContext("relay-alone", emit, structlog.get_logger("bench"), stopping))
+    thread = threading.Thread(target=driver.run, name="relay-alone", daemon=True)
+    thread.start()
+    try:
+        if not online.wait(10):
+            raise RuntimeError("the in-process turnstile.modbus driver did not reach the pymodbus server")
+        times = []
+        for _ in range(runs + 1):  # the first is a warm-up
+            sent = time.monotonic()
+            driver.handle("grant", {"direction": "in", "passes": 1, "timeout_s": 1})
+            times.append((_wait_coil_on(sim, sent) - sent) * 1000)
+            time.sleep(0.3)  # the pulse ends
+            driver.handle("deny", {})  # the grant's window closes; nobody passes
+        return times[1:]
+    finally:
+        stopping.set()
+        driver._wake.set()
+        thread.join(10)
+        driver.close()
+
+
 def run(runs: int, append_alone_ms: float) -> dict:
     from drivers.sim.modbus_io import ModbusIoSim
     from drivers.sim.osdp_pd import OsdpReaderSim
-    from edge.commands.local import send
     from edge.signing import generate_keypair
     from edge.testing.daemon import DaemonProcess
 
@@ -106,7 +175,8 @@ def run(runs: int, append_alone_ms: float) -> dict:
     key_path, pub, _ = generate_keypair(work / "keys", "central")
     pd = OsdpReaderSim(work / "tty-reader", address=1, key=KEY).start()
     relay = ModbusIoSim().start()
-    daemon = DaemonProcess(work / "daemon", _config(work, relay.port, key_file, pub))
+    config = _config(work, relay.port, key_file, pub)
+    daemon = DaemonProcess(work / "daemon", config)
     _directory(daemon.state_dir, key_path, runs + 1)
     chains, grants = [], []
     try:
@@ -119,13 +189,10 @@ def run(runs: int, append_alone_ms: float) -> dict:
             pd.card(1, i)
             chains.append((_wait_coil_on(relay, started) - started) * 1000)
             time.sleep(0.3)  # the pulse ends; the grant's window is irrelevant (nobody passes)
-            sent = time.monotonic()
-            send(daemon.state_dir, "relay1", "deny", {})
-            send(daemon.state_dir, "relay1", "grant", {"direction": "in", "passes": 1, "timeout_s": 1})
-            grants.append((_wait_coil_on(relay, sent) - sent) * 1000)
-            send(daemon.state_dir, "relay1", "deny", {})
-        chains, grants = chains[1:], grants[1:]
-        osdp_ms = _osdp_read_alone(work, max(runs, 10))
+            _deny(daemon.state_dir)
+        chains = chains[1:]
+        grants = _relay_grant_alone(relay, config, runs)
+        osdp_ms = _osdp_read_alone(work, max(runs, 30))  # a random phase each: more reads for a steady median
     finally:
         daemon.stop()
         pd.stop()
