@@ -104,18 +104,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def _depth(doc: Any, limit: int) -> int:
-    """Nesting depth of a parsed JSON value, counted without recursion, stopping past ``limit``."""
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return deepest
+def _deeper(value: Any, levels: int) -> bool:
+    """True when the dict or list ``value`` holds containers more than ``levels`` further down."""
+    for item in value.values() if value.__class__ is dict else value:
+        if item.__class__ is dict or item.__class__ is list:
+            if levels == 0 or _deeper(item, levels - 1):
+                return True
+    return False
 
 
 def load(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
@@ -123,7 +118,7 @@ def load(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     if len(payload) > max_bytes:
         raise Rejected(f"message of {len(payload)} bytes is over the ingest's limit of {max_bytes} bytes "
                        f"(--max-message-bytes); only its first {REJECTED_PAYLOAD_KEPT} bytes are kept here")
-    if _NUL_ESCAPE.search(payload):
+    if b"\\u0000" in payload and _NUL_ESCAPE.search(payload):
         raise Rejected("a string holds a NUL character (\\u0000), which cannot be stored "
                        "(expected text without U+0000)")
     try:
@@ -134,7 +129,7 @@ def load(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise Rejected(f"JSON nested too deeply (expected at most {MAX_DEPTH} levels)") from None
-    if _depth(doc, MAX_DEPTH) > MAX_DEPTH:
+    if (doc.__class__ is dict or doc.__class__ is list) and _deeper(doc, MAX_DEPTH - 1):
         raise Rejected(f"JSON nested deeper than {MAX_DEPTH} levels (expected at most {MAX_DEPTH})")
     if "\\ud" in text or "\\uD" in text:  # only escapes can carry a lone surrogate: decoded UTF-8 has none
         _no_surrogates(doc, "")
