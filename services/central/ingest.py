@@ -14,8 +14,9 @@ refuses a batch for its content (``DbError.data``), the batch is split in halves
 until the message responsible is found, which is kept as a reject with the
 database's reason while the others are stored. Only a database that is down or
 busy makes the writer wait and retry the same batch. The queue between paho and
-the writer is bounded (``queue_max``): a device flooding at QoS 0, which Receive
-Maximum does not limit, slows the broker's delivery instead of growing memory.
+the writer is bounded (``queue_max``), and a QoS 0 message (no device channel is
+QoS 0; Receive Maximum does not limit them) is counted and dropped before it is
+queued, so a device flooding at QoS 0 neither grows memory nor delays others.
 
 Subscriptions: events and command results through ``$share/GROUP/…`` (K
 processes share the load); ``state`` outside the group, because a shared
@@ -78,7 +79,9 @@ class Ingest:
         self.cfg, self.db = cfg, db
         self.broker = parse_broker(cfg.broker)
         self.counters = {"messages": 0, "events_ingested": 0, "duplicates": 0, "rejected": 0,
-                         "states": 0, "batches": 0, "db_errors": 0, "connects": 0}
+                         "states": 0, "batches": 0, "db_errors": 0, "connects": 0,
+                         "dropped_qos0": 0}
+        self._qos0_logged: dict[str, float] = {}
         self.lag_s: float | None = None
         self.subscribed = threading.Event()
         self._q: queue.Queue = queue.Queue(maxsize=cfg.queue_max)
@@ -155,6 +158,9 @@ class Ingest:
         self.subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        if msg.qos == 0:  # every device channel is QoS 1 (docs/asyncapi.json): a QoS 0 flood costs no write
+            self._dropped_qos0(msg.topic)
+            return
         item = (self._gen, msg.mid, msg.qos, msg.topic, msg.payload)
         while not self._stopping.is_set():  # full: wait for the writer (TCP pushes back on the broker)
             try:
@@ -163,6 +169,16 @@ class Ingest:
             except queue.Full:
                 continue
         # Stopping: not acknowledged, so the broker delivers it again to the next session.
+
+    def _dropped_qos0(self, topic: str) -> None:
+        self.counters["dropped_qos0"] += 1
+        now = time.monotonic()
+        if now - self._qos0_logged.get(topic, -60.0) >= 60.0:  # once a minute per topic at most
+            if len(self._qos0_logged) > 10_000:
+                self._qos0_logged.clear()
+            self._qos0_logged[topic] = now
+            log.warning("central_qos0_dropped", topic=topic, dropped_total=self.counters["dropped_qos0"],
+                        reason="the contract publishes every device channel at QoS 1; QoS 0 is not stored")
 
     # -- the writer ------------------------------------------------------------
 

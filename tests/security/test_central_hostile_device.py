@@ -237,3 +237,46 @@ def test_an_old_database_keeps_its_events_through_the_per_device_id_migration(tm
     assert db.query("SELECT id, device, seq FROM events") == [("id-1", "gate-1", 1)]
     conn.execute("INSERT INTO events VALUES ('id-1', 'tab-1', 's', '', 1, 't', 'normal', 'ts', 'r', '{}')")
     assert db.query("SELECT COUNT(*) FROM events")[0][0] == 2
+
+
+def test_a_qos0_flood_is_dropped_before_it_queues_and_other_devices_are_served(
+        mosquitto, tmp_path, ingest_factory):
+    """Receive Maximum bounds only QoS 1 deliveries: a device publishing QoS 0 as fast as it can
+    filled the ingest's unbounded queue and a write per message, ahead of every other device.
+    Every device channel is QoS 1, so QoS 0 is counted and dropped on arrival."""
+    import urllib.request
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.testing.broker import free_port
+
+    port = free_port()
+    url = str(tmp_path / "central.db")
+    ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--metrics-listen", f"127.0.0.1:{port}").start()
+    flood = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="evil-flood", protocol=mqtt.MQTTv5)
+    flood.max_queued_messages_set(0)
+    flood.connect("127.0.0.1", mosquitto.port)
+    flood.loop_start()
+    for seq in range(1, 5001):
+        flood.publish(EVIL_EVENTS, _batch(_raw_event(seq)), qos=0)
+    pub = Publisher(mosquitto.port)
+    _good(pub, 1, 3)
+    pub.send(EVIL_EVENTS, _batch(_raw_event(9000)))  # positive control: the same device at QoS 1
+    db = open_db(url)
+    wait_for(lambda: _seqs(db, GOOD) == [1, 2, 3] and _seqs(db, EVIL) == [9000], 60,
+             "the gate's events and the attacker's QoS 1 event stored")
+
+    def dropped() -> int:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        return int(next(line.split()[1] for line in text.splitlines()
+                        if line.startswith("edge_central_dropped_qos0_total ")))
+
+    wait_for(lambda: dropped() > 0, 30, "the dropped QoS 0 messages counted")
+    assert _seqs(db, EVIL) == [9000] and ingest.proc.poll() is None
+    assert "central_qos0_dropped" in ingest.log.read_text()
+    flood.disconnect()
+    flood.loop_stop()
+    assert ingest.stop() == 0
+    pub.close()
+    db.close()
