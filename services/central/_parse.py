@@ -167,8 +167,9 @@ def parse_into(out: Parsed, topic: str, payload: bytes, now: datetime,
         elif rest.startswith("events/") or rest == "cmd/result":
             rows = _events(doc, site, device, now)
             out.events.extend(rows)
-            newest = max(r[7] for r in rows)
-            if out.newest_ts is None or newest > out.newest_ts:
+            # An event dated after its arrival (a moved clock, a forged year 9999) would hide the lag.
+            newest = max((r[7] for r in rows if r[7] <= now), default=None)
+            if newest is not None and (out.newest_ts is None or newest > out.newest_ts):
                 out.newest_ts = newest
             out.last_seen[device] = (site, now)
         else:

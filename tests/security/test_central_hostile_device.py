@@ -121,8 +121,10 @@ def test_hostile_messages_are_refused_one_by_one_and_every_device_keeps_being_se
     # Positive control on the attacker's own topic: a valid event and a valid birth still count.
     pub.send(EVIL_EVENTS, _batch(_raw_event(1)))
     pub.send(EVIL_STATE, _state(boot_seq=2), retain=True)
+    # A far-future time in UTC is stored (a moved clock still sends evidence), not refused.
+    pub.send(EVIL_EVENTS, _batch(_raw_event(2, ts='"9999-12-31T23:59:59.999Z"')))
     db = open_db(url)
-    wait_for(lambda: len(_seqs(db, GOOD)) == 6 and _seqs(db, EVIL) == [1]
+    wait_for(lambda: len(_seqs(db, GOOD)) == 6 and _seqs(db, EVIL) == [1, 2]
              and db.query("SELECT COUNT(*) FROM rejects")[0][0] == len(HOSTILE), 60,
              "the good events stored and every hostile message kept as a reject")
     assert _seqs(db, GOOD) == [1, 2, 3, 4, 5, 6]
@@ -280,3 +282,17 @@ def test_a_qos0_flood_is_dropped_before_it_queues_and_other_devices_are_served(
     assert ingest.stop() == 0
     pub.close()
     db.close()
+
+
+def test_a_future_dated_event_does_not_hide_the_lag():
+    from datetime import UTC, datetime, timedelta
+
+    from services.central._parse import Parsed, parse_into
+
+    now = datetime.now(UTC)
+    late = (now - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    out = Parsed()
+    parse_into(out, EVIL_EVENTS, _batch(_raw_event(1, ts='"9999-12-31T23:59:59Z"'),
+                                        _raw_event(2, ts=json.dumps(late))), now)
+    assert not out.rejects and len(out.events) == 2
+    assert out.newest_ts is not None and (now - out.newest_ts) >= timedelta(minutes=5)
