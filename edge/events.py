@@ -36,7 +36,9 @@ class Event(BaseModel):
     __slots__ = ("_wire",)
 
     v: int = SCHEMA_VERSION
-    id: str = Field(description="Globally unique; central's idempotency key.")
+    id: str = Field(description="Globally unique (a random UUID); central's idempotency key together with "
+                                "the device (topic), so one device cannot use another's ids to make central "
+                                "drop its events.")
     device: str
     site: str
     seq: int | None = Field(
