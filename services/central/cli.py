@@ -11,6 +11,13 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from edge.cli._common import EX_UNAVAILABLE, EX_USAGE, fail, json_option, output, publish_options
+from services.central._base import GAP_MAX_MISSING
+from services.central._budget import (
+    REJECT_HEAD,
+    REJECT_MAX_BYTES,
+    REJECT_MAX_COUNT,
+    REJECT_WINDOW_S,
+)
 
 _DB_HELP = ("Database: a SQLite file path (default kind, no server) or postgresql://user@host/db. "
             "Env: EDGE_CENTRAL_DB.")
@@ -58,13 +65,25 @@ def central() -> None:
                    "restore shared subscriptions after a broker restart (see docs/fleet.md).")
 @click.option("--max-message-bytes", type=click.IntRange(1024, 268_435_455), default=8 * 1024 * 1024,
               show_default=True, help="A larger message is kept as a reject (its first 64 KiB), not parsed.")
+@click.option("--reject-window-s", type=click.IntRange(1), default=REJECT_WINDOW_S, show_default=True,
+              help="Per device, rejects are bounded per window of this many seconds (see --reject-max-*).")
+@click.option("--reject-max-bytes", type=click.IntRange(0), default=REJECT_MAX_BYTES, show_default=True,
+              help=f"Payload bytes of one device's rejects stored whole per window; past it only the first "
+                   f"{REJECT_HEAD} bytes of each are kept (edge_central_device_rejects_truncated_total).")
+@click.option("--reject-max-count", type=click.IntRange(0), default=REJECT_MAX_COUNT, show_default=True,
+              help="Rejects of one device stored per window; past it they are counted "
+                   "(edge_central_device_rejects_unstored_total), not stored, and the device named once in the log.")
+@click.option("--gap-max-missing", type=click.IntRange(1), default=GAP_MAX_MISSING, show_default=True,
+              help="A device missing more events than this (a seq jump no device produces) is reported "
+                   "by name (edge_central_device_gap_implausible) and left out of edge_central_missing_events.")
 @click.option("--metrics-listen", help="HOST:PORT for Prometheus /metrics (off when not given).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--cert-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, receive_max, session_expiry_s,
-           no_share, max_message_bytes, metrics_listen, ca_file, cert_file, key_file, log_level) -> None:
+           no_share, max_message_bytes, reject_window_s, reject_max_bytes, reject_max_count, gap_max_missing,
+           metrics_listen, ca_file, cert_file, key_file, log_level) -> None:
     """Run one ingest process until SIGTERM: MQTT -> database, acknowledged after commit."""
     from pathlib import Path
 
@@ -77,7 +96,8 @@ def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, rec
     cfg = IngestConfig(broker=broker, group=group, client_id=client_id or f"edge-central-{group}-{instance}",
                        batch_max=batch_max, linger_s=linger_ms / 1000, receive_max=receive_max,
                        session_expiry_s=session_expiry_s, shared=not no_share,
-                       max_message_bytes=max_message_bytes,
+                       max_message_bytes=max_message_bytes, reject_window_s=reject_window_s,
+                       reject_max_bytes=reject_max_bytes, reject_max_count=reject_max_count,
                        ca_file=Path(ca_file) if ca_file else None, cert_file=Path(cert_file) if cert_file else None,
                        key_file=Path(key_file) if key_file else None)
     db = _open(db_url, False)
@@ -93,7 +113,7 @@ def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, rec
     if metrics_listen:
         from services.central.metrics import serve
 
-        server = serve(metrics_listen, worker.status, lambda: open_db(db_url))
+        server = serve(metrics_listen, worker.status, lambda: open_db(db_url), gap_max_missing)
     stop.wait()
     worker.stop()
     if server is not None:
@@ -121,13 +141,33 @@ def _yes(value) -> str:
 @central.command("gaps")
 @_db_option
 @click.option("--device", help="Only this device.")
+@click.option("--max-missing", type=click.IntRange(1), default=GAP_MAX_MISSING, show_default=True,
+              help="A device missing more events than this in all is marked IMPLAUSIBLE (a seq jump, not "
+                   "events lost) and left out of the total, as the ingest's --gap-max-missing.")
 @json_option
-def gaps(db_url, device, as_json) -> None:
+def gaps(db_url, device, max_missing, as_json) -> None:
     """Sequence gaps: seqs not (yet) received between the lowest and highest seen per device."""
+    from services.central._base import by_device
+
     rows = _open(db_url, as_json).gaps(device)
-    output(rows, as_json, lambda rs: "\n".join(
-        f"{g['device']} store={g['store'] or '-'} missing seq {g['first_missing']}..{g['last_missing']} "
-        f"({g['missing']})" for g in rs) if rs else "no gaps")
+    report = by_device(rows, max_missing)
+    for g in rows:
+        g["implausible"] = report["devices"][g["device"]]["implausible"]
+    output(rows, as_json, lambda rs: _gaps_text(rs, report))
+
+
+def _gaps_text(rows: list[dict], report: dict) -> str:
+    if not rows:
+        return "no gaps"
+    lines = [f"{g['device']} store={g['store'] or '-'} missing seq {g['first_missing']}..{g['last_missing']} "
+             f"({g['missing']}){'  IMPLAUSIBLE' if g['implausible'] else ''}" for g in rows]
+    lines.append(f"total: {report['missing']} missing in {report['gaps']} gap(s) of "
+                 f"{len(report['devices']) - len(report['implausible'])} device(s)")
+    for name in report["implausible"]:
+        lines.append(f"IMPLAUSIBLE: {name} misses {report['devices'][name]['missing']} events, more than "
+                     f"--max-missing {report['max_missing']}: a seq jump no device produces by working "
+                     "(hostile or broken device?); not in the total")
+    return "\n".join(lines)
 
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")

@@ -16,7 +16,8 @@ database's reason while the others are stored. Only a database that is down or
 busy makes the writer wait and retry the same batch. The queue between paho and
 the writer is bounded (``queue_max``), and a QoS 0 message (no device channel is
 QoS 0; Receive Maximum does not limit them) is counted and dropped before it is
-queued, so a device flooding at QoS 0 neither grows memory nor delays others.
+queued, so a device flooding at QoS 0 neither grows memory nor delays others. What one
+device's rejects may store is bounded per window (``_budget.py``).
 
 Subscriptions: events and command results through ``$share/GROUP/…`` (K
 processes share the load); ``state`` outside the group, because a shared
@@ -40,6 +41,12 @@ from paho.mqtt.properties import Properties
 
 from edge.mqtt._client import parse_broker
 from edge.mqtt.topics import ROOT
+from services.central._budget import (
+    REJECT_MAX_BYTES,
+    REJECT_MAX_COUNT,
+    REJECT_WINDOW_S,
+    RejectBudget,
+)
 from services.central._parse import MAX_MESSAGE_BYTES, Parsed, parse_into
 from services.central.db import CentralDb, DbError
 
@@ -66,6 +73,9 @@ class IngestConfig:
     shared: bool = True             # False: plain subscriptions, for ONE consumer (see docs/fleet.md)
     max_message_bytes: int = MAX_MESSAGE_BYTES  # a larger message is a reject (its first 64 KiB kept)
     queue_max: int = 10_000         # messages received and not yet written; paho waits when full
+    reject_window_s: float = REJECT_WINDOW_S    # per device: rejects stored whole per window (_budget.py)
+    reject_max_count: int = REJECT_MAX_COUNT
+    reject_max_bytes: int = REJECT_MAX_BYTES
 
     def filters(self) -> list[tuple[str, int]]:
         share = f"$share/{self.group}/" if self.shared else ""
@@ -80,7 +90,8 @@ class Ingest:
         self.broker = parse_broker(cfg.broker)
         self.counters = {"messages": 0, "events_ingested": 0, "duplicates": 0, "rejected": 0,
                          "states": 0, "batches": 0, "db_errors": 0, "connects": 0,
-                         "dropped_qos0": 0}
+                         "dropped_qos0": 0, "rejects_truncated": 0, "rejects_unstored": 0}
+        self.budget = RejectBudget(cfg.reject_window_s, cfg.reject_max_count, cfg.reject_max_bytes)
         self._qos0_logged: dict[str, float] = {}
         self.lag_s: float | None = None
         self.subscribed = threading.Event()
@@ -115,7 +126,7 @@ class Ingest:
     def status(self) -> dict:
         return {**self.counters, "queued": self._q.qsize(), "lag_s": self.lag_s,
                 "connected": self._client.is_connected(), "client_id": self.cfg.client_id,
-                "group": self.cfg.group}
+                "group": self.cfg.group, "rejects_over_budget": self.budget.over_budget()}
 
     # -- MQTT (paho's thread: never block) -------------------------------------
 
@@ -220,6 +231,7 @@ class Ingest:
         pending = [(batch, parsed)]
         while pending:
             items, parsed = pending.pop()
+            charge = self.budget.apply(parsed)  # what rejects this device may still store
             try:
                 written = self._write(parsed, len(items))
             except DbError as exc:  # the content was refused: find the message responsible
@@ -228,6 +240,7 @@ class Ingest:
                     log.error("central_message_refused_by_db", topic=topic, error=str(exc)[:300])
                     reason = f"the database refused it: {exc}".encode("ascii", "backslashreplace").decode()
                     parsed = Parsed(rejects=[(topic, reason[:500], bytes(payload))])
+                    charge = self.budget.apply(parsed)
                     written = self._write(parsed, 1)
                 else:
                     half = len(items) // 2
@@ -235,11 +248,12 @@ class Ingest:
                     continue
             if written is None:
                 return  # stopping: nothing of this acknowledged, the broker sends it again
+            self.budget.settle(charge)
             gen = self._gen
             for item_gen, mid, qos, _topic, _payload in items:
                 if item_gen == gen and qos > 0:  # older connections' mids: the broker sends those again
                     self._client.ack(mid, qos)
-            self._count(items, parsed, *written)
+            self._count(items, parsed, charge, *written)
 
     def _parse(self, items: list[tuple]) -> Parsed:
         now = datetime.now(UTC)
@@ -272,15 +286,17 @@ class Ingest:
                 return None
             delay = min(delay * 2, 10.0)
 
-    def _count(self, batch, parsed: Parsed, inserted: int, duplicates: int) -> None:
+    def _count(self, batch, parsed: Parsed, charge, inserted: int, duplicates: int) -> None:
         c = self.counters
         c["messages"] += len(batch)
         c["events_ingested"] += inserted
         c["duplicates"] += duplicates
-        c["rejected"] += len(parsed.rejects)
+        c["rejected"] += len(parsed.rejects) + charge.unstored_total
+        c["rejects_truncated"] += charge.truncated_total
+        c["rejects_unstored"] += charge.unstored_total
         c["states"] += len(parsed.states)
         c["batches"] += 1
         if parsed.newest_ts is not None:
             self.lag_s = max(0.0, (datetime.now(UTC) - parsed.newest_ts).total_seconds())
-        for topic, reason, _payload in parsed.rejects:
+        for topic, reason, _payload in parsed.rejects:  # stored ones only: the budget bounds these lines too
             log.warning("central_message_rejected", topic=topic, reason=reason)

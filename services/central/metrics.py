@@ -12,13 +12,21 @@ from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import structlog
+
+from services.central._base import GAP_MAX_MISSING, by_device
 from services.central.db import CentralDb, DbError
+
+log = structlog.get_logger("edge.central.metrics")
 
 _COUNTERS = {
     "messages": "MQTT messages committed and acknowledged",
     "events_ingested": "Events stored (new)",
     "duplicates": "Events received again and ignored (at-least-once delivery)",
-    "rejected": "Messages that could not be stored as events or state (kept in rejects)",
+    "rejected": "Messages that could not be stored as events or state (kept in rejects, or only "
+                "counted past their device's reject budget)",
+    "rejects_truncated": "Rejects kept with only the head of their payload (device over its reject bytes)",
+    "rejects_unstored": "Rejects counted and not stored (device over its reject count)",
     "states": "Device state (birth/death) messages applied",
     "db_errors": "Database writes that failed and were retried",
     "dropped_qos0": "Messages received at QoS 0 and dropped (every device channel is QoS 1)",
@@ -37,7 +45,47 @@ def _epoch(value) -> float | None:
     return value.timestamp()
 
 
-def render(status: dict, db: CentralDb) -> str:
+def _device(site: str, device: str) -> str:
+    return f'site="{_label(site)}",device="{_label(device)}"'
+
+
+def _gap_lines(report: dict, sites: dict[str, str], flagged: set[str] | None) -> list[str]:
+    """Estate-wide gap figures of the plausible devices, and each device's own, implausible ones named."""
+    max_missing = report["max_missing"]
+    lines = ["# HELP edge_central_gaps Open sequence gaps (ranges of seqs not received), plausible devices.",
+             "# TYPE edge_central_gaps gauge", f"edge_central_gaps {report['gaps']}",
+             f"# HELP edge_central_missing_events Events inside open gaps of the devices missing at most "
+             f"{max_missing} (--gap-max-missing).",
+             "# TYPE edge_central_missing_events gauge", f"edge_central_missing_events {report['missing']}",
+             "# HELP edge_central_devices_with_gaps Devices with an open gap (plausible ones).",
+             "# TYPE edge_central_devices_with_gaps gauge",
+             f"edge_central_devices_with_gaps {len(report['devices']) - len(report['implausible'])}",
+             "# HELP edge_central_implausible_gap_devices Devices missing more events than one could produce.",
+             "# TYPE edge_central_implausible_gap_devices gauge",
+             f"edge_central_implausible_gap_devices {len(report['implausible'])}",
+             "# HELP edge_central_device_missing_events Events inside the device's open gaps.",
+             "# TYPE edge_central_device_missing_events gauge"]
+    for name, d in sorted(report["devices"].items()):
+        lines.append(f"edge_central_device_missing_events{{{_device(sites.get(name, ''), name)}}} {d['missing']}")
+    lines += ["# HELP edge_central_device_gap_implausible 1: the device's gaps are over --gap-max-missing "
+             "(a seq jump no device produces by working), left out of edge_central_missing_events.",
+              "# TYPE edge_central_device_gap_implausible gauge"]
+    for name in sorted(report["implausible"]):
+        lines.append(f"edge_central_device_gap_implausible{{{_device(sites.get(name, ''), name)}}} 1")
+        if flagged is not None and name not in flagged:
+            flagged.add(name)
+            log.warning("central_gap_implausible", device=name, site=sites.get(name),
+                        missing=report["devices"][name]["missing"], max_missing=max_missing,
+                        reason="more events missing than a device produces; left out of "
+                               "edge_central_missing_events (see `edge central gaps`)")
+    if flagged is not None:
+        flagged.intersection_update(report["implausible"])  # a device that recovers is logged again later
+    return lines
+
+
+def render(status: dict, db: CentralDb, max_missing: int = GAP_MAX_MISSING,
+           flagged: set[str] | None = None) -> str:
+    """The exposition text. ``flagged``: devices already logged as implausible (kept by the caller)."""
     lines = []
     for key, help_text in _COUNTERS.items():
         name = f"edge_central_{key}_total"
@@ -51,13 +99,9 @@ def render(status: dict, db: CentralDb) -> str:
     except DbError:
         lines.append("edge_central_db_up 0")
         return "\n".join(lines) + "\n"
-    lines += ["edge_central_db_up 1",
-              "# HELP edge_central_gaps Open sequence gaps (ranges of seqs not received).",
-              "# TYPE edge_central_gaps gauge", f"edge_central_gaps {len(gaps)}",
-              "# HELP edge_central_missing_events Events inside open gaps.",
-              "# TYPE edge_central_missing_events gauge",
-              f"edge_central_missing_events {sum(g['missing'] for g in gaps)}",
-              "# HELP edge_central_device_last_seen_timestamp_seconds When central last received from the device.",
+    lines += ["edge_central_db_up 1", *_gap_lines(by_device(gaps, max_missing),
+                                                  {d["device"]: d["site"] for d in devices}, flagged)]
+    lines += ["# HELP edge_central_device_last_seen_timestamp_seconds When central last received from the device.",
               "# TYPE edge_central_device_last_seen_timestamp_seconds gauge"]
     for d in devices:
         seen = _epoch(d["last_seen"])
@@ -66,14 +110,28 @@ def render(status: dict, db: CentralDb) -> str:
                          f'device="{_label(d["device"])}"}} {seen:.3f}')
     online = sum(1 for d in devices if d["online"])
     lines += ["# TYPE edge_central_devices_online gauge", f"edge_central_devices_online {online}"]
+    lines += _over_budget(status.get("rejects_over_budget", {}))
     return "\n".join(lines) + "\n"
 
 
-def serve(listen: str, status: Callable[[], dict], db_factory: Callable[[], CentralDb]) -> ThreadingHTTPServer:
+def _over_budget(per_device: dict[tuple[str, str], dict[str, int]]) -> list[str]:
+    """Per device past its reject budget (this process, since it started)."""
+    lines = []
+    for kind, help_text in (("truncated", "Rejects of the device kept with only the head of their payload."),
+                            ("unstored", "Rejects of the device counted and not stored.")):
+        name = f"edge_central_device_rejects_{kind}_total"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+        lines += [f"{name}{{{_device(site, device)}}} {n[kind]}" for (site, device), n in sorted(per_device.items())]
+    return lines
+
+
+def serve(listen: str, status: Callable[[], dict], db_factory: Callable[[], CentralDb],
+          max_missing: int = GAP_MAX_MISSING) -> ThreadingHTTPServer:
     """Start ``/metrics`` on ``host:port`` in a daemon thread; returns the server (``.shutdown()``)."""
     host, _, port = listen.rpartition(":")
     lock = threading.Lock()
     db = db_factory()
+    flagged: set[str] = set()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -81,7 +139,7 @@ def serve(listen: str, status: Callable[[], dict], db_factory: Callable[[], Cent
                 self.send_error(404, "only /metrics is served here")
                 return
             with lock:  # one scrape at a time on the scraper's connection
-                body = render(status(), db).encode()
+                body = render(status(), db, max_missing, flagged).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
