@@ -190,7 +190,10 @@ class Perimeter:
         ``who``: operator, approved_by, reason, command_id."""
         from edge.errors import CommandError
 
-        had = self.pins.clear(holder)
+        try:
+            had = self.pins.clear(holder)
+        except StoreError as exc:
+            raise CommandError(f"the lockout of {holder!r} stays: gate.db refused the change: {exc}") from None
         if had is None:
             raise CommandError(f"holder {holder!r} has no wrong PINs counted and no lockout at this gate "
                                f"(locked now: {', '.join(x['holder'] for x in self.pins.summary()) or 'none'})")

@@ -29,9 +29,13 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
+
+from edge.errors import StoreError
 from edge.uptime import Clocks, Moment
 from services.gate.state import GateState
 
+log = structlog.get_logger("edge.gate")
 _MAX_COUNT = 1_000_000  # a count is kept, not grown without end
 
 
@@ -87,8 +91,8 @@ class PinLockouts:
     # -- results ---------------------------------------------------------------------------------
 
     def wrong(self, holder: str) -> Lockout | None:
-        """Count one wrong PIN; the lockout when this one started it. Kept on disk before it returns
-        (a StoreError is raised after the count is taken in memory: the lockout holds until a restart)."""
+        """Count one wrong PIN; the lockout when this one started it. Kept on disk before it returns;
+        if the disk refuses, the count still holds in memory (until a restart) and it is logged."""
         with self._lock:
             wrong, until = self._counts.get(holder, (0, None))
             wrong = min(wrong + 1, _MAX_COUNT)
@@ -97,21 +101,31 @@ class PinLockouts:
                 until = self._clocks.moment().plus(self.lockout_s)
                 lockout = Lockout(holder, wrong, until, self.lockout_s)
             self._counts[holder] = (wrong, until)
-        self._state.set_pin_count(holder, wrong, until.wall if until else None, until.up if until else None)
+        try:
+            self._state.set_pin_count(holder, wrong, until.wall if until else None, until.up if until else None)
+        except StoreError as exc:
+            log.error("gate_pin_count_not_kept", holder=holder, wrong=wrong, error=str(exc)[:300])
         return lockout
 
     def right(self, holder: str) -> None:
-        """A correct PIN: the count starts again."""
-        self.clear(holder)
+        """A correct PIN: the count starts again (if the disk refuses, a restart brings the old count
+        back: the safe side)."""
+        try:
+            self.clear(holder)
+        except StoreError as exc:
+            log.error("gate_pin_count_not_reset", holder=holder, error=str(exc)[:300])
 
     def clear(self, holder: str) -> tuple[int, float] | None:
-        """Forget the holder's count and lockout; (wrong PINs, seconds of lockout left) it had."""
+        """Forget the holder's count and lockout; (wrong PINs, seconds of lockout left) it had.
+        On disk first: a StoreError leaves the lockout in force."""
         left = self.remaining(holder)
         with self._lock:
-            entry = self._counts.pop(holder, None)
+            entry = self._counts.get(holder)
         if entry is None:
             return None
         self._state.forget_pin_count(holder)
+        with self._lock:
+            self._counts.pop(holder, None)
         return entry[0], left
 
     def summary(self) -> list[dict[str, object]]:
