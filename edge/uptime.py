@@ -69,3 +69,10 @@ class Clocks:
         """Wall time ``wall`` as a moment, its uptime taken as if the wall clock were right now."""
         now, uptime = self.now(), self.uptime()
         return Moment(wall, up_bound(wall, now, uptime))
+
+    def within(self, moment: Moment, span_s: float) -> Moment:
+        """A kept end ``moment`` no further than ``span_s`` ahead of now by either clock: a span
+        read back from disk cannot outlast its length because the persisted uptime was lost, or
+        because the wall clock was pushed forward when it began."""
+        now = self.moment()
+        return Moment(min(moment.wall, now.wall + span_s), min(moment.up, now.up + span_s))

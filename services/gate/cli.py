@@ -71,6 +71,7 @@ def status(ctx, as_json) -> None:
             now = (f"{ap['role']} {ap['subject'] or ''} {ap['direction']}: {ap['state']} at {ap['step']}"
                    if ap else "idle")
             lines.append(f"  {name}: {now}{'  FIRE ALARM FREE SWING' if lane['emergency'] else ''}")
+        lines += [f"  PIN lockout: {x['holder']} ({x['remaining_s']:.0f}s left)" for x in r.get("pin_lockouts", [])]
         return "\n".join(lines)
     output(result, as_json, text)
 
@@ -130,6 +131,22 @@ def mode(ctx, mode, reason, as_json) -> None:
                           for n, v in r["lanes"].items())
         return f"mode {r['mode']} (was {r['previous']}); {lanes}"
     output(result, as_json, text)
+
+
+@gate.command("clear-pin-lockout")
+@click.argument("holder")
+@click.option("--reason", required=True, help="Why the card may be tried again now (recorded with your user name).")
+@json_option
+@click.pass_context
+@edge_errors
+def clear_pin_lockout(ctx, holder, reason, as_json) -> None:
+    """End HOLDER's wrong-PIN lockout (and count) at this gate early.
+
+    A barrier command: it prints an approval id for a second operator's `edge cmd approve`.
+    Otherwise a lockout simply ends after [gate].pin_lockout_s.
+    """
+    result = _send(ctx, "clear_pin_lockout", {"holder": holder, "reason": reason}, reason, as_json)
+    output(result, as_json, lambda r: f"{r['holder']}: {r['detail']}")
 
 
 @gate.command("count")

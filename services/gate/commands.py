@@ -1,4 +1,4 @@
-"""Commands of the ``gate`` target: present, override, mode, status.
+"""Commands of the ``gate`` target: present, override, mode, clear_pin_lockout, status.
 
 They arrive through the command router, signed from central or from the
 local control socket (operator = the peer's user name), and run on the
@@ -29,6 +29,8 @@ EFFECTS = {
     "present": "operate",  # starts a person's approach: every step of the flow still applies (see effects())
     "override": ByArg("action", {"deny": "operate"}),
     "mode": ByArg("mode", {"lockdown": "operate", "out_of_service": "operate"}),
+    # ends a wrong-PIN lockout early: the card may be tried again, so fewer checks apply
+    "clear_pin_lockout": "barrier",
 }
 #: Step kinds that check who the person is or what they carry. A flow with none of them only
 #: grants, so presenting someone to it is a grant by another name.
@@ -92,7 +94,13 @@ class ModeArgs(_Args):
     reason: str = Field(min_length=3, max_length=500)
 
 
-_ARGS: dict[str, type[_Args]] = {"present": PresentArgs, "override": OverrideArgs, "mode": ModeArgs}
+class ClearPinLockoutArgs(_Args):
+    holder: str = Field(pattern=EXTERNAL_ID, description="The directory holder's id (e.g. staff-0042).")
+    reason: str = Field(min_length=3, max_length=500, description="Why the lockout may end early.")
+
+
+_ARGS: dict[str, type[_Args]] = {"present": PresentArgs, "override": OverrideArgs, "mode": ModeArgs,
+                                 "clear_pin_lockout": ClearPinLockoutArgs}
 
 
 def _parse(model: type[_Args], name: str, args: dict[str, Any]):
@@ -134,6 +142,11 @@ def run(engine, name: str, args: dict[str, Any], accepted, future: Future) -> No
             raise CommandError("the gate is in lockdown: out_of_service would end it; leave lockdown "
                                "first with `edge gate mode normal --reason ...` (two people)")
         apply_mode(engine, a.mode, a.reason, _who(accepted), accepted.command.id, future)
+    elif name == "clear_pin_lockout":
+        c = _parse(ClearPinLockoutArgs, name, args)
+        future.set_result(engine.perimeter.clear_pin_lockout(
+            c.holder, {"operator": _who(accepted), "approved_by": accepted.approved_by, "reason": c.reason,
+                       "command_id": accepted.command.id}))
     else:
         raise _unknown(name)
 

@@ -60,8 +60,8 @@ class GateDecision(_Strict):
                                     "liveness_failed, multiple_faces, dose_limit, dose_check_unavailable, scan_not_clear, scan_stale, scan_wrong_lane, step_timeout, "
                                     "camera_unavailable, turnstile_refused, grant_unconfirmed, hold_timeout, "
                                     "lockdown, out_of_service, emergency, interrupted, stopping, card_unreadable, "
-                                    "unknown_credential, no_pin_enrolled, pin_wrong, reader_unavailable, "
-                                    "anti_passback.")
+                                    "unknown_credential, no_pin_enrolled, pin_wrong, pin_locked, "
+                                    "pin_check_busy, reader_unavailable, anti_passback.")
     detail: str
     mode: Mode
     online: bool = Field(description="The MQTT link was connected when the decision was taken.")
@@ -178,6 +178,26 @@ class GateDirectory(_Strict):
     detail: str
 
 
+class GatePinLockout(_Strict):
+    """gate.pin_lockout (alarm): a card holder's ``max_wrong_pins``-th wrong PIN in a row locked their card
+    out at this gate (denied ``pin_locked`` without a PIN check until both clocks pass ``locked_until``);
+    gate.pin_lockout_cleared: two operators ended a lockout (or reset the count) early."""
+
+    holder: str = Field(description="The directory holder's id.")
+    wrong_pins: int = Field(ge=0, description="Wrong PINs in a row (when cleared: the count that was cleared).")
+    lane: str | None = Field(description="Where the last wrong PIN was typed (lockout).")
+    approach_id: str | None
+    lockout_s: float | None
+    locked_until: datetime | None = Field(description="By the trusted time; the device's uptime must also "
+                                                      "have run lockout_s.")
+    evidence: list[str] = Field(description="reader.pin_entered and the check_pin command.result.")
+    operator: str | None = Field(description="Cleared: who asked (a local user, or central:<key ids>).")
+    approved_by: str | None = Field(description="Cleared on the device: the second local operator.")
+    reason: str | None
+    command_id: str | None
+    detail: str
+
+
 class GateSwapSuspected(_Strict):
     """gate.swap_suspected (alarm): a visitor's face is not the face verified at their entry: at the
     exit, or at a second entry on the same booking (whose entry face is never replaced).
@@ -209,7 +229,8 @@ class GateSession(_Strict):
 
 
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
-    "gate.swap_suspected": GateSwapSuspected, "gate.session_unbalanced": GateSession,
+    "gate.swap_suspected": GateSwapSuspected, "gate.pin_lockout": GatePinLockout,
+    "gate.pin_lockout_cleared": GatePinLockout, "gate.session_unbalanced": GateSession,
     "gate.session_closed": GateSession,
     "gate.occupancy": GateOccupancy, "gate.anti_passback": GateAntiPassback,
     "gate.directory_applied": GateDirectory, "gate.directory_rejected": GateDirectory,

@@ -19,6 +19,7 @@ from services.gate.approach import Approach
 from services.gate.directory import TRUST_DOCUMENT, Directory, DocumentRejected
 from services.gate.occupancy import EVENT as OCCUPANCY
 from services.gate.occupancy import Occupancy
+from services.gate.pinlock import PinLockouts
 
 log = structlog.get_logger("edge.gate")
 READER_EVENTS = frozenset({"reader.card", "reader.pin_entered"})
@@ -40,6 +41,12 @@ class Perimeter:
                                    skew_s=s.trust.clock_skew_s, clock=engine.trusted_now)
         self.occupancy = Occupancy(s.state_dir)
         self.holders: dict[str, Any] = {}  # approach id -> directory holder (card flows)
+        clocks = getattr(daemon, "clocks", None)  # trusted time and uptime: a clock pushed forward lifts nothing
+        if clocks is None:
+            from edge.commands.seen import offline_clocks
+
+            clocks = offline_clocks(s.state_dir)
+        self.pins = PinLockouts(engine.state, clocks, s.gate.max_wrong_pins, s.gate.pin_lockout_s)
 
     def start(self) -> None:
         self.directory.load()
@@ -87,7 +94,9 @@ class Perimeter:
         direction, credential = lane.reader_direction, p.get("credential")
         holder = self.directory.holder(credential, self.directory.now()) if credential else None
         subject = (holder.subject_id or holder.id) if holder else None
-        if holder is not None and holder.kind == "visitor" and lane.flow(direction, "visitor") is not None:
+        locked = self.pins.remaining(holder.id) if holder is not None else 0.0
+        if holder is not None and holder.kind == "visitor" and not locked and \
+                lane.flow(direction, "visitor") is not None:
             # a booking reference (a QR code on an ASCII reader, a visitor card): the visitor flow,
             # booking + face, with the entry/exit face check of services.gate.visits
             engine.begin(Approach(lane_name, direction, "visitor", lane.flow(direction, "visitor"), subject=subject,
@@ -96,13 +105,20 @@ class Perimeter:
         flow = lane.flow(direction, "card")
         ap = Approach(lane_name, direction, "card", flow, subject=subject, started_by="reader")
         ap.start_event = event.id
-        refusal = self._card_refusal(lane_name, flow, credential, holder, p)
+        refusal = self._locked_refusal(holder, locked) or self._card_refusal(lane_name, flow, credential, holder, p)
         if refusal is not None:
             engine.approaches[lane_name] = ap
             engine.decide(ap, "deny", *refusal)
             return
         self.holders[ap.id] = holder
         engine.begin(ap, event.id)
+
+    def _locked_refusal(self, holder, locked: float) -> tuple[str, str, str] | None:
+        """A card locked out after wrong PINs is denied before any step: no PIN is asked for."""
+        if not locked:
+            return None
+        return ("pin_locked", f"the card of directory holder {holder.id} is locked out after "
+                f"{self.pins.wrong_count(holder.id)} wrong PINs in a row; {locked:.0f}s left", "normal")
 
     @staticmethod
     def _card_refusal(lane_name: str, flow, credential, holder, p) -> tuple[str, str, str] | None:
@@ -130,20 +146,62 @@ class Perimeter:
         if holder is None or holder.pin is None:
             engine.fail(ap, "no_pin_enrolled", "the directory holds no PIN for this card holder")
             return
+        if (refusal := self._locked_refusal(holder, self.pins.remaining(holder.id))) is not None:
+            engine.fail(ap, refusal[0], refusal[1])  # locked meanwhile (the card at another lane)
+            return
+        if not self.pins.begin_check(holder.id, ap.id):
+            engine.fail(ap, "pin_check_busy", "a PIN for this card holder is being checked at another lane: "
+                                              "one check at a time")
+            return
         reader = engine.lanes[ap.lane].reader
 
         def done(result: dict[str, Any]) -> None:
+            self.pins.end_check(holder.id, ap.id)
+            evidence = engine.result_event(result)
+            ok = result.get("status") == "ok"
+            match = ok and bool((result.get("result") or {}).get("match"))
+            lockout = self.pins.wrong(holder.id) if ok and not match else None  # counted even if decided
+            if lockout is not None:
+                self._lockout_alarm(ap, lockout, [event.id, *evidence])
             if ap.record is not rec:
                 return  # decided meanwhile (timeout, override)
             rec.command_id = result.get("id")
-            evidence = engine.result_event(result)
-            if result.get("status") != "ok":
+            if not ok:
                 engine.fail(ap, "reader_unavailable", f"PIN not checked: {result.get('detail')}", evidence=evidence)
-            elif (result.get("result") or {}).get("match"):
+            elif match:
+                self.pins.right(holder.id)
                 engine.step_ok(ap, evidence, "PIN matches the holder's")
             else:
-                engine.fail(ap, "pin_wrong", "the PIN does not match the holder's", evidence=evidence)
+                locked = f"; {lockout.wrong} wrong in a row: card locked out for {lockout.lockout_s:g}s" \
+                    if lockout else ""
+                engine.fail(ap, "pin_wrong", "the PIN does not match the holder's" + locked, evidence=evidence)
         engine.send(reader, "check_pin", holder.pin.model_dump(), f"gate approach {ap.id}", done)
+
+    def _lockout_alarm(self, ap: Approach, lockout, evidence: list[str]) -> None:
+        self.engine.emit("gate.pin_lockout", {
+            "holder": lockout.holder, "lane": ap.lane, "approach_id": ap.id, "wrong_pins": lockout.wrong,
+            "lockout_s": lockout.lockout_s, "locked_until": lockout.until_iso(),
+            "evidence": evidence, "operator": None, "approved_by": None, "reason": None, "command_id": None,
+            "detail": f"{lockout.wrong} wrong PINs in a row: the card is denied at this gate without a PIN "
+                      f"check for {lockout.lockout_s:g}s (by the trusted time and the device's uptime)"}, "alarm")
+
+    def clear_pin_lockout(self, holder: str, who: dict[str, Any]) -> dict[str, Any]:
+        """Officers end a holder's lockout (and count) early: a barrier command, two people.
+        ``who``: operator, approved_by, reason, command_id."""
+        from edge.errors import CommandError
+
+        try:
+            had = self.pins.clear(holder)
+        except StoreError as exc:
+            raise CommandError(f"the lockout of {holder!r} stays: gate.db refused the change: {exc}") from None
+        if had is None:
+            raise CommandError(f"holder {holder!r} has no wrong PINs counted and no lockout at this gate "
+                               f"(locked now: {', '.join(x['holder'] for x in self.pins.summary()) or 'none'})")
+        payload = {"holder": holder, "lane": None, "approach_id": None, "wrong_pins": had[0], "lockout_s": None,
+                   "locked_until": None, "evidence": [], **who, "detail": f"cleared with {had[1]:.0f}s of lockout left" if had[1] else
+                   "wrong-PIN count cleared (no lockout in force)"}
+        self.engine.emit("gate.pin_lockout_cleared", payload, "normal")
+        return payload
 
     # -- anti-passback and occupancy -------------------------------------------------------------
 
@@ -196,7 +254,9 @@ class Perimeter:
 
     def decided(self, ap: Approach, outcome: str) -> None:
         if outcome != "hold":
-            self.holders.pop(ap.id, None)
+            holder = self.holders.pop(ap.id, None)
+            if holder is not None:
+                self.pins.end_check(holder.id, ap.id)
         self.feedback(ap.lane, outcome)
 
     def feedback(self, lane_name: str, outcome: str) -> None:

@@ -173,6 +173,15 @@ class GateSettings(_Strict):
                                                 "(scan_stale): an old clear scan must not let a person through. "
                                                 "Judged by the device's time floor too: a clock set back "
                                                 "makes no old scan fresh.")
+    max_wrong_pins: int = Field(default=3, ge=1, le=10,
+                                description="Wrong PINs in a row (any lane of this gate) after which a card "
+                                            "holder's card is locked out here (pin_locked); a correct PIN "
+                                            "resets the count. 1..10.")
+    pin_lockout_s: float = Field(default=900.0, ge=60, le=86400,
+                                 description="How long a locked-out card is denied without asking for a PIN "
+                                             "(60 s .. 1 day), by the trusted time and the device's uptime "
+                                             "both; kept across restarts. After it, the next wrong PIN locks "
+                                             "the card again at once.")
     zones: list[Annotated[str, Field(pattern=NAME)]] = Field(
         default_factory=list, description="The areas people are counted in, e.g. outside, visits, inside; "
                                           "the first is outside the prison.")

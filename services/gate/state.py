@@ -1,9 +1,10 @@
-"""The gate's own small SQLite (``state_dir/gate.db``): the mode, and approaches not yet decided.
+"""The gate's own small SQLite (``state_dir/gate.db``): the mode, approaches not yet decided, PIN lockouts.
 
 An approach row exists from its first step until its decision is stored, so
 after a crash every row left is an approach that was cut short: the engine
 records each as denied at start-up and deletes it. Nothing here is ever used
-to resume an approach, so a crash can never end in a grant.
+to resume an approach, so a crash can never end in a grant. Wrong-PIN counts
+and lockouts (services.gate.pinlock) are kept here too, so a restart lifts none.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ CREATE TABLE IF NOT EXISTS mode (id INTEGER PRIMARY KEY CHECK (id = 1), mode TEX
                                  set_by TEXT, reason TEXT, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS approaches (id TEXT PRIMARY KEY, lane TEXT NOT NULL, state TEXT NOT NULL,
                                        body TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pin_lockouts (holder TEXT PRIMARY KEY, wrong INTEGER NOT NULL,
+                                         until_wall REAL, until_up REAL, updated REAL NOT NULL);
 """
 
 
@@ -91,6 +94,20 @@ class GateState:
         """(id, state, body) of every approach a crash or stop cut short, oldest first."""
         rows = self._run("SELECT id, state, body FROM approaches ORDER BY updated")
         return [(i, s, json.loads(b)) for i, s, b in rows]
+
+    def pin_counts(self) -> list[tuple[str, int, float | None, float | None]]:
+        """(holder, wrong PINs in a row, lockout end by wall clock, by uptime) of every counted holder."""
+        return [(h, int(w), uw, uu) for h, w, uw, uu in
+                self._run("SELECT holder, wrong, until_wall, until_up FROM pin_lockouts")]
+
+    def set_pin_count(self, holder: str, wrong: int, until_wall: float | None, until_up: float | None) -> None:
+        self._run("INSERT INTO pin_lockouts (holder, wrong, until_wall, until_up, updated) VALUES (?, ?, ?, ?, ?) "
+                  "ON CONFLICT(holder) DO UPDATE SET wrong=excluded.wrong, until_wall=excluded.until_wall, "
+                  "until_up=excluded.until_up, updated=excluded.updated",
+                  (holder, wrong, until_wall, until_up, time.time()))
+
+    def forget_pin_count(self, holder: str) -> None:
+        self._run("DELETE FROM pin_lockouts WHERE holder = ?", (holder,))
 
     def close(self) -> None:
         with self._lock:
