@@ -80,7 +80,7 @@ def site(tmp_path_factory, request):
         "--valid-from T": (now - timedelta(hours=1)).isoformat(),
         "--valid-until T": (now + timedelta(days=1)).isoformat(),
         "IMAGE...": str(FACES / "obama_1.jpg"), "--booking B": "booking-1", "PAIRS.csv": str(pairs),
-        "--target-far F": "0.01", "COURSE": "algebra-1", "FOLDER": str(content), "--broker URI": broker.uri,
+        "--target-far F": "0.01", "--max-missing N": "1000000", "COURSE": "algebra-1", "FOLDER": str(content), "--broker URI": broker.uri,
         "--site S": SITE, "--chunk-size N": "65536", "--reason ...": "docs example", "--reason WHY": "docs example",
     }
     (work / "secure" / "keys").mkdir(parents=True, mode=0o700)  # the docs' `install -d` before `keys gen`
