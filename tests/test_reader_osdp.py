@@ -223,7 +223,8 @@ def test_a_card_read_flood_is_refused_over_the_limit_and_reported_once(tmp_path)
 
 
 @pytest.mark.parametrize(("option", "value", "problem"), [
-    ("rate", 0, "greater than 0"), ("rate", 50, "less than or equal to 20"),
+    ("rate", 0, "greater than or equal to 0.2"), ("rate", 1e-9, "greater than or equal to 0.2"),
+    ("rate", 50, "less than or equal to 20"),
     ("burst", 0, "greater than or equal to 1"), ("flood_report_s", 0.5, "greater than or equal to 1")])
 def test_the_card_read_limit_is_checked(tmp_path, option, value, problem):
     base = {"name": "r", "kind": "reader.osdp", "port": "/dev/null", "key_file": key_file(tmp_path)}
@@ -255,5 +256,7 @@ def test_central_may_tune_the_limit_within_its_bounds(tmp_path):
     assert (config.rate, config.burst) == (0.5, 2)
     with pytest.raises(ValueError, match="burst"):
         OsdpReaderConfig(**rc.merge(local, document(burst=0).settings)["drivers"][0])
+    with pytest.raises(ValueError, match="rate"):  # one config key cannot shut the site's card lanes
+        OsdpReaderConfig(**rc.merge(local, document(rate=1e-9, burst=1).settings)["drivers"][0])
     with pytest.raises(rc.ConfigRefused, match="flood_report_s"):  # local only
         rc.check_allowed(document(flood_report_s=5))

@@ -49,11 +49,14 @@ class OsdpReaderConfig(DriverConfig):
     # A person presents a card every second or two, a queue about one every 2 s per lane, and
     # people tap twice: 5 at once, then 1 a second, stops nobody and caps a reader replaying
     # reads at its polling rate (~16/s with its cards and alarms) to 1 a second.
-    rate: float = Field(default=1.0, gt=0, le=20,
+    # The floor keeps a lane usable whoever sets it: central's signed config (one config key)
+    # could otherwise set 1e-9 and shut every card lane of a site, alarmed only as a flood.
+    rate: float = Field(default=1.0, ge=0.2, le=20,
                         description="Card reads a second this reader may present, sustained; a read over the "
                                     "limit is refused (never a credential: no decision, no grant) and counted "
-                                    "in a reader.flood event. Between 0 (exclusive) and 20 (faster than a "
-                                    "reader is polled).")
+                                    "in a reader.flood event. Between 0.2 (a card every 5 s: no setting, "
+                                    "local or central's, can shut a lane) and 20 (faster than a reader is "
+                                    "polled).")
     burst: int = Field(default=5, ge=1, le=60,
                        description="Card reads this reader may present at once before `rate` applies "
                                    "(a person tapping twice, a short queue).")

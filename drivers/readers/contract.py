@@ -64,19 +64,26 @@ class ReaderSecureChannelFailed(_Payload):
 
 
 class ReaderFlood(_Payload):
-    """reader.flood: card reads over the reader's limit (``rate``, ``burst``) were refused.
+    """reader.flood: card reads over the reader's limit (``rate``, ``burst``) were refused, or
+    (``what`` status_changes) tamper/power changes came faster than one alarm each may.
 
     ``started`` (alarm) at the first refused read; ``continuing`` (normal) with the reads
     refused in each ``flood_report_s`` while it lasts; ``ended`` (normal) after a whole
     ``flood_report_s`` without one, with the total. One alarm per flood, not one per read.
+    Status changes over the limit are still the reader's state (its health); the state they
+    leave is a reader.tamper / reader.power alarm at the flood's next report if it changed.
     """
 
+    what: Literal["card_reads", "status_changes"] = Field(
+        default="card_reads", description="card_reads: reads refused; status_changes: tamper/power changes "
+                                          "not alarmed one by one.")
     state: Literal["started", "continuing", "ended"]
-    suppressed: int = Field(ge=0, description="Reads refused since this flood's previous reader.flood event.")
-    total: int = Field(ge=1, description="Reads refused since the flood started.")
+    suppressed: int = Field(ge=0, description="Reads refused (or changes not alarmed) since this flood's "
+                                              "previous reader.flood event.")
+    total: int = Field(ge=1, description="Reads refused (or changes not alarmed) since the flood started.")
     duration_s: float = Field(ge=0, description="Since the first refused read (ended: to the last).")
-    rate: float = Field(gt=0, description="The limit in force: card reads a second, sustained.")
-    burst: int = Field(ge=1, description="The limit in force: card reads at once.")
+    rate: float = Field(gt=0, description="The limit in force: card reads (or changes) a second, sustained.")
+    burst: int = Field(ge=1, description="The limit in force: card reads (or changes) at once.")
     detail: str
 
 

@@ -30,6 +30,13 @@ from edge.ratelimit import FloodReport, TokenBucket
 _FORMATS = {osdp.CardFormat.Wiegand: "wiegand", osdp.CardFormat.Unspecified: "raw",
             osdp.CardFormat.ASCII: "ascii"}
 _NOTE_SC, _NOTE_PD = osdp.EventNotification.SecureChannelStatus, osdp.EventNotification.PeripheralDeviceStatus
+#: Tamper and power changes alarmed one by one: 6 at once (a case opened and closed for a visit,
+#: a power cut and its return), then one every 30 s. Past that, a flapping switch or a reader
+#: sending status reports at its polling rate would be an alarm per change that the store never
+#: evicts: the changes are counted in one reader.flood (what: status_changes) and the state they
+#: left is alarmed at the flood's next report (STATUS_FLAP in the module's tests).
+STATUS_RATE, STATUS_BURST = 1 / 30, 6
+_STATUS = {"reader.tamper": ("tamper", "active"), "reader.power": ("power_failed", "failed")}
 
 
 class _ControlPanel(TickingRefresh, osdp.ControlPanel):
@@ -70,11 +77,15 @@ class OsdpReaderDriver(Driver):
         self.power_failed = False
         self.port_error: str | None = "not opened yet"
         self.stats = {"cards": 0, "unreadable_cards": 0, "cards_refused": 0, "pins": 0, "events_not_stored": 0,
-                      "commands_ok": 0, "commands_failed": 0, "sc_failures": 0, "plaintext_refused": 0}
+                      "commands_ok": 0, "commands_failed": 0, "sc_failures": 0, "plaintext_refused": 0,
+                      "status_changes_suppressed": 0}
         # A keyed reader (or someone at its cable) can replay reads at its polling rate: each
         # would be a card event, a gate decision and, for an unknown card, an alarm central keeps.
         self._reads = TokenBucket(config.rate, config.burst)
         self.flood = FloodReport(config.flood_report_s, self._flood_report)
+        self._changes = TokenBucket(STATUS_RATE, STATUS_BURST)  # tamper/power alarms (see STATUS_RATE)
+        self.flaps = FloodReport(config.flood_report_s, self._flap_report)
+        self._alarmed = {"reader.tamper": False, "reader.power": False}  # the state last alarmed
         self._cp: osdp.ControlPanel | None = None
         self._sc_alarmed = False
         self._sc_up = False  # the secure channel was up during this contact
@@ -137,6 +148,7 @@ class OsdpReaderDriver(Driver):
             self._watch(cp)
             self.pin.forget_expired()
             self.flood.tick()
+            self.flaps.tick()
             if self.online:
                 down_since = time.monotonic()
             elif time.monotonic() - down_since > self.config.offline_retry_s:
@@ -204,7 +216,7 @@ class OsdpReaderDriver(Driver):
                   "continuing": f"{suppressed} card reads refused in the last {cfg.flood_report_s:g}s",
                   "ended": f"no read refused for {cfg.flood_report_s:g}s; {total} refused in all"}[state]
         self.ctx.log.warning("reader_flood", reader=self.ctx.name, state=state, suppressed=suppressed, total=total)
-        self._emit("reader.flood", {"state": state, "suppressed": suppressed, "total": total,
+        self._emit("reader.flood", {"what": "card_reads", "state": state, "suppressed": suppressed, "total": total,
                                     "duration_s": duration_s, "rate": cfg.rate, "burst": cfg.burst,
                                     "detail": detail}, "alarm" if state == "started" else "normal")
         if state != "continuing":
@@ -218,10 +230,46 @@ class OsdpReaderDriver(Driver):
         power = bool(report[1]) if len(report) > 1 else self.power_failed
         if tamper != self.tamper:
             self.tamper = tamper
-            self._emit("reader.tamper", {"active": tamper}, "alarm")
+            self._status_changed("reader.tamper")
         if power != self.power_failed:
             self.power_failed = power
-            self._emit("reader.power", {"failed": power}, "alarm")
+            self._status_changed("reader.power")
+        self.ctx.health_changed()
+
+    def _status_changed(self, type: str) -> None:
+        """One alarm per change within the limit; past it, counted in one flood report (the state
+        itself is always in health, and alarmed when the flood reports next, if it changed)."""
+        if self._changes.try_take():
+            self._alarm_status(type)
+        else:
+            self.stats["status_changes_suppressed"] += 1
+            self.flaps.refused()
+
+    def _alarm_status(self, type: str) -> None:
+        attr, field = _STATUS[type]
+        value = getattr(self, attr)
+        self._alarmed[type] = value
+        self._emit(type, {field: value}, "alarm")
+
+    def _flap_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        limit = f"{STATUS_BURST} at once, then one every {1 / STATUS_RATE:g}s"
+        detail = {"started": f"tamper/power changes faster than this reader's limit ({limit}): each is no "
+                             "longer an alarm of its own (a flapping switch, or a reader sending status "
+                             "reports at its polling rate?); the state they leave is alarmed",
+                  "continuing": f"{suppressed} tamper/power changes not alarmed one by one in the last "
+                                f"{self.config.flood_report_s:g}s",
+                  "ended": f"no tamper/power change over the limit for {self.config.flood_report_s:g}s; "
+                           f"{total} in all"}[state]
+        self.ctx.log.warning("reader_status_flood", reader=self.ctx.name, state=state, suppressed=suppressed,
+                             total=total, tamper=self.tamper, power_failed=self.power_failed)
+        self._emit("reader.flood", {"what": "status_changes", "state": state, "suppressed": suppressed,
+                                    "total": total, "duration_s": duration_s, "rate": STATUS_RATE,
+                                    "burst": STATUS_BURST, "detail": detail},
+                   "alarm" if state == "started" else "normal")
+        if state != "started":  # the state the suppressed changes left, if it is not the one alarmed last
+            for type, (attr, _field) in _STATUS.items():
+                if getattr(self, attr) != self._alarmed[type]:
+                    self._alarm_status(type)
         self.ctx.health_changed()
 
     def _notification(self, ev: dict[str, Any]) -> None:
@@ -332,10 +380,11 @@ class OsdpReaderDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online else "down"
-        if self.online and (self.tamper or self.power_failed or self.flood.active):
+        if self.online and (self.tamper or self.power_failed or self.flood.active or self.flaps.active):
             status = "degraded"
         report = {"status": status, "online": self.online, "secure": self.secure, "tamper": self.tamper,
-                  "power_failed": self.power_failed, "flooding": self.flood.active, "port_error": self.port_error,
+                  "power_failed": self.power_failed, "flooding": self.flood.active,
+                  "status_flapping": self.flaps.active, "port_error": self.port_error,
                   **self.stats}
         if note := self._note():
             report["note"] = note
@@ -351,6 +400,9 @@ class OsdpReaderDriver(Driver):
             problems.append(f"FLOODING: {self.flood.total} card reads refused in this flood, over its limit "
                             f"({cfg.burst} at once, then {cfg.rate:g} a second): a reader replaying reads, or "
                             f"someone on its cable? (`edge events tail --type reader.flood`; [[drivers]] rate, burst)")
+        if self.flaps.active:
+            problems.append(f"FLAPPING: {self.flaps.total} tamper/power changes past the alarm limit in this flood "
+                            "(`edge events tail --type reader.flood`)")
         if self.tamper:
             problems.append("TAMPER: the reader's tamper switch is open")
         if self.power_failed:

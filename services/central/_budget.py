@@ -63,7 +63,8 @@ class Charge:
         return sum(self.truncated.values())
 
 
-def _key(topic: str) -> tuple[str, str]:
+def device_key(topic: str) -> tuple[str, str]:
+    """(site, device) of a device topic; one shared key for anything else."""
     try:
         site, device, _rest = split_topic(topic)
     except ValueError:
@@ -85,7 +86,7 @@ class RejectBudget:
         """Trim ``parsed.rejects`` to what their devices' budgets allow; the budget is unchanged."""
         charge, kept, now = Charge(), [], self.clock()
         for topic, reason, payload in parsed.rejects:
-            key = _key(topic)
+            key = device_key(topic)
             win = charge.windows.get(key)
             if win is None:
                 known = self._windows.get(key)

@@ -46,6 +46,7 @@ from services.central._budget import (
     REJECT_MAX_COUNT,
     REJECT_WINDOW_S,
     RejectBudget,
+    device_key,
 )
 from services.central._parse import MAX_MESSAGE_BYTES, Parsed, parse_into
 from services.central.db import CentralDb, DbError
@@ -92,7 +93,7 @@ class Ingest:
                          "states": 0, "batches": 0, "db_errors": 0, "connects": 0,
                          "dropped_qos0": 0, "rejects_truncated": 0, "rejects_unstored": 0}
         self.budget = RejectBudget(cfg.reject_window_s, cfg.reject_max_count, cfg.reject_max_bytes)
-        self._qos0_logged: dict[str, float] = {}
+        self._qos0_logged: dict[tuple[str, str], float] = {}  # (site, device) -> when last logged
         self.lag_s: float | None = None
         self.subscribed = threading.Event()
         self._q: queue.Queue = queue.Queue(maxsize=cfg.queue_max)
@@ -184,10 +185,14 @@ class Ingest:
     def _dropped_qos0(self, topic: str) -> None:
         self.counters["dropped_qos0"] += 1
         now = time.monotonic()
-        if now - self._qos0_logged.get(topic, -60.0) >= 60.0:  # once a minute per topic at most
+        # Once a minute per DEVICE at most: per topic, a device varying the last level of
+        # events/+ (its ACL allows any) was one log line per message, and clearing the table
+        # at 10 000 entries let every other device's lines through again.
+        key = device_key(topic)
+        if now - self._qos0_logged.get(key, -60.0) >= 60.0:
             if len(self._qos0_logged) > 10_000:
-                self._qos0_logged.clear()
-            self._qos0_logged[topic] = now
+                self._qos0_logged = {k: t for k, t in self._qos0_logged.items() if now - t < 60.0}
+            self._qos0_logged[key] = now
             log.warning("central_qos0_dropped", topic=topic, dropped_total=self.counters["dropped_qos0"],
                         reason="the contract publishes every device channel at QoS 1; QoS 0 is not stored")
 
