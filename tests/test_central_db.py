@@ -43,6 +43,16 @@ def test_cli_says_what_is_missing_or_unreachable(tmp_path):
     assert json.loads(down.stdout)["ok"] is False and "PostgreSQL" in json.loads(down.stdout)["error"]
     bad_since = central("events", "--db", str(tmp_path / "c.db"), "--since", "yesterday", env=env)
     assert bad_since.returncode == 2 and "ISO 8601" in bad_since.stderr
+    # A mistyped SQLite path answered "no gaps" from an empty database made on the spot.
+    typo = tmp_path / "centrl" / "c.db"
+    for cmd in ("gaps", "devices", "events", "proposals"):
+        out = central(cmd, "--db", str(typo), "--json", env=env)
+        assert out.returncode == 69 and "no central database there" in json.loads(out.stdout)["error"], out
+    assert not typo.parent.exists()
+    text = central("gaps", "--db", str(typo), env=env)
+    assert text.returncode == 69 and "EDGE_CENTRAL_DB" in text.stderr and "Traceback" not in text.stderr
+    open_db(str(tmp_path / "real.db")).migrate()  # positive control: an existing database answers
+    assert central("gaps", "--db", str(tmp_path / "real.db"), env=env).stdout == "no gaps\n"
 
 
 def test_store_id_is_kept_across_restarts_new_for_a_new_store_and_in_births(tmp_path):

@@ -370,3 +370,58 @@ def test_status_text_leaves_out_fields_without_a_value_and_says_a_lanes_mode():
            "until `edge turnstile release lane2`" in lines
     assert "driver  hb                   ok        sim.heartbeat" in lines
     assert "gate    status=ok mode=normal online=False" in lines and "None" not in "\n".join(lines)
+
+
+def _needs_a_person_status() -> dict:
+    """A running gate's status as the daemon reports it: a reader flooding, updates stalled by a
+    slow link, a card locked out after wrong PINs, and a component degraded without a note."""
+    return {"running": True, "pid": 7, "started_at": "t", "figures_age_s": 0.5, "drivers": {
+        "reader-in": {"status": "degraded", "kind": "reader.osdp", "flooding": True, "cards_refused": 40,
+                      "note": "FLOODING: 40 card reads refused in this flood, over its limit (5 at once, then 1 a "
+                              "second)"},
+        "reader-out": {"status": "ok", "kind": "reader.osdp", "flooding": False}},
+        "components": {
+            "gate": {"status": "ok", "mode": "normal", "pin_lockouts": [{"holder": "P-1"}],
+                     "note": "PIN-LOCKED cards: P-1 until 22:01:31 UTC. To end one early: edge gate "
+                             "clear-pin-lockout HOLDER --reason TEXT, then a second operator runs edge cmd approve ID"},
+            "update": {"status": "degraded", "version": "0.1.0", "refusal_in_force": True,
+                       "refusal": {"problem": "too_slow"},
+                       "note": "updates STALLED: downloads are too slow; lower [update] download_min_rate"},
+            "xray": {"status": "degraded", "errors": 1}}}
+
+
+def test_status_text_says_why_a_driver_or_component_needs_a_person():
+    """`edge status` showed a flooding reader as just 'degraded', and neither a PIN-locked card nor
+    updates stalled by a slow link: their words were only in --json."""
+    from edge.cli._views import status_text
+
+    report = {"device_id": "gate-1", "role": "gate", "site": "hmp-a", "outbox": {"error": "x"},
+              "disk": {"free_bytes": 1 << 30}, "daemon": _needs_a_person_status()}
+    text = status_text(report)
+    lines = text.splitlines()
+    flood = lines.index("driver  reader-in            degraded  reader.osdp")
+    assert lines[flood + 1].startswith("        reader-in: FLOODING: 40 card reads refused")
+    assert lines[lines.index("gate    status=ok mode=normal") + 1].startswith("        PIN-LOCKED cards: P-1 until")
+    assert "edge cmd approve ID" in text and "edge gate clear-pin-lockout HOLDER --reason TEXT" in text
+    update = [n for n, line in enumerate(lines) if line.startswith("update ")][0]
+    assert "note=" not in lines[update] and "None" not in text
+    assert "updates STALLED" in lines[update + 1] and "download_min_rate" in lines[update + 1]
+
+
+def test_doctor_fails_on_a_flooding_reader_and_stalled_updates_and_lists_locked_cards(device):
+    """`edge doctor` said 'every component is running' beside a flooding reader and stalled updates.
+    Now each is a FAIL with its words (exit 1); a locked card is listed, not a failure; a component
+    degraded without saying why a person is needed (x-ray: one bad record once) fails nothing."""
+    (device.parent / "state" / "status.json").write_text(json.dumps(_needs_a_person_status()))
+    out = run(device, "doctor", "--only", "components", "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    checks = json.loads(out.stdout)["checks"]
+    failed = {c["target"]: c["detail"] for c in checks if not c["ok"]}
+    assert set(failed) == {"reader-in", "update"}, checks
+    assert failed["reader-in"].startswith("driver reader-in is degraded: FLOODING: 40 card reads refused")
+    assert "download_min_rate" in failed["update"]
+    assert [c["detail"] for c in checks if c["ok"]] == [
+        _needs_a_person_status()["components"]["gate"]["note"].join(["gate: ", ""])]
+    text = run(device, "doctor", "--only", "components")
+    assert text.returncode == 1 and "FAIL  components" in text.stdout and "PIN-LOCKED cards: P-1" in text.stdout
+    assert "Traceback" not in text.stdout + text.stderr and "None" not in text.stdout

@@ -82,8 +82,14 @@ def site(tmp_path_factory, request):
         "IMAGE...": str(FACES / "obama_1.jpg"), "--booking B": "booking-1", "PAIRS.csv": str(pairs),
         "--target-far F": "0.01", "--max-missing N": "1000000", "COURSE": "algebra-1", "FOLDER": str(content), "--broker URI": broker.uri,
         "--site S": SITE, "--chunk-size N": "65536", "--reason ...": "docs example", "--reason WHY": "docs example",
+        "--reason TEXT": "docs example", "HOLDER": "staff-0042",
     }
     (work / "secure" / "keys").mkdir(parents=True, mode=0o700)  # the docs' `install -d` before `keys gen`
+    from services.central.db import open_db
+
+    central_db = open_db(str(work / "central.db"))  # what the docs' `edge central ingest` made: fleet.md reads it
+    central_db.migrate()
+    central_db.close()
     rewrites = {
         "mqtts://broker.example:8883 --ca-file ca.pem --cert-file ops.pem --key-file ops.key": broker.uri,
         "mqtt://broker:1883": broker.uri,

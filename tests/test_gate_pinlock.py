@@ -4,6 +4,8 @@ The attack against the real daemon and readers is tests/security/test_pin_lockou
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from pydantic import ValidationError
 
@@ -101,7 +103,14 @@ def test_clear_forgets_count_and_lockout(state):
     pins = _locks(state, t, max_wrong=1)
     assert pins.clear("P-1") is None
     pins.wrong("P-1")
-    assert pins.summary() == [{"holder": "P-1", "remaining_s": LOCK_S}]
+    (locked,) = pins.summary()
+    assert {k: locked[k] for k in ("holder", "wrong_pins", "remaining_s")} == {
+        "holder": "P-1", "wrong_pins": 1, "remaining_s": LOCK_S}
+    # the end as the trusted clock reads it now plus what is left: what `edge gate status` prints
+    assert datetime.fromisoformat(locked["until"]).timestamp() == pytest.approx(t.wall + LOCK_S)
+    status = pins.status()
+    assert status["wrong_pin_counts"] == {"P-1": 1} and "PIN-LOCKED cards: P-1 until" in status["note"]
+    assert "edge gate clear-pin-lockout HOLDER" in status["note"] and "edge cmd approve ID" in status["note"]
     assert pins.clear("P-1") == (1, pytest.approx(LOCK_S))
     assert pins.remaining("P-1") == 0 and _locks(state, t).wrong_count("P-1") == 0
 

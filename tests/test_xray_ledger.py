@@ -163,6 +163,13 @@ def test_cli_check_ledger_and_import(tmp_path, central):
     fresh = run("check", "A1234BC", "--json")  # no ledger at all (daemon never ran, or a tablet): refused
     assert fresh.exit_code == 1 and json.loads(fresh.output)["decided"] is False
     assert "no dose ledger in" in json.loads(fresh.output)["reason"]
+    text = run("check", "A1234BC")
+    assert text.exit_code == 1 and text.output.count("cannot decide") == 1, text.output
+    for args in (("--json",), ()):  # the history said "may be scanned" (exit 0) from no ledger at all
+        history = run("ledger", "A1234BC", *args)
+        assert history.exit_code == 1 and "no dose ledger in" in history.output, history.output
+        assert "may be scanned" not in history.output
+        assert not args or json.loads(history.output)["decided"] is False
     ledger = DoseLedger(state, "site-a", XraySettings(limit_usv=10.0, warning_usv=8.0))
     ledger.close()
     empty = run("check", "A1234BC", "--json")  # the daemon's ledger, nothing recorded yet: allowed

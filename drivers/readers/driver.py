@@ -382,10 +382,32 @@ class OsdpReaderDriver(Driver):
         status = "ok" if self.online else "down"
         if self.online and (self.tamper or self.power_failed or self.flood.active or self.flaps.active):
             status = "degraded"
-        return {"status": status, "online": self.online, "secure": self.secure, "tamper": self.tamper,
-                "power_failed": self.power_failed, "flooding": self.flood.active,
-                "status_flapping": self.flaps.active, "port_error": self.port_error,
-                **self.stats}
+        report = {"status": status, "online": self.online, "secure": self.secure, "tamper": self.tamper,
+                  "power_failed": self.power_failed, "flooding": self.flood.active,
+                  "status_flapping": self.flaps.active, "port_error": self.port_error,
+                  **self.stats}
+        if note := self._note():
+            report["note"] = note
+        return report
+
+    def _note(self) -> str | None:
+        """Why this reader is not ok, in words, and where to look (`edge status`, `edge doctor`)."""
+        if not self.online:
+            return f"offline: {self.port_error}" if self.port_error else "offline: the reader does not answer its polls"
+        problems = []
+        if self.flood.active:
+            cfg = self.config
+            problems.append(f"FLOODING: {self.flood.total} card reads refused in this flood, over its limit "
+                            f"({cfg.burst} at once, then {cfg.rate:g} a second): a reader replaying reads, or "
+                            f"someone on its cable? (`edge events tail --type reader.flood`; [[drivers]] rate, burst)")
+        if self.flaps.active:
+            problems.append(f"FLAPPING: {self.flaps.total} tamper/power changes past the alarm limit in this flood "
+                            "(`edge events tail --type reader.flood`)")
+        if self.tamper:
+            problems.append("TAMPER: the reader's tamper switch is open")
+        if self.power_failed:
+            problems.append("POWER: the reader reports a power failure")
+        return "; ".join(problems) or None
 
     def close(self) -> None:
         self._fail_waiters("the driver is stopping")

@@ -167,12 +167,16 @@ def status_text(r: dict) -> str:
         mode = f", mode {h['mode']}" + (f": {h['mode_note']}" if h.get("mode_note") else "") if h.get("mode") else ""
         err = f" last error: {h['last_error']}" if h.get("last_error") else ""
         lines.append(f"driver  {name:<20} {h.get('status', '?'):<9} {h.get('kind', '')}{mode}{extra}{err}")
+        if h.get("note"):  # a driver says in words why it is not ok (a reader flooding, a tamper switch)
+            lines.append(f"        {name}: {h['note']}")
     for name, c in (d.get("components") or {}).items():
         # A component may say it in words ("summary"); otherwise its scalar fields, leaving out
         # those without a value (a gate mode nobody set has no reason).
         summary = c.get("summary") or " ".join(
-            f"{k}={v}" for k, v in c.items() if v is not None and not isinstance(v, dict | list))
+            f"{k}={v}" for k, v in c.items() if v is not None and k != "note" and not isinstance(v, dict | list))
         lines.append(f"{name:<7} {summary}")
+        if c.get("note"):  # what needs a person: cards locked out, updates refused (and what to do)
+            lines += [f"        {line}" for line in str(c["note"]).splitlines()]
     o = r["outbox"]
     if "error" in o:
         lines.append(f"outbox  unavailable: {o['error']}")

@@ -39,6 +39,7 @@ def update_report(settings) -> dict:
             "last_result": record.get("last_result"), "previous": record.get("history", []),
             "failed": record.get("failed", []), "checked_at": live.get("checked_at"),
             "offer": live.get("offer"), "refusal": live.get("refusal"),
+            "refusal_in_force": live.get("refusal_in_force", bool(live.get("refusal"))),
             "waiting_for_idle": live.get("waiting_for_idle", False)}
 
 
@@ -54,9 +55,17 @@ def _text(r: dict) -> str:
     if last:
         why = f": {last['reason']}" if last.get("reason") else ""
         lines.append(f"last:      {last['result']} {last.get('version')} at {_when(last.get('at'))}{why}")
-    lines.append(f"checked:   {_when(r['checked_at'])}" + (" (waiting for empty lanes)" if r["waiting_for_idle"] else ""))
-    if r["refusal"]:
-        lines.append(f"refused:   {r['refusal']['problem']}: {r['refusal']['detail']}")
+    checked = _when(r["checked_at"])
+    if checked == "never" and r["refusal"]:
+        checked = "never completed (every try so far was refused: below)"
+    lines.append(f"checked:   {checked}" + (" (waiting for empty lanes)" if r["waiting_for_idle"] else ""))
+    refusal = r["refusal"]
+    if refusal:
+        when = f" at {_when(refusal.get('at'))}" if refusal.get("at") else ""
+        over = "" if r.get("refusal_in_force", True) else " (since then a check succeeded)"
+        lines.append(f"refused:   {refusal['problem']}{when}{over}: {refusal['detail']}")
+        if refusal.get("action") and r["refusal_in_force"] and refusal["problem"] == "too_slow":
+            lines.append(f"action:    {refusal['action']}")
     return "\n".join(lines)
 
 

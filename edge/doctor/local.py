@@ -273,14 +273,16 @@ def check_components(settings) -> list[Check]:
     """Every component thread of the running daemon is up (a down router runs no command)."""
     import json
 
+    from edge.cli._state import live_status
+
     path = settings.state_dir / "status.json"
-    try:
-        status = json.loads(path.read_text())
+    try:  # the daemon's memory when it answers (status.json is a few seconds old), else its file
+        status = live_status(settings.state_dir) or json.loads(path.read_text())
     except (OSError, ValueError):
         return [Check("components", True, "daemon not running: nothing to check", target=str(path))]
     if not isinstance(status, dict) or not status.get("running"):
         return [Check("components", True, "daemon not running: nothing to check", target=str(path))]
-    checks = []
+    checks, notes = [], []
     for name, report in sorted((status.get("components") or {}).items()):
         state = report.get("status") if isinstance(report, dict) else None
         if state == "down":
@@ -288,4 +290,15 @@ def check_components(settings) -> list[Check]:
             checks.append(Check("components", False, f"{name} is down ({error})",
                                 "it restarts by itself; if it stays down: journalctl -u edge, "
                                 "then systemctl restart edge", name))
-    return checks or [Check("components", True, "every component is running", target=str(path))]
+        elif state == "degraded" and report.get("note"):  # running, but it says a person must act (updates refused)
+            checks.append(Check("components", False, f"{name} is degraded: {report['note']}",
+                                "what to do is in this line; `edge status` shows it too", name))
+        elif isinstance(report, dict) and report.get("note"):  # not a fault, but a person may be asked (a locked card)
+            notes.append(Check("components", True, f"{name}: {report['note']}", target=name))
+    for name, report in sorted((status.get("drivers") or {}).items()):
+        state = report.get("status") if isinstance(report, dict) else None
+        if state in ("down", "degraded"):
+            why = report.get("note") or report.get("last_error") or report.get("port_error") or "no reason given"
+            checks.append(Check("components", False, f"driver {name} is {state}: {why}",
+                                "edge status; edge events tail -n 50 (its events say since when)", name))
+    return (checks or [Check("components", True, "every component and driver is running", target=str(path))]) + notes

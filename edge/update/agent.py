@@ -31,6 +31,18 @@ def running_version() -> str:
     return os.environ.get("EDGE_SLOT") or metadata.version("edge")
 
 
+def refusal_action(refusal: dict[str, Any], settings) -> str:
+    """The refusal in force, in words, with the setting to change or where to look next."""
+    problem = refusal.get("problem")
+    if problem == "too_slow":
+        return (f"updates STALLED: downloads are too slow ({refusal.get('role')}: {refusal.get('received_bytes')} "
+                f"bytes in {refusal.get('elapsed_s')} s, {refusal.get('limit')} passed) and are abandoned. On a "
+                f"slow link lower [update] download_min_rate (now {settings.download_min_rate:g} bytes/s; the "
+                f"deadline grows with it) in the config and restart edge; else check the link to "
+                f"{refusal.get('url')}")
+    return f"updates REFUSED ({problem}): {refusal.get('detail')}"
+
+
 class UpdateAgent:
     """Checks the TUF channel every ``check_interval_s`` and drives the slots."""
 
@@ -82,9 +94,16 @@ class UpdateAgent:
 
     def status(self) -> dict[str, Any]:
         record = self.slots.record()
-        return {"status": "ok", "version": self.version, "slot": boot.linked_version(self.settings.install_root),
-                "state": record.get("state"), "pending": record.get("pending"),
-                "last_result": record.get("last_result"), **self._last}
+        report = {"status": "ok", "version": self.version, "slot": boot.linked_version(self.settings.install_root),
+                  "state": record.get("state"), "pending": record.get("pending"),
+                  "last_result": record.get("last_result"), **self._last,
+                  "refusal_in_force": self._refusal_key is not None}
+        if report["refusal_in_force"] and self._last["refusal"]:
+            # `edge status` and `edge doctor` say it: no release gets here until someone acts
+            action = refusal_action(self._last["refusal"], self.settings)
+            report.update(status="degraded", refusal={**self._last["refusal"], "action": action},
+                          note=f"{action} (`edge update status`)")
+        return report
 
     def _report_outcome(self, record: dict) -> None:
         """Say what happened while this process was not running (a rollback by the launcher)."""

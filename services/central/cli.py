@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 
@@ -27,9 +28,16 @@ def _db_option(fn):
     return click.option("--db", "db_url", envvar="EDGE_CENTRAL_DB", required=True, help=_DB_HELP)(fn)
 
 
-def _open(db_url: str, as_json: bool):
+def _open(db_url: str, as_json: bool, *, read: bool = False):
+    """The database; ``read``: a command that only reads, so a SQLite file that is not there is a
+    mistyped --db, said as such, not an empty database made on the spot that answers "no gaps"."""
     from services.central.db import DbError, open_db
 
+    if read and not db_url.startswith(("postgresql://", "postgres://")):
+        path = Path(db_url.removeprefix("sqlite://"))
+        if not path.is_file():
+            fail(f"--db {path}: no central database there (is --db or EDGE_CENTRAL_DB right? `edge central "
+                 "ingest` creates it)", EX_UNAVAILABLE, as_json=as_json)
     try:
         db = open_db(db_url)
         db.migrate()
@@ -126,7 +134,7 @@ def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, rec
 @json_option
 def devices(db_url, as_json) -> None:
     """The device registry: online, version, store, last seen."""
-    rows = _open(db_url, as_json).devices()
+    rows = _open(db_url, as_json, read=True).devices()
     output(rows, as_json, lambda rs: "\n".join(
         [f"{'DEVICE':24} {'SITE':16} {'ONLINE':7} {'VERSION':10} {'BOOT':>5}  LAST SEEN"] +
         [f"{d['device']:24} {d['site']:16} {_yes(d['online']):7} {d['version'] or '-':10} "
@@ -149,7 +157,7 @@ def gaps(db_url, device, max_missing, as_json) -> None:
     """Sequence gaps: seqs not (yet) received between the lowest and highest seen per device."""
     from services.central._base import by_device
 
-    rows = _open(db_url, as_json).gaps(device)
+    rows = _open(db_url, as_json, read=True).gaps(device)
     report = by_device(rows, max_missing)
     for g in rows:
         g["implausible"] = report["devices"][g["device"]]["implausible"]
@@ -195,7 +203,8 @@ def _since(text: str | None) -> datetime | None:
 @json_option
 def events(db_url, device, since, limit, as_json) -> None:
     """Stored events, oldest first."""
-    rows = _open(db_url, as_json).events(device, _since(since), limit)
+    since_at = _since(since)  # a bad --since is a usage error whatever the database
+    rows = _open(db_url, as_json, read=True).events(device, since_at, limit)
     output(rows, as_json, lambda rs: "\n".join(
         f"{e['ts']} {e['device']} #{e['seq']} {e['type']} {e['priority']}" for e in rs) if rs else "no events")
 
@@ -232,7 +241,7 @@ def propose(file, db_url, as_json) -> None:
 @json_option
 def proposals(db_url, as_json) -> None:
     """Commands waiting for (or given) their second signature: what each would do, and who signed."""
-    rows = _open(db_url, as_json).proposals()
+    rows = _open(db_url, as_json, read=True).proposals()
     output(rows, as_json, lambda rs: "\n".join(
         f"{d['id']}  {d['_signatures']} signature(s)  {_describe(d)}  proposed {d['_proposed_at']}"
         for d in rs) if rs else "no proposals")

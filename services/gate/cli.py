@@ -71,9 +71,25 @@ def status(ctx, as_json) -> None:
             now = (f"{ap['role']} {ap['subject'] or ''} {ap['direction']}: {ap['state']} at {ap['step']}"
                    if ap else "idle")
             lines.append(f"  {name}: {now}{'  FIRE ALARM FREE SWING' if lane['emergency'] else ''}")
-        lines += [f"  PIN lockout: {x['holder']} ({x['remaining_s']:.0f}s left)" for x in r.get("pin_lockouts", [])]
+        lines += _lockout_lines(r.get("pin_lockouts") or [])
         return "\n".join(lines)
     output(result, as_json, text)
+
+
+def _lockout_lines(lockouts: list[dict[str, Any]]) -> list[str]:
+    """Each card locked out after wrong PINs: until when, and how two people end it early."""
+    from edge.cli._common import duration
+
+    lines = []
+    for x in lockouts:
+        until = f"until {x['until'][11:19]} UTC, " if x.get("until") else ""
+        wrong = f", after {x['wrong_pins']} wrong PINs" if x.get("wrong_pins") else ""
+        lines.append(f"  PIN LOCKED: {x['holder']} ({until}{duration(x['remaining_s'])} left{wrong}); every lane "
+                     f"denies the card. To end it early: edge gate clear-pin-lockout {x['holder']} --reason TEXT")
+    if lockouts:
+        lines.append("    (two people: it prints an approval id; a second operator, under their own account, "
+                     "then runs edge cmd approve ID)")
+    return lines
 
 
 @gate.command("present")
@@ -145,6 +161,13 @@ def clear_pin_lockout(ctx, holder, reason, as_json) -> None:
     A barrier command: it prints an approval id for a second operator's `edge cmd approve`.
     Otherwise a lockout simply ends after [gate].pin_lockout_s.
     """
+    gate_now = _send(ctx, "status", {}, None, as_json)
+    locked = [x["holder"] for x in gate_now.get("pin_lockouts") or []]
+    counted = gate_now.get("wrong_pin_counts")
+    if counted is not None and holder not in counted and holder not in locked:  # nothing a second person could clear
+        fail(f"{holder} is not locked out at this gate and has no wrong PINs counted: nothing to clear "
+             f"(locked out now: {', '.join(locked) or 'none'}; the holder id is the one in the gate.pin_lockout "
+             f"alarm and in `edge gate status`)", as_json=as_json)
     result = _send(ctx, "clear_pin_lockout", {"holder": holder, "reason": reason}, reason, as_json)
     output(result, as_json, lambda r: f"{r['holder']}: {r['detail']}")
 

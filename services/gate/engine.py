@@ -112,7 +112,7 @@ class GateEngine:
         return {"status": "ok" if self._thread.is_alive() else "down", "mode": self.mode["mode"],
                 "mode_set_by": self.mode.get("set_by"), "mode_reason": self.mode.get("reason"),
                 "online": self.online, "lanes": lanes, "decisions": dict(self.counts),
-                "directory": self.perimeter.directory.summary(), "pin_lockouts": self.perimeter.pins.summary(),
+                "directory": self.perimeter.directory.summary(), **self.perimeter.pins.status(),
                 "occupancy": self.perimeter.occupancy.count(self.settings.zones)["zones"]}
 
     @property

@@ -129,9 +129,32 @@ class PinLockouts:
         return entry[0], left
 
     def summary(self) -> list[dict[str, object]]:
-        """The holders locked out now, with the seconds left (both clocks)."""
+        """The holders locked out now: wrong PINs, seconds left (both clocks) and the time that
+        makes by the trusted clock (``until``, UTC)."""
         with self._lock:
-            ends = {h: until for h, (_w, until) in self._counts.items() if until is not None}
+            ends = {h: (w, until) for h, (w, until) in self._counts.items() if until is not None}
         now = self._clocks.moment()
-        left = {h: until.remaining(now.wall, now.up) for h, until in ends.items()}
-        return [{"holder": h, "remaining_s": round(s, 1)} for h, s in sorted(left.items()) if s > 0]
+        out = []
+        for h, (wrong, until) in sorted(ends.items()):
+            left = until.remaining(now.wall, now.up)
+            if left > 0:
+                out.append({"holder": h, "wrong_pins": wrong, "remaining_s": round(left, 1),
+                            "until": datetime.fromtimestamp(now.wall + left, UTC).isoformat(timespec="seconds")})
+        return out
+
+    def status(self) -> dict[str, object]:
+        """The gate component's share of `edge status`: ``pin_lockouts``, and a ``note`` when any."""
+        lockouts = self.summary()
+        note = lockouts_note(lockouts)
+        with self._lock:  # wrong PINs counted, locked out or not: what clear_pin_lockout may clear
+            counts = {h: w for h, (w, _until) in sorted(self._counts.items()) if w}
+        return {"pin_lockouts": lockouts, "wrong_pin_counts": counts, **({"note": note} if note else {})}
+
+
+def lockouts_note(lockouts: list[dict[str, object]]) -> str | None:
+    """`edge status`: the cards locked out, until when, and how two people end one early."""
+    if not lockouts:
+        return None
+    cards = ", ".join(f"{x['holder']} until {str(x['until'])[11:19]} UTC" for x in lockouts)
+    return (f"PIN-LOCKED cards: {cards}. To end one early: edge gate clear-pin-lockout HOLDER --reason TEXT, "
+            f"then a second operator runs edge cmd approve ID (`edge gate status` for details)")

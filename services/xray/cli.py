@@ -51,7 +51,7 @@ def check(ctx: click.Context, subject: str, as_json: bool) -> None:
     if as_json:
         output(result.as_dict(), True, "")
     elif not result.decided:
-        click.echo(f"refused: cannot decide whether {subject} may be scanned: {result.reason}", err=True)
+        click.echo(f"refused: cannot decide whether {subject} may be scanned: {_why(result.reason)}", err=True)
     elif result.allowed:
         click.echo(f"ok: {subject} may be scanned: {result.reason}; "
                    f"{result.remaining_usv:g} µSv remaining")
@@ -61,6 +61,10 @@ def check(ctx: click.Context, subject: str, as_json: bool) -> None:
         raise SystemExit(EX_FAIL)
 
 
+def _why(reason: str) -> str:
+    return reason.removeprefix("cannot decide: ")
+
+
 @xray.command("ledger")
 @click.argument("subject")
 @json_option
@@ -68,8 +72,17 @@ def check(ctx: click.Context, subject: str, as_json: bool) -> None:
 @edge_errors
 def ledger_cmd(ctx: click.Context, subject: str, as_json: bool) -> None:
     """SUBJECT's dose history (all sites) and remaining allowance."""
+    from services.xray import check_subject
+
     settings = settings_from(ctx)
     _subject_id(subject, as_json)
+    first = check_subject(settings, subject)  # no ledger here, or the daemon's is down: never "may be scanned"
+    if not first.decided:
+        if as_json:
+            output({**first.as_dict(), "scans": []}, True, "")
+        else:
+            click.echo(f"refused: no dose history for {subject} here: {_why(first.reason)}", err=True)
+        raise SystemExit(EX_FAIL)
     ledger = _ledger(settings)
     try:
         result, rows = ledger.check(subject), ledger.history(subject)

@@ -10,6 +10,7 @@ the threshold grants and resets the count, and two operators can end a lockout e
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -107,10 +108,13 @@ def test_three_wrong_pins_lock_the_card_out_and_a_restart_keeps_it(site):
     assert (d["outcome"], d["reason"]) == ("deny", "pin_locked"), d
     status = daemon.cli("gate", "status", "--json")
     assert "P-1" in status.stdout and "pin_lockouts" in status.stdout, status.stdout + status.stderr
+    _engineer_sees_the_lockout(daemon)
 
     # One operator cannot lift the lockout: the clear is held for a second one.
     held = send(state, "gate", "clear_pin_lockout", {"holder": "P-1", "reason": "it is my own card"}, "alone")
     assert (held["status"], held["reason"]) == ("rejected", "under_signed"), held
+    by_cli = daemon.cli("gate", "clear-pin-lockout", "P-1", "--reason", "holder verified at the desk")
+    assert by_cli.returncode == 1 and "edge cmd approve approve-" in by_cli.stdout, by_cli.stdout + by_cli.stderr
     assert _attempt(p, state, "P-1", PINS["P-1"])["payload"]["reason"] == "pin_locked"
     assert not events(state, "gate.pin_lockout_cleared")
 
@@ -122,3 +126,24 @@ def test_three_wrong_pins_lock_the_card_out_and_a_restart_keeps_it(site):
     assert cleared["payload"]["holder"] == "P-1" and cleared["payload"]["approved_by"]
     conforms(cleared)
     assert _attempt(p, state, "P-1", PINS["P-1"])["payload"]["outcome"] == "grant"
+
+
+def _engineer_sees_the_lockout(daemon) -> None:
+    """At 3 a.m., from the text alone: which card, until when, the command that ends it and the
+    second person's approval; a clear for a card with nothing to clear asks nobody to approve."""
+    gate = daemon.cli("gate", "status")
+    assert gate.returncode == 0, gate.stderr
+    line = next(line for line in gate.stdout.splitlines() if "PIN LOCKED: P-1" in line)
+    assert "UTC" in line and "left" in line and "after 3 wrong PINs" in line, line
+    assert "edge gate clear-pin-lockout P-1 --reason TEXT" in line
+    assert "second operator" in gate.stdout and "edge cmd approve ID" in gate.stdout
+    status = daemon.cli("status")
+    assert "PIN-LOCKED cards: P-1 until" in status.stdout and "edge cmd approve ID" in status.stdout, status.stdout
+    doctor = json.loads(daemon.cli("doctor", "--only", "components", "--json").stdout)
+    assert any(c["ok"] and "PIN-LOCKED cards: P-1" in c["detail"] for c in doctor["checks"]), doctor
+    for args in ((), ("--json",)):
+        nothing = daemon.cli("gate", "clear-pin-lockout", "P-7", "--reason", "wrong holder typed", *args)
+        assert nothing.returncode == 1 and "nothing to clear" in nothing.stdout + nothing.stderr, nothing
+        assert "locked out now: P-1" in nothing.stdout + nothing.stderr
+    assert json.loads(nothing.stdout)["ok"] is False
+    assert "P-7" not in daemon.cli("cmd", "pending").stdout  # nobody was asked to approve it

@@ -10,6 +10,7 @@ it) is still decided and granted.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -73,3 +74,38 @@ def test_a_card_read_flood_is_one_alarm_and_a_genuine_card_still_passes(site):
     assert card_decision(p, state, card_of("P-3"))["outcome"] == "grant"
     status = daemon.cli("status", "--json")
     assert '"flooding": false' in status.stdout and f'"cards_refused": {total}' in status.stdout, status.stdout
+
+
+@pytest.fixture
+def slow_window_site(tmp_path, base_config, edge_daemon):
+    """The flood stays 'in progress' for a minute after its last refused read: time to look."""
+    p = Perimeter(tmp_path, base_config)
+    for d in p.config["drivers"]:
+        if d["kind"] == "reader.osdp":
+            d.update(rate=RATE, burst=BURST, flood_report_s=60)
+    daemon = edge_daemon(p.config)
+    wait_event(daemon.state_dir, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
+    yield p, daemon
+    p.stop()
+
+
+def test_an_engineer_sees_which_reader_floods_from_status_and_doctor(slow_window_site):
+    """`edge status` showed the flooding reader as just 'degraded' and `edge doctor` said every
+    component was running. Positive control: the other reader is ok and not named."""
+    p, daemon = slow_window_site
+    mark = last_seq(daemon.state_dir)
+    for i in range(20):
+        p.present("in", card=(7, 9000 + i))
+    wait_event(daemon.state_dir, "reader.flood", lambda e: e["payload"]["state"] == "started", after=mark,
+               what="the flood's alarm")
+    status = daemon.cli("status")
+    lines = status.stdout.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("driver  reader-in "))
+    assert "degraded" in lines[at] and lines[at + 1].strip().startswith("reader-in: FLOODING:"), status.stdout
+    assert f"{BURST} at once, then {RATE:g} a second" in lines[at + 1] and "reader.flood" in lines[at + 1]
+    assert "FLOODING" not in status.stdout.split("driver  reader-out ")[1].split("\n")[0]
+    doctor = daemon.cli("doctor", "--only", "components", "--json")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    failed = [c for c in json.loads(doctor.stdout)["checks"] if not c["ok"]]
+    assert [c["target"] for c in failed] == ["reader-in"], failed
+    assert "FLOODING" in failed[0]["detail"]

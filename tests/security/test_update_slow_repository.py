@@ -203,8 +203,28 @@ def test_daemon_reports_a_dripping_channel_and_updates_once_it_stops(tmp_path, r
     status = json.loads(daemon.cli("update", "status", "--json", check=True).stdout)
     assert status["refusal"]["problem"] == "too_slow" and status["refusal"]["limit"] == "deadline"
     assert "abandoned after" in status["refusal"]["detail"]
+    assert status["refusal_in_force"] is True
+    _engineer_sees_the_stall(daemon)
 
     state["on"] = False
     wait_for(lambda: events(daemon.state_dir, "update.installed"), what="update.installed", timeout=15)
     assert (root / "opt/edge/releases/0.2.0").exists()
     assert len(events(daemon.state_dir, "update.refused")) == 1  # one alarm, not one per check
+
+
+def _engineer_sees_the_stall(daemon) -> None:
+    """From the text: updates are stalled, by a slow link, and the setting that fixes it. `edge
+    status` said 'update status=ok' and `edge doctor` nothing; `edge update status` said
+    'checked: never' as if no check had been tried."""
+    update = daemon.cli("update", "status")
+    assert "checked:   never completed (every try so far was refused: below)" in update.stdout, update.stdout
+    assert "refused:   too_slow at " in update.stdout
+    action = next(line for line in update.stdout.splitlines() if line.startswith("action:"))
+    assert "updates STALLED" in action and "lower [update] download_min_rate (now 8000 bytes/s" in action
+    status = daemon.cli("status").stdout
+    assert "update  status=degraded" in status and "updates STALLED" in status, status
+    assert "download_min_rate" in status and "None" not in status
+    doctor = daemon.cli("doctor", "--only", "components", "--json")
+    assert doctor.returncode == 1
+    failed = [c for c in json.loads(doctor.stdout)["checks"] if not c["ok"]]
+    assert [c["target"] for c in failed] == ["update"] and "download_min_rate" in failed[0]["detail"], failed
