@@ -136,7 +136,11 @@ class Driver:
         raise CommandError(f"driver {self.ctx.name!r} does not support command {name!r}")
 
     def health(self) -> dict[str, Any]:
-        """A small status dict; ``status`` is ok | degraded | down."""
+        """A small status dict; ``status`` is ok | degraded | down. A driver that runs as it
+        should but reports what its device or surroundings say (a tamper switch, a card-read
+        flood) adds ``"external": True`` to a degraded status: the update and remote-config trials
+        then do not take it for a fault of the new release, so nobody on a cable can force a
+        rollback with it."""
         return {"status": "ok"}
 
     def close(self) -> None:

@@ -207,7 +207,17 @@ def test_a_card_read_flood_is_refused_over_the_limit_and_reported_once(tmp_path)
         started = lane.wait("reader.flood", state="started")[0]
         assert started["priority"] == "alarm" and started["payload"]["suppressed"] == 1
         assert (started["payload"]["rate"], started["payload"]["burst"]) == (1.0, 3)
-        assert lane.driver.health()["flooding"] and lane.driver.health()["status"] == "degraded"
+        health = lane.driver.health()
+        assert health["flooding"] and (health["status"], health["external"]) == ("degraded", True)
+        from edge.update.health import problems
+
+        class Trial:  # a daemon in a release's trial as edge.update.health reads it: a flood rolls nothing back
+            def __init__(self, reader: dict):
+                self.store, self.components = object(), []
+                self.supervisor = type("Supervisor", (), {"health": lambda _self: {"reader1": reader}})()
+        assert problems(Trial(health)) == []
+        own_fault = problems(Trial({**health, "external": False}))  # degraded by the driver itself: counted
+        assert own_fault and "reader1 is degraded" in own_fault[0]
         ended = lane.wait("reader.flood", state="ended", timeout=20)[0]
         floods = lane.of("reader.flood")
         assert [f["priority"] for f in floods] == ["alarm"] + ["normal"] * (len(floods) - 1)

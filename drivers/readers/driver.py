@@ -382,7 +382,8 @@ class OsdpReaderDriver(Driver):
         status = "ok" if self.online else "down"
         if self.online and (self.tamper or self.power_failed or self.flood.active or self.flaps.active):
             status = "degraded"
-        report = {"status": status, "online": self.online, "secure": self.secure, "tamper": self.tamper,
+        report = {"status": status, "external": status == "degraded",  # all its causes are the reader's word
+                  "online": self.online, "secure": self.secure, "tamper": self.tamper,
                   "power_failed": self.power_failed, "flooding": self.flood.active,
                   "status_flapping": self.flaps.active, "port_error": self.port_error,
                   **self.stats}
