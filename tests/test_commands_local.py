@@ -283,7 +283,9 @@ def test_edge_status_shows_a_modbus_lanes_lockdown_and_what_ends_it(modbus_lane)
     assert send(daemon.state_dir, "lane2", "lockdown", {}, "drill")["status"] == "ok"
     line = wait_for(lambda: "mode lockdown" in (text := lane_line()) and text, 10, "the lockdown in edge status")
     assert line.endswith("turnstile.modbus, mode lockdown: every grant is refused until `edge turnstile release "
-                         "lane2` (two people: a second operator approves)"), line
+                         "lane2` (two people: a second operator approves); when the gate itself is in lockdown "
+                         "(`edge gate status`), `edge gate mode normal --reason TEXT` ends it for every lane "
+                         "instead"), line
     report = json.loads(_cli(daemon, "status", "--json").stdout)
     assert report["daemon"]["drivers"]["lane2"]["mode"] == "lockdown"
 
@@ -308,6 +310,8 @@ def test_edge_status_shows_a_serial_controllers_lockdown_and_what_ends_it(tmp_pa
         assert send(daemon.state_dir, "lane1-ts", "lockdown", {}, "drill")["status"] == "ok"
         line = wait_for(lambda: "mode lockdown" in (text := lane_line()) and text, 15, "the lockdown in edge status")
         assert line.endswith("mode lockdown: every grant is refused until `edge turnstile release lane1-ts` "
-                             "(two people: a second operator approves)"), line
+                             "(two people: a second operator approves); when the gate itself is in lockdown "
+                             "(`edge gate status`), `edge gate mode normal --reason TEXT` ends it for every "
+                             "lane instead"), line
     finally:
         sim.stop()

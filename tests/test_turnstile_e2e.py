@@ -230,7 +230,9 @@ def test_engineer_cli_drives_a_modbus_lane_and_its_lockdown_survives_a_restart(t
         status = wait_for(lambda: (s := lane_status()).get("in_service") and s, 20, "the module back in service")
         assert status["mode"] == "lockdown"
         assert status["advice"] == ["in lockdown: every grant is refused; `edge turnstile release lane2` ends it "
-                                    "(two people: a second operator approves)"]
+                                    "(two people: a second operator approves); when the gate itself is in "
+                                    "lockdown (`edge gate status`), `edge gate mode normal --reason TEXT` ends "
+                                    "it for every lane instead"]
         text = _cli(daemon, "turnstile", "status", "lane2").stdout
         assert "  module: in service, mode lockdown, in 0 / out 0" in text
 

@@ -56,7 +56,8 @@ LOCKING = frozenset({"lock", "lockdown"})
 #: the same words for a serial controller and a Modbus relay lane.
 _MODE_NOTES = {
     "lockdown": "every grant is refused until `edge turnstile release {name}` (two people: a second "
-                "operator approves)",
+                "operator approves); when the gate itself is in lockdown (`edge gate status`), "
+                "`edge gate mode normal --reason TEXT` ends it for every lane instead",
     "free": "open both ways (free passage) until `edge turnstile lock {name}`",
 }
 

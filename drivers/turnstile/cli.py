@@ -120,7 +120,8 @@ def _still_locked_down(name: str, command: str, reply: dict[str, Any]) -> str:
     if command != "lock" or not _mode_now(reply).endswith("lockdown"):
         return ""
     return (f"\n  the lane stays in lockdown (lock does not end one): `edge turnstile release {name}` does, "
-            "and needs a second person's approval")
+            "and needs a second person's approval; a gate-wide lockdown (`edge gate status`) ends with "
+            "`edge gate mode normal --reason TEXT`")
 
 
 for _cmd, _help in [("deny", "Cancel a pending grant."), ("lock", "Back to normal: closed, opens on a grant."),
@@ -193,7 +194,8 @@ def advice(h: dict[str, Any], daemon_running: bool = True, name: str = "NAME") -
 
 def _lockdown(name: str) -> str:
     return (f"in lockdown: every grant is refused; `edge turnstile release {name}` ends it "
-            "(two people: a second operator approves)")
+            "(two people: a second operator approves); when the gate itself is in lockdown "
+            "(`edge gate status`), `edge gate mode normal --reason TEXT` ends it for every lane instead")
 
 
 def _module_advice(h: dict[str, Any], name: str) -> list[str]:
