@@ -33,17 +33,18 @@ class _IdPool:
     _BATCH = 256
 
     def __init__(self) -> None:
-        self.ids: list[str] = []  # make_event pops from it directly
+        # Each id as text and as the bytes the stored form holds; make_event pops from it directly.
+        self.ids: list[tuple[str, bytes]] = []
         os.register_at_fork(after_in_child=self.ids.clear)
 
-    def take(self) -> str:
+    def take(self) -> tuple[str, bytes]:
         try:
             return self.ids.pop()
         except IndexError:
             self.ids.extend(self._make())
             return self.take()
 
-    def _make(self) -> list[str]:
+    def _make(self) -> list[tuple[str, bytes]]:
         raw = bytearray(os.urandom(16 * self._BATCH))
         raw[6::16] = raw[6::16].translate(_VERSION_4)  # RFC 4122: version 4 in byte 6's high nibble
         raw[8::16] = raw[8::16].translate(_VARIANT)  # and binary 10 atop byte 8
@@ -55,7 +56,7 @@ class _IdPool:
         del text[34::40]  # ... ffff-gggghhhh
         del text[29::39]  # ... ffffgggghhhh
         del text[4::38]  # aaaabbbb-cccc-dddd-eeee-ffffgggghhhh
-        return text.decode().split()
+        return list(zip(text.decode().split(), text.split(), strict=True))
 
 
 _VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
@@ -74,11 +75,15 @@ try:
     import orjson as _orjson
 except ImportError:
     dumps, NATIVE_OPTIONS = None, 0
+    native_bytes = None  # set below: the standard library's encoder
 else:
     dumps = _orjson.dumps
     # Sorted keys; subclasses, datetimes and dataclasses refused (TypeError), never converted.
     NATIVE_OPTIONS = (_orjson.OPT_SORT_KEYS | _orjson.OPT_PASSTHROUGH_SUBCLASS
                       | _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS)
+    # For a payload of str keys and NATIVE values, make_event's hot path: canonical JSON, or
+    # TypeError (a key that is not exactly str, an integer past 64 bits, a lone surrogate).
+    native_bytes = dumps
 
 
 def plain(value: Any, depth: int = 0) -> bool:
@@ -128,3 +133,19 @@ def payload_json(payload: dict) -> str | None:
         return "".join(encode_plain(payload, 0))
     except ValueError:  # NaN or Infinity: pydantic's JSON mode makes them null
         return None
+
+
+def payload_bytes(payload: dict, option: int = 0) -> bytes | None:
+    """``payload_json`` encoded; None where it gives None or holds a lone surrogate.
+    (make_event's native encoder where orjson is not installed.)"""
+    text = payload_json(payload)
+    if text is None:
+        return None
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return None
+
+
+if native_bytes is None:
+    native_bytes = payload_bytes

@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge._event_bytes import canonical_json, ids, payload_json
+from edge._event_bytes import NATIVE as _NATIVE
+from edge._event_bytes import NATIVE_OPTIONS as _NATIVE_OPTIONS
+from edge._event_bytes import canonical_json, ids, native_bytes, payload_bytes, payload_json
 from edge.errors import EventInvalid
 
 __all__ = ["MAX_SEQ", "PRIORITIES", "SCHEMA_VERSION", "Event", "EventModel", "canonical_json",
@@ -255,7 +257,8 @@ def _envelope(device: Any, site: Any, type: Any, source: Any, priority: Any, clo
         known = _KNOWN.get(key) or _known(key)
         if known is not None:
             return known
-    return (None, None, None, None, type, _PRIORITY_CODE.get(priority), *key[:2], source, priority, clock, v)
+    return (None, None, None, None, type, _PRIORITY_CODE.get(priority), *key[:2], source, priority, clock, v,
+            None, None)
 
 
 def printable(value: str, limit: int = 300) -> str:
@@ -272,12 +275,12 @@ _id_list = ids.ids
 
 def new_event_id() -> str:
     """A random (version 4) UUID, built without uuid.UUID."""
-    return ids.take()
+    return ids.take()[0]
 
 
 # The fields make_event gives the validator's view of an event (model_fields_set): all but v.
 _FIELDS_SET = frozenset({"id", "device", "site", "type", "source", "priority", "clock", "payload", "ts"})
-_new, _now, _time_ns = object.__new__, datetime.now, time.time_ns
+_new, _now, _time_ns, _type = object.__new__, datetime.now, time.time_ns, type
 # Envelope fields (device, site, type, source, priority, clock) already validated once: the
 # JSON fragments around the event's own fields, the type, the priority's code, the six
 # fields and the schema version (an Event's ``_env``); bounded, so a flood of distinct
@@ -300,38 +303,44 @@ def make_event(
     """Build and validate an event, turning pydantic's error into ours.
 
     The fields a driver repeats on every event are validated once per combination (see
-    ``_known``); the payload's keys are checked here, and the event is serialised here, once
-    (``wire``), its time taken as nanoseconds and written from a prefix made once a second.
+    ``_known``); the payload is checked here, and the event is serialised here, once
+    (``wire``), its time taken in nanoseconds and written from a prefix made once a second.
     Anything unusual (a given time, a payload that is not plain JSON, a key that is not a
     string) takes ``_make_other``, and pydantic's path where the fields need it.
     """
     known = _KNOWN.get((device, site, type, source, priority, clock)) or _known(
         (device, site, type, source, priority, clock))
-    if known is not None and payload.__class__ is dict and ts is None:
+    if known is not None and _type(payload) is dict and ts is None:
         copied = dict(payload)
-        body = payload_json(copied)
+        for value in copied.values():  # the keys: native_bytes refuses any but str
+            if _type(value) not in _NATIVE:
+                body = payload_bytes(copied)
+                break
+        else:
+            try:
+                body = native_bytes(copied, option=_NATIVE_OPTIONS)
+            except TypeError:  # a key that is not str, an integer past 64 bits, a lone surrogate
+                body = payload_bytes(copied)
         if body is not None:
             ns = _time_ns()
             try:
-                event_id = _id_list.pop()
+                event_id, id_bytes = _id_list.pop()
             except IndexError:
-                event_id = ids.take()
+                event_id, id_bytes = ids.take()
             second, prefix = _ts_prefix
-            if ns // 1_000_000_000 != second:
-                prefix = _ts_second(ns // 1_000_000_000)
-            us = ns // 1000 % 1_000_000  # microseconds only when not zero, and Z: as pydantic writes it
-            ts_text = f"{prefix}.{us:06d}Z" if us else f"{prefix}Z"
-            try:  # the pool's ids are hex digits and dashes: written unescaped
-                head = f'{known[0]}"{event_id}","payload":{body}{known[1]}'.encode()
-            except UnicodeEncodeError:  # a lone surrogate: pydantic's path refuses it, as before
-                pass
-            else:
-                event = _new(_Building)
-                event._env, event.id, event.seq, event.payload = known, event_id, None, copied
-                event._wire = (event_id, known[4], known[5], ts_text, head,
-                               f"{known[2]}{ts_text}{known[3]}".encode())
-                event.__class__ = Event  # frozen from here on
-                return event
+            off = ns - second
+            if not 0 <= off < 1_000_000_000:
+                second, prefix = _ts_second(ns)
+                off = ns - second
+            us = off // 1000  # microseconds only when not zero, and Z: as pydantic writes it
+            ts_text = f"{prefix}.{_DIGITS[us // 1000]}{_DIGITS[us % 1000]}Z" if us else f"{prefix}Z"
+            event = _new(_Building)
+            event._env, event.id, event.seq, event.payload = known, event_id, None, copied
+            event._wire = (event_id, known[4], known[5], ts_text,
+                           b"".join((known[12], id_bytes, b'","payload":', body, known[13])),
+                           f"{known[2]}{ts_text}{known[3]}".encode())
+            event.__class__ = Event  # frozen from here on
+            return event
     return _make_other(device=device, site=site, type=type, source=source, payload=payload,
                        priority=priority, clock=clock, ts=ts)
 
@@ -364,14 +373,19 @@ def _known(key: tuple) -> tuple | None:
             and priority.__class__ is str and priority in _PRIORITIES
             and clock.__class__ is str and clock in _CLOCKS and _TYPE_RE.fullmatch(type)):
         return None
+    head = f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":'
+    middle = f',"priority":"{priority}","seq":'
+    try:
+        head_bytes, middle_bytes = f'{head}"'.encode(), middle.encode()
+    except UnicodeEncodeError:  # a lone surrogate: pydantic's path, which keeps it (wire refuses it)
+        return None
     if len(_KNOWN) >= _KNOWN_MAX:
         _KNOWN.clear()
     fragments = _KNOWN[key] = (
-        f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":',
-        f',"priority":"{priority}","seq":',
+        head, middle,
         f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"',
         f'","type":"{type}","v":{SCHEMA_VERSION}}}', type, _PRIORITY_CODE[priority],
-        device, site, source, priority, clock, SCHEMA_VERSION)
+        device, site, source, priority, clock, SCHEMA_VERSION, head_bytes, middle_bytes)
     return fragments
 
 
@@ -402,7 +416,7 @@ def set_seqs(events: list[Event], first: int) -> None:
     does; an event that cannot take one (given twice, or not a plain Event) is replaced in
     the list by a copy with it (``with_seq``)."""
     for seq, event in enumerate(events, first):
-        if event.seq is None and event.__class__ is Event:
+        if event.seq is None and _type(event) is Event:
             _set_seq(event, seq)
         else:
             events[seq - first] = with_seq(event, seq)
@@ -411,15 +425,17 @@ def set_seqs(events: list[Event], first: int) -> None:
 # ``ts`` up to the second as pydantic's JSON mode writes it (ISO 8601), for the second (since
 # the epoch) it was made for: formatted once per second. One tuple, swapped whole, so threads
 # never mix the two.
-_ts_prefix: tuple[int, str] = (-1, "")
+_ts_prefix: tuple[int, str] = (-(2**62), "")
+_DIGITS = [f"{n:03d}" for n in range(1000)]  # the microseconds, three digits at a time
 
 
-def _ts_second(second: int) -> str:
-    """The time ``second`` up to the second, as pydantic's JSON mode writes it; kept for the next event."""
+def _ts_second(ns: int) -> tuple[int, str]:
+    """(the second holding ``ns``, in nanoseconds since the epoch; that second as pydantic's
+    JSON mode writes it), kept for the next event."""
     global _ts_prefix
-    prefix = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
-    _ts_prefix = (second, prefix)
-    return prefix
+    second = ns - ns % 1_000_000_000
+    _ts_prefix = (second, datetime.fromtimestamp(second // 1_000_000_000, UTC).isoformat()[:-6])
+    return _ts_prefix
 
 
 def _make_checked(*, device, site, type, source, payload, priority, clock, ts) -> Event:
