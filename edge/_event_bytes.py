@@ -19,6 +19,15 @@ def canonical_json(obj: Any) -> bytes:
                       allow_nan=False).encode()
 
 
+def printable(value: str, limit: int = 300) -> str:
+    """``value`` cut to ``limit`` and safe to store: lone surrogates become ``\\udXXX`` escapes.
+
+    For text taken from hostile input (an id, a file name) and put into an event:
+    canonical JSON refuses lone surrogates, and one must not cost the whole event.
+    """
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _IdPool:
     """Event ids made 256 at a time from one draw of the kernel's CSPRNG.
 

@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge._event_bytes import NATIVE as _NATIVE
 from edge._event_bytes import NATIVE_OPTIONS as _NATIVE_OPTIONS
-from edge._event_bytes import canonical_json, ids, native_bytes, payload_bytes, payload_json
+from edge._event_bytes import (
+    canonical_json,
+    ids,
+    native_bytes,
+    payload_bytes,
+    payload_json,
+    printable,
+)
 from edge.errors import EventInvalid
 
 __all__ = ["MAX_SEQ", "PRIORITIES", "SCHEMA_VERSION", "Event", "EventModel", "canonical_json",
@@ -152,11 +159,11 @@ class Event(_Slots):
     def model_validate(cls, obj: Any, **kwargs: Any) -> Event:
         if isinstance(obj, cls):
             return obj
-        return _from_model(cls, EventModel.model_validate(obj, **kwargs))
+        return _fill(_new(cls), EventModel.model_validate(obj, **kwargs))
 
     @classmethod
     def model_validate_json(cls, data: bytes | str, **kwargs: Any) -> Event:
-        return _from_model(cls, EventModel.model_validate_json(data, **kwargs))
+        return _fill(_new(cls), EventModel.model_validate_json(data, **kwargs))
 
     @classmethod
     def model_json_schema(cls, **kwargs: Any) -> dict[str, Any]:
@@ -234,18 +241,13 @@ def _build(cls: type[Event], values: dict[str, Any], fields: set[str]) -> Event:
     return event
 
 
-def _fill(event: Event, m: EventModel) -> None:
+def _fill(event: Event, m: EventModel) -> Event:
     _set_env(event, _envelope(m.device, m.site, m.type, m.source, m.priority, m.clock, m.v))
     _set_id(event, m.id)
     _set_seq(event, m.seq)
     _set_payload(event, m.payload)
     _set_ts(event, m.ts)
     _set_fields(event, frozenset(m.model_fields_set))
-
-
-def _from_model(cls: type[Event], m: EventModel) -> Event:
-    event = _new(cls)
-    _fill(event, m)
     return event
 
 
@@ -259,15 +261,6 @@ def _envelope(device: Any, site: Any, type: Any, source: Any, priority: Any, clo
             return known
     return (None, None, None, None, type, _PRIORITY_CODE.get(priority), *key[:2], source, priority, clock, v,
             None, None)
-
-
-def printable(value: str, limit: int = 300) -> str:
-    """``value`` cut to ``limit`` and safe to store: lone surrogates become ``\\udXXX`` escapes.
-
-    For text taken from hostile input (an id, a file name) and put into an event:
-    canonical JSON refuses lone surrogates, and one must not cost the whole event.
-    """
-    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _id_list = ids.ids
