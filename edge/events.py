@@ -52,7 +52,9 @@ class EventModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: int = SCHEMA_VERSION
-    id: str = Field(description="Globally unique; central's idempotency key.")
+    id: str = Field(description="Globally unique (a random UUID); central's idempotency key together with "
+                                "the device (topic), so one device cannot use another's ids to make central "
+                                "drop its events.")
     device: str
     site: str
     seq: int | None = Field(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,15 +33,15 @@ def test_good_broker_and_running_daemon(tmp_path, mosquitto, edge_daemon, base_c
     code, report = doctor(tmp_path, daemon.config, "--skip", "clock")  # this CI host has no NTP
     assert code == 0 and report["ok"], report
     steps = broker_steps(report)
-    assert list(steps) == ["dns", "tcp", "mqtt", "roundtrip"]
-    assert "dev-1-doctor" in steps["mqtt"]["detail"]
+    assert list(steps) == ["dns", "tcp", "mqtt"]  # the daemon's own connection answers for the broker
+    assert "the running daemon is connected as client dev-1" in steps["mqtt"]["detail"]
     names = {c["check"] for c in report["checks"]}
     assert names == {"config", "store", "audit", "disk", "trust", "packages", "broker", "devices", "components"}
     # Text form: one line per check, and the daemon kept its own session meanwhile.
     path = tmp_path / "doctor.toml"
     text = subprocess.run([sys.executable, "-m", "edge", "--config", str(path), "doctor", "--only", "broker"],
                           capture_output=True, text=True, timeout=60)
-    assert text.returncode == 0 and text.stdout.count("\nok  ") + text.stdout.startswith("ok  ") == 4
+    assert text.returncode == 0 and text.stdout.count("\nok  ") + text.stdout.startswith("ok  ") == 3
 
 
 def test_stopped_broker_fails_at_tcp(tmp_path, mosquitto, base_config):
@@ -194,3 +195,35 @@ def test_doctor_judges_a_running_daemon_by_its_own_credentials(port_refused_to_t
     pid = json.loads((daemon.state_dir / "status.json").read_text())["pid"]
     assert check.ok and f"the daemon's account root may open it (the running daemon, pid {pid}); nobody, " \
         "who ran this check, may not" in check.detail, check.detail
+
+
+def test_doctor_never_takes_over_the_running_daemons_session(tmp_path, mosquitto_factory, tls_material,
+                                                            edge_daemon, base_config):
+    """On a broker that binds the client id to the certificate (the shipped brokers'
+    `use_username_as_clientid`), a doctor probe with the device's certificate would get the daemon's
+    id whatever it asked for and throw the daemon off (a clean start wipes its session too). While
+    the daemon is connected there, its own connection is the answer; stopped, the probe runs."""
+    from edge.testing.wait import wait_for
+
+    broker = mosquitto_factory(tls={"ca": tls_material["ca"], **tls_material["server"]}, allow_anonymous=False,
+                               extra="use_username_as_clientid true")
+    config = tls_config(base_config, broker, tls_material, tls_material["ca"])
+    daemon = edge_daemon(config)
+
+    def link() -> dict:
+        status = json.loads((daemon.state_dir / "status.json").read_text())
+        return status["components"]["mqtt"]
+    wait_for(lambda: link().get("connected"), 20, "the daemon connected over mTLS")
+    connects = link()["connects"]
+    code, report = doctor(tmp_path, daemon.config, "--only", "broker")
+    time.sleep(1.5)  # a takeover would show as a disconnect and a reconnect by now
+    assert link()["connected"] and link()["connects"] == connects, link()
+    steps = broker_steps(report)
+    assert code == 0 and list(steps) == ["dns", "tcp", "tls", "mqtt"], report
+    assert "the running daemon is connected" in steps["mqtt"]["detail"], steps["mqtt"]
+
+    daemon.stop()  # positive control: with nothing connected, the doctor's own probe runs
+    code, report = doctor(tmp_path, daemon.config, "--only", "broker")
+    steps = broker_steps(report)
+    assert code == 0 and list(steps) == ["dns", "tcp", "tls", "mqtt", "roundtrip"], report
+    assert "CONNACK accepted" in steps["mqtt"]["detail"]

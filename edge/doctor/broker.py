@@ -2,7 +2,11 @@
 
 The MQTT steps use the device's own TLS identity and credentials but a client
 id of ``<client_id>-doctor`` with a clean, non-persistent session: reusing the
-daemon's id would take over its session and steal its queued commands.
+daemon's id would take over its session and steal its queued commands. A broker
+that binds the client id to the certificate (``use_username_as_clientid``, as the
+shipped ones do) gives the probe the daemon's id whatever it asks for, so while the
+daemon is connected to a broker its own connection is the answer for that broker:
+the doctor reports it and opens no second session there.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def check_broker(settings, uri: str) -> list[Check]:
         broker = parse_broker(uri)
     except MqttConfigError as exc:
         return [Check("broker", False, str(exc), "fix mqtt.brokers", uri, "config")]
-    steps = [_dns, _tcp] + ([_tls] if broker.tls else []) + [_mqtt]
+    steps = [_dns, _tcp] + ([_tls] if broker.tls else []) + [_daemon_link(settings, broker) or _mqtt]
     out: list[Check] = []
     for step in steps:
         result = step(settings, broker)
@@ -43,6 +47,26 @@ def check_broker(settings, uri: str) -> list[Check]:
         if not all(r.ok for r in results):
             break
     return out
+
+
+def _daemon_link(settings, broker):
+    """The running daemon's own connection to ``broker`` as the mqtt step, or None (the daemon is
+    stopped, or not connected there): then the doctor's probe is the only way to ask the broker."""
+    from edge.cli._state import read_status
+
+    try:
+        status = read_status(settings.state_dir) or {}
+    except Exception:  # unreadable for this account: the probe answers instead
+        return None
+    link = (status.get("components") or {}).get("mqtt") if status.get("running") else None
+    if not (isinstance(link, dict) and link.get("connected") and link.get("broker") == broker.uri):
+        return None
+
+    def step(_settings, _broker) -> list[Check]:
+        return [_check(broker, "mqtt", True, f"the running daemon is connected as client {link.get('client_id')} "
+                       f"since {link.get('connected_since')} (its own session: the doctor opens no second one "
+                       "there; a broker binding client ids to certificates would hand it the daemon's)")]
+    return step
 
 
 def _check(broker, step: str, ok: bool, detail: str, hint: str = "") -> Check:

@@ -28,7 +28,20 @@ DEVICE_COLUMNS = ("device", "site", "role", "version", "store", "online", "boot_
 
 
 class DbError(RuntimeError):
-    """The central database refused or failed a write or a query."""
+    """The central database refused or failed a write or a query.
+
+    ``transient``: a conflict between writers, worth retrying at once. ``data``: the rows'
+    content was refused (a value the column cannot hold), so retrying the same rows can
+    never succeed; the ingest then finds the message responsible and keeps it as a reject.
+    """
+
+    transient = False
+    data = False
+
+
+# Python-side errors a driver raises while converting a row's values (an integer past 64
+# bits, a string that cannot be UTF-8 encoded, a value of a type it cannot adapt).
+DATA_ERRORS = (OverflowError, ValueError, TypeError)
 
 
 def iso(value: Any) -> Any:

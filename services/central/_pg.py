@@ -17,13 +17,15 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
 from services.central import _migrate
-from services.central._base import CentralDb, DbError, retrying
+from services.central._base import DATA_ERRORS, CentralDb, DbError, retrying
 from services.central._parse import EVENT_COLUMNS, Parsed
 
 _COLS = ", ".join(EVENT_COLUMNS)
 _STAGING = ("CREATE TEMP TABLE IF NOT EXISTS staging_events "
             "(LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
 _TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# What a row's content makes PostgreSQL (or psycopg's adaptation) refuse: retrying cannot help.
+_DATA = (psycopg.DataError, psycopg.IntegrityError, pg_errors.ProgramLimitExceeded, *DATA_ERRORS)
 _LOCK_KEY = 0x6564676543  # pg_advisory_xact_lock key: one migrating process at a time
 _STATE_SQL = (
     "INSERT INTO devices (device, site, role, version, store, online, boot_seq, started_at, state_at, "
@@ -92,8 +94,10 @@ class PgDb(CentralDb):
             err = DbError(f"postgresql: {exc}")
             err.transient = True
             raise err from exc
-        except psycopg.Error as exc:
-            raise DbError(f"postgresql: {exc}") from exc
+        except (psycopg.Error, *DATA_ERRORS) as exc:
+            err = DbError(f"postgresql: {type(exc).__name__}: {exc}")
+            err.data = isinstance(exc, _DATA)
+            raise err from exc
         return inserted, len(rows) - inserted
 
     @staticmethod

@@ -56,13 +56,15 @@ def central() -> None:
 @click.option("--no-share", is_flag=True,
               help="Subscribe without $share: for a single consumer on mosquitto 2.0, which does not "
                    "restore shared subscriptions after a broker restart (see docs/fleet.md).")
+@click.option("--max-message-bytes", type=click.IntRange(1024, 268_435_455), default=8 * 1024 * 1024,
+              show_default=True, help="A larger message is kept as a reject (its first 64 KiB), not parsed.")
 @click.option("--metrics-listen", help="HOST:PORT for Prometheus /metrics (off when not given).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--cert-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, receive_max, session_expiry_s,
-           no_share, metrics_listen, ca_file, cert_file, key_file, log_level) -> None:
+           no_share, max_message_bytes, metrics_listen, ca_file, cert_file, key_file, log_level) -> None:
     """Run one ingest process until SIGTERM: MQTT -> database, acknowledged after commit."""
     from pathlib import Path
 
@@ -75,6 +77,7 @@ def ingest(broker, db_url, group, instance, client_id, batch_max, linger_ms, rec
     cfg = IngestConfig(broker=broker, group=group, client_id=client_id or f"edge-central-{group}-{instance}",
                        batch_max=batch_max, linger_s=linger_ms / 1000, receive_max=receive_max,
                        session_expiry_s=session_expiry_s, shared=not no_share,
+                       max_message_bytes=max_message_bytes,
                        ca_file=Path(ca_file) if ca_file else None, cert_file=Path(cert_file) if cert_file else None,
                        key_file=Path(key_file) if key_file else None)
     db = _open(db_url, False)

@@ -18,12 +18,24 @@ import structlog
 
 from edge.sqlite import open_db as open_sqlite
 from services.central import _migrate
-from services.central._base import DEVICE_COLUMNS, GAPS_SQL, CentralDb, DbError, iso, retrying
+from services.central._base import (
+    DATA_ERRORS,
+    DEVICE_COLUMNS,
+    GAPS_SQL,
+    CentralDb,
+    DbError,
+    iso,
+    retrying,
+)
 from services.central._parse import EVENT_COLUMNS, Parsed
 
 log = structlog.get_logger("edge.central.db")
 
 __all__ = ["DEVICE_COLUMNS", "GAPS_SQL", "CentralDb", "DbError", "SqliteDb", "open_db", "retrying"]
+
+# What a row's content makes SQLite refuse (as opposed to a locked, full or broken database).
+_SQLITE_DATA = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
 
 def open_db(url: str, **kwargs) -> CentralDb:
     if url.startswith(("postgresql://", "postgres://")):
@@ -77,10 +89,12 @@ class SqliteDb(CentralDb):
             c.executemany("INSERT INTO rejects (received_at, topic, reason, payload) VALUES (?, ?, ?, ?)",
                           [(iso(datetime.now(UTC)), *r) for r in parsed.rejects])
             c.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, *DATA_ERRORS) as exc:
             if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise DbError(f"sqlite {self.path}: {exc}") from exc
+                c.execute("ROLLBACK")  # whatever failed: never leave the connection inside a transaction
+            err = DbError(f"sqlite {self.path}: {type(exc).__name__}: {exc}")
+            err.data = isinstance(exc, (*_SQLITE_DATA, *DATA_ERRORS))
+            raise err from exc
         return inserted, len(parsed.events) - inserted
 
     def _devices(self, parsed: Parsed) -> None:

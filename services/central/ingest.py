@@ -8,6 +8,16 @@ A consumer killed at any point has acknowledged only committed messages; the
 broker keeps the rest in the consumer's persistent session and delivers them
 again when it comes back (duplicates are absorbed by the database's unique keys).
 
+No message can stop the writer (docs/fleet.md, "Hostile devices"): parsing refuses
+what a database could not hold, each message alone; and when the database still
+refuses a batch for its content (``DbError.data``), the batch is split in halves
+until the message responsible is found, which is kept as a reject with the
+database's reason while the others are stored. Only a database that is down or
+busy makes the writer wait and retry the same batch. The queue between paho and
+the writer is bounded (``queue_max``), and a QoS 0 message (no device channel is
+QoS 0; Receive Maximum does not limit them) is counted and dropped before it is
+queued, so a device flooding at QoS 0 neither grows memory nor delays others.
+
 Subscriptions: events and command results through ``$share/GROUP/…`` (K
 processes share the load); ``state`` outside the group, because a shared
 subscription receives no retained messages, and every process needs births.
@@ -30,7 +40,7 @@ from paho.mqtt.properties import Properties
 
 from edge.mqtt._client import parse_broker
 from edge.mqtt.topics import ROOT
-from services.central._parse import Parsed, parse_into
+from services.central._parse import MAX_MESSAGE_BYTES, Parsed, parse_into
 from services.central.db import CentralDb, DbError
 
 log = structlog.get_logger("edge.central.ingest")
@@ -54,6 +64,8 @@ class IngestConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     shared: bool = True             # False: plain subscriptions, for ONE consumer (see docs/fleet.md)
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # a larger message is a reject (its first 64 KiB kept)
+    queue_max: int = 10_000         # messages received and not yet written; paho waits when full
 
     def filters(self) -> list[tuple[str, int]]:
         share = f"$share/{self.group}/" if self.shared else ""
@@ -67,10 +79,12 @@ class Ingest:
         self.cfg, self.db = cfg, db
         self.broker = parse_broker(cfg.broker)
         self.counters = {"messages": 0, "events_ingested": 0, "duplicates": 0, "rejected": 0,
-                         "states": 0, "batches": 0, "db_errors": 0, "connects": 0}
+                         "states": 0, "batches": 0, "db_errors": 0, "connects": 0,
+                         "dropped_qos0": 0}
+        self._qos0_logged: dict[str, float] = {}
         self.lag_s: float | None = None
         self.subscribed = threading.Event()
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.Queue = queue.Queue(maxsize=cfg.queue_max)
         self._gen = 0  # connection generation: a mid is only valid on the connection that gave it
         self._stopping = threading.Event()
         self._client = self._make_client()
@@ -144,7 +158,27 @@ class Ingest:
         self.subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        self._q.put((self._gen, msg.mid, msg.qos, msg.topic, msg.payload))
+        if msg.qos == 0:  # every device channel is QoS 1 (docs/asyncapi.json): a QoS 0 flood costs no write
+            self._dropped_qos0(msg.topic)
+            return
+        item = (self._gen, msg.mid, msg.qos, msg.topic, msg.payload)
+        while not self._stopping.is_set():  # full: wait for the writer (TCP pushes back on the broker)
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        # Stopping: not acknowledged, so the broker delivers it again to the next session.
+
+    def _dropped_qos0(self, topic: str) -> None:
+        self.counters["dropped_qos0"] += 1
+        now = time.monotonic()
+        if now - self._qos0_logged.get(topic, -60.0) >= 60.0:  # once a minute per topic at most
+            if len(self._qos0_logged) > 10_000:
+                self._qos0_logged.clear()
+            self._qos0_logged[topic] = now
+            log.warning("central_qos0_dropped", topic=topic, dropped_total=self.counters["dropped_qos0"],
+                        reason="the contract publishes every device channel at QoS 1; QoS 0 is not stored")
 
     # -- the writer ------------------------------------------------------------
 
@@ -152,7 +186,11 @@ class Ingest:
         while True:
             batch = self._take()
             if batch:
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except Exception:  # a last resort: the writer must outlive any one batch
+                    log.exception("central_writer_fault", messages=len(batch))
+                    # Not acknowledged: the broker delivers them again after a reconnect.
             elif self._stopping.is_set():
                 return
 
@@ -178,28 +216,61 @@ class Ingest:
         return batch
 
     def _commit(self, batch: list[tuple]) -> None:
+        parsed = self._parse(batch)
+        pending = [(batch, parsed)]
+        while pending:
+            items, parsed = pending.pop()
+            try:
+                written = self._write(parsed, len(items))
+            except DbError as exc:  # the content was refused: find the message responsible
+                if len(items) == 1:
+                    _gen, _mid, _qos, topic, payload = items[0]
+                    log.error("central_message_refused_by_db", topic=topic, error=str(exc)[:300])
+                    reason = f"the database refused it: {exc}".encode("ascii", "backslashreplace").decode()
+                    parsed = Parsed(rejects=[(topic, reason[:500], bytes(payload))])
+                    written = self._write(parsed, 1)
+                else:
+                    half = len(items) // 2
+                    pending += [(items[half:], self._parse(items[half:])), (items[:half], self._parse(items[:half]))]
+                    continue
+            if written is None:
+                return  # stopping: nothing of this acknowledged, the broker sends it again
+            gen = self._gen
+            for item_gen, mid, qos, _topic, _payload in items:
+                if item_gen == gen and qos > 0:  # older connections' mids: the broker sends those again
+                    self._client.ack(mid, qos)
+            self._count(items, parsed, *written)
+
+    def _parse(self, items: list[tuple]) -> Parsed:
         now = datetime.now(UTC)
         parsed = Parsed()
-        for _gen, _mid, _qos, topic, payload in batch:
-            parse_into(parsed, topic, payload, now)
+        for _gen, _mid, _qos, topic, payload in items:
+            parse_into(parsed, topic, payload, now, self.cfg.max_message_bytes)
+        return parsed
+
+    def _write(self, parsed: Parsed, messages: int) -> tuple[int, int] | None:
+        """Commit ``parsed``, waiting out a database that is down; None when stopping meanwhile.
+
+        Raises DbError when the database refused the rows' content (retrying cannot help).
+        """
         delay = 0.1
         while True:
             try:
-                inserted, duplicates = self.db.write(parsed)
-                break
+                return self.db.write(parsed)
             except DbError as exc:
-                # Nothing is acknowledged: the broker keeps the messages; we try again.
-                self.counters["db_errors"] += 1
-                log.error("central_db_write_failed", messages=len(batch), error=str(exc)[:300],
-                          retry_in_s=delay)
-                if self._stopping.wait(delay):
-                    return
-                delay = min(delay * 2, 10.0)
-        gen = self._gen
-        for item_gen, mid, qos, _topic, _payload in batch:
-            if item_gen == gen and qos > 0:  # older connections' mids: the broker sends those again
-                self._client.ack(mid, qos)
-        self._count(batch, parsed, inserted, duplicates)
+                if exc.data:
+                    raise
+                error = exc
+            except Exception as exc:  # an unforeseen driver error: the content
+                err = DbError(f"{type(exc).__name__}: {exc}")
+                err.data = True
+                raise err from exc
+            # Nothing is acknowledged: the broker keeps the messages; we try again.
+            self.counters["db_errors"] += 1
+            log.error("central_db_write_failed", messages=messages, error=str(error)[:300], retry_in_s=delay)
+            if self._stopping.wait(delay):
+                return None
+            delay = min(delay * 2, 10.0)
 
     def _count(self, batch, parsed: Parsed, inserted: int, duplicates: int) -> None:
         c = self.counters

@@ -21,6 +21,7 @@ _COUNTERS = {
     "rejected": "Messages that could not be stored as events or state (kept in rejects)",
     "states": "Device state (birth/death) messages applied",
     "db_errors": "Database writes that failed and were retried",
+    "dropped_qos0": "Messages received at QoS 0 and dropped (every device channel is QoS 1)",
 }
 
 
