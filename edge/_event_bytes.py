@@ -42,18 +42,17 @@ class _IdPool:
     _BATCH = 256
 
     def __init__(self) -> None:
-        # Each id as text and as the bytes the stored form holds; make_event pops from it directly.
-        self.ids: list[tuple[str, bytes]] = []
+        self.ids: list[str] = []  # make_event pops from it directly
         os.register_at_fork(after_in_child=self.ids.clear)
 
-    def take(self) -> tuple[str, bytes]:
+    def take(self) -> str:
         try:
             return self.ids.pop()
         except IndexError:
             self.ids.extend(self._make())
             return self.take()
 
-    def _make(self) -> list[tuple[str, bytes]]:
+    def _make(self) -> list[str]:
         raw = bytearray(os.urandom(16 * self._BATCH))
         raw[6::16] = raw[6::16].translate(_VERSION_4)  # RFC 4122: version 4 in byte 6's high nibble
         raw[8::16] = raw[8::16].translate(_VARIANT)  # and binary 10 atop byte 8
@@ -65,7 +64,7 @@ class _IdPool:
         del text[34::40]  # ... ffff-gggghhhh
         del text[29::39]  # ... ffffgggghhhh
         del text[4::38]  # aaaabbbb-cccc-dddd-eeee-ffffgggghhhh
-        return list(zip(text.decode().split(), text.split(), strict=True))
+        return text.decode().split()
 
 
 _VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))

@@ -270,7 +270,7 @@ _id_list = ids.ids
 
 def new_event_id() -> str:
     """A random (version 4) UUID, built without uuid.UUID."""
-    return ids.take()[0]
+    return ids.take()
 
 
 # The fields make_event gives the validator's view of an event (model_fields_set): all but v.
@@ -306,7 +306,7 @@ def make_event(
     known = _KNOWN.get((device, site, type, source, priority, clock)) or _known(
         (device, site, type, source, priority, clock))
     if known is not None and _type(payload) is dict and ts is None:
-        copied = dict(payload)
+        copied = payload.copy()
         for value in copied.values():  # the keys: native_bytes refuses any but str
             if _type(value) not in _NATIVE:
                 body = payload_bytes(copied)
@@ -319,9 +319,9 @@ def make_event(
         if body is not None:
             ns = _time_ns()
             try:
-                event_id, id_bytes = _id_list.pop()
+                event_id = _id_list.pop()
             except IndexError:
-                event_id, id_bytes = ids.take()
+                event_id = ids.take()
             second, prefix = _ts_prefix
             off = ns - second
             if not 0 <= off < 1_000_000_000:
@@ -329,10 +329,10 @@ def make_event(
                 off = ns - second
             us = off // 1000  # microseconds only when not zero, and Z: as pydantic writes it
             ts_text = f"{prefix}.{_DIGITS[us // 1000]}{_DIGITS[us % 1000]}Z" if us else f"{prefix}Z"
-            event = _new(_Building)
+            event = _Building()
             event._env, event.id, event.seq, event.payload = known, event_id, None, copied
-            event._wire = (event_id, known[4], known[5], ts_text,
-                           b"".join((known[12], id_bytes, b'","payload":', body, known[13])),
+            event._wire = (event_id, known[4], known[5], ts_text,  # the pool's ids: hex digits and dashes
+                           b"".join((known[12], event_id.encode(), b'","payload":', body, known[13])),
                            f"{known[2]}{ts_text}{known[3]}".encode())
             event.__class__ = Event  # frozen from here on
             return event
