@@ -330,7 +330,10 @@ def make_event(
             us = off // 1000  # microseconds only when not zero, and Z: as pydantic writes it
             ts_text = f"{prefix}.{_DIGITS[us // 1000]}{_DIGITS[us % 1000]}Z" if us else f"{prefix}Z"
             event = _Building()
-            event._env, event.id, event.seq, event.payload = known, event_id, None, copied
+            event._env = known
+            event.id = event_id
+            event.seq = None
+            event.payload = copied
             event._wire = (event_id, known[4], known[5], ts_text,  # the pool's ids: hex digits and dashes
                            b"".join((known[12], event_id.encode(), b'","payload":', body, known[13])),
                            f"{known[2]}{ts_text}{known[3]}".encode())
