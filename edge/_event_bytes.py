@@ -155,5 +155,17 @@ def payload_bytes(payload: dict, option: int = 0) -> bytes | None:
         return None
 
 
+def standard_bytes(payload: dict, option: int = 0) -> bytes:
+    """What ``native_bytes`` is without orjson: the standard library's encoder for a payload
+    whose values are NATIVE; TypeError, as orjson's, for a key that is not str or a lone surrogate."""
+    for key in payload:
+        if key.__class__ is not str:
+            raise TypeError("Dict key must be str")
+    try:
+        return "".join(encode_plain(payload, 0)).encode()
+    except UnicodeEncodeError:
+        raise TypeError("surrogates not allowed") from None
+
+
 if native_bytes is None:
-    native_bytes = payload_bytes
+    native_bytes = standard_bytes
