@@ -373,16 +373,15 @@ def _known(key: tuple) -> tuple | None:
         return None
     head = f'{{"clock":"{clock}","device":{encode_basestring(device)},"id":'
     middle = f',"priority":"{priority}","seq":'
-    try:
-        head_bytes, middle_bytes = f'{head}"'.encode(), middle.encode()
+    after_seq = f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"'
+    try:  # every fragment is written as UTF-8, make_event's head at once
+        head_bytes, middle_bytes, _ = f'{head}"'.encode(), middle.encode(), after_seq.encode()
     except UnicodeEncodeError:  # a lone surrogate: pydantic's path, which keeps it (wire refuses it)
         return None
     if len(_KNOWN) >= _KNOWN_MAX:
         _KNOWN.clear()
     fragments = _KNOWN[key] = (
-        head, middle,
-        f',"site":{encode_basestring(site)},"source":{encode_basestring(source)},"ts":"',
-        f'","type":"{type}","v":{SCHEMA_VERSION}}}', type, _PRIORITY_CODE[priority],
+        head, middle, after_seq, f'","type":"{type}","v":{SCHEMA_VERSION}}}', type, _PRIORITY_CODE[priority],
         device, site, source, priority, clock, SCHEMA_VERSION, head_bytes, middle_bytes)
     return fragments
 

@@ -96,7 +96,9 @@ def test_canonical_json_refuses_lone_surrogates_and_nan():
 
 
 @pytest.mark.parametrize("kw", [{"payload": {"k": "\ud800"}}, {"payload": {"\udfff": 1}},
-                                {"source": "a\ud800"}, {"payload": {"k": ["\udc00"]}}])
+                                {"source": "a\ud800"}, {"payload": {"k": ["\udc00"]}},
+                                {"source": "a\ud800", "payload": {"n": 1}}, {"site": "\udc00", "payload": {"n": 1}},
+                                {"device": "d\udfff", "payload": {"n": 1.5}}])
 def test_lone_surrogates_are_treated_as_before(kw):
     """Refused where the old path refused; a key pydantic rewrote (U+FFFD) is rewritten still."""
     event = make_event(**{"device": "d-1", "site": "s-1", "type": "sim.x", "source": "drv", **kw})
