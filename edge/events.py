@@ -4,7 +4,7 @@ Wire form is compact JSON. ``canonical_bytes`` is the exact byte string that is
 stored, hashed into the audit chain and published, so all three agree.
 
 ``Event`` is a plain frozen object, not a pydantic model: a driver makes thousands a
-second, and a pydantic object with its slots cost a fifth of an event's Python.
+second, and building a pydantic object cost a sixth of an event's Python.
 ``EventModel`` is its validator and schema: ``Event(...)``, ``Event.model_validate``,
 ``model_validate_json`` and ``from_bytes`` validate through it and refuse what it refuses;
 ``make_event`` checks the same rules itself (the envelope's fields once per combination).
