@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.commands.model import Command, CommandResult
-from edge.events import MAX_SEQ, Event
+from edge.events import MAX_SEQ, EventModel
 from edge.schema import DEVICE, SHA256_HEX, SITE
 
 CONTRACT_VERSION = "1.0.0"
@@ -32,7 +32,7 @@ _STORE = ("Id of the device's event store (set when the store was created). A re
           "seq at 1 again under a new id: key gaps and duplicates by (device, store, seq).")
 
 
-class SentEvent(Event):
+class SentEvent(EventModel):
     """An event as it leaves the device: its store has assigned ``seq``, so it is always present."""
 
     seq: int = Field(  # type: ignore[assignment]

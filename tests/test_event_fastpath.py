@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge import events
+from edge import _event_bytes, events
 from edge.errors import EventInvalid
 from edge.events import Event, _make_checked, canonical_json, make_event, set_seqs, wire, with_seq
 
@@ -96,7 +96,9 @@ def test_canonical_json_refuses_lone_surrogates_and_nan():
 
 
 @pytest.mark.parametrize("kw", [{"payload": {"k": "\ud800"}}, {"payload": {"\udfff": 1}},
-                                {"source": "a\ud800"}, {"payload": {"k": ["\udc00"]}}])
+                                {"source": "a\ud800"}, {"payload": {"k": ["\udc00"]}},
+                                {"source": "a\ud800", "payload": {"n": 1}}, {"site": "\udc00", "payload": {"n": 1}},
+                                {"device": "d\udfff", "payload": {"n": 1.5}}])
 def test_lone_surrogates_are_treated_as_before(kw):
     """Refused where the old path refused; a key pydantic rewrote (U+FFFD) is rewritten still."""
     event = make_event(**{"device": "d-1", "site": "s-1", "type": "sim.x", "source": "drv", **kw})
@@ -137,12 +139,13 @@ def test_the_payload_is_copied_and_the_event_is_frozen():
 
 
 def test_copies_never_change_the_fields_set_events_share():
-    before = (set(events._FIELDS_SET), set(events._FIELDS_SET_SEQ))
+    before = set(events._FIELDS_SET)
     event = make_event(device="d-1", site="s-1", type="sim.x", source="drv", payload={"n": 1})
-    event.model_copy(update={"seq": 4})
-    with_seq(event, 3).model_copy(update={"payload": {}}, deep=True)
-    assert (events._FIELDS_SET, events._FIELDS_SET_SEQ) == before
-    assert with_seq(event, 3).model_fields_set == before[0] | {"seq"}
+    assert event.model_copy(update={"seq": 4}).model_fields_set == before | {"seq"}
+    copied = with_seq(event, 3).model_copy(update={"payload": {}}, deep=True)
+    copied.model_fields_set.add("v")  # a copy, as pydantic's is the model's own
+    assert events._FIELDS_SET == before == event.model_fields_set and event.seq is None
+    assert with_seq(event, 3).model_fields_set == before | {"seq"} == copied.model_fields_set
 
 
 def test_set_seqs_sets_them_in_place_and_copies_what_it_cannot_change():
@@ -166,18 +169,18 @@ _flat = st.dictionaries(st.text(max_size=8), st.none() | st.booleans() | st.text
                         | st.integers(-(2**64), 2**64), max_size=8)
 
 
-@pytest.mark.skipif(events._dumps is None, reason="no native encoder installed: the standard "
+@pytest.mark.skipif(_event_bytes.dumps is None, reason="no native encoder installed: the standard "
                     "library's is the only path (the tests above)")
 @settings(max_examples=300, deadline=None)
 @given(payload=_flat)
 def test_the_native_encoder_writes_what_the_standard_library_writes(payload):
-    assert events._payload_json(payload) == "".join(events._encode_plain(payload, 0))
+    assert _event_bytes.payload_json(payload) == "".join(_event_bytes.encode_plain(payload, 0))
 
 
-@pytest.mark.skipif(events._dumps is None, reason="no native encoder installed")
+@pytest.mark.skipif(_event_bytes.dumps is None, reason="no native encoder installed")
 def test_the_native_encoder_escapes_every_character_as_the_standard_library_does():
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     for start in range(0, len(chars), 4096):
         text = "".join(chars[start:start + 4096])
         payload = {text: text, text[:2]: text[-3:], "n": start}
-        assert events._payload_json(payload) == "".join(events._encode_plain(payload, 0))
+        assert _event_bytes.payload_json(payload) == "".join(_event_bytes.encode_plain(payload, 0))
