@@ -6,13 +6,23 @@ learning downloads' bandwidth), ``try_take`` answers at once (a reader's card re
 starts, a count per ``window_s`` while it lasts, a total when it has been quiet for a
 whole window. A flood that stops and starts again within a window is the same flood,
 so however the refusals are spread there is at most one start per window.
+``ChangeFold`` puts both to work for a state that can flap (a tamper switch, a reader's
+link): each change an alarm within a limit, the rest counted in one flood, the state the
+flood leaves alarmed at its next report.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
+
+#: A flapping state's changes alarmed one by one: 6 at once (a case opened and closed for a visit, a
+#: power cut and its return, a cable reseated), then one every 30 s. Past that, a flapping contact or
+#: a hostile peripheral would be an alarm per poll that the store never evicts (over a million a day).
+CHANGE_RATE, CHANGE_BURST = 1 / 30, 6
+_NEVER = object()  # a state never alarmed: whatever it is, it is news
 
 
 class TokenBucket:
@@ -93,3 +103,72 @@ class FloodReport:
             if self._pending:
                 pending, self._pending = self._pending, 0
                 self._report("continuing", pending, self.total, round(now - self._since, 3))
+
+
+class ChangeFold:
+    """Alarms for states that can flap, bounded: a change is an alarm at once within ``burst``
+    then ``rate`` a second; past it, changes are counted in one flood and the state they leave
+    is alarmed at the flood's next report (``continuing`` or ``ended``) if it is not the one
+    alarmed last. So a real change is alarmed at once, the final state always (at most a
+    ``window_s`` after the flapping stops), and the flapping in between is a few reports.
+
+    ``alarm(key, value)`` raises the alarm of ``key`` being ``value``; ``report`` is the
+    FloodReport's (``started`` from ``changed``, the others from ``tick``: call it now and
+    then). ``initial``: states known without an alarm (a closed switch at start). A key not in
+    it has never been alarmed, so its state is always news. One thread only.
+    """
+
+    def __init__(self, window_s: float, alarm: Callable[[Hashable, Any], None],
+                 report: Callable[[str, int, int, float], None], *, initial: dict | None = None,
+                 rate: float = CHANGE_RATE, burst: int = CHANGE_BURST, clock: Callable[[], float] = time.monotonic):
+        self.window_s, self.rate, self.burst = window_s, rate, burst
+        self._alarm, self._report = alarm, report
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._flood = FloodReport(window_s, self._reported, clock)
+        self.state: dict = dict(initial or {})
+        self._alarmed: dict = dict(self.state)
+        self.suppressed = 0  # changes not alarmed one by one, ever
+
+    @property
+    def active(self) -> bool:
+        """A flood is on (changes over the limit, and not yet a whole window quiet)."""
+        return self._flood.active
+
+    def changed(self, key: Hashable, value: Any) -> bool:
+        """``key`` is now ``value``: True when alarmed now, False when counted in the flood."""
+        self.state[key] = value
+        if self._bucket.try_take():
+            self._raise(key, value)
+            return True
+        self.suppressed += 1
+        self._flood.refused()
+        return False
+
+    def tick(self) -> None:
+        self._flood.tick()
+
+    def describe(self, state: str, suppressed: int, total: int, changes: str) -> str:
+        """The ``detail`` of a flood report, ``changes`` naming what flapped ("tamper changes")."""
+        limit = f"{self.burst} at once, then one every {1 / self.rate:g}s"
+        return {"started": f"{changes} faster than one alarm each may ({limit}): each is no longer an alarm "
+                           "of its own (a flapping contact, a cable being interfered with, or a hostile "
+                           "peripheral?); they are counted, and the state they leave is alarmed",
+                "continuing": f"{suppressed} {changes} not alarmed one by one in the last {self.window_s:g}s",
+                "ended": f"no {changes} over the limit for {self.window_s:g}s; {total} in all"}[state]
+
+    def payload(self, state: str, suppressed: int, total: int, duration_s: float, changes: str) -> dict:
+        """A flood report's payload fields (the family's ``*.flood`` event adds what and where)."""
+        return {"state": state, "suppressed": suppressed, "total": total, "duration_s": duration_s,
+                "rate": self.rate, "burst": self.burst, "detail": self.describe(state, suppressed, total, changes)}
+
+    def _raise(self, key: Hashable, value: Any) -> None:
+        self._alarm(key, value)
+        self._alarmed[key] = value  # after: an alarm that could not be stored is still owed
+
+    def _reported(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        self._report(state, suppressed, total, duration_s)
+        if state == "started":
+            return
+        for key, value in list(self.state.items()):  # the state the counted changes left
+            if self._alarmed.get(key, _NEVER) != value:
+                self._raise(key, value)

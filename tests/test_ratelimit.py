@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from edge.ratelimit import FloodReport, TokenBucket
+from edge.ratelimit import CHANGE_BURST, ChangeFold, FloodReport, TokenBucket
 
 
 class Clock:
@@ -82,3 +82,70 @@ def test_refusals_spread_thin_stay_one_flood():
     clock.t += 10
     flood.tick()
     assert reports[-1][0] == "ended" and reports[-1][2] == 100 == sum(r[1] for r in reports)
+
+
+def _fold(clock, out, **kw):
+    return ChangeFold(10.0, lambda key, value: out.append(("alarm", key, value)),
+                      lambda *r: out.append(("flood", *r)), clock=clock, **kw)
+
+
+def test_a_single_change_is_alarmed_at_once_and_a_flap_is_folded_leaving_its_final_state_alarmed():
+    clock, out = Clock(), []
+    fold = _fold(clock, out, initial={"tamper": False})
+    assert fold.changed("tamper", True) and out == [("alarm", "tamper", True)]  # at once
+    level = True
+    for _ in range(999):  # a contact flapping at each 50 ms poll for 50 s
+        clock.t += 0.05
+        level = not level
+        fold.changed("tamper", level)
+        fold.tick()
+    level = not level
+    fold.changed("tamper", level)
+    assert level is True
+    alarms = [o for o in out if o[0] == "alarm"]
+    floods = [o for o in out if o[0] == "flood"]
+    assert floods[0][1] == "started" and floods[0][2] == 1
+    # the burst, a refill every 30 s, and at most one catch-up per report: not one per change
+    assert len(alarms) <= CHANGE_BURST + 2 + len(floods), alarms
+    clock.t += 10
+    fold.tick()
+    ended = [o for o in out if o[0] == "flood"][-1]
+    assert ended[1] == "ended" and not fold.active
+    assert [o for o in out if o[0] == "alarm"][-1] == ("alarm", "tamper", True)  # the state it left
+    assert len(alarms) + ended[3] >= 1001  # every change alarmed or counted (plus catch-ups)
+    assert fold.suppressed == ended[3] == sum(f[2] for f in out if f[0] == "flood")
+    clock.t += 60
+    assert fold.changed("tamper", False)  # a quiet minute later: a real change, alarmed at once
+    assert out[-1] == ("alarm", "tamper", False)
+
+
+def test_a_flap_back_to_the_state_alarmed_last_is_not_alarmed_again_and_unknown_keys_are_news():
+    clock, out = Clock(), []
+    fold = _fold(clock, out, initial={"tamper": False}, burst=1)
+    fold.changed("tamper", True)
+    fold.changed("tamper", False)
+    fold.changed("tamper", True)  # left as alarmed last
+    fold.changed("online", False)  # never alarmed: news whatever it is
+    clock.t += 10
+    fold.tick()
+    assert [o for o in out if o[0] == "alarm"] == [("alarm", "tamper", True), ("alarm", "online", False)]
+
+
+def test_an_alarm_that_could_not_be_stored_is_still_owed():
+    clock, out = Clock(), []
+
+    def alarm(key, value):
+        if not out:
+            out.append("full")
+            raise RuntimeError("store full")
+        out.append(("alarm", key, value))
+
+    fold = ChangeFold(10.0, alarm, lambda *r: None, initial={"k": False}, burst=1, clock=clock)
+    try:
+        fold.changed("k", True)
+    except RuntimeError:
+        pass
+    fold.changed("k", True)  # over the limit: counted
+    clock.t += 10
+    fold.tick()
+    assert out[-1] == ("alarm", "k", True)

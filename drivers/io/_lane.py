@@ -4,12 +4,18 @@ A relay module keeps no event queue, no sequence numbers and no counters:
 the driver sees levels and makes events from their changes. ``device_seq``
 is therefore the driver's own count (wrapping at 65535) and ``device_time``
 the edge device's clock at the poll that saw the change.
+
+A tamper contact that flaps (a loose switch, or a module reporting garbage) would be an alarm
+per poll, never evicted: its changes go through ``edge.ratelimit.ChangeFold`` (a few alarmed,
+the rest counted in ``turnstile.flood``, the state they leave alarmed at the next report).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+from edge.ratelimit import ChangeFold
 
 Out = tuple[str, dict, str]  # (event type, payload, priority)
 
@@ -22,7 +28,7 @@ class Grant:
 
 
 class LaneLogic:
-    def __init__(self, address: int):
+    def __init__(self, address: int, flood_report_s: float = 60.0):
         self.address = address
         self.inputs: dict[str, bool] | None = None  # None: not read yet
         self.grants: dict[str, Grant] = {}
@@ -31,6 +37,8 @@ class LaneLogic:
         self.free = False       # unlocked: both ways open, no grant needed
         self.lockdown = False   # no grant until released
         self._seq = 0
+        self._folded: list[Out] = []  # what the tamper fold raised, for the caller to emit
+        self.tamper = ChangeFold(flood_report_s, self._tamper_alarm, self._tamper_report, initial={"tamper": False})
 
     def stamp(self, **payload) -> dict:
         self._seq = self._seq % 65535 + 1
@@ -51,12 +59,30 @@ class LaneLogic:
                 self.emergency = level
                 out.append(("turnstile.emergency", {"address": self.address, "active": level}, "alarm"))
             elif name == "tamper":
-                out.append(("turnstile.tamper", self.stamp(active=level), "alarm"))
+                self.tamper.changed("tamper", level)
+                out.extend(self._take_folded())
             elif name == "forced" and level:
                 out.append(("turnstile.forced", self.stamp(), "alarm"))
             elif name.startswith("passage") and level:
                 self._passage(name.removeprefix("passage_"), out, pulses)
         return out, pulses
+
+    def tick(self) -> list[Out]:
+        """A tamper flood's reports due now, and the state it left (call once a poll)."""
+        self.tamper.tick()
+        return self._take_folded()
+
+    def _take_folded(self) -> list[Out]:
+        out, self._folded = self._folded, []
+        return out
+
+    def _tamper_alarm(self, _key: str, level: bool) -> None:
+        self._folded.append(("turnstile.tamper", self.stamp(active=level), "alarm"))
+
+    def _tamper_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        payload = self.tamper.payload(state, suppressed, total, duration_s, "tamper changes")
+        self._folded.append(("turnstile.flood", {"address": self.address, "what": "status_changes", **payload},
+                             "alarm" if state == "started" else "normal"))
 
     def _passage(self, direction: str, out: list[Out], pulses: list[str]) -> None:
         self.counters[direction] += 1

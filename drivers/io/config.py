@@ -74,6 +74,11 @@ class ModbusTurnstileConfig(ModbusLink):
     coils: Coils
     inputs: Inputs
     pulse_s: float = Field(default=0.5, ge=0.05, le=10, description="Length of one release pulse.")
+    flood_report_s: float = Field(default=60.0, ge=1, le=3600,
+                                  description="A flapping tamper contact (more changes than one alarm each "
+                                              "may) is reported once when it starts (an alarm), then with its "
+                                              "count once per this many seconds, and as over after this many "
+                                              "seconds without one; the state it left is alarmed.")
 
     def input_map(self) -> dict[str, int]:
         return self.inputs.used()

@@ -46,7 +46,7 @@ class ModbusTurnstileDriver(Driver):
 
     def __init__(self, config: ModbusTurnstileConfig, ctx):
         super().__init__(config, ctx)
-        self.logic = LaneLogic(config.address)
+        self.logic = LaneLogic(config.address, config.flood_report_s)
         self._lockdown = LockdownRecord(ctx.state_dir, ctx.name, ctx.log)
         self.logic.lockdown = self._lockdown.load()  # the module keeps no mode: a restart ends no lockdown
         self.online: bool | None = None
@@ -87,6 +87,7 @@ class ModbusTurnstileDriver(Driver):
             for direction in pulses:
                 self._pulse(module, direction)
             self._emit_all(self.logic.expire(time.monotonic()))
+            self._emit_all(self.logic.tick())
             self._run_jobs(module)
             self._end_pulses(module)
             self._wait(started + cfg.poll_interval_s)
@@ -247,6 +248,7 @@ class ModbusTurnstileDriver(Driver):
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online and self.fault is None else "down"
         report = {"status": status, "in_service": status == "ok", "fault": self.fault,
+                  "tamper_flapping": self.logic.tamper.active, "tamper_changes_suppressed": self.logic.tamper.suppressed,
                   "counters": dict(self.logic.counters), **self._status(), **self.stats}
         if note := mode_note(report["mode"], self.ctx.name):  # `edge status`: what the lane does, what ends it
             report["mode_note"] = note

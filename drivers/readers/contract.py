@@ -65,18 +65,21 @@ class ReaderSecureChannelFailed(_Payload):
 
 class ReaderFlood(_Payload):
     """reader.flood: card reads over the reader's limit (``rate``, ``burst``) were refused, or
-    (``what`` status_changes) tamper/power changes came faster than one alarm each may.
+    (``what`` status_changes) tamper/power changes, or (link_changes) the reader going offline
+    and online again or its secure channel dropping, came faster than one alarm each may.
 
     ``started`` (alarm) at the first refused read; ``continuing`` (normal) with the reads
     refused in each ``flood_report_s`` while it lasts; ``ended`` (normal) after a whole
     ``flood_report_s`` without one, with the total. One alarm per flood, not one per read.
-    Status changes over the limit are still the reader's state (its health); the state they
-    leave is a reader.tamper / reader.power alarm at the flood's next report if it changed.
+    Changes over the limit are still the reader's state (its health); the state they leave
+    is a reader.tamper / reader.power / reader.offline (or online) / secure_channel_failed event
+    at the flood's next report if it is not the one reported last.
     """
 
-    what: Literal["card_reads", "status_changes"] = Field(
+    what: Literal["card_reads", "status_changes", "link_changes"] = Field(
         default="card_reads", description="card_reads: reads refused; status_changes: tamper/power changes "
-                                          "not alarmed one by one.")
+                                          "not alarmed one by one; link_changes: reader.offline / online "
+                                          "and secure channel drops not reported one by one.")
     state: Literal["started", "continuing", "ended"]
     suppressed: int = Field(ge=0, description="Reads refused (or changes not alarmed) since this flood's "
                                               "previous reader.flood event.")

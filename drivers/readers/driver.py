@@ -25,17 +25,11 @@ from drivers.readers._ticking import TickingRefresh
 from drivers.readers.config import OsdpReaderConfig, read_key
 from edge.driver import Driver
 from edge.errors import CommandError, DriverError, StoreFull
-from edge.ratelimit import FloodReport, TokenBucket
+from edge.ratelimit import ChangeFold, FloodReport, TokenBucket
 
 _FORMATS = {osdp.CardFormat.Wiegand: "wiegand", osdp.CardFormat.Unspecified: "raw",
             osdp.CardFormat.ASCII: "ascii"}
 _NOTE_SC, _NOTE_PD = osdp.EventNotification.SecureChannelStatus, osdp.EventNotification.PeripheralDeviceStatus
-#: Tamper and power changes alarmed one by one: 6 at once (a case opened and closed for a visit,
-#: a power cut and its return), then one every 30 s. Past that, a flapping switch or a reader
-#: sending status reports at its polling rate would be an alarm per change that the store never
-#: evicts: the changes are counted in one reader.flood (what: status_changes) and the state they
-#: left is alarmed at the flood's next report (STATUS_FLAP in the module's tests).
-STATUS_RATE, STATUS_BURST = 1 / 30, 6
 _STATUS = {"reader.tamper": ("tamper", "active"), "reader.power": ("power_failed", "failed")}
 
 
@@ -78,14 +72,19 @@ class OsdpReaderDriver(Driver):
         self.port_error: str | None = "not opened yet"
         self.stats = {"cards": 0, "unreadable_cards": 0, "cards_refused": 0, "pins": 0, "events_not_stored": 0,
                       "commands_ok": 0, "commands_failed": 0, "sc_failures": 0, "plaintext_refused": 0,
-                      "status_changes_suppressed": 0}
+                      "status_changes_suppressed": 0, "link_changes_suppressed": 0}
         # A keyed reader (or someone at its cable) can replay reads at its polling rate: each
         # would be a card event, a gate decision and, for an unknown card, an alarm central keeps.
         self._reads = TokenBucket(config.rate, config.burst)
         self.flood = FloodReport(config.flood_report_s, self._flood_report)
-        self._changes = TokenBucket(STATUS_RATE, STATUS_BURST)  # tamper/power alarms (see STATUS_RATE)
-        self.flaps = FloodReport(config.flood_report_s, self._flap_report)
-        self._alarmed = {"reader.tamper": False, "reader.power": False}  # the state last alarmed
+        # A flapping tamper/power switch, a reader sending status reports at its polling rate, or
+        # someone working its cable (offline/online every offline_retry_s) would be an alarm per
+        # change that the store never evicts: a few alarmed, the rest folded into reader.flood.
+        self.flaps = ChangeFold(config.flood_report_s, self._alarm_status, self._flap_report,
+                                initial={"reader.tamper": False, "reader.power": False})
+        self.links = ChangeFold(config.flood_report_s, self._alarm_link, self._link_report)
+        self._offline_reason: str | None = None
+        self._sc_detail = ""
         self._cp: osdp.ControlPanel | None = None
         self._sc_alarmed = False
         self._sc_up = False  # the secure channel was up during this contact
@@ -108,6 +107,7 @@ class OsdpReaderDriver(Driver):
                 channel = SerialChannel(cfg.port, cfg.baudrate)
             except PortUnavailable as exc:
                 self._port_down(str(exc))
+                self._tick()  # a flood's reports (and the state it left) are due with the port gone too
                 if self.ctx.wait(random.uniform(delay / 2, delay)):
                     return
                 delay = min(delay * 2, cfg.reconnect_max_s)
@@ -147,13 +147,16 @@ class OsdpReaderDriver(Driver):
                 self._on_event(event)
             self._watch(cp)
             self.pin.forget_expired()
-            self.flood.tick()
-            self.flaps.tick()
+            self._tick()
             if self.online:
                 down_since = time.monotonic()
             elif time.monotonic() - down_since > self.config.offline_retry_s:
                 self.ctx.log.info("reader_contact_afresh", address=address, after_s=self.config.offline_retry_s)
                 return
+
+    def _tick(self) -> None:
+        for fold in (self.flood, self.flaps, self.links):
+            fold.tick()
 
     def _watch(self, cp: osdp.ControlPanel) -> None:
         """libosdp's own view of the reader: the notifications may be missed, this never is.
@@ -228,65 +231,63 @@ class OsdpReaderDriver(Driver):
         report = bytes(ev.get("report") or b"")
         tamper = bool(report[0]) if len(report) > 0 else self.tamper
         power = bool(report[1]) if len(report) > 1 else self.power_failed
-        if tamper != self.tamper:
-            self.tamper = tamper
-            self._status_changed("reader.tamper")
-        if power != self.power_failed:
-            self.power_failed = power
-            self._status_changed("reader.power")
+        for type, value in (("reader.tamper", tamper), ("reader.power", power)):
+            attr = _STATUS[type][0]
+            if value != getattr(self, attr):
+                setattr(self, attr, value)  # health shows every change; the alarms are bounded
+                if not self.flaps.changed(type, value):
+                    self.stats["status_changes_suppressed"] += 1
         self.ctx.health_changed()
 
-    def _status_changed(self, type: str) -> None:
-        """One alarm per change within the limit; past it, counted in one flood report (the state
-        itself is always in health, and alarmed when the flood reports next, if it changed)."""
-        if self._changes.try_take():
-            self._alarm_status(type)
-        else:
-            self.stats["status_changes_suppressed"] += 1
-            self.flaps.refused()
-
-    def _alarm_status(self, type: str) -> None:
-        attr, field = _STATUS[type]
-        value = getattr(self, attr)
-        self._alarmed[type] = value
-        self._emit(type, {field: value}, "alarm")
+    def _alarm_status(self, type: str, value: bool) -> None:
+        self._emit(type, {_STATUS[type][1]: value}, "alarm")
 
     def _flap_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
-        limit = f"{STATUS_BURST} at once, then one every {1 / STATUS_RATE:g}s"
-        detail = {"started": f"tamper/power changes faster than this reader's limit ({limit}): each is no "
-                             "longer an alarm of its own (a flapping switch, or a reader sending status "
-                             "reports at its polling rate?); the state they leave is alarmed",
-                  "continuing": f"{suppressed} tamper/power changes not alarmed one by one in the last "
-                                f"{self.config.flood_report_s:g}s",
-                  "ended": f"no tamper/power change over the limit for {self.config.flood_report_s:g}s; "
-                           f"{total} in all"}[state]
         self.ctx.log.warning("reader_status_flood", reader=self.ctx.name, state=state, suppressed=suppressed,
                              total=total, tamper=self.tamper, power_failed=self.power_failed)
-        self._emit("reader.flood", {"what": "status_changes", "state": state, "suppressed": suppressed,
-                                    "total": total, "duration_s": duration_s, "rate": STATUS_RATE,
-                                    "burst": STATUS_BURST, "detail": detail},
-                   "alarm" if state == "started" else "normal")
-        if state != "started":  # the state the suppressed changes left, if it is not the one alarmed last
-            for type, (attr, _field) in _STATUS.items():
-                if getattr(self, attr) != self._alarmed[type]:
-                    self._alarm_status(type)
+        self._emit("reader.flood", {"what": "status_changes", **self.flaps.payload(
+            state, suppressed, total, duration_s, "tamper/power changes")}, "alarm" if state == "started" else "normal")
+        self.ctx.health_changed()
+
+    def _alarm_link(self, key: str, online: bool) -> None:
+        if key == "secure_channel":  # its failures are alarms; its return is in reader.online
+            if not online:
+                self._emit("reader.secure_channel_failed", {"detail": self._sc_detail}, "alarm")
+        elif online:
+            secure = self._cp is not None and self._cp.is_sc_active(self.config.address)
+            self.ctx.log.info("reader_online", address=self.config.address, secure=secure)
+            self._emit("reader.online", {"secure": secure})
+        else:
+            reason = self._offline_reason
+            self.ctx.log.warning("reader_offline", address=self.config.address, reason=reason)
+            # an alarm: a cut cable or a reader pulled off the wall must not go unnoticed
+            self._emit("reader.offline", {"reason": reason or "not answering"}, "alarm")
+
+    def _link_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        self.ctx.log.warning("reader_link_flood", reader=self.ctx.name, state=state, suppressed=suppressed,
+                             total=total, online=self.online)
+        self._emit("reader.flood", {"what": "link_changes", **self.links.payload(
+            state, suppressed, total, duration_s, "offline/online and secure channel changes")}, "alarm" if state == "started" else "normal")
         self.ctx.health_changed()
 
     def _notification(self, ev: dict[str, Any]) -> None:
         if ev.get("type") == _NOTE_SC:
             self.secure = bool(ev.get("arg0"))
             if self.secure:
+                if self._sc_alarmed:  # a link flapping drops the channel each time: folded with it
+                    self.links.changed("secure_channel", True)
                 self._sc_alarmed, self._sc_up = False, True
             elif not self.config.install_mode and not self._sc_alarmed:
                 # once per failure streak: the driver keeps trying (offline_retry_s)
                 self._sc_alarmed = True
                 self.stats["sc_failures"] += 1
-                detail = ("the secure channel dropped (line noise, a timeout, or someone on the cable); "
-                          "re-establishing it" if self._sc_up else
-                          "the reader refused the secure channel: it does not hold this reader's key "
-                          "(wrong key file, or the reader was swapped)")
+                self._sc_detail = ("the secure channel dropped (line noise, a timeout, or someone on the cable); "
+                                   "re-establishing it" if self._sc_up else
+                                   "the reader refused the secure channel: it does not hold this reader's key "
+                                   "(wrong key file, or the reader was swapped)")
                 self.ctx.log.warning("reader_secure_channel_failed", reader=self.ctx.name, was_up=self._sc_up)
-                self._emit("reader.secure_channel_failed", {"detail": detail}, "alarm")
+                if not self.links.changed("secure_channel", False):
+                    self.stats["link_changes_suppressed"] += 1
         elif ev.get("type") == _NOTE_PD and self._cp is not None:
             self._watch(self._cp)
 
@@ -294,14 +295,10 @@ class OsdpReaderDriver(Driver):
         if online == self.online:
             return
         self.online = online
-        if online:
-            secure = self._cp is not None and self._cp.is_sc_active(self.config.address)
-            self.ctx.log.info("reader_online", address=self.config.address, secure=secure)
-            self._emit("reader.online", {"secure": secure})
-        else:
-            self.ctx.log.warning("reader_offline", address=self.config.address, reason=reason)
-            # an alarm: a cut cable or a reader pulled off the wall must not go unnoticed
-            self._emit("reader.offline", {"reason": reason or "not answering"}, "alarm")
+        if not online:
+            self._offline_reason = reason
+        if not self.links.changed("online", online):  # a link flapping (someone at the cable?): folded
+            self.stats["link_changes_suppressed"] += 1
         self.ctx.health_changed()
 
     def _port_down(self, reason: str) -> None:
@@ -380,12 +377,14 @@ class OsdpReaderDriver(Driver):
 
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online else "down"
-        if self.online and (self.tamper or self.power_failed or self.flood.active or self.flaps.active):
+        if self.online and (self.tamper or self.power_failed or self.flood.active or self.flaps.active
+                            or self.links.active):
             status = "degraded"
         report = {"status": status, "external": status == "degraded",  # all its causes are the reader's word
                   "online": self.online, "secure": self.secure, "tamper": self.tamper,
                   "power_failed": self.power_failed, "flooding": self.flood.active,
-                  "status_flapping": self.flaps.active, "port_error": self.port_error,
+                  "status_flapping": self.flaps.active, "link_flapping": self.links.active,
+                  "port_error": self.port_error,
                   **self.stats}
         if note := self._note():
             report["note"] = note
@@ -404,6 +403,9 @@ class OsdpReaderDriver(Driver):
         if self.flaps.active:
             problems.append(f"FLAPPING: {self.flaps.total} tamper/power changes past the alarm limit in this flood "
                             "(`edge events tail --type reader.flood`)")
+        if self.links.active:
+            problems.append(f"LINK FLAPPING: {self.links.total} offline/online changes past the alarm limit in "
+                            "this flood: a loose cable or someone on it? (`edge events tail --type reader.flood`)")
         if self.tamper:
             problems.append("TAMPER: the reader's tamper switch is open")
         if self.power_failed:

@@ -87,6 +87,10 @@ class OsdpReaderSim:
     def unplug(self) -> None:
         self.line.close()
 
+    def replug(self) -> None:
+        """The adapter (or the cable to it) back in: a new port at the same path, the same reader."""
+        self.line.open()
+
     @property
     def secure(self) -> bool:
         return bool(self.pd.is_sc_active())

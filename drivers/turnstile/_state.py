@@ -4,16 +4,19 @@ Both codecs end here: a ``DeviceEvent``, ``Status`` or ``Counters`` from any
 wire format maps to the one ``turnstile.*`` vocabulary. Counter gaps are found
 two ways: a passage whose counter jumps by more than one (the device's event
 queue overflowed), and the counters read after a reconnect (passages the device
-counted while nobody could hear it).
+counted while nobody could hear it). Tamper events go through ``ChangeFold``: a
+flapping switch, or a controller reporting garbage, is a few alarms and one
+``turnstile.flood``, not an alarm per event (each is still taken and confirmed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.turnstile import messages as m
 from drivers.turnstile._commands import mode_note
+from edge.ratelimit import ChangeFold
 
 K = m.EventKind
 EVENT_TYPES = {
@@ -41,6 +44,14 @@ class DeviceState:
     duplicates: int = 0
     refused: int = 0  # well-framed events that cannot be true (see _impossible)
     gaps: int = 0
+    flood_report_s: float = 60.0
+    tamper: ChangeFold = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._emit: Emit | None = None  # the emit of the call in progress (the fold's alarms go there)
+        self._tamper_payload: dict = {}  # the last tamper event's, for the state a flood leaves
+        self.tamper = ChangeFold(self.flood_report_s, self._tamper_alarm, self._tamper_report,
+                                 initial={"tamper": False})
 
     def set_online(self, online: bool, emit: Emit, reason: str | None = None) -> None:
         """Record a change of reachability (only changes make an event)."""
@@ -82,6 +93,9 @@ class DeviceState:
             payload["code"] = ev.arg
         if ev.kind == K.EMERGENCY:
             self._emergency(bool(ev.arg), emit, payload)
+        elif ev.kind == K.TAMPER:
+            self._emit, self._tamper_payload = emit, payload
+            self.tamper.changed("tamper", payload["active"])
         else:
             emit(EVENT_TYPES[ev.kind], payload, "alarm" if ev.kind in ALARMS else "normal")
         self.last_seq = ev.seq
@@ -90,6 +104,8 @@ class DeviceState:
 
     def on_status(self, status: m.Status, emit: Emit) -> None:
         self.status = status
+        self._emit = emit
+        self.tamper.tick()  # each poll (bus) or heartbeat (point to point): the flood's reports
         if status.emergency != self.emergency:
             # The event itself was lost (queue overflow, offline): the flag still tells us.
             self._emergency(status.emergency, emit, {"address": self.address, "active": status.emergency,
@@ -127,6 +143,14 @@ class DeviceState:
         emit("turnstile.counter_gap", {"address": self.address, "direction": direction, "delta": delta,
                                        "last_counter": last, "counter": now, "reason": reason}, "normal")
 
+    def _tamper_alarm(self, _key: str, active: bool) -> None:
+        self._emit("turnstile.tamper", {**self._tamper_payload, "active": active}, "alarm")
+
+    def _tamper_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        payload = self.tamper.payload(state, suppressed, total, duration_s, "tamper changes")
+        self._emit("turnstile.flood", {"address": self.address, "what": "status_changes", **payload},
+                   "alarm" if state == "started" else "normal")
+
     def _emergency(self, active: bool, emit: Emit, payload: dict) -> None:
         if active == self.emergency:
             return
@@ -137,7 +161,8 @@ class DeviceState:
         h = {"online": self.online, "rtt_ms": self.rtt_ms,
              "counters": dict(self.counters) if self.counters else None,
              "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps,
-             "events_refused": self.refused}
+             "events_refused": self.refused, "tamper_flapping": self.tamper.active,
+             "tamper_changes_suppressed": self.tamper.suppressed}
         if self.offline_reason:
             h["offline_reason"] = self.offline_reason
         if self.status is not None:

@@ -29,6 +29,11 @@ class TurnstileConfig(DriverConfig):
     frame_gap_s: float = Field(default=0.05, gt=0, le=5, description="Line silence that ends a frame cut short.")
     command_queue_timeout_s: float = Field(default=2.0, gt=0, le=60, description="A command not started within this fails (not sent).")
     resync_timeout_s: float = Field(default=5.0, gt=0, le=120, description="Time to drain a device's queued events after it reappears.")
+    flood_report_s: float = Field(default=60.0, ge=1, le=3600,
+                                  description="A flapping tamper switch (more changes than one alarm each "
+                                              "may) is reported once when it starts (an alarm), then with its "
+                                              "count once per this many seconds, and as over after this many "
+                                              "seconds without one; the state it left is alarmed.")
     state_file: Path | None = Field(default=None, description="Remember event numbers and counters across "
                                     "restarts (recommended, e.g. under state_dir): no repeated event, and "
                                     "passages while the edge was down are reported as a counter gap.")

@@ -101,6 +101,26 @@ class TurnstileCounterGap(_Payload):
     reason: Literal["missed_while_offline", "device_queue_overflow"]
 
 
+class TurnstileFlood(_Payload):
+    """turnstile.flood: tamper changes came faster than one alarm each may (a flapping contact,
+    or a controller or module reporting garbage); folded instead of an alarm per change.
+
+    ``started`` (alarm) at the first change over the limit; ``continuing`` (normal) with the
+    changes counted in each ``flood_report_s`` while it lasts; ``ended`` (normal) after a whole
+    ``flood_report_s`` without one, with the total. The state the counted changes leave is a
+    turnstile.tamper alarm at the flood's next report if it is not the one alarmed last.
+    """
+
+    what: Literal["status_changes"] = Field(description="status_changes: tamper changes not alarmed one by one.")
+    state: Literal["started", "continuing", "ended"]
+    suppressed: int = Field(ge=0, description="Changes not alarmed since this flood's previous turnstile.flood.")
+    total: int = Field(ge=1, description="Changes not alarmed since the flood started.")
+    duration_s: float = Field(ge=0, description="Since the first change over the limit (ended: to the last).")
+    rate: float = Field(gt=0, description="The limit in force: changes alarmed a second, sustained.")
+    burst: int = Field(ge=1, description="The limit in force: changes alarmed at once.")
+    detail: str
+
+
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "turnstile.passage": TurnstilePassage,
     "turnstile.grant_timeout": TurnstileLaneAlarm,
@@ -116,4 +136,5 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "turnstile.event_refused": TurnstileEventRefused,
     "turnstile.offline": TurnstileOffline,
     "turnstile.counter_gap": TurnstileCounterGap,
+    "turnstile.flood": TurnstileFlood,
 }

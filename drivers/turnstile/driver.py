@@ -51,7 +51,7 @@ class TurnstileDriver(Driver):
         self.codec = get_codec(config.codec)
         self.line = Line(config.port, config.baudrate)
         self.decoder = self.codec.decoder()
-        self.devices = {a: DeviceState(a) for a in config.addresses}
+        self.devices = {a: DeviceState(a, flood_report_s=config.flood_report_s) for a in config.addresses}
         self.stats = {"timeouts": 0, "retries": 0, "reconnects": 0, "late_replies": 0,
                       "events_not_stored": 0, "commands_ok": 0, "commands_failed": 0,
                       "refused_polls": 0, "unconfirmed": 0}
@@ -470,7 +470,7 @@ class TurnstileDriver(Driver):
             # The lane must work without it: start from a fresh baseline, keep the bad file to look at.
             aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
             self.ctx.log.error("turnstile_state_file_unusable", error=str(exc), moved_to=str(aside))
-            self.devices = {a: DeviceState(a) for a in self.config.addresses}
+            self.devices = {a: DeviceState(a, flood_report_s=self.config.flood_report_s) for a in self.config.addresses}
             try:
                 path.rename(aside)
             except OSError:

@@ -103,6 +103,8 @@ class CommandRouter:
         clocks = getattr(self._daemon, "clocks", None)  # the daemon's uptime, persisted here
         seen = SeenIds(s.state_dir, skew_s=s.trust.clock_skew_s, on_clock_back=self._clock_went_back,
                        uptime=clocks.uptime if clocks is not None else None)
+        for refused in seen.refused:  # crafted or damaged: not believed, and never silently
+            self._clock_state_refused(refused)
         self._verifier = Verifier(
             device=s.device_id, site=s.site, trust=trust, clock_skew_s=s.trust.clock_skew_s,
             settings=self._settings, seen=seen, builtin_effects=self._builtin_effects,
@@ -194,6 +196,15 @@ class CommandRouter:
             "detail": "the wall clock is behind a time this device has already seen; commands, keys, cards, "
                       "visits, documents and x-ray results are judged by the later time (check NTP and the "
                       "RTC battery: edge doctor)"}, "alarm")
+
+    def _clock_state_refused(self, refused: dict) -> None:
+        log.error("clock_state_refused", **refused)
+        what = "the time floor is unknown until the wall clock sets it" if refused["key"] != "uptime_s" else \
+            "the uptime counts from 0 (used ids are kept longer)"
+        self._record("system.clock_state_refused", {
+            **refused, "detail": f"{refused['path']}: {refused['key']} = {refused['value']} cannot be true "
+                                 f"({refused['reason']}); {what}. The file was damaged or written by "
+                                 "someone with the daemon's account or root: check the device"}, "alarm")
 
     # -- intake (other threads: only enqueue) --------------------------------------
 

@@ -21,10 +21,19 @@ runs, kept here. Two rules follow:
 The floor adopts the wall clock when the daemon starts and, while running,
 only small forward steps (NTP slewing): a rogue clock pushed far ahead during
 a run cannot drag the floor forward and lock every command out.
+
+The file itself is not believed blindly either (defence in depth: writing it takes the
+daemon's account or root). A value that cannot be true (not a number, NaN, infinite,
+negative, an uptime of centuries, a floor taken at an uptime not reached yet, a floor
+beyond 2100 or more than a year ahead of a wall clock that is set) is refused: an
+uptime as 0 (ids are kept longer, the safe side), a floor as unknown (the wall clock is
+kept). Each refusal is in ``refused`` for the caller to alarm, naming the file and value.
+A floor merely ahead of the wall clock (set back, a dead RTC) is a clock issue and kept.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -37,6 +46,32 @@ from edge.uptime import Clocks, Uptime, up_bound
 
 DB_NAME = "commands.db"
 _PRUNE_EVERY = 256
+_MAX_UPTIME_S = 200 * 365.25 * 86400  # no device's daemon runs for centuries
+_CLOCK_SET_AFTER = 1_577_836_800.0  # 2020-01-01: a wall clock before it is unset (a dead RTC)
+_FLOOR_CEILING = 4_102_444_800.0  # 2100-01-01: no floor is beyond it while this software runs
+#: A floor further ahead of a wall clock that is set than a clock issue explains (the floor is
+#: persisted every minute or so: a set clock a year behind it at start is not an NTP slip).
+_FLOOR_AHEAD_MAX_S = 366 * 86400.0
+
+
+def _number(meta: dict, key: str, refused: list[dict], path: Path) -> float | None:
+    """``meta[key]`` as a finite, non-negative number; None (and a refusal) when it cannot be one."""
+    raw = meta.get(key)
+    if raw is None:
+        return None  # never written (a new file): not a refusal
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if math.isfinite(value) and 0 <= value <= (_MAX_UPTIME_S if key != "floor_wall" else _FLOOR_CEILING):
+        return value
+    refused.append(_refusal(path, key, raw, "not a finite number in range (0 .. "
+                            f"{_MAX_UPTIME_S if key != 'floor_wall' else _FLOOR_CEILING:.0f})"))
+    return None
+
+
+def _refusal(path: Path, key: str, raw, reason: str) -> dict:
+    return {"path": str(path), "key": key, "value": repr(raw)[:64], "reason": reason}
 
 
 class SeenIds:
@@ -52,6 +87,7 @@ class SeenIds:
         self.on_clock_back = on_clock_back
         self._claims = 0
         self._behind = False
+        self.refused: list[dict] = []  # meta values that cannot be true (see the module's docstring)
         self._floor_lock = threading.Lock()  # the commands worker and the gate (scan freshness) both ask
         try:
             self._db = open_db(self.path)
@@ -59,13 +95,33 @@ class SeenIds:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the replay-protection database: {exc}") from None
-        self._uptime = uptime or Uptime(float(meta.get("uptime_s", 0.0)), mono)
-        self._floor = (meta.get("floor_wall"), meta.get("floor_uptime"))
+        saved_up = _number(meta, "uptime_s", self.refused, self.path)
+        self._uptime = uptime or Uptime(saved_up or 0.0, mono)
         wall = clock()
-        if self._floor[0] is None or wall > self.floor():
+        self._floor = self._saved_floor(meta, wall)
+        if self._floor is None or wall > self.floor():
             self._floor = (wall, self.uptime())  # at start, a later wall time is believed
         self._save_meta()
         self.prune()
+
+    def _saved_floor(self, meta: dict, wall: float) -> tuple[float, float] | None:
+        """The floor persisted, or None: none yet, or one that cannot be true (refused)."""
+        floor_wall = _number(meta, "floor_wall", self.refused, self.path)
+        at = _number(meta, "floor_uptime", self.refused, self.path)
+        if floor_wall is None or at is None:
+            return None
+        up = self.uptime()
+        if at > up:
+            self.refused.append(_refusal(self.path, "floor_uptime", meta["floor_uptime"],
+                                         f"taken at an uptime this device has not reached ({up:.0f} s)"))
+            return None
+        floor = floor_wall + (up - at)
+        if floor > _FLOOR_CEILING or (wall >= _CLOCK_SET_AFTER and floor > wall + _FLOOR_AHEAD_MAX_S):
+            self.refused.append(_refusal(self.path, "floor_wall", meta["floor_wall"],
+                                         f"a time floor of {floor:.0f}, beyond any real time (the wall "
+                                         f"clock says {wall:.0f}); the wall clock is kept"))
+            return None
+        return floor_wall, at
 
     def _schema(self) -> None:
         self._db.execute("CREATE TABLE IF NOT EXISTS seen_commands ("
@@ -171,7 +227,11 @@ def read_uptime(state_dir: Path) -> float:
             db.close()
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read the device's uptime: {exc}") from None
-    return float(row[0]) if row else 0.0
+    if not row:
+        return 0.0
+    refused: list[dict] = []
+    value = _number({"uptime_s": row[0]}, "uptime_s", refused, path)
+    return 0.0 if value is None else value  # refused: 0 keeps every span longer (SeenIds alarms it)
 
 
 def offline_clocks(state_dir: Path) -> Clocks:

@@ -56,6 +56,17 @@ class ClockJumpedBack(_M):
     detail: str
 
 
+class ClockStateRefused(_M):
+    """``system.clock_state_refused`` (alarm): a value of the device's clock state (commands.db:
+    its uptime, its time floor) cannot be true (damaged or crafted); it was not believed."""
+
+    path: str = Field(description="The file the value was read from.")
+    key: str = Field(description="uptime_s, floor_wall or floor_uptime.")
+    value: str = Field(description="The value found (repr, at most 64 characters).")
+    reason: str
+    detail: str
+
+
 class SinglePersonOverride(_M):
     """``system.single_person_override`` (alarm): one local operator let one person through."""
 
@@ -71,6 +82,7 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "trust.revocations_applied": RevocationsApplied,
     "trust.revocations_rejected": RevocationsRejected,
     "system.clock_jumped_back": ClockJumpedBack,
+    "system.clock_state_refused": ClockStateRefused,
     "system.single_person_override": SinglePersonOverride,
 }
 

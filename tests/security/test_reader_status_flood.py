@@ -4,7 +4,7 @@ The card-read limit (test_reader_flood.py) bounds card reads only. Each tamper o
 was an alarm of its own, and an alarm is never evicted from the store: libosdp's PD, holding the
 reader's key, sent 80 tamper on/off reports and the gate stored 80 ``reader.tamper`` alarms in
 under a second (a day of it: over a million alarms, a full store). Now the first changes are
-alarmed one by one (STATUS_BURST), the rest are counted in one ``reader.flood`` (what:
+alarmed one by one (CHANGE_BURST), the rest are counted in one ``reader.flood`` (what:
 status_changes), and the state the flood leaves is alarmed when the flood is over; a real tamper
 is therefore never hidden, only the flapping is folded.
 """
@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from drivers.readers.driver import STATUS_BURST
+from edge.ratelimit import CHANGE_BURST
 from tests._gate_helpers import events, last_seq, wait_event
 from tests._perimeter_helpers import Perimeter, card_decision, card_of
 
@@ -68,8 +68,8 @@ def test_a_tamper_flap_is_bounded_alarms_and_the_state_it_leaves_is_alarmed(site
     # 2 + TOGGLES changes in all: each one an alarm, or counted in the flood (a report may add an
     # alarm of the state left so far, hence >=); all but the burst (and a refill) were counted.
     assert len([t for t in tampers if t["seq"] < ended["seq"]]) + ended["payload"]["total"] >= 2 + TOGGLES
-    assert ended["payload"]["total"] >= 2 + TOGGLES - STATUS_BURST - 1, ended["payload"]
-    assert len(tampers) <= STATUS_BURST + 2, [t["payload"] for t in tampers]  # bucket + catch-ups, not 83
+    assert ended["payload"]["total"] >= 2 + TOGGLES - CHANGE_BURST - 1, ended["payload"]
+    assert len(tampers) <= CHANGE_BURST + 2, [t["payload"] for t in tampers]  # bucket + catch-ups, not 83
     assert all(t["priority"] == "alarm" for t in tampers)
     # The state the flap left (tampered) is the last alarm, raised by a flood report (the burst's
     # last change alarmed was 'cleared'): nothing real is hidden.
