@@ -25,10 +25,12 @@ a run cannot drag the floor forward and lock every command out.
 The file itself is not believed blindly either (defence in depth: writing it takes the
 daemon's account or root). A value that cannot be true (not a number, NaN, infinite,
 negative, an uptime of centuries, a floor taken at an uptime not reached yet, a floor
-beyond 2100 or more than a year ahead of a wall clock that is set) is refused: an
+beyond 2100) is refused: an
 uptime as 0 (ids are kept longer, the safe side), a floor as unknown (the wall clock is
 kept). Each refusal is in ``refused`` for the caller to alarm, naming the file and value.
-A floor merely ahead of the wall clock (set back, a dead RTC) is a clock issue and kept.
+A floor ahead of the wall clock, by however much, is kept: that is what a clock set back
+looks like (a dead RTC, a rogue NTP server), and the floor is what guards against it;
+dropping a floor "too far ahead" would hand a rogue clock a way past it at the next start.
 """
 
 from __future__ import annotations
@@ -47,11 +49,7 @@ from edge.uptime import Clocks, Uptime, up_bound
 DB_NAME = "commands.db"
 _PRUNE_EVERY = 256
 _MAX_UPTIME_S = 200 * 365.25 * 86400  # no device's daemon runs for centuries
-_CLOCK_SET_AFTER = 1_577_836_800.0  # 2020-01-01: a wall clock before it is unset (a dead RTC)
 _FLOOR_CEILING = 4_102_444_800.0  # 2100-01-01: no floor is beyond it while this software runs
-#: A floor further ahead of a wall clock that is set than a clock issue explains (the floor is
-#: persisted every minute or so: a set clock a year behind it at start is not an NTP slip).
-_FLOOR_AHEAD_MAX_S = 366 * 86400.0
 
 
 def _number(meta: dict, key: str, refused: list[dict], path: Path) -> float | None:
@@ -116,7 +114,7 @@ class SeenIds:
                                          f"taken at an uptime this device has not reached ({up:.0f} s)"))
             return None
         floor = floor_wall + (up - at)
-        if floor > _FLOOR_CEILING or (wall >= _CLOCK_SET_AFTER and floor > wall + _FLOOR_AHEAD_MAX_S):
+        if floor > _FLOOR_CEILING:
             self.refused.append(_refusal(self.path, "floor_wall", meta["floor_wall"],
                                          f"a time floor of {floor:.0f}, beyond any real time (the wall "
                                          f"clock says {wall:.0f}); the wall clock is kept"))
