@@ -144,6 +144,11 @@ class ChangeFold:
         self._flood.refused()
         return False
 
+    def known(self, key: Hashable, value: Any) -> None:
+        """``key`` is now ``value`` and recorded outside the fold (a legitimate change, not folded):
+        no alarm, and no flood report raises it again."""
+        self.state[key] = self._alarmed[key] = value
+
     def tick(self) -> None:
         self._flood.tick()
 

@@ -149,3 +149,15 @@ def test_an_alarm_that_could_not_be_stored_is_still_owed():
     clock.t += 10
     fold.tick()
     assert out[-1] == ("alarm", "k", True)
+
+
+def test_a_change_recorded_outside_the_fold_is_not_raised_again_by_a_report():
+    clock, out = Clock(), []
+    fold = _fold(clock, out, initial={"door": False}, burst=1)
+    fold.changed("door", True)   # alarmed
+    fold.changed("door", False)  # counted: a flood
+    fold.known("door", True)     # then opened legitimately, recorded by its owner
+    clock.t += 10
+    fold.tick()
+    assert [o for o in out if o[0] == "alarm"] == [("alarm", "door", True)]  # no stale "closed"
+    assert fold.state == {"door": True}

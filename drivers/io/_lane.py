@@ -8,6 +8,8 @@ the edge device's clock at the poll that saw the change.
 A tamper contact that flaps (a loose switch, or a module reporting garbage) would be an alarm
 per poll, never evicted: its changes go through ``edge.ratelimit.ChangeFold`` (a few alarmed,
 the rest counted in ``turnstile.flood``, the state they leave alarmed at the next report).
+Forced passages (the ``forced`` input, a passage without a grant) go through a fold of their own
+(``what: forced``): the first of a burst is alarmed at once, whatever the tamper contact does.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ class LaneLogic:
         self.free = False       # unlocked: both ways open, no grant needed
         self.lockdown = False   # no grant until released
         self._seq = 0
-        self._folded: list[Out] = []  # what the tamper fold raised, for the caller to emit
-        self.tamper = ChangeFold(flood_report_s, self._tamper_alarm, self._tamper_report, initial={"tamper": False})
+        self._folded: list[Out] = []  # what the folds raised, for the caller to emit
+        self.tamper = ChangeFold(flood_report_s, self._tamper_alarm, self._report("status_changes", "tamper changes"),
+                                 initial={"tamper": False})
+        # key: "input" (the forced contact) or the direction of a passage without a grant
+        self.forced = ChangeFold(flood_report_s, self._forced_alarm, self._report("forced", "forced passages"))
 
     def stamp(self, **payload) -> dict:
         self._seq = self._seq % 65535 + 1
@@ -62,14 +67,16 @@ class LaneLogic:
                 self.tamper.changed("tamper", level)
                 out.extend(self._take_folded())
             elif name == "forced" and level:
-                out.append(("turnstile.forced", self.stamp(), "alarm"))
+                self.forced.changed("input", True)
+                out.extend(self._take_folded())
             elif name.startswith("passage") and level:
                 self._passage(name.removeprefix("passage_"), out, pulses)
         return out, pulses
 
     def tick(self) -> list[Out]:
-        """A tamper flood's reports due now, and the state it left (call once a poll)."""
+        """The floods' reports due now, and the state they left (call once a poll)."""
         self.tamper.tick()
+        self.forced.tick()
         return self._take_folded()
 
     def _take_folded(self) -> list[Out]:
@@ -79,10 +86,17 @@ class LaneLogic:
     def _tamper_alarm(self, _key: str, level: bool) -> None:
         self._folded.append(("turnstile.tamper", self.stamp(active=level), "alarm"))
 
-    def _tamper_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
-        payload = self.tamper.payload(state, suppressed, total, duration_s, "tamper changes")
-        self._folded.append(("turnstile.flood", {"address": self.address, "what": "status_changes", **payload},
-                             "alarm" if state == "started" else "normal"))
+    def _forced_alarm(self, key: str, _active: bool) -> None:
+        payload = self.stamp() if key == "input" else self.stamp(direction=key)
+        self._folded.append(("turnstile.forced", payload, "alarm"))
+
+    def _report(self, what: str, changes: str):
+        def report(state: str, suppressed: int, total: int, duration_s: float) -> None:
+            fold = self.tamper if what == "status_changes" else self.forced
+            payload = fold.payload(state, suppressed, total, duration_s, changes)
+            self._folded.append(("turnstile.flood", {"address": self.address, "what": what, **payload},
+                                 "alarm" if state == "started" else "normal"))
+        return report
 
     def _passage(self, direction: str, out: list[Out], pulses: list[str]) -> None:
         self.counters[direction] += 1
@@ -97,7 +111,8 @@ class LaneLogic:
                 del self.grants[direction]
         elif not (self.free or self.emergency):
             # nobody was let through this way: the arm was pushed or the lane tailgated
-            out.append(("turnstile.forced", self.stamp(direction=direction), "alarm"))
+            self.forced.changed(direction, True)
+            out.extend(self._take_folded())
 
     def grant(self, direction: str, passes: int, timeout_s: float, now: float) -> None:
         self.grants[direction] = Grant(passes, now + timeout_s, passes)

@@ -105,6 +105,11 @@ class SallyPortConfig(ModbusLink):
     inner: Door
     fire_alarm: int | None = Field(default=None, ge=0, le=65535, description="Fire-alarm release input.")
     release_s: float = Field(default=5.0, ge=0.2, le=60, description="How long a door stays unlocked.")
+    flood_report_s: float = Field(default=60.0, ge=1, le=3600,
+                                  description="A forced door flapping (more changes than one alarm each may) "
+                                              "is reported once when it starts (an alarm), then with its count "
+                                              "once per this many seconds, and as over after this many seconds "
+                                              "without one; the state it left is recorded.")
 
     def input_map(self) -> dict[str, int]:
         used = {"outer": self.outer.closed, "inner": self.inner.closed}

@@ -249,6 +249,7 @@ class ModbusTurnstileDriver(Driver):
         status = "ok" if self.online and self.fault is None else "down"
         report = {"status": status, "in_service": status == "ok", "fault": self.fault,
                   "tamper_flapping": self.logic.tamper.active, "tamper_changes_suppressed": self.logic.tamper.suppressed,
+                  "forced_flooding": self.logic.forced.active, "forced_suppressed": self.logic.forced.suppressed,
                   "counters": dict(self.logic.counters), **self._status(), **self.stats}
         if note := mode_note(report["mode"], self.ctx.name):  # `edge status`: what the lane does, what ends it
             report["mode_note"] = note

@@ -9,6 +9,12 @@ both coils are switched off on every (re)connect. A grant runs a passage
 cycle: the first door for the direction, then (once it is closed again) the
 second; the passage is reported when the second door has closed behind the
 person. A door opening without a release is ``sallyport.forced`` (alarm).
+
+A forced door's changes (its opening and the changes until it is closed again) go through
+``edge.ratelimit.ChangeFold``: a door contact flapping, or a module reporting garbage, is a few
+alarms and one ``turnstile.flood`` (what: forced), not an alarm per poll; the first forcing of a
+burst is alarmed at once, and the state the flapping leaves is recorded. Released doors' changes
+are recorded one by one as ever.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from drivers.io._module import Module, ModuleSilent, serve_module
 from drivers.io.config import SallyPortConfig
 from edge.driver import Driver, parse_command_args
 from edge.errors import CommandError, StoreFull
+from edge.ratelimit import ChangeFold
 
 
 class _Args(BaseModel):
@@ -69,6 +76,9 @@ class SallyPortDriver(Driver):
         self._seq = 0
         self._jobs: queue.Queue = queue.Queue()
         self._wake = threading.Event()
+        self._forced_open = {"outer": False, "inner": False}  # opened without a release, not closed since
+        self.forced = ChangeFold(config.flood_report_s, self._door_alarm, self._forced_report,
+                                 initial={"outer": False, "inner": False})  # key: door, value: open
 
     # --- run thread -----------------------------------------------------------------------
 
@@ -93,7 +103,8 @@ class SallyPortDriver(Driver):
             self._back()
             now = time.monotonic()
             for door in ("outer", "inner"):
-                self._emit_all(self.lock.on_closed(door, inputs[door], now))
+                self._door(door, self.lock.on_closed(door, inputs[door], now))
+            self.forced.tick()
             self._fire_alarm(inputs.get("fire_alarm", False))
             _door, events = self.lock.wants(now)
             self._emit_all(events)
@@ -107,6 +118,29 @@ class SallyPortDriver(Driver):
         if force or self._on[door] != on:
             module.set_coil(self.coils[door], on)
             self._on[door] = on
+
+    def _door(self, door: str, events) -> None:
+        """A door's change: one by one when released, through the fold when it was forced."""
+        change = next((p for t, p, _ in events if t == "sallyport.door"), None)
+        if change is None:
+            return
+        forced = any(t == "sallyport.forced" for t, _, _ in events)
+        if not (forced or self._forced_open[door]):
+            self.forced.known(door, change["open"])
+            self._emit_all(events)
+            return
+        self._forced_open[door] = change["open"]
+        self.forced.changed(door, change["open"])
+
+    def _door_alarm(self, door: str, open_: bool) -> None:
+        self._emit("sallyport.door", {"address": self.config.address, "door": door, "open": open_})
+        if open_:
+            self._emit("sallyport.forced", {"address": self.config.address, "door": door}, "alarm")
+
+    def _forced_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
+        payload = self.forced.payload(state, suppressed, total, duration_s, "forced door changes")
+        self._emit("turnstile.flood", {"address": self.config.address, "what": "forced", **payload},
+                   "alarm" if state == "started" else "normal")
 
     def _fire_alarm(self, active: bool) -> None:
         if active != self.emergency:
@@ -248,6 +282,7 @@ class SallyPortDriver(Driver):
     def health(self) -> dict[str, Any]:
         status = "ok" if self.online and self.fault is None else "down"
         return {"status": status, "in_service": status == "ok", "fault": self.fault,
+                "forced_flooding": self.forced.active, "forced_suppressed": self.forced.suppressed,
                 "counters": dict(self.counters), **self._status()}
 
     def close(self) -> None:

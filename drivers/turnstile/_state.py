@@ -7,6 +7,8 @@ queue overflowed), and the counters read after a reconnect (passages the device
 counted while nobody could hear it). Tamper events go through ``ChangeFold``: a
 flapping switch, or a controller reporting garbage, is a few alarms and one
 ``turnstile.flood``, not an alarm per event (each is still taken and confirmed).
+Forced passages go through a fold of their own (``what: forced``): the first of a
+burst is alarmed at once, whatever the tamper switch does.
 """
 
 from __future__ import annotations
@@ -46,12 +48,15 @@ class DeviceState:
     gaps: int = 0
     flood_report_s: float = 60.0
     tamper: ChangeFold = field(init=False, repr=False)
+    forced: ChangeFold = field(init=False, repr=False)
 
     def __post_init__(self):
         self._emit: Emit | None = None  # the emit of the call in progress (the fold's alarms go there)
         self._tamper_payload: dict = {}  # the last tamper event's, for the state a flood leaves
-        self.tamper = ChangeFold(self.flood_report_s, self._tamper_alarm, self._tamper_report,
-                                 initial={"tamper": False})
+        self._forced_payload: dict = {}  # the forced event's being folded (key: its direction)
+        self.tamper = ChangeFold(self.flood_report_s, self._tamper_alarm,
+                                 self._report("status_changes", "tamper changes"), initial={"tamper": False})
+        self.forced = ChangeFold(self.flood_report_s, self._forced_alarm, self._report("forced", "forced passages"))
 
     def set_online(self, online: bool, emit: Emit, reason: str | None = None) -> None:
         """Record a change of reachability (only changes make an event)."""
@@ -96,6 +101,9 @@ class DeviceState:
         elif ev.kind == K.TAMPER:
             self._emit, self._tamper_payload = emit, payload
             self.tamper.changed("tamper", payload["active"])
+        elif ev.kind == K.FORCED:
+            self._emit, self._forced_payload[ev.direction] = emit, payload
+            self.forced.changed(ev.direction, True)
         else:
             emit(EVENT_TYPES[ev.kind], payload, "alarm" if ev.kind in ALARMS else "normal")
         self.last_seq = ev.seq
@@ -105,7 +113,8 @@ class DeviceState:
     def on_status(self, status: m.Status, emit: Emit) -> None:
         self.status = status
         self._emit = emit
-        self.tamper.tick()  # each poll (bus) or heartbeat (point to point): the flood's reports
+        self.tamper.tick()  # each poll (bus) or heartbeat (point to point): the floods' reports
+        self.forced.tick()
         if status.emergency != self.emergency:
             # The event itself was lost (queue overflow, offline): the flag still tells us.
             self._emergency(status.emergency, emit, {"address": self.address, "active": status.emergency,
@@ -146,10 +155,16 @@ class DeviceState:
     def _tamper_alarm(self, _key: str, active: bool) -> None:
         self._emit("turnstile.tamper", {**self._tamper_payload, "active": active}, "alarm")
 
-    def _tamper_report(self, state: str, suppressed: int, total: int, duration_s: float) -> None:
-        payload = self.tamper.payload(state, suppressed, total, duration_s, "tamper changes")
-        self._emit("turnstile.flood", {"address": self.address, "what": "status_changes", **payload},
-                   "alarm" if state == "started" else "normal")
+    def _forced_alarm(self, direction: str | None, _active: bool) -> None:
+        self._emit("turnstile.forced", self._forced_payload[direction], "alarm")
+
+    def _report(self, what: str, changes: str):
+        def report(state: str, suppressed: int, total: int, duration_s: float) -> None:
+            fold = self.tamper if what == "status_changes" else self.forced
+            payload = fold.payload(state, suppressed, total, duration_s, changes)
+            self._emit("turnstile.flood", {"address": self.address, "what": what, **payload},
+                       "alarm" if state == "started" else "normal")
+        return report
 
     def _emergency(self, active: bool, emit: Emit, payload: dict) -> None:
         if active == self.emergency:
@@ -162,7 +177,8 @@ class DeviceState:
              "counters": dict(self.counters) if self.counters else None,
              "emergency": self.emergency, "events": self.events, "counter_gaps": self.gaps,
              "events_refused": self.refused, "tamper_flapping": self.tamper.active,
-             "tamper_changes_suppressed": self.tamper.suppressed}
+             "tamper_changes_suppressed": self.tamper.suppressed, "forced_flooding": self.forced.active,
+             "forced_suppressed": self.forced.suppressed}
         if self.offline_reason:
             h["offline_reason"] = self.offline_reason
         if self.status is not None:

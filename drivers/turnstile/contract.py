@@ -102,16 +102,21 @@ class TurnstileCounterGap(_Payload):
 
 
 class TurnstileFlood(_Payload):
-    """turnstile.flood: tamper changes came faster than one alarm each may (a flapping contact,
-    or a controller or module reporting garbage); folded instead of an alarm per change.
+    """turnstile.flood: tamper changes, or forced passages (a sally port: forced door openings),
+    came faster than one alarm each may (a flapping contact, or a controller or module reporting
+    garbage); folded instead of an alarm per change. The first forced passage of a burst is always
+    an alarm at once (each kind has its own limit).
 
     ``started`` (alarm) at the first change over the limit; ``continuing`` (normal) with the
     changes counted in each ``flood_report_s`` while it lasts; ``ended`` (normal) after a whole
     ``flood_report_s`` without one, with the total. The state the counted changes leave is a
-    turnstile.tamper alarm at the flood's next report if it is not the one alarmed last.
+    turnstile.tamper alarm at the flood's next report if it is not the one alarmed last (forced:
+    a direction or door whose forcing was never alarmed is alarmed then).
     """
 
-    what: Literal["status_changes"] = Field(description="status_changes: tamper changes not alarmed one by one.")
+    what: Literal["status_changes", "forced"] = Field(
+        description="status_changes: tamper changes not alarmed one by one; forced: turnstile.forced "
+                    "(sally port: sallyport.forced and its door's changes) not alarmed one by one.")
     state: Literal["started", "continuing", "ended"]
     suppressed: int = Field(ge=0, description="Changes not alarmed since this flood's previous turnstile.flood.")
     total: int = Field(ge=1, description="Changes not alarmed since the flood started.")
