@@ -21,10 +21,9 @@ import pytest
 
 from drivers.sim.modbus_io import ModbusIoSim
 from edge.ratelimit import CHANGE_BURST
+from tests._flood_helpers import WINDOW_S, modbus_flood_lane, serial_flood_site
 from tests._gate_helpers import events, last_seq, wait_event
-from tests._perimeter_helpers import Perimeter
 
-WINDOW_S = 2.0
 TOGGLES = 81  # on, off, on, ... ends on
 PASSAGE_IN, FORCED = 0, 4
 OUTER_CLOSED, INNER_CLOSED = 0, 1
@@ -61,17 +60,8 @@ def _check_folded(state, source: str, mark: int, alarm_type: str, forcings: int)
 
 @pytest.fixture
 def modbus_lane(base_config, edge_daemon):
-    module = ModbusIoSim().start()
-    base_config.update(drivers=[{
-        "name": "lane1-ts", "kind": "turnstile.modbus", "host": "127.0.0.1", "tcp_port": module.port,
-        "coils": {"release_in": 0, "release_out": 1},
-        "inputs": {"passage_in": PASSAGE_IN, "passage_out": 1, "forced": FORCED},
-        "poll_interval_s": 0.02, "reply_timeout_s": 0.3, "retries": 1, "flood_report_s": WINDOW_S,
-        "reconnect_initial_s": 0.05, "reconnect_max_s": 0.3}])
-    daemon = edge_daemon(base_config)
-    wait_event(daemon.state_dir, "turnstile.online", what="the lane online")
-    yield module, daemon
-    module.stop()
+    with modbus_flood_lane(base_config, edge_daemon, {"forced": FORCED}) as lane:
+        yield lane
 
 
 def test_a_flapping_forced_contact_on_a_modbus_lane_is_bounded_alarms(modbus_lane):
@@ -103,14 +93,8 @@ def test_a_flapping_forced_contact_on_a_modbus_lane_is_bounded_alarms(modbus_lan
 
 @pytest.fixture
 def site(tmp_path, base_config, edge_daemon):
-    p = Perimeter(tmp_path, base_config)
-    for d in p.config["drivers"]:
-        if d["kind"] == "turnstile.serial":
-            d.update(flood_report_s=WINDOW_S)
-    daemon = edge_daemon(p.config)
-    wait_event(daemon.state_dir, "turnstile.online", lambda e: e["source"] == "ts-in", what="ts-in online")
-    yield p, daemon
-    p.stop()
+    with serial_flood_site(tmp_path, base_config, edge_daemon, "turnstile.online", "ts-in") as perimeter:
+        yield perimeter
 
 
 def test_a_serial_controller_reporting_forced_passages_in_a_flood_is_bounded_alarms(site):

@@ -18,12 +18,11 @@ import time
 
 import pytest
 
-from drivers.sim.modbus_io import ModbusIoSim
 from edge.ratelimit import CHANGE_BURST
+from tests._flood_helpers import modbus_flood_lane, serial_flood_site
 from tests._gate_helpers import events, last_seq, wait_event
-from tests._perimeter_helpers import Perimeter, card_decision, card_of
+from tests._perimeter_helpers import card_decision, card_of
 
-WINDOW_S = 2.0
 TOGGLES = 81  # on, off, on, ... ends on: the lane is left tampered
 TAMPER = 3
 
@@ -53,18 +52,9 @@ def _check_folded(state, source: str, mark: int, changes: int) -> None:
 
 
 @pytest.fixture
-def modbus_lane(tmp_path, base_config, edge_daemon):
-    module = ModbusIoSim().start()
-    base_config.update(drivers=[{
-        "name": "lane1-ts", "kind": "turnstile.modbus", "host": "127.0.0.1", "tcp_port": module.port,
-        "coils": {"release_in": 0, "release_out": 1},
-        "inputs": {"passage_in": 0, "passage_out": 1, "tamper": TAMPER},
-        "poll_interval_s": 0.02, "reply_timeout_s": 0.3, "retries": 1, "flood_report_s": WINDOW_S,
-        "reconnect_initial_s": 0.05, "reconnect_max_s": 0.3}])
-    daemon = edge_daemon(base_config)
-    wait_event(daemon.state_dir, "turnstile.online", what="the lane online")
-    yield module, daemon
-    module.stop()
+def modbus_lane(base_config, edge_daemon):
+    with modbus_flood_lane(base_config, edge_daemon, {"tamper": TAMPER}) as lane:
+        yield lane
 
 
 def test_a_flapping_tamper_input_on_a_modbus_lane_is_bounded_alarms(modbus_lane):
@@ -91,14 +81,8 @@ def test_a_flapping_tamper_input_on_a_modbus_lane_is_bounded_alarms(modbus_lane)
 
 @pytest.fixture
 def site(tmp_path, base_config, edge_daemon):
-    p = Perimeter(tmp_path, base_config)
-    for d in p.config["drivers"]:
-        if d["kind"] == "turnstile.serial":
-            d.update(flood_report_s=WINDOW_S)
-    daemon = edge_daemon(p.config)
-    wait_event(daemon.state_dir, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
-    yield p, daemon
-    p.stop()
+    with serial_flood_site(tmp_path, base_config, edge_daemon, "reader.online", "reader-in") as perimeter:
+        yield perimeter
 
 
 def test_a_serial_controller_flapping_its_tamper_events_is_bounded_alarms(site):
