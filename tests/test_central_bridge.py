@@ -7,10 +7,8 @@ import re
 import threading
 from pathlib import Path
 
-import pytest
-
 from edge.contract import CHANNELS
-from edge.testing.central import IngestProcess, Publisher, event
+from edge.testing.central import Publisher, event
 from edge.testing.certs import issue
 from edge.testing.netcut import NetCut
 from edge.testing.wait import wait_for
@@ -19,21 +17,6 @@ from services.central.db import open_db
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config" / "mosquitto-site-bridge.conf"
 SITE = "hmp-example"
-
-
-@pytest.fixture
-def ingest_factory():
-    """``edge central ingest`` child processes, killed at teardown whatever the test did."""
-    started: list[IngestProcess] = []
-
-    def make(*args, **kwargs) -> IngestProcess:
-        proc = IngestProcess(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        proc.kill()
 
 
 def _bridge_topics() -> list[tuple[str, str]]:

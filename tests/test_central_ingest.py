@@ -10,32 +10,11 @@ import urllib.request
 import pytest
 
 from edge.testing.broker import free_port
-from edge.testing.central import IngestProcess, Publisher, event
+from edge.testing.central import Publisher, db_url, event
 from edge.testing.wait import wait_for
 from services.central.db import open_db
 
 SITE = "site-1"
-
-
-@pytest.fixture
-def ingest_factory():
-    """``edge central ingest`` child processes, killed at teardown whatever the test did."""
-    started: list[IngestProcess] = []
-
-    def make(*args, **kwargs) -> IngestProcess:
-        proc = IngestProcess(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        proc.kill()
-
-
-def _db_url(kind: str, tmp_path, request) -> str:
-    if kind == "sqlite":
-        return str(tmp_path / "central.db")
-    return request.getfixturevalue("postgres_url")
 
 
 def _seqs(db, device: str) -> list[int]:
@@ -55,7 +34,7 @@ def central(*args: str) -> subprocess.CompletedProcess:
 def test_consumer_killed_mid_batch_loses_no_event(kind, mosquitto, tmp_path, request, ingest_factory):
     """SIGKILL while a batch is received but not committed: after a restart every (device, seq) is
     in the database exactly once, including what arrived while the consumer was down."""
-    url = _db_url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     # A long linger holds a received batch uncommitted (and unacknowledged) for 1.5 s: the kill lands there.
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "1500", "--batch-max", "100000").start()
     pub = Publisher(mosquitto.port)
@@ -88,7 +67,7 @@ def test_consumer_killed_mid_batch_loses_no_event(kind, mosquitto, tmp_path, req
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_gaps_detected_and_cleared_when_filled(kind, mosquitto, tmp_path, request, ingest_factory):
-    url = _db_url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     port = free_port()
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "0",
                            "--metrics-listen", f"127.0.0.1:{port}").start()
@@ -169,7 +148,7 @@ def test_replaced_store_is_a_new_stream_not_duplicates(mosquitto, tmp_path, inge
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_two_processes_in_one_group_store_every_event_once(kind, mosquitto, tmp_path, request, ingest_factory):
-    url = _db_url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     first = ingest_factory(tmp_path, mosquitto.uri, url, instance=1).start()
     second = ingest_factory(tmp_path, mosquitto.uri, url, instance=2).start()
     pub = Publisher(mosquitto.port)

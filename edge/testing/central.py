@@ -98,3 +98,9 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def db_url(kind: str, tmp_path, request) -> str:
+    """A central database for a test parametrized over ``kind``: a SQLite file in ``tmp_path``, or
+    an empty database on the session's PostgreSQL server (the ``postgres_url`` fixture)."""
+    return str(tmp_path / "central.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")

@@ -6,6 +6,7 @@
 - ``mqtt_collector``: ``mqtt_collector(broker, topics)`` subscribes and waits by condition.
 - ``tls_material``: a CA, a server certificate and a device certificate made with cryptography.
 - ``postgres_url``: an empty database on a real PostgreSQL server (skips, saying why, without one).
+- ``ingest_factory``: ``ingest_factory(workdir, broker_uri, db_url, *args)`` starts ``edge central ingest``.
 Everything started is stopped at teardown.
 """
 
@@ -88,3 +89,20 @@ def postgres_server():
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     return postgres_server.new_database()
+
+
+@pytest.fixture
+def ingest_factory():
+    """``edge central ingest`` child processes, killed at teardown whatever the test did."""
+    from edge.testing.central import IngestProcess
+
+    started: list[IngestProcess] = []
+
+    def make(*args, **kwargs) -> IngestProcess:
+        proc = IngestProcess(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()

@@ -22,12 +22,12 @@ import pytest
 import structlog
 
 from edge.testing.broker import free_port
-from edge.testing.central import Publisher, event
+from edge.testing.central import Publisher, db_url, event
 from edge.testing.wait import wait_for
 from services.central._budget import REJECT_HEAD, RejectBudget
 from services.central._parse import Parsed
 from services.central.db import open_db
-from tests.security.test_central_hostile_device import (  # noqa: F401  (ingest_factory: a fixture)
+from tests.security.test_central_hostile_device import (
     EVIL,
     EVIL_EVENTS,
     GOOD,
@@ -36,8 +36,6 @@ from tests.security.test_central_hostile_device import (  # noqa: F401  (ingest_
     _batch,
     _raw_event,
     _seqs,
-    _url,
-    ingest_factory,
 )
 
 EVIL2, GOOD2 = "tab-evil-2", "gate-2"
@@ -59,8 +57,8 @@ def _send(pub: Publisher, device: str, *seqs: int) -> None:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_device_jumping_its_seq_is_named_and_does_not_hide_other_devices_gaps(
-        kind, mosquitto, tmp_path, request, ingest_factory):  # noqa: F811
-    url, port = _url(kind, tmp_path, request), free_port()
+        kind, mosquitto, tmp_path, request, ingest_factory):
+    url, port = db_url(kind, tmp_path, request), free_port()
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--metrics-listen", f"127.0.0.1:{port}").start()
     pub = Publisher(mosquitto.port)
     _send(pub, GOOD, 1, 2, 5)                              # real gap: 3..4
@@ -107,8 +105,8 @@ def _cli(*args: str) -> str:
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_one_devices_rejects_are_bounded_and_others_and_valid_events_unaffected(
-        kind, mosquitto, tmp_path, request, ingest_factory):  # noqa: F811
-    url, port = _url(kind, tmp_path, request), free_port()
+        kind, mosquitto, tmp_path, request, ingest_factory):
+    url, port = db_url(kind, tmp_path, request), free_port()
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--max-message-bytes", str(LIMIT),
                             "--reject-max-count", "5", "--reject-max-bytes", "300000",
                             "--metrics-listen", f"127.0.0.1:{port}").start()

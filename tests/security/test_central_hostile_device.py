@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from edge.testing.central import IngestProcess, Publisher, event
+from edge.testing.central import Publisher, db_url, event
 from edge.testing.wait import wait_for
 from services.central.db import open_db
 
@@ -28,24 +28,6 @@ SITE, EVIL, GOOD = "site-1", "tab-evil", "gate-1"
 EVIL_EVENTS = f"edge/v1/{SITE}/{EVIL}/events/sim"
 EVIL_STATE = f"edge/v1/{SITE}/{EVIL}/state"
 LIMIT = 256 * 1024  # --max-message-bytes for these tests
-
-
-@pytest.fixture
-def ingest_factory():
-    started: list[IngestProcess] = []
-
-    def make(*args, **kwargs) -> IngestProcess:
-        proc = IngestProcess(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield make
-    for proc in started:
-        proc.kill()
-
-
-def _url(kind: str, tmp_path, request) -> str:
-    return str(tmp_path / "central.db") if kind == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def _raw_event(seq: int, **fields) -> str:
@@ -109,7 +91,7 @@ def _seqs(db, device: str) -> list[int]:
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_hostile_messages_are_refused_one_by_one_and_every_device_keeps_being_served(
         kind, mosquitto, tmp_path, request, ingest_factory):
-    url = _url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     # A long linger puts the hostile messages in the same transactions as the good ones.
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "300",
                             "--max-message-bytes", str(LIMIT)).start()
@@ -165,7 +147,7 @@ def test_a_message_the_database_refuses_is_isolated_and_the_rest_of_its_batch_st
     """Defence in depth: whatever the parser lets through and the database refuses for its
     content is found by splitting the batch, kept as a reject with the database's reason, and
     the messages around it are stored; before, the whole batch was retried forever."""
-    url = _url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "300").start()
     _refuse_type_in_db(kind, url, "evil.poison")
     pub = Publisher(mosquitto.port)
@@ -191,7 +173,7 @@ def test_another_devices_ids_seqs_and_identity_cannot_suppress_its_events(
     """The attacker learns (or guesses) event ids the gate will use and sends them first under its
     own name; it also claims to be the gate inside the envelope. Before, the id alone was the key:
     the gate's genuine events were counted as duplicates, acknowledged and never stored."""
-    url = _url(kind, tmp_path, request)
+    url = db_url(kind, tmp_path, request)
     ingest = ingest_factory(tmp_path, mosquitto.uri, url, "--linger-ms", "0").start()
     pub = Publisher(mosquitto.port)
     genuine = [event(GOOD, SITE, s) for s in (1, 2, 3)]
