@@ -31,13 +31,15 @@ def modbus_flood_lane(base_config, edge_daemon, inputs: dict):
 
 
 @contextmanager
-def serial_flood_site(tmp_path, base_config, edge_daemon, ready_type: str, ready_source: str):
-    """The perimeter's serial turnstiles and readers, started once ``ready_source`` says ``ready_type``."""
+def serial_flood_site(tmp_path, base_config, edge_daemon, ready_type: str, ready_source: str,
+                      settings: dict[str, dict] | None = None):
+    """The perimeter's serial turnstiles and readers, started once ``ready_source`` says ``ready_type``;
+    ``settings`` by driver kind (by default the serial turnstiles' flood report every ``WINDOW_S``)."""
     p = Perimeter(tmp_path, base_config)
     try:
+        settings = settings or {"turnstile.serial": {"flood_report_s": WINDOW_S}}
         for d in p.config["drivers"]:
-            if d["kind"] == "turnstile.serial":
-                d.update(flood_report_s=WINDOW_S)
+            d.update(settings.get(d["kind"], {}))
         daemon = edge_daemon(p.config)
         wait_event(daemon.state_dir, ready_type, lambda e: e["source"] == ready_source,
                    what=f"{ready_source} online")

@@ -15,23 +15,19 @@ import time
 
 import pytest
 
+from tests._flood_helpers import WINDOW_S, serial_flood_site
 from tests._gate_helpers import events, last_seq, wait_event
 from tests._perimeter_helpers import Perimeter, card_decision, card_of
 
-RATE, BURST, WINDOW_S = 1.0, 3, 2.0
+RATE, BURST = 1.0, 3
 FLOOD = 60  # reads presented; libosdp delivers ~16/s at this poll rate
 
 
 @pytest.fixture
 def site(tmp_path, base_config, edge_daemon):
-    p = Perimeter(tmp_path, base_config)
-    for d in p.config["drivers"]:
-        if d["kind"] == "reader.osdp":
-            d.update(rate=RATE, burst=BURST, flood_report_s=WINDOW_S)
-    daemon = edge_daemon(p.config)
-    wait_event(daemon.state_dir, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
-    yield p, daemon
-    p.stop()
+    with serial_flood_site(tmp_path, base_config, edge_daemon, "reader.online", "reader-in",
+                           {"reader.osdp": {"rate": RATE, "burst": BURST, "flood_report_s": WINDOW_S}}) as perimeter:
+        yield perimeter
 
 
 def _from_reader_in(state, glob, after):

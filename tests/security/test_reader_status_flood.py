@@ -16,23 +16,18 @@ import time
 import pytest
 
 from edge.ratelimit import CHANGE_BURST
+from tests._flood_helpers import WINDOW_S, serial_flood_site
 from tests._gate_helpers import events, last_seq, wait_event
-from tests._perimeter_helpers import Perimeter, card_decision, card_of
+from tests._perimeter_helpers import card_decision, card_of
 
-WINDOW_S = 2.0
 TOGGLES = 81  # on, off, on, ... ends on: the reader is left tampered
 
 
 @pytest.fixture
 def site(tmp_path, base_config, edge_daemon):
-    p = Perimeter(tmp_path, base_config)
-    for d in p.config["drivers"]:
-        if d["kind"] == "reader.osdp":
-            d.update(flood_report_s=WINDOW_S)
-    daemon = edge_daemon(p.config)
-    wait_event(daemon.state_dir, "reader.online", lambda e: e["source"] == "reader-in", what="reader-in online")
-    yield p, daemon
-    p.stop()
+    with serial_flood_site(tmp_path, base_config, edge_daemon, "reader.online", "reader-in",
+                           {"reader.osdp": {"flood_report_s": WINDOW_S}}) as perimeter:
+        yield perimeter
 
 
 def _from_reader_in(state, glob, after):
